@@ -1,0 +1,250 @@
+//! Typed access to the mmapped index file.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+use crate::format::{self, ent, hdr, nsr, segr, IndexLayout};
+use crate::sys::SharedMap;
+
+const R: Ordering = Ordering::Relaxed;
+const ACQ: Ordering = Ordering::Acquire;
+const REL: Ordering = Ordering::Release;
+
+/// "No entry" in links and list heads (entries are stored as index + 1).
+pub(crate) const NIL: u32 = u32::MAX;
+
+/// An open index file.
+pub(crate) struct IndexMap {
+    pub(crate) map: SharedMap,
+    pub(crate) layout: IndexLayout,
+    pub(crate) path: PathBuf,
+    _file: File,
+}
+
+fn header_crc(map: &SharedMap) -> u32 {
+    let mut b = [0u8; 64];
+    map.copy_out(0, &mut b);
+    let mut h = crc32fast::Hasher::new();
+    h.update(&b[0..12]);
+    h.update(&b[16..64]);
+    h.finalize()
+}
+
+/// Why an index file cannot be used (it is then rebuilt from the log).
+#[derive(Debug)]
+pub(crate) enum IndexProblem {
+    Missing,
+    Invalid(String),
+    Io(io::Error),
+}
+
+impl IndexMap {
+    /// Opens and validates `path`. Any problem means "rebuild".
+    pub(crate) fn open(path: &Path) -> std::result::Result<IndexMap, IndexProblem> {
+        let file = match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(IndexProblem::Missing),
+            Err(e) => return Err(IndexProblem::Io(e)),
+        };
+        let len = file.metadata().map_err(IndexProblem::Io)?.len();
+        if len < format::IDX_HEADER_LEN as u64 {
+            return Err(IndexProblem::Invalid(format!("index file is only {len} bytes")));
+        }
+        let head = SharedMap::map_rw(&file, format::IDX_HEADER_LEN).map_err(IndexProblem::Io)?;
+        let mut magic = [0u8; 8];
+        head.copy_out(0, &mut magic);
+        if magic != format::INDEX_MAGIC {
+            return Err(IndexProblem::Invalid("bad index magic".into()));
+        }
+        let w0 = head.u64_at(hdr::VERSION & !7).load(R);
+        let version = (w0 & 0xffff_ffff) as u32;
+        let crc = (w0 >> 32) as u32;
+        if version != format::INDEX_VERSION {
+            return Err(IndexProblem::Invalid(format!("index version {version}")));
+        }
+        if crc != header_crc(&head) {
+            return Err(IndexProblem::Invalid("bad index header checksum".into()));
+        }
+        let buckets = head.u64_at(hdr::BUCKETS).load(R);
+        let Some(layout) = IndexLayout::new(buckets) else {
+            return Err(IndexProblem::Invalid(format!("bad bucket count {buckets}")));
+        };
+        if head.u64_at(hdr::ENTRIES).load(R) != layout.entries
+            || head.u64_at(hdr::FILE_LEN).load(R) != layout.file_len as u64
+        {
+            return Err(IndexProblem::Invalid("index header disagrees with its layout".into()));
+        }
+        if len < layout.file_len as u64 {
+            return Err(IndexProblem::Invalid(format!(
+                "index file is {len} bytes, its header says {}",
+                layout.file_len
+            )));
+        }
+        drop(head);
+        let map = SharedMap::map_rw(&file, layout.file_len).map_err(IndexProblem::Io)?;
+        Ok(IndexMap { map, layout, path: path.to_owned(), _file: file })
+    }
+
+    /// Creates a new, empty index at `path` (which must not be in use), sized
+    /// for `buckets` buckets, with blocks preallocated.
+    pub(crate) fn create(path: &Path, buckets: u64, generation: u64) -> Result<IndexMap> {
+        let layout = IndexLayout::new(buckets)
+            .ok_or_else(|| Error::InvalidArgument(format!("bad bucket count {buckets}")))?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+        crate::sys::preallocate(&file, 0, layout.file_len as u64)?;
+        let map = SharedMap::map_rw(&file, layout.file_len)?;
+        let mut b = [0u8; 64];
+        b[0..8].copy_from_slice(&format::INDEX_MAGIC);
+        b[8..12].copy_from_slice(&format::INDEX_VERSION.to_le_bytes());
+        b[16..24].copy_from_slice(&generation.to_le_bytes());
+        b[24..32].copy_from_slice(&buckets.to_le_bytes());
+        b[32..40].copy_from_slice(&layout.entries.to_le_bytes());
+        b[40..48].copy_from_slice(&(layout.file_len as u64).to_le_bytes());
+        map.copy_in(0, &b);
+        let crc = header_crc(&map);
+        map.copy_in(hdr::CRC, &crc.to_le_bytes());
+        let idx = IndexMap { map, layout, path: path.to_owned(), _file: file };
+        for i in 0..format::MAX_NAMESPACES as u32 {
+            idx.ns_set(i, nsr::LRU_HEAD, NIL as u64);
+            idx.ns_set(i, nsr::LRU_TAIL, NIL as u64);
+        }
+        Ok(idx)
+    }
+
+    // ---- header ------------------------------------------------------------
+
+    #[inline]
+    pub(crate) fn h(&self, off: usize) -> &AtomicU64 {
+        self.map.u64_at(off)
+    }
+    #[inline]
+    pub(crate) fn hget(&self, off: usize) -> u64 {
+        self.h(off).load(ACQ)
+    }
+    #[inline]
+    pub(crate) fn hset(&self, off: usize, v: u64) {
+        self.h(off).store(v, REL)
+    }
+    pub(crate) fn retired(&self) -> bool {
+        self.hget(hdr::RETIRED) != 0
+    }
+    pub(crate) fn generation(&self) -> u64 {
+        self.hget(hdr::GENERATION)
+    }
+
+    // ---- namespaces --------------------------------------------------------
+
+    #[inline]
+    pub(crate) fn ns(&self, id: u32, field: usize) -> &AtomicU64 {
+        debug_assert!((id as usize) < format::MAX_NAMESPACES);
+        let id = (id as usize).min(format::MAX_NAMESPACES - 1);
+        self.map.u64_at(self.layout.ns_off + id * format::NS_ROW_LEN + field)
+    }
+    #[inline]
+    pub(crate) fn ns_get(&self, id: u32, field: usize) -> u64 {
+        self.ns(id, field).load(ACQ)
+    }
+    #[inline]
+    pub(crate) fn ns_set(&self, id: u32, field: usize, v: u64) {
+        self.ns(id, field).store(v, REL)
+    }
+    pub(crate) fn ns_add(&self, id: u32, field: usize, d: u64) {
+        self.ns(id, field).fetch_add(d, Ordering::AcqRel);
+    }
+    pub(crate) fn ns_sub(&self, id: u32, field: usize, d: u64) {
+        let a = self.ns(id, field);
+        a.store(a.load(ACQ).saturating_sub(d), REL);
+    }
+
+    /// The name stored in a namespace row (None for a free or damaged row).
+    pub(crate) fn ns_name(&self, id: u32) -> Option<Vec<u8>> {
+        let len = self.ns_get(id, nsr::NAME_LEN) as usize;
+        if len == 0 || len > format::MAX_NAME_LEN {
+            return None;
+        }
+        let mut b = vec![0u8; len];
+        let off = self.layout.ns_off + id as usize * format::NS_ROW_LEN + nsr::NAME;
+        self.map.copy_out(off, &mut b).then_some(b)
+    }
+
+    /// Writes a namespace name (writer only).
+    pub(crate) fn ns_set_name(&self, id: u32, name: &[u8]) {
+        // Name bytes are written word by word through atomics, since other
+        // processes may read the row at the same time.
+        let base = self.layout.ns_off + id as usize * format::NS_ROW_LEN + nsr::NAME;
+        let mut padded = [0u8; format::MAX_NAME_LEN];
+        padded[..name.len()].copy_from_slice(name);
+        for (i, chunk) in padded.chunks_exact(8).enumerate() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            self.map.u64_at(base + i * 8).store(u64::from_le_bytes(w), REL);
+        }
+        self.ns_set(id, nsr::NAME_HASH, crate::name_hash(name));
+        self.ns_set(id, nsr::NAME_LEN, name.len() as u64);
+    }
+
+    // ---- segments ----------------------------------------------------------
+
+    pub(crate) fn seg(&self, row: usize, field: usize) -> &AtomicU64 {
+        let row = row.min(format::MAX_SEGMENTS - 1);
+        self.map.u64_at(self.layout.seg_off + row * format::SEG_ROW_LEN + field)
+    }
+
+    /// The row holding segment `id`, if any.
+    pub(crate) fn seg_row(&self, id: u32) -> Option<usize> {
+        let row = id as usize % format::MAX_SEGMENTS;
+        (id != 0 && self.seg(row, segr::ID).load(ACQ) == id as u64).then_some(row)
+    }
+
+    /// All (row, id) pairs in use.
+    pub(crate) fn seg_rows(&self) -> Vec<(usize, u32)> {
+        (0..format::MAX_SEGMENTS)
+            .filter_map(|r| {
+                let id = self.seg(r, segr::ID).load(R);
+                (id != 0 && id <= u32::MAX as u64).then_some((r, id as u32))
+            })
+            .collect()
+    }
+
+    // ---- buckets and entries ----------------------------------------------
+
+    #[inline]
+    pub(crate) fn bucket(&self, i: u64) -> &AtomicU64 {
+        let i = i & (self.layout.buckets - 1);
+        self.map.u64_at(self.layout.bucket_off + i as usize * format::BUCKET_LEN)
+    }
+
+    /// Entry field; `e` must be below the entry capacity (callers check).
+    #[inline]
+    pub(crate) fn e(&self, e: u32, field: usize) -> &AtomicU64 {
+        let e = (e as u64).min(self.layout.entries - 1) as usize;
+        self.map.u64_at(self.layout.entry_off + e * format::ENTRY_LEN + field)
+    }
+    #[inline]
+    pub(crate) fn eget(&self, e: u32, field: usize) -> u64 {
+        self.e(e, field).load(ACQ)
+    }
+    #[inline]
+    pub(crate) fn eset(&self, e: u32, field: usize, v: u64) {
+        self.e(e, field).store(v, REL)
+    }
+    pub(crate) fn valid_entry(&self, e: u32) -> bool {
+        (e as u64) < self.layout.entries
+    }
+
+    pub(crate) fn links(&self, e: u32) -> (u32, u32) {
+        let w = self.eget(e, ent::LINKS);
+        ((w as u32).wrapping_sub(1), ((w >> 32) as u32).wrapping_sub(1))
+    }
+    pub(crate) fn set_links(&self, e: u32, prev: u32, next: u32) {
+        let w = (prev.wrapping_add(1) as u64) | ((next.wrapping_add(1) as u64) << 32);
+        self.eset(e, ent::LINKS, w);
+    }
+    pub(crate) fn ns_size(&self, e: u32) -> (u32, u32) {
+        let w = self.eget(e, ent::NS_SIZE);
+        (w as u32, (w >> 32) as u32)
+    }
+}

@@ -1,0 +1,62 @@
+//! # picocache-engine
+//!
+//! A log-structured, mmapped hash store for memoized results, shared by every
+//! thread and process on a machine.
+//!
+//! - **One namespace per memoized function**, each with its own `maxsize`,
+//!   optional byte limit and default TTL, and an LRU list kept in the index.
+//! - **A log of checksummed records** (crc32 over header, key and value) in
+//!   segment files, and a **hash index in an mmapped file** that maps a key to
+//!   its record in one probe. The index is a cache of the log: it is validated
+//!   at open and rebuilt from the log whenever it cannot be trusted.
+//! - **Never a wrong value**: every lookup checks the record's crc and compares
+//!   the full key; damage turns into a miss.
+//! - **Many processes**: readers take no lock; writers serialize on `flock`,
+//!   which the kernel releases when a writer dies. A per-key [`Lease`] lets
+//!   memoizers compute a key once across processes.
+//! - **Background compaction** reclaims overwritten, evicted, removed and
+//!   expired records; files that may be mapped are never truncated.
+//!
+//! The on-disk format is specified in `FORMAT.md` at the repository root.
+//!
+//! # Example
+//! ```
+//! use picocache_engine::{Limits, Options, Store};
+//! use std::time::Duration;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::open(dir.path(), Options::default())?;
+//! let ns = store.namespace(
+//!     "my_module.slow_function",
+//!     Limits { maxsize: Some(1000), max_bytes: None, ttl: Some(Duration::from_secs(3600)) },
+//! )?;
+//! ns.put(b"args", b"result")?;
+//! assert_eq!(ns.get(b"args")?, Some(b"result".to_vec()));
+//! assert_eq!(ns.get(b"other")?, None);
+//! let stats = ns.stats()?;
+//! assert_eq!((stats.hits, stats.misses, stats.entries), (1, 1, 1));
+//! # Ok::<(), picocache_engine::Error>(())
+//! ```
+
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
+
+mod error;
+pub mod format;
+mod index;
+pub mod io;
+mod store;
+#[allow(unsafe_code)]
+mod sys;
+mod writer;
+
+pub use error::{Error, Result};
+pub use io::{FaultIo, Io, RealIo};
+pub use store::{
+    Durability, Lease, Limits, Namespace, NamespaceStats, Options, Store, StoreStats, VerifyReport,
+};
+
+/// xxh3 of a namespace name (stored in the index to check a row cheaply).
+pub(crate) fn name_hash(name: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(name)
+}

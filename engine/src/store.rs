@@ -1,0 +1,971 @@
+//! The public store: open, namespaces, reads, and the plumbing around the
+//! writer (locks, fork detection, index replacement, segment maps).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::error::{Error, Result};
+use crate::format::{self, ent, hdr, kind, nsr, segr, RecordHeader, REC_HEADER_LEN};
+use crate::index::IndexMap;
+use crate::io::{Io, RealIo};
+use crate::sys::{self, SharedMap};
+use crate::writer::{Writer, WriterState};
+
+/// How much a committed write survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Survives the crash of any process (the data is in the OS page cache
+    /// when a put returns); a power loss may lose recent writes, leaving a
+    /// valid earlier state. No fsync per write. The default.
+    #[default]
+    Process,
+    /// Survives power loss: every commit (a put, or a whole batch) is
+    /// `fdatasync`ed before it returns.
+    PowerLoss,
+}
+
+/// Options for [`Store::open`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Crash or power-loss durability.
+    pub durability: Durability,
+    /// Maximum size of one log segment in bytes.
+    pub segment_size: u64,
+    /// Run a background compaction thread in this process.
+    pub background_compaction: bool,
+    /// Dead fraction of a sealed segment above which it is compacted.
+    pub compaction_threshold: f64,
+    /// How often the background thread looks for work.
+    pub compaction_interval: Duration,
+    /// Open a store on NFS/CIFS/SMB anyway.
+    pub allow_network_filesystem: bool,
+    /// The I/O layer for log writes (tests substitute [`crate::FaultIo`]).
+    pub io: Arc<dyn Io>,
+    /// Overrides the machine's boot id (tests use it to simulate a reboot).
+    #[doc(hidden)]
+    pub boot_id: Option<u128>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            durability: Durability::Process,
+            segment_size: format::DEFAULT_SEGMENT_SIZE,
+            background_compaction: true,
+            compaction_threshold: 0.5,
+            compaction_interval: Duration::from_millis(500),
+            allow_network_filesystem: false,
+            io: Arc::new(RealIo),
+            boot_id: None,
+        }
+    }
+}
+
+impl Options {
+    /// Sets the durability.
+    pub fn durability(mut self, d: Durability) -> Self {
+        self.durability = d;
+        self
+    }
+    /// Sets the segment size (at least 4 KiB).
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.segment_size = bytes.max(4096);
+        self
+    }
+    /// Turns the background compaction thread on or off.
+    pub fn background_compaction(mut self, on: bool) -> Self {
+        self.background_compaction = on;
+        self
+    }
+    /// Sets the I/O layer.
+    pub fn io(mut self, io: Arc<dyn Io>) -> Self {
+        self.io = io;
+        self
+    }
+    /// Allows network filesystems.
+    pub fn allow_network_filesystem(mut self, allow: bool) -> Self {
+        self.allow_network_filesystem = allow;
+        self
+    }
+}
+
+/// Limits of one namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limits {
+    /// Most entries kept (`None`: unlimited; `Some(0)`: nothing is stored).
+    pub maxsize: Option<u64>,
+    /// Most record bytes kept (`None`: unlimited).
+    pub max_bytes: Option<u64>,
+    /// Default time to live of an entry (`None`: forever).
+    pub ttl: Option<Duration>,
+}
+
+impl Limits {
+    /// Limits with only an entry count.
+    pub fn maxsize(n: Option<u64>) -> Limits {
+        Limits { maxsize: n, ..Limits::default() }
+    }
+    pub(crate) fn encode(&self) -> (u64, u64, u64) {
+        (
+            self.maxsize.unwrap_or(u64::MAX),
+            self.max_bytes.unwrap_or(u64::MAX),
+            self.ttl.map_or(0, |t| (t.as_millis() as u64).max(1)),
+        )
+    }
+    pub(crate) fn decode(maxsize: u64, max_bytes: u64, ttl_ms: u64) -> Limits {
+        Limits {
+            maxsize: (maxsize != u64::MAX).then_some(maxsize),
+            max_bytes: (max_bytes != u64::MAX).then_some(max_bytes),
+            ttl: (ttl_ms != 0).then(|| Duration::from_millis(ttl_ms)),
+        }
+    }
+}
+
+/// Statistics of one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceStats {
+    /// The namespace's name.
+    pub name: String,
+    /// Live entries.
+    pub entries: u64,
+    /// Bytes of live records (headers included).
+    pub live_bytes: u64,
+    /// Hits since the last clear, counted in every process.
+    pub hits: u64,
+    /// Misses since the last clear, counted in every process.
+    pub misses: u64,
+    /// Evictions since the last clear.
+    pub evictions: u64,
+    /// The namespace's limits.
+    pub limits: Limits,
+}
+
+/// Statistics of a whole store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreStats {
+    /// Log segments.
+    pub segments: u64,
+    /// Bytes of records written to the segments.
+    pub log_bytes: u64,
+    /// Bytes of those records that are no longer live.
+    pub dead_bytes: u64,
+    /// Size of the index file.
+    pub index_bytes: u64,
+    /// Live entries in all namespaces.
+    pub entries: u64,
+    /// Compactions completed.
+    pub compactions: u64,
+    /// Every namespace.
+    pub namespaces: Vec<NamespaceStats>,
+}
+
+/// What [`Store::verify`] found.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    /// Records read from the log.
+    pub records: u64,
+    /// Index entries checked.
+    pub entries: u64,
+    /// Every problem found; empty when the store is sound.
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    /// True when nothing is wrong.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// A mapped log segment.
+pub(crate) struct Segment {
+    pub(crate) id: u32,
+    pub(crate) file: File,
+    pub(crate) map: SharedMap,
+    /// A length the file is known to have reached (it never shrinks).
+    known_len: AtomicU64,
+}
+
+impl Segment {
+    fn open(dir: &Path, id: u32, reserve: u64) -> std::io::Result<Segment> {
+        let path = dir.join(format::segment_file_name(id));
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let len = file.metadata()?.len();
+        let map_len = len.max(reserve).div_ceil(4096) * 4096;
+        let map = SharedMap::map_ro(&file, map_len as usize)?;
+        Ok(Segment { id, file, map, known_len: AtomicU64::new(len) })
+    }
+
+    /// True if bytes below `end` are inside the file (so the map may touch them).
+    /// `Err(())` means the file is long enough but the map is too short.
+    fn ensure(&self, end: u64) -> std::result::Result<bool, ()> {
+        if end <= self.known_len.load(Ordering::Acquire) {
+            return Ok(true);
+        }
+        let Ok(meta) = self.file.metadata() else { return Ok(false) };
+        let len = meta.len();
+        self.known_len.fetch_max(len, Ordering::AcqRel);
+        if end > len {
+            return Ok(false);
+        }
+        if end > self.map.len() as u64 {
+            return Err(());
+        }
+        Ok(true)
+    }
+
+    /// Copies the record at `off` into `buf` (header + key + value) and checks
+    /// it. `Err(())`: remap needed.
+    pub(crate) fn read_record(
+        &self,
+        off: u64,
+        buf: &mut Vec<u8>,
+    ) -> std::result::Result<Option<RecordHeader>, ()> {
+        if off < format::SEG_HEADER_LEN || off % 8 != 0 {
+            return Ok(None);
+        }
+        if !self.ensure(off + REC_HEADER_LEN as u64)? {
+            return Ok(None);
+        }
+        let mut hb = [0u8; REC_HEADER_LEN];
+        if !self.map.copy_out(off as usize, &mut hb) {
+            return Ok(None);
+        }
+        let Some(h) = RecordHeader::parse(&hb) else { return Ok(None) };
+        let n = h.body_len();
+        if !self.ensure(off + n as u64)? {
+            return Ok(None);
+        }
+        buf.clear();
+        buf.resize(n, 0);
+        if !self.map.copy_out(off as usize, buf) || !format::record_crc_ok(&h, buf) {
+            return Ok(None);
+        }
+        Ok(Some(h))
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) opts: Options,
+    pub(crate) lock_file: File,
+    pub(crate) index: RwLock<Arc<IndexMap>>,
+    pub(crate) segs: RwLock<HashMap<u32, Arc<Segment>>>,
+    pub(crate) writer: Mutex<WriterState>,
+    fork_gen: u64,
+    epoch_seen: AtomicU64,
+    pub(crate) boot_id: (u64, u64),
+    names: RwLock<HashMap<String, u32>>,
+}
+
+struct Background {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    fork_gen: u64,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if sys::fork_generation() != self.fork_gen {
+            // In a forked child the thread does not exist and its locks may be
+            // held forever: leave everything alone.
+            return;
+        }
+        *self.stop.0.lock() = true;
+        self.stop.1.notify_all();
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A store: one directory holding a log and its index, shared by every
+/// thread and process that opens it.
+///
+/// `Store` is cheap to clone; clones share one set of maps and one
+/// background compaction thread.
+///
+/// # Example
+/// ```
+/// use picocache_engine::{Limits, Options, Store};
+/// let dir = tempfile::tempdir()?;
+/// let store = Store::open(dir.path(), Options::default())?;
+/// let fib = store.namespace("demo.fib", Limits::maxsize(Some(128)))?;
+/// fib.put(b"10", b"55")?;
+/// assert_eq!(fib.get(b"10")?.as_deref(), Some(&b"55"[..]));
+/// assert_eq!(fib.stats()?.hits, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+    _bg: Arc<Background>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.inner.dir).finish()
+    }
+}
+
+/// A handle on one namespace of a [`Store`].
+#[derive(Clone, Debug)]
+pub struct Namespace {
+    store: Store,
+    id: u32,
+    name: Arc<str>,
+    name_hash: u64,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn read_boot_id() -> (u64, u64) {
+    match std::fs::read("/proc/sys/kernel/random/boot_id") {
+        Ok(b) => {
+            let h = xxhash_rust::xxh3::xxh3_128(&b);
+            ((h >> 64) as u64, h as u64)
+        }
+        Err(_) => (0, 0),
+    }
+}
+
+const NETWORK_FS: &[(i64, &str)] = &[
+    (0x6969, "nfs"),
+    (0x517B, "smb"),
+    (0xFF53_4D42, "cifs"),
+    (0xFE53_4D42, "smb2"),
+    (0x5346_414F, "afs"),
+    (0x0102_1997, "9p"),
+    (0x00C3_6400, "ceph"),
+    (0x564C, "ncp"),
+    (0x7372_7279, "coda"),
+];
+
+/// The key hash used by the index: xxh3 of the key, seeded by the namespace.
+#[inline]
+pub(crate) fn key_hash(ns: u32, key: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(key, ns as u64 ^ 0x9e37_79b9_7f4a_7c15)
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in directory `path`.
+    ///
+    /// # Errors
+    /// [`Error::NetworkFilesystem`] on NFS/CIFS unless allowed,
+    /// [`Error::Version`] for a log of another format version, [`Error::Io`].
+    /// A damaged or missing index is not an error: it is rebuilt from the log.
+    pub fn open(path: impl AsRef<Path>, opts: Options) -> Result<Store> {
+        let dir = path.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir)?;
+        if !opts.allow_network_filesystem {
+            let t = sys::fs_type(&dir)?;
+            if let Some((_, name)) = NETWORK_FS.iter().find(|(m, _)| *m == t) {
+                return Err(Error::NetworkFilesystem { path: dir, fs_type: (*name).into() });
+            }
+        }
+        let lock_file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join("lock"))?;
+        let boot_id = match opts.boot_id {
+            Some(b) => ((b >> 64) as u64, b as u64),
+            None => read_boot_id(),
+        };
+        let fork_gen = sys::fork_generation();
+        let (index, rebuilt) = crate::writer::open_or_rebuild_index(&dir, &lock_file, &opts, boot_id)?;
+        let inner = Arc::new(Inner {
+            dir,
+            lock_file,
+            index: RwLock::new(index),
+            segs: RwLock::new(HashMap::new()),
+            writer: Mutex::new(WriterState::default()),
+            fork_gen,
+            epoch_seen: AtomicU64::new(0),
+            boot_id,
+            names: RwLock::new(HashMap::new()),
+            opts,
+        });
+        // Make sure there is an active segment, and that a rebuilt index
+        // honours every namespace's limits.
+        inner.with_writer(|w| w.after_open(rebuilt))?;
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let thread = if inner.opts.background_compaction {
+            let weak = Arc::downgrade(&inner);
+            let stop2 = stop.clone();
+            let interval = inner.opts.compaction_interval;
+            Some(
+                std::thread::Builder::new()
+                    .name("picocache-compactor".into())
+                    .spawn(move || compactor_loop(weak, stop2, interval))?,
+            )
+        } else {
+            None
+        };
+        let bg = Arc::new(Background { stop, thread: Mutex::new(thread), fork_gen });
+        Ok(Store { inner, _bg: bg })
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Opens namespace `name`, creating it with `limits` if it does not exist;
+    /// if it exists with other limits, the new limits replace them (and are
+    /// enforced at once).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the name is empty or longer than
+    /// [`format::MAX_NAME_LEN`] bytes, or the store already has
+    /// [`format::MAX_NAMESPACES`] namespaces.
+    pub fn namespace(&self, name: &str, limits: Limits) -> Result<Namespace> {
+        self.inner.check_fork()?;
+        if name.is_empty() || name.len() > format::MAX_NAME_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "namespace name must be 1 to {} bytes, got {}",
+                format::MAX_NAME_LEN,
+                name.len()
+            )));
+        }
+        let name_hash = crate::name_hash(name.as_bytes());
+        let enc = limits.encode();
+        if let Some(&id) = self.inner.names.read().get(name) {
+            let idx = self.inner.index.read().clone();
+            if idx.ns_get(id, nsr::NAME_HASH) == name_hash
+                && (idx.ns_get(id, nsr::MAXSIZE), idx.ns_get(id, nsr::MAX_BYTES), idx.ns_get(id, nsr::TTL_MS))
+                    == enc
+            {
+                return Ok(Namespace { store: self.clone(), id, name: name.into(), name_hash });
+            }
+        }
+        let id = self.inner.with_writer(|w| w.define_namespace(name.as_bytes(), enc))?;
+        self.inner.names.write().insert(name.to_owned(), id);
+        Ok(Namespace { store: self.clone(), id, name: name.into(), name_hash })
+    }
+
+    /// Opens an existing namespace without changing its limits.
+    /// `Ok(None)` if there is no namespace of that name.
+    pub fn existing_namespace(&self, name: &str) -> Result<Option<Namespace>> {
+        self.inner.check_fork()?;
+        let idx = self.inner.current_index()?;
+        let h = crate::name_hash(name.as_bytes());
+        for id in 0..format::MAX_NAMESPACES as u32 {
+            if idx.ns_get(id, nsr::NAME_LEN) != 0
+                && idx.ns_get(id, nsr::NAME_HASH) == h
+                && idx.ns_name(id).as_deref() == Some(name.as_bytes())
+            {
+                return Ok(Some(Namespace { store: self.clone(), id, name: name.into(), name_hash: h }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Names of every namespace.
+    pub fn namespace_names(&self) -> Result<Vec<String>> {
+        self.inner.check_fork()?;
+        let idx = self.inner.current_index()?;
+        Ok((0..format::MAX_NAMESPACES as u32)
+            .filter_map(|id| idx.ns_name(id))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .collect())
+    }
+
+    /// Statistics of the whole store.
+    pub fn stats(&self) -> Result<StoreStats> {
+        self.inner.check_fork()?;
+        let idx = self.inner.current_index()?;
+        let mut s = StoreStats {
+            segments: 0,
+            log_bytes: 0,
+            dead_bytes: 0,
+            index_bytes: idx.layout.file_len as u64,
+            entries: idx.hget(hdr::ENTRY_COUNT),
+            compactions: idx.hget(hdr::COMPACTIONS),
+            namespaces: Vec::new(),
+        };
+        for (row, _) in idx.seg_rows() {
+            s.segments += 1;
+            s.log_bytes += idx.seg(row, segr::TOTAL).load(Ordering::Acquire);
+            s.dead_bytes += idx.seg(row, segr::DEAD).load(Ordering::Acquire);
+        }
+        for id in 0..format::MAX_NAMESPACES as u32 {
+            if idx.ns_get(id, nsr::NAME_LEN) != 0 {
+                s.namespaces.push(ns_stats(&idx, id));
+            }
+        }
+        Ok(s)
+    }
+
+    /// Makes everything written so far durable (fdatasync of the log, msync of
+    /// the index) and marks the store clean.
+    pub fn sync(&self) -> Result<()> {
+        self.inner.with_writer(|w| w.sync_all())
+    }
+
+    /// Compacts now: seals the active segment and rewrites every segment that
+    /// holds dead records, then retires the old files.
+    pub fn compact(&self) -> Result<()> {
+        self.inner.compact(true).map(|_| ())
+    }
+
+    /// Checks every index entry and every log record.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        self.inner.with_writer_ro(|w| w.verify())
+    }
+
+    /// Discards the index and rebuilds it from the log.
+    pub fn rebuild_index(&self) -> Result<()> {
+        self.inner.with_writer(|w| w.rebuild())
+    }
+
+    /// Total bytes of the store's files on disk (allocated lengths).
+    pub fn disk_usage(&self) -> Result<u64> {
+        let mut total = 0;
+        for e in std::fs::read_dir(&self.inner.dir)? {
+            let e = e?;
+            total += e.metadata()?.len();
+        }
+        Ok(total)
+    }
+}
+
+fn ns_stats(idx: &IndexMap, id: u32) -> NamespaceStats {
+    NamespaceStats {
+        name: idx.ns_name(id).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default(),
+        entries: idx.ns_get(id, nsr::ENTRIES),
+        live_bytes: idx.ns_get(id, nsr::LIVE_BYTES),
+        hits: idx.ns_get(id, nsr::HITS),
+        misses: idx.ns_get(id, nsr::MISSES),
+        evictions: idx.ns_get(id, nsr::EVICTIONS),
+        limits: Limits::decode(
+            idx.ns_get(id, nsr::MAXSIZE),
+            idx.ns_get(id, nsr::MAX_BYTES),
+            idx.ns_get(id, nsr::TTL_MS),
+        ),
+    }
+}
+
+fn compactor_loop(weak: Weak<Inner>, stop: Arc<(Mutex<bool>, Condvar)>, interval: Duration) {
+    loop {
+        {
+            let mut stopped = stop.0.lock();
+            if *stopped {
+                return;
+            }
+            stop.1.wait_for(&mut stopped, interval);
+            if *stopped {
+                return;
+            }
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.check_fork().is_err() {
+            return;
+        }
+        // Errors are retried at the next tick; a full disk must not kill the thread.
+        let _ = inner.compact(false);
+    }
+}
+
+/// Outcome of one lookup.
+enum Found {
+    Hit,
+    Miss,
+    Expired,
+}
+
+impl Inner {
+    pub(crate) fn check_fork(&self) -> Result<()> {
+        if sys::fork_generation() != self.fork_gen {
+            return Err(Error::Forked);
+        }
+        Ok(())
+    }
+
+    /// The current index, replacing a retired one first.
+    pub(crate) fn current_index(&self) -> Result<Arc<IndexMap>> {
+        let idx = self.index.read().clone();
+        if idx.retired() {
+            return self.with_writer_ro(|w| Ok(w.idx.clone()));
+        }
+        Ok(idx)
+    }
+
+    /// Drops maps of segments that compaction retired.
+    fn prune_segments(&self, idx: &IndexMap) {
+        let epoch = idx.hget(hdr::EPOCH);
+        if self.epoch_seen.swap(epoch, Ordering::AcqRel) != epoch {
+            self.segs.write().retain(|&id, _| idx.seg_row(id).is_some());
+        }
+    }
+
+    /// Runs `f` on segment `id`, opening or remapping it as needed.
+    pub(crate) fn with_segment<R>(&self, id: u32, mut f: impl FnMut(&Segment) -> std::result::Result<R, ()>) -> Option<R> {
+        if id == 0 {
+            return None;
+        }
+        {
+            let segs = self.segs.read();
+            if let Some(s) = segs.get(&id) {
+                if let Ok(r) = f(s) {
+                    return Some(r);
+                }
+            }
+        }
+        // Not open yet, or its map is too short: (re)open it.
+        let reserve = self.opts.segment_size.max(format::DEFAULT_SEGMENT_SIZE);
+        let seg = Arc::new(Segment::open(&self.dir, id, reserve).ok()?);
+        let r = f(&seg).ok();
+        self.segs.write().insert(id, seg);
+        r
+    }
+
+    pub(crate) fn segment(&self, id: u32) -> Option<Arc<Segment>> {
+        if let Some(s) = self.segs.read().get(&id) {
+            return Some(s.clone());
+        }
+        self.with_segment(id, |_| Ok(()))?;
+        self.segs.read().get(&id).cloned()
+    }
+
+    /// Reads and checks the record at `loc` into `buf`.
+    pub(crate) fn read_record(&self, loc: u64, buf: &mut Vec<u8>) -> Option<RecordHeader> {
+        let seg = (loc >> 32) as u32;
+        let off = loc & 0xffff_ffff;
+        self.with_segment(seg, |s| s.read_record(off, buf)).flatten()
+    }
+
+    /// Finds the live PUT record of `key` in `ns`: (entry, header), with the
+    /// record body left in `buf`.
+    pub(crate) fn find(
+        &self,
+        idx: &IndexMap,
+        ns: u32,
+        key: &[u8],
+        h: u64,
+        buf: &mut Vec<u8>,
+    ) -> Option<(u32, RecordHeader)> {
+        let buckets = idx.layout.buckets;
+        let tag = h >> 32;
+        for step in 0..buckets {
+            let w = idx.bucket(h.wrapping_add(step)).load(Ordering::Acquire);
+            if w == 0 {
+                return None;
+            }
+            if w >> 32 != tag {
+                continue;
+            }
+            let e = (w as u32).wrapping_sub(1);
+            if !idx.valid_entry(e) || idx.eget(e, ent::HASH) != h {
+                continue;
+            }
+            let loc = idx.eget(e, ent::LOC);
+            if let Some(rh) = self.read_record(loc, buf) {
+                let klen = rh.klen as usize;
+                if rh.kind == kind::PUT
+                    && rh.ns == ns
+                    && buf.get(REC_HEADER_LEN..REC_HEADER_LEN + klen) == Some(key)
+                {
+                    return Some((e, rh));
+                }
+            }
+        }
+        None
+    }
+
+    fn lookup<R>(&self, ns: u32, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        self.check_fork()?;
+        let h = key_hash(ns, key);
+        SCRATCH.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            loop {
+                let guard = self.index.read();
+                let idx: &IndexMap = &guard;
+                if idx.retired() {
+                    drop(guard);
+                    self.current_index()?;
+                    continue;
+                }
+                self.prune_segments(idx);
+                let found = match self.find(idx, ns, key, h, &mut buf) {
+                    Some((e, rh)) => {
+                        if rh.expire_ms != 0 && now_ms() >= rh.expire_ms {
+                            Found::Expired
+                        } else {
+                            let stamp = idx.ns(ns, nsr::CLOCK).fetch_add(1, Ordering::AcqRel) + 1;
+                            idx.e(e, ent::STAMP).fetch_max(stamp, Ordering::AcqRel);
+                            Found::Hit
+                        }
+                    }
+                    None => Found::Miss,
+                };
+                // A concurrent index replacement may have made what we read
+                // stale: look again in the new index.
+                if idx.retired() {
+                    continue;
+                }
+                return Ok(match found {
+                    Found::Hit => {
+                        idx.ns_add(ns, nsr::HITS, 1);
+                        let klen = buf.get(12..16).map_or(0, |b| {
+                            u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
+                        });
+                        buf.get(REC_HEADER_LEN + klen..).map(f)
+                    }
+                    Found::Miss | Found::Expired => {
+                        idx.ns_add(ns, nsr::MISSES, 1);
+                        None
+                    }
+                });
+            }
+        })
+    }
+
+    /// Runs `f` as the one writer of the store: in-process mutex, then the
+    /// cross-process `flock`, then recovery if the last writer died
+    /// mid-mutation, then the mutation itself.
+    pub(crate) fn with_writer<R>(&self, f: impl FnMut(&mut Writer<'_>) -> Result<R>) -> Result<R> {
+        self.writer_op(true, f)
+    }
+
+    /// Like [`Inner::with_writer`] for operations that only read under the lock.
+    pub(crate) fn with_writer_ro<R>(&self, f: impl FnMut(&mut Writer<'_>) -> Result<R>) -> Result<R> {
+        self.writer_op(false, f)
+    }
+
+    fn writer_op<R>(&self, mutating: bool, mut f: impl FnMut(&mut Writer<'_>) -> Result<R>) -> Result<R> {
+        self.check_fork()?;
+        let mut st = self.writer.lock();
+        let _flock = FlockGuard::new(&self.lock_file)?;
+        let mut idx = self.index.read().clone();
+        let mut rebuilt = false;
+        loop {
+            let mut w = Writer { inner: self, idx: idx.clone(), st: &mut st };
+            w.recover_if_needed()?;
+            if mutating {
+                w.begin();
+            }
+            match f(&mut w) {
+                Ok(r) => {
+                    if mutating {
+                        w.end();
+                    }
+                    return Ok(r);
+                }
+                Err(Error::Corrupted { .. }) if !rebuilt => {
+                    // The index contradicted itself: rebuild it from the log and retry.
+                    w.rebuild()?;
+                    w.end();
+                    idx = w.idx.clone();
+                    rebuilt = true;
+                }
+                Err(e) => {
+                    if mutating && !matches!(e, Error::Corrupted { .. }) {
+                        w.end();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Compacts segments over the threshold (or with any dead bytes when
+    /// `force`). Returns the number of segments retired.
+    pub(crate) fn compact(&self, force: bool) -> Result<usize> {
+        if force {
+            self.with_writer(|w| w.seal_if_dead())?;
+        }
+        let mut done = 0;
+        loop {
+            let Some(victim) = self.with_writer_ro(|w| Ok(w.pick_victim(force)))? else {
+                return Ok(done);
+            };
+            crate::writer::compact_segment(self, victim)?;
+            done += 1;
+            if done > format::MAX_SEGMENTS {
+                return Ok(done);
+            }
+        }
+    }
+
+    pub(crate) fn install_index(&self, idx: Arc<IndexMap>) {
+        *self.index.write() = idx;
+    }
+
+    pub(crate) fn forget_names(&self) {
+        self.names.write().clear();
+    }
+}
+
+struct FlockGuard<'a>(&'a File);
+
+impl<'a> FlockGuard<'a> {
+    fn new(f: &'a File) -> Result<FlockGuard<'a>> {
+        sys::flock(f, true, false)?;
+        Ok(FlockGuard(f))
+    }
+}
+
+impl Drop for FlockGuard<'_> {
+    fn drop(&mut self) {
+        let _ = sys::funlock(self.0);
+    }
+}
+
+/// A per-key lease: while it is held, no other holder of a lease on the same
+/// key (in any thread or process) gets one. The kernel releases it if the
+/// holding process dies.
+#[derive(Debug)]
+pub struct Lease {
+    _file: File,
+}
+
+impl Namespace {
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The store this namespace belongs to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Re-resolves the id if the namespace row changed (after a rebuild that
+    /// lost the definition, say).
+    fn id(&self) -> Result<u32> {
+        let inner = &self.store.inner;
+        let idx = inner.index.read().clone();
+        if idx.ns_get(self.id, nsr::NAME_HASH) == self.name_hash && !idx.retired() {
+            return Ok(self.id);
+        }
+        let idx = inner.current_index()?;
+        if idx.ns_get(self.id, nsr::NAME_HASH) == self.name_hash {
+            return Ok(self.id);
+        }
+        // The definition is gone: define it again with default limits.
+        let name = self.name.clone();
+        inner.forget_names();
+        inner.with_writer(|w| w.define_namespace(name.as_bytes(), Limits::default().encode()))
+    }
+
+    /// The value stored under `key`, or `None` (a miss: absent, expired, or
+    /// unreadable). A hit refreshes the entry's LRU position.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.store.inner.lookup(self.id()?, key, |v| v.to_vec())
+    }
+
+    /// Like [`Namespace::get`], but hands the value to `f` without allocating.
+    pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        self.store.inner.lookup(self.id()?, key, f)
+    }
+
+    /// Stores `value` under `key` with the namespace's default TTL, then evicts
+    /// least recently used entries until the limits hold. Returns false when
+    /// the limits keep the entry from being stored at all (`maxsize` 0, or a
+    /// record larger than `max_bytes`).
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<bool> {
+        self.put_with_ttl(key, value, None)
+    }
+
+    /// Like [`Namespace::put`] with an explicit TTL (`None`: the namespace's default).
+    pub fn put_with_ttl(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        check_kv(key, value)?;
+        let id = self.id()?;
+        self.store.inner.with_writer(|w| w.put_batch(id, &[(key, value)], ttl)).map(|n| n == 1)
+    }
+
+    /// Stores many entries under one lock and, with
+    /// [`Durability::PowerLoss`], one fsync. Returns how many were stored.
+    pub fn put_batch(&self, items: &[(&[u8], &[u8])]) -> Result<usize> {
+        for (k, v) in items {
+            check_kv(k, v)?;
+        }
+        let id = self.id()?;
+        self.store.inner.with_writer(|w| w.put_batch(id, items, None))
+    }
+
+    /// Removes `key`. Returns whether it was present.
+    pub fn remove(&self, key: &[u8]) -> Result<bool> {
+        let id = self.id()?;
+        self.store.inner.with_writer(|w| w.remove(id, key))
+    }
+
+    /// Removes every entry of this namespace (in every process) and resets its
+    /// hit, miss and eviction counters.
+    pub fn clear(&self) -> Result<()> {
+        let id = self.id()?;
+        self.store.inner.with_writer(|w| w.clear(id))
+    }
+
+    /// The namespace's statistics.
+    pub fn stats(&self) -> Result<NamespaceStats> {
+        let id = self.id()?;
+        let idx = self.store.inner.current_index()?;
+        Ok(ns_stats(&idx, id))
+    }
+
+    /// Every live entry as (key, value length), most recently used first.
+    pub fn keys(&self) -> Result<Vec<(Vec<u8>, usize)>> {
+        let id = self.id()?;
+        self.store.inner.with_writer(|w| Ok(w.keys(id)))
+    }
+
+    /// Takes the lease on `key`, waiting up to `wait`. `Ok(None)` on timeout.
+    ///
+    /// Memoizers take it after a miss, look again, and compute only if the
+    /// key is still missing, so concurrent callers compute a key once.
+    pub fn lease(&self, key: &[u8], wait: Duration) -> Result<Option<Lease>> {
+        self.store.inner.check_fork()?;
+        let h = key_hash(self.id, key) ^ self.name_hash;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.store.inner.dir.join("leases"))?;
+        let at = h & ((1 << 40) - 1);
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(50);
+        loop {
+            if sys::ofd_try_lock(&file, at)? {
+                return Ok(Some(Lease { _file: file }));
+            }
+            if start.elapsed() >= wait {
+                return Ok(None);
+            }
+            std::thread::sleep(pause.min(wait.saturating_sub(start.elapsed())));
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
+    }
+}
+
+fn check_kv(key: &[u8], value: &[u8]) -> Result<()> {
+    if key.len() > format::MAX_KEY_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "key of {} bytes exceeds the limit of {}",
+            key.len(),
+            format::MAX_KEY_LEN
+        )));
+    }
+    if value.len() > format::MAX_VALUE_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "value of {} bytes exceeds the limit of {}",
+            value.len(),
+            format::MAX_VALUE_LEN
+        )));
+    }
+    Ok(())
+}

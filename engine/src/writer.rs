@@ -1,0 +1,1244 @@
+//! Everything done under the writer lock: appends, index maintenance, LRU
+//! eviction, recovery (index rebuild from the log), compaction and verify.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::format::{
+    self, ent, hdr, kind, nsr, segr, RecordHeader, SegHeaderCheck, REC_HEADER_LEN, SEG_HEADER_LEN,
+};
+use crate::index::{IndexMap, IndexProblem, NIL};
+use crate::io::Io;
+use crate::store::{key_hash, now_ms, Durability, Inner, Options};
+
+/// Per-process writer state (behind the in-process writer mutex).
+#[derive(Default)]
+pub(crate) struct WriterState {
+    buf: Vec<u8>,
+    scratch: Vec<u8>,
+    unsynced: BTreeSet<u32>,
+    mark_clean: bool,
+}
+
+/// The writer: holds the in-process mutex and the cross-process flock.
+pub(crate) struct Writer<'a> {
+    pub(crate) inner: &'a Inner,
+    pub(crate) idx: Arc<IndexMap>,
+    pub(crate) st: &'a mut WriterState,
+}
+
+const PREALLOC_CHUNK: u64 = 4 << 20;
+const COMPACT_CHUNK: usize = 256;
+
+fn corrupt(idx: &IndexMap, what: impl Into<String>) -> Error {
+    Error::Corrupted { file: idx.path.clone(), offset: 0, what: what.into() }
+}
+
+fn random_generation() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    xxhash_rust::xxh3::xxh3_64(&[t.to_le_bytes(), (std::process::id() as u64).to_le_bytes()].concat())
+}
+
+// ---------------------------------------------------------------------------
+// Index structure helpers (used by the writer and by the index builders)
+// ---------------------------------------------------------------------------
+
+fn check_e(idx: &IndexMap, e: u32) -> Result<u32> {
+    if idx.valid_entry(e) {
+        Ok(e)
+    } else {
+        Err(corrupt(idx, format!("entry number {e} out of range")))
+    }
+}
+
+fn lru_push_head(idx: &IndexMap, ns: u32, e: u32) -> Result<()> {
+    let head = idx.ns_get(ns, nsr::LRU_HEAD) as u32;
+    idx.set_links(e, NIL, head);
+    if head != NIL {
+        let (_, hn) = idx.links(check_e(idx, head)?);
+        idx.set_links(head, e, hn);
+    } else {
+        idx.ns_set(ns, nsr::LRU_TAIL, e as u64);
+    }
+    idx.ns_set(ns, nsr::LRU_HEAD, e as u64);
+    Ok(())
+}
+
+fn lru_unlink(idx: &IndexMap, ns: u32, e: u32) -> Result<()> {
+    let (p, n) = idx.links(e);
+    if p != NIL {
+        let (pp, _) = idx.links(check_e(idx, p)?);
+        idx.set_links(p, pp, n);
+    } else if idx.ns_get(ns, nsr::LRU_HEAD) as u32 == e {
+        idx.ns_set(ns, nsr::LRU_HEAD, n as u64);
+    } else {
+        return Err(corrupt(idx, "LRU list: entry without predecessor is not the head"));
+    }
+    if n != NIL {
+        let (_, nn) = idx.links(check_e(idx, n)?);
+        idx.set_links(n, p, nn);
+    } else if idx.ns_get(ns, nsr::LRU_TAIL) as u32 == e {
+        idx.ns_set(ns, nsr::LRU_TAIL, p as u64);
+    } else {
+        return Err(corrupt(idx, "LRU list: entry without successor is not the tail"));
+    }
+    idx.set_links(e, NIL, NIL);
+    Ok(())
+}
+
+/// Inserts `e` so that list stamps stay descending from the head, walking at
+/// most 64 steps (past that the position is approximate; see FORMAT.md).
+fn lru_insert_sorted(idx: &IndexMap, ns: u32, e: u32, stamp: u64) -> Result<()> {
+    let mut prev = NIL;
+    let mut cur = idx.ns_get(ns, nsr::LRU_HEAD) as u32;
+    let mut steps = 0;
+    while cur != NIL && steps < 64 && idx.eget(check_e(idx, cur)?, ent::LIST_STAMP) > stamp {
+        prev = cur;
+        cur = idx.links(cur).1;
+        steps += 1;
+    }
+    if prev == NIL {
+        return lru_push_head(idx, ns, e);
+    }
+    idx.set_links(e, prev, cur);
+    let (pp, _) = idx.links(prev);
+    idx.set_links(prev, pp, e);
+    if cur != NIL {
+        let (_, cn) = idx.links(check_e(idx, cur)?);
+        idx.set_links(cur, e, cn);
+    } else {
+        idx.ns_set(ns, nsr::LRU_TAIL, e as u64);
+    }
+    Ok(())
+}
+
+fn bucket_insert(idx: &IndexMap, h: u64, e: u32) -> Result<()> {
+    for step in 0..idx.layout.buckets {
+        let b = idx.bucket(h.wrapping_add(step));
+        if b.load(Ordering::Acquire) == 0 {
+            b.store(((h >> 32) << 32) | (e as u64 + 1), Ordering::Release);
+            return Ok(());
+        }
+    }
+    Err(corrupt(idx, "bucket table full"))
+}
+
+fn bucket_remove(idx: &IndexMap, h: u64, e: u32) -> Result<()> {
+    let mask = idx.layout.buckets - 1;
+    let mut pos = None;
+    for step in 0..idx.layout.buckets {
+        let p = h.wrapping_add(step) & mask;
+        let w = idx.bucket(p).load(Ordering::Acquire);
+        if w == 0 {
+            break;
+        }
+        if (w as u32).wrapping_sub(1) == e {
+            pos = Some(p);
+            break;
+        }
+    }
+    let Some(mut i) = pos else {
+        return Err(corrupt(idx, "entry missing from the bucket table"));
+    };
+    // Backward-shift deletion keeps probe sequences gap-free without tombstones.
+    let mut j = i;
+    for _ in 0..idx.layout.buckets {
+        j = (j + 1) & mask;
+        let w = idx.bucket(j).load(Ordering::Acquire);
+        if w == 0 {
+            break;
+        }
+        let ej = check_e(idx, (w as u32).wrapping_sub(1))?;
+        let k = idx.eget(ej, ent::HASH) & mask;
+        let stays = if i <= j { i < k && k <= j } else { i < k || k <= j };
+        if !stays {
+            idx.bucket(i).store(w, Ordering::Release);
+            i = j;
+        }
+    }
+    idx.bucket(i).store(0, Ordering::Release);
+    Ok(())
+}
+
+fn alloc_entry(idx: &IndexMap) -> Result<Option<u32>> {
+    let free = idx.hget(hdr::FREE_HEAD);
+    if free != 0 {
+        let e = check_e(idx, (free - 1) as u32)?;
+        let (_, next) = idx.links(e);
+        idx.hset(hdr::FREE_HEAD, if next == NIL { 0 } else { next as u64 + 1 });
+        return Ok(Some(e));
+    }
+    let hwm = idx.hget(hdr::ENTRY_HWM);
+    if hwm < idx.layout.entries {
+        idx.hset(hdr::ENTRY_HWM, hwm + 1);
+        return Ok(Some(hwm as u32));
+    }
+    Ok(None)
+}
+
+fn free_entry(idx: &IndexMap, e: u32) {
+    idx.eset(e, ent::LOC, 0);
+    idx.eset(e, ent::HASH, 0);
+    idx.eset(e, ent::STAMP, 0);
+    let free = idx.hget(hdr::FREE_HEAD);
+    idx.set_links(e, NIL, if free == 0 { NIL } else { (free - 1) as u32 });
+    idx.hset(hdr::FREE_HEAD, e as u64 + 1);
+}
+
+/// Adds a new entry at the head of its namespace's list (index builders).
+#[allow(clippy::too_many_arguments)]
+fn add_entry(
+    idx: &IndexMap,
+    ns: u32,
+    h: u64,
+    loc: u64,
+    size: u32,
+    stamp: u64,
+    list_stamp: u64,
+) -> Result<()> {
+    let Some(e) = alloc_entry(idx)? else {
+        return Err(Error::InvalidArgument("index sized too small".into()));
+    };
+    idx.eset(e, ent::HASH, h);
+    idx.eset(e, ent::LOC, loc);
+    idx.eset(e, ent::NS_SIZE, ns as u64 | ((size as u64) << 32));
+    idx.eset(e, ent::STAMP, stamp);
+    idx.eset(e, ent::LIST_STAMP, list_stamp);
+    bucket_insert(idx, h, e)?;
+    lru_push_head(idx, ns, e)?;
+    idx.ns_add(ns, nsr::ENTRIES, 1);
+    idx.ns_add(ns, nsr::LIVE_BYTES, size as u64);
+    idx.hset(hdr::ENTRY_COUNT, idx.hget(hdr::ENTRY_COUNT) + 1);
+    Ok(())
+}
+
+fn buckets_for(entries: u64) -> u64 {
+    (entries.saturating_mul(4) / 3 + 1).next_power_of_two().max(format::MIN_BUCKETS)
+}
+
+fn tmp_index_path(dir: &Path) -> std::path::PathBuf {
+    dir.join(format!("index.tmp.{}.{:x}", std::process::id(), random_generation()))
+}
+
+// ---------------------------------------------------------------------------
+// Open and rebuild
+// ---------------------------------------------------------------------------
+
+/// Opens the index, or rebuilds it from the log when it cannot be trusted.
+/// Returns the index and whether it was rebuilt.
+pub(crate) fn open_or_rebuild_index(
+    dir: &Path,
+    lock_file: &File,
+    opts: &Options,
+    boot: (u64, u64),
+) -> Result<(Arc<IndexMap>, bool)> {
+    crate::sys::flock(lock_file, true, false)?;
+    let r = (|| {
+        let path = dir.join("index");
+        match IndexMap::open(&path) {
+            Ok(idx) if !needs_rebuild(&idx, boot) => Ok((Arc::new(idx), false)),
+            Ok(old) => {
+                let new = rebuild_index(dir, opts, Some(&old))?;
+                old.hset(hdr::RETIRED, 1);
+                Ok((Arc::new(new), true))
+            }
+            Err(IndexProblem::Io(e)) => Err(Error::Io(e)),
+            Err(IndexProblem::Missing | IndexProblem::Invalid(_)) => {
+                Ok((Arc::new(rebuild_index(dir, opts, None)?), true))
+            }
+        }
+    })();
+    let _ = crate::sys::funlock(lock_file);
+    r
+}
+
+fn needs_rebuild(idx: &IndexMap, boot: (u64, u64)) -> bool {
+    if idx.retired() {
+        return true;
+    }
+    let state = idx.hget(hdr::STATE);
+    if state & format::STATE_MUTATING != 0 {
+        return true; // a writer died mid-mutation
+    }
+    let stored = (idx.hget(hdr::BOOT_ID), idx.hget(hdr::BOOT_ID + 8));
+    // After a reboot the index pages may not all have reached the disk: trust
+    // it only if it was synced clean.
+    boot != (0, 0) && stored != boot && state & format::STATE_CLEAN_SYNCED == 0
+}
+
+/// The latest state of one key found while scanning the log.
+struct Latest {
+    seq: u64,
+    loc: u64,
+    size: u32,
+    expire_ms: u64,
+    put: bool,
+}
+
+/// One scanned record.
+pub(crate) struct Scanned {
+    pub(crate) off: u64,
+    pub(crate) h: RecordHeader,
+}
+
+/// Scans the records of a segment image (`data` starts at the file's byte 0).
+/// Damaged stretches are skipped by resynchronising on the next valid record.
+/// Returns the records, the end of the last valid record, and the damage found.
+pub(crate) fn scan_segment(data: &[u8]) -> (Vec<Scanned>, u64, Vec<(u64, String)>) {
+    let mut out = Vec::new();
+    let mut damage = Vec::new();
+    let mut off = SEG_HEADER_LEN as usize;
+    let mut end = SEG_HEADER_LEN;
+    let mut bad_since: Option<usize> = None;
+    while off + REC_HEADER_LEN <= data.len() {
+        let mut hb = [0u8; REC_HEADER_LEN];
+        hb.copy_from_slice(&data[off..off + REC_HEADER_LEN]);
+        let parsed = RecordHeader::parse(&hb).filter(|h| {
+            let n = h.body_len();
+            off + n <= data.len() && format::record_crc_ok(h, &data[off..off + n])
+        });
+        match parsed {
+            Some(h) => {
+                if let Some(b) = bad_since.take() {
+                    damage.push((b as u64, format!("{} unreadable bytes", off - b)));
+                }
+                out.push(Scanned { off: off as u64, h });
+                off += h.size() as usize;
+                end = off as u64;
+            }
+            None => {
+                if bad_since.is_none() && hb != [0u8; REC_HEADER_LEN] {
+                    bad_since = Some(off);
+                }
+                off += 8;
+            }
+        }
+    }
+    if let Some(b) = bad_since {
+        // Trailing garbage after the last record: a torn write, or damage.
+        damage.push((b as u64, "unreadable bytes after the last record".to_string()));
+    }
+    (out, end.min(data.len() as u64), damage)
+}
+
+/// Reads a segment file: Ok(Some((id, bytes))) or Ok(None) if it is not a
+/// valid segment. Version mismatches are errors.
+fn read_segment(io: &dyn Io, path: &Path, id: u32) -> Result<Option<Vec<u8>>> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    if len < SEG_HEADER_LEN || len > u32::MAX as u64 {
+        return Ok(None);
+    }
+    let mut data = vec![0u8; len as usize];
+    io.read_at(&file, &mut data, 0)?;
+    let mut hb = [0u8; SEG_HEADER_LEN as usize];
+    hb.copy_from_slice(&data[..SEG_HEADER_LEN as usize]);
+    match format::check_segment_header(&hb) {
+        SegHeaderCheck::Ok(hid) if hid == id => Ok(Some(data)),
+        SegHeaderCheck::Ok(_) | SegHeaderCheck::Bad(_) => Ok(None),
+        SegHeaderCheck::Version(got) => {
+            Err(Error::Version { file: path.to_owned(), expected: format::SEG_VERSION, got })
+        }
+    }
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if let Some(id) = e.file_name().to_str().and_then(format::parse_segment_file_name) {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Builds a new index from the log and renames it into place. `old`, if
+/// readable, donates its hit/miss/eviction counters.
+pub(crate) fn rebuild_index(dir: &Path, opts: &Options, old: Option<&IndexMap>) -> Result<IndexMap> {
+    let ids = list_segments(dir)?;
+    let mut keys: HashMap<(u32, Box<[u8]>), Latest> = HashMap::new();
+    let mut defs: HashMap<u32, (u64, Vec<u8>, (u64, u64, u64))> = HashMap::new();
+    let mut clears: HashMap<u32, u64> = HashMap::new();
+    let mut segs: Vec<(u32, u64)> = Vec::new();
+    let mut max_seq = 0u64;
+    for &id in &ids {
+        let path = dir.join(format::segment_file_name(id));
+        let Some(data) = read_segment(opts.io.as_ref(), &path, id)? else { continue };
+        let (recs, end, _damage) = scan_segment(&data);
+        for r in recs {
+            let h = r.h;
+            max_seq = max_seq.max(h.seq);
+            let body = &data[r.off as usize..r.off as usize + h.body_len()];
+            let key = &body[REC_HEADER_LEN..REC_HEADER_LEN + h.klen as usize];
+            match h.kind {
+                kind::PUT | kind::REMOVE => {
+                    let k = (h.ns, Box::<[u8]>::from(key));
+                    let newer = keys.get(&k).is_none_or(|l| l.seq < h.seq);
+                    if newer {
+                        keys.insert(
+                            k,
+                            Latest {
+                                seq: h.seq,
+                                loc: ((id as u64) << 32) | r.off,
+                                size: h.size() as u32,
+                                expire_ms: h.expire_ms,
+                                put: h.kind == kind::PUT,
+                            },
+                        );
+                    }
+                }
+                kind::CLEAR => {
+                    let c = clears.entry(h.ns).or_insert(0);
+                    *c = (*c).max(h.seq);
+                }
+                kind::NAMESPACE => {
+                    let valid_name = !key.is_empty() && key.len() <= format::MAX_NAME_LEN;
+                    let limits = format::decode_limits(&body[REC_HEADER_LEN + h.klen as usize..]);
+                    if let (true, Some(l), true) =
+                        (valid_name, limits, (h.ns as usize) < format::MAX_NAMESPACES)
+                    {
+                        if defs.get(&h.ns).is_none_or(|d| d.0 < h.seq) {
+                            defs.insert(h.ns, (h.seq, key.to_vec(), l));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        segs.push((id, end));
+    }
+    let now = now_ms();
+    let mut live: Vec<(u32, u64, Latest)> = keys
+        .into_iter()
+        .filter(|((ns, _), l)| {
+            l.put
+                && defs.contains_key(ns)
+                && l.seq > clears.get(ns).copied().unwrap_or(0)
+                && (l.expire_ms == 0 || l.expire_ms > now)
+        })
+        .map(|((ns, key), l)| (ns, key_hash(ns, &key), l))
+        .collect();
+    live.sort_unstable_by_key(|(_, _, l)| l.seq);
+
+    let tmp = tmp_index_path(dir);
+    let idx = IndexMap::create(&tmp, buckets_for(live.len() as u64 * 2), random_generation())?;
+    let build = (|| {
+        idx.hset(hdr::NEXT_SEQ, max_seq + 1);
+        let next_id = ids.iter().copied().max().unwrap_or(0) as u64 + 1;
+        idx.hset(hdr::NEXT_SEG_ID, next_id);
+        for (&ns, (seq, name, (m, b, t))) in &defs {
+            idx.ns_set_name(ns, name);
+            idx.ns_set(ns, nsr::MAXSIZE, *m);
+            idx.ns_set(ns, nsr::MAX_BYTES, *b);
+            idx.ns_set(ns, nsr::TTL_MS, *t);
+            idx.ns_set(ns, nsr::DEF_SEQ, *seq);
+            idx.ns_set(ns, nsr::CLEAR_SEQ, clears.get(&ns).copied().unwrap_or(0));
+            idx.ns_set(ns, nsr::CLOCK, max_seq + 1);
+            if let Some(old) = old {
+                if old.ns_name(ns).as_deref() == Some(name.as_slice()) {
+                    for f in [nsr::HITS, nsr::MISSES, nsr::EVICTIONS] {
+                        idx.ns_set(ns, f, old.ns_get(ns, f));
+                    }
+                }
+            }
+        }
+        idx.hset(hdr::NS_COUNT, defs.len() as u64);
+        let mut seg_live: HashMap<u32, u64> = HashMap::new();
+        for (ns, h, l) in &live {
+            add_entry(&idx, *ns, *h, l.loc, l.size, l.seq, l.seq)?;
+            *seg_live.entry((l.loc >> 32) as u32).or_insert(0) += l.size as u64;
+        }
+        let active = segs.last().map(|s| s.0);
+        for &(id, end) in &segs {
+            let row = id as usize % format::MAX_SEGMENTS;
+            if idx.seg(row, segr::ID).load(Ordering::Acquire) != 0 {
+                continue; // two live segments on one row: cannot happen unless ids were forged
+            }
+            let total = end.max(SEG_HEADER_LEN);
+            let live = seg_live.get(&id).copied().unwrap_or(0);
+            idx.seg(row, segr::TOTAL).store(total, Ordering::Release);
+            idx.seg(row, segr::DEAD).store(total.saturating_sub(SEG_HEADER_LEN + live), Ordering::Release);
+            idx.seg(row, segr::STATE).store(if Some(id) == active { 1 } else { 2 }, Ordering::Release);
+            idx.seg(row, segr::ID).store(id as u64, Ordering::Release);
+        }
+        if let Some((id, end)) = segs.last() {
+            idx.hset(hdr::ACTIVE_SEG, *id as u64);
+            idx.hset(hdr::ACTIVE_OFF, format::align8((*end).max(SEG_HEADER_LEN)));
+        }
+        let _ = opts;
+        Ok(())
+    })();
+    if let Err(e) = build {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, dir.join("index"))?;
+    Ok(idx)
+}
+
+// ---------------------------------------------------------------------------
+// The writer
+// ---------------------------------------------------------------------------
+
+impl Writer<'_> {
+    pub(crate) fn recover_if_needed(&mut self) -> Result<()> {
+        if self.idx.retired() {
+            match IndexMap::open(&self.inner.dir.join("index")) {
+                Ok(m) if !m.retired() && m.hget(hdr::STATE) & format::STATE_MUTATING == 0 => {
+                    self.idx = Arc::new(m);
+                    self.inner.install_index(self.idx.clone());
+                }
+                _ => return self.rebuild(),
+            }
+        }
+        if needs_rebuild(&self.idx, self.inner.boot_id) {
+            return self.rebuild();
+        }
+        Ok(())
+    }
+
+    pub(crate) fn begin(&mut self) {
+        self.idx.hset(hdr::STATE, format::STATE_MUTATING);
+        let (a, b) = self.inner.boot_id;
+        if (self.idx.hget(hdr::BOOT_ID), self.idx.hget(hdr::BOOT_ID + 8)) != (a, b) {
+            self.idx.hset(hdr::BOOT_ID, a);
+            self.idx.hset(hdr::BOOT_ID + 8, b);
+        }
+    }
+
+    pub(crate) fn end(&mut self) {
+        if std::mem::take(&mut self.st.mark_clean) {
+            self.idx.hset(hdr::STATE, format::STATE_CLEAN_SYNCED);
+            let _ = self.idx.map.flush();
+        } else {
+            self.idx.hset(hdr::STATE, 0);
+        }
+    }
+
+    /// Rebuilds the index from the log and installs it.
+    pub(crate) fn rebuild(&mut self) -> Result<()> {
+        let new = Arc::new(rebuild_index(&self.inner.dir, &self.inner.opts, Some(&self.idx))?);
+        self.idx.hset(hdr::RETIRED, 1);
+        self.idx = new;
+        self.inner.install_index(self.idx.clone());
+        self.begin();
+        self.enforce_all()?;
+        self.ensure_active_segment()
+    }
+
+    pub(crate) fn after_open(&mut self, rebuilt: bool) -> Result<()> {
+        if rebuilt {
+            self.enforce_all()?;
+        }
+        self.ensure_active_segment()
+    }
+
+    fn enforce_all(&mut self) -> Result<()> {
+        for ns in 0..format::MAX_NAMESPACES as u32 {
+            if self.idx.ns_get(ns, nsr::NAME_LEN) != 0 {
+                self.enforce(ns)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn ensure_active_segment(&mut self) -> Result<()> {
+        let id = self.idx.hget(hdr::ACTIVE_SEG) as u32;
+        if id == 0 || self.idx.seg_row(id).is_none() || self.inner.segment(id).is_none() {
+            self.roll(0)?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one.
+    fn roll(&mut self, min_len: u64) -> Result<()> {
+        let idx = self.idx.clone();
+        if let Some(row) = idx.seg_row(idx.hget(hdr::ACTIVE_SEG) as u32) {
+            idx.seg(row, segr::STATE).store(2, Ordering::Release);
+        }
+        let mut id = idx.hget(hdr::NEXT_SEG_ID).max(1);
+        for _ in 0..=format::MAX_SEGMENTS {
+            if id > u32::MAX as u64 {
+                return Err(Error::InvalidArgument("segment ids exhausted".into()));
+            }
+            let row = id as usize % format::MAX_SEGMENTS;
+            if idx.seg(row, segr::ID).load(Ordering::Acquire) != 0 {
+                id += 1;
+                continue;
+            }
+            let path = self.inner.dir.join(format::segment_file_name(id as u32));
+            let file = match OpenOptions::new().read(true).write(true).create_new(true).open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    id += 1;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let io = &self.inner.opts.io;
+            let init = (min_len + SEG_HEADER_LEN).max(PREALLOC_CHUNK.min(self.inner.opts.segment_size));
+            let r = io
+                .allocate(&file, 0, init)
+                .and_then(|_| io.write_at(&file, &format::encode_segment_header(id as u32), 0))
+                .and_then(|_| io.sync(&file));
+            if let Err(e) = r {
+                drop(file);
+                let _ = std::fs::remove_file(&path);
+                return Err(e.into());
+            }
+            if self.inner.opts.durability == Durability::PowerLoss {
+                File::open(&self.inner.dir).and_then(|d| d.sync_all())?;
+            }
+            idx.hset(hdr::NEXT_SEG_ID, id + 1);
+            idx.seg(row, segr::TOTAL).store(SEG_HEADER_LEN, Ordering::Release);
+            idx.seg(row, segr::DEAD).store(0, Ordering::Release);
+            idx.seg(row, segr::STATE).store(1, Ordering::Release);
+            idx.seg(row, segr::ID).store(id, Ordering::Release);
+            idx.hset(hdr::ACTIVE_OFF, SEG_HEADER_LEN);
+            idx.hset(hdr::ACTIVE_SEG, id);
+            return Ok(());
+        }
+        Err(Error::InvalidArgument(format!(
+            "the store has {} segments, the most it can track; compact it",
+            format::MAX_SEGMENTS
+        )))
+    }
+
+    /// Appends the records in `st.buf` (of the given padded sizes) to the log.
+    /// Returns their locations.
+    fn append(&mut self, sizes: &[u64]) -> Result<Vec<u64>> {
+        let mut locs = Vec::with_capacity(sizes.len());
+        let seg_size = self.inner.opts.segment_size;
+        let mut i = 0;
+        let mut pos = 0usize;
+        let buf = std::mem::take(&mut self.st.buf);
+        let r = (|| {
+            while i < sizes.len() {
+                self.ensure_active_segment()?;
+                let seg_id = self.idx.hget(hdr::ACTIVE_SEG) as u32;
+                let off = self.idx.hget(hdr::ACTIVE_OFF);
+                let mut run = 0;
+                let mut bytes = 0u64;
+                while i + run < sizes.len() && off + bytes + sizes[i + run] <= seg_size {
+                    bytes += sizes[i + run];
+                    run += 1;
+                }
+                if run == 0 {
+                    if off == SEG_HEADER_LEN {
+                        run = 1; // an oversized record gets a segment of its own
+                        bytes = sizes[i];
+                    } else {
+                        self.roll(sizes[i])?;
+                        continue;
+                    }
+                }
+                if off + bytes > u32::MAX as u64 {
+                    return Err(Error::InvalidArgument("record too large".into()));
+                }
+                let seg = self
+                    .inner
+                    .segment(seg_id)
+                    .ok_or_else(|| corrupt(&self.idx, format!("active segment {seg_id} is missing")))?;
+                let io = &self.inner.opts.io;
+                let len = seg.file.metadata()?.len();
+                if off + bytes > len {
+                    let target = (off + bytes).div_ceil(PREALLOC_CHUNK) * PREALLOC_CHUNK;
+                    let target = target.min(seg_size.max(off + bytes));
+                    io.allocate(&seg.file, len, target - len)?;
+                }
+                io.write_at(&seg.file, &buf[pos..pos + bytes as usize], off)?;
+                let mut o = off;
+                for s in &sizes[i..i + run] {
+                    locs.push(((seg_id as u64) << 32) | o);
+                    o += s;
+                }
+                self.idx.hset(hdr::ACTIVE_OFF, off + bytes);
+                if let Some(row) = self.idx.seg_row(seg_id) {
+                    self.idx.seg(row, segr::TOTAL).store(off + bytes, Ordering::Release);
+                }
+                self.st.unsynced.insert(seg_id);
+                i += run;
+                pos += bytes as usize;
+            }
+            if self.inner.opts.durability == Durability::PowerLoss {
+                self.sync_log()?;
+            }
+            Ok(())
+        })();
+        self.st.buf = buf;
+        r.map(|_| locs)
+    }
+
+    fn sync_log(&mut self) -> Result<()> {
+        for id in std::mem::take(&mut self.st.unsynced) {
+            if let Some(seg) = self.inner.segment(id) {
+                if let Err(e) = self.inner.opts.io.sync(&seg.file) {
+                    self.st.unsynced.insert(id);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn sync_all(&mut self) -> Result<()> {
+        self.sync_log()?;
+        self.idx.map.flush()?;
+        self.st.mark_clean = true;
+        Ok(())
+    }
+
+    fn next_seq(&self) -> u64 {
+        let s = self.idx.hget(hdr::NEXT_SEQ).max(1);
+        self.idx.hset(hdr::NEXT_SEQ, s + 1);
+        s
+    }
+
+    fn mark_dead(&self, loc: u64, size: u64) {
+        if let Some(row) = self.idx.seg_row((loc >> 32) as u32) {
+            self.idx.seg(row, segr::DEAD).fetch_add(size, Ordering::AcqRel);
+        }
+    }
+
+    /// Makes room in the entry array for `n` more entries.
+    fn reserve(&mut self, n: u64) -> Result<()> {
+        let count = self.idx.hget(hdr::ENTRY_COUNT);
+        if count + n <= self.idx.layout.entries {
+            return Ok(());
+        }
+        self.resize(buckets_for((count + n) * 2))
+    }
+
+    /// Copies the index into a new file with `buckets` buckets.
+    fn resize(&mut self, buckets: u64) -> Result<()> {
+        let old = self.idx.clone();
+        let tmp = tmp_index_path(&self.inner.dir);
+        let new = IndexMap::create(&tmp, buckets, random_generation())?;
+        let copy = (|| {
+            for off in (hdr::DYNAMIC..hdr::COMPACTIONS + 8).step_by(8) {
+                if ![hdr::RETIRED, hdr::ENTRY_COUNT, hdr::FREE_HEAD, hdr::ENTRY_HWM].contains(&off) {
+                    new.hset(off, old.hget(off));
+                }
+            }
+            for row in 0..format::MAX_SEGMENTS {
+                for f in [segr::TOTAL, segr::DEAD, segr::STATE, segr::ID] {
+                    new.seg(row, f).store(old.seg(row, f).load(Ordering::Acquire), Ordering::Release);
+                }
+            }
+            for ns in 0..format::MAX_NAMESPACES as u32 {
+                let Some(name) = old.ns_name(ns) else { continue };
+                new.ns_set_name(ns, &name);
+                for f in [
+                    nsr::MAXSIZE,
+                    nsr::MAX_BYTES,
+                    nsr::TTL_MS,
+                    nsr::EVICTIONS,
+                    nsr::CLEAR_SEQ,
+                    nsr::DEF_SEQ,
+                    nsr::CLOCK,
+                    nsr::HITS,
+                    nsr::MISSES,
+                ] {
+                    new.ns_set(ns, f, old.ns_get(ns, f));
+                }
+                let mut cur = old.ns_get(ns, nsr::LRU_TAIL) as u32;
+                for _ in 0..old.layout.entries {
+                    if cur == NIL {
+                        break;
+                    }
+                    let e = check_e(&old, cur)?;
+                    let (_, size) = old.ns_size(e);
+                    add_entry(
+                        &new,
+                        ns,
+                        old.eget(e, ent::HASH),
+                        old.eget(e, ent::LOC),
+                        size,
+                        old.eget(e, ent::STAMP),
+                        old.eget(e, ent::LIST_STAMP),
+                    )?;
+                    cur = old.links(e).0;
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = copy {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        new.hset(hdr::STATE, format::STATE_MUTATING);
+        std::fs::rename(&tmp, self.inner.dir.join("index"))?;
+        old.hset(hdr::RETIRED, 1);
+        old.hset(hdr::STATE, 0);
+        self.idx = Arc::new(new);
+        self.inner.install_index(self.idx.clone());
+        Ok(())
+    }
+
+    pub(crate) fn define_namespace(&mut self, name: &[u8], limits: (u64, u64, u64)) -> Result<u32> {
+        let idx = self.idx.clone();
+        let h = crate::name_hash(name);
+        let mut found = None;
+        let mut free = None;
+        for id in 0..format::MAX_NAMESPACES as u32 {
+            if idx.ns_get(id, nsr::NAME_LEN) == 0 {
+                free = free.or(Some(id));
+            } else if idx.ns_get(id, nsr::NAME_HASH) == h && idx.ns_name(id).as_deref() == Some(name) {
+                found = Some(id);
+                break;
+            }
+        }
+        let id = match found {
+            Some(id) => {
+                let cur = (
+                    idx.ns_get(id, nsr::MAXSIZE),
+                    idx.ns_get(id, nsr::MAX_BYTES),
+                    idx.ns_get(id, nsr::TTL_MS),
+                );
+                if cur == limits {
+                    return Ok(id);
+                }
+                id
+            }
+            None => free.ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "the store already holds {} namespaces, the most it supports",
+                    format::MAX_NAMESPACES
+                ))
+            })?,
+        };
+        let seq = self.next_seq();
+        self.st.buf.clear();
+        let lim = format::encode_limits(limits.0, limits.1, limits.2);
+        format::encode_record(&mut self.st.buf, kind::NAMESPACE, id, seq, 0, name, &lim);
+        let size = format::record_size(name.len(), lim.len());
+        self.append(&[size])?;
+        let idx = self.idx.clone();
+        if found.is_none() {
+            for f in [
+                nsr::ENTRIES,
+                nsr::LIVE_BYTES,
+                nsr::EVICTIONS,
+                nsr::CLEAR_SEQ,
+                nsr::HITS,
+                nsr::MISSES,
+            ] {
+                idx.ns_set(id, f, 0);
+            }
+            idx.ns_set(id, nsr::LRU_HEAD, NIL as u64);
+            idx.ns_set(id, nsr::LRU_TAIL, NIL as u64);
+            idx.ns_set(id, nsr::CLOCK, seq);
+            idx.ns_set_name(id, name);
+            idx.hset(hdr::NS_COUNT, idx.hget(hdr::NS_COUNT) + 1);
+        }
+        idx.ns_set(id, nsr::MAXSIZE, limits.0);
+        idx.ns_set(id, nsr::MAX_BYTES, limits.1);
+        idx.ns_set(id, nsr::TTL_MS, limits.2);
+        idx.ns_set(id, nsr::DEF_SEQ, seq);
+        self.enforce(id)?;
+        Ok(id)
+    }
+
+    pub(crate) fn put_batch(&mut self, ns: u32, items: &[(&[u8], &[u8])], ttl: Option<Duration>) -> Result<usize> {
+        let maxsize = self.idx.ns_get(ns, nsr::MAXSIZE);
+        let max_bytes = self.idx.ns_get(ns, nsr::MAX_BYTES);
+        if maxsize == 0 || items.is_empty() {
+            return Ok(0);
+        }
+        let ttl_ms = ttl.map_or(self.idx.ns_get(ns, nsr::TTL_MS), |t| (t.as_millis() as u64).max(1));
+        let expire = if ttl_ms == 0 { 0 } else { now_ms().saturating_add(ttl_ms) };
+        self.reserve(items.len() as u64)?;
+        self.st.buf.clear();
+        let mut sizes = Vec::with_capacity(items.len());
+        let mut kept = Vec::with_capacity(items.len());
+        for (k, v) in items {
+            let size = format::record_size(k.len(), v.len());
+            if size > max_bytes {
+                continue;
+            }
+            let seq = self.next_seq();
+            format::encode_record(&mut self.st.buf, kind::PUT, ns, seq, expire, k, v);
+            sizes.push(size);
+            kept.push(*k);
+        }
+        if kept.is_empty() {
+            return Ok(0);
+        }
+        let locs = self.append(&sizes)?;
+        for ((k, loc), size) in kept.iter().zip(&locs).zip(&sizes) {
+            self.index_put(ns, k, *loc, *size as u32)?;
+        }
+        self.enforce(ns)?;
+        Ok(kept.len())
+    }
+
+    fn index_put(&mut self, ns: u32, key: &[u8], loc: u64, size: u32) -> Result<()> {
+        let idx = self.idx.clone();
+        let h = key_hash(ns, key);
+        let stamp = idx.ns(ns, nsr::CLOCK).fetch_add(1, Ordering::AcqRel) + 1;
+        if let Some((e, _)) = self.inner.find(&idx, ns, key, h, &mut self.st.scratch) {
+            let (_, old_size) = idx.ns_size(e);
+            self.mark_dead(idx.eget(e, ent::LOC), old_size as u64);
+            idx.eset(e, ent::LOC, loc);
+            idx.eset(e, ent::NS_SIZE, ns as u64 | ((size as u64) << 32));
+            idx.eset(e, ent::STAMP, stamp);
+            idx.eset(e, ent::LIST_STAMP, stamp);
+            idx.ns_sub(ns, nsr::LIVE_BYTES, old_size as u64);
+            idx.ns_add(ns, nsr::LIVE_BYTES, size as u64);
+            lru_unlink(&idx, ns, e)?;
+            lru_push_head(&idx, ns, e)?;
+            return Ok(());
+        }
+        add_entry(&idx, ns, h, loc, size, stamp, stamp).map_err(|e| match e {
+            Error::InvalidArgument(_) => corrupt(&idx, "entry array full despite reservation"),
+            e => e,
+        })
+    }
+
+    fn drop_entry(&mut self, e: u32) -> Result<()> {
+        let idx = self.idx.clone();
+        let (ns, size) = idx.ns_size(e);
+        if ns as usize >= format::MAX_NAMESPACES {
+            return Err(corrupt(&idx, "entry names a namespace out of range"));
+        }
+        bucket_remove(&idx, idx.eget(e, ent::HASH), e)?;
+        lru_unlink(&idx, ns, e)?;
+        self.mark_dead(idx.eget(e, ent::LOC), size as u64);
+        idx.ns_sub(ns, nsr::ENTRIES, 1);
+        idx.ns_sub(ns, nsr::LIVE_BYTES, size as u64);
+        idx.hset(hdr::ENTRY_COUNT, idx.hget(hdr::ENTRY_COUNT).saturating_sub(1));
+        free_entry(&idx, e);
+        Ok(())
+    }
+
+    /// Evicts the least recently used entry of `ns`. Hits only bump an atomic
+    /// stamp, so the list is fixed up lazily here: a tail entry used since it
+    /// took its place moves to the position its last use gives it.
+    fn evict_one(&mut self, ns: u32) -> Result<bool> {
+        let idx = self.idx.clone();
+        for _ in 0..=idx.layout.entries {
+            let t = idx.ns_get(ns, nsr::LRU_TAIL) as u32;
+            if t == NIL {
+                return Ok(false);
+            }
+            let t = check_e(&idx, t)?;
+            let s = idx.eget(t, ent::STAMP);
+            if s > idx.eget(t, ent::LIST_STAMP) {
+                lru_unlink(&idx, ns, t)?;
+                idx.eset(t, ent::LIST_STAMP, s);
+                lru_insert_sorted(&idx, ns, t, s)?;
+                continue;
+            }
+            self.drop_entry(t)?;
+            idx.ns_add(ns, nsr::EVICTIONS, 1);
+            return Ok(true);
+        }
+        Err(corrupt(&idx, "LRU list does not end"))
+    }
+
+    pub(crate) fn enforce(&mut self, ns: u32) -> Result<()> {
+        let maxsize = self.idx.ns_get(ns, nsr::MAXSIZE);
+        let max_bytes = self.idx.ns_get(ns, nsr::MAX_BYTES);
+        while self.idx.ns_get(ns, nsr::ENTRIES) > maxsize || self.idx.ns_get(ns, nsr::LIVE_BYTES) > max_bytes {
+            if !self.evict_one(ns)? {
+                if self.idx.ns_get(ns, nsr::ENTRIES) != 0 {
+                    return Err(corrupt(&self.idx, "namespace counts disagree with its LRU list"));
+                }
+                self.idx.ns_set(ns, nsr::LIVE_BYTES, 0);
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn remove(&mut self, ns: u32, key: &[u8]) -> Result<bool> {
+        let idx = self.idx.clone();
+        let h = key_hash(ns, key);
+        let Some((e, _)) = self.inner.find(&idx, ns, key, h, &mut self.st.scratch) else {
+            return Ok(false);
+        };
+        let seq = self.next_seq();
+        self.st.buf.clear();
+        format::encode_record(&mut self.st.buf, kind::REMOVE, ns, seq, 0, key, &[]);
+        let size = format::record_size(key.len(), 0);
+        let locs = self.append(&[size])?;
+        self.drop_entry(e)?;
+        self.mark_dead(locs[0], size);
+        Ok(true)
+    }
+
+    pub(crate) fn clear(&mut self, ns: u32) -> Result<()> {
+        let seq = self.next_seq();
+        self.st.buf.clear();
+        format::encode_record(&mut self.st.buf, kind::CLEAR, ns, seq, 0, &[], &[]);
+        self.append(&[format::record_size(0, 0)])?;
+        let idx = self.idx.clone();
+        idx.ns_set(ns, nsr::CLEAR_SEQ, seq);
+        for _ in 0..=idx.layout.entries {
+            let head = idx.ns_get(ns, nsr::LRU_HEAD) as u32;
+            if head == NIL {
+                break;
+            }
+            self.drop_entry(check_e(&idx, head)?)?;
+        }
+        for f in [nsr::ENTRIES, nsr::LIVE_BYTES, nsr::HITS, nsr::MISSES, nsr::EVICTIONS] {
+            idx.ns_set(ns, f, 0);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn keys(&mut self, ns: u32) -> Vec<(Vec<u8>, usize)> {
+        let idx = self.idx.clone();
+        let mut out = Vec::new();
+        let mut cur = idx.ns_get(ns, nsr::LRU_HEAD) as u32;
+        for _ in 0..idx.layout.entries {
+            if cur == NIL || !idx.valid_entry(cur) {
+                break;
+            }
+            if let Some(h) = self.inner.read_record(idx.eget(cur, ent::LOC), &mut self.st.scratch) {
+                let k = self.st.scratch[REC_HEADER_LEN..REC_HEADER_LEN + h.klen as usize].to_vec();
+                out.push((k, h.vlen as usize));
+            }
+            cur = idx.links(cur).1;
+        }
+        // Most recently used first: order by last use.
+        out
+    }
+
+    // ---- compaction ---------------------------------------------------------
+
+    pub(crate) fn pick_victim(&self, force: bool) -> Option<u32> {
+        let threshold = self.inner.opts.compaction_threshold;
+        let mut best: Option<(f64, u32)> = None;
+        for (row, id) in self.idx.seg_rows() {
+            if self.idx.seg(row, segr::STATE).load(Ordering::Acquire) != 2 {
+                continue;
+            }
+            let total = self.idx.seg(row, segr::TOTAL).load(Ordering::Acquire).saturating_sub(SEG_HEADER_LEN);
+            let dead = self.idx.seg(row, segr::DEAD).load(Ordering::Acquire);
+            let ratio = if total == 0 { 1.0 } else { dead as f64 / total as f64 };
+            let eligible = if force { dead > 0 || total == 0 } else { ratio >= threshold };
+            if eligible && best.is_none_or(|(r, _)| ratio > r) {
+                best = Some((ratio, id));
+            }
+        }
+        best.map(|(_, id)| id)
+    }
+
+    pub(crate) fn seal_if_dead(&mut self) -> Result<()> {
+        let id = self.idx.hget(hdr::ACTIVE_SEG) as u32;
+        if let Some(row) = self.idx.seg_row(id) {
+            if self.idx.seg(row, segr::DEAD).load(Ordering::Acquire) > 0 {
+                self.roll(0)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn compact_chunk(&mut self, victim: u32, data: &[u8], recs: &[Scanned]) -> Result<()> {
+        if self.idx.seg_row(victim).is_none() {
+            return Ok(()); // another compactor finished it
+        }
+        let idx = self.idx.clone();
+        let now = now_ms();
+        let mut keep: Vec<(usize, Option<u32>)> = Vec::new();
+        for (i, r) in recs.iter().enumerate() {
+            let h = r.h;
+            if h.ns as usize >= format::MAX_NAMESPACES {
+                continue;
+            }
+            let body = &data[r.off as usize..r.off as usize + h.body_len()];
+            let key = &body[REC_HEADER_LEN..REC_HEADER_LEN + h.klen as usize];
+            match h.kind {
+                kind::PUT => {
+                    let loc = ((victim as u64) << 32) | r.off;
+                    let found = self.inner.find(&idx, h.ns, key, key_hash(h.ns, key), &mut self.st.scratch);
+                    if let Some((e, _)) = found {
+                        if idx.eget(e, ent::LOC) == loc {
+                            if h.expire_ms != 0 && h.expire_ms <= now {
+                                self.drop_entry(e)?;
+                            } else {
+                                keep.push((i, Some(e)));
+                            }
+                        }
+                    }
+                }
+                kind::REMOVE => {
+                    let live = self
+                        .inner
+                        .find(&idx, h.ns, key, key_hash(h.ns, key), &mut self.st.scratch)
+                        .is_some();
+                    if !live && h.seq > idx.ns_get(h.ns, nsr::CLEAR_SEQ) && idx.ns_get(h.ns, nsr::NAME_LEN) != 0 {
+                        keep.push((i, None));
+                    }
+                }
+                kind::CLEAR => {
+                    if h.seq == idx.ns_get(h.ns, nsr::CLEAR_SEQ) {
+                        keep.push((i, None));
+                    }
+                }
+                kind::NAMESPACE => {
+                    if h.seq == idx.ns_get(h.ns, nsr::DEF_SEQ) {
+                        keep.push((i, None));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if keep.is_empty() {
+            return Ok(());
+        }
+        self.st.buf.clear();
+        let mut sizes = Vec::with_capacity(keep.len());
+        for &(i, _) in &keep {
+            let r = &recs[i];
+            let size = r.h.size();
+            self.st.buf.extend_from_slice(&data[r.off as usize..(r.off + size) as usize]);
+            sizes.push(size);
+        }
+        let locs = self.append(&sizes)?;
+        for ((&(i, e), loc), size) in keep.iter().zip(&locs).zip(&sizes) {
+            match e {
+                Some(e) => idx.eset(e, ent::LOC, *loc),
+                None if recs[i].h.kind == kind::REMOVE => self.mark_dead(*loc, *size),
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn retire_segment(&mut self, victim: u32) -> Result<()> {
+        let Some(row) = self.idx.seg_row(victim) else { return Ok(()) };
+        // The copies must be on disk before the originals go.
+        self.sync_log()?;
+        self.idx.seg(row, segr::ID).store(0, Ordering::Release);
+        for f in [segr::STATE, segr::TOTAL, segr::DEAD] {
+            self.idx.seg(row, f).store(0, Ordering::Release);
+        }
+        self.idx.h(hdr::EPOCH).fetch_add(1, Ordering::AcqRel);
+        self.idx.h(hdr::COMPACTIONS).fetch_add(1, Ordering::AcqRel);
+        let _ = std::fs::remove_file(self.inner.dir.join(format::segment_file_name(victim)));
+        self.inner.segs.write().remove(&victim);
+        Ok(())
+    }
+
+    // ---- verify -------------------------------------------------------------
+
+    pub(crate) fn verify(&mut self) -> Result<crate::VerifyReport> {
+        let idx = self.idx.clone();
+        let mut rep = crate::VerifyReport::default();
+        let mut total = 0u64;
+        for ns in 0..format::MAX_NAMESPACES as u32 {
+            if idx.ns_get(ns, nsr::NAME_LEN) == 0 {
+                continue;
+            }
+            let name = idx.ns_name(ns).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+            let (mut count, mut bytes) = (0u64, 0u64);
+            let mut prev = NIL;
+            let mut cur = idx.ns_get(ns, nsr::LRU_HEAD) as u32;
+            let mut steps = 0u64;
+            while cur != NIL {
+                steps += 1;
+                if steps > idx.layout.entries || !idx.valid_entry(cur) {
+                    rep.problems.push(format!("namespace {name}: LRU list is broken"));
+                    break;
+                }
+                let (p, n) = idx.links(cur);
+                if p != prev {
+                    rep.problems.push(format!("namespace {name}: entry {cur} has a wrong back link"));
+                }
+                let (ens, size) = idx.ns_size(cur);
+                let loc = idx.eget(cur, ent::LOC);
+                rep.entries += 1;
+                match self.inner.read_record(loc, &mut self.st.scratch) {
+                    Some(h) if h.kind == kind::PUT && h.ns == ns && ens == ns && h.size() == size as u64 => {
+                        let key = &self.st.scratch[REC_HEADER_LEN..REC_HEADER_LEN + h.klen as usize];
+                        let hash = key_hash(ns, key);
+                        if hash != idx.eget(cur, ent::HASH) {
+                            rep.problems.push(format!("namespace {name}: entry {cur} has a wrong hash"));
+                        } else if self.inner.find(&idx, ns, &key.to_vec(), hash, &mut Vec::new()).map(|f| f.0)
+                            != Some(cur)
+                        {
+                            rep.problems.push(format!("namespace {name}: entry {cur} is not reachable by its key"));
+                        }
+                    }
+                    _ => rep.problems.push(format!(
+                        "namespace {name}: entry {cur} points at a missing or damaged record (segment {}, offset {})",
+                        loc >> 32,
+                        loc & 0xffff_ffff
+                    )),
+                }
+                count += 1;
+                bytes += size as u64;
+                prev = cur;
+                cur = n;
+            }
+            if count != idx.ns_get(ns, nsr::ENTRIES) || bytes != idx.ns_get(ns, nsr::LIVE_BYTES) {
+                rep.problems.push(format!(
+                    "namespace {name}: counts say {} entries / {} bytes, the list holds {count} / {bytes}",
+                    idx.ns_get(ns, nsr::ENTRIES),
+                    idx.ns_get(ns, nsr::LIVE_BYTES)
+                ));
+            }
+            total += count;
+        }
+        if total != idx.hget(hdr::ENTRY_COUNT) {
+            rep.problems.push(format!(
+                "index counts {} entries, the namespaces hold {total}",
+                idx.hget(hdr::ENTRY_COUNT)
+            ));
+        }
+        for id in list_segments(&self.inner.dir)? {
+            let path = self.inner.dir.join(format::segment_file_name(id));
+            match read_segment(self.inner.opts.io.as_ref(), &path, id) {
+                Ok(Some(data)) => {
+                    let (recs, _, damage) = scan_segment(&data);
+                    rep.records += recs.len() as u64;
+                    let active = idx.hget(hdr::ACTIVE_SEG) == id as u64;
+                    for (off, what) in damage {
+                        // Bytes past the append point of the active segment are
+                        // a torn tail that the next write overwrites.
+                        if active && off >= idx.hget(hdr::ACTIVE_OFF) {
+                            continue;
+                        }
+                        rep.problems.push(format!("{}: offset {off}: {what}", path.display()));
+                    }
+                }
+                Ok(None) => rep.problems.push(format!("{}: not a valid segment", path.display())),
+                Err(e) => rep.problems.push(format!("{}: {e}", path.display())),
+            }
+        }
+        for (_, id) in idx.seg_rows() {
+            if !self.inner.dir.join(format::segment_file_name(id)).exists() {
+                rep.problems.push(format!("segment {id} is in the index but its file is missing"));
+            }
+        }
+        Ok(rep)
+    }
+}
+
+/// Compacts one segment: copies its live records to the active segment in
+/// short chunks under the writer lock, then retires it.
+pub(crate) fn compact_segment(inner: &Inner, victim: u32) -> Result<()> {
+    let path = inner.dir.join(format::segment_file_name(victim));
+    let data = match read_segment(inner.opts.io.as_ref(), &path, victim) {
+        Ok(Some(d)) => d,
+        Ok(None) => Vec::new(),
+        Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let recs = if data.is_empty() { Vec::new() } else { scan_segment(&data).0 };
+    for chunk in recs.chunks(COMPACT_CHUNK) {
+        inner.with_writer(|w| w.compact_chunk(victim, &data, chunk))?;
+    }
+    inner.with_writer(|w| w.retire_segment(victim))
+}
