@@ -1,0 +1,117 @@
+use picocache_engine::{Limits, Options, Store};
+use std::time::Duration;
+
+fn opts() -> Options {
+    Options::default().background_compaction(false)
+}
+
+#[test]
+fn put_get_remove_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path(), opts()).unwrap();
+        let ns = s.namespace("a", Limits::default()).unwrap();
+        assert!(ns.put(b"k1", b"v1").unwrap());
+        assert!(ns.put(b"k2", b"v2").unwrap());
+        assert_eq!(ns.get(b"k1").unwrap().as_deref(), Some(&b"v1"[..]));
+        assert!(ns.remove(b"k2").unwrap());
+        assert!(!ns.remove(b"k2").unwrap());
+        assert_eq!(ns.get(b"k2").unwrap(), None);
+        ns.put(b"k1", b"v1b").unwrap();
+        let st = ns.stats().unwrap();
+        assert_eq!((st.entries, st.hits, st.misses), (1, 1, 1));
+    }
+    let s = Store::open(dir.path(), opts()).unwrap();
+    let ns = s.namespace("a", Limits::default()).unwrap();
+    assert_eq!(ns.get(b"k1").unwrap().as_deref(), Some(&b"v1b"[..]));
+    assert_eq!(ns.get(b"k2").unwrap(), None);
+    assert!(s.verify().unwrap().is_ok(), "{:?}", s.verify().unwrap());
+}
+
+#[test]
+fn rebuild_from_log_keeps_values() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path(), opts()).unwrap();
+        let ns = s.namespace("a", Limits::maxsize(Some(1000))).unwrap();
+        for i in 0..3000u32 {
+            ns.put(&i.to_le_bytes(), &(i * 7).to_le_bytes()).unwrap();
+        }
+        ns.remove(&2999u32.to_le_bytes()).unwrap();
+        let b = s.namespace("b", Limits::default()).unwrap();
+        b.put(b"x", b"y").unwrap();
+        b.clear().unwrap();
+        b.put(b"z", b"w").unwrap();
+    }
+    std::fs::remove_file(dir.path().join("index")).unwrap();
+    let s = Store::open(dir.path(), opts()).unwrap();
+    let ns = s.namespace("a", Limits::maxsize(Some(1000))).unwrap();
+    assert_eq!(ns.stats().unwrap().entries, 1000);
+    for i in 1999..2999u32 {
+        assert_eq!(ns.get(&i.to_le_bytes()).unwrap(), Some((i * 7).to_le_bytes().to_vec()), "{i}");
+    }
+    assert_eq!(ns.get(&2999u32.to_le_bytes()).unwrap(), None);
+    let b = s.namespace("b", Limits::default()).unwrap();
+    assert_eq!(b.get(b"x").unwrap(), None);
+    assert_eq!(b.get(b"z").unwrap(), Some(b"w".to_vec()));
+    let r = s.verify().unwrap();
+    assert!(r.is_ok(), "{r:?}");
+}
+
+#[test]
+fn ttl_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), opts()).unwrap();
+    let ns = s
+        .namespace("t", Limits { ttl: Some(Duration::from_millis(50)), ..Limits::default() })
+        .unwrap();
+    ns.put(b"k", b"v").unwrap();
+    ns.put_with_ttl(b"long", b"v", Some(Duration::from_secs(100))).unwrap();
+    assert!(ns.get(b"k").unwrap().is_some());
+    std::thread::sleep(Duration::from_millis(80));
+    assert!(ns.get(b"k").unwrap().is_none());
+    assert!(ns.get(b"long").unwrap().is_some());
+}
+
+#[test]
+fn compaction_reclaims_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), opts().segment_size(1 << 16)).unwrap();
+    let ns = s.namespace("c", Limits::default()).unwrap();
+    for round in 0..5u32 {
+        for i in 0..2000u32 {
+            ns.put(&i.to_le_bytes(), &[round as u8; 100]).unwrap();
+        }
+    }
+    let before = s.stats().unwrap();
+    s.compact().unwrap();
+    let after = s.stats().unwrap();
+    assert!(after.log_bytes < before.log_bytes / 3, "{before:?} {after:?}");
+    assert_eq!(after.dead_bytes, 0, "{after:?}");
+    for i in 0..2000u32 {
+        assert_eq!(ns.get(&i.to_le_bytes()).unwrap(), Some(vec![4u8; 100]));
+    }
+    assert!(s.verify().unwrap().is_ok());
+    drop(s);
+    std::fs::remove_file(dir.path().join("index")).unwrap();
+    let s = Store::open(dir.path(), opts()).unwrap();
+    let ns = s.namespace("c", Limits::default()).unwrap();
+    for i in 0..2000u32 {
+        assert_eq!(ns.get(&i.to_le_bytes()).unwrap(), Some(vec![4u8; 100]));
+    }
+}
+
+#[test]
+fn lease_excludes_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), opts()).unwrap();
+    let ns = s.namespace("l", Limits::default()).unwrap();
+    let l1 = ns.lease(b"k", Duration::from_millis(10)).unwrap();
+    assert!(l1.is_some());
+    let ns2 = ns.clone();
+    let t = std::thread::spawn(move || ns2.lease(b"k", Duration::from_millis(50)).unwrap().is_some());
+    assert!(!t.join().unwrap());
+    assert!(ns.lease(b"other", Duration::from_millis(10)).unwrap().is_some());
+    drop(l1);
+    assert!(ns.lease(b"k", Duration::from_millis(10)).unwrap().is_some());
+}

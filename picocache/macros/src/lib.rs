@@ -1,0 +1,1 @@
+//! The `#[memoize]` attribute macro of PicoCache (work in progress).

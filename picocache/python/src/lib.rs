@@ -1,0 +1,1 @@
+//! Python bindings of PicoCache (work in progress).
