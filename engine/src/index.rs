@@ -37,7 +37,7 @@ fn header_crc(map: &SharedMap) -> u32 {
 #[derive(Debug)]
 pub(crate) enum IndexProblem {
     Missing,
-    Invalid(String),
+    Invalid(#[allow(dead_code)] String),
     Io(io::Error),
 }
 
@@ -130,9 +130,6 @@ impl IndexMap {
     }
     pub(crate) fn retired(&self) -> bool {
         self.hget(hdr::RETIRED) != 0
-    }
-    pub(crate) fn generation(&self) -> u64 {
-        self.hget(hdr::GENERATION)
     }
 
     // ---- namespaces --------------------------------------------------------

@@ -187,7 +187,6 @@ impl VerifyReport {
 
 /// A mapped log segment.
 pub(crate) struct Segment {
-    pub(crate) id: u32,
     pub(crate) file: File,
     pub(crate) map: SharedMap,
     /// A length the file is known to have reached (it never shrinks).
@@ -201,7 +200,7 @@ impl Segment {
         let len = file.metadata()?.len();
         let map_len = len.max(reserve).div_ceil(4096) * 4096;
         let map = SharedMap::map_ro(&file, map_len as usize)?;
-        Ok(Segment { id, file, map, known_len: AtomicU64::new(len) })
+        Ok(Segment { file, map, known_len: AtomicU64::new(len) })
     }
 
     /// True if bytes below `end` are inside the file (so the map may touch them).
