@@ -190,7 +190,7 @@ pub(crate) struct Segment {
     pub(crate) file: File,
     pub(crate) map: SharedMap,
     /// A length the file is known to have reached (it never shrinks).
-    known_len: AtomicU64,
+    pub(crate) known_len: AtomicU64,
 }
 
 impl Segment {
@@ -252,12 +252,33 @@ impl Segment {
     }
 }
 
+/// Segment ids are small integers: hash them as themselves.
+pub(crate) type IdHasher = std::hash::BuildHasherDefault<IdHash>;
+
+/// The identity hasher behind [`IdHasher`].
+#[derive(Default)]
+pub(crate) struct IdHash(u64);
+
+impl std::hash::Hasher for IdHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | *b as u64;
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = n as u64;
+    }
+}
+
 pub(crate) struct Inner {
     pub(crate) dir: PathBuf,
     pub(crate) opts: Options,
     pub(crate) lock_file: File,
     pub(crate) index: RwLock<Arc<IndexMap>>,
-    pub(crate) segs: RwLock<HashMap<u32, Arc<Segment>>>,
+    pub(crate) segs: RwLock<HashMap<u32, Arc<Segment>, IdHasher>>,
     pub(crate) writer: Mutex<WriterState>,
     fork_gen: u64,
     epoch_seen: AtomicU64,
@@ -389,7 +410,7 @@ impl Store {
             dir,
             lock_file,
             index: RwLock::new(index),
-            segs: RwLock::new(HashMap::new()),
+            segs: RwLock::new(HashMap::default()),
             writer: Mutex::new(WriterState::default()),
             fork_gen,
             epoch_seen: AtomicU64::new(0),
@@ -605,7 +626,8 @@ impl Inner {
     /// Drops maps of segments that compaction retired.
     fn prune_segments(&self, idx: &IndexMap) {
         let epoch = idx.hget(hdr::EPOCH);
-        if self.epoch_seen.swap(epoch, Ordering::AcqRel) != epoch {
+        if self.epoch_seen.load(Ordering::Relaxed) != epoch {
+            self.epoch_seen.store(epoch, Ordering::Relaxed);
             self.segs.write().retain(|&id, _| idx.seg_row(id).is_some());
         }
     }
@@ -704,7 +726,7 @@ impl Inner {
                             Found::Expired
                         } else {
                             let stamp = idx.ns(ns, nsr::CLOCK).fetch_add(1, Ordering::AcqRel) + 1;
-                            idx.e(e, ent::STAMP).fetch_max(stamp, Ordering::AcqRel);
+                            idx.e(e, ent::STAMP).store(stamp, Ordering::Release);
                             Found::Hit
                         }
                     }

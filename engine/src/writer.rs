@@ -649,11 +649,16 @@ impl Writer<'_> {
                     .segment(seg_id)
                     .ok_or_else(|| corrupt(&self.idx, format!("active segment {seg_id} is missing")))?;
                 let io = &self.inner.opts.io;
-                let len = seg.file.metadata()?.len();
-                if off + bytes > len {
-                    let target = (off + bytes).div_ceil(PREALLOC_CHUNK) * PREALLOC_CHUNK;
-                    let target = target.min(seg_size.max(off + bytes));
-                    io.allocate(&seg.file, len, target - len)?;
+                if off + bytes > seg.known_len.load(Ordering::Acquire) {
+                    let len = seg.file.metadata()?.len();
+                    if off + bytes > len {
+                        let target = (off + bytes).div_ceil(PREALLOC_CHUNK) * PREALLOC_CHUNK;
+                        let target = target.min(seg_size.max(off + bytes));
+                        io.allocate(&seg.file, len, target - len)?;
+                        seg.known_len.fetch_max(target, Ordering::AcqRel);
+                    } else {
+                        seg.known_len.fetch_max(len, Ordering::AcqRel);
+                    }
                 }
                 io.write_at(&seg.file, &buf[pos..pos + bytes as usize], off)?;
                 let mut o = off;
