@@ -254,8 +254,9 @@ pub const NS_ROW_LEN: usize = 384;
 pub const MAX_SEGMENTS: usize = 4096;
 /// Size of one segment row.
 pub const SEG_ROW_LEN: usize = 32;
-/// Size of one bucket (an atomic word: tag << 32 | entry + 1).
-pub const BUCKET_LEN: usize = 8;
+/// Size of one bucket: a word `tag << 32 | entry + 1`, then the entry's
+/// location (so a lookup reaches the record without touching the entry).
+pub const BUCKET_LEN: usize = 16;
 /// Size of one entry.
 pub const ENTRY_LEN: usize = 48;
 /// Smallest bucket count.

@@ -214,6 +214,13 @@ impl IndexMap {
         self.map.u64_at(self.layout.bucket_off + i as usize * format::BUCKET_LEN)
     }
 
+    /// The location word of bucket `i`.
+    #[inline]
+    pub(crate) fn bucket_loc(&self, i: u64) -> &AtomicU64 {
+        let i = i & (self.layout.buckets - 1);
+        self.map.u64_at(self.layout.bucket_off + i as usize * format::BUCKET_LEN + 8)
+    }
+
     /// Entry field; `e` must be below the entry capacity (callers check).
     #[inline]
     pub(crate) fn e(&self, e: u32, field: usize) -> &AtomicU64 {

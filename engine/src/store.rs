@@ -681,7 +681,8 @@ impl Inner {
         let buckets = idx.layout.buckets;
         let tag = h >> 32;
         for step in 0..buckets {
-            let w = idx.bucket(h.wrapping_add(step)).load(Ordering::Acquire);
+            let pos = h.wrapping_add(step);
+            let w = idx.bucket(pos).load(Ordering::Acquire);
             if w == 0 {
                 return None;
             }
@@ -689,10 +690,10 @@ impl Inner {
                 continue;
             }
             let e = (w as u32).wrapping_sub(1);
-            if !idx.valid_entry(e) || idx.eget(e, ent::HASH) != h {
+            if !idx.valid_entry(e) {
                 continue;
             }
-            let loc = idx.eget(e, ent::LOC);
+            let loc = idx.bucket_loc(pos).load(Ordering::Acquire);
             if let Some(rh) = self.read_record(loc, buf) {
                 let klen = rh.klen as usize;
                 if rh.kind == kind::PUT

@@ -119,10 +119,12 @@ fn lru_insert_sorted(idx: &IndexMap, ns: u32, e: u32, stamp: u64) -> Result<()> 
     Ok(())
 }
 
-fn bucket_insert(idx: &IndexMap, h: u64, e: u32) -> Result<()> {
+fn bucket_insert(idx: &IndexMap, h: u64, e: u32, loc: u64) -> Result<()> {
     for step in 0..idx.layout.buckets {
-        let b = idx.bucket(h.wrapping_add(step));
+        let pos = h.wrapping_add(step);
+        let b = idx.bucket(pos);
         if b.load(Ordering::Acquire) == 0 {
+            idx.bucket_loc(pos).store(loc, Ordering::Release);
             b.store(((h >> 32) << 32) | (e as u64 + 1), Ordering::Release);
             return Ok(());
         }
@@ -130,9 +132,9 @@ fn bucket_insert(idx: &IndexMap, h: u64, e: u32) -> Result<()> {
     Err(corrupt(idx, "bucket table full"))
 }
 
-fn bucket_remove(idx: &IndexMap, h: u64, e: u32) -> Result<()> {
+/// The bucket position holding entry `e` (whose hash is `h`).
+fn bucket_of(idx: &IndexMap, h: u64, e: u32) -> Result<u64> {
     let mask = idx.layout.buckets - 1;
-    let mut pos = None;
     for step in 0..idx.layout.buckets {
         let p = h.wrapping_add(step) & mask;
         let w = idx.bucket(p).load(Ordering::Acquire);
@@ -140,13 +142,23 @@ fn bucket_remove(idx: &IndexMap, h: u64, e: u32) -> Result<()> {
             break;
         }
         if (w as u32).wrapping_sub(1) == e {
-            pos = Some(p);
-            break;
+            return Ok(p);
         }
     }
-    let Some(mut i) = pos else {
-        return Err(corrupt(idx, "entry missing from the bucket table"));
-    };
+    Err(corrupt(idx, "entry missing from the bucket table"))
+}
+
+/// Points entry `e` (and its bucket) at a new record.
+fn set_loc(idx: &IndexMap, e: u32, loc: u64) -> Result<()> {
+    let p = bucket_of(idx, idx.eget(e, ent::HASH), e)?;
+    idx.eset(e, ent::LOC, loc);
+    idx.bucket_loc(p).store(loc, Ordering::Release);
+    Ok(())
+}
+
+fn bucket_remove(idx: &IndexMap, h: u64, e: u32) -> Result<()> {
+    let mask = idx.layout.buckets - 1;
+    let mut i = bucket_of(idx, h, e)?;
     // Backward-shift deletion keeps probe sequences gap-free without tombstones.
     let mut j = i;
     for _ in 0..idx.layout.buckets {
@@ -159,6 +171,7 @@ fn bucket_remove(idx: &IndexMap, h: u64, e: u32) -> Result<()> {
         let k = idx.eget(ej, ent::HASH) & mask;
         let stays = if i <= j { i < k && k <= j } else { i < k || k <= j };
         if !stays {
+            idx.bucket_loc(i).store(idx.bucket_loc(j).load(Ordering::Acquire), Ordering::Release);
             idx.bucket(i).store(w, Ordering::Release);
             i = j;
         }
@@ -211,7 +224,7 @@ fn add_entry(
     idx.eset(e, ent::NS_SIZE, ns as u64 | ((size as u64) << 32));
     idx.eset(e, ent::STAMP, stamp);
     idx.eset(e, ent::LIST_STAMP, list_stamp);
-    bucket_insert(idx, h, e)?;
+    bucket_insert(idx, h, e, loc)?;
     lru_push_head(idx, ns, e)?;
     idx.ns_add(ns, nsr::ENTRIES, 1);
     idx.ns_add(ns, nsr::LIVE_BYTES, size as u64);
@@ -893,7 +906,7 @@ impl Writer<'_> {
         if let Some((e, _)) = self.inner.find(&idx, ns, key, h, &mut self.st.scratch) {
             let (_, old_size) = idx.ns_size(e);
             self.mark_dead(idx.eget(e, ent::LOC), old_size as u64);
-            idx.eset(e, ent::LOC, loc);
+            set_loc(&idx, e, loc)?;
             idx.eset(e, ent::NS_SIZE, ns as u64 | ((size as u64) << 32));
             idx.eset(e, ent::STAMP, stamp);
             idx.eset(e, ent::LIST_STAMP, stamp);
@@ -1113,7 +1126,7 @@ impl Writer<'_> {
         let locs = self.append(&sizes)?;
         for ((&(i, e), loc), size) in keep.iter().zip(&locs).zip(&sizes) {
             match e {
-                Some(e) => idx.eset(e, ent::LOC, *loc),
+                Some(e) => set_loc(&idx, e, *loc)?,
                 None if recs[i].h.kind == kind::REMOVE => self.mark_dead(*loc, *size),
                 None => {}
             }

@@ -83,7 +83,7 @@ fn constants_match_the_document() {
     assert_eq!(l.ns_off, 4096);
     assert_eq!(l.seg_off, 4096 + 1024 * 384);
     assert_eq!(l.bucket_off, l.seg_off + 4096 * 32);
-    assert_eq!(l.entry_off, l.bucket_off + 1024 * 8);
+    assert_eq!(l.entry_off, l.bucket_off + 1024 * 16);
     assert_eq!(l.entries, 768);
 }
 
