@@ -286,6 +286,38 @@ fn needs_rebuild(idx: &IndexMap, boot: (u64, u64)) -> bool {
     boot != (0, 0) && stored != boot && state & format::STATE_CLEAN_SYNCED == 0
 }
 
+/// A key while rebuilding, hashed by its precomputed index hash.
+#[derive(PartialEq, Eq)]
+struct RebuildKey {
+    h: u64,
+    ns: u32,
+    key: Box<[u8]>,
+}
+
+impl std::hash::Hash for RebuildKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.h);
+    }
+}
+
+/// Passes a precomputed hash through.
+#[derive(Default)]
+struct PassHash(u64);
+
+impl std::hash::Hasher for PassHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ *b as u64;
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// The latest state of one key found while scanning the log.
 struct Latest {
     seq: u64,
@@ -378,7 +410,13 @@ fn list_segments(dir: &Path) -> Result<Vec<u32>> {
 /// readable, donates its hit/miss/eviction counters.
 pub(crate) fn rebuild_index(dir: &Path, opts: &Options, old: Option<&IndexMap>) -> Result<IndexMap> {
     let ids = list_segments(dir)?;
-    let mut keys: HashMap<(u32, Box<[u8]>), Latest> = HashMap::new();
+    let log_bytes: u64 = ids
+        .iter()
+        .filter_map(|id| std::fs::metadata(dir.join(format::segment_file_name(*id))).ok())
+        .map(|m| m.len())
+        .sum();
+    let mut keys: HashMap<RebuildKey, Latest, std::hash::BuildHasherDefault<PassHash>> =
+        HashMap::with_capacity_and_hasher((log_bytes / 160) as usize, Default::default());
     let mut defs: HashMap<u32, (u64, Vec<u8>, (u64, u64, u64))> = HashMap::new();
     let mut clears: HashMap<u32, u64> = HashMap::new();
     let mut segs: Vec<(u32, u64)> = Vec::new();
@@ -394,7 +432,7 @@ pub(crate) fn rebuild_index(dir: &Path, opts: &Options, old: Option<&IndexMap>) 
             let key = &body[REC_HEADER_LEN..REC_HEADER_LEN + h.klen as usize];
             match h.kind {
                 kind::PUT | kind::REMOVE => {
-                    let k = (h.ns, Box::<[u8]>::from(key));
+                    let k = RebuildKey { h: key_hash(h.ns, key), ns: h.ns, key: key.into() };
                     let newer = keys.get(&k).is_none_or(|l| l.seq < h.seq);
                     if newer {
                         keys.insert(
@@ -432,18 +470,18 @@ pub(crate) fn rebuild_index(dir: &Path, opts: &Options, old: Option<&IndexMap>) 
     let now = now_ms();
     let mut live: Vec<(u32, u64, Latest)> = keys
         .into_iter()
-        .filter(|((ns, _), l)| {
+        .filter(|(k, l)| {
             l.put
-                && defs.contains_key(ns)
-                && l.seq > clears.get(ns).copied().unwrap_or(0)
+                && defs.contains_key(&k.ns)
+                && l.seq > clears.get(&k.ns).copied().unwrap_or(0)
                 && (l.expire_ms == 0 || l.expire_ms > now)
         })
-        .map(|((ns, key), l)| (ns, key_hash(ns, &key), l))
+        .map(|(k, l)| (k.ns, k.h, l))
         .collect();
     live.sort_unstable_by_key(|(_, _, l)| l.seq);
 
     let tmp = tmp_index_path(dir);
-    let idx = IndexMap::create(&tmp, buckets_for(live.len() as u64 * 2), random_generation())?;
+    let idx = IndexMap::create(&tmp, buckets_for(live.len() as u64 + live.len() as u64 / 4 + 16), random_generation())?;
     let build = (|| {
         idx.hset(hdr::NEXT_SEQ, max_seq + 1);
         let next_id = ids.iter().copied().max().unwrap_or(0) as u64 + 1;
@@ -733,7 +771,7 @@ impl Writer<'_> {
         if count + n <= self.idx.layout.entries {
             return Ok(());
         }
-        self.resize(buckets_for((count + n) * 2))
+        self.resize(buckets_for(count + n))
     }
 
     /// Copies the index into a new file with `buckets` buckets.
