@@ -3,7 +3,10 @@ use picocache_engine::{Limits, Options, Store};
 use std::time::Instant;
 
 fn main() {
-    let n: u32 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let n: u32 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path(), Options::default().background_compaction(false)).unwrap();
     let ns = s.namespace("bench", Limits::default()).unwrap();
@@ -45,12 +48,18 @@ fn main() {
             found += 1;
         }
     }
-    println!("random get: {:.0} ns (found {found})", t.elapsed().as_nanos() as f64 / g as f64);
+    println!(
+        "random get: {:.0} ns (found {found})",
+        t.elapsed().as_nanos() as f64 / g as f64
+    );
     let t = Instant::now();
     for i in 0..g {
         ns.get_with(&key(u32::MAX - i), |v| v.len()).unwrap();
     }
-    println!("absent get: {:.0} ns", t.elapsed().as_nanos() as f64 / g as f64);
+    println!(
+        "absent get: {:.0} ns",
+        t.elapsed().as_nanos() as f64 / g as f64
+    );
     s.sync().unwrap();
     drop(ns);
     drop(s);
@@ -62,5 +71,9 @@ fn main() {
     std::fs::remove_file(dir.path().join("index")).unwrap();
     drop(s);
     let s = Store::open(dir.path(), Options::default().background_compaction(false)).unwrap();
-    println!("open with rebuild: {:?} ({} entries)", t.elapsed(), s.stats().unwrap().entries);
+    println!(
+        "open with rebuild: {:?} ({} entries)",
+        t.elapsed(),
+        s.stats().unwrap().entries
+    );
 }

@@ -400,7 +400,7 @@ impl IndexLayout {
     /// The layout for `buckets` buckets (a power of two, at least
     /// [`MIN_BUCKETS`]); the entry capacity is 3/4 of it.
     pub fn new(buckets: u64) -> Option<IndexLayout> {
-        if !buckets.is_power_of_two() || buckets < MIN_BUCKETS || buckets > (1 << 31) {
+        if !buckets.is_power_of_two() || !(MIN_BUCKETS..=(1 << 31)).contains(&buckets) {
             return None;
         }
         let entries = buckets / 4 * 3;
@@ -409,7 +409,15 @@ impl IndexLayout {
         let bucket_off = seg_off + MAX_SEGMENTS * SEG_ROW_LEN;
         let entry_off = bucket_off + buckets as usize * BUCKET_LEN;
         let file_len = entry_off + entries as usize * ENTRY_LEN;
-        Some(IndexLayout { buckets, entries, ns_off, seg_off, bucket_off, entry_off, file_len })
+        Some(IndexLayout {
+            buckets,
+            entries,
+            ns_off,
+            seg_off,
+            bucket_off,
+            entry_off,
+            file_len,
+        })
     }
 }
 
@@ -424,7 +432,10 @@ mod tests {
         assert_eq!(v.len() as u64, record_size(3, 6));
         assert_eq!(v.len() % 8, 0);
         let h = RecordHeader::parse(v[..REC_HEADER_LEN].try_into().unwrap()).unwrap();
-        assert_eq!((h.kind, h.ns, h.klen, h.vlen, h.seq, h.expire_ms), (1, 7, 3, 6, 42, 99));
+        assert_eq!(
+            (h.kind, h.ns, h.klen, h.vlen, h.seq, h.expire_ms),
+            (1, 7, 3, 6, 42, 99)
+        );
         assert!(record_crc_ok(&h, &v[..h.body_len()]));
         v[REC_HEADER_LEN] ^= 1;
         assert!(!record_crc_ok(&h, &v[..h.body_len()]));
@@ -437,7 +448,10 @@ mod tests {
         let mut c = b;
         c[20] = 1;
         assert!(matches!(check_segment_header(&c), SegHeaderCheck::Bad(_)));
-        assert_eq!(parse_segment_file_name(&segment_file_name(0x1234)), Some(0x1234));
+        assert_eq!(
+            parse_segment_file_name(&segment_file_name(0x1234)),
+            Some(0x1234)
+        );
         assert_eq!(parse_segment_file_name("seg-xyz.log"), None);
     }
 }

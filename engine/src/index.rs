@@ -51,7 +51,9 @@ impl IndexMap {
         };
         let len = file.metadata().map_err(IndexProblem::Io)?.len();
         if len < format::IDX_HEADER_LEN as u64 {
-            return Err(IndexProblem::Invalid(format!("index file is only {len} bytes")));
+            return Err(IndexProblem::Invalid(format!(
+                "index file is only {len} bytes"
+            )));
         }
         let head = SharedMap::map_rw(&file, format::IDX_HEADER_LEN).map_err(IndexProblem::Io)?;
         let mut magic = [0u8; 8];
@@ -75,7 +77,9 @@ impl IndexMap {
         if head.u64_at(hdr::ENTRIES).load(R) != layout.entries
             || head.u64_at(hdr::FILE_LEN).load(R) != layout.file_len as u64
         {
-            return Err(IndexProblem::Invalid("index header disagrees with its layout".into()));
+            return Err(IndexProblem::Invalid(
+                "index header disagrees with its layout".into(),
+            ));
         }
         if len < layout.file_len as u64 {
             return Err(IndexProblem::Invalid(format!(
@@ -85,7 +89,12 @@ impl IndexMap {
         }
         drop(head);
         let map = SharedMap::map_rw(&file, layout.file_len).map_err(IndexProblem::Io)?;
-        Ok(IndexMap { map, layout, path: path.to_owned(), _file: file })
+        Ok(IndexMap {
+            map,
+            layout,
+            path: path.to_owned(),
+            _file: file,
+        })
     }
 
     /// Creates a new, empty index at `path` (which must not be in use), sized
@@ -93,7 +102,12 @@ impl IndexMap {
     pub(crate) fn create(path: &Path, buckets: u64, generation: u64) -> Result<IndexMap> {
         let layout = IndexLayout::new(buckets)
             .ok_or_else(|| Error::InvalidArgument(format!("bad bucket count {buckets}")))?;
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
         crate::sys::preallocate(&file, 0, layout.file_len as u64)?;
         let map = SharedMap::map_rw(&file, layout.file_len)?;
         let mut b = [0u8; 64];
@@ -106,7 +120,12 @@ impl IndexMap {
         map.copy_in(0, &b);
         let crc = header_crc(&map);
         map.copy_in(hdr::CRC, &crc.to_le_bytes());
-        let idx = IndexMap { map, layout, path: path.to_owned(), _file: file };
+        let idx = IndexMap {
+            map,
+            layout,
+            path: path.to_owned(),
+            _file: file,
+        };
         for i in 0..format::MAX_NAMESPACES as u32 {
             idx.ns_set(i, nsr::LRU_HEAD, NIL as u64);
             idx.ns_set(i, nsr::LRU_TAIL, NIL as u64);
@@ -138,7 +157,8 @@ impl IndexMap {
     pub(crate) fn ns(&self, id: u32, field: usize) -> &AtomicU64 {
         debug_assert!((id as usize) < format::MAX_NAMESPACES);
         let id = (id as usize).min(format::MAX_NAMESPACES - 1);
-        self.map.u64_at(self.layout.ns_off + id * format::NS_ROW_LEN + field)
+        self.map
+            .u64_at(self.layout.ns_off + id * format::NS_ROW_LEN + field)
     }
     #[inline]
     pub(crate) fn ns_get(&self, id: u32, field: usize) -> u64 {
@@ -177,7 +197,9 @@ impl IndexMap {
         for (i, chunk) in padded.chunks_exact(8).enumerate() {
             let mut w = [0u8; 8];
             w.copy_from_slice(chunk);
-            self.map.u64_at(base + i * 8).store(u64::from_le_bytes(w), REL);
+            self.map
+                .u64_at(base + i * 8)
+                .store(u64::from_le_bytes(w), REL);
         }
         self.ns_set(id, nsr::NAME_HASH, crate::name_hash(name));
         self.ns_set(id, nsr::NAME_LEN, name.len() as u64);
@@ -187,7 +209,8 @@ impl IndexMap {
 
     pub(crate) fn seg(&self, row: usize, field: usize) -> &AtomicU64 {
         let row = row.min(format::MAX_SEGMENTS - 1);
-        self.map.u64_at(self.layout.seg_off + row * format::SEG_ROW_LEN + field)
+        self.map
+            .u64_at(self.layout.seg_off + row * format::SEG_ROW_LEN + field)
     }
 
     /// The row holding segment `id`, if any.
@@ -211,21 +234,24 @@ impl IndexMap {
     #[inline]
     pub(crate) fn bucket(&self, i: u64) -> &AtomicU64 {
         let i = i & (self.layout.buckets - 1);
-        self.map.u64_at(self.layout.bucket_off + i as usize * format::BUCKET_LEN)
+        self.map
+            .u64_at(self.layout.bucket_off + i as usize * format::BUCKET_LEN)
     }
 
     /// The location word of bucket `i`.
     #[inline]
     pub(crate) fn bucket_loc(&self, i: u64) -> &AtomicU64 {
         let i = i & (self.layout.buckets - 1);
-        self.map.u64_at(self.layout.bucket_off + i as usize * format::BUCKET_LEN + 8)
+        self.map
+            .u64_at(self.layout.bucket_off + i as usize * format::BUCKET_LEN + 8)
     }
 
     /// Entry field; `e` must be below the entry capacity (callers check).
     #[inline]
     pub(crate) fn e(&self, e: u32, field: usize) -> &AtomicU64 {
         let e = (e as u64).min(self.layout.entries - 1) as usize;
-        self.map.u64_at(self.layout.entry_off + e * format::ENTRY_LEN + field)
+        self.map
+            .u64_at(self.layout.entry_off + e * format::ENTRY_LEN + field)
     }
     #[inline]
     pub(crate) fn eget(&self, e: u32, field: usize) -> u64 {
@@ -241,7 +267,10 @@ impl IndexMap {
 
     pub(crate) fn links(&self, e: u32) -> (u32, u32) {
         let w = self.eget(e, ent::LINKS);
-        ((w as u32).wrapping_sub(1), ((w >> 32) as u32).wrapping_sub(1))
+        (
+            (w as u32).wrapping_sub(1),
+            ((w >> 32) as u32).wrapping_sub(1),
+        )
     }
     pub(crate) fn set_links(&self, e: u32, prev: u32, next: u32) {
         let w = (prev.wrapping_add(1) as u64) | ((next.wrapping_add(1) as u64) << 32);

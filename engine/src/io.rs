@@ -149,7 +149,10 @@ impl Io for FaultIo {
     fn sync(&self, file: &File) -> io::Result<()> {
         self.step()?;
         file.sync_data()?;
-        self.state.lock().unsynced.retain(|(f, _, _)| !same_file(f, file));
+        self.state
+            .lock()
+            .unsynced
+            .retain(|(f, _, _)| !same_file(f, file));
         Ok(())
     }
     fn allocate(&self, file: &File, off: u64, len: u64) -> io::Result<()> {

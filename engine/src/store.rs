@@ -111,7 +111,10 @@ pub struct Limits {
 impl Limits {
     /// Limits with only an entry count.
     pub fn maxsize(n: Option<u64>) -> Limits {
-        Limits { maxsize: n, ..Limits::default() }
+        Limits {
+            maxsize: n,
+            ..Limits::default()
+        }
     }
     pub(crate) fn encode(&self) -> (u64, u64, u64) {
         (
@@ -200,7 +203,11 @@ impl Segment {
         let len = file.metadata()?.len();
         let map_len = len.max(reserve).div_ceil(4096) * 4096;
         let map = SharedMap::map_ro(&file, map_len as usize)?;
-        Ok(Segment { file, map, known_len: AtomicU64::new(len) })
+        Ok(Segment {
+            file,
+            map,
+            known_len: AtomicU64::new(len),
+        })
     }
 
     /// True if bytes below `end` are inside the file (so the map may touch them).
@@ -209,7 +216,9 @@ impl Segment {
         if end <= self.known_len.load(Ordering::Acquire) {
             return Ok(true);
         }
-        let Ok(meta) = self.file.metadata() else { return Ok(false) };
+        let Ok(meta) = self.file.metadata() else {
+            return Ok(false);
+        };
         let len = meta.len();
         self.known_len.fetch_max(len, Ordering::AcqRel);
         if end > len {
@@ -238,7 +247,9 @@ impl Segment {
         if !self.map.copy_out(off as usize, &mut hb) {
             return Ok(None);
         }
-        let Some(h) = RecordHeader::parse(&hb) else { return Ok(None) };
+        let Some(h) = RecordHeader::parse(&hb) else {
+            return Ok(None);
+        };
         let n = h.body_len();
         if !self.ensure(off + n as u64)? {
             return Ok(None);
@@ -332,7 +343,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("dir", &self.inner.dir).finish()
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .finish()
     }
 }
 
@@ -351,7 +364,9 @@ thread_local! {
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn read_boot_id() -> (u64, u64) {
@@ -395,17 +410,25 @@ impl Store {
         if !opts.allow_network_filesystem {
             let t = sys::fs_type(&dir)?;
             if let Some((_, name)) = NETWORK_FS.iter().find(|(m, _)| *m == t) {
-                return Err(Error::NetworkFilesystem { path: dir, fs_type: (*name).into() });
+                return Err(Error::NetworkFilesystem {
+                    path: dir,
+                    fs_type: (*name).into(),
+                });
             }
         }
-        let lock_file =
-            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join("lock"))?;
+        let lock_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join("lock"))?;
         let boot_id = match opts.boot_id {
             Some(b) => ((b >> 64) as u64, b as u64),
             None => read_boot_id(),
         };
         let fork_gen = sys::fork_generation();
-        let (index, rebuilt) = crate::writer::open_or_rebuild_index(&dir, &lock_file, &opts, boot_id)?;
+        let (index, rebuilt) =
+            crate::writer::open_or_rebuild_index(&dir, &lock_file, &opts, boot_id)?;
         let inner = Arc::new(Inner {
             dir,
             lock_file,
@@ -434,7 +457,11 @@ impl Store {
         } else {
             None
         };
-        let bg = Arc::new(Background { stop, thread: Mutex::new(thread), fork_gen });
+        let bg = Arc::new(Background {
+            stop,
+            thread: Mutex::new(thread),
+            fork_gen,
+        });
         Ok(Store { inner, _bg: bg })
     }
 
@@ -465,15 +492,30 @@ impl Store {
         if let Some(&id) = self.inner.names.read().get(name) {
             let idx = self.inner.index.read().clone();
             if idx.ns_get(id, nsr::NAME_HASH) == name_hash
-                && (idx.ns_get(id, nsr::MAXSIZE), idx.ns_get(id, nsr::MAX_BYTES), idx.ns_get(id, nsr::TTL_MS))
-                    == enc
+                && (
+                    idx.ns_get(id, nsr::MAXSIZE),
+                    idx.ns_get(id, nsr::MAX_BYTES),
+                    idx.ns_get(id, nsr::TTL_MS),
+                ) == enc
             {
-                return Ok(Namespace { store: self.clone(), id, name: name.into(), name_hash });
+                return Ok(Namespace {
+                    store: self.clone(),
+                    id,
+                    name: name.into(),
+                    name_hash,
+                });
             }
         }
-        let id = self.inner.with_writer(|w| w.define_namespace(name.as_bytes(), enc))?;
+        let id = self
+            .inner
+            .with_writer(|w| w.define_namespace(name.as_bytes(), enc))?;
         self.inner.names.write().insert(name.to_owned(), id);
-        Ok(Namespace { store: self.clone(), id, name: name.into(), name_hash })
+        Ok(Namespace {
+            store: self.clone(),
+            id,
+            name: name.into(),
+            name_hash,
+        })
     }
 
     /// Opens an existing namespace without changing its limits.
@@ -487,7 +529,12 @@ impl Store {
                 && idx.ns_get(id, nsr::NAME_HASH) == h
                 && idx.ns_name(id).as_deref() == Some(name.as_bytes())
             {
-                return Ok(Some(Namespace { store: self.clone(), id, name: name.into(), name_hash: h }));
+                return Ok(Some(Namespace {
+                    store: self.clone(),
+                    id,
+                    name: name.into(),
+                    name_hash: h,
+                }));
             }
         }
         Ok(None)
@@ -564,7 +611,10 @@ impl Store {
 
 fn ns_stats(idx: &IndexMap, id: u32) -> NamespaceStats {
     NamespaceStats {
-        name: idx.ns_name(id).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default(),
+        name: idx
+            .ns_name(id)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default(),
         entries: idx.ns_get(id, nsr::ENTRIES),
         live_bytes: idx.ns_get(id, nsr::LIVE_BYTES),
         hits: idx.ns_get(id, nsr::HITS),
@@ -633,7 +683,11 @@ impl Inner {
     }
 
     /// Runs `f` on segment `id`, opening or remapping it as needed.
-    pub(crate) fn with_segment<R>(&self, id: u32, mut f: impl FnMut(&Segment) -> std::result::Result<R, ()>) -> Option<R> {
+    pub(crate) fn with_segment<R>(
+        &self,
+        id: u32,
+        mut f: impl FnMut(&Segment) -> std::result::Result<R, ()>,
+    ) -> Option<R> {
         if id == 0 {
             return None;
         }
@@ -665,7 +719,8 @@ impl Inner {
     pub(crate) fn read_record(&self, loc: u64, buf: &mut Vec<u8>) -> Option<RecordHeader> {
         let seg = (loc >> 32) as u32;
         let off = loc & 0xffff_ffff;
-        self.with_segment(seg, |s| s.read_record(off, buf)).flatten()
+        self.with_segment(seg, |s| s.read_record(off, buf))
+            .flatten()
     }
 
     /// Finds the live PUT record of `key` in `ns`: (entry, header), with the
@@ -741,9 +796,9 @@ impl Inner {
                 return Ok(match found {
                     Found::Hit => {
                         idx.ns_add(ns, nsr::HITS, 1);
-                        let klen = buf.get(12..16).map_or(0, |b| {
-                            u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
-                        });
+                        let klen = buf
+                            .get(12..16)
+                            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
                         buf.get(REC_HEADER_LEN + klen..).map(f)
                     }
                     Found::Miss | Found::Expired => {
@@ -763,18 +818,29 @@ impl Inner {
     }
 
     /// Like [`Inner::with_writer`] for operations that only read under the lock.
-    pub(crate) fn with_writer_ro<R>(&self, f: impl FnMut(&mut Writer<'_>) -> Result<R>) -> Result<R> {
+    pub(crate) fn with_writer_ro<R>(
+        &self,
+        f: impl FnMut(&mut Writer<'_>) -> Result<R>,
+    ) -> Result<R> {
         self.writer_op(false, f)
     }
 
-    fn writer_op<R>(&self, mutating: bool, mut f: impl FnMut(&mut Writer<'_>) -> Result<R>) -> Result<R> {
+    fn writer_op<R>(
+        &self,
+        mutating: bool,
+        mut f: impl FnMut(&mut Writer<'_>) -> Result<R>,
+    ) -> Result<R> {
         self.check_fork()?;
         let mut st = self.writer.lock();
         let _flock = FlockGuard::new(&self.lock_file)?;
         let mut idx = self.index.read().clone();
         let mut rebuilt = false;
         loop {
-            let mut w = Writer { inner: self, idx: idx.clone(), st: &mut st };
+            let mut w = Writer {
+                inner: self,
+                idx: idx.clone(),
+                st: &mut st,
+            };
             w.recover_if_needed()?;
             if mutating {
                 w.begin();
@@ -906,7 +972,10 @@ impl Namespace {
     pub fn put_with_ttl(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
         check_kv(key, value)?;
         let id = self.id()?;
-        self.store.inner.with_writer(|w| w.put_batch(id, &[(key, value)], ttl)).map(|n| n == 1)
+        self.store
+            .inner
+            .with_writer(|w| w.put_batch(id, &[(key, value)], ttl))
+            .map(|n| n == 1)
     }
 
     /// Stores many entries under one lock and, with
@@ -916,7 +985,9 @@ impl Namespace {
             check_kv(k, v)?;
         }
         let id = self.id()?;
-        self.store.inner.with_writer(|w| w.put_batch(id, items, None))
+        self.store
+            .inner
+            .with_writer(|w| w.put_batch(id, items, None))
     }
 
     /// Removes `key`. Returns whether it was present.

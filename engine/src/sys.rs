@@ -124,7 +124,11 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
 /// lock when the last descriptor of the open file description closes, which
 /// includes the death of its process.
 pub(crate) fn flock(file: &File, exclusive: bool, nonblocking: bool) -> io::Result<bool> {
-    let mut op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+    let mut op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    };
     if nonblocking {
         op |= libc::LOCK_NB;
     }
@@ -152,7 +156,10 @@ pub(crate) fn funlock(file: &File) -> io::Result<()> {
 /// full disk).
 pub(crate) fn preallocate(file: &File, off: u64, len: u64) -> io::Result<()> {
     let (Ok(o), Ok(l)) = (libc::off_t::try_from(off), libc::off_t::try_from(len)) else {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "preallocation range too large"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "preallocation range too large",
+        ));
     };
     loop {
         // SAFETY: posix_fallocate takes a descriptor we own and two integers.
@@ -171,7 +178,10 @@ pub(crate) fn preallocate(file: &File, off: u64, len: u64) -> io::Result<()> {
 /// other (as threads must), and the kernel drops them when the holder dies.
 pub(crate) fn ofd_try_lock(file: &File, at: u64) -> io::Result<bool> {
     let Ok(start) = libc::off_t::try_from(at) else {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "lock offset too large"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "lock offset too large",
+        ));
     };
     // SAFETY: `libc::flock` is a plain C struct for which all-zero bytes are valid.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
@@ -187,9 +197,7 @@ pub(crate) fn ofd_try_lock(file: &File, at: u64) -> io::Result<bool> {
         match cvt(r) {
             Ok(_) => return Ok(true),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) =>
-            {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) => {
                 return Ok(false)
             }
             Err(e) => return Err(e),

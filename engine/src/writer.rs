@@ -36,14 +36,20 @@ const PREALLOC_CHUNK: u64 = 4 << 20;
 const COMPACT_CHUNK: usize = 256;
 
 fn corrupt(idx: &IndexMap, what: impl Into<String>) -> Error {
-    Error::Corrupted { file: idx.path.clone(), offset: 0, what: what.into() }
+    Error::Corrupted {
+        file: idx.path.clone(),
+        offset: 0,
+        what: what.into(),
+    }
 }
 
 fn random_generation() -> u64 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    xxhash_rust::xxh3::xxh3_64(&[t.to_le_bytes(), (std::process::id() as u64).to_le_bytes()].concat())
+    xxhash_rust::xxh3::xxh3_64(
+        &[t.to_le_bytes(), (std::process::id() as u64).to_le_bytes()].concat(),
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -79,7 +85,10 @@ fn lru_unlink(idx: &IndexMap, ns: u32, e: u32) -> Result<()> {
     } else if idx.ns_get(ns, nsr::LRU_HEAD) as u32 == e {
         idx.ns_set(ns, nsr::LRU_HEAD, n as u64);
     } else {
-        return Err(corrupt(idx, "LRU list: entry without predecessor is not the head"));
+        return Err(corrupt(
+            idx,
+            "LRU list: entry without predecessor is not the head",
+        ));
     }
     if n != NIL {
         let (_, nn) = idx.links(check_e(idx, n)?);
@@ -87,7 +96,10 @@ fn lru_unlink(idx: &IndexMap, ns: u32, e: u32) -> Result<()> {
     } else if idx.ns_get(ns, nsr::LRU_TAIL) as u32 == e {
         idx.ns_set(ns, nsr::LRU_TAIL, p as u64);
     } else {
-        return Err(corrupt(idx, "LRU list: entry without successor is not the tail"));
+        return Err(corrupt(
+            idx,
+            "LRU list: entry without successor is not the tail",
+        ));
     }
     idx.set_links(e, NIL, NIL);
     Ok(())
@@ -169,9 +181,14 @@ fn bucket_remove(idx: &IndexMap, h: u64, e: u32) -> Result<()> {
         }
         let ej = check_e(idx, (w as u32).wrapping_sub(1))?;
         let k = idx.eget(ej, ent::HASH) & mask;
-        let stays = if i <= j { i < k && k <= j } else { i < k || k <= j };
+        let stays = if i <= j {
+            i < k && k <= j
+        } else {
+            i < k || k <= j
+        };
         if !stays {
-            idx.bucket_loc(i).store(idx.bucket_loc(j).load(Ordering::Acquire), Ordering::Release);
+            idx.bucket_loc(i)
+                .store(idx.bucket_loc(j).load(Ordering::Acquire), Ordering::Release);
             idx.bucket(i).store(w, Ordering::Release);
             i = j;
         }
@@ -185,7 +202,10 @@ fn alloc_entry(idx: &IndexMap) -> Result<Option<u32>> {
     if free != 0 {
         let e = check_e(idx, (free - 1) as u32)?;
         let (_, next) = idx.links(e);
-        idx.hset(hdr::FREE_HEAD, if next == NIL { 0 } else { next as u64 + 1 });
+        idx.hset(
+            hdr::FREE_HEAD,
+            if next == NIL { 0 } else { next as u64 + 1 },
+        );
         return Ok(Some(e));
     }
     let hwm = idx.hget(hdr::ENTRY_HWM);
@@ -233,11 +253,17 @@ fn add_entry(
 }
 
 fn buckets_for(entries: u64) -> u64 {
-    (entries.saturating_mul(4) / 3 + 1).next_power_of_two().max(format::MIN_BUCKETS)
+    (entries.saturating_mul(4) / 3 + 1)
+        .next_power_of_two()
+        .max(format::MIN_BUCKETS)
 }
 
 fn tmp_index_path(dir: &Path) -> std::path::PathBuf {
-    dir.join(format!("index.tmp.{}.{:x}", std::process::id(), random_generation()))
+    dir.join(format!(
+        "index.tmp.{}.{:x}",
+        std::process::id(),
+        random_generation()
+    ))
 }
 
 // ---------------------------------------------------------------------------
@@ -318,6 +344,9 @@ impl std::hash::Hasher for PassHash {
     }
 }
 
+/// A namespace definition found in the log: (seq, name, limits).
+type NsDef = (u64, Vec<u8>, (u64, u64, u64));
+
 /// The latest state of one key found while scanning the log.
 struct Latest {
     seq: u64,
@@ -368,7 +397,10 @@ pub(crate) fn scan_segment(data: &[u8]) -> (Vec<Scanned>, u64, Vec<(u64, String)
     }
     if let Some(b) = bad_since {
         // Trailing garbage after the last record: a torn write, or damage.
-        damage.push((b as u64, "unreadable bytes after the last record".to_string()));
+        damage.push((
+            b as u64,
+            "unreadable bytes after the last record".to_string(),
+        ));
     }
     (out, end.min(data.len() as u64), damage)
 }
@@ -388,9 +420,11 @@ fn read_segment(io: &dyn Io, path: &Path, id: u32) -> Result<Option<Vec<u8>>> {
     match format::check_segment_header(&hb) {
         SegHeaderCheck::Ok(hid) if hid == id => Ok(Some(data)),
         SegHeaderCheck::Ok(_) | SegHeaderCheck::Bad(_) => Ok(None),
-        SegHeaderCheck::Version(got) => {
-            Err(Error::Version { file: path.to_owned(), expected: format::SEG_VERSION, got })
-        }
+        SegHeaderCheck::Version(got) => Err(Error::Version {
+            file: path.to_owned(),
+            expected: format::SEG_VERSION,
+            got,
+        }),
     }
 }
 
@@ -398,7 +432,11 @@ fn list_segments(dir: &Path) -> Result<Vec<u32>> {
     let mut ids = Vec::new();
     for e in std::fs::read_dir(dir)? {
         let e = e?;
-        if let Some(id) = e.file_name().to_str().and_then(format::parse_segment_file_name) {
+        if let Some(id) = e
+            .file_name()
+            .to_str()
+            .and_then(format::parse_segment_file_name)
+        {
             ids.push(id);
         }
     }
@@ -408,7 +446,11 @@ fn list_segments(dir: &Path) -> Result<Vec<u32>> {
 
 /// Builds a new index from the log and renames it into place. `old`, if
 /// readable, donates its hit/miss/eviction counters.
-pub(crate) fn rebuild_index(dir: &Path, opts: &Options, old: Option<&IndexMap>) -> Result<IndexMap> {
+pub(crate) fn rebuild_index(
+    dir: &Path,
+    opts: &Options,
+    old: Option<&IndexMap>,
+) -> Result<IndexMap> {
     let ids = list_segments(dir)?;
     let log_bytes: u64 = ids
         .iter()
@@ -417,13 +459,15 @@ pub(crate) fn rebuild_index(dir: &Path, opts: &Options, old: Option<&IndexMap>) 
         .sum();
     let mut keys: HashMap<RebuildKey, Latest, std::hash::BuildHasherDefault<PassHash>> =
         HashMap::with_capacity_and_hasher((log_bytes / 160) as usize, Default::default());
-    let mut defs: HashMap<u32, (u64, Vec<u8>, (u64, u64, u64))> = HashMap::new();
+    let mut defs: HashMap<u32, NsDef> = HashMap::new();
     let mut clears: HashMap<u32, u64> = HashMap::new();
     let mut segs: Vec<(u32, u64)> = Vec::new();
     let mut max_seq = 0u64;
     for &id in &ids {
         let path = dir.join(format::segment_file_name(id));
-        let Some(data) = read_segment(opts.io.as_ref(), &path, id)? else { continue };
+        let Some(data) = read_segment(opts.io.as_ref(), &path, id)? else {
+            continue;
+        };
         let (recs, end, _damage) = scan_segment(&data);
         for r in recs {
             let h = r.h;
@@ -432,7 +476,11 @@ pub(crate) fn rebuild_index(dir: &Path, opts: &Options, old: Option<&IndexMap>) 
             let key = &body[REC_HEADER_LEN..REC_HEADER_LEN + h.klen as usize];
             match h.kind {
                 kind::PUT | kind::REMOVE => {
-                    let k = RebuildKey { h: key_hash(h.ns, key), ns: h.ns, key: key.into() };
+                    let k = RebuildKey {
+                        h: key_hash(h.ns, key),
+                        ns: h.ns,
+                        key: key.into(),
+                    };
                     let newer = keys.get(&k).is_none_or(|l| l.seq < h.seq);
                     if newer {
                         keys.insert(
@@ -481,7 +529,11 @@ pub(crate) fn rebuild_index(dir: &Path, opts: &Options, old: Option<&IndexMap>) 
     live.sort_unstable_by_key(|(_, _, l)| l.seq);
 
     let tmp = tmp_index_path(dir);
-    let idx = IndexMap::create(&tmp, buckets_for(live.len() as u64 + live.len() as u64 / 4 + 16), random_generation())?;
+    let idx = IndexMap::create(
+        &tmp,
+        buckets_for(live.len() as u64 + live.len() as u64 / 4 + 16),
+        random_generation(),
+    )?;
     let build = (|| {
         idx.hset(hdr::NEXT_SEQ, max_seq + 1);
         let next_id = ids.iter().copied().max().unwrap_or(0) as u64 + 1;
@@ -517,8 +569,12 @@ pub(crate) fn rebuild_index(dir: &Path, opts: &Options, old: Option<&IndexMap>) 
             let total = end.max(SEG_HEADER_LEN);
             let live = seg_live.get(&id).copied().unwrap_or(0);
             idx.seg(row, segr::TOTAL).store(total, Ordering::Release);
-            idx.seg(row, segr::DEAD).store(total.saturating_sub(SEG_HEADER_LEN + live), Ordering::Release);
-            idx.seg(row, segr::STATE).store(if Some(id) == active { 1 } else { 2 }, Ordering::Release);
+            idx.seg(row, segr::DEAD).store(
+                total.saturating_sub(SEG_HEADER_LEN + live),
+                Ordering::Release,
+            );
+            idx.seg(row, segr::STATE)
+                .store(if Some(id) == active { 1 } else { 2 }, Ordering::Release);
             idx.seg(row, segr::ID).store(id as u64, Ordering::Release);
         }
         if let Some((id, end)) = segs.last() {
@@ -577,7 +633,11 @@ impl Writer<'_> {
 
     /// Rebuilds the index from the log and installs it.
     pub(crate) fn rebuild(&mut self) -> Result<()> {
-        let new = Arc::new(rebuild_index(&self.inner.dir, &self.inner.opts, Some(&self.idx))?);
+        let new = Arc::new(rebuild_index(
+            &self.inner.dir,
+            &self.inner.opts,
+            Some(&self.idx),
+        )?);
         self.idx.hset(hdr::RETIRED, 1);
         self.idx = new;
         self.inner.install_index(self.idx.clone());
@@ -627,7 +687,12 @@ impl Writer<'_> {
                 continue;
             }
             let path = self.inner.dir.join(format::segment_file_name(id as u32));
-            let file = match OpenOptions::new().read(true).write(true).create_new(true).open(&path) {
+            let file = match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     id += 1;
@@ -636,7 +701,8 @@ impl Writer<'_> {
                 Err(e) => return Err(e.into()),
             };
             let io = &self.inner.opts.io;
-            let init = (min_len + SEG_HEADER_LEN).max(PREALLOC_CHUNK.min(self.inner.opts.segment_size));
+            let init =
+                (min_len + SEG_HEADER_LEN).max(PREALLOC_CHUNK.min(self.inner.opts.segment_size));
             let r = io
                 .allocate(&file, 0, init)
                 .and_then(|_| io.write_at(&file, &format::encode_segment_header(id as u32), 0))
@@ -650,7 +716,8 @@ impl Writer<'_> {
                 File::open(&self.inner.dir).and_then(|d| d.sync_all())?;
             }
             idx.hset(hdr::NEXT_SEG_ID, id + 1);
-            idx.seg(row, segr::TOTAL).store(SEG_HEADER_LEN, Ordering::Release);
+            idx.seg(row, segr::TOTAL)
+                .store(SEG_HEADER_LEN, Ordering::Release);
             idx.seg(row, segr::DEAD).store(0, Ordering::Release);
             idx.seg(row, segr::STATE).store(1, Ordering::Release);
             idx.seg(row, segr::ID).store(id, Ordering::Release);
@@ -695,10 +762,9 @@ impl Writer<'_> {
                 if off + bytes > u32::MAX as u64 {
                     return Err(Error::InvalidArgument("record too large".into()));
                 }
-                let seg = self
-                    .inner
-                    .segment(seg_id)
-                    .ok_or_else(|| corrupt(&self.idx, format!("active segment {seg_id} is missing")))?;
+                let seg = self.inner.segment(seg_id).ok_or_else(|| {
+                    corrupt(&self.idx, format!("active segment {seg_id} is missing"))
+                })?;
                 let io = &self.inner.opts.io;
                 if off + bytes > seg.known_len.load(Ordering::Acquire) {
                     let len = seg.file.metadata()?.len();
@@ -719,7 +785,9 @@ impl Writer<'_> {
                 }
                 self.idx.hset(hdr::ACTIVE_OFF, off + bytes);
                 if let Some(row) = self.idx.seg_row(seg_id) {
-                    self.idx.seg(row, segr::TOTAL).store(off + bytes, Ordering::Release);
+                    self.idx
+                        .seg(row, segr::TOTAL)
+                        .store(off + bytes, Ordering::Release);
                 }
                 self.st.unsynced.insert(seg_id);
                 i += run;
@@ -761,7 +829,9 @@ impl Writer<'_> {
 
     fn mark_dead(&self, loc: u64, size: u64) {
         if let Some(row) = self.idx.seg_row((loc >> 32) as u32) {
-            self.idx.seg(row, segr::DEAD).fetch_add(size, Ordering::AcqRel);
+            self.idx
+                .seg(row, segr::DEAD)
+                .fetch_add(size, Ordering::AcqRel);
         }
     }
 
@@ -781,17 +851,27 @@ impl Writer<'_> {
         let new = IndexMap::create(&tmp, buckets, random_generation())?;
         let copy = (|| {
             for off in (hdr::DYNAMIC..hdr::COMPACTIONS + 8).step_by(8) {
-                if ![hdr::RETIRED, hdr::ENTRY_COUNT, hdr::FREE_HEAD, hdr::ENTRY_HWM].contains(&off) {
+                if ![
+                    hdr::RETIRED,
+                    hdr::ENTRY_COUNT,
+                    hdr::FREE_HEAD,
+                    hdr::ENTRY_HWM,
+                ]
+                .contains(&off)
+                {
                     new.hset(off, old.hget(off));
                 }
             }
             for row in 0..format::MAX_SEGMENTS {
                 for f in [segr::TOTAL, segr::DEAD, segr::STATE, segr::ID] {
-                    new.seg(row, f).store(old.seg(row, f).load(Ordering::Acquire), Ordering::Release);
+                    new.seg(row, f)
+                        .store(old.seg(row, f).load(Ordering::Acquire), Ordering::Release);
                 }
             }
             for ns in 0..format::MAX_NAMESPACES as u32 {
-                let Some(name) = old.ns_name(ns) else { continue };
+                let Some(name) = old.ns_name(ns) else {
+                    continue;
+                };
                 new.ns_set_name(ns, &name);
                 for f in [
                     nsr::MAXSIZE,
@@ -848,7 +928,9 @@ impl Writer<'_> {
         for id in 0..format::MAX_NAMESPACES as u32 {
             if idx.ns_get(id, nsr::NAME_LEN) == 0 {
                 free = free.or(Some(id));
-            } else if idx.ns_get(id, nsr::NAME_HASH) == h && idx.ns_name(id).as_deref() == Some(name) {
+            } else if idx.ns_get(id, nsr::NAME_HASH) == h
+                && idx.ns_name(id).as_deref() == Some(name)
+            {
                 found = Some(id);
                 break;
             }
@@ -904,14 +986,25 @@ impl Writer<'_> {
         Ok(id)
     }
 
-    pub(crate) fn put_batch(&mut self, ns: u32, items: &[(&[u8], &[u8])], ttl: Option<Duration>) -> Result<usize> {
+    pub(crate) fn put_batch(
+        &mut self,
+        ns: u32,
+        items: &[(&[u8], &[u8])],
+        ttl: Option<Duration>,
+    ) -> Result<usize> {
         let maxsize = self.idx.ns_get(ns, nsr::MAXSIZE);
         let max_bytes = self.idx.ns_get(ns, nsr::MAX_BYTES);
         if maxsize == 0 || items.is_empty() {
             return Ok(0);
         }
-        let ttl_ms = ttl.map_or(self.idx.ns_get(ns, nsr::TTL_MS), |t| (t.as_millis() as u64).max(1));
-        let expire = if ttl_ms == 0 { 0 } else { now_ms().saturating_add(ttl_ms) };
+        let ttl_ms = ttl.map_or(self.idx.ns_get(ns, nsr::TTL_MS), |t| {
+            (t.as_millis() as u64).max(1)
+        });
+        let expire = if ttl_ms == 0 {
+            0
+        } else {
+            now_ms().saturating_add(ttl_ms)
+        };
         self.reserve(items.len() as u64)?;
         self.st.buf.clear();
         let mut sizes = Vec::with_capacity(items.len());
@@ -971,7 +1064,10 @@ impl Writer<'_> {
         self.mark_dead(idx.eget(e, ent::LOC), size as u64);
         idx.ns_sub(ns, nsr::ENTRIES, 1);
         idx.ns_sub(ns, nsr::LIVE_BYTES, size as u64);
-        idx.hset(hdr::ENTRY_COUNT, idx.hget(hdr::ENTRY_COUNT).saturating_sub(1));
+        idx.hset(
+            hdr::ENTRY_COUNT,
+            idx.hget(hdr::ENTRY_COUNT).saturating_sub(1),
+        );
         free_entry(&idx, e);
         Ok(())
     }
@@ -1004,10 +1100,15 @@ impl Writer<'_> {
     pub(crate) fn enforce(&mut self, ns: u32) -> Result<()> {
         let maxsize = self.idx.ns_get(ns, nsr::MAXSIZE);
         let max_bytes = self.idx.ns_get(ns, nsr::MAX_BYTES);
-        while self.idx.ns_get(ns, nsr::ENTRIES) > maxsize || self.idx.ns_get(ns, nsr::LIVE_BYTES) > max_bytes {
+        while self.idx.ns_get(ns, nsr::ENTRIES) > maxsize
+            || self.idx.ns_get(ns, nsr::LIVE_BYTES) > max_bytes
+        {
             if !self.evict_one(ns)? {
                 if self.idx.ns_get(ns, nsr::ENTRIES) != 0 {
-                    return Err(corrupt(&self.idx, "namespace counts disagree with its LRU list"));
+                    return Err(corrupt(
+                        &self.idx,
+                        "namespace counts disagree with its LRU list",
+                    ));
                 }
                 self.idx.ns_set(ns, nsr::LIVE_BYTES, 0);
                 break;
@@ -1046,7 +1147,13 @@ impl Writer<'_> {
             }
             self.drop_entry(check_e(&idx, head)?)?;
         }
-        for f in [nsr::ENTRIES, nsr::LIVE_BYTES, nsr::HITS, nsr::MISSES, nsr::EVICTIONS] {
+        for f in [
+            nsr::ENTRIES,
+            nsr::LIVE_BYTES,
+            nsr::HITS,
+            nsr::MISSES,
+            nsr::EVICTIONS,
+        ] {
             idx.ns_set(ns, f, 0);
         }
         Ok(())
@@ -1060,7 +1167,10 @@ impl Writer<'_> {
             if cur == NIL || !idx.valid_entry(cur) {
                 break;
             }
-            if let Some(h) = self.inner.read_record(idx.eget(cur, ent::LOC), &mut self.st.scratch) {
+            if let Some(h) = self
+                .inner
+                .read_record(idx.eget(cur, ent::LOC), &mut self.st.scratch)
+            {
                 let k = self.st.scratch[REC_HEADER_LEN..REC_HEADER_LEN + h.klen as usize].to_vec();
                 out.push((k, h.vlen as usize));
             }
@@ -1079,10 +1189,22 @@ impl Writer<'_> {
             if self.idx.seg(row, segr::STATE).load(Ordering::Acquire) != 2 {
                 continue;
             }
-            let total = self.idx.seg(row, segr::TOTAL).load(Ordering::Acquire).saturating_sub(SEG_HEADER_LEN);
+            let total = self
+                .idx
+                .seg(row, segr::TOTAL)
+                .load(Ordering::Acquire)
+                .saturating_sub(SEG_HEADER_LEN);
             let dead = self.idx.seg(row, segr::DEAD).load(Ordering::Acquire);
-            let ratio = if total == 0 { 1.0 } else { dead as f64 / total as f64 };
-            let eligible = if force { dead > 0 || total == 0 } else { ratio >= threshold };
+            let ratio = if total == 0 {
+                1.0
+            } else {
+                dead as f64 / total as f64
+            };
+            let eligible = if force {
+                dead > 0 || total == 0
+            } else {
+                ratio >= threshold
+            };
             if eligible && best.is_none_or(|(r, _)| ratio > r) {
                 best = Some((ratio, id));
             }
@@ -1117,7 +1239,9 @@ impl Writer<'_> {
             match h.kind {
                 kind::PUT => {
                     let loc = ((victim as u64) << 32) | r.off;
-                    let found = self.inner.find(&idx, h.ns, key, key_hash(h.ns, key), &mut self.st.scratch);
+                    let found =
+                        self.inner
+                            .find(&idx, h.ns, key, key_hash(h.ns, key), &mut self.st.scratch);
                     if let Some((e, _)) = found {
                         if idx.eget(e, ent::LOC) == loc {
                             if h.expire_ms != 0 && h.expire_ms <= now {
@@ -1133,20 +1257,15 @@ impl Writer<'_> {
                         .inner
                         .find(&idx, h.ns, key, key_hash(h.ns, key), &mut self.st.scratch)
                         .is_some();
-                    if !live && h.seq > idx.ns_get(h.ns, nsr::CLEAR_SEQ) && idx.ns_get(h.ns, nsr::NAME_LEN) != 0 {
+                    if !live
+                        && h.seq > idx.ns_get(h.ns, nsr::CLEAR_SEQ)
+                        && idx.ns_get(h.ns, nsr::NAME_LEN) != 0
+                    {
                         keep.push((i, None));
                     }
                 }
-                kind::CLEAR => {
-                    if h.seq == idx.ns_get(h.ns, nsr::CLEAR_SEQ) {
-                        keep.push((i, None));
-                    }
-                }
-                kind::NAMESPACE => {
-                    if h.seq == idx.ns_get(h.ns, nsr::DEF_SEQ) {
-                        keep.push((i, None));
-                    }
-                }
+                kind::CLEAR if h.seq == idx.ns_get(h.ns, nsr::CLEAR_SEQ) => keep.push((i, None)),
+                kind::NAMESPACE if h.seq == idx.ns_get(h.ns, nsr::DEF_SEQ) => keep.push((i, None)),
                 _ => {}
             }
         }
@@ -1158,7 +1277,9 @@ impl Writer<'_> {
         for &(i, _) in &keep {
             let r = &recs[i];
             let size = r.h.size();
-            self.st.buf.extend_from_slice(&data[r.off as usize..(r.off + size) as usize]);
+            self.st
+                .buf
+                .extend_from_slice(&data[r.off as usize..(r.off + size) as usize]);
             sizes.push(size);
         }
         let locs = self.append(&sizes)?;
@@ -1173,7 +1294,9 @@ impl Writer<'_> {
     }
 
     fn retire_segment(&mut self, victim: u32) -> Result<()> {
-        let Some(row) = self.idx.seg_row(victim) else { return Ok(()) };
+        let Some(row) = self.idx.seg_row(victim) else {
+            return Ok(());
+        };
         // The copies must be on disk before the originals go.
         self.sync_log()?;
         self.idx.seg(row, segr::ID).store(0, Ordering::Release);
@@ -1197,7 +1320,10 @@ impl Writer<'_> {
             if idx.ns_get(ns, nsr::NAME_LEN) == 0 {
                 continue;
             }
-            let name = idx.ns_name(ns).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+            let name = idx
+                .ns_name(ns)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
             let (mut count, mut bytes) = (0u64, 0u64);
             let mut prev = NIL;
             let mut cur = idx.ns_get(ns, nsr::LRU_HEAD) as u32;
@@ -1205,12 +1331,15 @@ impl Writer<'_> {
             while cur != NIL {
                 steps += 1;
                 if steps > idx.layout.entries || !idx.valid_entry(cur) {
-                    rep.problems.push(format!("namespace {name}: LRU list is broken"));
+                    rep.problems
+                        .push(format!("namespace {name}: LRU list is broken"));
                     break;
                 }
                 let (p, n) = idx.links(cur);
                 if p != prev {
-                    rep.problems.push(format!("namespace {name}: entry {cur} has a wrong back link"));
+                    rep.problems.push(format!(
+                        "namespace {name}: entry {cur} has a wrong back link"
+                    ));
                 }
                 let (ens, size) = idx.ns_size(cur);
                 let loc = idx.eget(cur, ent::LOC);
@@ -1221,7 +1350,7 @@ impl Writer<'_> {
                         let hash = key_hash(ns, key);
                         if hash != idx.eget(cur, ent::HASH) {
                             rep.problems.push(format!("namespace {name}: entry {cur} has a wrong hash"));
-                        } else if self.inner.find(&idx, ns, &key.to_vec(), hash, &mut Vec::new()).map(|f| f.0)
+                        } else if self.inner.find(&idx, ns, key, hash, &mut Vec::new()).map(|f| f.0)
                             != Some(cur)
                         {
                             rep.problems.push(format!("namespace {name}: entry {cur} is not reachable by its key"));
@@ -1266,16 +1395,21 @@ impl Writer<'_> {
                         if active && off >= idx.hget(hdr::ACTIVE_OFF) {
                             continue;
                         }
-                        rep.problems.push(format!("{}: offset {off}: {what}", path.display()));
+                        rep.problems
+                            .push(format!("{}: offset {off}: {what}", path.display()));
                     }
                 }
-                Ok(None) => rep.problems.push(format!("{}: not a valid segment", path.display())),
+                Ok(None) => rep
+                    .problems
+                    .push(format!("{}: not a valid segment", path.display())),
                 Err(e) => rep.problems.push(format!("{}: {e}", path.display())),
             }
         }
         for (_, id) in idx.seg_rows() {
             if !self.inner.dir.join(format::segment_file_name(id)).exists() {
-                rep.problems.push(format!("segment {id} is in the index but its file is missing"));
+                rep.problems.push(format!(
+                    "segment {id} is in the index but its file is missing"
+                ));
             }
         }
         Ok(rep)
@@ -1292,7 +1426,11 @@ pub(crate) fn compact_segment(inner: &Inner, victim: u32) -> Result<()> {
         Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e),
     };
-    let recs = if data.is_empty() { Vec::new() } else { scan_segment(&data).0 };
+    let recs = if data.is_empty() {
+        Vec::new()
+    } else {
+        scan_segment(&data).0
+    };
     for chunk in recs.chunks(COMPACT_CHUNK) {
         inner.with_writer(|w| w.compact_chunk(victim, &data, chunk))?;
     }

@@ -48,7 +48,11 @@ fn rebuild_from_log_keeps_values() {
     let ns = s.namespace("a", Limits::maxsize(Some(1000))).unwrap();
     assert_eq!(ns.stats().unwrap().entries, 1000);
     for i in 1999..2999u32 {
-        assert_eq!(ns.get(&i.to_le_bytes()).unwrap(), Some((i * 7).to_le_bytes().to_vec()), "{i}");
+        assert_eq!(
+            ns.get(&i.to_le_bytes()).unwrap(),
+            Some((i * 7).to_le_bytes().to_vec()),
+            "{i}"
+        );
     }
     assert_eq!(ns.get(&2999u32.to_le_bytes()).unwrap(), None);
     let b = s.namespace("b", Limits::default()).unwrap();
@@ -63,10 +67,17 @@ fn ttl_expires() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path(), opts()).unwrap();
     let ns = s
-        .namespace("t", Limits { ttl: Some(Duration::from_millis(50)), ..Limits::default() })
+        .namespace(
+            "t",
+            Limits {
+                ttl: Some(Duration::from_millis(50)),
+                ..Limits::default()
+            },
+        )
         .unwrap();
     ns.put(b"k", b"v").unwrap();
-    ns.put_with_ttl(b"long", b"v", Some(Duration::from_secs(100))).unwrap();
+    ns.put_with_ttl(b"long", b"v", Some(Duration::from_secs(100)))
+        .unwrap();
     assert!(ns.get(b"k").unwrap().is_some());
     std::thread::sleep(Duration::from_millis(80));
     assert!(ns.get(b"k").unwrap().is_none());
@@ -86,7 +97,10 @@ fn compaction_reclaims_space() {
     let before = s.stats().unwrap();
     s.compact().unwrap();
     let after = s.stats().unwrap();
-    assert!(after.log_bytes < before.log_bytes / 3, "{before:?} {after:?}");
+    assert!(
+        after.log_bytes < before.log_bytes / 3,
+        "{before:?} {after:?}"
+    );
     assert_eq!(after.dead_bytes, 0, "{after:?}");
     for i in 0..2000u32 {
         assert_eq!(ns.get(&i.to_le_bytes()).unwrap(), Some(vec![4u8; 100]));
@@ -109,9 +123,16 @@ fn lease_excludes_threads() {
     let l1 = ns.lease(b"k", Duration::from_millis(10)).unwrap();
     assert!(l1.is_some());
     let ns2 = ns.clone();
-    let t = std::thread::spawn(move || ns2.lease(b"k", Duration::from_millis(50)).unwrap().is_some());
+    let t = std::thread::spawn(move || {
+        ns2.lease(b"k", Duration::from_millis(50))
+            .unwrap()
+            .is_some()
+    });
     assert!(!t.join().unwrap());
-    assert!(ns.lease(b"other", Duration::from_millis(10)).unwrap().is_some());
+    assert!(ns
+        .lease(b"other", Duration::from_millis(10))
+        .unwrap()
+        .is_some());
     drop(l1);
     assert!(ns.lease(b"k", Duration::from_millis(10)).unwrap().is_some());
 }

@@ -7,8 +7,12 @@ use picocache_engine::format::{self, ent, hdr, nsr, segr};
 use picocache_engine::{Limits, Options, Store};
 
 fn doc_constants() -> HashMap<String, String> {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../FORMAT.md")).unwrap();
-    let block = doc.split("```layout\n").nth(1).expect("FORMAT.md has a layout block");
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../FORMAT.md")).unwrap();
+    let block = doc
+        .split("```layout\n")
+        .nth(1)
+        .expect("FORMAT.md has a layout block");
     let block = block.split("```").next().unwrap();
     block
         .lines()
@@ -20,9 +24,20 @@ fn doc_constants() -> HashMap<String, String> {
 #[test]
 fn constants_match_the_document() {
     let d = doc_constants();
-    let num = |k: &str| -> u64 { d.get(k).unwrap_or_else(|| panic!("{k} missing")).parse().unwrap() };
-    assert_eq!(d["SEG_MAGIC"].replace("\\0", "\0").as_bytes(), &format::SEG_MAGIC);
-    assert_eq!(d["INDEX_MAGIC"].replace("\\0", "\0").as_bytes(), &format::INDEX_MAGIC);
+    let num = |k: &str| -> u64 {
+        d.get(k)
+            .unwrap_or_else(|| panic!("{k} missing"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        d["SEG_MAGIC"].replace("\\0", "\0").as_bytes(),
+        &format::SEG_MAGIC
+    );
+    assert_eq!(
+        d["INDEX_MAGIC"].replace("\\0", "\0").as_bytes(),
+        &format::INDEX_MAGIC
+    );
     let code: &[(&str, u64)] = &[
         ("SEG_VERSION", format::SEG_VERSION as u64),
         ("INDEX_VERSION", format::INDEX_VERSION as u64),
@@ -78,7 +93,11 @@ fn constants_match_the_document() {
     for (k, v) in code {
         assert_eq!(num(k), *v, "FORMAT.md says {k} = {}, the code {v}", num(k));
     }
-    assert_eq!(format::NS_ROW_LEN, nsr::NAME + format::MAX_NAME_LEN, "name fills the row");
+    assert_eq!(
+        format::NS_ROW_LEN,
+        nsr::NAME + format::MAX_NAME_LEN,
+        "name fills the row"
+    );
     let l = format::IndexLayout::new(1024).unwrap();
     assert_eq!(l.ns_off, 4096);
     assert_eq!(l.seg_off, 4096 + 1024 * 384);
@@ -116,16 +135,29 @@ fn a_real_store_has_the_documented_bytes() {
     assert_eq!(&seg[r + 40..r + 46], b"golden");
     assert_eq!(u64_at(&seg, r + 46), 5, "maxsize");
     assert_eq!(u64_at(&seg, r + 54), u64::MAX, "max_bytes");
-    assert_eq!(u32_at(&seg, r), crc32fast::hash(&seg[r + 4..r + 40 + 6 + 24]));
+    assert_eq!(
+        u32_at(&seg, r),
+        crc32fast::hash(&seg[r + 4..r + 40 + 6 + 24])
+    );
     // Second record: the put, 8-aligned after the first.
     let r2 = r + format::record_size(6, 24) as usize;
     assert_eq!(seg[r2 + 4], 1, "PUT kind");
-    assert_eq!(u32_at(&seg, r2 + 8), u32_at(&seg, r + 8), "same namespace id");
-    assert!(u64_at(&seg, r2 + 24) > u64_at(&seg, r + 24), "seq increases");
+    assert_eq!(
+        u32_at(&seg, r2 + 8),
+        u32_at(&seg, r + 8),
+        "same namespace id"
+    );
+    assert!(
+        u64_at(&seg, r2 + 24) > u64_at(&seg, r + 24),
+        "seq increases"
+    );
     assert_eq!(u64_at(&seg, r2 + 32), 0, "no expiry");
     assert_eq!(&seg[r2 + 40..r2 + 48], b"keyvalue");
     assert_eq!(u32_at(&seg, r2), crc32fast::hash(&seg[r2 + 4..r2 + 48]));
-    assert!(seg[r2 + 48..].iter().all(|&b| b == 0), "unused space is zero");
+    assert!(
+        seg[r2 + 48..].iter().all(|&b| b == 0),
+        "unused space is zero"
+    );
 
     let idx = std::fs::read(dir.path().join("index")).unwrap();
     assert_eq!(&idx[0..8], b"PICOIDX\0");
@@ -140,7 +172,10 @@ fn a_real_store_has_the_documented_bytes() {
     assert_eq!(u64_at(&idx, hdr::STATE), 2, "synced clean");
     assert_eq!(u64_at(&idx, hdr::ENTRY_COUNT), 1);
     assert_eq!(u64_at(&idx, hdr::ACTIVE_SEG), 1);
-    assert_eq!(u64_at(&idx, hdr::ACTIVE_OFF), (r2 + format::record_size(3, 5) as usize) as u64);
+    assert_eq!(
+        u64_at(&idx, hdr::ACTIVE_OFF),
+        (r2 + format::record_size(3, 5) as usize) as u64
+    );
     let row = l.ns_off + u32_at(&seg, r + 8) as usize * format::NS_ROW_LEN;
     assert_eq!(u64_at(&idx, row), 6, "name length");
     assert_eq!(&idx[row + nsr::NAME..row + nsr::NAME + 6], b"golden");
@@ -148,7 +183,11 @@ fn a_real_store_has_the_documented_bytes() {
     assert_eq!(u64_at(&idx, row + nsr::ENTRIES), 1);
     let e = u64_at(&idx, row + nsr::LRU_HEAD) as usize;
     let ent_off = l.entry_off + e * format::ENTRY_LEN;
-    assert_eq!(u64_at(&idx, ent_off), (1u64 << 32) | r2 as u64, "entry location");
+    assert_eq!(
+        u64_at(&idx, ent_off),
+        (1u64 << 32) | r2 as u64,
+        "entry location"
+    );
     let seg_row = l.seg_off + format::SEG_ROW_LEN;
     assert_eq!(u64_at(&idx, seg_row), 1, "segment 1 in row 1");
     assert_eq!(u64_at(&idx, seg_row + segr::STATE), 1, "active");

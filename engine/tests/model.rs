@@ -68,7 +68,13 @@ fn value(k: u8, v: u16) -> Vec<u8> {
 }
 
 fn open(dir: &std::path::Path) -> Store {
-    Store::open(dir, Options::default().background_compaction(false).segment_size(4096)).unwrap()
+    Store::open(
+        dir,
+        Options::default()
+            .background_compaction(false)
+            .segment_size(4096),
+    )
+    .unwrap()
 }
 
 fn run(ops: Vec<Op>, maxsizes: [usize; 2]) {
@@ -80,8 +86,9 @@ fn run(ops: Vec<Op>, maxsizes: [usize; 2]) {
     // store returns must be the latest value written for that key.
     let mut latest: [HashMap<u8, Vec<u8>>; 2] = Default::default();
     for op in ops {
-        let nss: Vec<_> =
-            (0..2).map(|i| store.namespace(&format!("ns{i}"), limits(i)).unwrap()).collect();
+        let nss: Vec<_> = (0..2)
+            .map(|i| store.namespace(&format!("ns{i}"), limits(i)).unwrap())
+            .collect();
         match op {
             Op::Put(n, k, v) => {
                 let (n, val) = (n as usize, value(k, v));
@@ -159,14 +166,22 @@ fn run(ops: Vec<Op>, maxsizes: [usize; 2]) {
         }
         for n in 0..2 {
             let st = nss[n].stats().unwrap();
-            assert_eq!(st.entries as usize, model[n].values.len(), "entries of ns{n}");
+            assert_eq!(
+                st.entries as usize,
+                model[n].values.len(),
+                "entries of ns{n}"
+            );
         }
     }
     // Final: contents equal, in every namespace.
-    for n in 0..2 {
+    for (n, m) in model.iter().enumerate() {
         let ns = store.namespace(&format!("ns{n}"), limits(n)).unwrap();
         for k in 0..12u8 {
-            assert_eq!(ns.get(&[k]).unwrap(), model[n].values.get(&k).cloned(), "final ns{n} {k}");
+            assert_eq!(
+                ns.get(&[k]).unwrap(),
+                m.values.get(&k).cloned(),
+                "final ns{n} {k}"
+            );
         }
     }
     let rep = store.verify().unwrap();
@@ -203,7 +218,10 @@ fn eviction_order_matches_lru_cache() {
                 hits += 1;
             }
             None => {
-                assert!(!model.values.contains_key(&k), "engine missed key {k} that lru_cache holds");
+                assert!(
+                    !model.values.contains_key(&k),
+                    "engine missed key {k} that lru_cache holds"
+                );
                 ns.put(&[k], &[k]).unwrap();
                 model.put(k, vec![k], 8);
                 misses += 1;
