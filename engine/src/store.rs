@@ -284,8 +284,21 @@ impl std::hash::Hasher for IdHash {
     }
 }
 
+/// Appends not yet made durable, for group commit.
+#[derive(Default)]
+pub(crate) struct CommitState {
+    /// Segments with unsynced appends.
+    pub(crate) pending: std::collections::BTreeSet<u32>,
+    /// Appends so far (a commit number).
+    pub(crate) appended: u64,
+    /// Every append numbered up to this one is durable.
+    pub(crate) synced: u64,
+}
+
 pub(crate) struct Inner {
     pub(crate) dir: PathBuf,
+    pub(crate) commit: Mutex<CommitState>,
+    sync_lock: Mutex<()>,
     pub(crate) opts: Options,
     pub(crate) lock_file: File,
     pub(crate) index: RwLock<Arc<IndexMap>>,
@@ -431,6 +444,8 @@ impl Store {
             crate::writer::open_or_rebuild_index(&dir, &lock_file, &opts, boot_id)?;
         let inner = Arc::new(Inner {
             dir,
+            commit: Mutex::new(CommitState::default()),
+            sync_lock: Mutex::new(()),
             lock_file,
             index: RwLock::new(index),
             segs: RwLock::new(HashMap::default()),
@@ -826,6 +841,56 @@ impl Inner {
     }
 
     fn writer_op<R>(
+        &self,
+        mutating: bool,
+        f: impl FnMut(&mut Writer<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let r = self.writer_op_locked(mutating, f)?;
+        if mutating && self.opts.durability == Durability::PowerLoss {
+            let mine = self.commit.lock().appended;
+            self.group_sync(mine)?;
+        }
+        Ok(r)
+    }
+
+    /// Makes every append numbered up to `upto` durable. Callers arriving
+    /// while another thread syncs wait for it and are usually covered by its
+    /// fsync: several writers committing together share one.
+    pub(crate) fn group_sync(&self, upto: u64) -> Result<()> {
+        if self.commit.lock().synced >= upto {
+            return Ok(());
+        }
+        let _g = self.sync_lock.lock();
+        if self.commit.lock().synced >= upto {
+            return Ok(());
+        }
+        self.sync_pending()
+    }
+
+    /// Syncs every segment with unsynced appends.
+    pub(crate) fn sync_pending(&self) -> Result<()> {
+        let (target, pending) = {
+            let mut c = self.commit.lock();
+            (c.appended, std::mem::take(&mut c.pending))
+        };
+        for (i, &id) in pending.iter().enumerate() {
+            if let Some(seg) = self.segment(id) {
+                if let Err(e) = self.opts.io.sync(&seg.file) {
+                    // Whatever was not synced stays pending.
+                    self.commit
+                        .lock()
+                        .pending
+                        .extend(pending.iter().skip(i).copied());
+                    return Err(e.into());
+                }
+            }
+        }
+        let mut c = self.commit.lock();
+        c.synced = c.synced.max(target);
+        Ok(())
+    }
+
+    fn writer_op_locked<R>(
         &self,
         mutating: bool,
         mut f: impl FnMut(&mut Writer<'_>) -> Result<R>,

@@ -1,7 +1,7 @@
 //! Everything done under the writer lock: appends, index maintenance, LRU
 //! eviction, recovery (index rebuild from the log), compaction and verify.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -21,7 +21,6 @@ use crate::store::{key_hash, now_ms, Durability, Inner, Options};
 pub(crate) struct WriterState {
     buf: Vec<u8>,
     scratch: Vec<u8>,
-    unsynced: BTreeSet<u32>,
     mark_clean: bool,
 }
 
@@ -789,13 +788,13 @@ impl Writer<'_> {
                         .seg(row, segr::TOTAL)
                         .store(off + bytes, Ordering::Release);
                 }
-                self.st.unsynced.insert(seg_id);
+                self.inner.commit.lock().pending.insert(seg_id);
                 i += run;
                 pos += bytes as usize;
             }
-            if self.inner.opts.durability == Durability::PowerLoss {
-                self.sync_log()?;
-            }
+            // Durable commits are synced by `Inner::group_sync` after the
+            // writer lock is released, so that concurrent writers share fsyncs.
+            self.inner.commit.lock().appended += 1;
             Ok(())
         })();
         self.st.buf = buf;
@@ -803,15 +802,7 @@ impl Writer<'_> {
     }
 
     fn sync_log(&mut self) -> Result<()> {
-        for id in std::mem::take(&mut self.st.unsynced) {
-            if let Some(seg) = self.inner.segment(id) {
-                if let Err(e) = self.inner.opts.io.sync(&seg.file) {
-                    self.st.unsynced.insert(id);
-                    return Err(e.into());
-                }
-            }
-        }
-        Ok(())
+        self.inner.sync_pending()
     }
 
     pub(crate) fn sync_all(&mut self) -> Result<()> {

@@ -136,3 +136,40 @@ fn lease_excludes_threads() {
     drop(l1);
     assert!(ns.lease(b"k", Duration::from_millis(10)).unwrap().is_some());
 }
+
+#[test]
+fn durable_group_commit_from_many_threads() {
+    use picocache_engine::Durability;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), opts().durability(Durability::PowerLoss)).unwrap();
+    let ns = s.namespace("d", Limits::default()).unwrap();
+    let threads: Vec<_> = (0..4u32)
+        .map(|t| {
+            let ns = ns.clone();
+            std::thread::spawn(move || {
+                for i in 0..50u32 {
+                    ns.put(&(t * 1000 + i).to_le_bytes(), &i.to_le_bytes())
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    drop(ns);
+    drop(s);
+    // Simulate a reboot: the index is not trusted, the log must hold everything.
+    let mut o = opts();
+    o.boot_id = Some(12345);
+    let s = Store::open(dir.path(), o).unwrap();
+    let ns = s.namespace("d", Limits::default()).unwrap();
+    for t in 0..4u32 {
+        for i in 0..50u32 {
+            assert_eq!(
+                ns.get(&(t * 1000 + i).to_le_bytes()).unwrap(),
+                Some(i.to_le_bytes().to_vec())
+            );
+        }
+    }
+}
