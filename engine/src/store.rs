@@ -1000,9 +1000,11 @@ impl Namespace {
     /// lost the definition, say).
     fn id(&self) -> Result<u32> {
         let inner = &self.store.inner;
-        let idx = inner.index.read().clone();
-        if idx.ns_get(self.id, nsr::NAME_HASH) == self.name_hash && !idx.retired() {
-            return Ok(self.id);
+        {
+            let idx = inner.index.read();
+            if idx.ns_get(self.id, nsr::NAME_HASH) == self.name_hash && !idx.retired() {
+                return Ok(self.id);
+            }
         }
         let idx = inner.current_index()?;
         if idx.ns_get(self.id, nsr::NAME_HASH) == self.name_hash {
