@@ -283,13 +283,13 @@ pub(crate) fn open_or_rebuild_index(
         match IndexMap::open(&path) {
             Ok(idx) if !needs_rebuild(&idx, boot) => Ok((Arc::new(idx), false)),
             Ok(old) => {
-                let new = rebuild_index(dir, opts, Some(&old))?;
+                let new = rebuild_index(dir, opts, Some(&old), boot)?;
                 old.hset(hdr::RETIRED, 1);
                 Ok((Arc::new(new), true))
             }
             Err(IndexProblem::Io(e)) => Err(Error::Io(e)),
             Err(IndexProblem::Missing | IndexProblem::Invalid(_)) => {
-                Ok((Arc::new(rebuild_index(dir, opts, None)?), true))
+                Ok((Arc::new(rebuild_index(dir, opts, None, boot)?), true))
             }
         }
     })();
@@ -449,6 +449,7 @@ pub(crate) fn rebuild_index(
     dir: &Path,
     opts: &Options,
     old: Option<&IndexMap>,
+    boot: (u64, u64),
 ) -> Result<IndexMap> {
     let ids = list_segments(dir)?;
     let log_bytes: u64 = ids
@@ -535,6 +536,8 @@ pub(crate) fn rebuild_index(
     )?;
     let build = (|| {
         idx.hset(hdr::NEXT_SEQ, max_seq + 1);
+        idx.hset(hdr::BOOT_ID, boot.0);
+        idx.hset(hdr::BOOT_ID + 8, boot.1);
         let next_id = ids.iter().copied().max().unwrap_or(0) as u64 + 1;
         idx.hset(hdr::NEXT_SEG_ID, next_id);
         for (&ns, (seq, name, (m, b, t))) in &defs {
@@ -580,7 +583,6 @@ pub(crate) fn rebuild_index(
             idx.hset(hdr::ACTIVE_SEG, *id as u64);
             idx.hset(hdr::ACTIVE_OFF, format::align8((*end).max(SEG_HEADER_LEN)));
         }
-        let _ = opts;
         Ok(())
     })();
     if let Err(e) = build {
@@ -636,6 +638,7 @@ impl Writer<'_> {
             &self.inner.dir,
             &self.inner.opts,
             Some(&self.idx),
+            self.inner.boot_id,
         )?);
         self.idx.hset(hdr::RETIRED, 1);
         self.idx = new;
