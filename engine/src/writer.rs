@@ -305,6 +305,18 @@ fn needs_rebuild(idx: &IndexMap, boot: (u64, u64)) -> bool {
     if state & format::STATE_MUTATING != 0 {
         return true; // a writer died mid-mutation
     }
+    // Words the writer relies on must be in range; damage means rebuild.
+    let cap = idx.layout.entries;
+    let active = idx.hget(hdr::ACTIVE_SEG);
+    let off = idx.hget(hdr::ACTIVE_OFF);
+    if idx.hget(hdr::ENTRY_HWM) > cap
+        || idx.hget(hdr::FREE_HEAD) > cap
+        || idx.hget(hdr::ENTRY_COUNT) > cap
+        || active > u32::MAX as u64
+        || (active != 0 && (off < SEG_HEADER_LEN || off > u32::MAX as u64 || off % 8 != 0))
+    {
+        return true;
+    }
     let stored = (idx.hget(hdr::BOOT_ID), idx.hget(hdr::BOOT_ID + 8));
     // After a reboot the index pages may not all have reached the disk: trust
     // it only if it was synced clean.
