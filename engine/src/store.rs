@@ -791,13 +791,13 @@ impl Inner {
                     continue;
                 }
                 self.prune_segments(idx);
+                let mut hit_entry = None;
                 let found = match self.find(idx, ns, key, h, &mut buf) {
                     Some((e, rh)) => {
                         if rh.expire_ms != 0 && now_ms() >= rh.expire_ms {
                             Found::Expired
                         } else {
-                            let stamp = idx.ns(ns, nsr::CLOCK).fetch_add(1, Ordering::AcqRel) + 1;
-                            idx.e(e, ent::STAMP).store(stamp, Ordering::Release);
+                            hit_entry = Some(e);
                             Found::Hit
                         }
                     }
@@ -810,7 +810,13 @@ impl Inner {
                 }
                 return Ok(match found {
                     Found::Hit => {
+                        let stamp = idx.ns(ns, nsr::CLOCK).fetch_add(1, Ordering::AcqRel) + 1;
                         idx.ns_add(ns, nsr::HITS, 1);
+                        if let Some(e) = hit_entry {
+                            // Last, so that no locked instruction waits for
+                            // this store's cache miss.
+                            idx.e(e, ent::STAMP).store(stamp, Ordering::Relaxed);
+                        }
                         let klen = buf
                             .get(12..16)
                             .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
