@@ -6,6 +6,9 @@
 //!
 //! - [`Backend`] and [`Namespace`]: the trait every store implements.
 //! - [`LocalBackend`]: the embedded engine (`picocache-engine`).
+//! - `RedisBackend` (feature `redis`) and `SqlBackend` (features `sqlite`,
+//!   `postgres`, `mysql`): shared stores on a server.
+//! - [`open()`]: a backend from a URL.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -13,7 +16,17 @@
 pub mod backend;
 mod error;
 pub mod local;
+mod open;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub mod sql;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisBackend, RedisOptions};
 pub use backend::{Backend, Lease, Limits, Namespace, Stats};
 pub use error::{BoxError, Error, Result};
 pub use local::LocalBackend;
+pub use open::open;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub use sql::{SqlBackend, SqlOptions};

@@ -1,0 +1,615 @@
+//! The Redis backend (feature `redis`).
+//!
+//! Layout on the server, for a namespace `NS` under the key prefix `P`
+//! (default `picocache`); `NS` is escaped so that it holds no `:`, `{`, `}`:
+//!
+//! - `P:{NS}:meta`: a hash with the limits (`maxsize`, `max_bytes`, `ttl`
+//!   in milliseconds, `-1` for none), the counters (`hits`, `misses`,
+//!   `evictions`, `bytes`) and the LRU `clock`;
+//! - `P:{NS}:lru`: a sorted set of the live keys scored by their last use
+//!   (a stamp from the namespace's clock, so the order is exact);
+//! - `P:{NS}:exp`: a sorted set of the keys that expire, scored by their
+//!   expiry time (server time, milliseconds);
+//! - `P:{NS}:sizes`: a hash of each key's size (key + value bytes);
+//! - `P:{NS}:v:KEY`: the value (a string, with `PX` when it expires);
+//! - `P:{NS}:lease:KEY`: a lease (`SET NX PX` with a random token);
+//! - `P:namespaces`: a set of every namespace name.
+//!
+//! Every operation is one Lua script, so a store and the eviction it causes
+//! are one atomic step on the server, and each script first forgets the
+//! entries that have expired (so `currsize` is exact). `clear` deletes only
+//! its namespace's keys. The scripts address keys they build from the
+//! prefix, so this backend needs a standalone server (not Redis Cluster).
+//!
+//! Connections come from a small pool; a connection that broke is dropped,
+//! and a call that failed on a pooled connection is retried once on a fresh
+//! one, so the backend reconnects by itself when the server comes back.
+//! `rediss://` (TLS) needs a `redis` crate TLS feature, which this crate does
+//! not enable: such URLs fail with [`Error::InvalidArgument`].
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ::redis::{Client, Connection, ConnectionLike, RedisError, Script};
+use parking_lot::Mutex;
+
+use crate::backend::{Backend, Lease, Limits, Namespace, Stats};
+use crate::{Error, Result};
+
+const KIND: &str = "redis";
+/// Read and write timeout of a connection (a script on a very large
+/// namespace may take a while; a dead server is detected by the socket).
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Options of a [`RedisBackend`].
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// The prefix of every key this backend touches.
+    pub prefix: String,
+    /// Most idle connections kept in the pool.
+    pub pool_size: u32,
+    /// How long to wait for a connection to the server.
+    pub connect_timeout: Duration,
+    /// How long a lease lives if its holder never releases it (a crashed
+    /// client blocks others for at most this long).
+    pub lease_ttl: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            prefix: "picocache".to_string(),
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(2),
+            lease_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A cache on a Redis server.
+#[derive(Clone)]
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    url: String,
+    options: RedisOptions,
+    idle: Mutex<Vec<Connection>>,
+    scripts: Scripts,
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("url", &self.inner.url)
+            .field("prefix", &self.inner.options.prefix)
+            .finish()
+    }
+}
+
+fn unavailable(e: impl Into<crate::BoxError>) -> Error {
+    Error::Unavailable {
+        backend: KIND,
+        source: e.into(),
+    }
+}
+
+fn convert(e: RedisError) -> Error {
+    if e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
+    {
+        unavailable(e)
+    } else {
+        Error::Backend {
+            backend: KIND,
+            source: e.into(),
+        }
+    }
+}
+
+/// Hides the password of a URL for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(a)) if a > s => format!("{}://***@{}", &url[..s], &url[a + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+impl RedisBackend {
+    /// Connects to the server at `url` (`redis://[:password@]host[:port][/db]`,
+    /// `unix:///path/to/socket`, `redis+unix:///path?db=N`). Fails with
+    /// [`Error::Unavailable`] if the server cannot be reached.
+    pub fn connect(url: &str, options: RedisOptions) -> Result<RedisBackend> {
+        if options.prefix.is_empty() {
+            return Err(Error::InvalidArgument(
+                "the Redis key prefix is empty".into(),
+            ));
+        }
+        let normalized = match url.strip_prefix("unix://") {
+            Some(rest) => format!("redis+unix://{rest}"),
+            None => url.to_string(),
+        };
+        let client = Client::open(normalized.as_str())
+            .map_err(|e| Error::InvalidArgument(format!("Redis URL {}: {e}", redact(url))))?;
+        let backend = RedisBackend {
+            inner: Arc::new(Inner {
+                client,
+                url: redact(url),
+                options,
+                idle: Mutex::new(Vec::new()),
+                scripts: Scripts::new(),
+            }),
+        };
+        // Check the server now, so a wrong URL fails at once.
+        backend
+            .inner
+            .with_conn(|c| ::redis::cmd("PING").query::<String>(c))?;
+        Ok(backend)
+    }
+
+    /// The options this backend was opened with.
+    pub fn options(&self) -> &RedisOptions {
+        &self.inner.options
+    }
+}
+
+impl Inner {
+    fn fresh(&self) -> Result<Connection> {
+        let c = self
+            .client
+            .get_connection_with_timeout(self.options.connect_timeout)
+            .map_err(convert)?;
+        c.set_read_timeout(Some(IO_TIMEOUT)).map_err(convert)?;
+        c.set_write_timeout(Some(IO_TIMEOUT)).map_err(convert)?;
+        Ok(c)
+    }
+
+    /// Runs `f` on a pooled connection; on a connection failure of a pooled
+    /// connection, drops the pool and retries once on a fresh connection.
+    fn with_conn<T>(&self, f: impl Fn(&mut Connection) -> ::redis::RedisResult<T>) -> Result<T> {
+        let pooled = self.idle.lock().pop();
+        let reused = pooled.is_some();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => self.fresh()?,
+        };
+        match f(&mut conn) {
+            Ok(v) => {
+                self.put_back(conn);
+                Ok(v)
+            }
+            Err(e) => {
+                let err = convert(e);
+                if !matches!(err, Error::Unavailable { .. }) {
+                    self.put_back(conn);
+                    return Err(err);
+                }
+                // The server went away: every idle connection is suspect.
+                self.idle.lock().clear();
+                if !reused {
+                    return Err(err);
+                }
+                let mut conn = self.fresh()?;
+                let v = f(&mut conn).map_err(convert)?;
+                self.put_back(conn);
+                Ok(v)
+            }
+        }
+    }
+
+    fn put_back(&self, conn: Connection) {
+        if !conn.is_open() {
+            return;
+        }
+        let mut idle = self.idle.lock();
+        if idle.len() < self.options.pool_size as usize {
+            idle.push(conn);
+        }
+    }
+
+    fn registry(&self) -> String {
+        format!("{}:namespaces", self.options.prefix)
+    }
+}
+
+/// Escapes a namespace name so that it holds no `:`, `{`, `}`.
+fn escape(name: &str) -> String {
+    let mut s = String::with_capacity(name.len());
+    for ch in name.chars() {
+        match ch {
+            '%' => s.push_str("%25"),
+            ':' => s.push_str("%3A"),
+            '{' => s.push_str("%7B"),
+            '}' => s.push_str("%7D"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+fn ms(d: Duration) -> i64 {
+    let m = d.as_millis();
+    let m = if m == 0 && !d.is_zero() { 1 } else { m };
+    i64::try_from(m).unwrap_or(i64::MAX)
+}
+
+fn limit_arg(v: Option<u64>) -> i64 {
+    v.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+const COMMON: &str = r#"
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+local pre = ARGV[1]
+local meta, lru, exp, sizes = pre..'meta', pre..'lru', pre..'exp', pre..'sizes'
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function drop(k)
+  local sz = redis.call('HGET', sizes, k)
+  if sz then
+    redis.call('HINCRBY', meta, 'bytes', -tonumber(sz))
+    redis.call('HDEL', sizes, k)
+  end
+  redis.call('ZREM', lru, k)
+  redis.call('ZREM', exp, k)
+  redis.call('DEL', pre..'v:'..k)
+  return sz ~= false
+end
+local function purge(now)
+  local dead = redis.call('ZRANGEBYSCORE', exp, '-inf', now)
+  for _, k in ipairs(dead) do drop(k) end
+end
+local function num(f)
+  local v = redis.call('HGET', meta, f)
+  if v then return tonumber(v) end
+  return -1
+end
+local function evict()
+  local maxsize, maxb = num('maxsize'), num('max_bytes')
+  local n = 0
+  while true do
+    local count = redis.call('ZCARD', lru)
+    local bytes = tonumber(redis.call('HGET', meta, 'bytes') or '0')
+    if count == 0 then break end
+    if not ((maxsize >= 0 and count > maxsize) or (maxb >= 0 and bytes > maxb)) then break end
+    drop(redis.call('ZRANGE', lru, 0, 0)[1])
+    n = n + 1
+  end
+  if n > 0 then redis.call('HINCRBY', meta, 'evictions', n) end
+end
+local function stamp() return redis.call('HINCRBY', meta, 'clock', 1) end
+"#;
+
+const GET: &str = r#"
+purge(now_ms())
+local out = {}
+local hits, misses = 0, 0
+for i = 2, #ARGV do
+  local k = ARGV[i]
+  local v = redis.call('GET', pre..'v:'..k)
+  if v then
+    redis.call('ZADD', lru, stamp(), k)
+    hits = hits + 1
+    out[i - 1] = v
+  else
+    misses = misses + 1
+    out[i - 1] = false
+  end
+end
+if hits > 0 then redis.call('HINCRBY', meta, 'hits', hits) end
+if misses > 0 then redis.call('HINCRBY', meta, 'misses', misses) end
+return out
+"#;
+
+const PUT: &str = r#"
+local now = now_ms()
+purge(now)
+local maxsize, maxb = num('maxsize'), num('max_bytes')
+if maxsize == 0 then return 0 end
+local ttl = tonumber(ARGV[2])
+if ttl < 0 then ttl = num('ttl') end
+for i = 3, #ARGV, 2 do
+  local k, v = ARGV[i], ARGV[i + 1]
+  drop(k)
+  local sz = #k + #v
+  if (maxb < 0 or sz <= maxb) and ttl ~= 0 then
+    if ttl > 0 then
+      redis.call('SET', pre..'v:'..k, v, 'PX', ttl)
+      redis.call('ZADD', exp, now + ttl, k)
+    else
+      redis.call('SET', pre..'v:'..k, v)
+    end
+    redis.call('HSET', sizes, k, sz)
+    redis.call('HINCRBY', meta, 'bytes', sz)
+    redis.call('ZADD', lru, stamp(), k)
+  end
+end
+evict()
+return 1
+"#;
+
+const REMOVE: &str = r#"
+purge(now_ms())
+if drop(ARGV[2]) then return 1 end
+return 0
+"#;
+
+const CLEAR: &str = r#"
+local keys = redis.call('ZRANGE', lru, 0, -1)
+for _, k in ipairs(keys) do redis.call('DEL', pre..'v:'..k) end
+redis.call('DEL', lru, exp, sizes)
+redis.call('HSET', meta, 'bytes', 0, 'hits', 0, 'misses', 0, 'evictions', 0)
+return 1
+"#;
+
+const STATS: &str = r#"
+purge(now_ms())
+local function n(f) return tonumber(redis.call('HGET', meta, f) or '0') end
+return {redis.call('ZCARD', lru), n('bytes'), n('hits'), n('misses'), n('evictions')}
+"#;
+
+const SET_LIMITS: &str = r#"
+redis.call('HSET', meta, 'maxsize', ARGV[2], 'max_bytes', ARGV[3], 'ttl', ARGV[4])
+redis.call('SADD', ARGV[5], ARGV[6])
+purge(now_ms())
+evict()
+return 1
+"#;
+
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+struct Scripts {
+    get: Script,
+    put: Script,
+    remove: Script,
+    clear: Script,
+    stats: Script,
+    set_limits: Script,
+    release: Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        let s = |body: &str| Script::new(&format!("{COMMON}{body}"));
+        Scripts {
+            get: s(GET),
+            put: s(PUT),
+            remove: s(REMOVE),
+            clear: s(CLEAR),
+            stats: s(STATS),
+            set_limits: s(SET_LIMITS),
+            release: Script::new(RELEASE),
+        }
+    }
+}
+
+impl Backend for RedisBackend {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn namespace(&self, name: &str, limits: Limits) -> Result<Arc<dyn Namespace>> {
+        let pre = format!("{}:{{{}}}:", self.inner.options.prefix, escape(name));
+        let registry = self.inner.registry();
+        self.inner.with_conn(|c| {
+            self.inner
+                .scripts
+                .set_limits
+                .arg(&pre)
+                .arg(limit_arg(limits.maxsize))
+                .arg(limit_arg(limits.max_bytes))
+                .arg(limits.ttl.map_or(-1, ms))
+                .arg(&registry)
+                .arg(name)
+                .invoke::<i64>(c)
+        })?;
+        Ok(Arc::new(RedisNamespace {
+            inner: self.inner.clone(),
+            name: name.to_string(),
+            pre,
+        }))
+    }
+
+    fn namespace_names(&self) -> Result<Vec<String>> {
+        let registry = self.inner.registry();
+        let mut names: Vec<String> = self
+            .inner
+            .with_conn(|c| ::redis::cmd("SMEMBERS").arg(&registry).query(c))?;
+        names.sort();
+        Ok(names)
+    }
+}
+
+/// A namespace of a [`RedisBackend`].
+pub struct RedisNamespace {
+    inner: Arc<Inner>,
+    name: String,
+    pre: String,
+}
+
+impl fmt::Debug for RedisNamespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisNamespace")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+struct RedisLease {
+    inner: Arc<Inner>,
+    key: Vec<u8>,
+    token: String,
+}
+
+impl Drop for RedisLease {
+    fn drop(&mut self) {
+        let r = self.inner.with_conn(|c| {
+            self.inner
+                .scripts
+                .release
+                .key(&self.key[..])
+                .arg(&self.token)
+                .invoke::<i64>(c)
+        });
+        if let Err(e) = r {
+            log::warn!("picocache: releasing a Redis lease failed (it expires by itself): {e}");
+        }
+    }
+}
+
+fn token() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let seed = format!(
+        "{}:{nanos}:{n}:{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    );
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(seed.as_bytes()))
+}
+
+impl Namespace for RedisNamespace {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.get_many(&[key])?.pop().flatten())
+    }
+
+    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out: Vec<Option<Vec<u8>>> = self.inner.with_conn(|c| {
+            let mut inv = self.inner.scripts.get.arg(&self.pre);
+            for k in keys {
+                inv.arg(*k);
+            }
+            inv.invoke(c)
+        })?;
+        if out.len() != keys.len() {
+            return Err(Error::Backend {
+                backend: KIND,
+                source: format!(
+                    "GET script returned {} values for {} keys",
+                    out.len(),
+                    keys.len()
+                )
+                .into(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn put(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.put_many(&[(key, value)], ttl)
+    }
+
+    fn put_many(&self, items: &[(&[u8], &[u8])], ttl: Option<Duration>) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.inner.with_conn(|c| {
+            let mut inv = self.inner.scripts.put.arg(&self.pre);
+            inv.arg(ttl.map_or(-1, ms));
+            for (k, v) in items {
+                inv.arg(*k).arg(*v);
+            }
+            inv.invoke::<i64>(c)
+        })?;
+        Ok(())
+    }
+
+    fn remove(&self, key: &[u8]) -> Result<bool> {
+        let n: i64 = self
+            .inner
+            .with_conn(|c| self.inner.scripts.remove.arg(&self.pre).arg(key).invoke(c))?;
+        Ok(n == 1)
+    }
+
+    fn clear(&self) -> Result<()> {
+        self.inner
+            .with_conn(|c| self.inner.scripts.clear.arg(&self.pre).invoke::<i64>(c))?;
+        Ok(())
+    }
+
+    fn stats(&self) -> Result<Stats> {
+        let v: Vec<i64> = self
+            .inner
+            .with_conn(|c| self.inner.scripts.stats.arg(&self.pre).invoke(c))?;
+        let at = |i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
+        Ok(Stats {
+            entries: at(0),
+            bytes: at(1),
+            hits: at(2),
+            misses: at(3),
+            evictions: at(4),
+        })
+    }
+
+    fn limits(&self) -> Result<Limits> {
+        let meta = format!("{}meta", self.pre);
+        let v: Vec<Option<i64>> = self.inner.with_conn(|c| {
+            ::redis::cmd("HMGET")
+                .arg(&meta)
+                .arg("maxsize")
+                .arg("max_bytes")
+                .arg("ttl")
+                .query(c)
+        })?;
+        let get = |i: usize| v.get(i).copied().flatten().filter(|n| *n >= 0);
+        Ok(Limits {
+            maxsize: get(0).map(|n| n as u64),
+            max_bytes: get(1).map(|n| n as u64),
+            ttl: get(2).map(|n| Duration::from_millis(n as u64)),
+        })
+    }
+
+    fn lease(&self, key: &[u8], wait: Duration) -> Result<Option<Lease>> {
+        let mut lkey = format!("{}lease:", self.pre).into_bytes();
+        lkey.extend_from_slice(key);
+        let token = token();
+        let ttl = ms(self.inner.options.lease_ttl).max(1);
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let got: Option<String> = self.inner.with_conn(|c| {
+                ::redis::cmd("SET")
+                    .arg(&lkey[..])
+                    .arg(&token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl)
+                    .query(c)
+            })?;
+            if got.is_some() {
+                return Ok(Some(Lease(Box::new(RedisLease {
+                    inner: self.inner.clone(),
+                    key: lkey,
+                    token,
+                }))));
+            }
+            let elapsed = start.elapsed();
+            if elapsed >= wait {
+                return Ok(None);
+            }
+            std::thread::sleep(pause.min(wait - elapsed));
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! SQLite through `rusqlite` (bundled), in WAL mode with a busy timeout.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, ErrorCode, OpenFlags, ToSql};
+
+use super::{Conn, Dialect, Driver, Retryable, SqlOptions, Val};
+use crate::{Error, Result};
+
+const KIND: &str = "sqlite";
+/// The busy timeout floor: writers of several processes queue this long.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) struct SqliteDriver {
+    path: PathBuf,
+    busy: Duration,
+}
+
+impl SqliteDriver {
+    pub(crate) fn new(path: String, options: &SqlOptions) -> SqliteDriver {
+        SqliteDriver {
+            path: PathBuf::from(path),
+            busy: BUSY_TIMEOUT.max(options.connect_timeout),
+        }
+    }
+}
+
+fn convert(e: rusqlite::Error) -> Error {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::CannotOpen) | Some(ErrorCode::PermissionDenied) => Error::Unavailable {
+            backend: KIND,
+            source: e.into(),
+        },
+        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => Error::Backend {
+            backend: KIND,
+            source: Box::new(Retryable(e.into())),
+        },
+        _ => Error::Backend {
+            backend: KIND,
+            source: e.into(),
+        },
+    }
+}
+
+impl Driver for SqliteDriver {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn connect(&self) -> Result<Box<dyn Conn>> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(convert)?;
+        conn.busy_timeout(self.busy).map_err(convert)?;
+        // WAL: readers never block the writer; NORMAL sync is durable
+        // across process crashes (a cache may lose its last writes on power
+        // loss).
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(convert)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            log::warn!(
+                "picocache: SQLite {} runs in journal mode {mode}, not WAL",
+                self.path.display()
+            );
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(convert)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(Box::new(SqliteConn {
+            conn,
+            broken: false,
+        }))
+    }
+
+    fn describe(&self) -> String {
+        format!("sqlite:///{}", self.path.display())
+    }
+}
+
+struct SqliteConn {
+    conn: Connection,
+    broken: bool,
+}
+
+impl ToSql for Val {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            Val::Null => ValueRef::Null,
+            Val::Int(i) => ValueRef::Integer(*i),
+            Val::Bytes(b) => ValueRef::Blob(b),
+            Val::Text(s) => ValueRef::Text(s.as_bytes()),
+        }))
+    }
+}
+
+impl Conn for SqliteConn {
+    fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64> {
+        let mut st = self.conn.prepare_cached(sql).map_err(convert)?;
+        let n = st
+            .execute(rusqlite::params_from_iter(params))
+            .map_err(convert)?;
+        Ok(n as u64)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>> {
+        let mut st = self.conn.prepare_cached(sql).map_err(convert)?;
+        let cols = st.column_count();
+        let mut rows = st
+            .query(rusqlite::params_from_iter(params))
+            .map_err(convert)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(convert)? {
+            let mut row = Vec::with_capacity(cols);
+            for i in 0..cols {
+                row.push(match r.get_ref(i).map_err(convert)? {
+                    ValueRef::Null => Val::Null,
+                    ValueRef::Integer(i) => Val::Int(i),
+                    ValueRef::Real(f) => Val::Int(f as i64),
+                    ValueRef::Text(t) => Val::Text(String::from_utf8_lossy(t).into_owned()),
+                    ValueRef::Blob(b) => Val::Bytes(b.to_vec()),
+                });
+            }
+            out.push(row);
+        }
+        Ok(out)
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<()> {
+        self.conn.execute_batch(sql).map_err(convert)
+    }
+
+    fn broken(&self) -> bool {
+        self.broken
+    }
+
+    fn poison(&mut self) {
+        self.broken = true;
+    }
+}
