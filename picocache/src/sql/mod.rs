@@ -796,6 +796,8 @@ impl Backend for SqlBackend {
     fn namespace(&self, name: &str, limits: Limits) -> Result<Arc<dyn Namespace>> {
         let s = &self.shared;
         let id = ns_id(name);
+        // Buffered hits of this namespace count before the new limits evict.
+        let (touches, counts) = s.pending.lock().take_ns(id);
         s.tx(|c| {
             c.exec(
                 &s.sql.insert_ignore(&s.sql.ns, "id, name", 2),
@@ -834,9 +836,10 @@ impl Backend for SqlBackend {
                     Val::Int(id),
                 ],
             )?;
+            s.write_touches(c, id, &touches)?;
             s.purge(c, id, &mut row, now_ms())?;
             s.evict(c, id, &mut row)?;
-            s.save_ns(c, id, &row, (0, 0))
+            s.save_ns(c, id, &row, counts)
         })?;
         Ok(Arc::new(SqlNamespace {
             shared: self.shared.clone(),
