@@ -877,6 +877,43 @@ impl fmt::Debug for SqlNamespace {
 }
 
 impl SqlNamespace {
+    /// One try at lease `h` on `conn`.
+    fn try_lease(&self, conn: &mut dyn Conn, h: i64, token: &str) -> Result<bool> {
+        let s = &self.shared;
+        let dialect = s.sql.dialect;
+        Ok(match dialect {
+            Dialect::Postgres => {
+                let r = conn.query("SELECT pg_try_advisory_lock(?)", &[Val::Int(h)])?;
+                r.first().and_then(|r| r.first()).and_then(Val::int) == Some(1)
+            }
+            Dialect::Mysql => {
+                let r = conn.query(
+                    "SELECT GET_LOCK(?, 0)",
+                    &[Val::Text(format!("picocache:{h:016x}"))],
+                )?;
+                r.first().and_then(|r| r.first()).and_then(Val::int) == Some(1)
+            }
+            Dialect::Sqlite => {
+                let lease_t = &s.sql.lease;
+                let now = now_ms();
+                let name = Val::Bytes(h.to_le_bytes().to_vec());
+                transaction(conn, dialect, |c| {
+                    c.exec(
+                        &format!("DELETE FROM {lease_t} WHERE name = ? AND expires <= ?"),
+                        &[name.clone(), Val::Int(now)],
+                    )?;
+                    c.exec(
+                        &s.sql.insert_ignore(lease_t, "name, token, expires", 3),
+                        &[
+                            name.clone(),
+                            Val::Text(token.to_string()),
+                            Val::Int(now + ttl_ms(SQLITE_LEASE_TTL)),
+                        ],
+                    )
+                })? == 1
+            }
+        })
+    }
     fn record(&self, hits: &[(Vec<u8>, i64)], misses: usize) {
         let mut p = self.shared.pending.lock();
         let p = &mut *p;
@@ -1108,44 +1145,22 @@ impl Namespace for SqlNamespace {
         seed.extend_from_slice(&self.id.to_le_bytes());
         seed.extend_from_slice(key);
         let h = xxhash_rust::xxh3::xxh3_64(&seed) as i64;
-        let dialect = s.sql.dialect;
         let start = Instant::now();
         let mut pause = Duration::from_millis(1);
         // Advisory locks live in a session: hold one connection throughout.
-        let (mut conn, _) = s.pool.checkout()?;
+        let (mut conn, mut reused) = s.pool.checkout()?;
         let token = format!("{}:{:x}", std::process::id(), stamp());
         loop {
-            let got = match dialect {
-                Dialect::Postgres => {
-                    let r = conn.query("SELECT pg_try_advisory_lock(?)", &[Val::Int(h)])?;
-                    r.first().and_then(|r| r.first()).and_then(Val::int) == Some(1)
+            let got = match self.try_lease(conn.as_mut(), h, &token) {
+                Ok(got) => got,
+                // A pooled connection from before an outage: one fresh try.
+                Err(Error::Unavailable { .. }) if reused => {
+                    s.pool.idle.lock().clear();
+                    conn = s.pool.driver.connect()?;
+                    reused = false;
+                    continue;
                 }
-                Dialect::Mysql => {
-                    let r = conn.query(
-                        "SELECT GET_LOCK(?, 0)",
-                        &[Val::Text(format!("picocache:{h:016x}"))],
-                    )?;
-                    r.first().and_then(|r| r.first()).and_then(Val::int) == Some(1)
-                }
-                Dialect::Sqlite => {
-                    let lease_t = &s.sql.lease;
-                    let now = now_ms();
-                    let name = Val::Bytes(h.to_le_bytes().to_vec());
-                    transaction(conn.as_mut(), dialect, |c| {
-                        c.exec(
-                            &format!("DELETE FROM {lease_t} WHERE name = ? AND expires <= ?"),
-                            &[name.clone(), Val::Int(now)],
-                        )?;
-                        c.exec(
-                            &s.sql.insert_ignore(lease_t, "name, token, expires", 3),
-                            &[
-                                name.clone(),
-                                Val::Text(token.clone()),
-                                Val::Int(now + ttl_ms(SQLITE_LEASE_TTL)),
-                            ],
-                        )
-                    })? == 1
-                }
+                Err(e) => return Err(e),
             };
             if got {
                 return Ok(Some(Lease(Box::new(SqlLease {
