@@ -92,10 +92,13 @@ fn key(i: usize) -> Vec<u8> {
     format!("key-{i}").into_bytes()
 }
 
+/// One conformance check: a backend and a namespace prefix.
+type Check = fn(&dyn Backend, &str);
+
 /// Runs every conformance check against `backend`, in namespaces whose
 /// names start with `prefix`. Panics on the first failure, naming it.
 pub fn conformance(backend: &dyn Backend, prefix: &str) {
-    let checks: &[(&str, fn(&dyn Backend, &str))] = &[
+    let checks: &[(&str, Check)] = &[
         ("basic", check_basic),
         ("binary", check_binary),
         ("large", check_large),
