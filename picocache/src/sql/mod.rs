@@ -458,6 +458,7 @@ struct Shared {
     sql: Sql,
     table: String,
     pending: Mutex<Pending>,
+    commits: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Shared {
@@ -495,7 +496,9 @@ impl Shared {
 
     fn tx<T>(&self, mut f: impl FnMut(&mut dyn Conn) -> Result<T>) -> Result<T> {
         let dialect = self.sql.dialect;
-        self.pool.with_conn(|c| transaction(c, dialect, &mut f))
+        let v = self.pool.with_conn(|c| transaction(c, dialect, &mut f))?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(v)
     }
 
     fn ensure_schema(&self) -> Result<()> {
@@ -777,6 +780,7 @@ impl SqlBackend {
             sql: Sql::new(dialect, &options.table),
             table: options.table.clone(),
             pending: Mutex::new(Pending::default()),
+            commits: std::sync::atomic::AtomicU64::new(0),
         });
         shared.ensure_schema()?;
         Ok(SqlBackend { shared })
@@ -785,6 +789,13 @@ impl SqlBackend {
     /// Writes the buffered access-time updates and hit counts now.
     pub fn flush(&self) -> Result<()> {
         self.shared.flush_all()
+    }
+
+    /// How many write transactions this backend has committed (not counting
+    /// SQLite leases): a diagnostic that shows hits are not written one by
+    /// one.
+    pub fn write_transactions(&self) -> u64 {
+        self.shared.commits.load(Ordering::Relaxed)
     }
 }
 
