@@ -166,3 +166,72 @@ fn processes_redis() {
         processes(&url, &*b);
     }
 }
+
+/// Leases exclude each other across processes: holders never overlap.
+fn lease_processes(url: &str) {
+    const PROCS: usize = 3;
+    const ROUNDS: &str = "15";
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("holders.log");
+    let name = unique_prefix("leaseprocs");
+    let children: Vec<_> = (0..PROCS)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_hammer"))
+                .args(["lease", url, &name, log.to_str().unwrap(), ROUNDS])
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn hammer")
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "lease process failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), PROCS * 15 * 2);
+    for pair in lines.chunks(2) {
+        let (a, b) = (pair[0], pair[1]);
+        assert!(
+            a.starts_with("enter ") && b.starts_with("exit ") && a[6..] == b[5..],
+            "two processes held one lease at once: {a:?} then {b:?}"
+        );
+    }
+}
+
+#[test]
+fn lease_processes_local() {
+    let dir = tempfile::tempdir().unwrap();
+    lease_processes(&format!("local://{}", dir.path().join("store").display()));
+}
+
+#[test]
+fn lease_processes_sqlite() {
+    let (_dir, url) = sqlite();
+    lease_processes(&url);
+}
+
+#[test]
+fn lease_processes_postgresql() {
+    if let Some(url) = server_url("postgresql") {
+        lease_processes(&url);
+    }
+}
+
+#[test]
+fn lease_processes_mysql() {
+    if let Some(url) = server_url("mysql") {
+        lease_processes(&url);
+    }
+}
+
+#[test]
+fn lease_processes_redis() {
+    if let Some(url) = server_url("redis") {
+        lease_processes(&url);
+    }
+}
