@@ -586,22 +586,30 @@ impl Shared {
         id: i64,
         touches: &HashMap<Vec<u8>, i64>,
     ) -> Result<()> {
-        let sql = format!(
-            "UPDATE {} SET atime = ? WHERE ns = ? AND kh = ? AND atime < ?",
-            self.sql.t
-        );
+        // One statement per 100 keys: atime = greatest(atime, CASE kh ...).
+        let greatest = if self.sql.dialect == Dialect::Sqlite {
+            "MAX"
+        } else {
+            "GREATEST"
+        };
         let mut items: Vec<_> = touches.iter().collect();
         items.sort();
-        for (kh, st) in items {
-            c.exec(
-                &sql,
-                &[
-                    Val::Int(*st),
-                    Val::Int(id),
-                    Val::Bytes(kh.clone()),
-                    Val::Int(*st),
-                ],
-            )?;
+        for chunk in items.chunks(100) {
+            let whens = " WHEN ? THEN ?".repeat(chunk.len());
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "UPDATE {} SET atime = {greatest}(atime, CASE kh{whens} ELSE atime END) \
+                 WHERE ns = ? AND kh IN ({marks})",
+                self.sql.t
+            );
+            let mut params = Vec::with_capacity(chunk.len() * 3 + 1);
+            for (kh, st) in chunk {
+                params.push(Val::Bytes((*kh).clone()));
+                params.push(Val::Int(**st));
+            }
+            params.push(Val::Int(id));
+            params.extend(chunk.iter().map(|(kh, _)| Val::Bytes((*kh).clone())));
+            c.exec(&sql, &params)?;
         }
         Ok(())
     }
