@@ -310,13 +310,19 @@ return out
 "#;
 
 const PUT: &str = r#"
+if redis.call('HEXISTS', meta, 'maxsize') == 0 then
+  -- The namespace's record is gone (a restart without persistence, a
+  -- FLUSHDB): restore it from the limits this client knows.
+  redis.call('HSET', meta, 'maxsize', ARGV[3], 'max_bytes', ARGV[4], 'ttl', ARGV[5])
+  redis.call('SADD', ARGV[6], ARGV[7])
+end
 local now = now_ms()
 purge(now)
 local maxsize, maxb = num('maxsize'), num('max_bytes')
 if maxsize == 0 then return 0 end
 local ttl = tonumber(ARGV[2])
 if ttl < 0 then ttl = num('ttl') end
-for i = 3, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   local k, v = ARGV[i], ARGV[i + 1]
   drop(k)
   local sz = #k + #v
@@ -418,6 +424,8 @@ impl Backend for RedisBackend {
             inner: self.inner.clone(),
             name: name.to_string(),
             pre,
+            registry,
+            limits,
         }))
     }
 
@@ -436,6 +444,10 @@ pub struct RedisNamespace {
     inner: Arc<Inner>,
     name: String,
     pre: String,
+    registry: String,
+    /// The limits this handle was opened with, restored if the server lost
+    /// the namespace's record.
+    limits: Limits,
 }
 
 impl fmt::Debug for RedisNamespace {
@@ -527,6 +539,12 @@ impl Namespace for RedisNamespace {
         self.inner.with_conn(|c| {
             let mut inv = self.inner.scripts.put.arg(&self.pre);
             inv.arg(ttl.map_or(-1, ms));
+            let l = &self.limits;
+            inv.arg(limit_arg(l.maxsize))
+                .arg(limit_arg(l.max_bytes))
+                .arg(l.ttl.map_or(-1, ms))
+                .arg(&self.registry)
+                .arg(&self.name);
             for (k, v) in items {
                 inv.arg(*k).arg(*v);
             }

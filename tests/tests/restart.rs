@@ -83,6 +83,16 @@ fn outage(kind: &str, env: &str) {
         Some(&b"3"[..]),
         "caching resumed"
     );
+    // The namespace keeps its limits, even where the server lost its data.
+    assert_eq!(
+        ns.limits().unwrap(),
+        Limits::maxsize(Some(100)),
+        "{kind}: limits after the restart"
+    );
+    assert!(
+        b.namespace_names().unwrap().contains(&name),
+        "{kind}: namespace listed after the restart"
+    );
     let lease = ns.lease(b"k", Duration::from_secs(5)).unwrap();
     assert!(lease.is_some(), "leases work again");
     drop(lease);
