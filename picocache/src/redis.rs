@@ -154,6 +154,40 @@ impl RedisBackend {
         Ok(backend)
     }
 
+    /// Connects to `host:port`, database `db`, with an optional password
+    /// (and user: `Some("user:password")` uses Redis 6 ACLs).
+    pub fn connect_host(
+        host: &str,
+        port: u16,
+        db: u32,
+        password: Option<&str>,
+        options: RedisOptions,
+    ) -> Result<RedisBackend> {
+        let enc = |s: &str| -> String {
+            s.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect()
+        };
+        let auth = match password {
+            Some(p) => match p.split_once(':') {
+                Some((user, pw)) => format!("{}:{}@", enc(user), enc(pw)),
+                None => format!(":{}@", enc(p)),
+            },
+            None => String::new(),
+        };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        Self::connect(&format!("redis://{auth}{host}:{port}/{db}"), options)
+    }
+
     /// The options this backend was opened with.
     pub fn options(&self) -> &RedisOptions {
         &self.inner.options

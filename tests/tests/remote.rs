@@ -250,3 +250,36 @@ fn redis_lease_expires_after_its_ttl() {
         "an abandoned lease frees itself after lease_ttl"
     );
 }
+
+#[test]
+fn redis_by_host_and_port() {
+    let Some(url) = server_url("redis") else {
+        return;
+    };
+    // redis://HOST:PORT/DB as start.sh writes it.
+    let rest = url.trim_start_matches("redis://");
+    let (hostport, db) = rest.split_once('/').unwrap_or((rest, "0"));
+    let (host, port) = hostport.rsplit_once(':').unwrap();
+    let b = RedisBackend::connect_host(
+        host,
+        port.parse().unwrap(),
+        db.parse().unwrap(),
+        None,
+        RedisOptions::default(),
+    )
+    .unwrap();
+    let ns = fresh(&b, &unique_prefix("hostport"), Limits::default());
+    ns.put(b"k", b"v", None).unwrap();
+    assert_eq!(ns.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    // A wrong password is refused (the test server has none, so AUTH fails).
+    match RedisBackend::connect_host(
+        host,
+        port.parse().unwrap(),
+        0,
+        Some("wrong:pw"),
+        RedisOptions::default(),
+    ) {
+        Err(_) => {}
+        Ok(b) => panic!("a wrong password was accepted: {b:?}"),
+    }
+}
