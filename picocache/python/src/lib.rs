@@ -1,1 +1,909 @@
-//! Python bindings of PicoCache (work in progress).
+//! Python bindings of PicoCache: the `picocache._native` extension module.
+//!
+//! The Python package (`python/picocache`) builds the decorator API on top of
+//! three small classes:
+//!
+//! - [`Store`]: one open backend (local engine, SQL database, Redis server);
+//! - [`Namespace`]: one memoized function's entries in a store, with the
+//!   canonical key encoder and the hit path (`lookup`) in Rust;
+//! - [`Lease`]: a held per-key lease (a context manager).
+//!
+//! Every backend error becomes a Python exception under `CacheError`; nothing
+//! panics across the FFI boundary (a panic in a call is caught and raised as
+//! `CacheError`). The GIL is released around store I/O. After `fork()` the
+//! Python package calls `_after_fork_in_child`, and every handle reopens its
+//! backend on its next use (the parent's handles are leaked in the child, never
+//! closed, so no inherited socket or lock is touched).
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString,
+    PyTuple,
+};
+
+use picocache::{Backend, Limits};
+
+create_exception!(
+    _native,
+    CacheError,
+    PyException,
+    "Base class of every PicoCache error."
+);
+create_exception!(
+    _native,
+    CacheUnavailable,
+    CacheError,
+    "The store cannot be reached (server down, lock timeout)."
+);
+create_exception!(
+    _native,
+    CacheCorrupted,
+    CacheError,
+    "The store's files hold bytes the format does not allow."
+);
+create_exception!(
+    _native,
+    CacheFull,
+    CacheError,
+    "The disk holding the store is full."
+);
+create_exception!(
+    _native,
+    CacheInvalidArgument,
+    CacheError,
+    "An argument, URL or option is not valid."
+);
+
+/// Bumped in a forked child: every handle opened under an older generation
+/// reopens its backend.
+static FORK_GEN: AtomicU64 = AtomicU64::new(0);
+
+fn fork_gen() -> u64 {
+    FORK_GEN.load(Ordering::Acquire)
+}
+
+/// The format version byte every encoded key starts with.
+const KEY_VERSION: u8 = 1;
+/// Deepest nesting the key encoder follows.
+const MAX_DEPTH: usize = 64;
+
+fn is_forked(e: &picocache::Error) -> bool {
+    matches!(
+        e,
+        picocache::Error::Engine(picocache_engine::Error::Forked)
+    )
+}
+
+fn to_py(e: picocache::Error) -> PyErr {
+    use picocache::Error as E;
+    use picocache_engine::Error as G;
+    let msg = e.to_string();
+    match &e {
+        E::Engine(g) => match g {
+            G::Io(io)
+                if io.kind() == std::io::ErrorKind::StorageFull
+                    || io.raw_os_error() == Some(28) =>
+            {
+                CacheFull::new_err(msg)
+            }
+            G::Corrupted { .. } | G::Version { .. } => CacheCorrupted::new_err(msg),
+            G::Locked(_) => CacheUnavailable::new_err(msg),
+            G::InvalidArgument(_) => CacheInvalidArgument::new_err(msg),
+            _ => CacheError::new_err(msg),
+        },
+        E::Unavailable { .. } | E::LeaseTimeout(_) => CacheUnavailable::new_err(msg),
+        E::InvalidArgument(_) => CacheInvalidArgument::new_err(msg),
+        _ => CacheError::new_err(msg),
+    }
+}
+
+/// Runs `f` catching a panic (raised as `CacheError`).
+fn guarded<R>(f: impl FnOnce() -> picocache::Result<R>) -> Result<picocache::Result<R>, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
+        if let Some(s) = p.downcast_ref::<&str>() {
+            (*s).to_string()
+        } else if let Some(s) = p.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "panic".to_string()
+        }
+    })
+}
+
+fn panic_err(what: String) -> PyErr {
+    CacheError::new_err(format!("internal error in picocache: {what}"))
+}
+
+/// How to (re)open a backend.
+#[derive(Debug, Clone)]
+enum Spec {
+    Open(String),
+    Local(String),
+    Sql {
+        url: String,
+        options: picocache::SqlOptions,
+    },
+    Redis {
+        url: String,
+        options: picocache::RedisOptions,
+    },
+    RedisHost {
+        host: String,
+        port: u16,
+        db: u32,
+        password: Option<String>,
+        options: picocache::RedisOptions,
+    },
+}
+
+impl Spec {
+    fn open(&self) -> picocache::Result<Arc<dyn Backend>> {
+        Ok(match self {
+            Spec::Open(url) => picocache::open(url)?,
+            Spec::Local(path) => Arc::new(picocache::LocalBackend::open(path)?),
+            Spec::Sql { url, options } => {
+                Arc::new(picocache::SqlBackend::connect(url, options.clone())?)
+            }
+            Spec::Redis { url, options } => {
+                Arc::new(picocache::RedisBackend::connect(url, options.clone())?)
+            }
+            Spec::RedisHost {
+                host,
+                port,
+                db,
+                password,
+                options,
+            } => Arc::new(picocache::RedisBackend::connect_host(
+                host,
+                *port,
+                *db,
+                password.as_deref(),
+                options.clone(),
+            )?),
+        })
+    }
+}
+
+struct StoreInner {
+    spec: Spec,
+    state: Mutex<(u64, Arc<dyn Backend>)>,
+}
+
+impl StoreInner {
+    fn backend(&self) -> picocache::Result<Arc<dyn Backend>> {
+        let gen = fork_gen();
+        let mut st = self.state.lock();
+        if st.0 != gen {
+            let fresh = self.spec.open()?;
+            let old = std::mem::replace(&mut *st, (gen, fresh));
+            // The parent's connections and maps belong to the parent: never
+            // close them from the child.
+            std::mem::forget(old);
+        }
+        Ok(st.1.clone())
+    }
+
+    fn force_reopen(&self) {
+        let mut st = self.state.lock();
+        st.0 = u64::MAX;
+    }
+}
+
+/// One open store (a backend).
+#[pyclass(module = "picocache._native", frozen)]
+struct Store {
+    inner: Arc<StoreInner>,
+}
+
+fn secs(s: Option<f64>) -> PyResult<Option<Duration>> {
+    match s {
+        None => Ok(None),
+        Some(v) if v.is_finite() && v >= 0.0 => Ok(Some(Duration::from_secs_f64(v))),
+        Some(v) => Err(PyValueError::new_err(format!(
+            "a duration must be a finite number of seconds >= 0, got {v}"
+        ))),
+    }
+}
+
+fn open_store(py: Python<'_>, spec: Spec) -> PyResult<Store> {
+    let s = spec.clone();
+    let backend = py
+        .allow_threads(move || guarded(|| s.open()))
+        .map_err(panic_err)?
+        .map_err(to_py)?;
+    Ok(Store {
+        inner: Arc::new(StoreInner {
+            spec,
+            state: Mutex::new((fork_gen(), backend)),
+        }),
+    })
+}
+
+fn redis_options(
+    prefix: Option<String>,
+    connect_timeout: Option<f64>,
+    lease_ttl: Option<f64>,
+    pool_size: Option<u32>,
+) -> PyResult<picocache::RedisOptions> {
+    let mut o = picocache::RedisOptions::default();
+    if let Some(p) = prefix {
+        o.prefix = p;
+    }
+    if let Some(t) = secs(connect_timeout)? {
+        o.connect_timeout = t;
+    }
+    if let Some(t) = secs(lease_ttl)? {
+        o.lease_ttl = t;
+    }
+    if let Some(n) = pool_size {
+        o.pool_size = n;
+    }
+    Ok(o)
+}
+
+#[pymethods]
+impl Store {
+    /// Opens the backend a URL names (`picocache::open`).
+    #[staticmethod]
+    fn open(py: Python<'_>, url: String) -> PyResult<Store> {
+        open_store(py, Spec::Open(url))
+    }
+
+    /// Opens (creating if needed) the local engine store in directory `path`.
+    #[staticmethod]
+    fn local(py: Python<'_>, path: String) -> PyResult<Store> {
+        open_store(py, Spec::Local(path))
+    }
+
+    /// Connects to an SQL database (sqlite, postgresql, mysql URL).
+    #[staticmethod]
+    #[pyo3(signature = (url, table=None, connect_timeout=None, pool_size=None))]
+    fn sql(
+        py: Python<'_>,
+        url: String,
+        table: Option<String>,
+        connect_timeout: Option<f64>,
+        pool_size: Option<u32>,
+    ) -> PyResult<Store> {
+        let mut options = picocache::SqlOptions::default();
+        if let Some(t) = table {
+            options.table = t;
+        }
+        if let Some(t) = secs(connect_timeout)? {
+            options.connect_timeout = t;
+        }
+        if let Some(n) = pool_size {
+            options.pool_size = n;
+        }
+        open_store(py, Spec::Sql { url, options })
+    }
+
+    /// Connects to a Redis server by URL.
+    #[staticmethod]
+    #[pyo3(signature = (url, prefix=None, connect_timeout=None, lease_ttl=None, pool_size=None))]
+    fn redis(
+        py: Python<'_>,
+        url: String,
+        prefix: Option<String>,
+        connect_timeout: Option<f64>,
+        lease_ttl: Option<f64>,
+        pool_size: Option<u32>,
+    ) -> PyResult<Store> {
+        let options = redis_options(prefix, connect_timeout, lease_ttl, pool_size)?;
+        open_store(py, Spec::Redis { url, options })
+    }
+
+    /// Connects to a Redis server by host, port, db and password.
+    #[staticmethod]
+    #[pyo3(signature = (host, port, db, password=None, prefix=None, connect_timeout=None, lease_ttl=None, pool_size=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn redis_host(
+        py: Python<'_>,
+        host: String,
+        port: u16,
+        db: u32,
+        password: Option<String>,
+        prefix: Option<String>,
+        connect_timeout: Option<f64>,
+        lease_ttl: Option<f64>,
+        pool_size: Option<u32>,
+    ) -> PyResult<Store> {
+        let options = redis_options(prefix, connect_timeout, lease_ttl, pool_size)?;
+        open_store(
+            py,
+            Spec::RedisHost {
+                host,
+                port,
+                db,
+                password,
+                options,
+            },
+        )
+    }
+
+    /// The backend kind: "local", "sqlite", "postgresql", "mysql", "redis".
+    fn kind(&self, py: Python<'_>) -> PyResult<&'static str> {
+        let inner = self.inner.clone();
+        py.allow_threads(move || guarded(|| inner.backend().map(|b| b.kind())))
+            .map_err(panic_err)?
+            .map_err(to_py)
+    }
+
+    /// The names of every namespace in the store.
+    fn namespace_names(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let inner = self.inner.clone();
+        py.allow_threads(move || guarded(|| inner.backend()?.namespace_names()))
+            .map_err(panic_err)?
+            .map_err(to_py)
+    }
+
+    /// Opens namespace `name` with the given limits; `typed` and `fallback`
+    /// configure its key encoder (`fallback(obj)` returns a canonical
+    /// replacement for an object the encoder does not know, or raises).
+    #[pyo3(signature = (name, maxsize=None, ttl=None, max_bytes=None, typed=false, fallback=None))]
+    fn namespace(
+        &self,
+        py: Python<'_>,
+        name: String,
+        maxsize: Option<u64>,
+        ttl: Option<f64>,
+        max_bytes: Option<u64>,
+        typed: bool,
+        fallback: Option<PyObject>,
+    ) -> PyResult<Namespace> {
+        let limits = Limits {
+            maxsize,
+            max_bytes,
+            ttl: secs(ttl)?,
+        };
+        let inner = self.inner.clone();
+        let n = name.clone();
+        let ns = py
+            .allow_threads(move || guarded(|| open_ns(&inner, &n, limits)))
+            .map_err(panic_err)?
+            .map_err(to_py)?;
+        Ok(Namespace {
+            store: self.inner.clone(),
+            name,
+            limits,
+            typed,
+            fallback,
+            state: Mutex::new((fork_gen(), ns)),
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<picocache._native.Store {:?}>", redact(&self.inner.spec))
+    }
+}
+
+fn redact(spec: &Spec) -> String {
+    let hide = |u: &str| match (u.find("://"), u.rfind('@')) {
+        (Some(s), Some(a)) if a > s => format!("{}://***@{}", &u[..s], &u[a + 1..]),
+        _ => u.to_string(),
+    };
+    match spec {
+        Spec::Open(u) | Spec::Sql { url: u, .. } | Spec::Redis { url: u, .. } => hide(u),
+        Spec::Local(p) => p.clone(),
+        Spec::RedisHost { host, port, db, .. } => format!("redis://{host}:{port}/{db}"),
+    }
+}
+
+fn open_ns(
+    inner: &StoreInner,
+    name: &str,
+    limits: Limits,
+) -> picocache::Result<Arc<dyn picocache::Namespace>> {
+    match inner.backend()?.namespace(name, limits) {
+        Err(e) if is_forked(&e) => {
+            inner.force_reopen();
+            inner.backend()?.namespace(name, limits)
+        }
+        r => r,
+    }
+}
+
+/// One memoized function's entries in a store.
+#[pyclass(module = "picocache._native", frozen)]
+struct Namespace {
+    store: Arc<StoreInner>,
+    name: String,
+    limits: Limits,
+    typed: bool,
+    fallback: Option<PyObject>,
+    state: Mutex<(u64, Arc<dyn picocache::Namespace>)>,
+}
+
+impl Namespace {
+    fn current(&self) -> picocache::Result<Arc<dyn picocache::Namespace>> {
+        let gen = fork_gen();
+        let mut st = self.state.lock();
+        if st.0 != gen {
+            let fresh = open_ns(&self.store, &self.name, self.limits)?;
+            let old = std::mem::replace(&mut *st, (gen, fresh));
+            std::mem::forget(old);
+        }
+        Ok(st.1.clone())
+    }
+
+    /// Runs `f` on the namespace with the GIL released, reopening once if the
+    /// handle was inherited across a fork.
+    fn run<R: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl Fn(&dyn picocache::Namespace) -> picocache::Result<R> + Send + Sync,
+    ) -> PyResult<R> {
+        py.allow_threads(|| {
+            guarded(|| {
+                let ns = self.current()?;
+                match f(&*ns) {
+                    Err(e) if is_forked(&e) => {
+                        self.store.force_reopen();
+                        let fresh = open_ns(&self.store, &self.name, self.limits)?;
+                        let old = std::mem::replace(&mut *self.state.lock(), (fork_gen(), fresh));
+                        std::mem::forget(old);
+                        let ns = self.current()?;
+                        f(&*ns)
+                    }
+                    r => r,
+                }
+            })
+        })
+        .map_err(panic_err)?
+        .map_err(to_py)
+    }
+
+    fn encode_call(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Vec<u8>> {
+        let enc = Encoder {
+            typed: self.typed,
+            fallback: self.fallback.as_ref().map(|f| f.bind(py)),
+        };
+        let mut out = Vec::with_capacity(32);
+        enc.call(args, kwargs, &mut out)?;
+        Ok(out)
+    }
+}
+
+#[pymethods]
+impl Namespace {
+    /// The namespace's name.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The canonical key of a call with `args` and `kwargs`.
+    #[pyo3(signature = (args, kwargs=None))]
+    fn key<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let k = self.encode_call(py, args, kwargs)?;
+        Ok(PyBytes::new(py, &k))
+    }
+
+    /// The stored value of a call with `args` and `kwargs`, or None.
+    #[pyo3(signature = (args, kwargs=None))]
+    fn lookup<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let k = self.encode_call(py, args, kwargs)?;
+        let v = self.run(py, |ns| ns.get(&k))?;
+        Ok(v.map(|v| PyBytes::new(py, &v)))
+    }
+
+    /// The value under `key`, or None.
+    fn get<'py>(&self, py: Python<'py>, key: &[u8]) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let v = self.run(py, |ns| ns.get(key))?;
+        Ok(v.map(|v| PyBytes::new(py, &v)))
+    }
+
+    /// Stores `value` under `key` (`ttl` in seconds; None: the default).
+    #[pyo3(signature = (key, value, ttl=None))]
+    fn put(&self, py: Python<'_>, key: &[u8], value: &[u8], ttl: Option<f64>) -> PyResult<()> {
+        let ttl = secs(ttl)?;
+        self.run(py, |ns| ns.put(key, value, ttl))
+    }
+
+    /// Removes `key`; returns whether it was present.
+    fn remove(&self, py: Python<'_>, key: &[u8]) -> PyResult<bool> {
+        self.run(py, |ns| ns.remove(key))
+    }
+
+    /// Removes every entry of this namespace and resets its counters.
+    fn clear(&self, py: Python<'_>) -> PyResult<()> {
+        self.run(py, |ns| ns.clear())
+    }
+
+    /// The namespace's statistics: a dict with entries, bytes, hits, misses,
+    /// evictions (hits and misses as the store counts them, every process).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.run(py, |ns| ns.stats())?;
+        let d = PyDict::new(py);
+        d.set_item("entries", s.entries)?;
+        d.set_item("bytes", s.bytes)?;
+        d.set_item("hits", s.hits)?;
+        d.set_item("misses", s.misses)?;
+        d.set_item("evictions", s.evictions)?;
+        Ok(d)
+    }
+
+    /// The limits the store holds: (maxsize, max_bytes, ttl seconds).
+    fn limits(&self, py: Python<'_>) -> PyResult<(Option<u64>, Option<u64>, Option<f64>)> {
+        let l = self.run(py, |ns| ns.limits())?;
+        Ok((l.maxsize, l.max_bytes, l.ttl.map(|t| t.as_secs_f64())))
+    }
+
+    /// Takes the per-key lease, waiting up to `wait` seconds; None on timeout.
+    fn lease(&self, py: Python<'_>, key: &[u8], wait: f64) -> PyResult<Option<Lease>> {
+        let wait = secs(Some(wait))?.unwrap_or_default();
+        let l = self.run(py, |ns| ns.lease(key, wait))?;
+        Ok(l.map(|l| Lease {
+            inner: Mutex::new(Some(l)),
+        }))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<picocache._native.Namespace {:?}>", self.name)
+    }
+}
+
+/// A held per-key lease; `release()` or leaving the `with` block frees it.
+#[pyclass(module = "picocache._native", frozen)]
+struct Lease {
+    inner: Mutex<Option<picocache::Lease>>,
+}
+
+#[pymethods]
+impl Lease {
+    /// Releases the lease (idempotent).
+    fn release(&self, py: Python<'_>) {
+        let l = self.inner.lock().take();
+        // A Redis or SQL lease talks to the server on drop.
+        py.allow_threads(move || {
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(l)));
+        });
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> bool {
+        self.release(py);
+        false
+    }
+}
+
+/// The canonical key encoder.
+///
+/// Equal arguments (by Python `==`, as `functools.lru_cache` sees them) give
+/// equal bytes in every process and under every `PYTHONHASHSEED`: ints,
+/// bools and integral floats share one encoding (unless `typed`, which tags
+/// top-level arguments with their type, as `lru_cache(typed=True)` does), sets
+/// and dicts are sorted by their encoded elements, and keyword arguments by
+/// name. Unknown objects go through `fallback`.
+struct Encoder<'a, 'py> {
+    typed: bool,
+    fallback: Option<&'a Bound<'py, PyAny>>,
+}
+
+fn put_len(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(&(n as u32).to_le_bytes());
+}
+
+impl Encoder<'_, '_> {
+    fn call(
+        &self,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+        out: &mut Vec<u8>,
+    ) -> PyResult<()> {
+        out.push(KEY_VERSION);
+        out.push(b'A');
+        put_len(out, args.len());
+        for a in args.iter() {
+            self.value(&a, out, 0, self.typed)?;
+        }
+        if let Some(kw) = kwargs {
+            if !kw.is_empty() {
+                let mut items: Vec<(String, Vec<u8>)> = Vec::with_capacity(kw.len());
+                for (k, v) in kw.iter() {
+                    let name: String = k.extract()?;
+                    let mut buf = Vec::new();
+                    self.value(&v, &mut buf, 0, self.typed)?;
+                    items.push((name, buf));
+                }
+                items.sort_by(|a, b| a.0.cmp(&b.0));
+                out.push(b'K');
+                put_len(out, items.len());
+                for (k, v) in items {
+                    put_len(out, k.len());
+                    out.extend_from_slice(k.as_bytes());
+                    out.extend_from_slice(&v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn int(&self, v: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
+        if let Ok(i) = v.extract::<i64>() {
+            out.push(b'i');
+            out.extend_from_slice(&i.to_le_bytes());
+        } else {
+            // Big ints: decimal digits of int(v) (a subclass may override str).
+            let s = v
+                .py()
+                .get_type::<PyInt>()
+                .call1((v,))?
+                .call_method0("__repr__")?;
+            let s: String = s.extract()?;
+            out.push(b'I');
+            put_len(out, s.len());
+            out.extend_from_slice(s.as_bytes());
+        }
+        Ok(())
+    }
+
+    fn type_tag(&self, v: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
+        let t = v.get_type();
+        let module: String = t.getattr("__module__")?.extract()?;
+        let qual: String = t.getattr("__qualname__")?.extract()?;
+        out.push(b'T');
+        put_len(out, module.len() + 1 + qual.len());
+        out.extend_from_slice(module.as_bytes());
+        out.push(b'.');
+        out.extend_from_slice(qual.as_bytes());
+        Ok(())
+    }
+
+    fn sorted(
+        &self,
+        items: impl Iterator<Item = PyResult<Vec<u8>>>,
+        tag: u8,
+        out: &mut Vec<u8>,
+    ) -> PyResult<()> {
+        let mut v = items.collect::<PyResult<Vec<_>>>()?;
+        v.sort();
+        out.push(tag);
+        put_len(out, v.len());
+        for e in v {
+            out.extend_from_slice(&e);
+        }
+        Ok(())
+    }
+
+    fn value(
+        &self,
+        v: &Bound<'_, PyAny>,
+        out: &mut Vec<u8>,
+        depth: usize,
+        typed: bool,
+    ) -> PyResult<()> {
+        if depth > MAX_DEPTH {
+            return Err(PyTypeError::new_err(
+                "argument nested too deeply (or recursive) to be a cache key",
+            ));
+        }
+        let d = depth + 1;
+        if v.is_none() {
+            out.push(b'N');
+            return Ok(());
+        }
+        if typed && !(v.is_exact_instance_of::<PyInt>() || v.is_exact_instance_of::<PyString>()) {
+            self.type_tag(v, out)?;
+        }
+        if let Ok(b) = v.downcast_exact::<PyBool>() {
+            out.push(b'i');
+            out.extend_from_slice(&(b.is_true() as i64).to_le_bytes());
+            return Ok(());
+        }
+        if v.is_instance_of::<PyInt>() {
+            return self.int(v, out);
+        }
+        if let Ok(s) = v.downcast::<PyString>() {
+            match s.to_cow() {
+                Ok(s) => {
+                    out.push(b's');
+                    put_len(out, s.len());
+                    out.extend_from_slice(s.as_bytes());
+                }
+                Err(_) => {
+                    // Lone surrogates.
+                    let b = s.call_method1("encode", ("utf-8", "surrogatepass"))?;
+                    let b = b.downcast::<PyBytes>()?.as_bytes();
+                    out.push(b'S');
+                    put_len(out, b.len());
+                    out.extend_from_slice(b);
+                }
+            }
+            return Ok(());
+        }
+        if let Ok(f) = v.downcast::<PyFloat>() {
+            let x = f.value();
+            if x.is_finite() && x.fract() == 0.0 {
+                // 1.0 == 1: one key (typed keys carry the type tag already).
+                if x.abs() < 9.0e18 {
+                    out.push(b'i');
+                    out.extend_from_slice(&(x as i64).to_le_bytes());
+                } else {
+                    let i = v.py().get_type::<PyInt>().call1((x,))?;
+                    self.int(&i, out)?;
+                }
+            } else {
+                let x = if x.is_nan() { f64::NAN } else { x };
+                out.push(b'f');
+                out.extend_from_slice(&x.to_bits().to_le_bytes());
+            }
+            return Ok(());
+        }
+        if let Ok(b) = v.downcast::<PyBytes>() {
+            let b = b.as_bytes();
+            out.push(b'y');
+            put_len(out, b.len());
+            out.extend_from_slice(b);
+            return Ok(());
+        }
+        if let Ok(b) = v.downcast::<PyByteArray>() {
+            let b = b.to_vec();
+            out.push(b'y');
+            put_len(out, b.len());
+            out.extend_from_slice(&b);
+            return Ok(());
+        }
+        if let Ok(t) = v.downcast::<PyTuple>() {
+            out.push(b'(');
+            put_len(out, t.len());
+            for e in t.iter() {
+                self.value(&e, out, d, false)?;
+            }
+            return Ok(());
+        }
+        if let Ok(l) = v.downcast::<PyList>() {
+            out.push(b'[');
+            put_len(out, l.len());
+            for e in l.iter() {
+                self.value(&e, out, d, false)?;
+            }
+            return Ok(());
+        }
+        if let Ok(m) = v.downcast::<PyDict>() {
+            let mut items = Vec::with_capacity(m.len());
+            for (k, val) in m.iter() {
+                let mut kb = Vec::new();
+                self.value(&k, &mut kb, d, false)?;
+                let mut vb = Vec::new();
+                self.value(&val, &mut vb, d, false)?;
+                items.push((kb, vb));
+            }
+            items.sort();
+            out.push(b'{');
+            put_len(out, items.len());
+            for (k, val) in items {
+                out.extend_from_slice(&k);
+                out.extend_from_slice(&val);
+            }
+            return Ok(());
+        }
+        if let Ok(s) = v.downcast::<PySet>() {
+            return self.sorted(
+                s.iter().map(|e| {
+                    let mut b = Vec::new();
+                    self.value(&e, &mut b, d, false).map(|_| b)
+                }),
+                b'<',
+                out,
+            );
+        }
+        if let Ok(s) = v.downcast::<PyFrozenSet>() {
+            return self.sorted(
+                s.iter().map(|e| {
+                    let mut b = Vec::new();
+                    self.value(&e, &mut b, d, false).map(|_| b)
+                }),
+                b'<',
+                out,
+            );
+        }
+        match self.fallback {
+            Some(f) => {
+                let r = f.call1((v,))?;
+                out.push(b'R');
+                self.value(&r, out, d, false)
+            }
+            None => Err(PyTypeError::new_err(format!(
+                "cannot encode an object of type {} as a cache key",
+                v.get_type().name()?
+            ))),
+        }
+    }
+}
+
+/// Encodes one object canonically (for tests and the Python fallback path).
+#[pyfunction]
+#[pyo3(signature = (obj, typed=false, fallback=None))]
+fn encode<'py>(
+    py: Python<'py>,
+    obj: &Bound<'py, PyAny>,
+    typed: bool,
+    fallback: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let enc = Encoder { typed, fallback };
+    let mut out = vec![KEY_VERSION];
+    enc.value(obj, &mut out, 0, typed)?;
+    Ok(PyBytes::new(py, &out))
+}
+
+/// Encodes a call's arguments canonically (the key `Namespace.key` makes).
+#[pyfunction]
+#[pyo3(signature = (args, kwargs=None, typed=false, fallback=None))]
+fn encode_call<'py>(
+    py: Python<'py>,
+    args: &Bound<'py, PyTuple>,
+    kwargs: Option<&Bound<'py, PyDict>>,
+    typed: bool,
+    fallback: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let enc = Encoder { typed, fallback };
+    let mut out = Vec::new();
+    enc.call(args, kwargs, &mut out)?;
+    Ok(PyBytes::new(py, &out))
+}
+
+/// Called by the Python package in a forked child: every handle reopens its
+/// backend on its next use.
+#[pyfunction]
+fn _after_fork_in_child() {
+    FORK_GEN.fetch_add(1, Ordering::AcqRel);
+}
+
+/// The default directory of a local store (`$PICOCACHE_DIR` or `.picocache`).
+#[pyfunction]
+fn default_local_path() -> String {
+    picocache::local::default_path()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The `picocache._native` module.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<Store>()?;
+    m.add_class::<Namespace>()?;
+    m.add_class::<Lease>()?;
+    m.add("CacheError", py.get_type::<CacheError>())?;
+    m.add("CacheUnavailable", py.get_type::<CacheUnavailable>())?;
+    m.add("CacheCorrupted", py.get_type::<CacheCorrupted>())?;
+    m.add("CacheFull", py.get_type::<CacheFull>())?;
+    m.add("CacheInvalidArgument", py.get_type::<CacheInvalidArgument>())?;
+    m.add_function(wrap_pyfunction!(encode, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_call, m)?)?;
+    m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
+    m.add_function(wrap_pyfunction!(default_local_path, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,51 @@
+"""PicoCache: persistent, process-shared memoization.
+
+A ``functools.lru_cache`` whose entries live in a store: the embedded local
+engine (:class:`LocalCache`), SQLite (:class:`SQLiteCache`), PostgreSQL or
+MySQL/MariaDB (:class:`SQLAlchemyCache`), Redis (:class:`RedisCache`) or
+Django's cache framework (:class:`DjangoCache`)::
+
+    from picocache import LocalCache
+
+    cache = LocalCache()
+
+    @cache
+    def fib(n):
+        return n if n < 2 else fib(n - 1) + fib(n - 2)
+"""
+
+from ._native import (
+    CacheCorrupted,
+    CacheError,
+    CacheFull,
+    CacheInvalidArgument,
+    CacheUnavailable,
+    __version__,
+)
+from ._core import BaseCache, CacheInfo, function_name
+from ._caches import (
+    DjangoCache,
+    LocalCache,
+    PicoCache,
+    RedisCache,
+    SQLAlchemyCache,
+    SQLiteCache,
+)
+
+__all__ = [
+    "BaseCache",
+    "CacheCorrupted",
+    "CacheError",
+    "CacheFull",
+    "CacheInfo",
+    "CacheInvalidArgument",
+    "CacheUnavailable",
+    "DjangoCache",
+    "LocalCache",
+    "PicoCache",
+    "RedisCache",
+    "SQLAlchemyCache",
+    "SQLiteCache",
+    "function_name",
+    "__version__",
+]

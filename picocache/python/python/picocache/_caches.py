@@ -1,0 +1,226 @@
+"""The cache classes: one per backend, all with the same decorator API."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Callable, Optional
+from urllib.parse import quote
+
+from . import _native
+from ._core import BaseCache
+from ._keys import fallback as _fallback
+
+_NATIVE_SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
+
+
+class _NativeCache(BaseCache):
+    """A cache on a Rust backend, opened lazily (and reopened after a failure)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._store: Optional[_native.Store] = None
+        self._store_lock = threading.Lock()
+
+    def _open_store(self) -> "_native.Store":
+        raise NotImplementedError
+
+    @property
+    def store(self) -> "_native.Store":
+        """The native store (opened on first use)."""
+        s = self._store
+        if s is None:
+            with self._store_lock:
+                if self._store is None:
+                    self._store = self._open_store()
+                s = self._store
+        return s
+
+    def _open_namespace(self, name: str, maxsize: Optional[int], ttl: Optional[float], typed: bool) -> Any:
+        return self.store.namespace(name, maxsize=maxsize, ttl=ttl, typed=typed, fallback=_fallback)
+
+    def _after_fork_in_child(self) -> None:
+        self._store_lock = threading.Lock()
+
+    def namespace_names(self) -> list:
+        """Every namespace (memoized function) in the store."""
+        return self.store.namespace_names()
+
+
+class LocalCache(_NativeCache):
+    """The embedded engine: a directory of memory-mapped files shared by every
+    thread and process on the machine.
+
+    ``path`` defaults to ``$PICOCACHE_DIR`` or, if unset, ``.picocache`` in
+    the working directory (resolved to an absolute path when the cache is
+    created).
+    """
+
+    def __init__(self, path: "Optional[str | os.PathLike[str]]" = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.path = os.path.abspath(os.fspath(path) if path is not None else _native.default_local_path())
+
+    def _open_store(self) -> "_native.Store":
+        return _native.Store.local(self.path)
+
+    def __repr__(self) -> str:
+        return f"LocalCache({self.path!r})"
+
+
+class SQLiteCache(_NativeCache):
+    """A cache in an SQLite database file (WAL mode, shared by processes)."""
+
+    def __init__(self, db_path: "str | os.PathLike[str]" = "picocache.db", table_name: str = "picocache",
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.db_path = os.path.abspath(os.fspath(db_path))
+        self.table_name = table_name
+
+    def _open_store(self) -> "_native.Store":
+        return _native.Store.sql("sqlite:///" + self.db_path, table=self.table_name)
+
+    def __repr__(self) -> str:
+        return f"SQLiteCache({self.db_path!r}, table_name={self.table_name!r})"
+
+
+def _is_native_sql_url(url: str) -> bool:
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    base = scheme.split("+", 1)[0]
+    return base in _NATIVE_SQL_SCHEMES
+
+
+def _build_url(drivername: str, username: Optional[str], password: Optional[str], host: Optional[str],
+               port: Optional[int], database: Optional[str]) -> str:
+    if drivername.split("+", 1)[0] == "sqlite":
+        return f"{drivername}:///{database or ''}"
+    auth = ""
+    if username is not None:
+        auth = quote(username, safe="")
+        if password is not None:
+            auth += ":" + quote(password, safe="")
+        auth += "@"
+    hostport = host or "localhost"
+    if port is not None:
+        hostport += f":{port}"
+    return f"{drivername}://{auth}{hostport}/{database or ''}"
+
+
+class SQLAlchemyCache(BaseCache):
+    """A cache in an SQL database.
+
+    ``url_or_engine`` is a URL (``postgresql://``, ``postgresql+psycopg://``,
+    ``mysql+pymysql://``, ``sqlite:///path``...) or a SQLAlchemy ``Engine``;
+    or give ``drivername``, ``username``, ``password``, ``host``, ``port`` and
+    ``database``. SQLite, PostgreSQL and MySQL/MariaDB URLs run on the Rust
+    backend with no Python dependency; an ``Engine`` or another dialect goes
+    through SQLAlchemy (``pip install picocache[sqlalchemy]``), in table
+    ``<table_name>_sa``. ``echo`` is passed to ``create_engine`` on that path.
+    """
+
+    def __init__(self, url_or_engine: Any = None, table_name: str = "picocache", echo: bool = False, *,
+                 url: Any = None, engine: Any = None, drivername: Optional[str] = None,
+                 username: Optional[str] = None, password: Optional[str] = None, host: Optional[str] = None,
+                 port: Optional[int] = None, database: Optional[str] = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        target = url_or_engine if url_or_engine is not None else (url if url is not None else engine)
+        if target is None:
+            if drivername is None:
+                raise TypeError("SQLAlchemyCache needs a URL, an Engine, or drivername=...")
+            target = _build_url(drivername, username, password, host, port, database)
+        if not isinstance(target, str) and hasattr(target, "render_as_string"):
+            target = target.render_as_string(hide_password=False)  # a sqlalchemy URL object
+        self.table_name = table_name
+        self.echo = echo
+        self._native_store: Optional[_native.Store] = None
+        self._sa: Any = None
+        self._lock = threading.Lock()
+        if isinstance(target, str) and _is_native_sql_url(target):
+            self.url: Optional[str] = target
+            self.engine = None
+        elif isinstance(target, str):
+            from sqlalchemy import create_engine  # the pure-Python path
+            self.url = target
+            self.engine = create_engine(target, echo=echo)
+        else:
+            self.url = None
+            self.engine = target
+
+    def _open_namespace(self, name: str, maxsize: Optional[int], ttl: Optional[float], typed: bool) -> Any:
+        with self._lock:
+            if self.engine is None:
+                if self._native_store is None:
+                    self._native_store = _native.Store.sql(self.url, table=self.table_name)
+                store = self._native_store
+            else:
+                if self._sa is None:
+                    from ._sqlalchemy import SAStore
+                    self._sa = SAStore(self.engine, self.table_name + "_sa")
+                store = self._sa
+        return store.namespace(name, maxsize=maxsize, ttl=ttl, typed=typed, fallback=_fallback)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        if self.engine is not None:
+            try:
+                self.engine.dispose(close=False)
+            except TypeError:  # SQLAlchemy < 1.4.33
+                pass
+
+    def __repr__(self) -> str:
+        return f"SQLAlchemyCache({'<engine>' if self.url is None else 'url'}, table_name={self.table_name!r})"
+
+
+class RedisCache(_NativeCache):
+    """A cache on a Redis server: ``RedisCache("redis://host:6379/0")`` or
+    ``RedisCache(host=..., port=..., db=..., password=...)``. Every key starts
+    with ``namespace``; ``ttl`` (seconds) is the default time to live."""
+
+    def __init__(self, url: Optional[str] = None, host: str = "localhost", port: int = 6379, db: int = 0,
+                 password: Optional[str] = None, namespace: str = "picocache", ttl: Optional[float] = None,
+                 **kwargs: Any) -> None:
+        if ttl is not None:
+            kwargs.setdefault("default_ttl", ttl)
+        super().__init__(**kwargs)
+        self.url, self.host, self.port, self.db = url, host, port, db
+        self._password = password
+        self.namespace = namespace
+        self.ttl = ttl
+
+    def _open_store(self) -> "_native.Store":
+        if self.url is not None:
+            return _native.Store.redis(self.url, prefix=self.namespace)
+        return _native.Store.redis_host(self.host, self.port, self.db, self._password, prefix=self.namespace)
+
+    def __repr__(self) -> str:
+        where = "url" if self.url else f"{self.host}:{self.port}/{self.db}"
+        return f"RedisCache({where}, namespace={self.namespace!r})"
+
+
+class DjangoCache(BaseCache):
+    """A cache in Django's cache framework: ``django.core.cache.caches[alias]``.
+
+    Entries use the alias's configured timeout unless ``timeout`` (seconds;
+    None: never expire) is given. ``cache_clear()`` removes only that
+    function's keys. See ``picocache._django`` for how ``maxsize`` holds across
+    processes.
+    """
+
+    _DEFAULT: Any = object()
+
+    def __init__(self, alias: str = "default", timeout: Any = _DEFAULT, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.alias = alias
+        self.timeout = timeout
+
+    def _open_namespace(self, name: str, maxsize: Optional[int], ttl: Optional[float], typed: bool) -> Any:
+        from ._django import DjangoNamespace
+        timeout = ttl if ttl is not None else self.timeout
+        return DjangoNamespace(self.alias, name, maxsize, timeout, typed, _fallback,
+                               default=timeout is self._DEFAULT)
+
+    def __repr__(self) -> str:
+        return f"DjangoCache({self.alias!r})"
+
+
+#: The original picocache's names.
+PicoCache = BaseCache

@@ -1,0 +1,578 @@
+"""The decorator machinery shared by every cache class."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import inspect
+import itertools
+import logging
+import os
+import pickle
+import sys
+import threading
+import time
+import weakref
+from collections import namedtuple
+from typing import Any, Callable, Iterable, Optional
+
+from . import _native
+from ._keys import fallback as _fallback
+from ._native import CacheError
+
+logger = logging.getLogger("picocache")
+
+CacheInfo = namedtuple("CacheInfo", ["hits", "misses", "maxsize", "currsize"])
+CacheInfo.__doc__ = "Statistics of a cached function, as functools.lru_cache reports them."
+
+_UNSET: Any = object()
+_MISS: Any = object()
+
+#: Longest key kept verbatim; longer keys are replaced by a digest prefixed
+#: with a marker (the engine limits keys to 1 MiB).
+_MAX_KEY = 64 * 1024
+
+#: Every live function state, to reset per-process state after fork.
+_STATES: "weakref.WeakSet[_FunctionState]" = weakref.WeakSet()
+_CACHES: "weakref.WeakSet[BaseCache]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    _native._after_fork_in_child()
+    for st in list(_STATES):
+        st.reset_after_fork()
+    for c in list(_CACHES):
+        c._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _counter_value(c: "itertools.count[int]") -> int:
+    return c.__reduce__()[1][0]  # type: ignore[index]
+
+
+class _PickleSerializer:
+    """The default value serializer: pickle with the default protocol."""
+
+    protocol = pickle.DEFAULT_PROTOCOL
+
+    @staticmethod
+    def dumps(value: Any) -> bytes:
+        return pickle.dumps(value, protocol=pickle.DEFAULT_PROTOCOL)
+
+    loads = staticmethod(pickle.loads)
+
+
+def _value_serializer(vs: Any) -> tuple:
+    if vs is None:
+        return _PickleSerializer.dumps, pickle.loads
+    if isinstance(vs, tuple) and len(vs) == 2:
+        return vs[0], vs[1]
+    if hasattr(vs, "dumps") and hasattr(vs, "loads"):
+        return vs.dumps, vs.loads
+    raise TypeError(
+        "value_serializer must have dumps() and loads() (like the pickle module) "
+        "or be a (dumps, loads) pair"
+    )
+
+
+def _main_name() -> str:
+    main = sys.modules.get("__main__")
+    f = getattr(main, "__file__", None)
+    if f:
+        return "__main__:" + os.path.basename(f)
+    return "__main__"
+
+
+def function_name(func: Callable, version: Any = None) -> str:
+    """The namespace name of ``func``: its module and qualified name (plus
+    ``@version``). Functions of the main script are named after its file, so
+    the same script in two processes (and spawn workers, whose main module is
+    ``__mp_main__``) share entries."""
+    module = getattr(func, "__module__", None) or "?"
+    if module in ("__main__", "__mp_main__"):
+        module = _main_name()
+    qual = getattr(func, "__qualname__", None) or getattr(func, "__name__", "?")
+    name = f"{module}.{qual}"
+    if version is not None:
+        name += f"@{version}"
+    return name
+
+
+class _Flight:
+    """One in-process computation of a key that other threads wait for."""
+
+    __slots__ = ("event", "ok", "value")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.ok = False
+        self.value: Any = None
+
+
+class _FunctionState:
+    """Per-function state: the namespace handle, counters, in-flight calls."""
+
+    def __init__(self, cache: "BaseCache", func: Callable, name: str, maxsize: Optional[int],
+                 typed: bool, ttl: Optional[float]) -> None:
+        self.cache = cache
+        self.func = func
+        self.name = name
+        self.maxsize = maxsize
+        self.typed = typed
+        self.ttl = ttl
+        self.ns: Any = None
+        self.ns_lock = threading.Lock()
+        self.hits = itertools.count()
+        self.misses = itertools.count()
+        self.inflight: dict = {}
+        self.inflight_lock = threading.Lock()
+        self.async_inflight: dict = {}
+        self.last_warn = 0.0
+        self.suppressed = 0
+        self.retry_at = 0.0
+        _STATES.add(self)
+
+    def reset_after_fork(self) -> None:
+        # Threads that were computing in the parent do not exist here.
+        self.inflight = {}
+        self.inflight_lock = threading.Lock()
+        self.async_inflight = {}
+        self.ns_lock = threading.Lock()
+
+    def namespace(self) -> Any:
+        ns = self.ns
+        if ns is not None:
+            return ns
+        now = time.monotonic()
+        if now < self.retry_at:
+            raise _native.CacheUnavailable(
+                f"picocache: the store of {self.name} is unavailable (retrying shortly)"
+            )
+        with self.ns_lock:
+            if self.ns is None:
+                try:
+                    self.ns = self.cache._open_namespace(self.name, self.maxsize, self.ttl, self.typed)
+                except CacheError:
+                    self.retry_at = time.monotonic() + 1.0
+                    raise
+            return self.ns
+
+    def failed(self, e: BaseException, what: str, strict: Optional[bool] = None) -> None:
+        """A cache operation failed: raise if strict, else warn (at most once
+        a second per function, with a count of the suppressed warnings)."""
+        if self.cache.strict if strict is None else strict:
+            raise e
+        now = time.monotonic()
+        if now - self.last_warn >= 1.0:
+            extra = f" ({self.suppressed} more suppressed)" if self.suppressed else ""
+            logger.warning("picocache: %s failed for %s: %s%s; the function's own result is returned",
+                           what, self.name, e, extra)
+            self.last_warn = now
+            self.suppressed = 0
+        else:
+            self.suppressed += 1
+
+    def info(self) -> CacheInfo:
+        currsize = 0
+        if self.maxsize != 0:
+            try:
+                currsize = int(self.namespace().stats()["entries"])
+            except CacheError as e:
+                self.failed(e, "cache_info")
+        return CacheInfo(_counter_value(self.hits), _counter_value(self.misses), self.maxsize, currsize)
+
+    def clear(self) -> None:
+        try:
+            self.namespace().clear()
+        except CacheError as e:
+            self.failed(e, "cache_clear")
+        self.hits = itertools.count()
+        self.misses = itertools.count()
+
+
+def _arg_names(func: Callable) -> list:
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in sig.parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _explain_key_error(func: Callable, typed: bool, args: tuple, kwargs: dict, err: Exception) -> TypeError:
+    names = _arg_names(func)
+    culprit = None
+    for i, a in enumerate(args):
+        try:
+            _native.encode(a, typed, _fallback)
+        except TypeError as e:
+            name = names[i] if i < len(names) else f"#{i}"
+            culprit = (name, a, e)
+            break
+    else:
+        for k, v in kwargs.items():
+            try:
+                _native.encode(v, typed, _fallback)
+            except TypeError as e:
+                culprit = (k, v, e)
+                break
+    qual = getattr(func, "__qualname__", repr(func))
+    if culprit is None:
+        return TypeError(f"picocache: the arguments of {qual}() cannot be used as a cache key: {err}")
+    name, value, e = culprit
+    hint = ""
+    if name in ("self", "cls"):
+        hint = (" For a method, define __picocache_key__(self) on the class (return what identifies "
+                "the instance), or decorate with ignore=['self'] if the result does not depend on it.")
+    return TypeError(
+        f"picocache: argument {name!r} of {qual}() (a {type(value).__qualname__}) cannot be used "
+        f"as a cache key: {e}.{hint}"
+    )
+
+
+def _digest_key(key: bytes) -> bytes:
+    if len(key) <= _MAX_KEY:
+        return key
+    return b"\xffH" + hashlib.blake2b(key, digest_size=32).digest()
+
+
+class BaseCache:
+    """The base of every cache class: a decorator factory.
+
+    ``@cache``, ``@cache()``, ``@cache(maxsize)`` and
+    ``@cache(maxsize=..., typed=..., version=..., ttl=..., ignore=..., key=...,
+    name=..., strict=...)`` decorate a function with ``functools.lru_cache``
+    semantics, the entries kept in the store.
+    """
+
+    #: Whether a cache failure raises (True) or is logged (False).
+    strict: bool
+
+    def __init__(self, *, default_maxsize: Optional[int] = 128, default_typed: bool = False,
+                 key_serializer: Optional[Callable[[tuple, dict], bytes]] = None,
+                 value_serializer: Any = None, strict: bool = False,
+                 default_ttl: Optional[float] = None, lease_timeout: float = 60.0) -> None:
+        self.default_maxsize = default_maxsize
+        self.default_typed = default_typed
+        self.key_serializer = key_serializer
+        self.value_serializer = value_serializer
+        self._dumps, self._loads = _value_serializer(value_serializer)
+        self.strict = strict
+        self.default_ttl = default_ttl
+        self.lease_timeout = lease_timeout
+        self._functions: "weakref.WeakValueDictionary[str, Any]" = weakref.WeakValueDictionary()
+        self._states: list = []
+        _CACHES.add(self)
+
+    # -- backend hooks ----------------------------------------------------
+    def _open_namespace(self, name: str, maxsize: Optional[int], ttl: Optional[float], typed: bool) -> Any:
+        """Returns an object with lookup/key/get/put/remove/clear/stats/lease."""
+        raise NotImplementedError
+
+    def _after_fork_in_child(self) -> None:
+        """Drops per-process resources in a forked child."""
+
+    # -- the decorator ----------------------------------------------------
+    def __call__(self, func: Any = None, /, *args: Any, **kwargs: Any) -> Any:
+        if callable(func) and not args and not kwargs:
+            return self._decorate(func)
+        if func is not None and not callable(func):
+            # @cache(128) like lru_cache(128)
+            if args:
+                raise TypeError("picocache: use keyword arguments after maxsize")
+            kwargs["maxsize"] = func
+        elif func is not None:
+            raise TypeError("picocache: pass options as keyword arguments")
+
+        def deco(f: Callable) -> Callable:
+            return self._decorate(f, **kwargs)
+
+        return deco
+
+    def _decorate(self, func: Callable, maxsize: Any = _UNSET, typed: Any = _UNSET,
+                  version: Any = None, ttl: Any = _UNSET, strict: Optional[bool] = None,
+                  ignore: Iterable[Any] = (), key: Optional[Callable] = None,
+                  name: Optional[str] = None) -> Callable:
+        if maxsize is _UNSET:
+            maxsize = self.default_maxsize
+        if maxsize is not None:
+            if isinstance(maxsize, bool) or not isinstance(maxsize, int):
+                raise TypeError("maxsize must be an int or None")
+            maxsize = max(0, maxsize)
+        if typed is _UNSET:
+            typed = self.default_typed
+        typed = bool(typed)
+        if ttl is _UNSET:
+            ttl = self.default_ttl
+        if isinstance(func, (staticmethod, classmethod)):
+            return type(func)(self._decorate(func.__func__, maxsize, typed, version, ttl, strict,
+                                             ignore, key, name))
+        ns_name = name or function_name(func, version)
+        st = _FunctionState(self, func, ns_name, maxsize, typed, ttl)
+        self._states.append(st)
+        owner = self
+
+        # Argument transformation: ignore= and key=.
+        ignore = list(ignore or ())
+        transform = None
+        if ignore or key is not None:
+            names = _arg_names(func)
+            ig_pos = {i for i in ignore if isinstance(i, int)}
+            ig_names = {n for n in ignore if isinstance(n, str)}
+            ig_pos |= {i for i, n in enumerate(names) if n in ig_names}
+
+            def transform(args: tuple, kwargs: dict) -> tuple:
+                if ig_pos:
+                    args = tuple(a for i, a in enumerate(args) if i not in ig_pos)
+                if ig_names:
+                    kwargs = {k: v for k, v in kwargs.items() if k not in ig_names}
+                if key is not None:
+                    return (key(*args, **kwargs),), None
+                return args, kwargs
+
+        key_serializer = self.key_serializer
+
+        def make_key(ns: Any, args: tuple, kwargs: dict) -> bytes:
+            if transform is not None:
+                args, kwargs = transform(args, kwargs)
+            if key_serializer is not None:
+                k = key_serializer(args, kwargs)
+                if not isinstance(k, bytes):
+                    raise TypeError("key_serializer must return bytes")
+                return b"\xfeU" + k
+            return _digest_key(ns.key(args, kwargs))
+
+        def encode_or_explain(ns: Any, args: tuple, kwargs: dict) -> bytes:
+            try:
+                return make_key(ns, args, kwargs)
+            except TypeError as e:
+                if transform is not None or key_serializer is not None:
+                    raise
+                raise _explain_key_error(func, typed, args, kwargs, e) from None
+
+        def fail(e: BaseException, what: str) -> None:
+            st.failed(e, what, strict)
+
+        dumps, loads = self._dumps, self._loads
+        fast = transform is None and key_serializer is None
+
+        def lookup_raw(args: tuple, kwargs: dict) -> Any:
+            """(key or None, raw value or None); raises TypeError for bad args."""
+            ns = st.namespace()
+            if fast:
+                return None, ns.lookup(args, kwargs)
+            k = encode_or_explain(ns, args, kwargs)
+            return k, ns.get(k)
+
+        def decode(raw: Any, ns: Any, k: Optional[bytes]) -> Any:
+            try:
+                return loads(raw)
+            except Exception as e:  # noqa: BLE001 - an unreadable value is a miss
+                logger.info("picocache: a stored value of %s does not load (%s); recomputing", ns_name, e)
+                return _MISS
+
+        def store(ns: Any, k: bytes, value: Any) -> None:
+            try:
+                data = dumps(value)
+            except Exception as e:  # noqa: BLE001
+                fail(CacheError(f"the result cannot be serialized: {e!r}"), "storing a result")
+                return
+            try:
+                ns.put(k, data, None)
+            except CacheError as e:
+                fail(e, "storing a result")
+
+        def compute_sync(args: tuple, kwargs: dict) -> Any:
+            # A miss (or an uncacheable call): dedupe in-process, then across
+            # processes with the store's lease.
+            try:
+                ns = st.namespace()
+                k = encode_or_explain(ns, args, kwargs)
+            except CacheError as e:
+                fail(e, "opening the store")
+                next(st.misses)
+                return func(*args, **kwargs)
+            while True:
+                with st.inflight_lock:
+                    fl = st.inflight.get(k)
+                    leader = fl is None
+                    if leader:
+                        fl = st.inflight[k] = _Flight()
+                if leader:
+                    break
+                fl.event.wait()
+                if fl.ok:
+                    next(st.hits)
+                    return fl.value
+                # The leader raised: compute again (exceptions are not cached).
+            lease = None
+            try:
+                try:
+                    lease = ns.lease(k, owner.lease_timeout)
+                    if lease is not None:
+                        raw = ns.get(k)
+                        if raw is not None:
+                            v = decode(raw, ns, k)
+                            if v is not _MISS:
+                                next(st.hits)
+                                fl.value, fl.ok = v, True
+                                return v
+                except CacheError as e:
+                    fail(e, "taking a lease")
+                next(st.misses)
+                value = func(*args, **kwargs)
+                store(ns, k, value)
+                fl.value, fl.ok = value, True
+                return value
+            finally:
+                if lease is not None:
+                    try:
+                        lease.release()
+                    except CacheError as e:  # pragma: no cover - release is best effort
+                        fail(e, "releasing a lease")
+                with st.inflight_lock:
+                    if st.inflight.get(k) is fl:
+                        del st.inflight[k]
+                fl.event.set()
+
+        if inspect.iscoroutinefunction(func):
+            async def awrapper(*args: Any, **kwargs: Any) -> Any:
+                if st.maxsize == 0:
+                    next(st.misses)
+                    return await func(*args, **kwargs)
+                try:
+                    k, raw = lookup_raw(args, kwargs)
+                except TypeError as e:
+                    if fast:
+                        raise _explain_key_error(func, typed, args, kwargs, e) from None
+                    raise
+                except CacheError as e:
+                    fail(e, "a lookup")
+                    next(st.misses)
+                    return await func(*args, **kwargs)
+                ns = st.ns
+                if raw is not None:
+                    v = decode(raw, ns, k)
+                    if v is not _MISS:
+                        next(st.hits)
+                        return v
+                if k is None:
+                    k = encode_or_explain(ns, args, kwargs)
+                loop = asyncio.get_running_loop()
+                while True:
+                    fut = st.async_inflight.get(k)
+                    if fut is None or fut.get_loop() is not loop:
+                        break
+                    try:
+                        v = await asyncio.shield(fut)
+                    except BaseException:  # noqa: BLE001 - the leader failed: compute ourselves
+                        continue
+                    next(st.hits)
+                    return v
+                fut = loop.create_future()
+                st.async_inflight[k] = fut
+                try:
+                    next(st.misses)
+                    value = await func(*args, **kwargs)
+                    store(ns, k, value)
+                    fut.set_result(value)
+                    return value
+                except BaseException as e:
+                    fut.set_exception(e if isinstance(e, Exception) else asyncio.CancelledError())
+                    fut.exception()  # retrieved: no "never retrieved" warning
+                    raise
+                finally:
+                    if st.async_inflight.get(k) is fut:
+                        del st.async_inflight[k]
+
+            wrapper: Callable = awrapper
+        else:
+            def swrapper(*args: Any, **kwargs: Any) -> Any:
+                if st.maxsize == 0:
+                    next(st.misses)
+                    return func(*args, **kwargs)
+                ns = st.ns
+                if ns is not None and fast:
+                    # The hit path: encode + lookup in Rust, then unpickle.
+                    try:
+                        raw = ns.lookup(args, kwargs)
+                    except TypeError as e:
+                        raise _explain_key_error(func, typed, args, kwargs, e) from None
+                    except CacheError as e:
+                        fail(e, "a lookup")
+                        raw = None
+                    if raw is not None:
+                        try:
+                            v = loads(raw)
+                            next(st.hits)
+                            return v
+                        except Exception:  # noqa: BLE001 - unreadable: a miss
+                            pass
+                    return compute_sync(args, kwargs)
+                try:
+                    k, raw = lookup_raw(args, kwargs)
+                except TypeError as e:
+                    if fast:
+                        raise _explain_key_error(func, typed, args, kwargs, e) from None
+                    raise
+                except CacheError as e:
+                    fail(e, "a lookup")
+                    raw = None
+                if raw is not None:
+                    v = decode(raw, st.ns, k)
+                    if v is not _MISS:
+                        next(st.hits)
+                        return v
+                return compute_sync(args, kwargs)
+
+            wrapper = swrapper
+
+        functools.update_wrapper(wrapper, func)
+
+        def cache_info() -> CacheInfo:
+            """Hits and misses of this function in this process (like
+            functools.lru_cache), its maxsize, and currsize: the entries the
+            store holds for it (every process)."""
+            return st.info()
+
+        def cache_clear() -> None:
+            """Removes this function's entries (in every process) and resets
+            its counters."""
+            st.clear()
+
+        def cache_parameters() -> dict:
+            return {"maxsize": st.maxsize, "typed": st.typed, "ttl": st.ttl, "name": st.name}
+
+        def cache_stats() -> dict:
+            """The store's own statistics of this function (every process)."""
+            return dict(st.namespace().stats())
+
+        wrapper.cache_info = cache_info  # type: ignore[attr-defined]
+        wrapper.cache_clear = cache_clear  # type: ignore[attr-defined]
+        wrapper.clear = cache_clear  # type: ignore[attr-defined]
+        wrapper.cache_parameters = cache_parameters  # type: ignore[attr-defined]
+        wrapper.cache_stats = cache_stats  # type: ignore[attr-defined]
+        wrapper.cache = self  # type: ignore[attr-defined]
+        return wrapper
+
+    # -- whole-cache operations (the 1.4 API) ----------------------------
+    def cache_info(self) -> CacheInfo:
+        """The sum over every function this cache object decorated."""
+        hits = misses = currsize = 0
+        for st in self._states:
+            i = st.info()
+            hits += i.hits
+            misses += i.misses
+            currsize += i.currsize
+        return CacheInfo(hits, misses, self.default_maxsize, currsize)
+
+    def clear(self) -> None:
+        """Clears every function this cache object decorated."""
+        for st in self._states:
+            st.clear()
+
+    cache_clear = clear

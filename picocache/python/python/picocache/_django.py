@@ -1,0 +1,202 @@
+"""DjangoCache's namespace: entries in ``django.core.cache.caches[alias]``.
+
+Layout (every key starts with ``picocache:<digest of the function name>``):
+
+- ``...:gen``: the function's generation, a random token. ``cache_clear()``
+  replaces it, so every older entry becomes unreachable in every process at
+  once, then deletes the old generation's keys. It is stored with no timeout;
+  if the backend loses it, a new token is made (the old entries turn into
+  misses, never stale hits).
+- ``...:<gen>:<digest of the key>``: an entry, stored as ``(key, value)`` so a
+  digest collision is a miss, with the alias's timeout (or ``timeout``).
+- ``...:<gen>:n`` and ``...:<gen>:s<i>``: the bound on ``maxsize`` across
+  processes. Every store takes a sequence number ``n`` from the atomic
+  ``incr`` of the counter, writes its key into slot ``n % maxsize`` and deletes
+  the entry that slot named. Entries are therefore the last ``maxsize``
+  stores: the bound holds in every process, and eviction is first-in,
+  first-out (a hit does not refresh an entry). ``incr`` is atomic on Redis,
+  Memcached and LocMem; on the database cache two processes may race to one
+  slot, which at worst leaves an extra entry until the next store to it.
+- ``...:lease:<digest>``: a lease taken with ``add`` (atomic on every
+  backend but the file cache), so concurrent callers compute a key once.
+
+``cache_clear()`` never calls the alias's ``clear()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from typing import Any, Callable, Optional
+
+from . import _native
+
+_LEASE_TTL = 60
+
+
+def _h(b: bytes, n: int = 16) -> str:
+    return hashlib.blake2b(b, digest_size=n).hexdigest()
+
+
+class _DjangoLease:
+    def __init__(self, cache: Any, key: str, token: str) -> None:
+        self.cache, self.key, self.token = cache, key, token
+
+    def release(self) -> None:
+        try:
+            if self.cache.get(self.key) == self.token:
+                self.cache.delete(self.key)
+        except Exception:  # noqa: BLE001 - a lease expires anyway
+            pass
+
+    def __enter__(self) -> "_DjangoLease":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def _wrap(fn: Callable) -> Callable:
+    """Turns a Django cache failure into CacheUnavailable."""
+
+    def inner(self: "DjangoNamespace", *a: Any, **kw: Any) -> Any:
+        try:
+            return fn(self, *a, **kw)
+        except _native.CacheError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise _native.CacheUnavailable(f"django cache {self.alias!r}: {e!r}") from e
+
+    return inner
+
+
+class DjangoNamespace:
+    """One function's entries in a Django cache alias."""
+
+    def __init__(self, alias: str, name: str, maxsize: Optional[int], timeout: Any, typed: bool,
+                 fallback: Callable, default: bool) -> None:
+        from django.core.cache import caches  # noqa: F401 - fail early if Django is missing
+
+        self.alias = alias
+        self.name = name
+        self.maxsize = maxsize
+        self.timeout = timeout
+        self.use_default_timeout = default
+        self.typed = typed
+        self.fallback = fallback
+        self.base = "picocache:" + _h(name.encode(), 12)
+
+    # -- helpers ----------------------------------------------------------
+    @property
+    def cache(self) -> Any:
+        from django.core.cache import caches
+
+        return caches[self.alias]
+
+    def _set(self, c: Any, k: str, v: Any) -> None:
+        if self.use_default_timeout:
+            c.set(k, v)
+        else:
+            c.set(k, v, timeout=self.timeout)
+
+    def _gen(self, c: Any) -> str:
+        gk = self.base + ":gen"
+        g = c.get(gk)
+        if g is None:
+            c.add(gk, uuid.uuid4().hex, timeout=None)
+            g = c.get(gk)
+            if g is None:  # a backend that keeps nothing (DummyCache)
+                g = "0"
+        return g
+
+    def _dkey(self, gen: str, key: bytes) -> str:
+        return f"{self.base}:{gen}:{_h(key)}"
+
+    def _slots(self, c: Any, gen: str) -> list:
+        n = c.get(f"{self.base}:{gen}:n") or 0
+        count = min(n, self.maxsize) if self.maxsize is not None else n
+        return [f"{self.base}:{gen}:s{i}" for i in range(count)]
+
+    # -- the namespace interface ------------------------------------------
+    def key(self, args: tuple, kwargs: Optional[dict] = None) -> bytes:
+        return _native.encode_call(args, kwargs, self.typed, self.fallback)
+
+    def lookup(self, args: tuple, kwargs: Optional[dict] = None) -> Optional[bytes]:
+        return self.get(self.key(args, kwargs))
+
+    @_wrap
+    def get(self, key: bytes) -> Optional[bytes]:
+        c = self.cache
+        got = c.get(self._dkey(self._gen(c), key))
+        if isinstance(got, tuple) and len(got) == 2 and got[0] == key:
+            return got[1]
+        return None
+
+    @_wrap
+    def put(self, key: bytes, value: bytes, ttl: Optional[float] = None) -> None:
+        if self.maxsize == 0:
+            return
+        c = self.cache
+        gen = self._gen(c)
+        dkey = self._dkey(gen, key)
+        if ttl is not None:
+            c.set(dkey, (key, value), timeout=ttl)
+        else:
+            self._set(c, dkey, (key, value))
+        ctr = f"{self.base}:{gen}:n"
+        c.add(ctr, 0, timeout=None)
+        try:
+            n = c.incr(ctr)
+        except ValueError:  # the counter was evicted between add and incr
+            c.add(ctr, 0, timeout=None)
+            n = c.incr(ctr)
+        slot_no = (n - 1) % self.maxsize if self.maxsize is not None else n - 1
+        slot = f"{self.base}:{gen}:s{slot_no}"
+        old = c.get(slot)
+        if old is not None and old != dkey:
+            c.delete(old)
+        c.set(slot, dkey, timeout=None)
+
+    @_wrap
+    def remove(self, key: bytes) -> bool:
+        c = self.cache
+        return bool(c.delete(self._dkey(self._gen(c), key)))
+
+    @_wrap
+    def clear(self) -> None:
+        c = self.cache
+        old = self._gen(c)
+        c.set(self.base + ":gen", uuid.uuid4().hex, timeout=None)
+        slots = self._slots(c, old)
+        if slots:
+            targets = [v for v in c.get_many(slots).values() if isinstance(v, str)]
+            c.delete_many(targets + slots + [f"{self.base}:{old}:n"])
+        else:
+            c.delete(f"{self.base}:{old}:n")
+
+    @_wrap
+    def stats(self) -> dict:
+        c = self.cache
+        slots = self._slots(c, self._gen(c))
+        entries = 0
+        if slots:
+            targets = {v for v in c.get_many(slots).values() if isinstance(v, str)}
+            if targets:
+                entries = len(c.get_many(list(targets)))
+        return {"entries": entries, "bytes": 0, "hits": 0, "misses": 0, "evictions": 0}
+
+    @_wrap
+    def lease(self, key: bytes, wait: float) -> Optional[_DjangoLease]:
+        c = self.cache
+        lk = f"{self.base}:lease:{_h(key)}"
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + wait
+        pause = 0.002
+        while True:
+            if c.add(lk, token, timeout=_LEASE_TTL):
+                return _DjangoLease(c, lk, token)
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)

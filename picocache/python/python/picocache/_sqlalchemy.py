@@ -1,0 +1,132 @@
+"""SQLAlchemyCache's pure-Python path: an ``Engine`` or a dialect the Rust
+backend does not speak. Table ``<table_name>_sa``: one row per entry, keyed by
+(function name, digest of the key); the full key is stored and compared, so a
+digest collision is a miss. A hit refreshes the entry's access time at most
+once a second (not every hit is a write); a store evicts the least recently
+used rows of that function only, in the same transaction. No cross-process
+lease on this path: concurrent processes may compute a key more than once
+(threads of one process still compute it once)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any, Callable, Optional
+
+from . import _native
+
+try:
+    import sqlalchemy as sa
+except ImportError as e:  # pragma: no cover
+    raise ImportError("SQLAlchemyCache with an Engine needs SQLAlchemy: pip install picocache[sqlalchemy]") from e
+
+
+def _unavailable(fn: Callable) -> Callable:
+    def inner(*a: Any, **kw: Any) -> Any:
+        try:
+            return fn(*a, **kw)
+        except sa.exc.SQLAlchemyError as e:
+            raise _native.CacheUnavailable(f"sqlalchemy: {e}") from e
+
+    return inner
+
+
+class SAStore:
+    def __init__(self, engine: Any, table: str) -> None:
+        self.engine = engine
+        md = sa.MetaData()
+        self.table = sa.Table(
+            table, md,
+            sa.Column("ns", sa.String(255), primary_key=True),
+            sa.Column("kh", sa.String(64), primary_key=True),
+            sa.Column("k", sa.LargeBinary(), nullable=False),
+            sa.Column("v", sa.LargeBinary(), nullable=False),
+            sa.Column("atime", sa.BigInteger(), nullable=False),
+            sa.Column("expires", sa.Float(), nullable=True),
+        )
+        sa.Index(f"{table}_lru", self.table.c.ns, self.table.c.atime)
+        try:
+            md.create_all(engine, checkfirst=True)
+        except sa.exc.SQLAlchemyError as e:
+            raise _native.CacheUnavailable(f"sqlalchemy: {e}") from e
+
+    def namespace(self, name: str, maxsize: Optional[int], ttl: Optional[float], typed: bool,
+                  fallback: Callable) -> "SANamespace":
+        return SANamespace(self, name, maxsize, ttl, typed, fallback)
+
+
+class SANamespace:
+    def __init__(self, store: SAStore, name: str, maxsize: Optional[int], ttl: Optional[float], typed: bool,
+                 fallback: Callable) -> None:
+        self.store, self.name, self.maxsize, self.ttl = store, name, maxsize, ttl
+        self.typed, self.fallback = typed, fallback
+        self.t = store.table
+
+    def key(self, args: tuple, kwargs: Optional[dict] = None) -> bytes:
+        return _native.encode_call(args, kwargs, self.typed, self.fallback)
+
+    def lookup(self, args: tuple, kwargs: Optional[dict] = None) -> Optional[bytes]:
+        return self.get(self.key(args, kwargs))
+
+    @staticmethod
+    def _kh(key: bytes) -> str:
+        return hashlib.blake2b(key, digest_size=32).hexdigest()
+
+    @_unavailable
+    def get(self, key: bytes) -> Optional[bytes]:
+        t, kh = self.t, self._kh(key)
+        with self.store.engine.connect() as conn:
+            row = conn.execute(sa.select(t.c.k, t.c.v, t.c.atime, t.c.expires)
+                               .where(t.c.ns == self.name, t.c.kh == kh)).first()
+        if row is None or bytes(row[0]) != key:
+            return None
+        now = time.time()
+        if row[3] is not None and row[3] <= now:
+            self.remove(key)
+            return None
+        if time.time_ns() - row[2] > 1_000_000_000:
+            with self.store.engine.begin() as conn:
+                conn.execute(sa.update(t).where(t.c.ns == self.name, t.c.kh == kh)
+                             .values(atime=time.time_ns()))
+        return bytes(row[1])
+
+    @_unavailable
+    def put(self, key: bytes, value: bytes, ttl: Optional[float] = None) -> None:
+        if self.maxsize == 0:
+            return
+        t, kh = self.t, self._kh(key)
+        ttl = ttl if ttl is not None else self.ttl
+        expires = time.time() + ttl if ttl is not None else None
+        with self.store.engine.begin() as conn:
+            conn.execute(sa.delete(t).where(t.c.ns == self.name, t.c.kh == kh))
+            conn.execute(sa.insert(t).values(ns=self.name, kh=kh, k=key, v=value, atime=time.time_ns(),
+                                             expires=expires))
+            if self.maxsize is not None:
+                n = conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.ns == self.name)).scalar()
+                if n > self.maxsize:
+                    old = [r[0] for r in conn.execute(
+                        sa.select(t.c.kh).where(t.c.ns == self.name).order_by(t.c.atime.asc())
+                        .limit(n - self.maxsize))]
+                    conn.execute(sa.delete(t).where(t.c.ns == self.name, t.c.kh.in_(old)))
+
+    @_unavailable
+    def remove(self, key: bytes) -> bool:
+        with self.store.engine.begin() as conn:
+            r = conn.execute(sa.delete(self.t).where(self.t.c.ns == self.name, self.t.c.kh == self._kh(key)))
+            return bool(r.rowcount)
+
+    @_unavailable
+    def clear(self) -> None:
+        with self.store.engine.begin() as conn:
+            conn.execute(sa.delete(self.t).where(self.t.c.ns == self.name))
+
+    @_unavailable
+    def stats(self) -> dict:
+        t = self.t
+        with self.store.engine.connect() as conn:
+            n = conn.execute(sa.select(sa.func.count()).select_from(t).where(
+                t.c.ns == self.name, sa.or_(t.c.expires.is_(None), t.c.expires > time.time()))).scalar()
+        return {"entries": int(n or 0), "bytes": 0, "hits": 0, "misses": 0, "evictions": 0}
+
+    def lease(self, key: bytes, wait: float) -> None:
+        return None
