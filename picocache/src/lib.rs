@@ -16,6 +16,7 @@
 pub mod backend;
 mod error;
 pub mod local;
+pub mod memo;
 mod open;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -27,6 +28,11 @@ pub use self::redis::{RedisBackend, RedisOptions};
 pub use backend::{Backend, Lease, Limits, Namespace, Stats};
 pub use error::{BoxError, Error, Result};
 pub use local::LocalBackend;
+pub use memo::{CacheInfo, Memo, MemoBuilder};
+/// Memoizes a function persistently; see the [`memo`] module for the
+/// behaviour and [its section on the attribute](memo#the-memoize-attribute)
+/// for the options.
+pub use picocache_macros::memoize;
 pub use open::open;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub use sql::{SqlBackend, SqlOptions};

@@ -1,1 +1,302 @@
-//! The `#[memoize]` attribute macro of PicoCache (work in progress).
+//! The `#[memoize]` attribute macro of PicoCache. Use it through the
+//! `picocache` crate (`#[picocache::memoize]`), which documents it.
+//!
+//! The macro is a thin front end: it checks the function and its options and
+//! generates a wrapper that calls `picocache::Memo`, where every behaviour
+//! lives.
+
+use darling::ast::NestedMeta;
+use darling::FromMeta;
+use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as TokenStream2};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Error, Expr, FnArg, GenericParam, ItemFn, Lit, Pat, ReturnType, Type};
+
+/// `maxsize = 256`, `maxsize = None` (unlimited) or `maxsize = 0`.
+#[derive(Debug, Clone, Copy)]
+struct MaxSize(Option<u64>);
+
+impl FromMeta for MaxSize {
+    fn from_expr(expr: &Expr) -> darling::Result<Self> {
+        match expr {
+            Expr::Lit(l) => Self::from_value(&l.lit),
+            Expr::Path(p) if p.path.is_ident("None") => Ok(MaxSize(None)),
+            Expr::Group(g) => Self::from_expr(&g.expr),
+            _ => Err(darling::Error::custom(
+                "expected an entry count (`maxsize = 256`) or `maxsize = None` for unlimited",
+            )
+            .with_span(expr)),
+        }
+    }
+
+    fn from_value(lit: &Lit) -> darling::Result<Self> {
+        match lit {
+            Lit::Int(i) => Ok(MaxSize(Some(i.base10_parse::<u64>()?))),
+            _ => Err(darling::Error::custom(
+                "expected an entry count (`maxsize = 256`) or `maxsize = None` for unlimited",
+            )
+            .with_span(lit)),
+        }
+    }
+}
+
+/// `version = "2"` or `version = 2`.
+#[derive(Debug, Clone)]
+struct Version(String);
+
+impl FromMeta for Version {
+    fn from_value(lit: &Lit) -> darling::Result<Self> {
+        match lit {
+            Lit::Str(s) => Ok(Version(s.value())),
+            Lit::Int(i) => Ok(Version(i.base10_digits().to_owned())),
+            _ => Err(
+                darling::Error::custom("expected `version = \"2\"` or `version = 2`")
+                    .with_span(lit),
+            ),
+        }
+    }
+}
+
+/// The options of `#[memoize(...)]`.
+#[derive(Debug, Default, FromMeta)]
+struct Options {
+    /// Most entries (default 128; `None`: unlimited; 0: no caching).
+    maxsize: Option<MaxSize>,
+    /// Time to live in seconds.
+    ttl_secs: Option<u64>,
+    /// Time to live in milliseconds.
+    ttl_ms: Option<u64>,
+    /// Invalidates old entries when changed.
+    version: Option<Version>,
+    /// Replaces `module_path!()::function` as the identity.
+    name: Option<String>,
+    /// A local store path or backend URL.
+    path: Option<String>,
+    /// An expression giving an `Arc<dyn picocache::Backend>`.
+    backend: Option<Expr>,
+    /// Cache failures are errors: the function returns `picocache::Result<T>`.
+    #[darling(default)]
+    strict: bool,
+    /// Seconds to wait for another process computing the same arguments.
+    lease_timeout_secs: Option<u64>,
+}
+
+/// Memoizes a function persistently. See `picocache::memoize`.
+#[proc_macro_attribute]
+pub fn memoize(attr: TokenStream, item: TokenStream) -> TokenStream {
+    match expand(attr.into(), item.clone().into()) {
+        Ok(ts) => ts.into(),
+        Err(e) => {
+            // Keep the function so that its callers do not add errors of
+            // their own, and show ours.
+            let mut out: TokenStream2 = e;
+            out.extend(TokenStream2::from(item));
+            out.into()
+        }
+    }
+}
+
+fn expand(attr: TokenStream2, item: TokenStream2) -> Result<TokenStream2, TokenStream2> {
+    let metas = NestedMeta::parse_meta_list(attr).map_err(|e| e.to_compile_error())?;
+    let opts = Options::from_list(&metas).map_err(|e| e.write_errors())?;
+    let func: ItemFn = syn::parse2(item).map_err(|e| e.to_compile_error())?;
+    check(&func, &opts).map_err(|e| e.to_compile_error())?;
+    Ok(generate(&func, &opts))
+}
+
+/// Rejects what the wrapper cannot support, with a message that says why.
+fn check(func: &ItemFn, opts: &Options) -> Result<(), Error> {
+    let sig = &func.sig;
+    let mut errors: Option<Error> = None;
+    let mut push = |e: Error| match &mut errors {
+        Some(all) => all.combine(e),
+        None => errors = Some(e),
+    };
+    if let Some(a) = &sig.asyncness {
+        push(Error::new(
+            a.span(),
+            "#[memoize] does not support async fn: memoize a synchronous function, \
+             or use picocache::Memo from inside the async code",
+        ));
+    }
+    if let Some(c) = &sig.constness {
+        push(Error::new(c.span(), "#[memoize] cannot memoize a const fn"));
+    }
+    if let Some(v) = &sig.variadic {
+        push(Error::new(
+            v.span(),
+            "#[memoize] does not support variadic functions",
+        ));
+    }
+    for g in &sig.generics.params {
+        match g {
+            GenericParam::Lifetime(_) => {}
+            GenericParam::Type(_) | GenericParam::Const(_) => push(Error::new(
+                g.span(),
+                "#[memoize] does not support generic functions (every instantiation would \
+                 share one cache); use picocache::Memo with a name per type instead",
+            )),
+        }
+    }
+    if let ReturnType::Default = sig.output {
+        push(Error::new(
+            sig.ident.span(),
+            "#[memoize] needs a function that returns a value: add a return type \
+             (`-> T` with T: Serialize + DeserializeOwned)",
+        ));
+    }
+    if let ReturnType::Type(_, ty) = &sig.output {
+        if let Type::ImplTrait(_) = **ty {
+            push(Error::new(
+                ty.span(),
+                "#[memoize] cannot store an `impl Trait` result: return a concrete type",
+            ));
+        }
+    }
+    for arg in &sig.inputs {
+        match arg {
+            FnArg::Receiver(r) => push(Error::new(
+                r.span(),
+                "#[memoize] does not support methods (`self` arguments): memoize a free \
+                 function that takes the fields it needs",
+            )),
+            FnArg::Typed(pt) => {
+                match &*pt.pat {
+                    Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => {}
+                    p => push(Error::new(
+                        p.span(),
+                        "#[memoize] needs each argument to be a plain name (`x: T` or \
+                         `mut x: T`), not a pattern",
+                    )),
+                }
+                if let Type::ImplTrait(_) = &*pt.ty {
+                    push(Error::new(
+                        pt.ty.span(),
+                        "#[memoize] does not support `impl Trait` arguments: use a concrete \
+                         type that implements Serialize",
+                    ));
+                }
+            }
+        }
+    }
+    if opts.ttl_secs.is_some() && opts.ttl_ms.is_some() {
+        push(Error::new(
+            Span::call_site(),
+            "give `ttl_secs` or `ttl_ms`, not both",
+        ));
+    }
+    if opts.path.is_some() && opts.backend.is_some() {
+        push(Error::new(
+            Span::call_site(),
+            "give `path` or `backend`, not both",
+        ));
+    }
+    match errors {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn generate(func: &ItemFn, opts: &Options) -> TokenStream2 {
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = func;
+    let ident = &sig.ident;
+    let accessor = format_ident!("{}_cache", ident);
+    let ret = match &sig.output {
+        ReturnType::Type(_, ty) => ty.as_ref().clone(),
+        ReturnType::Default => syn::parse_quote!(()),
+    };
+
+    let mut names = Vec::new();
+    let mut pats = Vec::new();
+    for arg in &sig.inputs {
+        if let FnArg::Typed(pt) = arg {
+            if let Pat::Ident(pi) = &*pt.pat {
+                let name = &pi.ident;
+                names.push(quote!(#name));
+                let m = &pi.mutability;
+                pats.push(quote!(#m #name));
+            }
+        }
+    }
+
+    let name = match &opts.name {
+        Some(n) => quote!(#n),
+        None => {
+            let s = ident.to_string();
+            quote!(::std::concat!(::std::module_path!(), "::", #s))
+        }
+    };
+    let mut builder = quote!(::picocache::Memo::builder(#name));
+    if let Some(MaxSize(m)) = opts.maxsize {
+        let m = match m {
+            Some(n) => quote!(::std::option::Option::Some(#n)),
+            None => quote!(::std::option::Option::None),
+        };
+        builder.extend(quote!(.maxsize(#m)));
+    }
+    if let Some(s) = opts.ttl_secs {
+        builder.extend(
+            quote!(.ttl(::std::option::Option::Some(::std::time::Duration::from_secs(#s)))),
+        );
+    }
+    if let Some(ms) = opts.ttl_ms {
+        builder.extend(
+            quote!(.ttl(::std::option::Option::Some(::std::time::Duration::from_millis(#ms)))),
+        );
+    }
+    if let Some(Version(v)) = &opts.version {
+        builder.extend(quote!(.version(#v)));
+    }
+    if let Some(p) = &opts.path {
+        builder.extend(quote!(.url(#p)));
+    }
+    if let Some(b) = &opts.backend {
+        builder.extend(quote_spanned!(b.span()=> .backend(#b)));
+    }
+    if opts.strict {
+        builder.extend(quote!(.strict(true)));
+    }
+    if let Some(s) = opts.lease_timeout_secs {
+        builder.extend(quote!(.lease_timeout(::std::time::Duration::from_secs(#s))));
+    }
+
+    let mut outer_sig = sig.clone();
+    // The wrapper's arguments are plain bindings; `mut` belongs to the body.
+    for arg in outer_sig.inputs.iter_mut() {
+        if let FnArg::Typed(pt) = arg {
+            if let Pat::Ident(pi) = &mut *pt.pat {
+                pi.mutability = None;
+            }
+        }
+    }
+    let call = if opts.strict {
+        outer_sig.output = syn::parse_quote!(-> ::picocache::Result<#ret>);
+        quote!(try_call)
+    } else {
+        quote!(call)
+    };
+    let doc = format!(
+        "The cache of [`{ident}`] (a [`picocache::Memo`]): `cache_info()`, `cache_clear()`."
+    );
+
+    quote! {
+        #(#attrs)*
+        #vis #outer_sig {
+            #accessor().#call((#(#names,)*), move |(#(#pats,)*)| -> #ret #block)
+        }
+
+        #[doc = #doc]
+        #[allow(dead_code)]
+        #vis fn #accessor() -> &'static ::picocache::Memo {
+            static MEMO: ::std::sync::LazyLock<::picocache::Memo> =
+                ::std::sync::LazyLock::new(|| #builder.build());
+            &MEMO
+        }
+    }
+}

@@ -1,0 +1,735 @@
+//! Memoization: the plain API underneath [`#[memoize]`](crate::memoize).
+//!
+//! A [`Memo`] is the cache of one function. It keeps the function's results
+//! in one namespace of a [`Backend`] (by default the local store at
+//! [`local::default_path()`](crate::local::default_path)), so they survive
+//! restarts and are shared by every thread and process that uses the store.
+//!
+//! ```
+//! use picocache::{LocalBackend, Memo};
+//! use std::sync::Arc;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let memo = Memo::builder("docs::add")
+//!     .maxsize(Some(1000))
+//!     .backend(Arc::new(LocalBackend::open(dir.path())?))
+//!     .build();
+//! let add = |a: u64, b: u64| memo.call((a, b), |(a, b)| a + b);
+//! assert_eq!(add(2, 3), 5); // computed
+//! assert_eq!(add(2, 3), 5); // read from the store
+//! let info = memo.cache_info();
+//! assert_eq!((info.hits, info.misses, info.currsize), (1, 1, 1));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Keys, values and identity
+//!
+//! The key of a call is its arguments encoded with serde + bincode; the value
+//! is the result encoded the same way. The function's identity (its name,
+//! normally `module_path!()::function`, plus `@version` if a version is set)
+//! is the namespace name, so two functions never share entries and
+//! [`Memo::cache_clear`] clears only its own function. Names longer than the
+//! 232 bytes a namespace name may have are shortened, with a hash of the full
+//! name appended. Changing `version` starts from an empty namespace; the old
+//! version's entries stay in their own namespace until it is cleared
+//! (`picocache clear PATH NAMESPACE`).
+//!
+//! # Concurrency
+//!
+//! Concurrent calls with the same arguments compute once: in this process
+//! the first caller computes while the others wait for it and then read the
+//! stored result (counted as hits); across processes a caller that missed
+//! takes the key's lease ([`Namespace::lease`]) before computing, and a caller
+//! that finds the lease taken waits for it (up to
+//! [`MemoBuilder::lease_timeout`]) and looks again. No lock is held while the
+//! function runs, so calls with different arguments run in parallel, and a
+//! recursive memoized function (fib) works.
+//!
+//! # Failures
+//!
+//! A cache failure (an I/O error, a store that cannot be opened, an entry that
+//! no longer decodes because the result type changed) never breaks a call:
+//! the function runs and its value is returned, and the failure is logged
+//! with the `log` crate (at most once a second per function). In **strict
+//! mode** ([`MemoBuilder::strict`]) a failure is an error instead:
+//! [`Memo::try_call`] returns it (the `#[memoize(strict)]` function returns
+//! `Result<T, picocache::Error>`), and [`Memo::call`] panics with it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+use bincode::Options;
+use parking_lot::{Condvar, Mutex};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::backend::{Backend, Limits, Namespace};
+use crate::local::LocalBackend;
+use crate::{Error, Result};
+
+/// The longest namespace name the stores accept.
+const MAX_NAME_LEN: usize = picocache_engine::format::MAX_NAME_LEN;
+/// How long a failure to open the store is remembered before trying again.
+const REOPEN_AFTER: Duration = Duration::from_secs(1);
+/// In-flight map shards.
+const SHARDS: usize = 16;
+
+/// Statistics of a memoized function, like Python's `functools` `CacheInfo`.
+///
+/// `hits` and `misses` are counted by the store, so they include the calls of
+/// every process that uses it, and [`Memo::cache_clear`] resets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+pub struct CacheInfo {
+    /// Calls answered from the cache.
+    pub hits: u64,
+    /// Calls that ran the function.
+    pub misses: u64,
+    /// The most entries kept (`None`: unlimited).
+    pub maxsize: Option<u64>,
+    /// Entries currently held.
+    pub currsize: u64,
+}
+
+/// Where a [`Memo`] keeps its entries.
+enum Source {
+    /// The process-wide local store at the default path.
+    Default,
+    /// A backend URL or a local path (see [`crate::open()`]), opened once per
+    /// process and shared by every `Memo` that names it.
+    Url(String),
+    /// A backend given by the caller.
+    Backend(Arc<dyn Backend>),
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("Default"),
+            Source::Url(u) => write!(f, "Url({u:?})"),
+            Source::Backend(b) => write!(f, "Backend({})", b.kind()),
+        }
+    }
+}
+
+/// Backends opened by URL (and the default one), shared in this process.
+fn shared_backends() -> &'static Mutex<HashMap<String, Arc<dyn Backend>>> {
+    static BACKENDS: OnceLock<Mutex<HashMap<String, Arc<dyn Backend>>>> = OnceLock::new();
+    BACKENDS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The process-wide default backend: the local store at
+/// [`local::default_path()`](crate::local::default_path), opened on first use
+/// and shared by every [`Memo`] that does not name another backend.
+pub fn default_backend() -> Result<Arc<dyn Backend>> {
+    let path = crate::local::default_path();
+    let key = format!("local://{}", path.display());
+    let mut map = shared_backends().lock();
+    if let Some(b) = map.get(&key) {
+        return Ok(b.clone());
+    }
+    let b: Arc<dyn Backend> = Arc::new(LocalBackend::open(&path)?);
+    map.insert(key, b.clone());
+    Ok(b)
+}
+
+fn backend_for_url(url: &str) -> Result<Arc<dyn Backend>> {
+    let mut map = shared_backends().lock();
+    if let Some(b) = map.get(url) {
+        return Ok(b.clone());
+    }
+    let b = crate::open(url)?;
+    map.insert(url.to_owned(), b.clone());
+    Ok(b)
+}
+
+/// The namespace name of a function: `name`, plus `@version`; shortened with
+/// a hash of the whole name when longer than a namespace name may be.
+pub fn namespace_name(name: &str, version: Option<&str>) -> String {
+    let full = match version {
+        Some(v) => format!("{name}@{v}"),
+        None => name.to_owned(),
+    };
+    if full.len() <= MAX_NAME_LEN {
+        return full;
+    }
+    let hash = format!("~{:016x}", xxhash_rust::xxh3::xxh3_64(full.as_bytes()));
+    let mut cut = MAX_NAME_LEN - hash.len();
+    while !full.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{hash}", &full[..cut])
+}
+
+fn codec() -> impl Options {
+    bincode::DefaultOptions::new()
+}
+
+/// Encodes arguments or a result the way [`Memo`] stores them (bincode,
+/// variable-length integers).
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    Ok(codec().serialize(value)?)
+}
+
+/// Decodes a stored value; every byte must be used.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    Ok(codec()
+        .with_limit(bytes.len() as u64)
+        .reject_trailing_bytes()
+        .deserialize(bytes)?)
+}
+
+/// Options of a [`Memo`]; made by [`Memo::builder`].
+#[derive(Debug)]
+#[must_use]
+pub struct MemoBuilder {
+    name: String,
+    version: Option<String>,
+    limits: Limits,
+    strict: bool,
+    lease_timeout: Duration,
+    source: Source,
+}
+
+impl MemoBuilder {
+    /// The most entries kept, least recently used evicted first (`None`:
+    /// unlimited; `Some(0)`: nothing is cached, every call is a miss). The
+    /// default is 128, like `functools.lru_cache`.
+    pub fn maxsize(mut self, maxsize: Option<u64>) -> Self {
+        self.limits.maxsize = maxsize;
+        self
+    }
+
+    /// The most bytes kept (where the backend supports it; `None`: unlimited,
+    /// the default).
+    pub fn max_bytes(mut self, max_bytes: Option<u64>) -> Self {
+        self.limits.max_bytes = max_bytes;
+        self
+    }
+
+    /// How long an entry lives (`None`: until evicted, the default).
+    pub fn ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.limits.ttl = ttl;
+        self
+    }
+
+    /// A version: changing it makes the function start from an empty cache
+    /// (use it when the function's meaning or result type changes).
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// Replaces the function's name (the identity its entries are kept under).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Strict mode: cache failures are errors instead of log messages.
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
+    }
+
+    /// How long a caller waits for another process computing the same key
+    /// before computing it too (default 60 s).
+    pub fn lease_timeout(mut self, wait: Duration) -> Self {
+        self.lease_timeout = wait;
+        self
+    }
+
+    /// Keeps the entries in `backend`.
+    pub fn backend(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.source = Source::Backend(backend);
+        self
+    }
+
+    /// Keeps the entries in the backend `url` names (a local path, or any URL
+    /// [`crate::open()`] accepts). The backend is opened on first use and
+    /// shared by every `Memo` of this process that names the same URL.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.source = Source::Url(url.into());
+        self
+    }
+
+    /// Keeps the entries in the process-wide default local store (the
+    /// default).
+    pub fn default_backend(mut self) -> Self {
+        self.source = Source::Default;
+        self
+    }
+
+    /// The memoizer. Nothing is opened until the first call.
+    pub fn build(self) -> Memo {
+        Memo {
+            ns_name: namespace_name(&self.name, self.version.as_deref()),
+            limits: self.limits,
+            strict: self.strict,
+            lease_timeout: self.lease_timeout,
+            source: self.source,
+            ns: OnceLock::new(),
+            open_state: Mutex::new(OpenState::default()),
+            flights: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            warned: Mutex::new(WarnState::default()),
+        }
+    }
+}
+
+#[derive(Default)]
+struct OpenState {
+    failed_at: Option<Instant>,
+    last_error: String,
+}
+
+#[derive(Default)]
+struct WarnState {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+/// How an in-process computation ended.
+#[derive(Clone)]
+enum Outcome {
+    /// The encoded result.
+    Value(Arc<Vec<u8>>),
+    /// The computing caller panicked or failed; waiters try again.
+    Failed,
+}
+
+/// One in-process computation of a key, which other callers wait for.
+struct Flight {
+    owner: ThreadId,
+    outcome: Mutex<Option<Outcome>>,
+    cv: Condvar,
+}
+
+impl Flight {
+    fn wait(&self) -> Outcome {
+        let mut o = self.outcome.lock();
+        loop {
+            if let Some(o) = &*o {
+                return o.clone();
+            }
+            self.cv.wait(&mut o);
+        }
+    }
+}
+
+type Shard = Mutex<HashMap<Vec<u8>, Arc<Flight>>>;
+
+/// The leader's hold on a flight: completing it (or dropping it, on a panic)
+/// removes it from the map and wakes the waiters.
+struct FlightGuard<'a> {
+    shard: &'a Shard,
+    key: &'a [u8],
+    flight: Arc<Flight>,
+    done: bool,
+}
+
+impl FlightGuard<'_> {
+    fn complete(mut self, outcome: Outcome) {
+        self.finish(outcome);
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.shard.lock().remove(self.key);
+        *self.flight.outcome.lock() = Some(outcome);
+        self.flight.cv.notify_all();
+    }
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        self.finish(Outcome::Failed);
+    }
+}
+
+enum Role<'a> {
+    Leader(FlightGuard<'a>),
+    Waiter(Arc<Flight>),
+    /// This thread is already computing the key (the function calls itself
+    /// with the same arguments): run without the cache.
+    Reentrant,
+}
+
+/// The cache of one memoized function. See the [module docs](self).
+///
+/// A `Memo` is `Send + Sync`; keep one per function (the macro keeps it in a
+/// `static`) so that concurrent callers share its in-flight table.
+pub struct Memo {
+    ns_name: String,
+    limits: Limits,
+    strict: bool,
+    lease_timeout: Duration,
+    source: Source,
+    ns: OnceLock<Arc<dyn Namespace>>,
+    open_state: Mutex<OpenState>,
+    flights: [Shard; SHARDS],
+    warned: Mutex<WarnState>,
+}
+
+impl fmt::Debug for Memo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Memo")
+            .field("namespace", &self.ns_name)
+            .field("limits", &self.limits)
+            .field("strict", &self.strict)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl Memo {
+    /// Options for the memoizer of the function called `name` (by convention
+    /// `concat!(module_path!(), "::", "function")`, which is what
+    /// `#[memoize]` uses). Defaults: maxsize 128, no TTL, no version,
+    /// not strict, the default local store.
+    pub fn builder(name: impl Into<String>) -> MemoBuilder {
+        MemoBuilder {
+            name: name.into(),
+            version: None,
+            limits: Limits::maxsize(Some(128)),
+            strict: false,
+            lease_timeout: Duration::from_secs(60),
+            source: Source::Default,
+        }
+    }
+
+    /// The namespace the entries are kept in.
+    pub fn namespace_name(&self) -> &str {
+        &self.ns_name
+    }
+
+    /// The most entries kept (`None`: unlimited).
+    pub fn maxsize(&self) -> Option<u64> {
+        self.limits.maxsize
+    }
+
+    /// Whether cache failures are errors.
+    pub fn is_strict(&self) -> bool {
+        self.strict
+    }
+
+    /// The namespace, opened on first use. A failure to open is remembered
+    /// for a second, so a broken store does not cost an open per call.
+    pub fn namespace(&self) -> Result<&Arc<dyn Namespace>> {
+        if let Some(ns) = self.ns.get() {
+            return Ok(ns);
+        }
+        let mut st = self.open_state.lock();
+        if let Some(ns) = self.ns.get() {
+            return Ok(ns);
+        }
+        if let Some(at) = st.failed_at {
+            if at.elapsed() < REOPEN_AFTER {
+                return Err(Error::Unavailable {
+                    backend: "picocache",
+                    source: format!(
+                        "opening the store of {} failed (retrying shortly): {}",
+                        self.ns_name, st.last_error
+                    )
+                    .into(),
+                });
+            }
+        }
+        let opened = match &self.source {
+            Source::Default => default_backend(),
+            Source::Url(url) => backend_for_url(url),
+            Source::Backend(b) => Ok(b.clone()),
+        }
+        .and_then(|b| b.namespace(&self.ns_name, self.limits));
+        match opened {
+            Ok(ns) => {
+                st.failed_at = None;
+                Ok(self.ns.get_or_init(|| ns))
+            }
+            Err(e) => {
+                st.failed_at = Some(Instant::now());
+                st.last_error = e.to_string();
+                Err(e)
+            }
+        }
+    }
+
+    /// Handles a cache failure: an error in strict mode, else a log message
+    /// (at most one a second, with a count of the ones left out).
+    fn failed(&self, e: Error, what: &str) -> Result<()> {
+        if self.strict {
+            return Err(e);
+        }
+        let mut w = self.warned.lock();
+        if w.last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            w.suppressed += 1;
+            return Ok(());
+        }
+        let more = std::mem::take(&mut w.suppressed);
+        w.last = Some(Instant::now());
+        drop(w);
+        if more > 0 {
+            log::warn!(
+                "picocache: {what} failed for {}: {e} ({more} similar failures not logged); \
+                 the function's own result is used",
+                self.ns_name
+            );
+        } else {
+            log::warn!(
+                "picocache: {what} failed for {}: {e}; the function's own result is used",
+                self.ns_name
+            );
+        }
+        Ok(())
+    }
+
+    /// `f(args)`, from the cache when `args` were seen before.
+    ///
+    /// Never fails: a cache failure is logged and `f` runs. In strict mode it
+    /// panics on a cache failure instead; use [`Memo::try_call`] there.
+    ///
+    /// # Panics
+    /// In strict mode, when the cache fails.
+    pub fn call<A, R, F>(&self, args: A, f: F) -> R
+    where
+        A: Serialize,
+        R: Serialize + DeserializeOwned,
+        F: FnOnce(A) -> R,
+    {
+        match self.try_call(args, f) {
+            Ok(r) => r,
+            Err(e) => panic!("picocache (strict mode): {e}"),
+        }
+    }
+
+    /// `f(args)`, from the cache when `args` were seen before. Returns an
+    /// error only in strict mode, when the cache fails (the function's value
+    /// is then lost; it has run if the failure came after the lookup).
+    pub fn try_call<A, R, F>(&self, args: A, f: F) -> Result<R>
+    where
+        A: Serialize,
+        R: Serialize + DeserializeOwned,
+        F: FnOnce(A) -> R,
+    {
+        let key = match encode(&args) {
+            Ok(k) => k,
+            Err(e) => {
+                self.failed(e, "encoding the arguments")?;
+                return Ok(f(args));
+            }
+        };
+        let ns = match self.namespace() {
+            Ok(ns) => ns,
+            Err(e) => {
+                self.failed(e, "opening the cache")?;
+                return Ok(f(args));
+            }
+        };
+        if self.limits.maxsize == Some(0) {
+            // Nothing is cached; the lookup counts the miss.
+            if let Err(e) = ns.get(&key) {
+                self.failed(e, "reading the cache")?;
+            }
+            return Ok(f(args));
+        }
+        loop {
+            let flight = match self.join(&key) {
+                Role::Leader(guard) => return self.lead(ns.as_ref(), &key, guard, args, f),
+                Role::Waiter(flight) => flight,
+                Role::Reentrant => return Ok(f(args)),
+            };
+            if let Outcome::Value(bytes) = flight.wait() {
+                // Read the stored result, as a hit.
+                match ns.get(&key) {
+                    Ok(Some(v)) => match decode(&v) {
+                        Ok(r) => return Ok(r),
+                        Err(e) => self.failed(e, "decoding a cached value")?,
+                    },
+                    Ok(None) => {}
+                    Err(e) => self.failed(e, "reading the cache")?,
+                }
+                // Not stored (evicted already, or the store failed): use the
+                // value the computing caller handed over.
+                if let Ok(r) = decode(&bytes) {
+                    return Ok(r);
+                }
+            }
+            // The computing caller failed: try again (maybe leading now).
+        }
+    }
+
+    /// Joins the in-process computation of `key`, or starts one.
+    fn join<'a>(&'a self, key: &'a [u8]) -> Role<'a> {
+        let h = xxhash_rust::xxh3::xxh3_64(key) as usize;
+        let shard = &self.flights[h % SHARDS];
+        let mut map = shard.lock();
+        if let Some(f) = map.get(key) {
+            if f.owner == std::thread::current().id() {
+                return Role::Reentrant;
+            }
+            return Role::Waiter(f.clone());
+        }
+        let flight = Arc::new(Flight {
+            owner: std::thread::current().id(),
+            outcome: Mutex::new(None),
+            cv: Condvar::new(),
+        });
+        map.insert(key.to_vec(), flight.clone());
+        Role::Leader(FlightGuard {
+            shard,
+            key,
+            flight,
+            done: false,
+        })
+    }
+
+    /// The leader's part: look up, take the lease, compute, store.
+    fn lead<A, R, F>(
+        &self,
+        ns: &dyn Namespace,
+        key: &[u8],
+        guard: FlightGuard<'_>,
+        args: A,
+        f: F,
+    ) -> Result<R>
+    where
+        R: Serialize + DeserializeOwned,
+        F: FnOnce(A) -> R,
+    {
+        let mut usable = true;
+        match ns.get(key) {
+            Ok(Some(bytes)) => match decode::<R>(&bytes) {
+                Ok(r) => {
+                    guard.complete(Outcome::Value(Arc::new(bytes)));
+                    return Ok(r);
+                }
+                Err(e) => self.failed(e, "decoding a cached value")?,
+            },
+            Ok(None) => {}
+            Err(e) => {
+                self.failed(e, "reading the cache")?;
+                usable = false;
+            }
+        }
+        let lease = if usable {
+            self.lease(ns, key)?
+        } else {
+            Lease::None
+        };
+        let lease = match lease {
+            Lease::Found(r, bytes) => {
+                guard.complete(Outcome::Value(Arc::new(bytes)));
+                return Ok(r);
+            }
+            Lease::Held(l) => Some(l),
+            Lease::None => None,
+        };
+        let r = f(args);
+        let bytes = match encode(&r) {
+            Ok(b) => Arc::new(b),
+            Err(e) => {
+                drop(lease);
+                self.failed(e, "encoding the result")?;
+                return Ok(r);
+            }
+        };
+        let stored = if usable {
+            ns.put(key, &bytes, None)
+        } else {
+            Ok(())
+        };
+        drop(lease);
+        guard.complete(Outcome::Value(bytes));
+        if let Err(e) = stored {
+            self.failed(e, "storing the result")?;
+        }
+        Ok(r)
+    }
+
+    /// Takes the key's lease after a miss. If another process holds it, waits
+    /// for it and looks again: that process has probably stored the value.
+    fn lease<R: DeserializeOwned>(&self, ns: &dyn Namespace, key: &[u8]) -> Result<Lease<R>> {
+        match ns.lease(key, Duration::ZERO) {
+            Ok(Some(l)) => return Ok(Lease::Held(l)),
+            Ok(None) => {}
+            Err(e) => {
+                self.failed(e, "taking the lease")?;
+                return Ok(Lease::None);
+            }
+        }
+        let l = match ns.lease(key, self.lease_timeout) {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                log::warn!(
+                    "picocache: {} waited {:?} for another process computing the same \
+                     arguments; computing them here too",
+                    self.ns_name,
+                    self.lease_timeout
+                );
+                return Ok(Lease::None);
+            }
+            Err(e) => {
+                self.failed(e, "taking the lease")?;
+                return Ok(Lease::None);
+            }
+        };
+        match ns.get(key) {
+            Ok(Some(bytes)) => match decode::<R>(&bytes) {
+                Ok(r) => return Ok(Lease::Found(r, bytes)),
+                Err(e) => self.failed(e, "decoding a cached value")?,
+            },
+            Ok(None) => {}
+            Err(e) => self.failed(e, "reading the cache")?,
+        }
+        Ok(Lease::Held(l))
+    }
+
+    /// The function's statistics (zeros and a log message if the store
+    /// fails).
+    pub fn cache_info(&self) -> CacheInfo {
+        self.try_cache_info().unwrap_or_else(|e| {
+            log::warn!("picocache: cache_info failed for {}: {e}", self.ns_name);
+            CacheInfo {
+                maxsize: self.limits.maxsize,
+                ..CacheInfo::default()
+            }
+        })
+    }
+
+    /// The function's statistics.
+    pub fn try_cache_info(&self) -> Result<CacheInfo> {
+        let s = self.namespace()?.stats()?;
+        Ok(CacheInfo {
+            hits: s.hits,
+            misses: s.misses,
+            maxsize: self.limits.maxsize,
+            currsize: s.entries,
+        })
+    }
+
+    /// Removes every entry of this function (in every process) and resets its
+    /// counters; other functions' entries stay. A failure is logged.
+    pub fn cache_clear(&self) {
+        if let Err(e) = self.try_cache_clear() {
+            log::warn!("picocache: cache_clear failed for {}: {e}", self.ns_name);
+        }
+    }
+
+    /// Like [`Memo::cache_clear`], returning the failure.
+    pub fn try_cache_clear(&self) -> Result<()> {
+        self.namespace()?.clear()
+    }
+}
+
+enum Lease<R> {
+    /// The lease is held: compute.
+    Held(crate::backend::Lease),
+    /// Another process computed the value while this one waited.
+    Found(R, Vec<u8>),
+    /// No lease (a failure or a timeout): compute anyway.
+    None,
+}
