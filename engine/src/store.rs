@@ -943,12 +943,32 @@ impl Inner {
     /// Compacts segments over the threshold (or with any dead bytes when
     /// `force`). Returns the number of segments retired.
     pub(crate) fn compact(&self, force: bool) -> Result<usize> {
+        // One compactor at a time, across threads and processes: two
+        // compactors of one segment would each copy its tombstones, and the
+        // copies would multiply at every later compaction (issue 3's stress
+        // test grew thousands of segments). An OFD lock on byte 0 of `lock`
+        // (the kernel drops it if the holder dies); the background compactor
+        // skips a round when it is taken, `Store::compact` waits.
+        self.check_fork()?;
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.dir.join("lock"))?;
+        while !sys::ofd_try_lock(&lock, 0)? {
+            if !force {
+                return Ok(0);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         if force {
             self.with_writer(|w| w.seal_if_dead())?;
         }
+        // Only segments sealed before this compaction started: the records it
+        // copies land in newer segments, and chasing those would not end.
+        let below = self.with_writer_ro(|w| Ok(w.idx.hget(hdr::ACTIVE_SEG)))?;
         let mut done = 0;
         loop {
-            let Some(victim) = self.with_writer_ro(|w| Ok(w.pick_victim(force)))? else {
+            let Some(victim) = self.with_writer_ro(|w| Ok(w.pick_victim(force, below)))? else {
                 return Ok(done);
             };
             crate::writer::compact_segment(self, victim)?;

@@ -1188,12 +1188,17 @@ impl Writer<'_> {
 
     // ---- compaction ---------------------------------------------------------
 
-    pub(crate) fn pick_victim(&self, force: bool) -> Option<u32> {
+    /// The sealed segment most worth compacting among those with an id below
+    /// `below`.
+    pub(crate) fn pick_victim(&self, force: bool, below: u64) -> Option<u32> {
         let threshold = self.inner.opts.compaction_threshold;
         let mut best: Option<(f64, u32)> = None;
         for (row, id) in self.idx.seg_rows() {
             if self.idx.seg(row, segr::STATE).load(Ordering::Acquire) != 2 {
                 continue;
+            }
+            if id as u64 >= below {
+                continue; // sealed after this compaction started
             }
             let total = self
                 .idx
