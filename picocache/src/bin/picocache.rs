@@ -1,1 +1,498 @@
-fn main() {}
+//! `picocache`: inspect and maintain a local PicoCache store.
+//!
+//! ```text
+//! picocache stats PATH            every namespace: entries, bytes, hits, misses, evictions
+//! picocache verify PATH           check every record and index entry (exit 1 if unsound)
+//! picocache compact PATH          compact now
+//! picocache clear PATH [NAMESPACE]
+//! picocache ls PATH NAMESPACE     keys (escaped text, or --hex) and value sizes
+//! ```
+//!
+//! Human-readable tables by default; `--json` prints one JSON document.
+//! Exit status: 0 success, 1 `verify` found problems, 2 an error (no store at
+//! PATH, a damaged store that cannot be opened, an unknown namespace, usage).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use picocache_engine::{Options, Store};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "picocache",
+    version,
+    about = "Inspect and maintain a PicoCache local store"
+)]
+struct Cli {
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Every namespace with entries, bytes, hits, misses and evictions, and
+    /// the store's log, dead space and index sizes.
+    Stats {
+        /// The store's directory.
+        path: PathBuf,
+    },
+    /// Checks every log record and index entry; exit status 1 if the store
+    /// is not sound.
+    Verify {
+        /// The store's directory.
+        path: PathBuf,
+    },
+    /// Compacts now: rewrites segments that hold dead records.
+    Compact {
+        /// The store's directory.
+        path: PathBuf,
+    },
+    /// Removes every entry of one namespace, or of all of them.
+    Clear {
+        /// The store's directory.
+        path: PathBuf,
+        /// The namespace to clear (default: every namespace).
+        namespace: Option<String>,
+    },
+    /// Lists a namespace's keys and value sizes, in the order of the store's
+    /// LRU list (newest first; recent hits may not have moved a key yet).
+    Ls {
+        /// The store's directory.
+        path: PathBuf,
+        /// The namespace.
+        namespace: String,
+        /// Show keys in hex instead of escaped text.
+        #[arg(long)]
+        hex: bool,
+        /// Show at most this many keys.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+}
+
+/// A failure that ends the command with exit status 2.
+struct Failure(String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let result = match cli.cmd {
+        Cmd::Stats { path } => stats(&path, json),
+        Cmd::Verify { path } => verify(&path, json),
+        Cmd::Compact { path } => compact(&path, json),
+        Cmd::Clear { path, namespace } => clear(&path, namespace.as_deref(), json),
+        Cmd::Ls {
+            path,
+            namespace,
+            hex,
+            limit,
+        } => ls(&path, &namespace, hex, limit, json),
+    };
+    match result {
+        Ok(code) => code,
+        Err(Failure(msg)) => {
+            eprintln!("picocache: error: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// True if `path` is a directory that holds a store (an index or a log
+/// segment). Checked before opening, because opening creates a store.
+fn is_store(path: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        name == "index" || (name.starts_with("seg-") && name.ends_with(".log"))
+    })
+}
+
+/// Opens an existing store (never creates one).
+fn open(path: &Path) -> Result<Store, Failure> {
+    if !is_store(path) {
+        return Err(Failure(format!("no PicoCache store at {}", path.display())));
+    }
+    Store::open(path, Options::default().background_compaction(false)).map_err(|e| {
+        Failure(format!(
+            "cannot open the store at {} (damaged?): {e}",
+            path.display()
+        ))
+    })
+}
+
+fn namespace(store: &Store, name: &str) -> Result<picocache_engine::Namespace, Failure> {
+    store.existing_namespace(name)?.ok_or_else(|| {
+        Failure(format!(
+            "no namespace {name:?} in {} (see `picocache stats`)",
+            store.path().display()
+        ))
+    })
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
+}
+
+/// `1536` -> `1.5 KiB`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Prints rows as a table with left-aligned first column and right-aligned
+/// numbers.
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&width).enumerate() {
+            if i == 0 {
+                s.push_str(&format!("{c:<w$}"));
+            } else {
+                s.push_str(&format!("  {c:>w$}"));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+fn limit_text(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_string(), |n| n.to_string())
+}
+
+fn stats(path: &Path, json: bool) -> Result<ExitCode, Failure> {
+    let store = open(path)?;
+    let s = store.stats()?;
+    let disk = store.disk_usage()?;
+    if json {
+        let namespaces: Vec<_> = s
+            .namespaces
+            .iter()
+            .map(|n| {
+                json!({
+                    "name": n.name,
+                    "entries": n.entries,
+                    "bytes": n.live_bytes,
+                    "hits": n.hits,
+                    "misses": n.misses,
+                    "evictions": n.evictions,
+                    "maxsize": n.limits.maxsize,
+                    "max_bytes": n.limits.max_bytes,
+                    "ttl_ms": n.limits.ttl.map(|t| t.as_millis() as u64),
+                })
+            })
+            .collect();
+        print_json(&json!({
+            "path": path.display().to_string(),
+            "segments": s.segments,
+            "log_bytes": s.log_bytes,
+            "dead_bytes": s.dead_bytes,
+            "index_bytes": s.index_bytes,
+            "disk_bytes": disk,
+            "entries": s.entries,
+            "compactions": s.compactions,
+            "namespaces": namespaces,
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let dead_pct = if s.log_bytes > 0 {
+        s.dead_bytes as f64 * 100.0 / s.log_bytes as f64
+    } else {
+        0.0
+    };
+    println!("store      {}", path.display());
+    println!(
+        "log        {} in {} segment(s); dead space {} ({dead_pct:.0}%)",
+        human_bytes(s.log_bytes),
+        s.segments,
+        human_bytes(s.dead_bytes)
+    );
+    println!(
+        "index      {}; on disk {}",
+        human_bytes(s.index_bytes),
+        human_bytes(disk)
+    );
+    println!(
+        "entries    {} in {} namespace(s); {} compaction(s)",
+        s.entries,
+        s.namespaces.len(),
+        s.compactions
+    );
+    println!();
+    let rows: Vec<Vec<String>> = s
+        .namespaces
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                n.entries.to_string(),
+                human_bytes(n.live_bytes),
+                n.hits.to_string(),
+                n.misses.to_string(),
+                n.evictions.to_string(),
+                limit_text(n.limits.maxsize),
+                n.limits
+                    .ttl
+                    .map_or_else(|| "-".to_string(), |t| format!("{t:?}")),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        println!("(no namespaces)");
+    } else {
+        print_table(
+            &[
+                "NAMESPACE",
+                "ENTRIES",
+                "BYTES",
+                "HITS",
+                "MISSES",
+                "EVICTIONS",
+                "MAXSIZE",
+                "TTL",
+            ],
+            &rows,
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(path: &Path, json: bool) -> Result<ExitCode, Failure> {
+    let report = match open(path) {
+        Ok(store) => store.verify(),
+        Err(f) if is_store(path) => {
+            // A store that cannot even be opened is not sound.
+            report_problems(path, 0, 0, &[f.0], json);
+            return Ok(ExitCode::from(1));
+        }
+        Err(f) => return Err(f),
+    };
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            report_problems(path, 0, 0, &[format!("verification failed: {e}")], json);
+            return Ok(ExitCode::from(1));
+        }
+    };
+    report_problems(path, report.records, report.entries, &report.problems, json);
+    Ok(if report.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn report_problems(path: &Path, records: u64, entries: u64, problems: &[String], json: bool) {
+    if json {
+        print_json(&json!({
+            "path": path.display().to_string(),
+            "ok": problems.is_empty(),
+            "records": records,
+            "entries": entries,
+            "problems": problems,
+        }));
+        return;
+    }
+    if problems.is_empty() {
+        println!(
+            "ok: {} is sound ({records} records, {entries} index entries checked)",
+            path.display()
+        );
+    } else {
+        println!(
+            "{} problem(s) in {} ({records} records, {entries} index entries checked):",
+            problems.len(),
+            path.display()
+        );
+        for p in problems {
+            println!("  - {p}");
+        }
+    }
+}
+
+/// A spinner on stderr while `f` runs, if stderr is a terminal.
+fn with_spinner<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    if !std::io::stderr().is_terminal() {
+        return f();
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let d2 = done.clone();
+    let what = what.to_owned();
+    let t = std::thread::spawn(move || {
+        let frames = ['|', '/', '-', '\\'];
+        let start = std::time::Instant::now();
+        let mut i = 0;
+        while !d2.load(Ordering::Acquire) {
+            eprint!(
+                "\r{what} {} {:.1}s",
+                frames[i % frames.len()],
+                start.elapsed().as_secs_f64()
+            );
+            let _ = std::io::stderr().flush();
+            i += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprint!("\r{}\r", " ".repeat(what.len() + 12));
+        let _ = std::io::stderr().flush();
+    });
+    let r = f();
+    done.store(true, Ordering::Release);
+    let _ = t.join();
+    r
+}
+
+fn compact(path: &Path, json: bool) -> Result<ExitCode, Failure> {
+    let store = open(path)?;
+    let before = store.stats()?;
+    let disk_before = store.disk_usage()?;
+    with_spinner("compacting", || store.compact())?;
+    let after = store.stats()?;
+    let disk_after = store.disk_usage()?;
+    if json {
+        print_json(&json!({
+            "path": path.display().to_string(),
+            "log_bytes_before": before.log_bytes,
+            "log_bytes_after": after.log_bytes,
+            "dead_bytes_before": before.dead_bytes,
+            "dead_bytes_after": after.dead_bytes,
+            "disk_bytes_before": disk_before,
+            "disk_bytes_after": disk_after,
+            "entries": after.entries,
+        }));
+    } else {
+        println!(
+            "compacted {}: log {} -> {}, dead space {} -> {}, on disk {} -> {}",
+            path.display(),
+            human_bytes(before.log_bytes),
+            human_bytes(after.log_bytes),
+            human_bytes(before.dead_bytes),
+            human_bytes(after.dead_bytes),
+            human_bytes(disk_before),
+            human_bytes(disk_after)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn clear(path: &Path, name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
+    let store = open(path)?;
+    let targets = match name {
+        Some(n) => vec![namespace(&store, n)?],
+        None => {
+            let mut all = Vec::new();
+            for n in store.namespace_names()? {
+                all.extend(store.existing_namespace(&n)?);
+            }
+            all
+        }
+    };
+    let mut cleared = Vec::new();
+    for ns in targets {
+        let entries = ns.stats()?.entries;
+        ns.clear()?;
+        cleared.push((ns.name().to_owned(), entries));
+    }
+    if json {
+        let v: Vec<_> = cleared
+            .iter()
+            .map(|(n, e)| json!({"name": n, "entries_removed": e}))
+            .collect();
+        print_json(&json!({ "path": path.display().to_string(), "cleared": v }));
+    } else if cleared.is_empty() {
+        println!("nothing to clear: {} has no namespaces", path.display());
+    } else {
+        for (n, e) in &cleared {
+            println!("cleared {n}: {e} entries removed");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A key as text: printable ASCII as is, everything else escaped (`\x00`).
+fn escaped(key: &[u8]) -> String {
+    key.escape_ascii().to_string()
+}
+
+fn hex(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn ls(
+    path: &Path,
+    name: &str,
+    as_hex: bool,
+    limit: Option<usize>,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let store = open(path)?;
+    let ns = namespace(&store, name)?;
+    let mut keys = ns.keys()?;
+    let total = keys.len();
+    if let Some(l) = limit {
+        keys.truncate(l);
+    }
+    if json {
+        let v: Vec<_> = keys
+            .iter()
+            .map(|(k, n)| json!({"key": escaped(k), "key_hex": hex(k), "value_bytes": n}))
+            .collect();
+        print_json(&json!({ "namespace": name, "total": total, "keys": v }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = keys
+        .iter()
+        .map(|(k, n)| {
+            vec![
+                if as_hex { hex(k) } else { escaped(k) },
+                n.to_string(),
+            ]
+        })
+        .collect();
+    print_table(&["KEY", "VALUE BYTES"], &rows);
+    if rows.len() < total {
+        println!("({} of {total} keys shown)", rows.len());
+    } else {
+        println!("({total} keys)");
+    }
+    Ok(ExitCode::SUCCESS)
+}

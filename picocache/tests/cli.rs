@@ -1,0 +1,255 @@
+//! The `picocache` command, run as a real process against real stores.
+#![cfg(feature = "cli")]
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use picocache::{Backend, LocalBackend, Memo};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_picocache"))
+        .args(args)
+        .output()
+        .expect("run picocache")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", stderr(o));
+    serde_json::from_slice(&o.stdout).expect("valid JSON")
+}
+
+/// A store with two memoized functions: `cli::square` (3 entries, 1 hit)
+/// and `cli::big` (one large entry).
+fn populated(dir: &Path) {
+    let b: Arc<dyn Backend> = Arc::new(LocalBackend::open(dir).unwrap());
+    let square = Memo::builder("cli::square").backend(b.clone()).build();
+    for x in [1u32, 2, 3, 1] {
+        square.call(x, |x| x * x);
+    }
+    let big = Memo::builder("cli::big").backend(b).build();
+    big.call("payload", |_| "Z".repeat(5000));
+}
+
+fn p(dir: &Path) -> &str {
+    dir.to_str().unwrap()
+}
+
+#[test]
+fn missing_store_is_an_error_and_is_not_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nothing-here");
+    for cmd in ["stats", "verify", "compact", "clear"] {
+        let o = run(&[cmd, p(&missing)]);
+        assert_eq!(o.status.code(), Some(2), "{cmd}");
+        assert!(
+            stderr(&o).contains("no PicoCache store at"),
+            "{cmd}: {}",
+            stderr(&o)
+        );
+    }
+    assert!(!missing.exists(), "a store was created");
+    // An empty directory is not a store either, and stays empty.
+    let o = run(&["stats", p(dir.path())]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let o = run(&["ls", p(&missing), "ns"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn stats_table_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    populated(dir.path());
+    let o = run(&["stats", p(dir.path())]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("NAMESPACE"), "{text}");
+    assert!(text.contains("dead space"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("cli::square"))
+        .expect("a row for cli::square");
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    // name, entries, bytes (2 words), hits, misses, evictions, maxsize, ttl
+    assert_eq!(cols[1], "3", "{line}");
+    assert_eq!(&cols[4..7], ["1", "3", "0"], "{line}");
+
+    let v = json(&run(&["--json", "stats", p(dir.path())]));
+    assert_eq!(v["entries"], 4);
+    let ns = v["namespaces"].as_array().unwrap();
+    let sq = ns.iter().find(|n| n["name"] == "cli::square").unwrap();
+    assert_eq!(
+        (&sq["entries"], &sq["hits"], &sq["misses"], &sq["maxsize"]),
+        (&3.into(), &1.into(), &3.into(), &128.into())
+    );
+    let big = ns.iter().find(|n| n["name"] == "cli::big").unwrap();
+    assert!(big["bytes"].as_u64().unwrap() > 5000);
+    assert!(v["log_bytes"].as_u64().unwrap() >= v["dead_bytes"].as_u64().unwrap());
+}
+
+#[test]
+fn ls_shows_keys_and_value_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    populated(dir.path());
+    let v = json(&run(&["ls", p(dir.path()), "cli::big", "--json"]));
+    assert_eq!(v["total"], 1);
+    let key = &v["keys"][0];
+    let expected = picocache::memo::encode("payload").unwrap();
+    assert_eq!(
+        key["key_hex"],
+        expected
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    assert_eq!(key["key"], "\\x07payload");
+    let value_len = picocache::memo::encode(&"Z".repeat(5000)).unwrap().len();
+    assert_eq!(key["value_bytes"], value_len);
+
+    let o = run(&["ls", p(dir.path()), "cli::square"]);
+    assert!(o.status.success());
+    let text = stdout(&o);
+    assert!(text.contains("KEY") && text.contains("(3 keys)"), "{text}");
+    let o = run(&["ls", p(dir.path()), "cli::square", "--hex", "--limit", "1"]);
+    let text = stdout(&o);
+    let row = text.lines().nth(1).unwrap();
+    assert!(["01 ", "02 ", "03 "].iter().any(|k| row.starts_with(k)), "{text}");
+    assert!(text.contains("(1 of 3 keys shown)"), "{text}");
+
+    let o = run(&["ls", p(dir.path()), "no::such"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no namespace \"no::such\""), "{}", stderr(&o));
+}
+
+#[test]
+fn clear_one_namespace_or_all() {
+    let dir = tempfile::tempdir().unwrap();
+    populated(dir.path());
+    let v = json(&run(&["clear", p(dir.path()), "cli::square", "--json"]));
+    assert_eq!(v["cleared"][0]["entries_removed"], 3);
+    let s = json(&run(&["stats", "--json", p(dir.path())]));
+    let count = |name: &str| {
+        s["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .unwrap()["entries"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!((count("cli::square"), count("cli::big")), (0, 1));
+    // The memoizer sees it too.
+    let b: Arc<dyn Backend> = Arc::new(LocalBackend::open(dir.path()).unwrap());
+    let big = Memo::builder("cli::big").backend(b.clone()).build();
+    assert_eq!(big.cache_info().currsize, 1);
+    drop((big, b));
+
+    let o = run(&["clear", p(dir.path())]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("cleared cli::big: 1 entries removed"));
+    let s = json(&run(&["stats", "--json", p(dir.path())]));
+    assert_eq!(s["entries"], 0);
+
+    let o = run(&["clear", p(dir.path()), "no::such"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn verify_sound_then_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    populated(dir.path());
+    let o = run(&["verify", p(dir.path())]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).starts_with("ok: "), "{}", stdout(&o));
+    let v = json(&run(&["verify", "--json", p(dir.path())]));
+    assert_eq!(v["ok"], true);
+    assert!(v["records"].as_u64().unwrap() >= 4);
+
+    // Flip a byte inside the big value in the log.
+    let seg = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("seg-")
+        })
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes
+        .windows(64)
+        .position(|w| w.iter().all(|&b| b == b'Z'))
+        .expect("the value is in the log");
+    bytes[at + 10] = b'Y';
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let o = run(&["verify", p(dir.path())]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("problem"), "{}", stdout(&o));
+    let o = run(&["verify", "--json", p(dir.path())]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert!(!v["problems"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn compact_keeps_live_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let b: Arc<dyn Backend> = Arc::new(LocalBackend::open(dir.path()).unwrap());
+        let m = Memo::builder("cli::churn")
+            .maxsize(Some(10))
+            .backend(b)
+            .build();
+        for i in 0..500u32 {
+            m.call(i, |i| vec![i; 50]);
+        }
+    }
+    let before = json(&run(&["stats", "--json", p(dir.path())]));
+    assert!(before["dead_bytes"].as_u64().unwrap() > 0);
+    let v = json(&run(&["compact", "--json", p(dir.path())]));
+    assert!(
+        v["dead_bytes_after"].as_u64().unwrap() < v["dead_bytes_before"].as_u64().unwrap(),
+        "{v}"
+    );
+    assert_eq!(v["entries"], 10);
+    let o = run(&["compact", p(dir.path())]);
+    assert!(stdout(&o).starts_with("compacted "), "{}", stdout(&o));
+    assert!(
+        !stderr(&o).contains('\r') && !stderr(&o).contains("compacting"),
+        "no progress output when stderr is not a terminal: {}",
+        stderr(&o)
+    );
+    let o = run(&["verify", p(dir.path())]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let b: Arc<dyn Backend> = Arc::new(LocalBackend::open(dir.path()).unwrap());
+    let m = Memo::builder("cli::churn")
+        .maxsize(Some(10))
+        .backend(b)
+        .build();
+    assert_eq!(m.call(499u32, |_| Vec::<u32>::new()), vec![499u32; 50]);
+}
+
+#[test]
+fn usage_errors() {
+    let o = run(&["frobnicate"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(&["--help"]);
+    assert!(o.status.success());
+    for cmd in ["stats", "verify", "compact", "clear", "ls"] {
+        assert!(stdout(&o).contains(cmd), "{cmd} in help");
+    }
+}
