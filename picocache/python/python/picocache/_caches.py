@@ -117,6 +117,10 @@ class SQLAlchemyCache(BaseCache):
     ``<table_name>_sa``. ``echo`` is passed to ``create_engine`` on that path.
     """
 
+    @property
+    def _blocking_io(self) -> bool:  # type: ignore[override]
+        return True
+
     def __init__(self, url_or_engine: Any = None, table_name: str = "picocache", echo: bool = False, *,
                  url: Any = None, engine: Any = None, drivername: Optional[str] = None,
                  username: Optional[str] = None, password: Optional[str] = None, host: Optional[str] = None,
@@ -175,6 +179,8 @@ class RedisCache(_NativeCache):
     ``RedisCache(host=..., port=..., db=..., password=...)``. Every key starts
     with ``namespace``; ``ttl`` (seconds) is the default time to live."""
 
+    _blocking_io = True
+
     def __init__(self, url: Optional[str] = None, host: str = "localhost", port: int = 6379, db: int = 0,
                  password: Optional[str] = None, namespace: str = "picocache", ttl: Optional[float] = None,
                  **kwargs: Any) -> None:
@@ -206,6 +212,7 @@ class DjangoCache(BaseCache):
     """
 
     _DEFAULT: Any = object()
+    _blocking_io = True
 
     def __init__(self, alias: str = "default", timeout: Any = _DEFAULT, **kwargs: Any) -> None:
         super().__init__(**kwargs)

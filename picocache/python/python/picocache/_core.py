@@ -251,11 +251,14 @@ class BaseCache:
 
     #: Whether a cache failure raises (True) or is logged (False).
     strict: bool
+    #: Whether the store's client blocks an event loop (run it in a thread).
+    _blocking_io = False
 
     def __init__(self, *, default_maxsize: Optional[int] = 128, default_typed: bool = False,
                  key_serializer: Optional[Callable[[tuple, dict], bytes]] = None,
                  value_serializer: Any = None, strict: bool = False,
-                 default_ttl: Optional[float] = None, lease_timeout: float = 60.0) -> None:
+                 default_ttl: Optional[float] = None, lease_timeout: float = 60.0,
+                 version: Any = None) -> None:
         self.default_maxsize = default_maxsize
         self.default_typed = default_typed
         self.key_serializer = key_serializer
@@ -264,6 +267,7 @@ class BaseCache:
         self.strict = strict
         self.default_ttl = default_ttl
         self.lease_timeout = lease_timeout
+        self.version = version
         self._functions: "weakref.WeakValueDictionary[str, Any]" = weakref.WeakValueDictionary()
         self._states: list = []
         _CACHES.add(self)
@@ -278,7 +282,7 @@ class BaseCache:
 
     # -- the decorator ----------------------------------------------------
     def __call__(self, func: Any = None, /, *args: Any, **kwargs: Any) -> Any:
-        if callable(func) and not args and not kwargs:
+        if (callable(func) or isinstance(func, (staticmethod, classmethod))) and not args and not kwargs:
             return self._decorate(func)
         if func is not None and not callable(func):
             # @cache(128) like lru_cache(128)
@@ -308,6 +312,8 @@ class BaseCache:
         typed = bool(typed)
         if ttl is _UNSET:
             ttl = self.default_ttl
+        if version is None:
+            version = self.version
         if isinstance(func, (staticmethod, classmethod)):
             return type(func)(self._decorate(func.__func__, maxsize, typed, version, ttl, strict,
                                              ignore, key, name))
@@ -440,12 +446,21 @@ class BaseCache:
                 fl.event.set()
 
         if inspect.iscoroutinefunction(func):
+            blocking = owner._blocking_io
+
+            async def io(fn: Callable, *a: Any) -> Any:
+                # Django's and SQLAlchemy's clients block (and Django refuses
+                # to touch a database from an event loop): run them in a thread.
+                if blocking:
+                    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *a))
+                return fn(*a)
+
             async def awrapper(*args: Any, **kwargs: Any) -> Any:
                 if st.maxsize == 0:
                     next(st.misses)
                     return await func(*args, **kwargs)
                 try:
-                    k, raw = lookup_raw(args, kwargs)
+                    k, raw = await io(lookup_raw, args, kwargs)
                 except TypeError as e:
                     if fast:
                         raise _explain_key_error(func, typed, args, kwargs, e) from None
@@ -476,9 +491,21 @@ class BaseCache:
                 fut = loop.create_future()
                 st.async_inflight[k] = fut
                 try:
+                    # Another leader may have finished since our lookup.
+                    try:
+                        raw = await io(ns.get, k)
+                    except CacheError as e:
+                        fail(e, "a lookup")
+                        raw = None
+                    if raw is not None:
+                        v = decode(raw, ns, k)
+                        if v is not _MISS:
+                            next(st.hits)
+                            fut.set_result(v)
+                            return v
                     next(st.misses)
                     value = await func(*args, **kwargs)
-                    store(ns, k, value)
+                    await io(store, ns, k, value)
                     fut.set_result(value)
                     return value
                 except BaseException as e:

@@ -34,7 +34,7 @@ _GLOBAL_TYPES = (
 def _global_name(obj: object) -> tuple:
     module = getattr(obj, "__module__", None)
     qual = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
-    if module is None or qual is None or "<lambda>" in qual or "<locals>" in qual:
+    if module is None or qual is None or "<lambda>" in qual:
         raise TypeError(
             f"cannot use {obj!r} as a cache key: it is not importable by name"
         )
@@ -47,7 +47,8 @@ def fallback(obj: object) -> object:
     """A canonical replacement for ``obj`` (see the module docstring)."""
     keyfn = getattr(type(obj), "__picocache_key__", None)
     if keyfn is not None:
-        return ("__key__", _global_name(type(obj)), keyfn(obj))
+        t = type(obj)
+        return ("__key__", t.__module__, t.__qualname__, keyfn(obj))
     if isinstance(obj, _GLOBAL_TYPES):
         return _global_name(obj)
     if isinstance(obj, enum.Enum):
