@@ -29,10 +29,10 @@ pub use backend::{Backend, Lease, Limits, Namespace, Stats};
 pub use error::{BoxError, Error, Result};
 pub use local::LocalBackend;
 pub use memo::{CacheInfo, Memo, MemoBuilder};
+pub use open::open;
 /// Memoizes a function persistently; see the [`memo`] module for the
 /// behaviour and [its section on the attribute](memo#the-memoize-attribute)
 /// for the options.
 pub use picocache_macros::memoize;
-pub use open::open;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub use sql::{SqlBackend, SqlOptions};

@@ -22,6 +22,52 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # The `#[memoize]` attribute
+//!
+//! [`#[picocache::memoize]`](crate::memoize) turns a function into one that
+//! calls a `Memo` kept in a `static`:
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # std::env::set_var("PICOCACHE_DIR", dir.path());
+//! #[picocache::memoize(maxsize = 1000, ttl_secs = 3600, version = "2")]
+//! fn fib(n: u64) -> u64 {
+//!     if n < 2 { n } else { fib(n - 1) + fib(n - 2) }
+//! }
+//!
+//! assert_eq!(fib(80), 23_416_728_348_467_685);
+//! // `fib_cache()` is generated next to `fib`: the function's `&'static Memo`.
+//! let info = fib_cache().cache_info();
+//! assert_eq!((info.misses, info.currsize), (81, 81));
+//! fib_cache().cache_clear();
+//! # Ok(()) }
+//! ```
+//!
+//! Options (all optional):
+//!
+//! | option | meaning |
+//! |---|---|
+//! | `maxsize = 256` | most entries; `maxsize = None`: unlimited; `maxsize = 0`: no caching. Default 128 |
+//! | `ttl_secs = 60`, `ttl_ms = 500` | time to live of an entry |
+//! | `version = "2"` (or `2`) | changing it starts from an empty cache |
+//! | `name = "app::f"` | identity instead of `module_path!()::f` |
+//! | `path = "/var/cache/app"` | a local store path or any backend URL ([`crate::open()`]) instead of the default store |
+//! | `backend = expr` | an `Arc<dyn picocache::Backend>` expression (evaluated once, on first call) |
+//! | `strict` | cache failures are errors: the function returns `picocache::Result<T>` |
+//! | `lease_timeout_secs = 60` | how long to wait for another process computing the same arguments |
+//!
+//! Each argument must be a plain name (`x: T` or `mut x: T`) of a type that
+//! implements `serde::Serialize` (references such as `&str` or `&[T]` are
+//! fine); the return type must implement `Serialize + DeserializeOwned`. The
+//! macro rejects, with a compile error that says why: `self` arguments
+//! (methods), argument patterns, `impl Trait` arguments or results, type or
+//! const generics (every instantiation would share one cache: use `Memo`
+//! with a name per type), `async fn`, `const fn`, a missing return type, and
+//! unknown or conflicting options. It generates a free function
+//! `NAME_cache()` next to the function, so use it on free functions (at
+//! module level or inside a function body), not inside `impl` blocks.
+//!
 //! # Keys, values and identity
 //!
 //! The key of a call is its arguments encoded with serde + bincode; the value

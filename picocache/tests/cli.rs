@@ -122,12 +122,19 @@ fn ls_shows_keys_and_value_sizes() {
     let o = run(&["ls", p(dir.path()), "cli::square", "--hex", "--limit", "1"]);
     let text = stdout(&o);
     let row = text.lines().nth(1).unwrap();
-    assert!(["01 ", "02 ", "03 "].iter().any(|k| row.starts_with(k)), "{text}");
+    assert!(
+        ["01 ", "02 ", "03 "].iter().any(|k| row.starts_with(k)),
+        "{text}"
+    );
     assert!(text.contains("(1 of 3 keys shown)"), "{text}");
 
     let o = run(&["ls", p(dir.path()), "no::such"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("no namespace \"no::such\""), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no namespace \"no::such\""),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -180,12 +187,7 @@ fn verify_sound_then_damaged() {
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("seg-")
-        })
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
         .unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
     let at = bytes

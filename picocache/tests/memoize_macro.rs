@@ -69,14 +69,23 @@ struct Point {
 pub fn describe(label: &str, mut points: Vec<Point>, scale: Option<i32>) -> Result<String, String> {
     points.sort_by_key(|p| p.x);
     let s = scale.ok_or("no scale")?;
-    Ok(format!("{label}: {:?}", points.iter().map(|p| p.x * s).collect::<Vec<_>>()))
+    Ok(format!(
+        "{label}: {:?}",
+        points.iter().map(|p| p.x * s).collect::<Vec<_>>()
+    ))
 }
 
 #[test]
 fn arguments_of_many_kinds() {
     let pts = vec![Point { x: 2, y: 0 }, Point { x: 1, y: 0 }];
-    assert_eq!(describe("a", pts.clone(), Some(10)), Ok("a: [10, 20]".to_string()));
-    assert_eq!(describe("a", pts.clone(), Some(10)), Ok("a: [10, 20]".to_string()));
+    assert_eq!(
+        describe("a", pts.clone(), Some(10)),
+        Ok("a: [10, 20]".to_string())
+    );
+    assert_eq!(
+        describe("a", pts.clone(), Some(10)),
+        Ok("a: [10, 20]".to_string())
+    );
     assert_eq!(describe("a", pts, None), Err("no scale".to_string()));
     assert_eq!(describe_cache().namespace_name(), "custom::describe@3");
     let info = describe_cache().cache_info();

@@ -481,12 +481,7 @@ fn ls(
     }
     let rows: Vec<Vec<String>> = keys
         .iter()
-        .map(|(k, n)| {
-            vec![
-                if as_hex { hex(k) } else { escaped(k) },
-                n.to_string(),
-            ]
-        })
+        .map(|(k, n)| vec![if as_hex { hex(k) } else { escaped(k) }, n.to_string()])
         .collect();
     print_table(&["KEY", "VALUE BYTES"], &rows);
     if rows.len() < total {
