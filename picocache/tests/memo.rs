@@ -412,3 +412,61 @@ fn recursion_with_same_arguments_runs_uncached_instead_of_deadlocking() {
     }
     assert_eq!(f(&memo, 3), 4);
 }
+
+/// Runs in a child process (see `processes_compute_a_key_once`).
+#[test]
+fn race_child_helper() {
+    let Ok(dir) = std::env::var("PICOCACHE_MEMO_RACE_DIR") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let memo = Memo::builder("t::race")
+        .url(dir.join("store").to_str().unwrap())
+        .build();
+    let v: u64 = memo.call("race", |_| {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("computed"))
+            .unwrap();
+        writeln!(f, "{}", std::process::id()).unwrap();
+        // Long enough that the other processes ask while this one computes.
+        std::thread::sleep(Duration::from_millis(1500));
+        77
+    });
+    assert_eq!(v, 77);
+}
+
+#[test]
+fn processes_compute_a_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Create the store (and namespace) first so the children race on the key only.
+    Memo::builder("t::race")
+        .url(dir.path().join("store").to_str().unwrap())
+        .build()
+        .namespace()
+        .unwrap();
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "race_child_helper", "--nocapture"])
+                .env("PICOCACHE_MEMO_RACE_DIR", dir.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+            "child failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let computed = std::fs::read_to_string(dir.path().join("computed")).unwrap();
+    assert_eq!(computed.lines().count(), 1, "computed by: {computed}");
+}
