@@ -79,10 +79,7 @@ const KEY_VERSION: u8 = 1;
 const MAX_DEPTH: usize = 64;
 
 fn is_forked(e: &picocache::Error) -> bool {
-    matches!(
-        e,
-        picocache::Error::Engine(picocache_engine::Error::Forked)
-    )
+    matches!(e, picocache::Error::Engine(picocache_engine::Error::Forked))
 }
 
 fn to_py(e: picocache::Error) -> PyErr {
@@ -352,6 +349,7 @@ impl Store {
     /// configure its key encoder (`fallback(obj)` returns a canonical
     /// replacement for an object the encoder does not know, or raises).
     #[pyo3(signature = (name, maxsize=None, ttl=None, max_bytes=None, typed=false, fallback=None))]
+    #[allow(clippy::too_many_arguments)]
     fn namespace(
         &self,
         py: Python<'_>,
@@ -899,7 +897,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CacheUnavailable", py.get_type::<CacheUnavailable>())?;
     m.add("CacheCorrupted", py.get_type::<CacheCorrupted>())?;
     m.add("CacheFull", py.get_type::<CacheFull>())?;
-    m.add("CacheInvalidArgument", py.get_type::<CacheInvalidArgument>())?;
+    m.add(
+        "CacheInvalidArgument",
+        py.get_type::<CacheInvalidArgument>(),
+    )?;
     m.add_function(wrap_pyfunction!(encode, m)?)?;
     m.add_function(wrap_pyfunction!(encode_call, m)?)?;
     m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
