@@ -16,6 +16,7 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -r tests/requirements.txt
 fi
+export VIRTUAL_ENV="$PWD/.venv"
 echo "[python-test] building picocache (maturin develop --release)"
 (cd picocache/python && ../../.venv/bin/maturin develop --release -q)
 echo "[python-test] redis=${PICOCACHE_REDIS_URL:-UNSET} postgres=${PICOCACHE_POSTGRES_URL:+set} mysql=${PICOCACHE_MYSQL_URL:+set}"
