@@ -114,7 +114,8 @@ fn offsets_of(name: &str, bytes: &[u8]) -> Vec<usize> {
 /// The byte ranges of a segment image covered by a record checksum (or by
 /// the segment header): a single flipped bit there must be reported.
 fn checked_ranges(seg: &[u8]) -> Vec<std::ops::Range<usize>> {
-    let mut out = vec![0..format::SEG_HEADER_LEN as usize];
+    let mut out = Vec::new();
+    out.push(0..format::SEG_HEADER_LEN as usize);
     let mut off = format::SEG_HEADER_LEN as usize;
     while off + format::REC_HEADER_LEN <= seg.len() {
         let hb: [u8; format::REC_HEADER_LEN] =
