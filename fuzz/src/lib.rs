@@ -2,7 +2,7 @@
 //! which runs it over the committed corpus as an ordinary test.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use picocache_engine::{Durability, FaultIo, Limits, Options, Store};
 
@@ -19,32 +19,104 @@ fn opts() -> Options {
         .segment_size(8 << 10)
 }
 
-/// Opens arbitrary bytes as a store and uses it: the bytes become the first
-/// log segment (behind a valid segment header unless the first byte is odd,
-/// so both the header checks and the record parser are reached) and, when
-/// the second byte is odd, an index file cut from the same bytes.
+fn golden_value(k: u8) -> Vec<u8> {
+    vec![k ^ 0x5A; 8 + k as usize]
+}
+
+/// The files of a small valid store (namespace "g", keys 0..16 with
+/// `golden_value`, key 3 removed), built once.
+fn golden() -> &'static [(String, Vec<u8>)] {
+    static GOLDEN: OnceLock<Vec<(String, Vec<u8>)>> = OnceLock::new();
+    GOLDEN.get_or_init(|| {
+        let dir = scratch_dir().expect("a scratch directory");
+        {
+            let s = Store::open(dir.path(), opts()).expect("open the golden store");
+            let ns = s.namespace("g", Limits::default()).expect("namespace");
+            for k in 0..16u8 {
+                ns.put(&[k], &golden_value(k)).expect("put");
+            }
+            ns.remove(&[3]).expect("remove");
+            s.sync().expect("sync");
+        }
+        let mut files: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("read_dir")
+            .map(|e| {
+                let e = e.expect("dir entry");
+                let bytes = std::fs::read(e.path()).expect("read");
+                (e.file_name().to_string_lossy().into_owned(), bytes)
+            })
+            .collect();
+        files.sort();
+        files
+    })
+}
+
+/// Opens arbitrary bytes as a store and uses it. The second byte picks how:
+/// - `% 4 == 0`: the rest becomes the first log segment (behind a valid
+///   segment header unless the first byte is odd), no index;
+/// - `% 4 == 1`: the same, plus an index file cut from the same bytes;
+/// - `% 4 == 2`: a small valid store whose index is patched by the rest
+///   (4-byte patches: 3-byte offset, xor mask);
+/// - `% 4 == 3`: the same, patching the index and the segment alternately.
+///
+/// Must never panic, hang or fault; on the patched stores, every value
+/// returned for a known key must be that key's value.
 pub fn open_bytes(data: &[u8]) {
     let Some(dir) = scratch_dir() else { return };
     let (flags, body) = match data {
         [a, b, rest @ ..] => ((*a, *b), rest),
         _ => ((0, 0), data),
     };
-    let mut seg = Vec::new();
-    if flags.0 & 1 == 0 {
-        seg.extend_from_slice(&picocache_engine::format::encode_segment_header(1));
-    }
-    seg.extend_from_slice(body);
-    if std::fs::write(dir.path().join("seg-00000001.log"), &seg).is_err() {
-        return;
-    }
-    if flags.1 & 1 == 1 {
-        let cut = body.len().min(flags.1 as usize * 64);
-        let _ = std::fs::write(dir.path().join("index"), &body[..cut]);
+    let patched = flags.1 % 4 >= 2;
+    if patched {
+        let mut files = golden().to_vec();
+        for (i, p) in body.chunks_exact(4).enumerate() {
+            let want_seg = flags.1 % 4 == 3 && i % 2 == 1;
+            let Some(f) = files.iter_mut().find(|(n, _)| {
+                if want_seg {
+                    n.starts_with("seg-")
+                } else {
+                    n == "index"
+                }
+            }) else {
+                continue;
+            };
+            let off = (p[0] as usize | (p[1] as usize) << 8 | (p[2] as usize) << 16) % f.1.len();
+            f.1[off] ^= p[3];
+        }
+        for (name, bytes) in &files {
+            if std::fs::write(dir.path().join(name), bytes).is_err() {
+                return;
+            }
+        }
+    } else {
+        let mut seg = Vec::new();
+        if flags.0 & 1 == 0 {
+            seg.extend_from_slice(&picocache_engine::format::encode_segment_header(1));
+        }
+        seg.extend_from_slice(body);
+        if std::fs::write(dir.path().join("seg-00000001.log"), &seg).is_err() {
+            return;
+        }
+        if flags.1 & 1 == 1 {
+            let cut = body.len().min(flags.1 as usize * 64);
+            let _ = std::fs::write(dir.path().join("index"), &body[..cut]);
+        }
     }
     let Ok(s) = Store::open(dir.path(), opts()) else {
         return;
     };
     let _ = s.verify();
+    if patched {
+        if let Ok(Some(ns)) = s.existing_namespace("g") {
+            for k in 0..16u8 {
+                if let Ok(Some(v)) = ns.get(&[k]) {
+                    assert!(k != 3, "a removed key came back");
+                    assert_eq!(v, golden_value(k), "wrong value for key {k}");
+                }
+            }
+        }
+    }
     for name in s.namespace_names().unwrap_or_default() {
         if let Ok(Some(ns)) = s.existing_namespace(&name) {
             for k in 0..8u8 {
@@ -58,6 +130,7 @@ pub fn open_bytes(data: &[u8]) {
                     "wrong value"
                 );
             }
+            let _ = ns.remove(&[1]);
         }
     }
     let _ = s.compact();
@@ -83,12 +156,17 @@ pub fn ops_model(data: &[u8]) {
             Durability::Process
         })
         .io(Arc::new(io.clone()));
+    // Mode bit 1: an LRU namespace of 3 to 8 entries, else unlimited.
+    let maxsize = (mode & 2 == 2).then_some(3 + (mode >> 2) as usize % 6);
+    let limits = Limits::maxsize(maxsize.map(|m| m as u64));
+    // What the namespace holds (with LRU eviction), most recent use first...
     let mut model: HashMap<u8, Vec<u8>> = HashMap::new();
+    let mut order: Vec<u8> = Vec::new();
     let mut ever: HashMap<u8, HashSet<Vec<u8>>> = HashMap::new();
     // Keys the failed operation may have changed (all of them for a clear).
     let mut touched: Option<HashSet<u8>> = None;
     if let Ok(s) = Store::open(dir.path(), o) {
-        if let Ok(ns) = s.namespace("m", Limits::default()) {
+        if let Ok(ns) = s.namespace("m", limits) {
             let mut it = ops.chunks(2);
             for (n, c) in it.by_ref().enumerate() {
                 let (op, k) = (c[0] % 8, c.get(1).copied().unwrap_or(0) % 16);
@@ -97,14 +175,29 @@ pub fn ops_model(data: &[u8]) {
                 let r = match op {
                     0..=2 => ns.put(&[k], &v).map(|_| {
                         model.insert(k, v.clone());
+                        order.retain(|x| *x != k);
+                        order.insert(0, k);
+                        while maxsize.is_some_and(|m| order.len() > m) {
+                            if let Some(old) = order.pop() {
+                                model.remove(&old);
+                            }
+                        }
                     }),
                     3 => ns.get(&[k]).map(|got| {
                         assert_eq!(got.as_ref(), model.get(&k), "get before any fault");
+                        if got.is_some() {
+                            order.retain(|x| *x != k);
+                            order.insert(0, k);
+                        }
                     }),
                     4 => ns.remove(&[k]).map(|_| {
                         model.remove(&k);
+                        order.retain(|x| *x != k);
                     }),
-                    5 => ns.clear().map(|_| model.clear()),
+                    5 => ns.clear().map(|_| {
+                        model.clear();
+                        order.clear();
+                    }),
                     6 => s.compact(),
                     _ => s.sync(),
                 };
@@ -125,9 +218,13 @@ pub fn ops_model(data: &[u8]) {
     let Ok(s) = Store::open(dir.path(), o) else {
         panic!("reopen after a crash failed")
     };
-    let ns = s
-        .namespace("m", Limits::default())
-        .expect("namespace after a crash");
+    let ns = s.namespace("m", limits).expect("namespace after a crash");
+    if let Some(m) = maxsize {
+        assert!(
+            ns.stats().expect("stats").entries <= m as u64,
+            "over maxsize"
+        );
+    }
     for k in 0..16u8 {
         let got = ns.get(&[k]).expect("get after a crash");
         if let Some(v) = &got {
@@ -140,7 +237,14 @@ pub fn ops_model(data: &[u8]) {
         // except keys the failed operation itself may have changed.
         let in_doubt = touched.as_ref().is_some_and(|t| t.contains(&k));
         if durable && !in_doubt {
-            assert_eq!(got.as_ref(), model.get(&k), "key {k}: durable state lost");
+            // With LRU eviction the rebuilt order may differ (evictions write
+            // no record), and a known issue lets a rebuild return an older
+            // value of an evicted key (engine/tests/faults.rs,
+            // `rebuild_after_eviction_and_compaction_returns_no_older_value`):
+            // only the unlimited namespace is held to the exact state.
+            if maxsize.is_none() {
+                assert_eq!(got.as_ref(), model.get(&k), "key {k}: durable state lost");
+            }
         }
     }
 }
