@@ -276,9 +276,10 @@ def shared_run(name: str, d: str, keys: int, timeout: float) -> dict:
     failed = [r["failed"] for r in rs if "failed" in r]
     if failed:
         return {"failed": failed[0], "runs": os.path.getsize(counter)}
+    sample = next((r["stderr"].splitlines()[0] for r in rs if r.get("stderr")), None)
     return {"wall_s": max(r["end"] for r in rs) - t0,
             "runs": os.path.getsize(counter),
-            "errors": sum(r["errors"] for r in rs)}
+            "errors": sum(r["errors"] for r in rs), "sample_error": sample}
 
 
 def stat(xs: list) -> tuple | None:
@@ -374,6 +375,8 @@ def driver(args: argparse.Namespace) -> None:
                 rr["failed"].append(f"shared: {r['failed']} (body had run {r['runs']} times)")
             else:
                 rr["wall_s"].append(r["wall_s"])
+                if r["sample_error"] and not rr.get("sample_error"):
+                    rr["sample_error"] = r["sample_error"]
                 rr["runs"].append(r["runs"])
                 errs += r["errors"]
             rr["errors"].append(errs)
@@ -382,7 +385,8 @@ def driver(args: argparse.Namespace) -> None:
             shutil.rmtree(d2, ignore_errors=True)
 
     # The table.
-    st = {name: {k: stat(v) for k, v in raw[name].items() if k != "failed"} for name in active}
+    st = {name: {k: stat(v) for k, v in raw[name].items() if k not in ("failed", "sample_error")}
+          for name in active}
     cols = [("miss+store us/call", "miss_us", ""), ("hit us/call", "hit_us", ""),
             ("fresh process: first call ms", "first_ms", ""), ("fresh process: hit us/call", "fresh_hit_us", ""),
             (f"4 procs x {keys} keys: wall s", "wall_s", ""), ("body runs", "runs", ""),
@@ -405,6 +409,8 @@ def driver(args: argparse.Namespace) -> None:
     for name in active:
         for fmsg in raw[name]["failed"]:
             print(f"failed: {name}: {fmsg}")
+        if raw[name].get("sample_error"):
+            print(f"first error seen in {name}'s 4-process run: {raw[name]['sample_error']}")
 
     # Ratios and goals (issue 7), on the medians.
     def med(name: str, key: str):

@@ -251,6 +251,19 @@ fn add_entry(
     Ok(())
 }
 
+/// Writes zeros over `from..to` and syncs them.
+fn zero_fill(io: &dyn Io, file: &File, from: u64, to: u64) -> Result<()> {
+    let zeros = vec![0u8; 1 << 20];
+    let mut off = from;
+    while off < to {
+        let n = (to - off).min(zeros.len() as u64);
+        io.write_at(file, &zeros[..n as usize], off)?;
+        off += n;
+    }
+    io.sync(file)?;
+    Ok(())
+}
+
 fn buckets_for(entries: u64) -> u64 {
     (entries.saturating_mul(4) / 3 + 1)
         .next_power_of_two()
@@ -463,6 +476,15 @@ pub(crate) fn rebuild_index(
     old: Option<&IndexMap>,
     boot: (u64, u64),
 ) -> Result<IndexMap> {
+    // Temporaries of writers that died (we hold the writer lock, so no live
+    // writer is using one).
+    for e in std::fs::read_dir(dir)?.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if (name.starts_with("seg-") && name.ends_with(".tmp")) || name.starts_with("index.tmp.") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
     let ids = list_segments(dir)?;
     let log_bytes: u64 = ids
         .iter()
@@ -701,19 +723,20 @@ impl Writer<'_> {
                 continue;
             }
             let path = self.inner.dir.join(format::segment_file_name(id as u32));
-            let file = match OpenOptions::new()
+            if path.exists() {
+                id += 1;
+                continue;
+            }
+            // The segment is prepared under a temporary name and renamed into
+            // place complete, so a crash never leaves a headerless segment.
+            // Only the lock holder uses the temporary name.
+            let tmp = self.inner.dir.join(format!("seg-{:08x}.tmp", id as u32));
+            let file = OpenOptions::new()
                 .read(true)
                 .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    id += 1;
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
             let io = &self.inner.opts.io;
             let init =
                 (min_len + SEG_HEADER_LEN).max(PREALLOC_CHUNK.min(self.inner.opts.segment_size));
@@ -721,13 +744,24 @@ impl Writer<'_> {
                 .allocate(&file, 0, init)
                 .and_then(|_| io.write_at(&file, &format::encode_segment_header(id as u32), 0))
                 .and_then(|_| io.sync(&file));
+            let r = r.map_err(Error::from).and_then(|_| {
+                if self.inner.opts.durability == Durability::PowerLoss {
+                    zero_fill(io.as_ref(), &file, SEG_HEADER_LEN, init)?;
+                }
+                Ok(())
+            });
+            let r = r
+                .and_then(|_| std::fs::rename(&tmp, &path).map_err(Error::from))
+                .and_then(|_| {
+                    if self.inner.opts.durability == Durability::PowerLoss {
+                        File::open(&self.inner.dir).and_then(|d| d.sync_all())?;
+                    }
+                    Ok(())
+                });
             if let Err(e) = r {
                 drop(file);
-                let _ = std::fs::remove_file(&path);
-                return Err(e.into());
-            }
-            if self.inner.opts.durability == Durability::PowerLoss {
-                File::open(&self.inner.dir).and_then(|d| d.sync_all())?;
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
             }
             idx.hset(hdr::NEXT_SEG_ID, id + 1);
             idx.seg(row, segr::TOTAL)
@@ -786,6 +820,13 @@ impl Writer<'_> {
                         let target = (off + bytes).div_ceil(PREALLOC_CHUNK) * PREALLOC_CHUNK;
                         let target = target.min(seg_size.max(off + bytes));
                         io.allocate(&seg.file, len, target - len)?;
+                        if self.inner.opts.durability == Durability::PowerLoss {
+                            // fallocate leaves "unwritten" extents: the first
+                            // write into each turns fdatasync into a journal
+                            // commit. Zeroing the range once makes later
+                            // commits plain data flushes.
+                            zero_fill(io.as_ref(), &seg.file, len, target)?;
+                        }
                         seg.known_len.fetch_max(target, Ordering::AcqRel);
                     } else {
                         seg.known_len.fetch_max(len, Ordering::AcqRel);

@@ -173,3 +173,18 @@ fn durable_group_commit_from_many_threads() {
         }
     }
 }
+
+#[test]
+fn frequent_compaction_keeps_segment_count_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), opts().segment_size(64 << 10)).unwrap();
+    let ns = s.namespace("c", Limits::maxsize(Some(150))).unwrap();
+    for i in 0..3000u32 {
+        ns.put(&(i % 200).to_le_bytes(), &[i as u8; 100]).unwrap();
+        if i % 50 == 0 {
+            s.compact().unwrap();
+            let st = s.stats().unwrap();
+            assert!(st.segments < 20, "after {i} puts: {st:?}");
+        }
+    }
+}

@@ -29,7 +29,9 @@ impl LocalBackend {
 
     /// Opens the store in `path` with `options`.
     pub fn open_with(path: impl AsRef<Path>, options: engine::Options) -> Result<LocalBackend> {
-        Ok(LocalBackend { store: engine::Store::open(path, options)? })
+        Ok(LocalBackend {
+            store: engine::Store::open(path, options)?,
+        })
     }
 
     /// The engine store underneath.
@@ -44,7 +46,9 @@ impl Backend for LocalBackend {
     }
 
     fn namespace(&self, name: &str, limits: Limits) -> Result<Arc<dyn Namespace>> {
-        Ok(Arc::new(LocalNamespace { ns: self.store.namespace(name, limits)? }))
+        Ok(Arc::new(LocalNamespace {
+            ns: self.store.namespace(name, limits)?,
+        }))
     }
 
     fn namespace_names(&self) -> Result<Vec<String>> {
