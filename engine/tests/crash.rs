@@ -245,3 +245,56 @@ fn kill9_loop() {
         "no kill ever hit a compaction"
     );
 }
+
+const LEASE_CHILD_ENV: &str = "PICOCACHE_LEASE_CHILD_DIR";
+
+/// Holds a lease until killed. Runs only when re-executed by
+/// `lease_dies_with_its_holder`.
+#[test]
+fn lease_child_entry() {
+    let Ok(dir) = std::env::var(LEASE_CHILD_ENV) else {
+        return;
+    };
+    let store = Store::open(&dir, opts()).unwrap();
+    let ns = store.namespace("lease", Limits::default()).unwrap();
+    let lease = ns.lease(b"k", Duration::from_secs(30)).unwrap();
+    assert!(lease.is_some(), "the child could not take the lease");
+    println!("HELD");
+    std::io::stdout().flush().unwrap();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// A process killed with SIGKILL while holding a lease does not block the
+/// others: the kernel drops its lock.
+#[test]
+fn lease_dies_with_its_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let ns = store.namespace("lease", Limits::default()).unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "lease_child_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(LEASE_CHILD_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l.ends_with("HELD"))),
+        "the child never took the lease"
+    );
+    assert!(
+        ns.lease(b"k", Duration::ZERO).unwrap().is_none(),
+        "the lease is held by the child"
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let lease = ns.lease(b"k", Duration::from_secs(30)).unwrap();
+    assert!(lease.is_some(), "the dead child's lease was never released");
+}
