@@ -29,7 +29,7 @@ pub const INDEX_MAGIC: [u8; 8] = *b"PICOIDX\0";
 pub const SEG_VERSION: u32 = 1;
 /// The index format version this build reads and writes. An index of another
 /// version is not an error: it is rebuilt from the log.
-pub const INDEX_VERSION: u32 = 1;
+pub const INDEX_VERSION: u32 = 2;
 
 /// Size of a segment header.
 pub const SEG_HEADER_LEN: u64 = 64;
@@ -253,7 +253,7 @@ pub const NS_ROW_LEN: usize = 384;
 /// Segment rows in the index.
 pub const MAX_SEGMENTS: usize = 4096;
 /// Size of one segment row.
-pub const SEG_ROW_LEN: usize = 32;
+pub const SEG_ROW_LEN: usize = 40;
 /// Size of one bucket: a word `tag << 32 | entry + 1`, then the entry's
 /// location (so a lookup reaches the record without touching the entry).
 pub const BUCKET_LEN: usize = 16;
@@ -359,6 +359,10 @@ pub mod segr {
     pub const TOTAL: usize = 16;
     /// Bytes of records no longer live.
     pub const DEAD: usize = 24;
+    /// Lowest sequence number of any PUT record in the segment (0 = none).
+    /// Compaction keeps a tombstone only while some other segment may hold
+    /// an older PUT that it shadows.
+    pub const MIN_PUT: usize = 32;
 }
 
 /// Entry field offsets.

@@ -495,7 +495,7 @@ pub(crate) fn rebuild_index(
         HashMap::with_capacity_and_hasher((log_bytes / 160) as usize, Default::default());
     let mut defs: HashMap<u32, NsDef> = HashMap::new();
     let mut clears: HashMap<u32, u64> = HashMap::new();
-    let mut segs: Vec<(u32, u64)> = Vec::new();
+    let mut segs: Vec<(u32, u64, u64)> = Vec::new();
     let mut max_seq = 0u64;
     for &id in &ids {
         let path = dir.join(format::segment_file_name(id));
@@ -503,9 +503,13 @@ pub(crate) fn rebuild_index(
             continue;
         };
         let (recs, end, _damage) = scan_segment(&data);
+        let mut min_put = 0u64;
         for r in recs {
             let h = r.h;
             max_seq = max_seq.max(h.seq);
+            if h.kind == kind::PUT && (min_put == 0 || h.seq < min_put) {
+                min_put = h.seq;
+            }
             let body = &data[r.off as usize..r.off as usize + h.body_len()];
             let key = &body[REC_HEADER_LEN..REC_HEADER_LEN + h.klen as usize];
             match h.kind {
@@ -547,7 +551,7 @@ pub(crate) fn rebuild_index(
                 _ => {}
             }
         }
-        segs.push((id, end));
+        segs.push((id, end, min_put));
     }
     let now = now_ms();
     let mut live: Vec<(u32, u64, Latest)> = keys
@@ -597,7 +601,7 @@ pub(crate) fn rebuild_index(
             *seg_live.entry((l.loc >> 32) as u32).or_insert(0) += l.size as u64;
         }
         let active = segs.last().map(|s| s.0);
-        for &(id, end) in &segs {
+        for &(id, end, min_put) in &segs {
             let row = id as usize % format::MAX_SEGMENTS;
             if idx.seg(row, segr::ID).load(Ordering::Acquire) != 0 {
                 continue; // two live segments on one row: cannot happen unless ids were forged
@@ -609,11 +613,13 @@ pub(crate) fn rebuild_index(
                 total.saturating_sub(SEG_HEADER_LEN + live),
                 Ordering::Release,
             );
+            idx.seg(row, segr::MIN_PUT)
+                .store(min_put, Ordering::Release);
             idx.seg(row, segr::STATE)
                 .store(if Some(id) == active { 1 } else { 2 }, Ordering::Release);
             idx.seg(row, segr::ID).store(id as u64, Ordering::Release);
         }
-        if let Some((id, end)) = segs.last() {
+        if let Some((id, end, _)) = segs.last() {
             idx.hset(hdr::ACTIVE_SEG, *id as u64);
             idx.hset(hdr::ACTIVE_OFF, format::align8((*end).max(SEG_HEADER_LEN)));
         }
@@ -767,6 +773,7 @@ impl Writer<'_> {
             idx.seg(row, segr::TOTAL)
                 .store(SEG_HEADER_LEN, Ordering::Release);
             idx.seg(row, segr::DEAD).store(0, Ordering::Release);
+            idx.seg(row, segr::MIN_PUT).store(0, Ordering::Release);
             idx.seg(row, segr::STATE).store(1, Ordering::Release);
             idx.seg(row, segr::ID).store(id, Ordering::Release);
             idx.hset(hdr::ACTIVE_OFF, SEG_HEADER_LEN);
@@ -832,6 +839,28 @@ impl Writer<'_> {
                         seg.known_len.fetch_max(len, Ordering::AcqRel);
                     }
                 }
+                // The segment's lowest PUT sequence number covers these
+                // records before they are written (a crash in between leaves
+                // it lower than needed, never higher).
+                let mut min_put = u64::MAX;
+                let mut p = pos;
+                for s in &sizes[i..i + run] {
+                    if buf[p + 4] == kind::PUT {
+                        let mut w = [0u8; 8];
+                        w.copy_from_slice(&buf[p + 24..p + 32]);
+                        min_put = min_put.min(u64::from_le_bytes(w));
+                    }
+                    p += *s as usize;
+                }
+                let row = self.idx.seg_row(seg_id);
+                if let (Some(row), true) = (row, min_put != u64::MAX) {
+                    let cur = self.idx.seg(row, segr::MIN_PUT).load(Ordering::Acquire);
+                    if cur == 0 || min_put < cur {
+                        self.idx
+                            .seg(row, segr::MIN_PUT)
+                            .store(min_put, Ordering::Release);
+                    }
+                }
                 io.write_at(&seg.file, &buf[pos..pos + bytes as usize], off)?;
                 let mut o = off;
                 for s in &sizes[i..i + run] {
@@ -839,7 +868,7 @@ impl Writer<'_> {
                     o += s;
                 }
                 self.idx.hset(hdr::ACTIVE_OFF, off + bytes);
-                if let Some(row) = self.idx.seg_row(seg_id) {
+                if let Some(row) = row {
                     self.idx
                         .seg(row, segr::TOTAL)
                         .store(off + bytes, Ordering::Release);
@@ -910,7 +939,13 @@ impl Writer<'_> {
                 }
             }
             for row in 0..format::MAX_SEGMENTS {
-                for f in [segr::TOTAL, segr::DEAD, segr::STATE, segr::ID] {
+                for f in [
+                    segr::TOTAL,
+                    segr::DEAD,
+                    segr::MIN_PUT,
+                    segr::STATE,
+                    segr::ID,
+                ] {
                     new.seg(row, f)
                         .store(old.seg(row, f).load(Ordering::Acquire), Ordering::Release);
                 }
@@ -1167,17 +1202,20 @@ impl Writer<'_> {
     pub(crate) fn remove(&mut self, ns: u32, key: &[u8]) -> Result<bool> {
         let idx = self.idx.clone();
         let h = key_hash(ns, key);
-        let Some((e, _)) = self.inner.find(&idx, ns, key, h, &mut self.st.scratch) else {
-            return Ok(false);
-        };
+        let found = self.inner.find(&idx, ns, key, h, &mut self.st.scratch);
+        // Written even when the key has no entry: an evicted or expired PUT
+        // of it may still be in the log, and an index rebuild would bring it
+        // back.
         let seq = self.next_seq();
         self.st.buf.clear();
         format::encode_record(&mut self.st.buf, kind::REMOVE, ns, seq, 0, key, &[]);
         let size = format::record_size(key.len(), 0);
         let locs = self.append(&[size])?;
-        self.drop_entry(e)?;
+        if let Some((e, _)) = found {
+            self.drop_entry(e)?;
+        }
         self.mark_dead(locs[0], size);
-        Ok(true)
+        Ok(found.is_some())
     }
 
     pub(crate) fn clear(&mut self, ns: u32) -> Result<()> {
@@ -1274,13 +1312,40 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Copies what must survive of a chunk of `victim`'s records to the
+    /// active segment:
+    /// - a live PUT, under a fresh sequence number (so the segments that hold
+    ///   long-lived entries do not keep old sequence numbers alive, which
+    ///   would keep tombstones alive; see below);
+    /// - a tombstone (a REMOVE with the record's own sequence number) for a
+    ///   key that has no live entry, if it may shadow an older PUT of that key
+    ///   in another segment: a dead PUT (evicted, expired, removed) becomes
+    ///   one, an existing REMOVE stays one. Without it, an index rebuild would
+    ///   bring back the older value. A segment's `MIN_PUT` tells whether it
+    ///   may hold a PUT older than the tombstone; when none does, the
+    ///   tombstone is garbage and goes;
+    /// - the namespace's current CLEAR and NAMESPACE records.
     fn compact_chunk(&mut self, victim: u32, data: &[u8], recs: &[Scanned]) -> Result<()> {
         if self.idx.seg_row(victim).is_none() {
             return Ok(()); // another compactor finished it
         }
+        enum Keep {
+            Live(u32),
+            Tombstone,
+            Verbatim,
+        }
         let idx = self.idx.clone();
         let now = now_ms();
-        let mut keep: Vec<(usize, Option<u32>)> = Vec::new();
+        // The oldest PUT that any other segment may hold.
+        let oldest_put = idx
+            .seg_rows()
+            .into_iter()
+            .filter(|&(_, id)| id != victim)
+            .map(|(row, _)| idx.seg(row, segr::MIN_PUT).load(Ordering::Acquire))
+            .filter(|&m| m != 0)
+            .min()
+            .unwrap_or(u64::MAX);
+        let mut keep: Vec<(usize, Keep)> = Vec::new();
         for (i, r) in recs.iter().enumerate() {
             let h = r.h;
             if h.ns as usize >= format::MAX_NAMESPACES {
@@ -1289,35 +1354,38 @@ impl Writer<'_> {
             let body = &data[r.off as usize..r.off as usize + h.body_len()];
             let key = &body[REC_HEADER_LEN..REC_HEADER_LEN + h.klen as usize];
             match h.kind {
-                kind::PUT => {
-                    let loc = ((victim as u64) << 32) | r.off;
+                kind::PUT | kind::REMOVE => {
                     let found =
                         self.inner
                             .find(&idx, h.ns, key, key_hash(h.ns, key), &mut self.st.scratch);
-                    if let Some((e, _)) = found {
+                    let mut live = found.is_some();
+                    if let (Some((e, _)), kind::PUT) = (found, h.kind) {
+                        let loc = ((victim as u64) << 32) | r.off;
                         if idx.eget(e, ent::LOC) == loc {
                             if h.expire_ms != 0 && h.expire_ms <= now {
                                 self.drop_entry(e)?;
+                                live = false;
                             } else {
-                                keep.push((i, Some(e)));
+                                keep.push((i, Keep::Live(e)));
+                                continue;
                             }
                         }
                     }
-                }
-                kind::REMOVE => {
-                    let live = self
-                        .inner
-                        .find(&idx, h.ns, key, key_hash(h.ns, key), &mut self.st.scratch)
-                        .is_some();
+                    // A live key's current record is newer than this one.
                     if !live
                         && h.seq > idx.ns_get(h.ns, nsr::CLEAR_SEQ)
                         && idx.ns_get(h.ns, nsr::NAME_LEN) != 0
+                        && oldest_put < h.seq
                     {
-                        keep.push((i, None));
+                        keep.push((i, Keep::Tombstone));
                     }
                 }
-                kind::CLEAR if h.seq == idx.ns_get(h.ns, nsr::CLEAR_SEQ) => keep.push((i, None)),
-                kind::NAMESPACE if h.seq == idx.ns_get(h.ns, nsr::DEF_SEQ) => keep.push((i, None)),
+                kind::CLEAR if h.seq == idx.ns_get(h.ns, nsr::CLEAR_SEQ) => {
+                    keep.push((i, Keep::Verbatim))
+                }
+                kind::NAMESPACE if h.seq == idx.ns_get(h.ns, nsr::DEF_SEQ) => {
+                    keep.push((i, Keep::Verbatim))
+                }
                 _ => {}
             }
         }
@@ -1326,20 +1394,36 @@ impl Writer<'_> {
         }
         self.st.buf.clear();
         let mut sizes = Vec::with_capacity(keep.len());
-        for &(i, _) in &keep {
-            let r = &recs[i];
-            let size = r.h.size();
-            self.st
-                .buf
-                .extend_from_slice(&data[r.off as usize..(r.off + size) as usize]);
-            sizes.push(size);
+        for (i, what) in &keep {
+            let r = &recs[*i];
+            let h = r.h;
+            let body = &data[r.off as usize..r.off as usize + h.body_len()];
+            let key = &body[REC_HEADER_LEN..REC_HEADER_LEN + h.klen as usize];
+            let start = self.st.buf.len();
+            match what {
+                Keep::Live(_) => {
+                    let value = &body[REC_HEADER_LEN + h.klen as usize..];
+                    let seq = self.next_seq();
+                    let buf = &mut self.st.buf;
+                    format::encode_record(buf, kind::PUT, h.ns, seq, h.expire_ms, key, value);
+                }
+                Keep::Tombstone => {
+                    let buf = &mut self.st.buf;
+                    format::encode_record(buf, kind::REMOVE, h.ns, h.seq, 0, key, &[]);
+                }
+                Keep::Verbatim => self
+                    .st
+                    .buf
+                    .extend_from_slice(&data[r.off as usize..(r.off + h.size()) as usize]),
+            }
+            sizes.push((self.st.buf.len() - start) as u64);
         }
         let locs = self.append(&sizes)?;
-        for ((&(i, e), loc), size) in keep.iter().zip(&locs).zip(&sizes) {
-            match e {
-                Some(e) => set_loc(&idx, e, *loc)?,
-                None if recs[i].h.kind == kind::REMOVE => self.mark_dead(*loc, *size),
-                None => {}
+        for (((_, what), loc), size) in keep.iter().zip(&locs).zip(&sizes) {
+            match what {
+                Keep::Live(e) => set_loc(&idx, *e, *loc)?,
+                Keep::Tombstone => self.mark_dead(*loc, *size),
+                Keep::Verbatim => {}
             }
         }
         Ok(())
@@ -1352,7 +1436,7 @@ impl Writer<'_> {
         // The copies must be on disk before the originals go.
         self.sync_log()?;
         self.idx.seg(row, segr::ID).store(0, Ordering::Release);
-        for f in [segr::STATE, segr::TOTAL, segr::DEAD] {
+        for f in [segr::STATE, segr::TOTAL, segr::DEAD, segr::MIN_PUT] {
             self.idx.seg(row, f).store(0, Ordering::Release);
         }
         self.idx.h(hdr::EPOCH).fetch_add(1, Ordering::AcqRel);
@@ -1440,6 +1524,22 @@ impl Writer<'_> {
                 Ok(Some(data)) => {
                     let (recs, _, damage) = scan_segment(&data);
                     rep.records += recs.len() as u64;
+                    // The row's lowest PUT seq may be lower than the truth
+                    // (a crash between the row update and the write), never
+                    // higher: compaction would drop tombstones still needed.
+                    let min_put = recs
+                        .iter()
+                        .filter(|r| r.h.kind == kind::PUT)
+                        .map(|r| r.h.seq)
+                        .min();
+                    if let (Some(row), Some(m)) = (idx.seg_row(id), min_put) {
+                        let noted = idx.seg(row, segr::MIN_PUT).load(Ordering::Acquire);
+                        if noted == 0 || noted > m {
+                            rep.problems.push(format!(
+                                "segment {id}: the index notes {noted} as its lowest PUT seq, it holds {m}"
+                            ));
+                        }
+                    }
                     let active = idx.hget(hdr::ACTIVE_SEG) == id as u64;
                     for (off, what) in damage {
                         // Bytes past the append point of the active segment are

@@ -188,3 +188,61 @@ fn frequent_compaction_keeps_segment_count_bounded() {
         }
     }
 }
+
+/// Evictions leave dead PUTs that compaction turns into tombstones while an
+/// older PUT of the key may survive elsewhere; once no segment can hold one,
+/// the tombstones go. A churning LRU namespace beside long-lived entries
+/// (which keep their segment's oldest data alive) must not grow the log
+/// without bound, and evicted keys must not come back after a rebuild.
+#[test]
+fn tombstones_do_not_pile_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), opts().segment_size(1 << 16)).unwrap();
+    let hot = s.namespace("hot", Limits::default()).unwrap();
+    for i in 0..50u32 {
+        hot.put(&i.to_le_bytes(), &[7u8; 64]).unwrap();
+    }
+    let lru = s.namespace("lru", Limits::maxsize(Some(16))).unwrap();
+    let mut max_records = 0;
+    for round in 0..6u32 {
+        for i in 0..5000u32 {
+            // Each key is written twice (an older PUT), then evicted.
+            let k = (round * 5000 + i).to_le_bytes();
+            lru.put(&k, &[1u8; 80]).unwrap();
+            lru.put(&k, &[2u8; 80]).unwrap();
+        }
+        s.compact().unwrap();
+        s.compact().unwrap();
+        let rep = s.verify().unwrap();
+        assert!(rep.is_ok(), "{rep:?}");
+        max_records = max_records.max(rep.records);
+    }
+    // 30,000 evicted keys; what remains is the live entries, the records
+    // of the active segment and a bounded number of tombstones.
+    let rep = s.verify().unwrap();
+    println!(
+        "{} records after compaction, at most {max_records}",
+        rep.records
+    );
+    assert!(
+        rep.records < 3000,
+        "{} records after compaction (at most {max_records} seen)",
+        rep.records
+    );
+    s.rebuild_index().unwrap();
+    for round in 0..6u32 {
+        for i in 0..5000u32 {
+            let k = (round * 5000 + i).to_le_bytes();
+            if let Some(v) = lru.get(&k).unwrap() {
+                assert_eq!(
+                    v,
+                    vec![2u8; 80],
+                    "an evicted key came back with an older value"
+                );
+            }
+        }
+    }
+    for i in 0..50u32 {
+        assert_eq!(hot.get(&i.to_le_bytes()).unwrap(), Some(vec![7u8; 64]));
+    }
+}

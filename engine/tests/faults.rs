@@ -371,7 +371,6 @@ fn fork_child_reopens() {
 /// the index from the log (after a crash or reboot) then returns that older
 /// value. Found by the `ops_model` fuzz target (LRU mode).
 #[test]
-#[ignore = "known engine issue: evictions write no record, so a rebuild can resurrect an older value"]
 fn rebuild_after_eviction_and_compaction_returns_no_older_value() {
     let dir = tempfile::tempdir().unwrap();
     let mut o = Options::default().segment_size(4096);

@@ -84,6 +84,7 @@ fn constants_match_the_document() {
         ("segr.STATE", segr::STATE as u64),
         ("segr.TOTAL", segr::TOTAL as u64),
         ("segr.DEAD", segr::DEAD as u64),
+        ("segr.MIN_PUT", segr::MIN_PUT as u64),
         ("ent.HASH", ent::HASH as u64),
         ("ent.STAMP", ent::STAMP as u64),
         ("ent.LIST_STAMP", ent::LIST_STAMP as u64),
@@ -101,7 +102,7 @@ fn constants_match_the_document() {
     let l = format::IndexLayout::new(1024).unwrap();
     assert_eq!(l.ns_off, 4096);
     assert_eq!(l.seg_off, 4096 + 1024 * 384);
-    assert_eq!(l.bucket_off, l.seg_off + 4096 * 32);
+    assert_eq!(l.bucket_off, l.seg_off + 4096 * 40);
     assert_eq!(l.entry_off, l.bucket_off + 1024 * 16);
     assert_eq!(l.entries, 768);
 }
@@ -161,7 +162,7 @@ fn a_real_store_has_the_documented_bytes() {
 
     let idx = std::fs::read(dir.path().join("index")).unwrap();
     assert_eq!(&idx[0..8], b"PICOIDX\0");
-    assert_eq!(u32_at(&idx, 8), 1, "index version");
+    assert_eq!(u32_at(&idx, 8), 2, "index version");
     let mut h = crc32fast::Hasher::new();
     h.update(&idx[0..12]);
     h.update(&idx[16..64]);
@@ -191,4 +192,9 @@ fn a_real_store_has_the_documented_bytes() {
     let seg_row = l.seg_off + format::SEG_ROW_LEN;
     assert_eq!(u64_at(&idx, seg_row), 1, "segment 1 in row 1");
     assert_eq!(u64_at(&idx, seg_row + segr::STATE), 1, "active");
+    assert_eq!(
+        u64_at(&idx, seg_row + segr::MIN_PUT),
+        u64_at(&seg, r2 + 24),
+        "lowest PUT seq of the segment"
+    );
 }

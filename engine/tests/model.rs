@@ -63,7 +63,8 @@ impl ModelNs {
 fn value(k: u8, v: u16) -> Vec<u8> {
     // Values of several lengths, self-describing.
     let mut out = vec![k, (v & 0xff) as u8, (v >> 8) as u8];
-    out.resize(3 + (v as usize % 40), k ^ 0x5a);
+    // Up to ~900 bytes, so the 4 KiB segments roll often.
+    out.resize(3 + (v as usize % 60) * 15, k ^ 0x5a);
     out
 }
 
