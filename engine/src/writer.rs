@@ -1257,12 +1257,14 @@ impl Writer<'_> {
                 .read_record(idx.eget(cur, ent::LOC), &mut self.st.scratch)
             {
                 let k = self.st.scratch[REC_HEADER_LEN..REC_HEADER_LEN + h.klen as usize].to_vec();
-                out.push((k, h.vlen as usize));
+                out.push((idx.eget(cur, ent::STAMP), k, h.vlen as usize));
             }
             cur = idx.links(cur).1;
         }
-        // Most recently used first: order by last use.
-        out
+        // Most recently used first: hits move entries lazily in the list, so
+        // order by the last-use stamps (stable: list order breaks ties).
+        out.sort_by_key(|e| std::cmp::Reverse(e.0));
+        out.into_iter().map(|(_, k, n)| (k, n)).collect()
     }
 
     // ---- compaction ---------------------------------------------------------

@@ -177,6 +177,9 @@ fn run(ops: Vec<Op>, maxsizes: [usize; 2]) {
     // Final: contents equal, in every namespace.
     for (n, m) in model.iter().enumerate() {
         let ns = store.namespace(&format!("ns{n}"), limits(n)).unwrap();
+        let listed: Vec<u8> = ns.keys().unwrap().iter().map(|(k, _)| k[0]).collect();
+        let mru_first: Vec<u8> = m.order.iter().rev().copied().collect();
+        assert_eq!(listed, mru_first, "keys() of ns{n}, most recent first");
         for k in 0..12u8 {
             assert_eq!(
                 ns.get(&[k]).unwrap(),
