@@ -519,7 +519,11 @@ pub(crate) fn rebuild_index(
                         ns: h.ns,
                         key: key.into(),
                     };
-                    let newer = keys.get(&k).is_none_or(|l| l.seq < h.seq);
+                    // On a tie (a dead PUT and the tombstone compaction made
+                    // of it, after a crash mid-compaction) the tombstone wins.
+                    let newer = keys.get(&k).is_none_or(|l| {
+                        l.seq < h.seq || (l.seq == h.seq && h.kind == kind::REMOVE)
+                    });
                     if newer {
                         keys.insert(
                             k,
@@ -1437,13 +1441,21 @@ impl Writer<'_> {
         };
         // The copies must be on disk before the originals go.
         self.sync_log()?;
+        // The file goes before its row: a segment file left behind without a
+        // row (its lowest PUT seq no longer counted) could hold PUTs that
+        // tombstones dropped since would have shadowed, and a rebuild reads
+        // every segment file. If it cannot be removed, it stays tracked.
+        match std::fs::remove_file(self.inner.dir.join(format::segment_file_name(victim))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
         self.idx.seg(row, segr::ID).store(0, Ordering::Release);
         for f in [segr::STATE, segr::TOTAL, segr::DEAD, segr::MIN_PUT] {
             self.idx.seg(row, f).store(0, Ordering::Release);
         }
         self.idx.h(hdr::EPOCH).fetch_add(1, Ordering::AcqRel);
         self.idx.h(hdr::COMPACTIONS).fetch_add(1, Ordering::AcqRel);
-        let _ = std::fs::remove_file(self.inner.dir.join(format::segment_file_name(victim)));
         self.inner.segs.write().remove(&victim);
         Ok(())
     }
