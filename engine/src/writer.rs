@@ -568,7 +568,25 @@ pub(crate) fn rebuild_index(
         })
         .map(|(k, l)| (k.ns, k.h, l))
         .collect();
-    live.sort_unstable_by_key(|(_, _, l)| l.seq);
+    // Only the newest entries that fit each namespace's limits, so that the
+    // new index never shows a namespace over them, not even until the first
+    // writer enforces them.
+    live.sort_unstable_by_key(|(_, _, l)| std::cmp::Reverse(l.seq));
+    let mut room: HashMap<u32, (u64, u64)> = HashMap::new();
+    live.retain(|(ns, _, l)| {
+        let Some((_, _, (maxsize, max_bytes, _))) = defs.get(ns) else {
+            return false;
+        };
+        let used = room.entry(*ns).or_insert((0, 0));
+        if used.0 < *maxsize && used.1 + l.size as u64 <= *max_bytes {
+            *used = (used.0 + 1, used.1 + l.size as u64);
+            true
+        } else {
+            used.0 = u64::MAX; // full: everything older goes too
+            false
+        }
+    });
+    live.reverse();
 
     let tmp = tmp_index_path(dir);
     let idx = IndexMap::create(
@@ -1133,6 +1151,14 @@ impl Writer<'_> {
             lru_push_head(&idx, ns, e)?;
             return Ok(());
         }
+        // A new key: make room first (as `lru_cache` does), so that readers
+        // in other processes never see the namespace over its `maxsize`.
+        let maxsize = idx.ns_get(ns, nsr::MAXSIZE);
+        while idx.ns_get(ns, nsr::ENTRIES) >= maxsize {
+            if !self.evict_one(ns)? {
+                break;
+            }
+        }
         add_entry(&idx, ns, h, loc, size, stamp, stamp).map_err(|e| match e {
             Error::InvalidArgument(_) => corrupt(&idx, "entry array full despite reservation"),
             e => e,
@@ -1215,11 +1241,14 @@ impl Writer<'_> {
         format::encode_record(&mut self.st.buf, kind::REMOVE, ns, seq, 0, key, &[]);
         let size = format::record_size(key.len(), 0);
         let locs = self.append(&[size])?;
-        if let Some((e, _)) = found {
+        let mut was_live = false;
+        if let Some((e, rh)) = found {
+            // An expired entry is already a miss: it was not there.
+            was_live = rh.expire_ms == 0 || rh.expire_ms > now_ms();
             self.drop_entry(e)?;
         }
         self.mark_dead(locs[0], size);
-        Ok(found.is_some())
+        Ok(was_live)
     }
 
     pub(crate) fn clear(&mut self, ns: u32) -> Result<()> {

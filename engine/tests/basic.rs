@@ -82,6 +82,33 @@ fn ttl_expires() {
     std::thread::sleep(Duration::from_millis(80));
     assert!(ns.get(b"k").unwrap().is_none());
     assert!(ns.get(b"long").unwrap().is_some());
+    assert!(!ns.remove(b"k").unwrap(), "an expired entry was not there");
+    assert!(ns.remove(b"long").unwrap());
+    assert_eq!(ns.stats().unwrap().entries, 0);
+}
+
+/// A reader never sees a namespace over its `maxsize`, not even between a
+/// put and its eviction: room is made before the new entry is published.
+#[test]
+fn readers_never_see_more_than_maxsize() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), opts()).unwrap();
+    let ns = s.namespace("m", Limits::maxsize(Some(8))).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        let watcher = sc.spawn(|| {
+            let mut seen = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                seen = seen.max(ns.stats().unwrap().entries);
+            }
+            seen
+        });
+        for i in 0..20_000u32 {
+            ns.put(&i.to_le_bytes(), b"v").unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(watcher.join().unwrap(), 8);
+    });
 }
 
 #[test]
