@@ -339,6 +339,14 @@ pub mod nsr {
     pub const NAME_HASH: usize = 80;
     /// Sequence number of the NAMESPACE record in force.
     pub const DEF_SEQ: usize = 88;
+    /// Earliest expiry (unix ms) of the namespace's entries as the last
+    /// sweep or rebuild found it, lowered by every put with an expiry; 0 =
+    /// none. Sweeps of expired entries run only once it has passed. (A put
+    /// racing a chunked background sweep can leave it later than the truth;
+    /// that only delays the sweep: an expired entry is a miss regardless.)
+    pub const NEXT_EXPIRY: usize = 96;
+    /// When the last expiry sweep of the namespace ran (unix ms).
+    pub const LAST_SWEEP: usize = 104;
     /// Use clock (atomic; stamps come from here).
     pub const CLOCK: usize = 128;
     /// Hits (atomic).

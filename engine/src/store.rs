@@ -230,6 +230,23 @@ impl Segment {
         Ok(true)
     }
 
+    /// Reads the header of the record at `off`, unchecked by its crc (a
+    /// damaged header can only make an expiry sweep keep or drop an entry,
+    /// never return a value). `Err(())`: remap needed.
+    pub(crate) fn read_header(&self, off: u64) -> std::result::Result<Option<RecordHeader>, ()> {
+        if off < format::SEG_HEADER_LEN || off % 8 != 0 {
+            return Ok(None);
+        }
+        if !self.ensure(off + REC_HEADER_LEN as u64)? {
+            return Ok(None);
+        }
+        let mut hb = [0u8; REC_HEADER_LEN];
+        if !self.map.copy_out(off as usize, &mut hb) {
+            return Ok(None);
+        }
+        Ok(RecordHeader::parse(&hb))
+    }
+
     /// Copies the record at `off` into `buf` (header + key + value) and checks
     /// it. `Err(())`: remap needed.
     pub(crate) fn read_record(
@@ -660,6 +677,7 @@ fn compactor_loop(weak: Weak<Inner>, stop: Arc<(Mutex<bool>, Condvar)>, interval
             return;
         }
         // Errors are retried at the next tick; a full disk must not kill the thread.
+        let _ = inner.sweep_expired(false);
         let _ = inner.compact(false);
     }
 }
@@ -728,6 +746,51 @@ impl Inner {
         }
         self.with_segment(id, |_| Ok(()))?;
         self.segs.read().get(&id).cloned()
+    }
+
+    /// Reads the (unchecked) header of the record at `loc`.
+    pub(crate) fn read_header(&self, loc: u64) -> Option<RecordHeader> {
+        self.with_segment((loc >> 32) as u32, |s| s.read_header(loc & 0xffff_ffff))
+            .flatten()
+    }
+
+    /// Sweeps every namespace whose earliest expiry has passed of its
+    /// expired entries, a chunk of entry slots per writer-lock hold. The
+    /// background thread (`force` false) sweeps a namespace at most every
+    /// second plus a second per 100,000 entries; `Store::compact` always.
+    pub(crate) fn sweep_expired(&self, force: bool) -> Result<()> {
+        let due = self.with_writer_ro(|w| {
+            let now = now_ms();
+            let idx = &w.idx;
+            Ok((0..format::MAX_NAMESPACES as u32)
+                .filter(|&ns| idx.ns_get(ns, nsr::NAME_LEN) != 0)
+                .filter(|&ns| {
+                    let next = idx.ns_get(ns, nsr::NEXT_EXPIRY);
+                    let gap = 1000 + idx.ns_get(ns, nsr::ENTRIES) / 100;
+                    next != 0
+                        && next <= now
+                        && (force || idx.ns_get(ns, nsr::LAST_SWEEP).saturating_add(gap) <= now)
+                })
+                .map(|ns| (ns, idx.ns_get(ns, nsr::NEXT_EXPIRY)))
+                .collect::<Vec<_>>())
+        })?;
+        for (ns, at_start) in due {
+            let mut from = Some(0);
+            let mut min = 0;
+            while let Some(f) = from {
+                from = self.with_writer(|w| {
+                    if w.idx.ns_get(ns, nsr::NAME_LEN) == 0 {
+                        return Ok(None);
+                    }
+                    w.sweep_chunk(ns, f, crate::writer::SWEEP_CHUNK, &mut min)
+                })?;
+            }
+            self.with_writer(|w| {
+                w.finish_sweep(ns, min, at_start);
+                Ok(())
+            })?;
+        }
+        Ok(())
     }
 
     /// Reads and checks the record at `loc` into `buf`.
@@ -961,6 +1024,8 @@ impl Inner {
             std::thread::sleep(Duration::from_millis(1));
         }
         if force {
+            // Expired entries become dead space that this compaction reclaims.
+            self.sweep_expired(true)?;
             self.with_writer(|w| w.seal_if_dead())?;
         }
         // Only segments sealed before this compaction started: the records it
@@ -1097,9 +1162,20 @@ impl Namespace {
     }
 
     /// The namespace's statistics.
+    ///
+    /// Expired entries are not counted once swept: a namespace of at most
+    /// 65,536 entries is swept here (at most once a second) when one of its
+    /// entries may have expired; larger ones by the background thread.
     pub fn stats(&self) -> Result<NamespaceStats> {
         let id = self.id()?;
-        let idx = self.store.inner.current_index()?;
+        let inner = &self.store.inner;
+        let idx = inner.current_index()?;
+        let next = idx.ns_get(id, nsr::NEXT_EXPIRY);
+        if next != 0 && next <= now_ms() {
+            // Best effort: stats are still returned if the sweep fails.
+            let _ = inner.with_writer(|w| w.sweep_if_due(id, crate::writer::SWEEP_INLINE_MAX));
+        }
+        let idx = inner.current_index()?;
         Ok(ns_stats(&idx, id))
     }
 

@@ -619,6 +619,12 @@ pub(crate) fn rebuild_index(
         idx.hset(hdr::NS_COUNT, defs.len() as u64);
         let mut seg_live: HashMap<u32, u64> = HashMap::new();
         for (ns, h, l) in &live {
+            if l.expire_ms != 0 {
+                let next = idx.ns_get(*ns, nsr::NEXT_EXPIRY);
+                if next == 0 || l.expire_ms < next {
+                    idx.ns_set(*ns, nsr::NEXT_EXPIRY, l.expire_ms);
+                }
+            }
             add_entry(&idx, *ns, *h, l.loc, l.size, l.seq, l.seq)?;
             *seg_live.entry((l.loc >> 32) as u32).or_insert(0) += l.size as u64;
         }
@@ -987,6 +993,8 @@ impl Writer<'_> {
                     nsr::CLOCK,
                     nsr::HITS,
                     nsr::MISSES,
+                    nsr::NEXT_EXPIRY,
+                    nsr::LAST_SWEEP,
                 ] {
                     new.ns_set(ns, f, old.ns_get(ns, f));
                 }
@@ -1073,6 +1081,8 @@ impl Writer<'_> {
                 nsr::CLEAR_SEQ,
                 nsr::HITS,
                 nsr::MISSES,
+                nsr::NEXT_EXPIRY,
+                nsr::LAST_SWEEP,
             ] {
                 idx.ns_set(id, f, 0);
             }
@@ -1127,6 +1137,12 @@ impl Writer<'_> {
             return Ok(0);
         }
         let locs = self.append(&sizes)?;
+        if expire != 0 {
+            let next = self.idx.ns_get(ns, nsr::NEXT_EXPIRY);
+            if next == 0 || expire < next {
+                self.idx.ns_set(ns, nsr::NEXT_EXPIRY, expire);
+            }
+        }
         for ((k, loc), size) in kept.iter().zip(&locs).zip(&sizes) {
             self.index_put(ns, k, *loc, *size as u32)?;
         }
@@ -1154,6 +1170,10 @@ impl Writer<'_> {
         // A new key: make room first (as `lru_cache` does), so that readers
         // in other processes never see the namespace over its `maxsize`.
         let maxsize = idx.ns_get(ns, nsr::MAXSIZE);
+        if idx.ns_get(ns, nsr::ENTRIES) >= maxsize {
+            // Expired entries make room before live ones are evicted.
+            self.sweep_if_due(ns, SWEEP_INLINE_MAX)?;
+        }
         while idx.ns_get(ns, nsr::ENTRIES) >= maxsize {
             if !self.evict_one(ns)? {
                 break;
@@ -1212,6 +1232,11 @@ impl Writer<'_> {
     pub(crate) fn enforce(&mut self, ns: u32) -> Result<()> {
         let maxsize = self.idx.ns_get(ns, nsr::MAXSIZE);
         let max_bytes = self.idx.ns_get(ns, nsr::MAX_BYTES);
+        if self.idx.ns_get(ns, nsr::ENTRIES) > maxsize
+            || self.idx.ns_get(ns, nsr::LIVE_BYTES) > max_bytes
+        {
+            self.sweep_if_due(ns, SWEEP_INLINE_MAX)?;
+        }
         while self.idx.ns_get(ns, nsr::ENTRIES) > maxsize
             || self.idx.ns_get(ns, nsr::LIVE_BYTES) > max_bytes
         {
@@ -1227,6 +1252,78 @@ impl Writer<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Sweeps `ns` of expired entries if one may have expired (its
+    /// `NEXT_EXPIRY` has passed) and the namespace holds at most `max_entries`
+    /// entries; at most once a second unless `max_entries` is `u64::MAX`.
+    pub(crate) fn sweep_if_due(&mut self, ns: u32, max_entries: u64) -> Result<()> {
+        let idx = &self.idx;
+        let next = idx.ns_get(ns, nsr::NEXT_EXPIRY);
+        let now = now_ms();
+        if next == 0 || next > now || idx.ns_get(ns, nsr::ENTRIES) > max_entries {
+            return Ok(());
+        }
+        if max_entries != u64::MAX && idx.ns_get(ns, nsr::LAST_SWEEP).saturating_add(1000) > now {
+            return Ok(());
+        }
+        let mut from = 0;
+        let mut min = 0;
+        while let Some(next_from) = self.sweep_chunk(ns, from, u64::MAX, &mut min)? {
+            from = next_from;
+        }
+        self.finish_sweep(ns, min, next);
+        Ok(())
+    }
+
+    /// Drops the expired entries of `ns` among entry slots `from..` (at most
+    /// `limit` slots), folding the other entries' expiries into `min`.
+    /// Returns where to go on, or `None` at the end of the entry array.
+    pub(crate) fn sweep_chunk(
+        &mut self,
+        ns: u32,
+        from: u64,
+        limit: u64,
+        min: &mut u64,
+    ) -> Result<Option<u64>> {
+        let idx = self.idx.clone();
+        let now = now_ms();
+        let end = idx.hget(hdr::ENTRY_HWM).min(idx.layout.entries);
+        let stop = from.saturating_add(limit).min(end);
+        for e in from..stop {
+            let e = e as u32;
+            let loc = idx.eget(e, ent::LOC);
+            if loc == 0 || idx.ns_size(e).0 != ns {
+                continue;
+            }
+            let Some(h) = self.inner.read_header(loc) else {
+                continue;
+            };
+            if h.expire_ms == 0 {
+                continue;
+            }
+            if h.expire_ms <= now {
+                self.drop_entry(e)?;
+            } else if *min == 0 || h.expire_ms < *min {
+                *min = h.expire_ms;
+            }
+        }
+        Ok((stop < end).then_some(stop))
+    }
+
+    /// Ends a sweep: `min` is the earliest expiry it saw among the entries it
+    /// kept, `at_start` the namespace's `NEXT_EXPIRY` when it began. Puts
+    /// during a chunked sweep only ever lowered `NEXT_EXPIRY`: if one did,
+    /// its value is kept when lower.
+    pub(crate) fn finish_sweep(&mut self, ns: u32, min: u64, at_start: u64) {
+        let cur = self.idx.ns_get(ns, nsr::NEXT_EXPIRY);
+        let next = if cur != at_start && cur != 0 && (min == 0 || cur < min) {
+            cur
+        } else {
+            min
+        };
+        self.idx.ns_set(ns, nsr::NEXT_EXPIRY, next);
+        self.idx.ns_set(ns, nsr::LAST_SWEEP, now_ms());
     }
 
     pub(crate) fn remove(&mut self, ns: u32, key: &[u8]) -> Result<bool> {
@@ -1271,6 +1368,7 @@ impl Writer<'_> {
             nsr::HITS,
             nsr::MISSES,
             nsr::EVICTIONS,
+            nsr::NEXT_EXPIRY,
         ] {
             idx.ns_set(ns, f, 0);
         }
@@ -1613,6 +1711,14 @@ impl Writer<'_> {
 
 /// Compacts one segment: copies its live records to the active segment in
 /// short chunks under the writer lock, then retires it.
+/// The largest namespace that a put or `stats` sweeps of expired entries
+/// inline (bounded work under the writer lock); larger ones are swept by the
+/// background thread in chunks, and by `Store::compact`.
+pub(crate) const SWEEP_INLINE_MAX: u64 = 1 << 16;
+
+/// Entry slots a chunked sweep examines per writer-lock hold.
+pub(crate) const SWEEP_CHUNK: u64 = 4096;
+
 pub(crate) fn compact_segment(inner: &Inner, victim: u32) -> Result<()> {
     let path = inner.dir.join(format::segment_file_name(victim));
     let data = match read_segment(inner.opts.io.as_ref(), &path, victim) {

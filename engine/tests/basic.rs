@@ -273,3 +273,53 @@ fn tombstones_do_not_pile_up() {
         assert_eq!(hot.get(&i.to_le_bytes()).unwrap(), Some(vec![7u8; 64]));
     }
 }
+
+/// Expired entries are swept: `stats` stops counting them, they make room
+/// before a live entry is evicted, and compaction reclaims their records.
+#[test]
+fn expired_entries_are_swept_and_reclaimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), opts().segment_size(1 << 16)).unwrap();
+    let short = Limits {
+        ttl: Some(Duration::from_millis(100)),
+        ..Limits::default()
+    };
+    let t = s.namespace("t", short).unwrap();
+    let keep = s.namespace("keep", Limits::default()).unwrap();
+    for i in 0..3000u32 {
+        t.put(&i.to_le_bytes(), &[1u8; 100]).unwrap();
+        keep.put(&i.to_le_bytes(), &[2u8; 20]).unwrap();
+    }
+    t.put_with_ttl(b"long", b"v", Some(Duration::from_secs(3600)))
+        .unwrap();
+    // Every short entry has expired 100 ms after the last put.
+    std::thread::sleep(Duration::from_millis(250));
+    assert_eq!(t.stats().unwrap().entries, 1, "expired entries not counted");
+    let before = s.stats().unwrap();
+    // The first pass leaves tombstones for the expired keys while older
+    // segments still hold old PUTs; the second collects them.
+    s.compact().unwrap();
+    s.compact().unwrap();
+    let after = s.stats().unwrap();
+    assert!(
+        after.log_bytes < before.log_bytes / 2,
+        "expired records reclaimed: {before:?} -> {after:?}"
+    );
+    assert_eq!(t.get(b"long").unwrap().as_deref(), Some(&b"v"[..]));
+    for i in 0..3000u32 {
+        assert_eq!(t.get(&i.to_le_bytes()).unwrap(), None);
+        assert_eq!(keep.get(&i.to_le_bytes()).unwrap(), Some(vec![2u8; 20]));
+    }
+    assert!(s.verify().unwrap().is_ok());
+
+    // An expired entry makes room; the live one stays.
+    let m = s.namespace("room", Limits::maxsize(Some(2))).unwrap();
+    m.put(b"live", b"1").unwrap();
+    m.put_with_ttl(b"gone", b"2", Some(Duration::from_millis(50)))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    m.put(b"new", b"3").unwrap();
+    assert_eq!(m.get(b"live").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(m.get(b"new").unwrap().as_deref(), Some(&b"3"[..]));
+    assert_eq!(m.stats().unwrap().evictions, 0, "nothing live evicted");
+}

@@ -77,6 +77,8 @@ fn constants_match_the_document() {
         ("nsr.LRU_TAIL", nsr::LRU_TAIL as u64),
         ("nsr.NAME_HASH", nsr::NAME_HASH as u64),
         ("nsr.DEF_SEQ", nsr::DEF_SEQ as u64),
+        ("nsr.NEXT_EXPIRY", nsr::NEXT_EXPIRY as u64),
+        ("nsr.LAST_SWEEP", nsr::LAST_SWEEP as u64),
         ("nsr.CLOCK", nsr::CLOCK as u64),
         ("nsr.HITS", nsr::HITS as u64),
         ("nsr.MISSES", nsr::MISSES as u64),

@@ -305,13 +305,7 @@ fn check_ttl(b: &dyn Backend, p: &str) {
     assert_eq!(ns.get(b"long").unwrap().as_deref(), Some(&b"2"[..]));
     assert_eq!(ns.get(b"forever").unwrap().as_deref(), Some(&b"3"[..]));
     let entries = ns.stats().unwrap().entries;
-    if b.kind() == "local" && entries == 3 {
-        // KNOWN DEVIATION: the local engine counts an expired entry until
-        // it reclaims it; every other backend's count is exact.
-        eprintln!("conformance[local]: NOTE: stats.entries counts 1 expired entry (engine)");
-    } else {
-        assert_eq!(entries, 2, "expired entries are not counted");
-    }
+    assert_eq!(entries, 2, "expired entries are not counted");
     let removed = ns.remove(b"short").unwrap();
     assert!(!removed, "an expired entry is absent");
 
@@ -342,15 +336,7 @@ fn check_ttl(b: &dyn Backend, p: &str) {
     thread::sleep(Duration::from_millis(600));
     m.put(b"new", b"3", None).unwrap();
     let kept = m.get(b"keep").unwrap().is_some();
-    if b.kind() == "local" && !kept {
-        // KNOWN DEVIATION: the local engine may evict a live entry while an
-        // expired one still holds its slot.
-        eprintln!(
-            "conformance[local]: NOTE: a live entry was evicted before an expired one (engine)"
-        );
-    } else {
-        assert!(kept, "a live entry outlives an expired one");
-    }
+    assert!(kept, "a live entry outlives an expired one");
     assert!(m.get(b"new").unwrap().is_some());
 }
 
