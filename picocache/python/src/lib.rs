@@ -367,8 +367,13 @@ impl Store {
         };
         let inner = self.inner.clone();
         let n = name.clone();
-        let ns = py
-            .allow_threads(move || guarded(|| open_ns(&inner, &n, limits)))
+        let (ns, local) = py
+            .allow_threads(move || {
+                guarded(|| {
+                    let local = inner.backend()?.kind() == "local";
+                    Ok((open_ns(&inner, &n, limits)?, local))
+                })
+            })
             .map_err(panic_err)?
             .map_err(to_py)?;
         Ok(Namespace {
@@ -378,6 +383,7 @@ impl Store {
             typed,
             fallback,
             state: Mutex::new((fork_gen(), ns)),
+            local,
         })
     }
 
@@ -421,6 +427,10 @@ struct Namespace {
     typed: bool,
     fallback: Option<PyObject>,
     state: Mutex<(u64, Arc<dyn picocache::Namespace>)>,
+    /// The local engine: its lookups take no lock, make no system call and
+    /// never wait for another process, so they run with the GIL held
+    /// (releasing and retaking it would cost more than the lookup).
+    local: bool,
 }
 
 impl Namespace {
@@ -507,6 +517,17 @@ impl Namespace {
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let k = self.encode_call(py, args, kwargs)?;
+        if self.local {
+            // The hit path, without a GIL round trip. (No Python code runs
+            // inside the engine call.)
+            let fast = guarded(|| self.current()?.get(&k));
+            match fast {
+                Ok(Ok(v)) => return Ok(v.map(|v| PyBytes::new(py, &v))),
+                Ok(Err(e)) if !is_forked(&e) => return Err(to_py(e)),
+                Ok(Err(_)) => {} // reopened below
+                Err(p) => return Err(panic_err(p)),
+            }
+        }
         let v = self.run(py, |ns| ns.get(&k))?;
         Ok(v.map(|v| PyBytes::new(py, &v)))
     }
