@@ -427,9 +427,10 @@ struct Namespace {
     typed: bool,
     fallback: Option<PyObject>,
     state: Mutex<(u64, Arc<dyn picocache::Namespace>)>,
-    /// The local engine: its lookups take no lock, make no system call and
-    /// never wait for another process, so they run with the GIL held
-    /// (releasing and retaking it would cost more than the lookup).
+    /// The local engine: its lookups make no system call and never wait for
+    /// another process or for a thread that needs the GIL (only short
+    /// in-process read locks), so they run with the GIL held (releasing and
+    /// retaking it would cost more than the lookup).
     local: bool,
 }
 
