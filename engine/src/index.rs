@@ -109,6 +109,17 @@ impl IndexMap {
             .truncate(true)
             .open(path)?;
         crate::sys::preallocate(&file, 0, layout.file_len as u64)?;
+        // Zeros written through the page cache: the map's first touch of each
+        // page is then a minor fault, instead of a fault that converts an
+        // unwritten extent (several times slower, and most of the cost of
+        // growing a large index).
+        let zeros = vec![0u8; 1 << 20];
+        let mut off = 0u64;
+        while off < layout.file_len as u64 {
+            let n = (layout.file_len as u64 - off).min(zeros.len() as u64) as usize;
+            std::os::unix::fs::FileExt::write_all_at(&file, &zeros[..n], off)?;
+            off += n as u64;
+        }
         let map = SharedMap::map_rw(&file, layout.file_len)?;
         let mut b = [0u8; 64];
         b[0..8].copy_from_slice(&format::INDEX_MAGIC);

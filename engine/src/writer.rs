@@ -954,15 +954,12 @@ impl Writer<'_> {
         let tmp = tmp_index_path(&self.inner.dir);
         let new = IndexMap::create(&tmp, buckets, random_generation())?;
         let copy = (|| {
+            // Entries keep their numbers, so the header words (free list and
+            // high-water mark included), the namespace rows (LRU heads and
+            // tails, counts) and the entries' own links are copied as they
+            // are, in address order; only the buckets are laid out anew.
             for off in (hdr::DYNAMIC..hdr::COMPACTIONS + 8).step_by(8) {
-                if ![
-                    hdr::RETIRED,
-                    hdr::ENTRY_COUNT,
-                    hdr::FREE_HEAD,
-                    hdr::ENTRY_HWM,
-                ]
-                .contains(&off)
-                {
+                if off != hdr::RETIRED {
                     new.hset(off, old.hget(off));
                 }
             }
@@ -979,42 +976,24 @@ impl Writer<'_> {
                 }
             }
             for ns in 0..format::MAX_NAMESPACES as u32 {
-                let Some(name) = old.ns_name(ns) else {
+                if old.ns_get(ns, nsr::NAME_LEN) == 0 {
                     continue;
-                };
-                new.ns_set_name(ns, &name);
-                for f in [
-                    nsr::MAXSIZE,
-                    nsr::MAX_BYTES,
-                    nsr::TTL_MS,
-                    nsr::EVICTIONS,
-                    nsr::CLEAR_SEQ,
-                    nsr::DEF_SEQ,
-                    nsr::CLOCK,
-                    nsr::HITS,
-                    nsr::MISSES,
-                    nsr::NEXT_EXPIRY,
-                    nsr::LAST_SWEEP,
-                ] {
+                }
+                for f in (0..format::NS_ROW_LEN).step_by(8) {
                     new.ns_set(ns, f, old.ns_get(ns, f));
                 }
-                let mut cur = old.ns_get(ns, nsr::LRU_TAIL) as u32;
-                for _ in 0..old.layout.entries {
-                    if cur == NIL {
-                        break;
-                    }
-                    let e = check_e(&old, cur)?;
-                    let (_, size) = old.ns_size(e);
-                    add_entry(
-                        &new,
-                        ns,
-                        old.eget(e, ent::HASH),
-                        old.eget(e, ent::LOC),
-                        size,
-                        old.eget(e, ent::STAMP),
-                        old.eget(e, ent::LIST_STAMP),
-                    )?;
-                    cur = old.links(e).0;
+            }
+            let hwm = old.hget(hdr::ENTRY_HWM);
+            if hwm > old.layout.entries || hwm > new.layout.entries {
+                return Err(corrupt(&old, "entry high-water mark out of range"));
+            }
+            for e in 0..hwm as u32 {
+                for f in (0..format::ENTRY_LEN).step_by(8) {
+                    new.eset(e, f, old.eget(e, f));
+                }
+                let loc = new.eget(e, ent::LOC);
+                if loc != 0 {
+                    bucket_insert(&new, new.eget(e, ent::HASH), e, loc)?;
                 }
             }
             Ok(())
