@@ -325,6 +325,11 @@ pub(crate) struct Inner {
     epoch_seen: AtomicU64,
     pub(crate) boot_id: (u64, u64),
     names: RwLock<HashMap<String, u32>>,
+    /// Open descriptions of `leases` not holding a lock, for reuse: opening
+    /// one per lease cost more than the lock itself. (Each lease needs its
+    /// own description: OFD locks of one description do not exclude each
+    /// other.)
+    lease_files: Arc<Mutex<Vec<File>>>,
 }
 
 struct Background {
@@ -471,6 +476,7 @@ impl Store {
             epoch_seen: AtomicU64::new(0),
             boot_id,
             names: RwLock::new(HashMap::new()),
+            lease_files: Arc::new(Mutex::new(Vec::new())),
             opts,
         });
         // Make sure there is an active segment, and that a rebuilt index
@@ -1071,9 +1077,38 @@ impl Drop for FlockGuard<'_> {
 /// A per-key lease: while it is held, no other holder of a lease on the same
 /// key (in any thread or process) gets one. The kernel releases it if the
 /// holding process dies.
-#[derive(Debug)]
 pub struct Lease {
-    _file: File,
+    file: Option<File>,
+    at: u64,
+    pool: Weak<Mutex<Vec<File>>>,
+    fork_gen: u64,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("at", &self.at).finish()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(file) = self.file.take() else { return };
+        // A forked child shares the description with its parent, whose lock
+        // it is: the child only closes its descriptor.
+        if sys::fork_generation() != self.fork_gen {
+            return;
+        }
+        // Unlocked, the description goes back to the pool; if the unlock
+        // fails, closing it releases the lock.
+        if sys::ofd_unlock(&file, self.at).is_ok() {
+            if let Some(pool) = self.pool.upgrade() {
+                let mut p = pool.lock();
+                if p.len() < 64 {
+                    p.push(file);
+                }
+            }
+        }
+    }
 }
 
 impl Namespace {
@@ -1192,20 +1227,31 @@ impl Namespace {
     pub fn lease(&self, key: &[u8], wait: Duration) -> Result<Option<Lease>> {
         self.store.inner.check_fork()?;
         let h = key_hash(self.id, key) ^ self.name_hash;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(self.store.inner.dir.join("leases"))?;
+        let inner = &self.store.inner;
+        let pooled = inner.lease_files.lock().pop();
+        let file = match pooled {
+            Some(f) => f,
+            None => OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(inner.dir.join("leases"))?,
+        };
         let at = h & ((1 << 40) - 1);
         let start = Instant::now();
         let mut pause = Duration::from_micros(50);
         loop {
             if sys::ofd_try_lock(&file, at)? {
-                return Ok(Some(Lease { _file: file }));
+                return Ok(Some(Lease {
+                    file: Some(file),
+                    at,
+                    pool: Arc::downgrade(&inner.lease_files),
+                    fork_gen: sys::fork_generation(),
+                }));
             }
             if start.elapsed() >= wait {
+                inner.lease_files.lock().push(file);
                 return Ok(None);
             }
             std::thread::sleep(pause.min(wait.saturating_sub(start.elapsed())));

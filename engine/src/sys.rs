@@ -205,6 +205,33 @@ pub(crate) fn ofd_try_lock(file: &File, at: u64) -> io::Result<bool> {
     }
 }
 
+/// Releases an OFD lock taken by [`ofd_try_lock`] on byte `at` of `file`.
+pub(crate) fn ofd_unlock(file: &File, at: u64) -> io::Result<()> {
+    let Ok(start) = libc::off_t::try_from(at) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "lock offset too large",
+        ));
+    };
+    // SAFETY: `libc::flock` is a plain C struct for which all-zero bytes are valid.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_UNLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = start;
+    fl.l_len = 1;
+    fl.l_pid = 0;
+    loop {
+        // SAFETY: as in `ofd_try_lock`: the struct lives on our stack for the
+        // whole call; the descriptor is ours.
+        let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+        match cvt(r) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The filesystem type of `path`, as `statfs` reports it.
 pub(crate) fn fs_type(path: &Path) -> io::Result<i64> {
     use std::os::unix::ffi::OsStrExt;

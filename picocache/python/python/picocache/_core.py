@@ -105,12 +105,19 @@ def function_name(func: Callable, version: Any = None) -> str:
 class _Flight:
     """One in-process computation of a key that other threads wait for."""
 
-    __slots__ = ("event", "ok", "value")
+    __slots__ = ("done", "ok", "value")
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        # Held by the leader until it finishes; waiters block on it. (A
+        # plain lock: a threading.Event costs a Condition per miss.)
+        self.done = threading.Lock()
+        self.done.acquire()
         self.ok = False
         self.value: Any = None
+
+    def wait(self) -> None:
+        self.done.acquire()
+        self.done.release()
 
 
 class _FunctionState:
@@ -410,7 +417,7 @@ class BaseCache:
                         fl = st.inflight[k] = _Flight()
                 if leader:
                     break
-                fl.event.wait()
+                fl.wait()
                 if fl.ok:
                     next(st.hits)
                     return fl.value
@@ -443,7 +450,7 @@ class BaseCache:
                 with st.inflight_lock:
                     if st.inflight.get(k) is fl:
                         del st.inflight[k]
-                fl.event.set()
+                fl.done.release()
 
         if inspect.iscoroutinefunction(func):
             blocking = owner._blocking_io
