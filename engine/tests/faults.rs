@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use picocache_engine::{Durability, Error, FaultIo, Limits, Options, Store};
 
@@ -405,4 +406,43 @@ fn rebuild_after_eviction_and_compaction_returns_no_older_value() {
         "got {:?}",
         got.map(|v| String::from_utf8_lossy(&v).into_owned())
     );
+}
+
+/// A lease held across fork(): the child's copy of the `Lease` shares the
+/// parent's open file description, so dropping it in the child must not
+/// release the parent's lock; and a lease the parent takes, releases and
+/// takes again (its description reused from a pool) still excludes others.
+#[test]
+#[allow(unsafe_code)]
+fn lease_survives_its_copy_dropped_in_a_forked_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), Options::default()).unwrap();
+    let ns = s.namespace("l", Limits::default()).unwrap();
+    for _ in 0..3 {
+        let again = ns.lease(b"k", Duration::ZERO).unwrap();
+        assert!(again.is_some(), "a released lease can be taken again");
+    }
+    let held = ns.lease(b"k", Duration::ZERO).unwrap().expect("lease");
+    // SAFETY: as in `fork_child_reopens`: the child runs only this test's
+    // Rust code and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        drop(held);
+        // SAFETY: ends the child without the parent's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child we forked; `status` is a valid out pointer.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    // Another description (another thread, as another process would) must
+    // still be refused while the parent holds the lease.
+    let other = std::thread::scope(|sc| {
+        sc.spawn(|| ns.lease(b"k", Duration::from_millis(50)).unwrap().is_some())
+            .join()
+            .unwrap()
+    });
+    assert!(!other, "the child's drop released the parent's lease");
+    drop(held);
+    assert!(ns.lease(b"k", Duration::ZERO).unwrap().is_some());
 }
