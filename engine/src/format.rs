@@ -270,7 +270,9 @@ pub mod hdr {
     pub const VERSION: usize = 8;
     /// crc32 of bytes 0..12 and 16..64 (u32).
     pub const CRC: usize = 12;
-    /// Index generation (u64): a random identity of this index file.
+    /// Index generation (u64): a random identity of the index lineage, new
+    /// when the index is built from the log, kept when it is copied into a
+    /// larger file (record locations stay valid within one lineage).
     pub const GENERATION: usize = 16;
     /// Bucket count (u64, a power of two).
     pub const BUCKETS: usize = 24;

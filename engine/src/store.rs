@@ -432,6 +432,32 @@ pub(crate) fn key_hash(ns: u32, key: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(key, ns as u64 ^ 0x9e37_79b9_7f4a_7c15)
 }
 
+/// Counts a hit on entry `e` of `ns`: the namespace's use clock, its hit
+/// counter, and the entry's recency stamp.
+#[inline]
+fn count_hit(idx: &IndexMap, ns: u32, e: u32) {
+    let stamp = idx.ns(ns, nsr::CLOCK).fetch_add(1, Ordering::AcqRel) + 1;
+    idx.ns_add(ns, nsr::HITS, 1);
+    // Last, so that no locked instruction waits for this store's cache miss.
+    idx.e(e, ent::STAMP).store(stamp, Ordering::Relaxed);
+}
+
+/// Where a lookup found a key's live record: a token that
+/// [`Namespace::hit_located`] checks later without reading the record again.
+///
+/// A record is never changed once written, and within one index lineage (the
+/// index's generation word: a new one whenever the index is rebuilt from the
+/// log, carried over when it is copied into a larger file) a location is
+/// never reused. So while the key's entry still points at this location, the
+/// record there, hence the value, is the one the lookup returned: an
+/// in-process cache of decoded values may serve it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Located {
+    lineage: u64,
+    loc: u64,
+    expire_ms: u64,
+}
+
 impl Store {
     /// Opens (creating if needed) the store in directory `path`.
     ///
@@ -817,6 +843,18 @@ impl Inner {
         h: u64,
         buf: &mut Vec<u8>,
     ) -> Option<(u32, RecordHeader)> {
+        self.find_at(idx, ns, key, h, buf).map(|(e, rh, _)| (e, rh))
+    }
+
+    /// [`Inner::find`], also returning the record's location.
+    pub(crate) fn find_at(
+        &self,
+        idx: &IndexMap,
+        ns: u32,
+        key: &[u8],
+        h: u64,
+        buf: &mut Vec<u8>,
+    ) -> Option<(u32, RecordHeader, u64)> {
         let buckets = idx.layout.buckets;
         let tag = h >> 32;
         for step in 0..buckets {
@@ -839,7 +877,7 @@ impl Inner {
                     && rh.ns == ns
                     && buf.get(REC_HEADER_LEN..REC_HEADER_LEN + klen) == Some(key)
                 {
-                    return Some((e, rh));
+                    return Some((e, rh, loc));
                 }
             }
         }
@@ -847,6 +885,18 @@ impl Inner {
     }
 
     fn lookup<R>(&self, ns: u32, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        self.lookup_at(ns, key, true, |v, _| f(v))
+    }
+
+    /// The lookup: `count` says whether it is a use (a hit or a miss counted,
+    /// a hit refreshing recency) or a peek that changes nothing.
+    fn lookup_at<R>(
+        &self,
+        ns: u32,
+        key: &[u8],
+        count: bool,
+        f: impl FnOnce(&[u8], Located) -> R,
+    ) -> Result<Option<R>> {
         self.check_fork()?;
         let h = key_hash(ns, key);
         SCRATCH.with(|cell| {
@@ -861,12 +911,22 @@ impl Inner {
                 }
                 self.prune_segments(idx);
                 let mut hit_entry = None;
-                let found = match self.find(idx, ns, key, h, &mut buf) {
-                    Some((e, rh)) => {
+                let mut located = Located {
+                    lineage: 0,
+                    loc: 0,
+                    expire_ms: 0,
+                };
+                let found = match self.find_at(idx, ns, key, h, &mut buf) {
+                    Some((e, rh, loc)) => {
                         if rh.expire_ms != 0 && now_ms() >= rh.expire_ms {
                             Found::Expired
                         } else {
                             hit_entry = Some(e);
+                            located = Located {
+                                lineage: idx.hget(hdr::GENERATION),
+                                loc,
+                                expire_ms: rh.expire_ms,
+                            };
                             Found::Hit
                         }
                     }
@@ -879,25 +939,56 @@ impl Inner {
                 }
                 return Ok(match found {
                     Found::Hit => {
-                        let stamp = idx.ns(ns, nsr::CLOCK).fetch_add(1, Ordering::AcqRel) + 1;
-                        idx.ns_add(ns, nsr::HITS, 1);
-                        if let Some(e) = hit_entry {
-                            // Last, so that no locked instruction waits for
-                            // this store's cache miss.
-                            idx.e(e, ent::STAMP).store(stamp, Ordering::Relaxed);
+                        if count {
+                            if let Some(e) = hit_entry {
+                                count_hit(idx, ns, e);
+                            }
                         }
                         let klen = buf
                             .get(12..16)
                             .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
-                        buf.get(REC_HEADER_LEN + klen..).map(f)
+                        buf.get(REC_HEADER_LEN + klen..).map(|v| f(v, located))
                     }
                     Found::Miss | Found::Expired => {
-                        idx.ns_add(ns, nsr::MISSES, 1);
+                        if count {
+                            idx.ns_add(ns, nsr::MISSES, 1);
+                        }
                         None
                     }
                 });
             }
         })
+    }
+
+    /// Whether the record `at` names is still the live entry of its key (and
+    /// unexpired); if so, counts a hit on it as a lookup would.
+    fn hit_located(&self, ns: u32, key_hash: u64, at: &Located) -> Result<bool> {
+        self.check_fork()?;
+        if at.expire_ms != 0 && now_ms() >= at.expire_ms {
+            return Ok(false);
+        }
+        let guard = self.index.read();
+        let idx: &IndexMap = &guard;
+        if idx.retired() || idx.hget(hdr::GENERATION) != at.lineage {
+            return Ok(false);
+        }
+        let tag = key_hash >> 32;
+        for step in 0..idx.layout.buckets {
+            let pos = key_hash.wrapping_add(step);
+            let w = idx.bucket(pos).load(Ordering::Acquire);
+            if w == 0 {
+                return Ok(false);
+            }
+            if w >> 32 != tag {
+                continue;
+            }
+            let e = (w as u32).wrapping_sub(1);
+            if idx.valid_entry(e) && idx.bucket_loc(pos).load(Ordering::Acquire) == at.loc {
+                count_hit(idx, ns, e);
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Runs `f` as the one writer of the store: in-process mutex, then the
@@ -1151,6 +1242,54 @@ impl Namespace {
     /// Like [`Namespace::get`], but hands the value to `f` without allocating.
     pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
         self.store.inner.lookup(self.id()?, key, f)
+    }
+
+    /// Like [`Namespace::get_with`], also handing `f` the record's
+    /// [`Located`] token.
+    pub fn get_located<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(&[u8], Located) -> R,
+    ) -> Result<Option<R>> {
+        self.store.inner.lookup_at(self.id()?, key, true, f)
+    }
+
+    /// Like [`Namespace::get_located`], but a peek: counts neither a hit nor
+    /// a miss and leaves recency alone (a memoizer calls it after its own put).
+    pub fn peek_located<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(&[u8], Located) -> R,
+    ) -> Result<Option<R>> {
+        self.store.inner.lookup_at(self.id()?, key, false, f)
+    }
+
+    /// The hash of `key` in this namespace, for [`Namespace::hit_located`].
+    pub fn key_hash(&self, key: &[u8]) -> u64 {
+        key_hash(self.id, key)
+    }
+
+    /// Whether the record that a lookup of the key with hash `key_hash`
+    /// found at `at` is still the key's live, unexpired entry. If it is, the
+    /// call counts a hit (recency and counters) as [`Namespace::get`] would,
+    /// without copying or checking the record again; if not (the key was
+    /// overwritten, removed, evicted, compacted, expired, or the index was
+    /// rebuilt), it changes nothing and the caller looks the key up again.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use picocache_engine::{Limits, Options, Store};
+    /// let store = Store::open(dir.path(), Options::default()).unwrap();
+    /// let ns = store.namespace("f", Limits::default()).unwrap();
+    /// ns.put(b"k", b"v1").unwrap();
+    /// let at = ns.get_located(b"k", |_, at| at).unwrap().unwrap();
+    /// assert!(ns.hit_located(ns.key_hash(b"k"), &at).unwrap());
+    /// ns.put(b"k", b"v2").unwrap(); // a new record: the token is stale
+    /// assert!(!ns.hit_located(ns.key_hash(b"k"), &at).unwrap());
+    /// ```
+    pub fn hit_located(&self, key_hash: u64, at: &Located) -> Result<bool> {
+        // (A hash made under another namespace id finds nothing: a miss.)
+        self.store.inner.hit_located(self.id()?, key_hash, at)
     }
 
     /// Stores `value` under `key` with the namespace's default TTL, then evicts

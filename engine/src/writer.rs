@@ -952,7 +952,8 @@ impl Writer<'_> {
     fn resize(&mut self, buckets: u64) -> Result<()> {
         let old = self.idx.clone();
         let tmp = tmp_index_path(&self.inner.dir);
-        let new = IndexMap::create(&tmp, buckets, random_generation())?;
+        // Same log, same locations: the lineage (generation) carries over.
+        let new = IndexMap::create(&tmp, buckets, old.hget(hdr::GENERATION))?;
         let copy = (|| {
             // Entries keep their numbers, so the header words (free list and
             // high-water mark included), the namespace rows (LRU heads and

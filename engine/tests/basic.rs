@@ -323,3 +323,95 @@ fn expired_entries_are_swept_and_reclaimed() {
     assert_eq!(m.get(b"new").unwrap().as_deref(), Some(&b"3"[..]));
     assert_eq!(m.stats().unwrap().evictions, 0, "nothing live evicted");
 }
+
+/// `hit_located` answers true exactly while the key's live record is the one
+/// the lookup found: through index growth (same lineage), never after an
+/// overwrite, removal, eviction, clear, expiry, compaction or rebuild.
+#[test]
+fn located_tokens_follow_the_live_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), opts().segment_size(64 << 10)).unwrap();
+    let ns = s.namespace("a", Limits::maxsize(Some(100_000))).unwrap();
+    let loc = |k: &[u8]| ns.get_located(k, |v, at| (v.to_vec(), at)).unwrap();
+    let hit = |k: &[u8], at| ns.hit_located(ns.key_hash(k), at).unwrap();
+
+    ns.put(b"k", b"v1").unwrap();
+    let (v, at) = loc(b"k").unwrap();
+    assert_eq!(v, b"v1");
+    let hits = ns.stats().unwrap().hits;
+    assert!(hit(b"k", &at));
+    assert_eq!(ns.stats().unwrap().hits, hits + 1, "a located hit counts");
+    // Another key's hash never validates the token.
+    assert!(!hit(b"other", &at));
+    // A peek counts nothing and gives the same token.
+    let (_, at2) = ns
+        .peek_located(b"k", |v, at| (v.to_vec(), at))
+        .unwrap()
+        .unwrap();
+    assert_eq!(at, at2);
+    assert_eq!(ns.stats().unwrap().hits, hits + 1);
+
+    // Index growth: thousands of new keys; the token stays good.
+    for i in 0..5000u32 {
+        ns.put(&i.to_le_bytes(), &[7; 50]).unwrap();
+    }
+    assert!(hit(b"k", &at), "index growth keeps locations");
+
+    // Overwrite.
+    ns.put(b"k", b"v2").unwrap();
+    assert!(!hit(b"k", &at));
+    let (v, at) = loc(b"k").unwrap();
+    assert_eq!(v, b"v2");
+    // Remove.
+    ns.remove(b"k").unwrap();
+    assert!(!hit(b"k", &at));
+    // Clear.
+    ns.put(b"k", b"v3").unwrap();
+    let (_, at) = loc(b"k").unwrap();
+    ns.clear().unwrap();
+    assert!(!hit(b"k", &at));
+
+    // Eviction.
+    let small = s.namespace("small", Limits::maxsize(Some(2))).unwrap();
+    small.put(b"x", b"1").unwrap();
+    let at = small.get_located(b"x", |_, at| at).unwrap().unwrap();
+    small.put(b"y", b"2").unwrap();
+    small.put(b"z", b"3").unwrap();
+    assert!(!small.hit_located(small.key_hash(b"x"), &at).unwrap());
+
+    // Expiry.
+    let ttl = s
+        .namespace(
+            "ttl",
+            Limits {
+                ttl: Some(Duration::from_millis(50)),
+                ..Limits::default()
+            },
+        )
+        .unwrap();
+    ttl.put(b"t", b"1").unwrap();
+    let at = ttl.get_located(b"t", |_, at| at).unwrap().unwrap();
+    assert!(ttl.hit_located(ttl.key_hash(b"t"), &at).unwrap());
+    std::thread::sleep(Duration::from_millis(80));
+    assert!(!ttl.hit_located(ttl.key_hash(b"t"), &at).unwrap());
+
+    // Compaction moves the record: the token is stale, the value unchanged.
+    ns.put(b"c", b"moved").unwrap();
+    let (_, at) = loc(b"c").unwrap();
+    for i in 0..5000u32 {
+        ns.remove(&i.to_le_bytes()).unwrap();
+    }
+    for i in 0..2000u32 {
+        ns.put(&(i + 10_000).to_le_bytes(), &[1; 50]).unwrap();
+    }
+    s.compact().unwrap();
+    if !hit(b"c", &at) {
+        assert_eq!(loc(b"c").unwrap().0, b"moved");
+    }
+    let (_, at) = loc(b"c").unwrap();
+    assert!(hit(b"c", &at));
+    // A rebuild from the log starts a new lineage.
+    s.rebuild_index().unwrap();
+    assert!(!hit(b"c", &at));
+    assert_eq!(loc(b"c").unwrap().0, b"moved");
+}

@@ -95,4 +95,11 @@ pub trait Namespace: Send + Sync + fmt::Debug {
     /// Takes the per-key lease that makes concurrent callers compute a key
     /// once, waiting up to `wait`. `Ok(None)` if it was not obtained in time.
     fn lease(&self, key: &[u8], wait: Duration) -> Result<Option<Lease>>;
+
+    /// The local engine's namespace underneath, if this is one: memoizers
+    /// use its [`picocache_engine::Located`] tokens to keep decoded values
+    /// in the process. `None` (the default) for every other backend.
+    fn engine(&self) -> Option<&picocache_engine::Namespace> {
+        None
+    }
 }

@@ -109,4 +109,7 @@ impl Namespace for LocalNamespace {
     fn lease(&self, key: &[u8], wait: Duration) -> Result<Option<Lease>> {
         Ok(self.ns.lease(key, wait)?.map(|l| Lease(Box::new(l))))
     }
+    fn engine(&self) -> Option<&engine::Namespace> {
+        Some(&self.ns)
+    }
 }

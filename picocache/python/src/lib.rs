@@ -28,8 +28,8 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{
-    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString,
-    PyTuple,
+    PyBool, PyByteArray, PyBytes, PyComplex, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet,
+    PyString, PyTuple,
 };
 
 use picocache::{Backend, Limits};
@@ -384,6 +384,10 @@ impl Store {
             fallback,
             state: Mutex::new((fork_gen(), ns)),
             local,
+            tier: Mutex::new(Tier {
+                fork_gen: fork_gen(),
+                ..Tier::default()
+            }),
         })
     }
 
@@ -432,6 +436,135 @@ struct Namespace {
     /// in-process read locks), so they run with the GIL held (releasing and
     /// retaking it would cost more than the lookup).
     local: bool,
+    /// Decoded immutable results of the local engine, kept in the process.
+    tier: Mutex<Tier>,
+}
+
+/// Longest encoded key looked up verbatim; the Python side digests longer
+/// ones (`_core._MAX_KEY`).
+const MAX_KEY: usize = 64 * 1024;
+/// Most entries a namespace's in-process tier holds before it starts over.
+const TIER_MAX_ENTRIES: usize = 1 << 17;
+/// Most key and value bytes (serialized) it holds before it starts over.
+const TIER_MAX_BYTES: usize = 64 << 20;
+
+/// Decoded results of one namespace kept in the process, by key hash.
+///
+/// Each entry holds the [`picocache_engine::Located`] token of the record its
+/// value was decoded from; it is served only while the engine confirms that
+/// record is still the key's live entry (`hit_located`, which also counts the
+/// hit and refreshes recency in the shared index). So a value changed,
+/// removed, evicted, expired or cleared by any process is never served from
+/// here. Only immutable values (exact `None`, `bool`, `int`, `float`,
+/// `complex`, `str`, `bytes`, and tuples and frozensets of them) are kept:
+/// handing out the same object again is then what `functools.lru_cache` does
+/// and cannot leak a caller's mutation into another call's result.
+#[derive(Default)]
+struct Tier {
+    fork_gen: u64,
+    bytes: usize,
+    map: std::collections::HashMap<u64, TierEntry, IdBuild>,
+}
+
+struct TierEntry {
+    key: Box<[u8]>,
+    at: picocache_engine::Located,
+    value: PyObject,
+    bytes: usize,
+}
+
+impl Tier {
+    fn insert(
+        &mut self,
+        h: u64,
+        key: &[u8],
+        at: picocache_engine::Located,
+        value: PyObject,
+        raw_len: usize,
+    ) {
+        let bytes = key.len() + raw_len + 64;
+        if self.fork_gen != fork_gen() {
+            self.map.clear();
+            self.bytes = 0;
+            self.fork_gen = fork_gen();
+        }
+        if self.map.len() >= TIER_MAX_ENTRIES || self.bytes + bytes > TIER_MAX_BYTES {
+            // Start over: cheap, and the hot keys come back at their next hit.
+            self.map.clear();
+            self.bytes = 0;
+        }
+        if bytes > TIER_MAX_BYTES / 16 {
+            return;
+        }
+        self.bytes += bytes;
+        if let Some(old) = self.map.insert(
+            h,
+            TierEntry {
+                key: key.into(),
+                at,
+                value,
+                bytes,
+            },
+        ) {
+            self.bytes -= old.bytes;
+        }
+    }
+
+    fn remove(&mut self, h: u64) {
+        if let Some(old) = self.map.remove(&h) {
+            self.bytes -= old.bytes;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.bytes = 0;
+    }
+}
+
+/// Key hashes are xxh3 already: hash them as themselves.
+type IdBuild = std::hash::BuildHasherDefault<IdHash>;
+
+#[derive(Default)]
+struct IdHash(u64);
+
+impl std::hash::Hasher for IdHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ *b as u64;
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Whether handing out `v` again is indistinguishable from decoding it
+/// again: exact builtin immutable types, and tuples and frozensets of them.
+fn immutable(v: &Bound<'_, PyAny>, depth: usize) -> bool {
+    if depth > 8 {
+        return false;
+    }
+    if v.is_none()
+        || v.is_exact_instance_of::<PyString>()
+        || v.is_exact_instance_of::<PyBytes>()
+        || v.is_exact_instance_of::<PyInt>()
+        || v.is_exact_instance_of::<PyFloat>()
+        || v.is_exact_instance_of::<PyBool>()
+        || v.is_exact_instance_of::<PyComplex>()
+    {
+        return true;
+    }
+    if let Ok(t) = v.downcast_exact::<PyTuple>() {
+        return t.len() <= 64 && t.iter().all(|e| immutable(&e, depth + 1));
+    }
+    if let Ok(f) = v.downcast_exact::<PyFrozenSet>() {
+        return f.len() <= 64 && f.iter().all(|e| immutable(&e, depth + 1));
+    }
+    false
 }
 
 impl Namespace {
@@ -533,6 +666,87 @@ impl Namespace {
         Ok(v.map(|v| PyBytes::new(py, &v)))
     }
 
+    /// The decoded value of a call with `args` and `kwargs` (`loads` applied
+    /// to the stored bytes), or `miss`. A stored value that `loads` cannot
+    /// decode is a miss. On the local engine, immutable results are kept in
+    /// the process and served again, after the engine confirms the record is
+    /// still the key's live entry, without copying or decoding it (`keep`
+    /// false: never; the Python side keeps values only with its default
+    /// serializer, so a custom `loads` sees every hit).
+    #[pyo3(signature = (args, kwargs, loads, miss, keep=true))]
+    fn lookup_value(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+        loads: &Bound<'_, PyAny>,
+        miss: &Bound<'_, PyAny>,
+        keep: bool,
+    ) -> PyResult<PyObject> {
+        let k = self.encode_call(py, args, kwargs)?;
+        if k.len() > MAX_KEY {
+            // Digested by the caller's slow path.
+            return Ok(miss.clone().unbind());
+        }
+        let decode = |raw: Bound<'_, PyBytes>| -> PyResult<Option<PyObject>> {
+            match loads.call1((raw,)) {
+                Ok(v) => Ok(Some(v.unbind())),
+                Err(e) if e.is_instance_of::<PyException>(py) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        if self.local && keep {
+            let fast = guarded(|| {
+                let ns = self.current()?;
+                let Some(eng) = ns.engine() else {
+                    return Ok(None);
+                };
+                let h = eng.key_hash(&k);
+                let cached = {
+                    let tier = self.tier.lock();
+                    match tier.map.get(&h) {
+                        Some(te) if tier.fork_gen == fork_gen() && *te.key == *k => {
+                            Some((te.at, te.value.clone_ref(py)))
+                        }
+                        _ => None,
+                    }
+                };
+                if let Some((at, v)) = cached {
+                    if eng.hit_located(h, &at)? {
+                        return Ok(Some(Ok(v)));
+                    }
+                    self.tier.lock().remove(h);
+                }
+                let got = eng.get_located(&k, |v, at| (PyBytes::new(py, v), at))?;
+                Ok(Some(Err((h, got))))
+            });
+            match fast {
+                Ok(Ok(Some(Ok(v)))) => return Ok(v),
+                Ok(Ok(Some(Err((_, None))))) => return Ok(miss.clone().unbind()),
+                Ok(Ok(Some(Err((h, Some((raw, at))))))) => {
+                    let n = raw.as_bytes().len();
+                    let Some(v) = decode(raw)? else {
+                        return Ok(miss.clone().unbind());
+                    };
+                    if immutable(v.bind(py), 0) {
+                        self.tier.lock().insert(h, &k, at, v.clone_ref(py), n);
+                    }
+                    return Ok(v);
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) if !is_forked(&e) => return Err(to_py(e)),
+                Ok(Err(_)) => {} // reopened below
+                Err(p) => return Err(panic_err(p)),
+            }
+        }
+        match self.run(py, |ns| ns.get(&k))? {
+            Some(raw) => {
+                Ok(decode(PyBytes::new(py, &raw))?.unwrap_or_else(|| miss.clone().unbind()))
+            }
+            None => Ok(miss.clone().unbind()),
+        }
+    }
+
     /// The value under `key`, or None.
     fn get<'py>(&self, py: Python<'py>, key: &[u8]) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let v = self.run(py, |ns| ns.get(key))?;
@@ -540,19 +754,53 @@ impl Namespace {
     }
 
     /// Stores `value` under `key` (`ttl` in seconds; None: the default).
-    #[pyo3(signature = (key, value, ttl=None))]
-    fn put(&self, py: Python<'_>, key: &[u8], value: &[u8], ttl: Option<f64>) -> PyResult<()> {
+    /// `obj`, if given, is the object `value` encodes: on the local engine an
+    /// immutable one is kept in the process for `lookup_value`.
+    #[pyo3(signature = (key, value, ttl=None, obj=None))]
+    fn put(
+        &self,
+        py: Python<'_>,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<f64>,
+        obj: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let ttl = secs(ttl)?;
-        self.run(py, |ns| ns.put(key, value, ttl))
+        self.run(py, |ns| ns.put(key, value, ttl))?;
+        if self.local && key.len() <= MAX_KEY {
+            if let Some(obj) = obj.filter(|o| immutable(o, 0)) {
+                // Where the record landed (a peek: no hit counted). Best
+                // effort: without it the value is decoded at its next hit.
+                let found = guarded(|| {
+                    let ns = self.current()?;
+                    Ok(match ns.engine() {
+                        Some(eng) => eng
+                            .peek_located(key, |v, at| (v == value, at))?
+                            .filter(|(same, _)| *same)
+                            .map(|(_, at)| (eng.key_hash(key), at)),
+                        None => None,
+                    })
+                });
+                if let Ok(Ok(Some((h, at)))) = found {
+                    self.tier
+                        .lock()
+                        .insert(h, key, at, obj.clone().unbind(), value.len());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Removes `key`; returns whether it was present.
     fn remove(&self, py: Python<'_>, key: &[u8]) -> PyResult<bool> {
+        // (A kept value of `key` is dropped at its next lookup: the engine
+        // no longer confirms its record.)
         self.run(py, |ns| ns.remove(key))
     }
 
     /// Removes every entry of this namespace and resets its counters.
     fn clear(&self, py: Python<'_>) -> PyResult<()> {
+        self.tier.lock().clear();
         self.run(py, |ns| ns.clear())
     }
 

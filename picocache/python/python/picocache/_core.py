@@ -132,6 +132,11 @@ class _FunctionState:
         self.typed = typed
         self.ttl = ttl
         self.ns: Any = None
+        #: The native namespace's lookup_value (encode, look up and decode in
+        #: one call, immutable results kept in the process), or None.
+        self.lookup_value: Any = None
+        #: Whether ns.put takes the result object too (native namespaces).
+        self.native = False
         self.ns_lock = threading.Lock()
         self.hits = itertools.count()
         self.misses = itertools.count()
@@ -162,7 +167,10 @@ class _FunctionState:
         with self.ns_lock:
             if self.ns is None:
                 try:
-                    self.ns = self.cache._open_namespace(self.name, self.maxsize, self.ttl, self.typed)
+                    ns = self.cache._open_namespace(self.name, self.maxsize, self.ttl, self.typed)
+                    self.native = isinstance(ns, _native.Namespace)
+                    self.lookup_value = ns.lookup_value if self.native else None
+                    self.ns = ns
                 except CacheError:
                     self.retry_at = time.monotonic() + 1.0
                     raise
@@ -372,6 +380,10 @@ class BaseCache:
 
         dumps, loads = self._dumps, self._loads
         fast = transform is None and key_serializer is None
+        # Decoded results are kept in the process (immutable ones, local
+        # engine) only with the default serializer: a custom loads sees
+        # every hit.
+        keep = self.value_serializer is None
 
         def lookup_raw(args: tuple, kwargs: dict) -> Any:
             """(key or None, raw value or None); raises TypeError for bad args."""
@@ -395,7 +407,10 @@ class BaseCache:
                 fail(CacheError(f"the result cannot be serialized: {e!r}"), "storing a result")
                 return
             try:
-                ns.put(k, data, None)
+                if st.native and keep:
+                    ns.put(k, data, None, value)
+                else:
+                    ns.put(k, data, None)
             except CacheError as e:
                 fail(e, "storing a result")
 
@@ -529,6 +544,21 @@ class BaseCache:
                 if st.maxsize == 0:
                     next(st.misses)
                     return func(*args, **kwargs)
+                lv = st.lookup_value
+                if lv is not None and fast:
+                    # The hit path: encode, look up and decode in one native
+                    # call (repeat hits of immutable results skip the decode).
+                    try:
+                        v = lv(args, kwargs, loads, _MISS, keep)
+                    except TypeError as e:
+                        raise _explain_key_error(func, typed, args, kwargs, e) from None
+                    except CacheError as e:
+                        fail(e, "a lookup")
+                        v = _MISS
+                    if v is not _MISS:
+                        next(st.hits)
+                        return v
+                    return compute_sync(args, kwargs)
                 ns = st.ns
                 if ns is not None and fast:
                     # The hit path: encode + lookup in Rust, then unpickle.
