@@ -432,12 +432,17 @@ pub(crate) fn key_hash(ns: u32, key: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(key, ns as u64 ^ 0x9e37_79b9_7f4a_7c15)
 }
 
-/// Counts a hit on entry `e` of `ns`: the namespace's use clock, its hit
-/// counter, and the entry's recency stamp.
+/// Counts a hit on entry `e` of `ns`: its hit counter and, in a namespace
+/// with a limit (the only kind that evicts), the use clock and the entry's
+/// recency stamp. (An unlimited namespace skips the stamp, a store into a
+/// third cache line of the lookup; see FORMAT.md, "Hits and recency".)
 #[inline]
 fn count_hit(idx: &IndexMap, ns: u32, e: u32) {
-    let stamp = idx.ns(ns, nsr::CLOCK).fetch_add(1, Ordering::AcqRel) + 1;
     idx.ns_add(ns, nsr::HITS, 1);
+    if idx.ns_get(ns, nsr::MAXSIZE) == u64::MAX && idx.ns_get(ns, nsr::MAX_BYTES) == u64::MAX {
+        return;
+    }
+    let stamp = idx.ns(ns, nsr::CLOCK).fetch_add(1, Ordering::AcqRel) + 1;
     // Last, so that no locked instruction waits for this store's cache miss.
     idx.e(e, ent::STAMP).store(stamp, Ordering::Relaxed);
 }
@@ -1353,7 +1358,9 @@ impl Namespace {
         Ok(ns_stats(&idx, id))
     }
 
-    /// Every live entry as (key, value length), most recently used first.
+    /// Every live entry as (key, value length), most recently used first (in
+    /// a namespace without limits, where hits are not ranked, most recently
+    /// written first).
     pub fn keys(&self) -> Result<Vec<(Vec<u8>, usize)>> {
         let id = self.id()?;
         self.store.inner.with_writer(|w| Ok(w.keys(id)))
