@@ -32,7 +32,11 @@ for t in open_bytes ops_model; do
     echo "fuzz: $t: ok, ${runs:-?} executions in ${secs}s, no crash, hang or leak"
   else
     echo "fuzz: $t FAILED (log: fuzz/$log)"
-    tail -60 "$log"
+    # The cause (a panic's message, a sanitizer's report) comes first in the
+    # log; the tail has the input and how to reproduce it.
+    grep -m1 -E "^INFO: Seed:" "$log" || true
+    grep -m8 -E "panicked at|^ERROR: |^SUMMARY: |assertion" "$log" || true
+    tail -40 "$log"
     status=1
   fi
 done

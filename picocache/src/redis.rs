@@ -24,8 +24,9 @@
 //! Connections come from a small pool; a connection that broke is dropped,
 //! and a call that failed on a pooled connection is retried once on a fresh
 //! one, so the backend reconnects by itself when the server comes back.
-//! `rediss://` (TLS) needs a `redis` crate TLS feature, which this crate does
-//! not enable: such URLs fail with [`Error::InvalidArgument`].
+//! `rediss://` connects with TLS (the system's OpenSSL, through native-tls):
+//! the server's certificate is checked against the system's roots unless the
+//! URL ends in `#insecure`.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -124,7 +125,8 @@ fn redact(url: &str) -> String {
 
 impl RedisBackend {
     /// Connects to the server at `url` (`redis://[:password@]host[:port][/db]`,
-    /// `unix:///path/to/socket`, `redis+unix:///path?db=N`). Fails with
+    /// `rediss://...` for TLS, `unix:///path/to/socket`,
+    /// `redis+unix:///path?db=N`). Fails with
     /// [`Error::Unavailable`] if the server cannot be reached.
     pub fn connect(url: &str, options: RedisOptions) -> Result<RedisBackend> {
         if options.prefix.is_empty() {

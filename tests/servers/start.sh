@@ -26,6 +26,7 @@ DIR=${PICOCACHE_SERVERS_DIR:-/tmp/picocache-servers}
 # Other ports only for trying the scripts beside a running set; the tests
 # read the URLs from env.sh.
 REDIS_PORT=${PICOCACHE_REDIS_PORT:-6390}
+REDIS_TLS_PORT=${PICOCACHE_REDIS_TLS_PORT:-6391}
 PG_PORT=${PICOCACHE_PG_PORT:-5440}
 MY_PORT=${PICOCACHE_MYSQL_PORT:-3310}
 WAIT_SECS=${PICOCACHE_SERVERS_WAIT:-60}   # per server, to accept connections
@@ -148,9 +149,20 @@ ensure_redis() {
     return
   fi
   mkdir -p "$DIR/redis"
+  # TLS as well, on REDIS_TLS_PORT, with a throwaway self-signed certificate
+  # (for rediss:// URLs), when this redis-server and openssl can do it.
+  local tls=()
+  if command -v openssl >/dev/null 2>&1 && ldd "$(command -v redis-server)" 2>/dev/null | grep -q libssl; then
+    if [ ! -s "$DIR/redis/tls.crt" ]; then
+      openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj /CN=localhost \
+        -keyout "$DIR/redis/tls.key" -out "$DIR/redis/tls.crt" >"$DIR/redis/openssl.log" 2>&1 || true
+    fi
+    [ -s "$DIR/redis/tls.crt" ] && tls=(--tls-port $REDIS_TLS_PORT --tls-cert-file "$DIR/redis/tls.crt"
+      --tls-key-file "$DIR/redis/tls.key" --tls-ca-cert-file "$DIR/redis/tls.crt" --tls-auth-clients no)
+  fi
   redis-server --bind 127.0.0.1 --port $REDIS_PORT --save '' --appendonly no \
     --daemonize yes --dir "$DIR/redis" --logfile "$DIR/redis/redis.log" \
-    --pidfile "$DIR/redis/redis.pid" 9>&- </dev/null ||
+    --pidfile "$DIR/redis/redis.pid" "${tls[@]}" 9>&- </dev/null ||
     { show_log "$DIR/redis/redis.log"; die "redis-server failed to start"; }
   wait_until "$WAIT_SECS" "redis answering PING on $REDIS_PORT" redis_up ||
     { show_log "$DIR/redis/redis.log"; die "redis did not come up"; }
@@ -316,6 +328,7 @@ done
 cmd() { # state dir, script, server -> a command line for sh -c
   printf 'PICOCACHE_SERVERS_DIR=%q ' "$1"
   [ "$REDIS_PORT" = 6390 ] || printf 'PICOCACHE_REDIS_PORT=%s ' "$REDIS_PORT"
+  [ "$REDIS_TLS_PORT" = 6391 ] || printf 'PICOCACHE_REDIS_TLS_PORT=%s ' "$REDIS_TLS_PORT"
   [ "$PG_PORT" = 5440 ] || printf 'PICOCACHE_PG_PORT=%s ' "$PG_PORT"
   [ "$MY_PORT" = 3310 ] || printf 'PICOCACHE_MYSQL_PORT=%s ' "$MY_PORT"
   printf 'bash %q %s' "$SELF_DIR/$2" "$3"
@@ -326,6 +339,10 @@ tmp=$(mktemp "$DIR/env.sh.XXXXXX")
   echo "# Written by tests/servers/start.sh; source it."
   echo "export PICOCACHE_SERVERS_DIR=$(sq "$DIR")"
   echo "export PICOCACHE_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
+  # (The certificate is self-signed: #insecure skips its verification.)
+  if port_open $REDIS_TLS_PORT; then
+    echo "export PICOCACHE_REDIS_TLS_URL='rediss://127.0.0.1:$REDIS_TLS_PORT/0#insecure'"
+  fi
   echo "export PICOCACHE_POSTGRES_URL=postgresql://picocache:picocache@127.0.0.1:$PG_PORT/picocache"
   echo "export PICOCACHE_MYSQL_URL=mysql://picocache:picocache@127.0.0.1:$MY_PORT/picocache"
   echo "# Each STOP returns once the server has exited; each START once it accepts"

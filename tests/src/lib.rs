@@ -18,6 +18,7 @@ use picocache::{Backend, Limits, Namespace};
 pub fn url_var(kind: &str) -> &'static str {
     match kind {
         "redis" => "PICOCACHE_REDIS_URL",
+        "redis-tls" => "PICOCACHE_REDIS_TLS_URL",
         "postgresql" => "PICOCACHE_POSTGRES_URL",
         "mysql" => "PICOCACHE_MYSQL_URL",
         other => panic!("no server kind {other}"),

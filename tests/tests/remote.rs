@@ -283,3 +283,29 @@ fn redis_by_host_and_port() {
         Ok(b) => panic!("a wrong password was accepted: {b:?}"),
     }
 }
+
+/// `rediss://`: the same backend over TLS (the test server's TLS port, a
+/// self-signed certificate, hence `#insecure`); without `#insecure` the
+/// certificate is verified and refused.
+#[test]
+fn redis_over_tls() {
+    let Some(url) = server_url("redis-tls") else {
+        return;
+    };
+    assert!(url.starts_with("rediss://"), "{url}");
+    let b = RedisBackend::connect(&url, RedisOptions::default()).unwrap();
+    let ns = fresh(&b, &unique_prefix("tls"), Limits::maxsize(Some(2)));
+    ns.put(b"a", b"1", None).unwrap();
+    ns.put(b"b", b"2", None).unwrap();
+    assert_eq!(ns.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+    ns.put(b"c", b"3", None).unwrap();
+    assert_eq!(ns.get(b"b").unwrap(), None, "LRU eviction over TLS too");
+    assert_eq!(ns.stats().unwrap().entries, 2);
+    // Verified (no #insecure): the self-signed certificate is not trusted.
+    let strict = url.trim_end_matches("#insecure");
+    match RedisBackend::connect(strict, RedisOptions::default()) {
+        Err(Error::Unavailable { .. }) | Err(Error::Backend { .. }) => {}
+        Err(e) => panic!("unexpected error kind for an untrusted certificate: {e:?}"),
+        Ok(b) => panic!("an untrusted certificate was accepted: {b:?}"),
+    }
+}

@@ -269,3 +269,19 @@ def _django_store(arg):
         return x
 
     bounded(i)
+
+
+def test_redis_over_tls():
+    """RedisCache with a rediss:// URL (the test server's TLS port)."""
+    url = need("PICOCACHE_REDIS_TLS_URL", os.environ.get("PICOCACHE_REDIS_TLS_URL"))
+    calls = []
+    cache = pc.RedisCache(url, namespace="tls" + uid())
+
+    @cache(maxsize=2)
+    def f(x):
+        calls.append(x)
+        return x * 2
+
+    assert [f(1), f(1), f(2), f(3)] == [2, 2, 4, 6]
+    assert calls == [1, 2, 3]
+    assert f.cache_info().currsize == 2
