@@ -111,6 +111,7 @@ pub fn conformance(backend: &dyn Backend, prefix: &str) {
         ("limits_update", check_limits_update),
         ("max_bytes", check_max_bytes),
         ("many", check_many),
+        ("many_lru_order", check_many_lru_order),
         ("names", check_names),
         ("lease", check_lease),
         ("threads", check_threads),
@@ -431,6 +432,31 @@ fn check_max_bytes(b: &dyn Backend, p: &str) {
     assert!(s.evictions > 0);
     assert!(ns.get(&key(39)).unwrap().is_some(), "the newest is kept");
     assert_eq!(ns.get(&key(0)).unwrap(), None, "the oldest went first");
+}
+
+/// A `get_many` uses its keys in the order given: the last one asked for is
+/// the most recently used, whatever order the server returns rows in.
+fn check_many_lru_order(b: &dyn Backend, p: &str) {
+    let ns = fresh(b, p, Limits::maxsize(Some(8)));
+    let keys: Vec<Vec<u8>> = (0..8).map(key).collect();
+    for k in &keys {
+        ns.put(k, b"v", None).unwrap();
+    }
+    // Use them newest-written first: key 0 becomes the most recent use.
+    let order: Vec<&[u8]> = keys.iter().rev().map(|k| &k[..]).collect();
+    assert!(ns.get_many(&order).unwrap().iter().all(Option::is_some));
+    // Four new keys evict the four least recently used: 7, 6, 5, 4.
+    for i in 100..104 {
+        ns.put(&key(i), b"n", None).unwrap();
+    }
+    for i in 0..8 {
+        let want = i < 4;
+        assert_eq!(
+            ns.get(&key(i)).unwrap().is_some(),
+            want,
+            "key {i} after get_many in reverse order and four evictions"
+        );
+    }
 }
 
 fn check_many(b: &dyn Backend, p: &str) {

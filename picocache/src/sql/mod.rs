@@ -992,11 +992,16 @@ impl Namespace for SqlNamespace {
                     let at = chunk_no * 100 + i;
                     if *h == kh && keys[at] == k.as_slice() && out[at].is_none() {
                         out[at] = Some(v.clone());
-                        hits.push((kh.clone(), stamp()));
+                        hits.push((at, kh.clone()));
                     }
                 }
             }
         }
+        // Rows come back in the server's order: stamp the hits in the order
+        // of the keys asked for, so the last key asked is the most recent
+        // use (as `lru_cache` would have it).
+        hits.sort_unstable_by_key(|h| h.0);
+        let hits: Vec<(Vec<u8>, i64)> = hits.into_iter().map(|(_, kh)| (kh, stamp())).collect();
         let misses = keys.len() - hits.len();
         self.record(&hits, misses);
         s.maybe_flush();
