@@ -967,14 +967,17 @@ impl Inner {
 
     /// Whether the record `at` names is still the live entry of its key (and
     /// unexpired); if so, counts a hit on it as a lookup would.
-    fn hit_located(&self, ns: u32, key_hash: u64, at: &Located) -> Result<bool> {
+    fn hit_located(&self, ns: u32, name_hash: u64, key_hash: u64, at: &Located) -> Result<bool> {
         self.check_fork()?;
         if at.expire_ms != 0 && now_ms() >= at.expire_ms {
             return Ok(false);
         }
         let guard = self.index.read();
         let idx: &IndexMap = &guard;
-        if idx.retired() || idx.hget(hdr::GENERATION) != at.lineage {
+        if idx.retired()
+            || idx.hget(hdr::GENERATION) != at.lineage
+            || idx.ns_get(ns, nsr::NAME_HASH) != name_hash
+        {
             return Ok(false);
         }
         let tag = key_hash >> 32;
@@ -1293,8 +1296,12 @@ impl Namespace {
     /// assert!(!ns.hit_located(ns.key_hash(b"k"), &at).unwrap());
     /// ```
     pub fn hit_located(&self, key_hash: u64, at: &Located) -> Result<bool> {
-        // (A hash made under another namespace id finds nothing: a miss.)
-        self.store.inner.hit_located(self.id()?, key_hash, at)
+        // (A hash made under another namespace id finds nothing: a miss. If
+        // the handle's row no longer holds this namespace, the answer is
+        // false and the caller's full lookup re-resolves it.)
+        self.store
+            .inner
+            .hit_located(self.id, self.name_hash, key_hash, at)
     }
 
     /// Stores `value` under `key` with the namespace's default TTL, then evicts

@@ -162,7 +162,8 @@ ensure_redis() {
   fi
   redis-server --bind 127.0.0.1 --port $REDIS_PORT --save '' --appendonly no \
     --daemonize yes --dir "$DIR/redis" --logfile "$DIR/redis/redis.log" \
-    --pidfile "$DIR/redis/redis.pid" "${tls[@]}" 9>&- </dev/null ||
+    --pidfile "$DIR/redis/redis.pid" --unixsocket "$DIR/redis/redis.sock" --unixsocketperm 700 \
+    "${tls[@]}" 9>&- </dev/null ||
     { show_log "$DIR/redis/redis.log"; die "redis-server failed to start"; }
   wait_until "$WAIT_SECS" "redis answering PING on $REDIS_PORT" redis_up ||
     { show_log "$DIR/redis/redis.log"; die "redis did not come up"; }
@@ -340,6 +341,9 @@ tmp=$(mktemp "$DIR/env.sh.XXXXXX")
   echo "export PICOCACHE_SERVERS_DIR=$(sq "$DIR")"
   echo "export PICOCACHE_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
   # (The certificate is self-signed: #insecure skips its verification.)
+  if [ -S "$DIR/redis/redis.sock" ]; then
+    echo "export PICOCACHE_REDIS_SOCKET_URL=$(sq "unix://$DIR/redis/redis.sock")"
+  fi
   if port_open $REDIS_TLS_PORT; then
     echo "export PICOCACHE_REDIS_TLS_URL='rediss://127.0.0.1:$REDIS_TLS_PORT/0#insecure'"
   fi

@@ -19,6 +19,7 @@ pub fn url_var(kind: &str) -> &'static str {
     match kind {
         "redis" => "PICOCACHE_REDIS_URL",
         "redis-tls" => "PICOCACHE_REDIS_TLS_URL",
+        "redis-socket" => "PICOCACHE_REDIS_SOCKET_URL",
         "postgresql" => "PICOCACHE_POSTGRES_URL",
         "mysql" => "PICOCACHE_MYSQL_URL",
         other => panic!("no server kind {other}"),

@@ -309,3 +309,39 @@ fn redis_over_tls() {
         Ok(b) => panic!("an untrusted certificate was accepted: {b:?}"),
     }
 }
+
+/// `unix:///path/to/redis.sock`: the same backend through the server's Unix
+/// socket, sharing entries with a TCP client of the same server.
+#[test]
+fn redis_over_unix_socket() {
+    let (Some(sock), Some(tcp)) = (server_url("redis-socket"), server_url("redis")) else {
+        return;
+    };
+    assert!(sock.starts_with("unix://"), "{sock}");
+    let prefix = unique_prefix("sock");
+    let over_socket = RedisBackend::connect(
+        &sock,
+        RedisOptions {
+            prefix: prefix.clone(),
+            ..RedisOptions::default()
+        },
+    )
+    .unwrap();
+    let over_tcp = RedisBackend::connect(
+        &tcp,
+        RedisOptions {
+            prefix,
+            ..RedisOptions::default()
+        },
+    )
+    .unwrap();
+    let a = fresh(&over_socket, "n", Limits::default());
+    a.put(b"k", b"via socket", None).unwrap();
+    let b = over_tcp.namespace("n", Limits::default()).unwrap();
+    assert_eq!(b.get(b"k").unwrap().as_deref(), Some(&b"via socket"[..]));
+    assert_eq!(
+        a.stats().unwrap().hits,
+        1,
+        "one server: the TCP client's hit counts"
+    );
+}

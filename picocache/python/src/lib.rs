@@ -388,6 +388,7 @@ impl Store {
                 fork_gen: fork_gen(),
                 ..Tier::default()
             }),
+            decoder: std::sync::OnceLock::new(),
         })
     }
 
@@ -438,6 +439,8 @@ struct Namespace {
     local: bool,
     /// Decoded immutable results of the local engine, kept in the process.
     tier: Mutex<Tier>,
+    /// `loads`, the miss sentinel and `keep`, for `lookup_decoded`.
+    decoder: std::sync::OnceLock<(PyObject, PyObject, bool)>,
 }
 
 /// Longest encoded key looked up verbatim; the Python side digests longer
@@ -760,6 +763,35 @@ impl Namespace {
             return Ok(miss.clone().unbind());
         }
         self.fetch(py, &k, loads, miss, keep)
+    }
+
+    /// Sets the `loads`, `miss` and `keep` that `lookup_decoded` uses (once;
+    /// later calls are ignored).
+    #[pyo3(signature = (loads, miss, keep=true))]
+    fn set_decoder(&self, loads: PyObject, miss: PyObject, keep: bool) {
+        let _ = self.decoder.set((loads, miss, keep));
+    }
+
+    /// `lookup_value` with the decoder given to `set_decoder` (the hit path:
+    /// two arguments to pass instead of five).
+    #[pyo3(signature = (args, kwargs))]
+    fn lookup_decoded(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<PyObject> {
+        let Some((loads, miss, keep)) = self.decoder.get() else {
+            return Err(CacheInvalidArgument::new_err(
+                "lookup_decoded before set_decoder",
+            ));
+        };
+        let (loads, miss) = (loads.bind(py), miss.bind(py));
+        let k = self.encode_call(py, args, kwargs)?;
+        if k.len() > MAX_KEY {
+            return Ok(miss.clone().unbind());
+        }
+        self.fetch(py, &k, loads, miss, *keep)
     }
 
     /// Takes the per-key lease (waiting up to `wait` seconds), then looks

@@ -169,7 +169,12 @@ class _FunctionState:
                 try:
                     ns = self.cache._open_namespace(self.name, self.maxsize, self.ttl, self.typed)
                     self.native = isinstance(ns, _native.Namespace)
-                    self.lookup_value = ns.lookup_value if self.native else None
+                    if self.native:
+                        loads = self.cache._loads
+                        ns.set_decoder(loads, _MISS, self.cache.value_serializer is None)
+                        self.lookup_value = ns.lookup_decoded
+                    else:
+                        self.lookup_value = None
                     self.ns = ns
                 except CacheError:
                     self.retry_at = time.monotonic() + 1.0
@@ -558,7 +563,7 @@ class BaseCache:
                     # The hit path: encode, look up and decode in one native
                     # call (repeat hits of immutable results skip the decode).
                     try:
-                        v = lv(args, kwargs, loads, _MISS, keep)
+                        v = lv(args, kwargs)
                     except TypeError as e:
                         raise _explain_key_error(func, typed, args, kwargs, e) from None
                     except CacheError as e:
