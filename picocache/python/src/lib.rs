@@ -469,8 +469,37 @@ struct Tier {
     map: std::collections::HashMap<u64, TierEntry, IdBuild>,
 }
 
+/// A key kept by the tier: short keys (the common case) inline, so the
+/// comparison reads no second allocation.
+enum TierKey {
+    Inline { len: u8, buf: [u8; 48] },
+    Heap(Box<[u8]>),
+}
+
+impl TierKey {
+    fn new(k: &[u8]) -> TierKey {
+        if k.len() <= 48 {
+            let mut buf = [0u8; 48];
+            buf[..k.len()].copy_from_slice(k);
+            TierKey::Inline {
+                len: k.len() as u8,
+                buf,
+            }
+        } else {
+            TierKey::Heap(k.into())
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            TierKey::Inline { len, buf } => &buf[..*len as usize],
+            TierKey::Heap(b) => b,
+        }
+    }
+}
+
 struct TierEntry {
-    key: Box<[u8]>,
+    key: TierKey,
     at: picocache_engine::Located,
     value: PyObject,
     bytes: usize,
@@ -503,7 +532,7 @@ impl Tier {
         if let Some(old) = self.map.insert(
             h,
             TierEntry {
-                key: key.into(),
+                key: TierKey::new(key),
                 at,
                 value,
                 bytes,
@@ -653,7 +682,7 @@ impl Namespace {
                 let cached = {
                     let tier = self.tier.lock();
                     match tier.map.get(&h) {
-                        Some(te) if tier.fork_gen == fork_gen() && *te.key == *k => {
+                        Some(te) if tier.fork_gen == fork_gen() && te.key.as_slice() == k => {
                             Some((te.at, te.value.clone_ref(py)))
                         }
                         _ => None,
