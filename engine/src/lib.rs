@@ -54,8 +54,8 @@ mod writer;
 pub use error::{Error, Result};
 pub use io::{FaultIo, Io, RealIo};
 pub use store::{
-    Durability, Lease, Limits, Located, Namespace, NamespaceStats, Options, Store, StoreStats,
-    VerifyReport,
+    Durability, IdHash, IdHasher, Lease, Limits, Located, Namespace, NamespaceStats, Options,
+    Store, StoreStats, VerifyReport,
 };
 
 /// xxh3 of a namespace name (stored in the index to check a row cheaply).

@@ -280,12 +280,14 @@ impl Segment {
     }
 }
 
-/// Segment ids are small integers: hash them as themselves.
-pub(crate) type IdHasher = std::hash::BuildHasherDefault<IdHash>;
+/// A `BuildHasher` for keys that are already hashes or small integers
+/// (segment ids, xxh3 key hashes): they are hashed as themselves.
+pub type IdHasher = std::hash::BuildHasherDefault<IdHash>;
 
-/// The identity hasher behind [`IdHasher`].
+/// The pass-through hasher behind [`IdHasher`]: `write_u32` and `write_u64`
+/// keep the value as it is; other bytes are folded in.
 #[derive(Default)]
-pub(crate) struct IdHash(u64);
+pub struct IdHash(u64);
 
 impl std::hash::Hasher for IdHash {
     fn finish(&self) -> u64 {
@@ -293,11 +295,14 @@ impl std::hash::Hasher for IdHash {
     }
     fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
-            self.0 = (self.0 << 8) | *b as u64;
+            self.0 = self.0.rotate_left(8) ^ *b as u64;
         }
     }
     fn write_u32(&mut self, n: u32) {
         self.0 = n as u64;
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 

@@ -350,24 +350,6 @@ impl std::hash::Hash for RebuildKey {
     }
 }
 
-/// Passes a precomputed hash through.
-#[derive(Default)]
-struct PassHash(u64);
-
-impl std::hash::Hasher for PassHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ *b as u64;
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
 /// A namespace definition found in the log: (seq, name, limits).
 type NsDef = (u64, Vec<u8>, (u64, u64, u64));
 
@@ -491,7 +473,7 @@ pub(crate) fn rebuild_index(
         .filter_map(|id| std::fs::metadata(dir.join(format::segment_file_name(*id))).ok())
         .map(|m| m.len())
         .sum();
-    let mut keys: HashMap<RebuildKey, Latest, std::hash::BuildHasherDefault<PassHash>> =
+    let mut keys: HashMap<RebuildKey, Latest, crate::store::IdHasher> =
         HashMap::with_capacity_and_hasher((log_bytes / 160) as usize, Default::default());
     let mut defs: HashMap<u32, NsDef> = HashMap::new();
     let mut clears: HashMap<u32, u64> = HashMap::new();

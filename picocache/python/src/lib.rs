@@ -466,7 +466,8 @@ const TIER_MAX_BYTES: usize = 64 << 20;
 struct Tier {
     fork_gen: u64,
     bytes: usize,
-    map: std::collections::HashMap<u64, TierEntry, IdBuild>,
+    /// By the engine's key hash (xxh3 already: hashed as itself).
+    map: std::collections::HashMap<u64, TierEntry, picocache_engine::IdHasher>,
 }
 
 /// A key kept by the tier: short keys (the common case) inline, so the
@@ -554,26 +555,6 @@ impl Tier {
     }
 }
 
-/// Key hashes are xxh3 already: hash them as themselves.
-type IdBuild = std::hash::BuildHasherDefault<IdHash>;
-
-#[derive(Default)]
-struct IdHash(u64);
-
-impl std::hash::Hasher for IdHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ *b as u64;
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
 /// Whether handing out `v` again is indistinguishable from decoding it
 /// again: exact builtin immutable types, and tuples and frozensets of them.
 fn immutable(v: &Bound<'_, PyAny>, depth: usize) -> bool {
@@ -656,7 +637,7 @@ impl Namespace {
 
 impl Namespace {
     /// The decoded value under the encoded key `k`, or `miss` (see
-    /// `lookup_value`).
+    /// `lookup_decoded`).
     fn fetch(
         &self,
         py: Python<'_>,
@@ -769,31 +750,6 @@ impl Namespace {
         Ok(v.map(|v| PyBytes::new(py, &v)))
     }
 
-    /// The decoded value of a call with `args` and `kwargs` (`loads` applied
-    /// to the stored bytes), or `miss`. A stored value that `loads` cannot
-    /// decode is a miss. On the local engine, immutable results are kept in
-    /// the process and served again, after the engine confirms the record is
-    /// still the key's live entry, without copying or decoding it (`keep`
-    /// false: never; the Python side keeps values only with its default
-    /// serializer, so a custom `loads` sees every hit).
-    #[pyo3(signature = (args, kwargs, loads, miss, keep=true))]
-    fn lookup_value(
-        &self,
-        py: Python<'_>,
-        args: &Bound<'_, PyTuple>,
-        kwargs: Option<&Bound<'_, PyDict>>,
-        loads: &Bound<'_, PyAny>,
-        miss: &Bound<'_, PyAny>,
-        keep: bool,
-    ) -> PyResult<PyObject> {
-        let k = self.encode_call(py, args, kwargs)?;
-        if k.len() > MAX_KEY {
-            // Digested by the caller's slow path.
-            return Ok(miss.clone().unbind());
-        }
-        self.fetch(py, &k, loads, miss, keep)
-    }
-
     /// Sets the `loads`, `miss` and `keep` that `lookup_decoded` uses (once;
     /// later calls are ignored).
     #[pyo3(signature = (loads, miss, keep=true))]
@@ -801,8 +757,14 @@ impl Namespace {
         let _ = self.decoder.set((loads, miss, keep));
     }
 
-    /// `lookup_value` with the decoder given to `set_decoder` (the hit path:
-    /// two arguments to pass instead of five).
+    /// The decoded value of a call with `args` and `kwargs` (the `loads`
+    /// given to `set_decoder` applied to the stored bytes), or its `miss`. A
+    /// stored value that `loads` cannot decode is a miss. On the local
+    /// engine, immutable results are kept in the process and served again,
+    /// after the engine confirms the record is still the key's live entry,
+    /// without copying or decoding it (never with `keep` false: the Python
+    /// side keeps values only with its default serializer, so a custom
+    /// `loads` sees every hit).
     #[pyo3(signature = (args, kwargs))]
     fn lookup_decoded(
         &self,
@@ -824,7 +786,7 @@ impl Namespace {
     }
 
     /// Takes the per-key lease (waiting up to `wait` seconds), then looks
-    /// `key` up as `lookup_value` does: (the lease, or None if it timed out,
+    /// `key` up as `lookup_decoded` does: (the lease, or None if it timed out,
     /// in which case no lookup is made and the value is `miss`; the value or
     /// `miss`). On the local engine an uncontended lease and the lookup are
     /// taken without releasing the GIL (no wait, one system call).
@@ -868,7 +830,7 @@ impl Namespace {
 
     /// Stores `value` under `key` (`ttl` in seconds; None: the default).
     /// `obj`, if given, is the object `value` encodes: on the local engine an
-    /// immutable one is kept in the process for `lookup_value`.
+    /// immutable one is kept in the process for `lookup_decoded`.
     #[pyo3(signature = (key, value, ttl=None, obj=None))]
     fn put(
         &self,

@@ -120,6 +120,23 @@ class _Flight:
         self.done.release()
 
 
+def _decoding_lookup(ns: Any, loads: Callable[[bytes], Any]) -> Callable[[tuple, dict], Any]:
+    """lookup_decoded for a namespace written in Python (Django, SQLAlchemy
+    Engine): its lookup, then loads; a value that does not load is a miss."""
+    lookup = ns.lookup
+
+    def lookup_value(args: tuple, kwargs: dict) -> Any:
+        raw = lookup(args, kwargs)
+        if raw is None:
+            return _MISS
+        try:
+            return loads(raw)
+        except Exception:  # noqa: BLE001 - unreadable: a miss
+            return _MISS
+
+    return lookup_value
+
+
 class _FunctionState:
     """Per-function state: the namespace handle, counters, in-flight calls."""
 
@@ -132,8 +149,9 @@ class _FunctionState:
         self.typed = typed
         self.ttl = ttl
         self.ns: Any = None
-        #: The native namespace's lookup_value (encode, look up and decode in
-        #: one call, immutable results kept in the process), or None.
+        #: (args, kwargs) -> the decoded value or _MISS: the native
+        #: namespace's lookup_decoded (encode, look up and decode in one call,
+        #: immutable results kept in the process), or _decoding_lookup.
         self.lookup_value: Any = None
         #: Whether ns.put takes the result object too (native namespaces).
         self.native = False
@@ -169,12 +187,12 @@ class _FunctionState:
                 try:
                     ns = self.cache._open_namespace(self.name, self.maxsize, self.ttl, self.typed)
                     self.native = isinstance(ns, _native.Namespace)
+                    loads = self.cache._loads
                     if self.native:
-                        loads = self.cache._loads
                         ns.set_decoder(loads, _MISS, self.cache.value_serializer is None)
                         self.lookup_value = ns.lookup_decoded
                     else:
-                        self.lookup_value = None
+                        self.lookup_value = _decoding_lookup(ns, loads)
                     self.ns = ns
                 except CacheError:
                     self.retry_at = time.monotonic() + 1.0
@@ -560,8 +578,8 @@ class BaseCache:
                     return func(*args, **kwargs)
                 lv = st.lookup_value
                 if lv is not None and fast:
-                    # The hit path: encode, look up and decode in one native
-                    # call (repeat hits of immutable results skip the decode).
+                    # The hit path: encode, look up and decode in one call
+                    # (native: repeat hits of immutable results skip the decode).
                     try:
                         v = lv(args, kwargs)
                     except TypeError as e:
@@ -572,24 +590,6 @@ class BaseCache:
                     if v is not _MISS:
                         next(st.hits)
                         return v
-                    return compute_sync(args, kwargs)
-                ns = st.ns
-                if ns is not None and fast:
-                    # The hit path: encode + lookup in Rust, then unpickle.
-                    try:
-                        raw = ns.lookup(args, kwargs)
-                    except TypeError as e:
-                        raise _explain_key_error(func, typed, args, kwargs, e) from None
-                    except CacheError as e:
-                        fail(e, "a lookup")
-                        raw = None
-                    if raw is not None:
-                        try:
-                            v = loads(raw)
-                            next(st.hits)
-                            return v
-                        except Exception:  # noqa: BLE001 - unreadable: a miss
-                            pass
                     return compute_sync(args, kwargs)
                 try:
                     k, raw = lookup_raw(args, kwargs)
