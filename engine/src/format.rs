@@ -54,7 +54,8 @@ pub mod kind {
     pub const REMOVE: u8 = 2;
     /// The removal of every key of a namespace written before it.
     pub const CLEAR: u8 = 3;
-    /// A namespace definition: key = name, value = limits.
+    /// A namespace definition: key = name, value = limits (24 bytes); or,
+    /// with an empty value, the namespace's removal.
     pub const NAMESPACE: u8 = 4;
 }
 
@@ -349,6 +350,12 @@ pub mod nsr {
     pub const NEXT_EXPIRY: usize = 96;
     /// When the last expiry sweep of the namespace ran (unix ms).
     pub const LAST_SWEEP: usize = 104;
+    /// When the namespace was last used (unix seconds; 0 = unknown): opened
+    /// by a process, written, or looked up. Raised with `fetch_max` by any
+    /// process; a lookup raises it only when it is more than
+    /// [`super::LAST_USE_GRANULARITY_SECS`] behind. These bytes were zero in every
+    /// row of earlier builds, so an older index reads as "unknown".
+    pub const LAST_USED: usize = 112;
     /// Use clock (atomic; stamps come from here).
     pub const CLOCK: usize = 128;
     /// Hits (atomic).
@@ -358,6 +365,10 @@ pub mod nsr {
     /// Name bytes (up to MAX_NAME_LEN).
     pub const NAME: usize = 152;
 }
+
+/// A lookup updates a namespace's last use only when the stored time is more
+/// than this many seconds old, so hits do not write to the row.
+pub const LAST_USE_GRANULARITY_SECS: u64 = 60;
 
 /// Segment row field offsets.
 pub mod segr {

@@ -16,6 +16,9 @@
 //!   memoizers compute a key once across processes.
 //! - **Background compaction** reclaims overwritten, evicted, removed and
 //!   expired records; files that may be mapped are never truncated.
+//! - **Namespaces record their last use** ([`NamespaceStats::last_used`]),
+//!   and [`Store::remove_unused_namespaces`] removes those nobody has used
+//!   for a while (a memoized function's old versions).
 //!
 //! The on-disk format is specified in `FORMAT.md` at the repository root.
 //!
@@ -46,6 +49,7 @@ mod error;
 pub mod format;
 mod index;
 pub mod io;
+mod lifecycle;
 mod store;
 #[allow(unsafe_code)]
 mod sys;

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -52,6 +52,10 @@ pub struct Options {
     /// Overrides the machine's boot id (tests use it to simulate a reboot).
     #[doc(hidden)]
     pub boot_id: Option<u128>,
+    /// A clock for namespaces' last-use times, in Unix seconds, read instead
+    /// of the system clock (tests use it to age namespaces without waiting).
+    #[doc(hidden)]
+    pub last_use_clock: Option<Arc<AtomicU64>>,
 }
 
 impl Default for Options {
@@ -65,6 +69,7 @@ impl Default for Options {
             allow_network_filesystem: false,
             io: Arc::new(RealIo),
             boot_id: None,
+            last_use_clock: None,
         }
     }
 }
@@ -149,6 +154,12 @@ pub struct NamespaceStats {
     pub evictions: u64,
     /// The namespace's limits.
     pub limits: Limits,
+    /// When the namespace was last used, in Unix seconds: opened by a process
+    /// ([`Store::namespace`]), written, or looked up; in every process. `None`
+    /// if unknown. Lookups refresh it only once it is more than
+    /// [`format::LAST_USE_GRANULARITY_SECS`] (a minute) old, so it may lag by
+    /// that much. [`Store::remove_unused_namespaces`] goes by it.
+    pub last_used: Option<u64>,
 }
 
 /// Statistics of a whole store.
@@ -393,9 +404,13 @@ impl std::fmt::Debug for Store {
 #[derive(Clone, Debug)]
 pub struct Namespace {
     store: Store,
-    id: u32,
-    name: Arc<str>,
-    name_hash: u64,
+    /// The namespace's row; changes if the namespace is removed (by any
+    /// process) and this handle defines it again.
+    pub(crate) id: Arc<AtomicU32>,
+    pub(crate) name: Arc<str>,
+    pub(crate) name_hash: u64,
+    /// The limits to define the namespace with again if it is removed.
+    pub(crate) limits: (u64, u64, u64),
 }
 
 thread_local! {
@@ -437,13 +452,15 @@ pub(crate) fn key_hash(ns: u32, key: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(key, ns as u64 ^ 0x9e37_79b9_7f4a_7c15)
 }
 
-/// Counts a hit on entry `e` of `ns`: its hit counter and, in a namespace
-/// with a limit (the only kind that evicts), the use clock and the entry's
-/// recency stamp. (An unlimited namespace skips the stamp, a store into a
-/// third cache line of the lookup; see FORMAT.md, "Hits and recency".)
+/// Counts a hit on entry `e` of `ns`: its hit counter, its last use (coarsely:
+/// `now` is the use clock) and, in a namespace with a limit (the only kind
+/// that evicts), the use clock and the entry's recency stamp. (An unlimited
+/// namespace skips the stamp, a store into a third cache line of the lookup;
+/// see FORMAT.md, "Hits and recency".)
 #[inline]
-fn count_hit(idx: &IndexMap, ns: u32, e: u32) {
+fn count_hit(idx: &IndexMap, ns: u32, e: u32, now: u64) {
     idx.ns_add(ns, nsr::HITS, 1);
+    crate::lifecycle::touch_coarse(idx, ns, now);
     if idx.ns_get(ns, nsr::MAXSIZE) == u64::MAX && idx.ns_get(ns, nsr::MAX_BYTES) == u64::MAX {
         return;
     }
@@ -516,8 +533,14 @@ impl Store {
             opts,
         });
         // Make sure there is an active segment, and that a rebuilt index
-        // honours every namespace's limits.
-        inner.with_writer(|w| w.after_open(rebuilt))?;
+        // honours every namespace's limits; an unknown last use (an index of
+        // an earlier build) counts from now.
+        let now = inner.use_clock();
+        inner.with_writer(|w| {
+            w.after_open(rebuilt)?;
+            w.stamp_unknown_last_use(now);
+            Ok(())
+        })?;
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let thread = if inner.opts.background_compaction {
             let weak = Arc::downgrade(&inner);
@@ -572,23 +595,28 @@ impl Store {
                     idx.ns_get(id, nsr::TTL_MS),
                 ) == enc
             {
+                crate::lifecycle::touch(&idx, id, self.inner.use_clock());
                 return Ok(Namespace {
                     store: self.clone(),
-                    id,
+                    id: Arc::new(AtomicU32::new(id)),
                     name: name.into(),
                     name_hash,
+                    limits: enc,
                 });
             }
         }
-        let id = self
-            .inner
-            .with_writer(|w| w.define_namespace(name.as_bytes(), enc))?;
+        let id = self.inner.with_writer(|w| {
+            let id = w.define_namespace(name.as_bytes(), enc)?;
+            crate::lifecycle::touch(&w.idx, id, w.inner.use_clock());
+            Ok(id)
+        })?;
         self.inner.names.write().insert(name.to_owned(), id);
         Ok(Namespace {
             store: self.clone(),
-            id,
+            id: Arc::new(AtomicU32::new(id)),
             name: name.into(),
             name_hash,
+            limits: enc,
         })
     }
 
@@ -605,9 +633,14 @@ impl Store {
             {
                 return Ok(Some(Namespace {
                     store: self.clone(),
-                    id,
+                    id: Arc::new(AtomicU32::new(id)),
                     name: name.into(),
                     name_hash: h,
+                    limits: (
+                        idx.ns_get(id, nsr::MAXSIZE),
+                        idx.ns_get(id, nsr::MAX_BYTES),
+                        idx.ns_get(id, nsr::TTL_MS),
+                    ),
                 }));
             }
         }
@@ -683,7 +716,7 @@ impl Store {
     }
 }
 
-fn ns_stats(idx: &IndexMap, id: u32) -> NamespaceStats {
+pub(crate) fn ns_stats(idx: &IndexMap, id: u32) -> NamespaceStats {
     NamespaceStats {
         name: idx
             .ns_name(id)
@@ -699,6 +732,7 @@ fn ns_stats(idx: &IndexMap, id: u32) -> NamespaceStats {
             idx.ns_get(id, nsr::MAX_BYTES),
             idx.ns_get(id, nsr::TTL_MS),
         ),
+        last_used: Some(idx.ns_get(id, nsr::LAST_USED)).filter(|&t| t != 0),
     }
 }
 
@@ -951,7 +985,7 @@ impl Inner {
                     Found::Hit => {
                         if count {
                             if let Some(e) = hit_entry {
-                                count_hit(idx, ns, e);
+                                count_hit(idx, ns, e, self.use_clock());
                             }
                         }
                         let klen = buf
@@ -962,6 +996,7 @@ impl Inner {
                     Found::Miss | Found::Expired => {
                         if count {
                             idx.ns_add(ns, nsr::MISSES, 1);
+                            crate::lifecycle::touch_coarse(idx, ns, self.use_clock());
                         }
                         None
                     }
@@ -997,7 +1032,7 @@ impl Inner {
             }
             let e = (w as u32).wrapping_sub(1);
             if idx.valid_entry(e) && idx.bucket_loc(pos).load(Ordering::Acquire) == at.loc {
-                count_hit(idx, ns, e);
+                count_hit(idx, ns, e, self.use_clock());
                 return Ok(true);
             }
         }
@@ -1226,24 +1261,23 @@ impl Namespace {
         &self.store
     }
 
-    /// Re-resolves the id if the namespace row changed (after a rebuild that
-    /// lost the definition, say).
+    /// Re-resolves the id if the namespace row changed (the namespace was
+    /// removed, or a rebuild lost the definition).
     fn id(&self) -> Result<u32> {
         let inner = &self.store.inner;
+        let id = self.id.load(Ordering::Relaxed);
         {
             let idx = inner.index.read();
-            if idx.ns_get(self.id, nsr::NAME_HASH) == self.name_hash && !idx.retired() {
-                return Ok(self.id);
+            if idx.ns_get(id, nsr::NAME_HASH) == self.name_hash && !idx.retired() {
+                return Ok(id);
             }
         }
         let idx = inner.current_index()?;
-        if idx.ns_get(self.id, nsr::NAME_HASH) == self.name_hash {
-            return Ok(self.id);
+        if idx.ns_get(id, nsr::NAME_HASH) == self.name_hash {
+            return Ok(id);
         }
-        // The definition is gone: define it again with default limits.
-        let name = self.name.clone();
         inner.forget_names();
-        inner.with_writer(|w| w.define_namespace(name.as_bytes(), Limits::default().encode()))
+        inner.with_writer(|w| self.row(w))
     }
 
     /// The value stored under `key`, or `None` (a miss: absent, expired, or
@@ -1279,7 +1313,7 @@ impl Namespace {
 
     /// The hash of `key` in this namespace, for [`Namespace::hit_located`].
     pub fn key_hash(&self, key: &[u8]) -> u64 {
-        key_hash(self.id, key)
+        key_hash(self.id.load(Ordering::Relaxed), key)
     }
 
     /// Whether the record that a lookup of the key with hash `key_hash`
@@ -1304,9 +1338,12 @@ impl Namespace {
         // (A hash made under another namespace id finds nothing: a miss. If
         // the handle's row no longer holds this namespace, the answer is
         // false and the caller's full lookup re-resolves it.)
-        self.store
-            .inner
-            .hit_located(self.id, self.name_hash, key_hash, at)
+        self.store.inner.hit_located(
+            self.id.load(Ordering::Relaxed),
+            self.name_hash,
+            key_hash,
+            at,
+        )
     }
 
     /// Stores `value` under `key` with the namespace's default TTL, then evicts
@@ -1320,10 +1357,12 @@ impl Namespace {
     /// Like [`Namespace::put`] with an explicit TTL (`None`: the namespace's default).
     pub fn put_with_ttl(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
         check_kv(key, value)?;
-        let id = self.id()?;
         self.store
             .inner
-            .with_writer(|w| w.put_batch(id, &[(key, value)], ttl))
+            .with_writer(|w| {
+                let id = self.used_row(w)?;
+                w.put_batch(id, &[(key, value)], ttl)
+            })
             .map(|n| n == 1)
     }
 
@@ -1333,23 +1372,27 @@ impl Namespace {
         for (k, v) in items {
             check_kv(k, v)?;
         }
-        let id = self.id()?;
-        self.store
-            .inner
-            .with_writer(|w| w.put_batch(id, items, None))
+        self.store.inner.with_writer(|w| {
+            let id = self.used_row(w)?;
+            w.put_batch(id, items, None)
+        })
     }
 
     /// Removes `key`. Returns whether it was present.
     pub fn remove(&self, key: &[u8]) -> Result<bool> {
-        let id = self.id()?;
-        self.store.inner.with_writer(|w| w.remove(id, key))
+        self.store.inner.with_writer(|w| {
+            let id = self.row(w)?;
+            w.remove(id, key)
+        })
     }
 
     /// Removes every entry of this namespace (in every process) and resets its
     /// hit, miss and eviction counters.
     pub fn clear(&self) -> Result<()> {
-        let id = self.id()?;
-        self.store.inner.with_writer(|w| w.clear(id))
+        self.store.inner.with_writer(|w| {
+            let id = self.row(w)?;
+            w.clear(id)
+        })
     }
 
     /// The namespace's statistics.
@@ -1374,8 +1417,10 @@ impl Namespace {
     /// a namespace without limits, where hits are not ranked, most recently
     /// written first).
     pub fn keys(&self) -> Result<Vec<(Vec<u8>, usize)>> {
-        let id = self.id()?;
-        self.store.inner.with_writer(|w| Ok(w.keys(id)))
+        self.store.inner.with_writer(|w| {
+            let id = self.row(w)?;
+            Ok(w.keys(id))
+        })
     }
 
     /// Takes the lease on `key`, waiting up to `wait`. `Ok(None)` on timeout.
@@ -1384,7 +1429,7 @@ impl Namespace {
     /// key is still missing, so concurrent callers compute a key once.
     pub fn lease(&self, key: &[u8], wait: Duration) -> Result<Option<Lease>> {
         self.store.inner.check_fork()?;
-        let h = key_hash(self.id, key) ^ self.name_hash;
+        let h = key_hash(self.id.load(Ordering::Relaxed), key) ^ self.name_hash;
         let inner = &self.store.inner;
         let pooled = inner.lease_files.lock().pop();
         let file = match pooled {

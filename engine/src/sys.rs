@@ -264,3 +264,20 @@ pub(crate) fn fork_generation() -> u64 {
     });
     FORK_GENERATION.load(Ordering::Relaxed)
 }
+
+/// Unix time in whole seconds from `CLOCK_REALTIME_COARSE` (the time of the
+/// last timer tick: a few milliseconds behind, read from the vDSO without a
+/// system call, cheap enough for the lookup path). 0 if the clock fails.
+pub(crate) fn coarse_unix_secs() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable `timespec` for the duration of the
+    // call, and the clock id is a constant the kernel knows.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    if r != 0 {
+        return 0;
+    }
+    u64::try_from(ts.tv_sec).unwrap_or(0)
+}

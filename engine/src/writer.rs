@@ -19,7 +19,7 @@ use crate::store::{key_hash, now_ms, Durability, Inner, Options};
 /// Per-process writer state (behind the in-process writer mutex).
 #[derive(Default)]
 pub(crate) struct WriterState {
-    buf: Vec<u8>,
+    pub(crate) buf: Vec<u8>,
     scratch: Vec<u8>,
     mark_clean: bool,
 }
@@ -476,6 +476,8 @@ pub(crate) fn rebuild_index(
     let mut keys: HashMap<RebuildKey, Latest, crate::store::IdHasher> =
         HashMap::with_capacity_and_hasher((log_bytes / 160) as usize, Default::default());
     let mut defs: HashMap<u32, NsDef> = HashMap::new();
+    // Removals (NAMESPACE records with an empty value): row -> latest seq.
+    let mut removals: HashMap<u32, u64> = HashMap::new();
     let mut clears: HashMap<u32, u64> = HashMap::new();
     let mut segs: Vec<(u32, u64, u64)> = Vec::new();
     let mut max_seq = 0u64;
@@ -532,6 +534,10 @@ pub(crate) fn rebuild_index(
                         if defs.get(&h.ns).is_none_or(|d| d.0 < h.seq) {
                             defs.insert(h.ns, (h.seq, key.to_vec(), l));
                         }
+                    } else if valid_name && h.vlen == 0 && (h.ns as usize) < format::MAX_NAMESPACES
+                    {
+                        let r = removals.entry(h.ns).or_insert(0);
+                        *r = (*r).max(h.seq);
                     }
                 }
                 _ => {}
@@ -539,6 +545,9 @@ pub(crate) fn rebuild_index(
         }
         segs.push((id, end, min_put));
     }
+    // A removal newer than a row's latest definition leaves the row free.
+    removals.retain(|ns, seq| defs.get(ns).is_none_or(|d| d.0 < *seq));
+    defs.retain(|ns, _| !removals.contains_key(ns));
     let now = now_ms();
     let mut live: Vec<(u32, u64, Latest)> = keys
         .into_iter()
@@ -582,6 +591,18 @@ pub(crate) fn rebuild_index(
         idx.hset(hdr::BOOT_ID + 8, boot.1);
         let next_id = ids.iter().copied().max().unwrap_or(0) as u64 + 1;
         idx.hset(hdr::NEXT_SEG_ID, next_id);
+        // Every row's last CLEAR, free rows' too: a namespace that takes a
+        // free row keeps it, so records of the row's earlier namespaces stay
+        // shadowed (FORMAT.md, "Removing a namespace").
+        for (&ns, &c) in &clears {
+            if (ns as usize) < format::MAX_NAMESPACES {
+                idx.ns_set(ns, nsr::CLEAR_SEQ, c);
+            }
+        }
+        for (&ns, &seq) in &removals {
+            idx.ns_set(ns, nsr::DEF_SEQ, seq);
+        }
+        let use_now = crate::lifecycle::use_clock(opts);
         for (&ns, (seq, name, (m, b, t))) in &defs {
             idx.ns_set_name(ns, name);
             idx.ns_set(ns, nsr::MAXSIZE, *m);
@@ -590,10 +611,15 @@ pub(crate) fn rebuild_index(
             idx.ns_set(ns, nsr::DEF_SEQ, *seq);
             idx.ns_set(ns, nsr::CLEAR_SEQ, clears.get(&ns).copied().unwrap_or(0));
             idx.ns_set(ns, nsr::CLOCK, max_seq + 1);
+            idx.ns_set(ns, nsr::LAST_USED, use_now);
             if let Some(old) = old {
                 if old.ns_name(ns).as_deref() == Some(name.as_slice()) {
                     for f in [nsr::HITS, nsr::MISSES, nsr::EVICTIONS] {
                         idx.ns_set(ns, f, old.ns_get(ns, f));
+                    }
+                    let used = old.ns_get(ns, nsr::LAST_USED);
+                    if used != 0 {
+                        idx.ns_set(ns, nsr::LAST_USED, used);
                     }
                 }
             }
@@ -798,7 +824,7 @@ impl Writer<'_> {
 
     /// Appends the records in `st.buf` (of the given padded sizes) to the log.
     /// Returns their locations.
-    fn append(&mut self, sizes: &[u64]) -> Result<Vec<u64>> {
+    pub(crate) fn append(&mut self, sizes: &[u64]) -> Result<Vec<u64>> {
         let mut locs = Vec::with_capacity(sizes.len());
         let seg_size = self.inner.opts.segment_size;
         let mut i = 0;
@@ -907,7 +933,7 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn next_seq(&self) -> u64 {
+    pub(crate) fn next_seq(&self) -> u64 {
         let s = self.idx.hget(hdr::NEXT_SEQ).max(1);
         self.idx.hset(hdr::NEXT_SEQ, s + 1);
         s
@@ -1035,12 +1061,15 @@ impl Writer<'_> {
         let size = format::record_size(name.len(), lim.len());
         self.append(&[size])?;
         let idx = self.idx.clone();
+        let now = self.inner.use_clock();
         if found.is_none() {
+            // CLEAR_SEQ stays: a row freed by a removal keeps shadowing the
+            // records of its earlier namespace (zero in a never used row).
+            idx.ns_set(id, nsr::LAST_USED, now);
             for f in [
                 nsr::ENTRIES,
                 nsr::LIVE_BYTES,
                 nsr::EVICTIONS,
-                nsr::CLEAR_SEQ,
                 nsr::HITS,
                 nsr::MISSES,
                 nsr::NEXT_EXPIRY,
@@ -1058,6 +1087,7 @@ impl Writer<'_> {
         idx.ns_set(id, nsr::MAX_BYTES, limits.1);
         idx.ns_set(id, nsr::TTL_MS, limits.2);
         idx.ns_set(id, nsr::DEF_SEQ, seq);
+        crate::lifecycle::touch(&idx, id, now);
         self.enforce(id)?;
         Ok(id)
     }

@@ -53,6 +53,10 @@ fn constants_match_the_document() {
         ("MIN_BUCKETS", format::MIN_BUCKETS),
         ("MAX_NAME_LEN", format::MAX_NAME_LEN as u64),
         ("DEFAULT_SEGMENT_SIZE", format::DEFAULT_SEGMENT_SIZE),
+        (
+            "LAST_USE_GRANULARITY_SECS",
+            format::LAST_USE_GRANULARITY_SECS,
+        ),
         ("hdr.RETIRED", hdr::RETIRED as u64),
         ("hdr.STATE", hdr::STATE as u64),
         ("hdr.BOOT_ID", hdr::BOOT_ID as u64),
@@ -79,6 +83,7 @@ fn constants_match_the_document() {
         ("nsr.DEF_SEQ", nsr::DEF_SEQ as u64),
         ("nsr.NEXT_EXPIRY", nsr::NEXT_EXPIRY as u64),
         ("nsr.LAST_SWEEP", nsr::LAST_SWEEP as u64),
+        ("nsr.LAST_USED", nsr::LAST_USED as u64),
         ("nsr.CLOCK", nsr::CLOCK as u64),
         ("nsr.HITS", nsr::HITS as u64),
         ("nsr.MISSES", nsr::MISSES as u64),

@@ -251,7 +251,148 @@ fn usage_errors() {
     assert_eq!(o.status.code(), Some(2));
     let o = run(&["--help"]);
     assert!(o.status.success());
-    for cmd in ["stats", "verify", "compact", "clear", "ls"] {
+    for cmd in ["stats", "verify", "compact", "clear", "ls", "prune"] {
         assert!(stdout(&o).contains(cmd), "{cmd} in help");
     }
+}
+
+/// A store with `cli::old` last used 40 days ago (written through the
+/// engine's test clock) and `cli::fresh` used now.
+fn aged(dir: &Path) -> u64 {
+    use picocache_engine::{Limits, Options, Store};
+    use std::sync::atomic::AtomicU64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let long_ago = now - 40 * 86_400;
+    let mut o = Options::default().background_compaction(false);
+    o.last_use_clock = Some(Arc::new(AtomicU64::new(long_ago)));
+    {
+        let s = Store::open(dir, o).unwrap();
+        let old = s.namespace("cli::old", Limits::default()).unwrap();
+        old.put(b"k1", b"old value").unwrap();
+        old.put(b"k2", b"old value").unwrap();
+    }
+    let s = Store::open(dir, Options::default().background_compaction(false)).unwrap();
+    s.namespace("cli::fresh", Limits::default())
+        .unwrap()
+        .put(b"k", b"fresh value")
+        .unwrap();
+    long_ago
+}
+
+#[test]
+fn stats_show_last_use_and_prune_removes_unused_namespaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let long_ago = aged(dir.path());
+
+    let text = stdout(&run(&["stats", p(dir.path())]));
+    assert!(text.contains("LAST USED"), "{text}");
+    let row = |text: &str, name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no row for {name}: {text}"))
+            .to_string()
+    };
+    assert!(row(&text, "cli::old").ends_with(" 40d"), "{text}");
+    let fresh = row(&text, "cli::fresh");
+    assert!(fresh.ends_with('s') || fresh.ends_with("1m"), "{text}");
+    let v = json(&run(&["stats", "--json", p(dir.path())]));
+    let last_used = |v: &serde_json::Value, name: &str| {
+        v["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .map(|n| n["last_used"].as_u64().unwrap())
+    };
+    assert_eq!(last_used(&v, "cli::old"), Some(long_ago));
+    assert!(last_used(&v, "cli::fresh").unwrap() > long_ago + 39 * 86_400);
+    // Looking is not using.
+    let again = json(&run(&["stats", "--json", p(dir.path())]));
+    assert_eq!(last_used(&again, "cli::old"), Some(long_ago));
+
+    // A dry run lists, and removes nothing.
+    let o = run(&["prune", p(dir.path()), "--unused-for", "30d", "--dry-run"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("would remove cli::old: 2 entries"), "{text}");
+    assert!(!text.contains("cli::fresh"), "{text}");
+    let v = json(&run(&["stats", "--json", p(dir.path())]));
+    assert!(last_used(&v, "cli::old").is_some());
+
+    // Nothing is unused for 41 days.
+    let v = json(&run(&[
+        "prune",
+        "--json",
+        p(dir.path()),
+        "--unused-for",
+        "41d",
+    ]));
+    assert_eq!(v["removed"].as_array().unwrap().len(), 0);
+
+    let v = json(&run(&[
+        "prune",
+        "--json",
+        p(dir.path()),
+        "--unused-for",
+        "720h",
+    ]));
+    assert_eq!(v["dry_run"], false);
+    assert_eq!(v["unused_for_secs"], 30 * 86_400);
+    let removed = v["removed"].as_array().unwrap();
+    assert_eq!(removed.len(), 1, "{v}");
+    assert_eq!(
+        (
+            &removed[0]["name"],
+            &removed[0]["entries"],
+            &removed[0]["last_used"]
+        ),
+        (&"cli::old".into(), &2.into(), &long_ago.into())
+    );
+    let v = json(&run(&["stats", "--json", p(dir.path())]));
+    assert_eq!(last_used(&v, "cli::old"), None, "gone from stats");
+    assert_eq!(v["entries"], 1);
+    let o = run(&["ls", p(dir.path()), "cli::old"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(&["ls", p(dir.path()), "cli::fresh"]);
+    assert!(stdout(&o).contains("(1 keys)"), "{}", stdout(&o));
+
+    // Text output; compaction then reclaims the space.
+    let o = run(&["prune", p(dir.path()), "--unused-for", "90m"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("no namespace"), "{}", stdout(&o));
+    let v = json(&run(&["compact", "--json", p(dir.path())]));
+    assert_eq!(v["dead_bytes_after"], 0, "{v}");
+    assert_eq!(v["entries"], 1);
+    let o = run(&["verify", p(dir.path())]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}
+
+#[test]
+fn prune_text_output_and_bad_durations() {
+    let dir = tempfile::tempdir().unwrap();
+    aged(dir.path());
+    let o = run(&["prune", p(dir.path()), "--unused-for", "3600s"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("removed cli::old: 2 entries") && text.contains("last used 40d ago"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 namespace(s) unused for 1h removed"),
+        "{text}"
+    );
+    for bad in ["30", "30x", "d", "-1d", ""] {
+        let o = run(&["prune", p(dir.path()), "--unused-for", bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}");
+    }
+    let o = run(&["prune", p(dir.path())]);
+    assert_eq!(o.status.code(), Some(2), "--unused-for is required");
+    let missing = dir.path().join("nothing-here");
+    let o = run(&["prune", p(&missing), "--unused-for", "1d"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!missing.exists());
 }

@@ -1,12 +1,25 @@
 //! `picocache`: inspect and maintain a local PicoCache store.
 //!
 //! ```text
-//! picocache stats PATH            every namespace: entries, bytes, hits, misses, evictions
+//! picocache stats PATH            every namespace: entries, bytes, hits, misses, evictions,
+//!                                 last use
 //! picocache verify PATH           check every record and index entry (exit 1 if unsound)
 //! picocache compact PATH          compact now
 //! picocache clear PATH [NAMESPACE]
 //! picocache ls PATH NAMESPACE     keys (escaped text, or --hex) and value sizes
+//! picocache prune PATH --unused-for DURATION [--dry-run]
+//!                                 remove namespaces unused for DURATION (30d, 12h, 90m, 3600s)
 //! ```
+//!
+//! A namespace's last use is when a process last opened it, wrote to it or
+//! looked a key up in it (lookups refresh it at most once a minute); `stats`
+//! shows it as an age (`LAST USED`, e.g. `3d`; `unknown` if never recorded) and
+//! in `--json` as `last_used`, Unix seconds (`null` if unknown). Every edit of
+//! a memoized function names a new namespace (the name carries a digest of the
+//! code), so the old ones stop being used: `prune` removes them, entries and
+//! all; `compact` (or the background compaction of any process using the
+//! store) then reclaims their space. Inspecting a store (`stats`, `ls`,
+//! `verify`) does not count as a use.
 //!
 //! Human-readable tables by default; `--json` prints one JSON document.
 //! Exit status: 0 success, 1 `verify` found problems, 2 an error (no store at
@@ -77,6 +90,80 @@ enum Cmd {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// Removes every namespace (its entries and its name) not used for a
+    /// given time: opened, written or looked up by any process. `compact`
+    /// then reclaims their space.
+    Prune {
+        /// The store's directory.
+        path: PathBuf,
+        /// Remove namespaces whose last use is longer ago than this: a
+        /// number with a unit, `s`, `m`, `h`, `d` or `w` (`30d`, `12h`,
+        /// `90m`, `3600s`).
+        #[arg(long, value_parser = parse_duration)]
+        unused_for: Duration,
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Parses `30d`, `12h`, `90m`, `3600s`, `2w`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 30d, 12h, 90m or 3600s"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        "" => return Err(format!("{text:?} needs a unit: s, m, h, d or w (e.g. 30d)")),
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use s, m, h, d or w, e.g. 30d)"
+            ))
+        }
+    };
+    n.checked_mul(secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// How long ago `t` (Unix seconds) was: `45s`, `12m`, `5h`, `3d`; `unknown`
+/// for `None`.
+fn age(t: Option<u64>, now: u64) -> String {
+    let Some(t) = t else {
+        return "unknown".to_string();
+    };
+    let d = now.saturating_sub(t);
+    match d {
+        0..60 => format!("{d}s"),
+        60..3600 => format!("{}m", d / 60),
+        3600..86_400 => format!("{}h", d / 3600),
+        _ => format!("{}d", d / 86_400),
+    }
+}
+
+/// `2592000s` -> `30d`, as the user would write it.
+fn duration_text(d: Duration) -> String {
+    let s = d.as_secs();
+    for (unit, n) in [("w", 7 * 86_400), ("d", 86_400), ("h", 3600), ("m", 60)] {
+        if s >= n && s % n == 0 {
+            return format!("{}{unit}", s / n);
+        }
+    }
+    format!("{s}s")
 }
 
 /// A failure that ends the command with exit status 2.
@@ -102,6 +189,11 @@ fn main() -> ExitCode {
             hex,
             limit,
         } => ls(&path, &namespace, hex, limit, json),
+        Cmd::Prune {
+            path,
+            unused_for,
+            dry_run,
+        } => prune(&path, unused_for, dry_run, json),
     };
     match result {
         Ok(code) => code,
@@ -219,6 +311,7 @@ fn stats(path: &Path, json: bool) -> Result<ExitCode, Failure> {
                     "maxsize": n.limits.maxsize,
                     "max_bytes": n.limits.max_bytes,
                     "ttl_ms": n.limits.ttl.map(|t| t.as_millis() as u64),
+                    "last_used": n.last_used,
                 })
             })
             .collect();
@@ -259,6 +352,7 @@ fn stats(path: &Path, json: bool) -> Result<ExitCode, Failure> {
         s.compactions
     );
     println!();
+    let now = unix_now();
     let rows: Vec<Vec<String>> = s
         .namespaces
         .iter()
@@ -274,6 +368,7 @@ fn stats(path: &Path, json: bool) -> Result<ExitCode, Failure> {
                 n.limits
                     .ttl
                     .map_or_else(|| "-".to_string(), |t| format!("{t:?}")),
+                age(n.last_used, now),
             ]
         })
         .collect();
@@ -290,6 +385,7 @@ fn stats(path: &Path, json: bool) -> Result<ExitCode, Failure> {
                 "EVICTIONS",
                 "MAXSIZE",
                 "TTL",
+                "LAST USED",
             ],
             &rows,
         );
@@ -488,6 +584,62 @@ fn ls(
         println!("({} of {total} keys shown)", rows.len());
     } else {
         println!("({total} keys)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn prune(
+    path: &Path,
+    unused_for: Duration,
+    dry_run: bool,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let store = open(path)?;
+    let found = if dry_run {
+        store.unused_namespaces(unused_for)?
+    } else {
+        store.remove_unused_namespaces(unused_for)?
+    };
+    let now = unix_now();
+    if json {
+        let v: Vec<_> = found
+            .iter()
+            .map(|n| {
+                json!({
+                    "name": n.name,
+                    "entries": n.entries,
+                    "bytes": n.live_bytes,
+                    "last_used": n.last_used,
+                })
+            })
+            .collect();
+        print_json(&json!({
+            "path": path.display().to_string(),
+            "unused_for_secs": unused_for.as_secs(),
+            "dry_run": dry_run,
+            "removed": v,
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for n in &found {
+        println!(
+            "{verb} {}: {} entries, {}, last used {} ago",
+            n.name,
+            n.entries,
+            human_bytes(n.live_bytes),
+            age(n.last_used, now)
+        );
+    }
+    let span = duration_text(unused_for);
+    if found.is_empty() {
+        println!("no namespace of {} unused for {span}", path.display());
+    } else if !dry_run {
+        println!(
+            "{} namespace(s) unused for {span} removed; `picocache compact {}` reclaims their space now",
+            found.len(),
+            path.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
