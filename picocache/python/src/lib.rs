@@ -997,16 +997,20 @@ impl Encoder<'_, '_> {
             out.push(b'i');
             out.extend_from_slice(&i.to_le_bytes());
         } else {
-            // Big ints: decimal digits of int(v) (a subclass may override str).
-            let s = v
-                .py()
-                .get_type::<PyInt>()
-                .call1((v,))?
-                .call_method0("__repr__")?;
-            let s: String = s.extract()?;
-            out.push(b'I');
-            put_len(out, s.len());
-            out.extend_from_slice(s.as_bytes());
+            // Big ints: int(v) (a subclass may override its methods) as
+            // little-endian two's complement in the fewest bytes that hold
+            // its sign (bit_length / 8 + 1). Not decimal digits: converting
+            // an int of over 4300 digits to str raises ValueError.
+            let py = v.py();
+            let i = py.get_type::<PyInt>().call1((v,))?;
+            let bits: usize = i.call_method0("bit_length")?.extract()?;
+            let kw = PyDict::new(py);
+            kw.set_item("signed", true)?;
+            let b = i.call_method("to_bytes", (bits / 8 + 1, "little"), Some(&kw))?;
+            let b = b.downcast::<PyBytes>()?.as_bytes();
+            out.push(b'J');
+            put_len(out, b.len());
+            out.extend_from_slice(b);
         }
         Ok(())
     }

@@ -15,15 +15,14 @@ import picocache
 
 def other_process(store: str, code: str) -> None:
     """Runs `code` in a fresh interpreter with `f` decorated on `store`
-    (same module and name as the test's `f`: one namespace)."""
+    (named as the test's `f` is, with name=: one namespace, another body)."""
     prog = textwrap.dedent(
         f"""
         import picocache
         cache = picocache.LocalCache({store!r})
         def f(x):
             return ("other", x)
-        f.__module__, f.__qualname__ = "tiertest", "f"
-        f = cache(maxsize=None)(f)
+        f = cache(maxsize=None, name="tiertest.f")(f)
         """
     ) + textwrap.dedent(code)
     subprocess.run([sys.executable, "-c", prog], check=True, timeout=120)
@@ -34,8 +33,7 @@ def make(store: str, calls: list, **kw):
         calls.append(x)
         return ("mine", x)
 
-    f.__module__, f.__qualname__ = "tiertest", "f"
-    return picocache.LocalCache(store)(**kw)(f)
+    return picocache.LocalCache(store)(name="tiertest.f", **kw)(f)
 
 
 def test_immutable_results_are_the_same_object_and_counted(tmp_path):
@@ -85,7 +83,7 @@ def test_eviction_in_another_process_is_seen(tmp_path):
     assert f(1) == ("mine", 1)  # kept in the tier now
     # Another process fills the namespace: 1 is least recently used there?
     # No: our hit on 1 counted in the shared index, so 2 goes first.
-    other_process(store, "f = cache(maxsize=3)(f.__wrapped__)\nf(10)\n")
+    other_process(store, "f = cache(maxsize=3, name='tiertest.f')(f.__wrapped__)\nf(10)\n")
     assert f.cache_stats()["entries"] == 3
     calls.clear()
     assert f(1) == ("mine", 1) and calls == [], "our tier hit kept 1 recent"

@@ -18,7 +18,8 @@ from collections import namedtuple
 from typing import Any, Callable, Iterable, Optional
 
 from . import _native
-from ._keys import fallback as _fallback
+from ._keys import IdentityError, fallback as _fallback
+from ._naming import function_name
 from ._native import CacheError
 
 logger = logging.getLogger("picocache")
@@ -79,35 +80,15 @@ def _value_serializer(vs: Any) -> tuple:
     )
 
 
-def _main_name() -> str:
-    main = sys.modules.get("__main__")
-    f = getattr(main, "__file__", None)
-    if f:
-        return "__main__:" + os.path.basename(f)
-    return "__main__"
-
-
-def function_name(func: Callable, version: Any = None) -> str:
-    """The namespace name of ``func``: its module and qualified name (plus
-    ``@version``). Functions of the main script are named after its file, so
-    the same script in two processes (and spawn workers, whose main module is
-    ``__mp_main__``) share entries."""
-    module = getattr(func, "__module__", None) or "?"
-    if module in ("__main__", "__mp_main__"):
-        module = _main_name()
-    qual = getattr(func, "__qualname__", None) or getattr(func, "__name__", "?")
-    name = f"{module}.{qual}"
-    if version is not None:
-        name += f"@{version}"
-    return name
-
-
 class _Flight:
     """One in-process computation of a key that other threads wait for."""
 
-    __slots__ = ("done", "ok", "value")
+    __slots__ = ("done", "ok", "value", "owner")
 
     def __init__(self) -> None:
+        #: The thread computing: a call of the same key from that thread is
+        #: re-entrant (waiting would deadlock).
+        self.owner = threading.get_ident()
         # Held by the leader until it finishes; waiters block on it. (A
         # plain lock: a threading.Event costs a Condition per miss.)
         self.done = threading.Lock()
@@ -140,11 +121,19 @@ def _decoding_lookup(ns: Any, loads: Callable[[bytes], Any]) -> Callable[[tuple,
 class _FunctionState:
     """Per-function state: the namespace handle, counters, in-flight calls."""
 
-    def __init__(self, cache: "BaseCache", func: Callable, name: str, maxsize: Optional[int],
-                 typed: bool, ttl: Optional[float]) -> None:
+    def __init__(self, cache: "BaseCache", func: Callable, name: Optional[str],
+                 name_fn: Callable[[], str], maxsize: Optional[int],
+                 typed: bool, ttl: Optional[float], strict: Optional[bool] = None) -> None:
         self.cache = cache
         self.func = func
-        self.name = name
+        #: The namespace name: given (name=), or computed at first use by
+        #: name_fn (a closure's contents are read then, not at decoration).
+        self._name = name
+        self._name_fn = name_fn
+        #: The decorator's strict= (None: the cache's).
+        self.strict = strict
+        #: Set (to the error) if the function cannot be named: never cached.
+        self.unnamed: Optional[CacheError] = None
         self.maxsize = maxsize
         self.typed = typed
         self.ttl = ttl
@@ -166,6 +155,15 @@ class _FunctionState:
         self.retry_at = 0.0
         _STATES.add(self)
 
+    @property
+    def name(self) -> str:
+        """The namespace name; raises TypeError if the function cannot be
+        told apart from others with its name (see picocache._naming)."""
+        n = self._name
+        if n is None:
+            n = self._name = self._name_fn()
+        return n
+
     def reset_after_fork(self) -> None:
         # Threads that were computing in the parent do not exist here.
         self.inflight = {}
@@ -173,19 +171,35 @@ class _FunctionState:
         self.async_inflight = {}
         self.ns_lock = threading.Lock()
 
+    @property
+    def label(self) -> str:
+        """The name for messages (never raises)."""
+        return self._name or getattr(self.func, "__qualname__", None) or repr(self.func)
+
     def namespace(self) -> Any:
         ns = self.ns
         if ns is not None:
             return ns
+        if self.unnamed is not None:
+            raise self.unnamed
         now = time.monotonic()
         if now < self.retry_at:
             raise _native.CacheUnavailable(
-                f"picocache: the store of {self.name} is unavailable (retrying shortly)"
+                f"picocache: the store of {self.label} is unavailable (retrying shortly)"
             )
         with self.ns_lock:
             if self.ns is None:
                 try:
-                    ns = self.cache._open_namespace(self.name, self.maxsize, self.ttl, self.typed)
+                    name = self.name
+                except IdentityError as e:
+                    if self.cache.strict if self.strict is None else self.strict:
+                        raise
+                    # Not cached, for good: every call runs the body (the
+                    # wrappers check `unnamed`); one warning, from the caller.
+                    self.unnamed = _native.CacheUnavailable(str(e))
+                    raise self.unnamed from None
+                try:
+                    ns = self.cache._open_namespace(name, self.maxsize, self.ttl, self.typed)
                     self.native = isinstance(ns, _native.Namespace)
                     loads = self.cache._loads
                     if self.native:
@@ -208,7 +222,7 @@ class _FunctionState:
         if now - self.last_warn >= 1.0:
             extra = f" ({self.suppressed} more suppressed)" if self.suppressed else ""
             logger.warning("picocache: %s failed for %s: %s%s; the function's own result is returned",
-                           what, self.name, e, extra)
+                           what, self.label, e, extra)
             self.last_warn = now
             self.suppressed = 0
         else:
@@ -216,18 +230,23 @@ class _FunctionState:
 
     def info(self) -> CacheInfo:
         currsize = 0
-        if self.maxsize != 0:
+        if self.maxsize != 0 and self.unnamed is None:
             try:
                 currsize = int(self.namespace().stats()["entries"])
             except CacheError as e:
                 self.failed(e, "cache_info")
+            except TypeError:  # a function that cannot be named caches nothing
+                pass
         return CacheInfo(_counter_value(self.hits), _counter_value(self.misses), self.maxsize, currsize)
 
     def clear(self) -> None:
         try:
-            self.namespace().clear()
+            if self.unnamed is None:
+                self.namespace().clear()
         except CacheError as e:
             self.failed(e, "cache_clear")
+        except TypeError:  # a function that cannot be named caches nothing
+            pass
         self.hits = itertools.count()
         self.misses = itertools.count()
 
@@ -242,6 +261,8 @@ def _arg_names(func: Callable) -> list:
 
 
 def _explain_key_error(func: Callable, typed: bool, args: tuple, kwargs: dict, err: Exception) -> TypeError:
+    if isinstance(err, IdentityError):  # about the function, not its arguments
+        return err
     names = _arg_names(func)
     culprit = None
     for i, a in enumerate(args):
@@ -355,8 +376,12 @@ class BaseCache:
         if isinstance(func, (staticmethod, classmethod)):
             return type(func)(self._decorate(func.__func__, maxsize, typed, version, ttl, strict,
                                              ignore, key, name))
-        ns_name = name or function_name(func, version)
-        st = _FunctionState(self, func, ns_name, maxsize, typed, ttl)
+        wrapper_cell: list = []  # the wrapper, a self-reference in a recursive closure
+
+        def name_fn() -> str:
+            return function_name(func, version, self_obj=wrapper_cell[0] if wrapper_cell else None)
+
+        st = _FunctionState(self, func, name, name_fn, maxsize, typed, ttl, strict)
         self._states.append(st)
         owner = self
 
@@ -420,7 +445,7 @@ class BaseCache:
             try:
                 return loads(raw)
             except Exception as e:  # noqa: BLE001 - an unreadable value is a miss
-                logger.info("picocache: a stored value of %s does not load (%s); recomputing", ns_name, e)
+                logger.info("picocache: a stored value of %s does not load (%s); recomputing", st.label, e)
                 return _MISS
 
         def store(ns: Any, k: bytes, value: Any) -> None:
@@ -455,6 +480,14 @@ class BaseCache:
                         fl = st.inflight[k] = _Flight()
                 if leader:
                     break
+                if fl.owner == threading.get_ident():
+                    # Re-entrant: this thread is computing this key already
+                    # (the function calls itself with the same arguments).
+                    # Run the body, as functools.lru_cache does: a recursion
+                    # that ends returns its value, one that does not raises
+                    # RecursionError; waiting here would never return.
+                    next(st.misses)
+                    return func(*args, **kwargs)
                 fl.wait()
                 if fl.ok:
                     next(st.hits)
@@ -510,7 +543,7 @@ class BaseCache:
                 return fn(*a)
 
             async def awrapper(*args: Any, **kwargs: Any) -> Any:
-                if st.maxsize == 0:
+                if st.maxsize == 0 or st.unnamed is not None:
                     next(st.misses)
                     return await func(*args, **kwargs)
                 try:
@@ -532,10 +565,16 @@ class BaseCache:
                 if k is None:
                     k = encode_or_explain(ns, args, kwargs)
                 loop = asyncio.get_running_loop()
+                task = asyncio.current_task()
                 while True:
-                    fut = st.async_inflight.get(k)
+                    fut, leader_task = st.async_inflight.get(k, (None, None))
                     if fut is None or fut.get_loop() is not loop:
                         break
+                    if leader_task is task:
+                        # Re-entrant: this task awaits its own computation of
+                        # this key; run the body (see compute_sync).
+                        next(st.misses)
+                        return await func(*args, **kwargs)
                     try:
                         v = await asyncio.shield(fut)
                     except BaseException:  # noqa: BLE001 - the leader failed: compute ourselves
@@ -543,7 +582,7 @@ class BaseCache:
                     next(st.hits)
                     return v
                 fut = loop.create_future()
-                st.async_inflight[k] = fut
+                st.async_inflight[k] = (fut, task)
                 try:
                     # Another leader may have finished since our lookup.
                     try:
@@ -567,7 +606,7 @@ class BaseCache:
                     fut.exception()  # retrieved: no "never retrieved" warning
                     raise
                 finally:
-                    if st.async_inflight.get(k) is fut:
+                    if st.async_inflight.get(k, (None,))[0] is fut:
                         del st.async_inflight[k]
 
             wrapper: Callable = awrapper
@@ -591,6 +630,9 @@ class BaseCache:
                         next(st.hits)
                         return v
                     return compute_sync(args, kwargs)
+                if st.unnamed is not None:
+                    next(st.misses)
+                    return func(*args, **kwargs)
                 try:
                     k, raw = lookup_raw(args, kwargs)
                 except TypeError as e:
@@ -610,6 +652,8 @@ class BaseCache:
             wrapper = swrapper
 
         functools.update_wrapper(wrapper, func)
+        wrapper_cell.append(wrapper)
+        wrapper.__picocache_state__ = st  # type: ignore[attr-defined]
 
         def cache_info() -> CacheInfo:
             """Hits and misses of this function in this process (like
