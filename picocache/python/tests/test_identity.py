@@ -495,3 +495,25 @@ def test_a_process_waiting_on_its_own_lease_does_not_hang(kind, tmp_path):
     ''')
     assert _run(script, kind, loc, env={"TEST_LEASE_TIMEOUT": "2"}) == [43]
     assert _run(script, kind, loc, env={"TEST_LEASE_TIMEOUT": "2"}) == [43]  # a hit
+
+
+@pytest.mark.parametrize("kind", SCRIPT_KINDS)
+def test_a_script_in_a_deep_directory_is_cached(kind, tmp_path):
+    # Its name holds the script's path: a long one is shortened, not refused.
+    loc = _location(kind, tmp_path)
+    deep = tmp_path.joinpath(*(["d" * 60] * 5))
+    body = '''
+    import json
+
+    @cache
+    def f(x):
+        return x + 1
+
+    print(json.dumps([f(1), f.cache_info().hits, len(f.cache_parameters()["name"].encode())]))
+    '''
+    script = _write(deep / "app.py", body)
+    first = _run(script, kind, loc)
+    assert first[:2] == [2, 0] and first[2] <= 200
+    assert _run(script, kind, loc)[:2] == [2, 1]
+    other = _write(deep.parent / ("d" * 60 + "x") / "app.py", body)
+    assert _run(other, kind, loc)[:2] == [2, 0]  # another path: its own entries

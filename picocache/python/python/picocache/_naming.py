@@ -20,6 +20,8 @@ given, then ``#DIGEST`` unless nothing but the name tells the function apart:
   survive edits until the version changes (closure contents and defaults
   still count; a lambda, which has no name to pin, keeps its code digest). ``name=`` on the decorator
   replaces the whole name: every function given that name shares entries.
+- A name longer than 200 UTF-8 bytes (a deep script path) keeps its start
+  and end around ``~`` and 16 hex digits of BLAKE2b of the whole name.
 - The digest depends on the Python version's bytecode: the same function
   under two Python minor versions has two namespaces (never a wrong value).
 
@@ -55,6 +57,25 @@ def function_name(func: Callable, version: Any = None, *, self_obj: object = Non
     ident = function_identity(func, with_code=not pinned, self_obj=self_obj)
     if pinned and len(ident) == 3 and ident[0] == "__function__":
         # Pinned, and neither defaults nor a closure: the name says it all.
-        return name
+        return _shorten(name)
     enc = _native.encode(ident, False, fallback)
-    return name + "#" + hashlib.blake2b(enc, digest_size=8).hexdigest()
+    return _shorten(name + "#" + hashlib.blake2b(enc, digest_size=8).hexdigest())
+
+
+#: Longest name kept whole, in UTF-8 bytes (the local engine takes up to
+#: 232; a script's path can be long).
+MAX_NAME = 200
+
+
+def _shorten(name: str) -> str:
+    """``name`` if it fits MAX_NAME bytes, else its start, ``~`` and 16 hex
+    digits of BLAKE2b of the whole name, and its end (the qualified name and
+    digest): as unique as the whole, and still readable."""
+    if len(name.encode("utf-8")) <= MAX_NAME:
+        return name
+    mark = "~" + hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest() + "~"
+    head, tail = name[:60], name[-110:]
+    while len((head + mark + tail).encode("utf-8", "surrogatepass")) > MAX_NAME:
+        tail = tail[1:]
+        head = head[:-1] if len(head) > 20 else head
+    return head + mark + tail
