@@ -517,3 +517,32 @@ def test_a_script_in_a_deep_directory_is_cached(kind, tmp_path):
     assert _run(script, kind, loc)[:2] == [2, 1]
     other = _write(deep.parent / ("d" * 60 + "x") / "app.py", body)
     assert _run(other, kind, loc)[:2] == [2, 0]  # another path: its own entries
+
+
+def test_local_classes_enums_and_dataclasses_as_keys(local_cache):
+    import dataclasses
+    import enum
+
+    def make(n):
+        @dataclasses.dataclass(frozen=True)
+        class P:
+            x: int
+
+            def scaled(self):
+                return self.x * n
+
+        class Mode(enum.Enum):
+            A = n
+
+        return P, Mode
+
+    @local_cache
+    def use(p, mode):
+        return p.scaled() + mode.value
+
+    P1, M1 = make(1)
+    P2, M2 = make(2)
+    P1b, M1b = make(1)
+    assert use(P1(10), M1.A) == 11
+    assert use(P2(10), M2.A) == 22  # same names, other definitions: other keys
+    assert use(P1b(10), M1b.A) == 11 and use.cache_info().hits == 1  # same definition: one key

@@ -88,7 +88,7 @@ def fallback(obj: object) -> object:
     if isinstance(obj, types.ModuleType):
         return ("__module__", obj.__name__)
     if isinstance(obj, enum.Enum):
-        return ("__enum__", _global_name(type(obj)), obj.name)
+        return ("__enum__", fallback(type(obj)), obj.name)
     if isinstance(obj, complex):
         return ("__complex__", obj.real, obj.imag)
     if isinstance(obj, types.MethodType):
@@ -178,24 +178,46 @@ def _leave(obj: object) -> None:
     _guard.active.discard(id(obj))
 
 
+_PLAIN = (type(None), bool, int, float, complex, str, bytes)
+
+
+def _plain(v: object) -> bool:
+    if isinstance(v, (tuple, frozenset)):
+        return all(_plain(x) for x in v)
+    return isinstance(v, _PLAIN)
+
+
 def class_identity(cls: type) -> tuple:
     """A class defined inside a function (not importable by name): its
-    module, qualified name, bases and the definition of what its body
-    defined (functions by :func:`function_identity`, other values encoded)."""
+    module, qualified name, bases, the functions written in its body (their
+    definitions, or their code if a closure cannot be encoded), its
+    plain-data class attributes and, for an enum, its members' values.
+    (Objects it holds beyond those are not compared: two local classes with
+    one name that differ only there share a key.)"""
     qual = cls.__qualname__
     if not _enter(cls):
         return ("__cycle__", qual)
     try:
         members = []
         for attr, v in sorted(vars(cls).items()):
-            if attr in ("__dict__", "__weakref__", "__doc__", "__module__", "__qualname__"):
-                continue
             if isinstance(v, (staticmethod, classmethod)):
                 v = v.__func__
             elif isinstance(v, property):
-                v = (v.fget, v.fset, v.fdel)
-            members.append((attr, encode_part(v, lambda attr=attr: f"the class {qual} has an attribute {attr!r}")))
-        bases = encode_part(cls.__bases__, lambda: f"the class {qual} has a base class")
+                v = v.fget
+            if isinstance(v, types.FunctionType):
+                if v.__qualname__.startswith(qual + "."):  # not one that another class lent it
+                    try:  # its definition (code, defaults, closure) ...
+                        members.append((attr, _native.encode(function_identity(v), False, fallback)))
+                    except TypeError:  # ... or at least its code
+                        members.append((attr, code_digest(v)))
+            elif not (attr.startswith("__") and attr.endswith("__")) and _plain(v):
+                members.append((attr, _native.encode(v, False, fallback)))
+        if issubclass(cls, enum.Enum):
+            members.append(("__members__", tuple(
+                (m.name, encode_part(m.value, lambda: f"a member of the enum {qual}"))
+                for m in cls.__members__.values()
+            )))
+        bases = tuple(b if b is object else fallback(b) for b in cls.__bases__)
         return ("__class__", module_name(cls), qual, bases, tuple(members))
     finally:
         _leave(cls)
