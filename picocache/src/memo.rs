@@ -50,8 +50,8 @@
 //! |---|---|
 //! | `maxsize = 256` | most entries; `maxsize = None`: unlimited; `maxsize = 0`: no caching. Default 128 |
 //! | `ttl_secs = 60`, `ttl_ms = 500` | time to live of an entry |
-//! | `version = "2"` (or `2`) | changing it starts from an empty cache |
-//! | `name = "app::f"` | identity instead of `module_path!()::f` |
+//! | `version = "2"` (or `2`) | pins the identity (no code digest); changing it starts from an empty cache |
+//! | `name = "app::f"` | identity instead of `module_path!()::f#DIGEST` |
 //! | `path = "/var/cache/app"` | a local store path or any backend URL ([`crate::open()`]) instead of the default store |
 //! | `backend = expr` | an `Arc<dyn picocache::Backend>` expression (evaluated once, on first call) |
 //! | `strict` | cache failures are errors: the function returns `picocache::Result<T>` |
@@ -71,14 +71,31 @@
 //! # Keys, values and identity
 //!
 //! The key of a call is its arguments encoded with serde + bincode; the value
-//! is the result encoded the same way. The function's identity (its name,
-//! normally `module_path!()::function`, plus `@version` if a version is set)
-//! is the namespace name, so two functions never share entries and
-//! [`Memo::cache_clear`] clears only its own function. Names longer than the
-//! 232 bytes a namespace name may have are shortened, with a hash of the full
-//! name appended. Changing `version` starts from an empty namespace; the old
-//! version's entries stay in their own namespace until it is cleared
-//! (`picocache clear PATH NAMESPACE`).
+//! is the result encoded the same way. The function's identity is the
+//! namespace name, so two functions never share entries and
+//! [`Memo::cache_clear`] clears only its own function. A `Memo` is named by
+//! the name given to [`Memo::builder`], plus `@version` if a version is set.
+//! `#[memoize]` names the function:
+//!
+//! - `module_path!()::function#DIGEST` by default, where `DIGEST` is 16 hex
+//!   digits of xxh3-64 over the tokens of the function's signature and body
+//!   (comments, whitespace, line numbers and doc comments do not count). The
+//!   digest is the same in every compilation on every machine, and a changed
+//!   body or signature is a new namespace: it never serves the results of
+//!   the code it replaced. Only the function's own tokens count: a change in
+//!   a function or constant it uses is not seen (give a `version` and change
+//!   it when results depend on such code);
+//! - `module_path!()::function@VERSION` with `version = ...`: no digest, the
+//!   version pins the identity, so entries survive edits of the body until
+//!   the version changes;
+//! - `NAME` (then `@VERSION`) with `name = "NAME"`: the given name replaces
+//!   the identity, and every function given that name shares entries.
+//!
+//! Names longer than the 232 bytes a namespace name may have are shortened,
+//! with a hash of the full name appended. A changed body or `version` starts
+//! from an empty namespace; the old one's entries stay until it is cleared
+//! (`picocache clear PATH NAMESPACE`) or removed once unused for a while
+//! (`picocache prune --unused-for`).
 //!
 //! # Concurrency
 //!
@@ -90,6 +107,17 @@
 //! [`MemoBuilder::lease_timeout`]) and looks again. No lock is held while the
 //! function runs, so calls with different arguments run in parallel, and a
 //! recursive memoized function (fib) works.
+//!
+//! A call with the arguments its own thread is computing (the function calls
+//! itself with the same arguments, directly or through another `Memo` of the
+//! same namespace) runs the function uncached, as the plain function would:
+//! it waits neither for its own in-process computation nor for the store
+//! lease its outer call holds. A recursion that ends returns its value; one
+//! that does not overflows the stack, like the plain function. Not
+//! detected: a computation that waits for *another* thread calling the
+//! function with the same arguments (that thread waits for the computation,
+//! which waits for it: a deadlock), or for another process doing so (it
+//! waits until [`MemoBuilder::lease_timeout`], then computes).
 //!
 //! # Failures
 //!
@@ -434,9 +462,10 @@ impl fmt::Debug for Memo {
 
 impl Memo {
     /// Options for the memoizer of the function called `name` (by convention
-    /// `concat!(module_path!(), "::", "function")`, which is what
-    /// `#[memoize]` uses). Defaults: maxsize 128, no TTL, no version,
-    /// not strict, the default local store.
+    /// `concat!(module_path!(), "::", "function")`; `#[memoize]` appends
+    /// `#` and a digest of the function's code unless a version is given,
+    /// see the [module docs](self#keys-values-and-identity)). Defaults:
+    /// maxsize 128, no TTL, no version, not strict, the default local store.
     pub fn builder(name: impl Into<String>) -> MemoBuilder {
         MemoBuilder {
             name: name.into(),
@@ -671,7 +700,7 @@ impl Memo {
                 guard.complete(Outcome::Value(Arc::new(bytes)));
                 return Ok(r);
             }
-            Lease::Held(l) => Some(l),
+            Lease::Held(l) => Some(HeldLease::new(&self.ns_name, key, l)),
             Lease::None => None,
         };
         let r = f(args);
@@ -698,7 +727,15 @@ impl Memo {
 
     /// Takes the key's lease after a miss. If another process holds it, waits
     /// for it and looks again: that process has probably stored the value.
+    ///
+    /// A thread that already holds the lease (the function, computing `key`,
+    /// calls itself with the same arguments through another `Memo` of the
+    /// same namespace) takes none: waiting for its own lease would only end
+    /// at the timeout.
     fn lease<R: DeserializeOwned>(&self, ns: &dyn Namespace, key: &[u8]) -> Result<Lease<R>> {
+        if HeldLease::held_here(&self.ns_name, key) {
+            return Ok(Lease::None);
+        }
         match ns.lease(key, Duration::ZERO) {
             Ok(Some(l)) => return Ok(Lease::Held(l)),
             Ok(None) => {}
@@ -768,6 +805,38 @@ impl Memo {
     /// Like [`Memo::cache_clear`], returning the failure.
     pub fn try_cache_clear(&self) -> Result<()> {
         self.namespace()?.clear()
+    }
+}
+
+thread_local! {
+    /// The (namespace, key) leases this thread holds while it computes.
+    static LEASES_HELD: std::cell::RefCell<Vec<(String, Vec<u8>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A store lease taken by this thread, recorded in [`LEASES_HELD`] until it
+/// is dropped (also on a panic), so that a re-entrant call on this thread
+/// does not wait for it.
+struct HeldLease {
+    _lease: crate::backend::Lease,
+}
+
+impl HeldLease {
+    fn new(ns_name: &str, key: &[u8], lease: crate::backend::Lease) -> Self {
+        LEASES_HELD.with(|h| h.borrow_mut().push((ns_name.to_owned(), key.to_vec())));
+        HeldLease { _lease: lease }
+    }
+
+    fn held_here(ns_name: &str, key: &[u8]) -> bool {
+        LEASES_HELD.with(|h| h.borrow().iter().any(|(n, k)| n == ns_name && k == key))
+    }
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        // Leases are taken and dropped in nested order: the last one is
+        // this one.
+        let _ = LEASES_HELD.try_with(|h| h.borrow_mut().pop());
     }
 }
 

@@ -8,7 +8,7 @@
 use darling::ast::NestedMeta;
 use darling::FromMeta;
 use proc_macro::TokenStream;
-use proc_macro2::{Span, TokenStream as TokenStream2};
+use proc_macro2::{Delimiter, Spacing, Span, TokenStream as TokenStream2, TokenTree};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Error, Expr, FnArg, GenericParam, ItemFn, Lit, Pat, ReturnType, Type};
@@ -67,9 +67,10 @@ struct Options {
     ttl_secs: Option<u64>,
     /// Time to live in milliseconds.
     ttl_ms: Option<u64>,
-    /// Invalidates old entries when changed.
+    /// Pins the identity (no code digest); invalidates old entries when
+    /// changed.
     version: Option<Version>,
-    /// Replaces `module_path!()::function` as the identity.
+    /// Replaces `module_path!()::function#digest` as the identity.
     name: Option<String>,
     /// A local store path or backend URL.
     path: Option<String>,
@@ -82,7 +83,26 @@ struct Options {
     lease_timeout_secs: Option<u64>,
 }
 
-/// Memoizes a function persistently. See `picocache::memoize`.
+/// Memoizes a function persistently. See `picocache::memoize` and the
+/// `picocache::memo` module docs for the options.
+///
+/// # Identity
+///
+/// The function's entries are kept in a namespace named after it:
+///
+/// - by default `module_path!()::function#DIGEST`, where `DIGEST` is 16 hex
+///   digits of xxh3-64 over the tokens of the function's signature and body
+///   (comments, whitespace, line numbers and doc comments do not count). A
+///   changed body or signature is a new namespace, so it never serves the
+///   old code's results; the old namespace stays until removed
+///   (`picocache prune --unused-for`). Only the function's own tokens count:
+///   a change in a function or constant it uses is not seen, so give a
+///   `version` (and change it) when results depend on such code;
+/// - with `version = V`: `module_path!()::function@V`, with no digest. The
+///   version pins the identity: entries survive edits of the body until the
+///   version changes;
+/// - with `name = "N"`: `N` (then `@V` if a version is given). Every function
+///   given that name shares entries.
 #[proc_macro_attribute]
 pub fn memoize(attr: TokenStream, item: TokenStream) -> TokenStream {
     match expand(attr.into(), item.clone().into()) {
@@ -225,10 +245,16 @@ fn generate(func: &ItemFn, opts: &Options) -> TokenStream2 {
         }
     }
 
-    let name = match &opts.name {
-        Some(n) => quote!(#n),
-        None => {
+    let name = match (&opts.name, &opts.version) {
+        (Some(n), _) => quote!(#n),
+        // The version pins the identity: entries survive edits of the body.
+        (None, Some(_)) => {
             let s = ident.to_string();
+            quote!(::std::concat!(::std::module_path!(), "::", #s))
+        }
+        // The code names the function: a changed body is a new namespace.
+        (None, None) => {
+            let s = format!("{ident}#{:016x}", code_digest(sig, block));
             quote!(::std::concat!(::std::module_path!(), "::", #s))
         }
     };
@@ -298,5 +324,161 @@ fn generate(func: &ItemFn, opts: &Options) -> TokenStream2 {
                 ::std::sync::LazyLock::new(|| #builder.build());
             &MEMO
         }
+    }
+}
+
+/// The digest of a function's code that its default identity carries:
+/// xxh3-64 (a fixed algorithm, the same on every machine and compilation) of
+/// a canonical text of the tokens of its signature and body.
+///
+/// Tokens, not source text: comments, whitespace and line numbers do not
+/// count; `#[doc = ...]` attributes (doc comments) inside the body are left
+/// out too, and the function's own attributes (its doc comment) are not part
+/// of the signature, nor is a trailing comma after the last argument. Other
+/// tokens count even where they do not change the meaning (a trailing comma
+/// in a call's arguments, `1_000` against `1000`): such an edit costs a new
+/// namespace, never a wrong value. Whether two punctuation characters are
+/// written together (`&&` against `& &`) counts, as it can change the
+/// meaning.
+fn code_digest(sig: &syn::Signature, block: &syn::Block) -> u64 {
+    // A trailing comma after the last argument means nothing (and rustfmt
+    // adds one when it puts the arguments on lines of their own).
+    let mut sig = sig.clone();
+    sig.inputs.pop_punct();
+    let mut text = String::new();
+    canonical(quote!(#sig), &mut text);
+    text.push('\n');
+    canonical(quote!(#block), &mut text);
+    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+}
+
+/// Appends a canonical text of `tokens` to `out`: each token's own text and
+/// a separator, groups in their delimiters, doc attributes left out.
+fn canonical(tokens: TokenStream2, out: &mut String) {
+    let tts: Vec<TokenTree> = tokens.into_iter().collect();
+    let mut i = 0;
+    while i < tts.len() {
+        if let Some(len) = doc_attribute_len(&tts[i..]) {
+            i += len;
+            continue;
+        }
+        match &tts[i] {
+            TokenTree::Group(g) => {
+                let (open, close) = match g.delimiter() {
+                    Delimiter::Parenthesis => ("(", ")"),
+                    Delimiter::Brace => ("{", "}"),
+                    Delimiter::Bracket => ("[", "]"),
+                    Delimiter::None => ("\u{1}", "\u{2}"),
+                };
+                out.push_str(open);
+                out.push(' ');
+                canonical(g.stream(), out);
+                out.push_str(close);
+                out.push(' ');
+            }
+            TokenTree::Ident(id) => {
+                out.push_str(&id.to_string());
+                out.push(' ');
+            }
+            TokenTree::Punct(p) => {
+                out.push(p.as_char());
+                if p.spacing() == Spacing::Alone {
+                    out.push(' ');
+                }
+            }
+            TokenTree::Literal(l) => {
+                out.push_str(&l.to_string());
+                out.push(' ');
+            }
+        }
+        i += 1;
+    }
+}
+
+/// The number of tokens of the `#[doc = ...]` or `#![doc = ...]` attribute
+/// (a doc comment) that `tts` starts with, if it starts with one.
+fn doc_attribute_len(tts: &[TokenTree]) -> Option<usize> {
+    let TokenTree::Punct(hash) = tts.first()? else {
+        return None;
+    };
+    if hash.as_char() != '#' {
+        return None;
+    }
+    let mut at = 1;
+    if let Some(TokenTree::Punct(bang)) = tts.get(at) {
+        if bang.as_char() == '!' {
+            at += 1;
+        }
+    }
+    let TokenTree::Group(g) = tts.get(at)? else {
+        return None;
+    };
+    if g.delimiter() != Delimiter::Bracket {
+        return None;
+    }
+    let mut inner = g.stream().into_iter();
+    let is_doc = matches!(inner.next(), Some(TokenTree::Ident(id)) if id == "doc")
+        && matches!(inner.next(), Some(TokenTree::Punct(p)) if p.as_char() == '=');
+    is_doc.then_some(at + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text_of(f: &ItemFn) -> String {
+        let mut sig = f.sig.clone();
+        sig.inputs.pop_punct();
+        let block = &f.block;
+        let mut text = String::new();
+        canonical(quote!(#sig), &mut text);
+        text.push('\n');
+        canonical(quote!(#block), &mut text);
+        text
+    }
+
+    #[test]
+    fn the_canonical_text_is_tokens_without_comments_or_doc() {
+        let a: ItemFn = syn::parse_quote! {
+            /// Doc.
+            fn f(a: &u8, b: u8,) -> bool {
+                /// Inner doc.
+                const K: u8 = 1; // comment
+                *a&&b > K
+            }
+        };
+        let b: ItemFn = syn::parse_str(
+            "fn f(a: &u8, b: u8) -> bool { /* c */ const K: u8 = 1;\n\n *a && b>K }",
+        )
+        .unwrap();
+        assert_eq!(
+            text_of(&a),
+            "fn f ( a : & u8 , b : u8 ) -> bool \n{ const K : u8 = 1 ; * a && b > K } "
+        );
+        assert_eq!(text_of(&a), text_of(&b));
+        assert_eq!(code_digest(&a.sig, &a.block), code_digest(&b.sig, &b.block));
+        // Fixed across machines and compilations: xxh3-64 of the text.
+        assert_eq!(
+            code_digest(&a.sig, &a.block),
+            xxhash_rust::xxh3::xxh3_64(text_of(&a).as_bytes())
+        );
+    }
+
+    #[test]
+    fn joined_punctuation_counts() {
+        let and: ItemFn = syn::parse_quote!(
+            fn f(a: bool, b: bool) -> bool {
+                a && b
+            }
+        );
+        let amp: ItemFn = syn::parse_quote!(
+            fn f(a: bool, b: bool) -> bool {
+                a & &b
+            }
+        );
+        assert_ne!(
+            code_digest(&and.sig, &and.block),
+            code_digest(&amp.sig, &amp.block)
+        );
     }
 }
