@@ -1015,9 +1015,19 @@ impl Encoder<'_, '_> {
         Ok(())
     }
 
-    fn type_tag(&self, v: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
+    fn type_tag(&self, v: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> PyResult<()> {
         let t = v.get_type();
         let module: String = t.getattr("__module__")?.extract()?;
+        if module != "builtins" {
+            if let Some(f) = self.fallback {
+                // A class of the user's: its name may not tell it apart (two
+                // classes made by one factory); the fallback keys it by its
+                // definition where its name does not import it.
+                let r = f.call1((t,))?;
+                out.push(b'U');
+                return self.value(&r, out, depth + 1, false);
+            }
+        }
         let qual: String = t.getattr("__qualname__")?.extract()?;
         out.push(b'T');
         put_len(out, module.len() + 1 + qual.len());
@@ -1061,7 +1071,7 @@ impl Encoder<'_, '_> {
             return Ok(());
         }
         if typed && !(v.is_exact_instance_of::<PyInt>() || v.is_exact_instance_of::<PyString>()) {
-            self.type_tag(v, out)?;
+            self.type_tag(v, out, depth)?;
         }
         if let Ok(b) = v.downcast_exact::<PyBool>() {
             out.push(b'i');

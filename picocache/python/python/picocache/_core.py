@@ -39,7 +39,24 @@ _STATES: "weakref.WeakSet[_FunctionState]" = weakref.WeakSet()
 _CACHES: "weakref.WeakSet[BaseCache]" = weakref.WeakSet()
 
 
+class _Flights:
+    """The computations in flight in this process, by (namespace name, key):
+    one table for every wrapper, so two wrappers of one namespace (name=
+    given twice, two equal closures) wait for each other, and a thread that
+    re-enters its own computation through either is seen doing so."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.table: dict = {}
+
+
+_flights = _Flights()
+
+
 def _after_fork_in_child() -> None:
+    global _flights
+    # Threads that were computing in the parent do not exist here.
+    _flights = _Flights()
     _native._after_fork_in_child()
     for st in list(_STATES):
         st.reset_after_fork()
@@ -147,8 +164,6 @@ class _FunctionState:
         self.ns_lock = threading.Lock()
         self.hits = itertools.count()
         self.misses = itertools.count()
-        self.inflight: dict = {}
-        self.inflight_lock = threading.Lock()
         self.async_inflight: dict = {}
         self.last_warn = 0.0
         self.suppressed = 0
@@ -166,8 +181,6 @@ class _FunctionState:
 
     def reset_after_fork(self) -> None:
         # Threads that were computing in the parent do not exist here.
-        self.inflight = {}
-        self.inflight_lock = threading.Lock()
         self.async_inflight = {}
         self.ns_lock = threading.Lock()
 
@@ -473,11 +486,12 @@ class BaseCache:
                 next(st.misses)
                 return func(*args, **kwargs)
             while True:
-                with st.inflight_lock:
-                    fl = st.inflight.get(k)
+                fkey = (st._name, k)
+                with _flights.lock:
+                    fl = _flights.table.get(fkey)
                     leader = fl is None
                     if leader:
-                        fl = st.inflight[k] = _Flight()
+                        fl = _flights.table[fkey] = _Flight()
                 if leader:
                     break
                 if fl.owner == threading.get_ident():
@@ -527,9 +541,9 @@ class BaseCache:
                         lease.release()
                     except CacheError as e:  # pragma: no cover - release is best effort
                         fail(e, "releasing a lease")
-                with st.inflight_lock:
-                    if st.inflight.get(k) is fl:
-                        del st.inflight[k]
+                with _flights.lock:
+                    if _flights.table.get(fkey) is fl:
+                        del _flights.table[fkey]
                 fl.done.release()
 
         if inspect.iscoroutinefunction(func):

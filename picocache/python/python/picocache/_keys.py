@@ -7,11 +7,13 @@ types; the encoder then encodes the replacement. The replacement is:
 
 - ``obj.__picocache_key__()`` if the object's class defines it (the way to key
   an object, such as ``self`` of a method, by what matters);
-- for a class, a module, or a function importable by its module and qualified
-  name: that name;
-- for any other function (a lambda, a closure, a nested function): its
-  definition (:func:`function_identity`): module, qualified name, a digest of
-  its code, its defaults and the contents of its closure;
+- for a module, or a class that its module and qualified name import: that
+  name; any other class (defined in a function, made by ``type()``) by its
+  definition (:func:`class_identity`);
+- for a function: its definition (:func:`function_identity`): module,
+  qualified name, a digest of its code, its defaults and the contents of its
+  closure (a cached function: the function it wraps); a bound method: its
+  object and its function;
 - otherwise the object's pickle reduction (``__reduce_ex__(4)``): the
   constructor's name, its arguments, the object's state, list items and dict
   items, each encoded canonically (so a dataclass holding a set is keyed the
@@ -41,24 +43,54 @@ from typing import Any, Callable, Optional
 
 from . import _native
 
-_GLOBAL_TYPES = (
-    type,
-    types.FunctionType,
-    types.BuiltinFunctionType,
-    types.MethodDescriptorType if hasattr(types, "MethodDescriptorType") else type,
-)
+_guard = threading.local()
 
 
-def _global_name(obj: object) -> tuple:
-    module = getattr(obj, "__module__", None)
-    qual = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
-    if module is None or qual is None or "<lambda>" in qual or "<locals>" in qual:
-        raise TypeError(
-            f"cannot use {obj!r} as a cache key: it is not importable by name"
-        )
-    if module == "__mp_main__":
-        module = "__main__"
-    return ("__global__", module, qual)
+# -- names ----------------------------------------------------------------------------
+
+
+def _globals_of(func: Any) -> dict:
+    f = func
+    for _ in range(8):  # bound methods, partials
+        g = getattr(f, "__globals__", None)
+        if g is not None:
+            return g
+        f = getattr(f, "__func__", None) or getattr(f, "func", None)
+        if f is None:
+            break
+    mod = sys.modules.get(getattr(func, "__module__", None) or "")
+    return vars(mod) if mod is not None else {}
+
+
+def module_name(obj: Any) -> str:
+    """The module that names ``obj`` (see ``picocache._naming``): its
+    ``__module__``; for the main module, the name it has when imported if
+    Python ran it with ``-m``, else ``__main__:`` and the script's resolved
+    path, else (no file) ``__main__``."""
+    module = getattr(obj, "__module__", None) or "?"
+    if module not in ("__main__", "__mp_main__"):
+        return module
+    g = _globals_of(obj)
+    spec_name = getattr(g.get("__spec__"), "name", None)
+    if spec_name and spec_name not in ("__main__", "__mp_main__") and not spec_name.endswith(".__main__"):
+        return spec_name
+    path = g.get("__file__")
+    if isinstance(path, str) and path:
+        return "__main__:" + os.path.realpath(path)
+    return "__main__"
+
+
+def _resolves(obj: Any) -> bool:
+    """True if ``obj``'s module and qualified name import ``obj`` itself."""
+    qual = getattr(obj, "__qualname__", None)
+    target = sys.modules.get(getattr(obj, "__module__", None) or "")
+    if not isinstance(qual, str) or target is None or "<" in qual:
+        return False
+    for part in qual.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            return False
+    return target is obj
 
 
 def _compared_by_identity(t: type) -> bool:
@@ -73,49 +105,75 @@ def _compared_by_identity(t: type) -> bool:
     )
 
 
+def encode_part(obj: object, what: Callable[[], str]) -> bytes:
+    """``obj`` encoded canonically (as a key is); ``what()`` describes it in
+    the TypeError raised if it cannot be."""
+    try:
+        return _native.encode(obj, False, fallback)
+    except TypeError as e:
+        raise TypeError(f"{what()}, which cannot be part of a cache key ({e})") from None
+
+
+# -- the fallback ---------------------------------------------------------------------
+
+
 def fallback(obj: object) -> object:
     """A canonical replacement for ``obj`` (see the module docstring)."""
-    keyfn = getattr(type(obj), "__picocache_key__", None)
+    t = type(obj)
+    keyfn = getattr(t, "__picocache_key__", None)
     if keyfn is not None:
-        t = type(obj)
         return ("__key__", t.__module__, t.__qualname__, keyfn(obj))
-    if isinstance(obj, types.FunctionType) or _cached_state(obj) is not None:
+    if isinstance(obj, types.MethodType):  # before functions: it forwards their attributes
+        return ("__method__", encode_part(obj.__self__, lambda: "the object of a bound method"),
+                _function_key(obj.__func__))
+    if isinstance(obj, types.FunctionType):
         return _function_key(obj)
-    if isinstance(obj, type) and "<locals>" in getattr(obj, "__qualname__", ""):
-        return class_identity(obj)
-    if isinstance(obj, _GLOBAL_TYPES):
-        return _global_name(obj)
+    if isinstance(obj, type):
+        return ("__global__", module_name(obj), obj.__qualname__) if _resolves(obj) else class_identity(obj)
+    if isinstance(obj, types.BuiltinFunctionType):  # builtin functions and bound builtin methods
+        owner = obj.__self__
+        if owner is None or isinstance(owner, types.ModuleType):
+            return ("__builtin__", getattr(obj, "__module__", None) or getattr(owner, "__name__", ""),
+                    obj.__qualname__)
+        return ("__method__", encode_part(owner, lambda: "the object of a bound method"), obj.__name__)
+    if isinstance(obj, (types.MethodDescriptorType, types.WrapperDescriptorType)):
+        return ("__descriptor__", fallback(obj.__objclass__), obj.__name__)
     if isinstance(obj, types.ModuleType):
         return ("__module__", obj.__name__)
     if isinstance(obj, enum.Enum):
-        return ("__enum__", fallback(type(obj)), obj.name)
+        # A Flag's combination of members has no name: its value keys it.
+        name = obj.name if obj.name is not None else ("__value__", obj._value_)
+        return ("__enum__", fallback(t), name)
     if isinstance(obj, complex):
         return ("__complex__", obj.real, obj.imag)
-    if isinstance(obj, types.MethodType):
-        return ("__method__", fallback(obj.__self__), obj.__func__.__name__)
-    if _compared_by_identity(type(obj)):
-        t = type(obj)
+    if isinstance(obj, functools.partial):
+        return ("__partial__", _function_key(obj.func) if callable(obj.func) else obj.func,
+                obj.args, obj.keywords)
+    if _compared_by_identity(t):
         raise TypeError(
             f"an object of type {t.__qualname__} is compared by identity (its class defines no "
             "__eq__), so two such objects must not share a result, and its identity means "
             "nothing in another process; define __picocache_key__(self) on the class (return "
             "what identifies the object), or __eq__, or leave the argument out with ignore="
         )
-    reducer = copyreg.dispatch_table.get(type(obj))
+    return _reduction(obj)
+
+
+def _reduction(obj: object) -> tuple:
+    t = type(obj)
+    reducer = copyreg.dispatch_table.get(t)
     try:
         rv = reducer(obj) if reducer is not None else obj.__reduce_ex__(4)
     except Exception as e:  # noqa: BLE001 - any failure means "not encodable"
         raise TypeError(
-            f"cannot encode an object of type {type(obj).__qualname__} as a cache key "
+            f"cannot encode an object of type {t.__qualname__} as a cache key "
             f"(it cannot be pickled: {e}); define __picocache_key__ on its class, "
             "or pass ignore=/key= to the decorator"
         ) from None
-    if isinstance(rv, str):
+    if isinstance(rv, str):  # a named singleton
         return ("__global__", getattr(obj, "__module__", ""), rv)
     if not isinstance(rv, tuple) or len(rv) < 2:
-        raise TypeError(
-            f"cannot encode an object of type {type(obj).__qualname__} as a cache key"
-        )
+        raise TypeError(f"cannot encode an object of type {t.__qualname__} as a cache key")
     func, args = rv[0], rv[1]
     state = rv[2] if len(rv) > 2 else None
     listitems = list(rv[3]) if len(rv) > 3 and rv[3] is not None else None
@@ -132,34 +190,30 @@ def fallback(obj: object) -> object:
     return ("__reduce__", fallback(func) if not isinstance(func, tuple) else func, args, state, listitems, dictitems)
 
 
-# -- functions: what tells two definitions apart --------------------------------------
-
-_guard = threading.local()
-
-
-def _cached_state(obj: object) -> Any:
-    """The per-function state of a picocache wrapper, or None."""
-    try:
-        return obj.__dict__.get("__picocache_state__") if hasattr(obj, "__dict__") else None
-    except Exception:  # noqa: BLE001 - an odd __dict__: not a wrapper
-        return None
-
-
-def _function_key(func: Any) -> tuple:
-    """A function used as an argument (or held by a closure): by name if it is
-    a plain module-level function, else by its definition."""
-    st = _cached_state(func)
-    if st is not None:
-        return ("__cached__", st.name)
-    qual = getattr(func, "__qualname__", "")
-    if func.__closure__ is None and "<" not in qual:
-        return _global_name(func)
-    return function_identity(func)
+# -- functions and classes: what tells two definitions apart --------------------------
 
 
 class IdentityError(TypeError):
     """A function that cannot be told apart from others with its name (a
     closure variable, default or bound object that cannot be encoded)."""
+
+
+def _cached_state(func: types.FunctionType) -> Any:
+    """The per-function state of a picocache wrapper, or None."""
+    return func.__dict__.get("__picocache_state__")
+
+
+def _function_key(func: Any) -> tuple:
+    """A function used as an argument or held by a closure or class: its
+    definition; a picocache wrapper: the name it was given, or the
+    definition of the function it wraps."""
+    if isinstance(func, types.FunctionType):
+        st = _cached_state(func)
+        if st is not None:
+            if st._name is not None:
+                return ("__cached__", st._name)
+            func = st.func
+    return function_identity(func)
 
 
 def _enter(obj: object) -> bool:
@@ -176,66 +230,6 @@ def _enter(obj: object) -> bool:
 
 def _leave(obj: object) -> None:
     _guard.active.discard(id(obj))
-
-
-_PLAIN = (type(None), bool, int, float, complex, str, bytes)
-
-
-def _plain(v: object) -> bool:
-    if isinstance(v, (tuple, frozenset)):
-        return all(_plain(x) for x in v)
-    return isinstance(v, _PLAIN)
-
-
-def class_identity(cls: type) -> tuple:
-    """A class defined inside a function (not importable by name): its
-    module, qualified name, bases, the functions written in its body (their
-    definitions, or their code if a closure cannot be encoded), its
-    plain-data class attributes and, for an enum, its members' values.
-    (Objects it holds beyond those are not compared: two local classes with
-    one name that differ only there share a key.)"""
-    qual = cls.__qualname__
-    if not _enter(cls):
-        return ("__cycle__", qual)
-    try:
-        members = []
-        for attr, v in sorted(vars(cls).items()):
-            if isinstance(v, (staticmethod, classmethod)):
-                v = v.__func__
-            elif isinstance(v, property):
-                v = v.fget
-            if isinstance(v, types.FunctionType):
-                if v.__qualname__.startswith(qual + "."):  # not one that another class lent it
-                    try:  # its definition (code, defaults, closure) ...
-                        members.append((attr, _native.encode(function_identity(v), False, fallback)))
-                    except TypeError:  # ... or at least its code
-                        members.append((attr, code_digest(v)))
-            elif not (attr.startswith("__") and attr.endswith("__")) and _plain(v):
-                members.append((attr, _native.encode(v, False, fallback)))
-        if issubclass(cls, enum.Enum):
-            members.append(("__members__", tuple(
-                (m.name, encode_part(m.value, lambda: f"a member of the enum {qual}"))
-                for m in cls.__members__.values()
-            )))
-        bases = tuple(b if b is object else fallback(b) for b in cls.__bases__)
-        return ("__class__", module_name(cls), qual, bases, tuple(members))
-    finally:
-        _leave(cls)
-
-
-def encode_part(obj: object, what: Callable[[], str]) -> bytes:
-    """``obj`` encoded canonically (as a key is); ``what()`` describes it in
-    the IdentityError raised if it cannot be."""
-    try:
-        return _native.encode(obj, False, fallback)
-    except IdentityError:
-        raise
-    except TypeError as e:
-        raise IdentityError(
-            f"picocache: {what()}, which cannot be part of a cache key ({e}); so the function "
-            "cannot be told apart from others with its name and is not cached: pass name='...' "
-            "to the decorator to choose which functions share entries"
-        ) from None
 
 
 def _const(c: object) -> object:
@@ -279,11 +273,15 @@ def code_parts(co: types.CodeType, doc: Optional[str] = None) -> tuple:
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def _code_digest(co: types.CodeType, doc: Optional[str]) -> str:
+    enc = _native.encode(code_parts(co, doc), False, fallback)
+    return hashlib.blake2b(enc, digest_size=16).hexdigest()
+
+
 def code_digest(func: types.FunctionType) -> str:
     """A digest of what ``func``'s code computes (see :func:`code_parts`)."""
-    parts = code_parts(func.__code__, func.__doc__ if isinstance(func.__doc__, str) else None)
-    enc = _native.encode(parts, False, fallback)
-    return hashlib.blake2b(enc, digest_size=16).hexdigest()
+    return _code_digest(func.__code__, func.__doc__ if isinstance(func.__doc__, str) else None)
 
 
 def function_identity(func: Any, *, with_code: bool = True, self_obj: object = None) -> tuple:
@@ -293,7 +291,10 @@ def function_identity(func: Any, *, with_code: bool = True, self_obj: object = N
     wrapper of a recursive function, is recorded as a self-reference).
 
     Raises ``TypeError`` naming the default or closure variable that cannot be
-    encoded: such a function cannot be told apart from its siblings."""
+    encoded: such a function cannot be told apart from its siblings. (A
+    module-level function's defaults that cannot be encoded, such as a
+    sentinel ``object()``, count by their types: they are made once, by the
+    code.)"""
     if isinstance(func, types.MethodType):
         qual = getattr(func, "__qualname__", "?")
         return (
@@ -308,8 +309,6 @@ def function_identity(func: Any, *, with_code: bool = True, self_obj: object = N
             encode_part((func.args, func.keywords), lambda: "a functools.partial holds an argument"),
         )
     if not isinstance(func, types.FunctionType):
-        if isinstance(func, _GLOBAL_TYPES):
-            return _global_name(func)
         return ("__callable__", encode_part(func, lambda: f"the callable is an object of type {type(func).__qualname__}"))
     qual = func.__qualname__
     if not _enter(func):
@@ -319,10 +318,14 @@ def function_identity(func: Any, *, with_code: bool = True, self_obj: object = N
         if with_code:
             parts.append(code_digest(func))
         if func.__defaults__ or func.__kwdefaults__:
-            parts.append(encode_part(
-                (func.__defaults__, func.__kwdefaults__),
-                lambda: f"a default argument of {qual}() is a value",
-            ))
+            defaults = (func.__defaults__, func.__kwdefaults__)
+            try:
+                parts.append(encode_part(defaults, lambda: f"a default argument of {qual}() is a value"))
+            except TypeError:
+                if func.__closure__ is not None or not _resolves(func):
+                    raise
+                parts.append(repr([type(d).__qualname__ for d in func.__defaults__ or ()]
+                                  + sorted((k, type(v).__qualname__) for k, v in (func.__kwdefaults__ or {}).items())))
         if func.__closure__:
             cells = []
             for var, cell in zip(func.__code__.co_freevars, func.__closure__):
@@ -346,32 +349,38 @@ def function_identity(func: Any, *, with_code: bool = True, self_obj: object = N
         _leave(func)
 
 
-def _globals_of(func: Any) -> dict:
-    f = func
-    for _ in range(8):  # bound methods, partials
-        g = getattr(f, "__globals__", None)
-        if g is not None:
-            return g
-        f = getattr(f, "__func__", None) or getattr(f, "func", None)
-        if f is None:
-            break
-    mod = sys.modules.get(getattr(func, "__module__", None) or "")
-    return vars(mod) if mod is not None else {}
-
-
-def module_name(func: Any) -> str:
-    """The module that names ``func`` (see ``picocache._naming``): its
-    ``__module__``; for the main module, the name it has when imported if
-    Python ran it with ``-m``, else ``__main__:`` and the script's resolved
-    path, else (no file) ``__main__``."""
-    module = getattr(func, "__module__", None) or "?"
-    if module not in ("__main__", "__mp_main__"):
-        return module
-    g = _globals_of(func)
-    spec_name = getattr(g.get("__spec__"), "name", None)
-    if spec_name and spec_name not in ("__main__", "__mp_main__") and not spec_name.endswith(".__main__"):
-        return spec_name
-    path = g.get("__file__")
-    if isinstance(path, str) and path:
-        return "__main__:" + os.path.realpath(path)
-    return "__main__"
+def class_identity(cls: type) -> tuple:
+    """A class that its name does not import (defined in a function, made by
+    ``type()``): its module, qualified name, bases, the definitions of its
+    functions (or their code, for one whose closure cannot be encoded), its
+    other attributes (dunder attributes aside) and, for an enum, its members'
+    values. Raises TypeError if an attribute cannot be encoded."""
+    qual = cls.__qualname__
+    if not _enter(cls):
+        return ("__cycle__", qual)
+    try:
+        is_enum = issubclass(cls, enum.Enum)
+        members = []
+        for attr, v in sorted(vars(cls).items()):
+            if isinstance(v, (staticmethod, classmethod)):
+                v = v.__func__
+            elif isinstance(v, property):
+                v = (v.fget, v.fset, v.fdel)
+            if isinstance(v, types.FunctionType) and v.__qualname__.startswith(qual + "."):
+                try:  # written in the class body: its definition ...
+                    members.append((attr, _native.encode(function_identity(v), False, fallback)))
+                except TypeError:  # ... or at least its code
+                    members.append((attr, code_digest(v)))
+            elif (attr.startswith("__") and attr.endswith("__")) or is_enum:
+                continue  # made by Python (or, for an enum, its members: below)
+            else:
+                members.append((attr, encode_part(v, lambda attr=attr: f"the class {qual} has an attribute {attr!r}")))
+        if is_enum:
+            members.append(("__members__", tuple(
+                (m.name, encode_part(m.value, lambda: f"a member of the enum {qual}"))
+                for m in cls.__members__.values()  # type: ignore[attr-defined]
+            )))
+        bases = tuple(b if b is object else fallback(b) for b in cls.__bases__)
+        return ("__class__", module_name(cls), qual, bases, tuple(members))
+    finally:
+        _leave(cls)

@@ -36,7 +36,7 @@ import hashlib
 from typing import Any, Callable
 
 from . import _native
-from ._keys import fallback, function_identity, module_name
+from ._keys import IdentityError, fallback, function_identity, module_name
 
 
 def function_name(func: Callable, version: Any = None, *, self_obj: object = None) -> str:
@@ -54,7 +54,14 @@ def function_name(func: Callable, version: Any = None, *, self_obj: object = Non
         name += f"@{version}"
     # A lambda has no name to pin: two lambdas with one version differ by code.
     pinned = version is not None and "<lambda>" not in qual
-    ident = function_identity(func, with_code=not pinned, self_obj=self_obj)
+    try:
+        ident = function_identity(func, with_code=not pinned, self_obj=self_obj)
+    except TypeError as e:
+        raise IdentityError(
+            f"picocache: {e}; so {qual}() cannot be told apart from other functions with its "
+            "name and is not cached: pass name='...' to the decorator to choose which "
+            "functions share entries"
+        ) from None
     if pinned and len(ident) == 3 and ident[0] == "__function__":
         # Pinned, and neither defaults nor a closure: the name says it all.
         return _shorten(name)
