@@ -499,3 +499,30 @@ def test_entries_survive_a_new_cache_object(tmp_path):
     assert make()(21) == 42
     assert make()(21) == 42
     assert SURVIVE_CALLS == [21]
+
+
+def test_text_value_serializers_work(any_cache):
+    # The json module itself (dumps gives str) and a loads that takes only str.
+    import json
+
+    for i, ser in enumerate((json, (json.dumps, _only_str(json.loads)))):
+        cache = any_cache(value_serializer=ser)
+        calls = []
+
+        @cache
+        def f(x):
+            calls.append(x)
+            return {"x": x, "items": [x, "é"]}
+
+        assert f(i) == {"x": i, "items": [i, "é"]}
+        assert f(i) == {"x": i, "items": [i, "é"]}
+        assert calls == [i], "the second call is a hit"
+
+
+def _only_str(loads):
+    def strict_loads(s):
+        if not isinstance(s, str):
+            raise TypeError("str only")
+        return loads(s)
+
+    return strict_loads

@@ -88,13 +88,44 @@ def _value_serializer(vs: Any) -> tuple:
     if vs is None:
         return _PickleSerializer.dumps, pickle.loads
     if isinstance(vs, tuple) and len(vs) == 2:
-        return vs[0], vs[1]
-    if hasattr(vs, "dumps") and hasattr(vs, "loads"):
-        return vs.dumps, vs.loads
-    raise TypeError(
-        "value_serializer must have dumps() and loads() (like the pickle module) "
-        "or be a (dumps, loads) pair"
-    )
+        dumps, loads = vs
+    elif hasattr(vs, "dumps") and hasattr(vs, "loads"):
+        dumps, loads = vs.dumps, vs.loads
+    else:
+        raise TypeError(
+            "value_serializer must have dumps() and loads() (like the pickle module) "
+            "or be a (dumps, loads) pair"
+        )
+    return _bytes_dumps(dumps), _bytes_loads(loads)
+
+
+def _bytes_dumps(dumps: Callable[[Any], Any]) -> Callable[[Any], bytes]:
+    """A serializer may produce str (the json module does): stored as UTF-8."""
+
+    def to_bytes(value: Any) -> bytes:
+        out = dumps(value)
+        if isinstance(out, str):
+            return out.encode("utf-8", "surrogatepass")
+        if isinstance(out, (bytearray, memoryview)):
+            return bytes(out)
+        if not isinstance(out, bytes):
+            raise TypeError(f"value_serializer.dumps returned {type(out).__qualname__}, not bytes or str")
+        return out
+
+    return to_bytes
+
+
+def _bytes_loads(loads: Callable[[Any], Any]) -> Callable[[bytes], Any]:
+    """Stored bytes go to loads as they are; a loads that takes only str
+    (tomllib.loads, say) gets them decoded from UTF-8."""
+
+    def from_bytes(data: bytes) -> Any:
+        try:
+            return loads(data)
+        except TypeError:
+            return loads(data.decode("utf-8", "surrogatepass"))
+
+    return from_bytes
 
 
 class _Flight:
