@@ -99,15 +99,15 @@ impl IndexMap {
 
     /// Creates a new, empty index at `path` (which must not be in use), sized
     /// for `buckets` buckets, with blocks preallocated.
-    pub(crate) fn create(path: &Path, buckets: u64, generation: u64) -> Result<IndexMap> {
+    pub(crate) fn create(
+        path: &Path,
+        buckets: u64,
+        generation: u64,
+        modes: crate::files::Modes,
+    ) -> Result<IndexMap> {
         let layout = IndexLayout::new(buckets)
             .ok_or_else(|| Error::InvalidArgument(format!("bad bucket count {buckets}")))?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
+        let file = modes.open(path, true)?;
         crate::sys::preallocate(&file, 0, layout.file_len as u64)?;
         // Zeros written through the page cache: the map's first touch of each
         // page is then a minor fault, instead of a fault that converts an

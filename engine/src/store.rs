@@ -56,6 +56,12 @@ pub struct Options {
     /// of the system clock (tests use it to age namespaces without waiting).
     #[doc(hidden)]
     pub last_use_clock: Option<Arc<AtomicU64>>,
+    /// Share a new store with the owner's group: its directory and files get
+    /// `0770`/`0660` instead of the private `0700`/`0600` (set explicitly,
+    /// whatever the umask). For an existing store its directory decides: a
+    /// directory with group permissions is shared, and the files any process
+    /// creates in it follow; existing files keep their mode.
+    pub group_access: bool,
 }
 
 impl Default for Options {
@@ -70,6 +76,7 @@ impl Default for Options {
             io: Arc::new(RealIo),
             boot_id: None,
             last_use_clock: None,
+            group_access: false,
         }
     }
 }
@@ -93,6 +100,11 @@ impl Options {
     /// Sets the I/O layer.
     pub fn io(mut self, io: Arc<dyn Io>) -> Self {
         self.io = io;
+        self
+    }
+    /// Shares the store with the owner's group (see [`Options::group_access`]).
+    pub fn group_access(mut self, on: bool) -> Self {
+        self.group_access = on;
         self
     }
     /// Allows network filesystems.
@@ -492,9 +504,15 @@ impl Store {
     /// [`Error::NetworkFilesystem`] on NFS/CIFS unless allowed,
     /// [`Error::Version`] for a log of another format version, [`Error::Io`].
     /// A damaged or missing index is not an error: it is rebuilt from the log.
-    pub fn open(path: impl AsRef<Path>, opts: Options) -> Result<Store> {
+    pub fn open(path: impl AsRef<Path>, mut opts: Options) -> Result<Store> {
         let dir = path.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir)?;
+        // An existing store's directory says whether it is shared: files this
+        // process creates follow it, whatever this process asked for.
+        if let Some(shared) = crate::files::dir_is_group_shared(&dir) {
+            opts.group_access = shared;
+        }
+        let modes = crate::files::Modes::new(opts.group_access);
+        modes.create_dir(&dir)?;
         if !opts.allow_network_filesystem {
             let t = sys::fs_type(&dir)?;
             if let Some((_, name)) = NETWORK_FS.iter().find(|(m, _)| *m == t) {
@@ -504,12 +522,7 @@ impl Store {
                 });
             }
         }
-        let lock_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.join("lock"))?;
+        let lock_file = modes.open(&dir.join("lock"), false)?;
         let boot_id = match opts.boot_id {
             Some(b) => ((b >> 64) as u64, b as u64),
             None => read_boot_id(),
@@ -766,6 +779,11 @@ enum Found {
 }
 
 impl Inner {
+    /// The modes of the directories and files this store creates.
+    pub(crate) fn modes(&self) -> crate::files::Modes {
+        crate::files::Modes::new(self.opts.group_access)
+    }
+
     pub(crate) fn check_fork(&self) -> Result<()> {
         if sys::fork_generation() != self.fork_gen {
             return Err(Error::Forked);
@@ -1434,12 +1452,7 @@ impl Namespace {
         let pooled = inner.lease_files.lock().pop();
         let file = match pooled {
             Some(f) => f,
-            None => OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(inner.dir.join("leases"))?,
+            None => inner.modes().open(&inner.dir.join("leases"), false)?,
         };
         let at = h & ((1 << 40) - 1);
         let start = Instant::now();

@@ -2,7 +2,7 @@
 //! eviction, recovery (index rebuild from the log), compaction and verify.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -584,6 +584,7 @@ pub(crate) fn rebuild_index(
         &tmp,
         buckets_for(live.len() as u64 + live.len() as u64 / 4 + 16),
         random_generation(),
+        crate::files::Modes::new(opts.group_access),
     )?;
     let build = (|| {
         idx.hset(hdr::NEXT_SEQ, max_seq + 1);
@@ -773,12 +774,7 @@ impl Writer<'_> {
             // place complete, so a crash never leaves a headerless segment.
             // Only the lock holder uses the temporary name.
             let tmp = self.inner.dir.join(format!("seg-{:08x}.tmp", id as u32));
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
+            let file = self.inner.modes().open(&tmp, true)?;
             let io = &self.inner.opts.io;
             let init =
                 (min_len + SEG_HEADER_LEN).max(PREALLOC_CHUNK.min(self.inner.opts.segment_size));
@@ -961,7 +957,7 @@ impl Writer<'_> {
         let old = self.idx.clone();
         let tmp = tmp_index_path(&self.inner.dir);
         // Same log, same locations: the lineage (generation) carries over.
-        let new = IndexMap::create(&tmp, buckets, old.hget(hdr::GENERATION))?;
+        let new = IndexMap::create(&tmp, buckets, old.hget(hdr::GENERATION), self.inner.modes())?;
         let copy = (|| {
             // Entries keep their numbers, so the header words (free list and
             // high-water mark included), the namespace rows (LRU heads and

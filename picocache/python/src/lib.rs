@@ -126,7 +126,7 @@ fn panic_err(what: String) -> PyErr {
 #[derive(Debug, Clone)]
 enum Spec {
     Open(String),
-    Local(String),
+    Local(String, bool),
     Sql {
         url: String,
         options: picocache::SqlOptions,
@@ -148,7 +148,10 @@ impl Spec {
     fn open(&self) -> picocache::Result<Arc<dyn Backend>> {
         Ok(match self {
             Spec::Open(url) => picocache::open(url)?,
-            Spec::Local(path) => Arc::new(picocache::LocalBackend::open(path)?),
+            Spec::Local(path, group) => Arc::new(picocache::LocalBackend::open_with(
+                path,
+                picocache_engine::Options::default().group_access(*group),
+            )?),
             Spec::Sql { url, options } => {
                 Arc::new(picocache::SqlBackend::connect(url, options.clone())?)
             }
@@ -257,10 +260,13 @@ impl Store {
         open_store(py, Spec::Open(url))
     }
 
-    /// Opens (creating if needed) the local engine store in directory `path`.
+    /// Opens (creating if needed) the local engine store in directory `path`;
+    /// `group_access`: a new store is shared with the owner's group
+    /// (0770/0660) instead of private (0700/0600).
     #[staticmethod]
-    fn local(py: Python<'_>, path: String) -> PyResult<Store> {
-        open_store(py, Spec::Local(path))
+    #[pyo3(signature = (path, group_access=false))]
+    fn local(py: Python<'_>, path: String, group_access: bool) -> PyResult<Store> {
+        open_store(py, Spec::Local(path, group_access))
     }
 
     /// Connects to an SQL database (sqlite, postgresql, mysql URL).
@@ -404,7 +410,7 @@ fn redact(spec: &Spec) -> String {
     };
     match spec {
         Spec::Open(u) | Spec::Sql { url: u, .. } | Spec::Redis { url: u, .. } => hide(u),
-        Spec::Local(p) => p.clone(),
+        Spec::Local(p, _) => p.clone(),
         Spec::RedisHost { host, port, db, .. } => format!("redis://{host}:{port}/{db}"),
     }
 }

@@ -285,3 +285,30 @@ def test_redis_over_tls():
     assert [f(1), f(1), f(2), f(3)] == [2, 2, 4, 6]
     assert calls == [1, 2, 3]
     assert f.cache_info().currsize == 2
+
+
+def test_local_store_permissions_whatever_the_umask(tmp_path):
+    # Under umask 002 a new store would be group-writable: it is private.
+    import stat
+    import subprocess
+    import sys
+
+    prog = (
+        "import os, sys, picocache as pc\n"
+        "os.umask(int(sys.argv[2], 8))\n"
+        "c = pc.LocalCache(sys.argv[1], group_access=sys.argv[3] == '1')\n"
+        "f = c(lambda x: x + 1)\n"
+        "assert f(1) == 2 and f(1) == 2\n"
+    )
+
+    def modes(d):
+        return stat.S_IMODE(os.stat(d).st_mode), {p.name: stat.S_IMODE(p.stat().st_mode) for p in d.iterdir()}
+
+    private = tmp_path / "private"
+    subprocess.run([sys.executable, "-c", prog, str(private), "002", "0"], check=True, timeout=60)
+    d, files = modes(private)
+    assert d == 0o700 and files and set(files.values()) == {0o600}, (oct(d), files)
+    shared = tmp_path / "shared"
+    subprocess.run([sys.executable, "-c", prog, str(shared), "077", "1"], check=True, timeout=60)
+    d, files = modes(shared)
+    assert d == 0o770 and files and set(files.values()) == {0o660}, (oct(d), files)

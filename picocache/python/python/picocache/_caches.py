@@ -54,14 +54,22 @@ class LocalCache(_NativeCache):
     ``path`` defaults to ``$PICOCACHE_DIR`` or, if unset, ``.picocache`` in
     the working directory (resolved to an absolute path when the cache is
     created).
+
+    A new store is private to its owner: its directory is created ``0700``
+    and its files ``0600``, whatever the umask (whoever can write the store
+    can make it evict or deny service). ``group_access=True`` creates it
+    shared with the owner's group (``0770``/``0660``). An existing store's
+    directory decides for the files any process adds to it.
     """
 
-    def __init__(self, path: "Optional[str | os.PathLike[str]]" = None, **kwargs: Any) -> None:
+    def __init__(self, path: "Optional[str | os.PathLike[str]]" = None, *, group_access: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.path = os.path.abspath(os.fspath(path) if path is not None else _native.default_local_path())
+        self.group_access = bool(group_access)
 
     def _open_store(self) -> "_native.Store":
-        return _native.Store.local(self.path)
+        return _native.Store.local(self.path, self.group_access)
 
     def __repr__(self) -> str:
         return f"LocalCache({self.path!r})"

@@ -1,0 +1,86 @@
+//! Creating the store's directory and files with the store's permissions.
+//!
+//! A store is private to its owner by default: the directory is created
+//! `0700` and every file `0600`, whatever the process's umask (a umask of
+//! `002` would otherwise make them group-writable, and anyone who can write
+//! the store can make it evict or deny service). With
+//! [`Options::group_access`](crate::Options::group_access) they are `0770`
+//! and `0660`, set explicitly so a restrictive umask does not undo the
+//! sharing. The mode is applied only to what this process creates: opening
+//! an existing store never changes its permissions, and the files it creates
+//! there follow the directory (shared if it has group permissions), so a
+//! process that did not ask for sharing cannot lock the group out.
+
+use std::fs::{DirBuilder, File, OpenOptions, Permissions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+/// Whether an existing store directory is shared with its group (it has
+/// group permissions); `None` if it does not exist.
+pub(crate) fn dir_is_group_shared(dir: &Path) -> Option<bool> {
+    let meta = std::fs::metadata(dir).ok()?;
+    Some(meta.is_dir() && meta.permissions().mode() & 0o070 != 0)
+}
+
+/// The modes of a store's directory and files.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Modes {
+    dir: u32,
+    file: u32,
+}
+
+impl Modes {
+    /// Private (`0700`/`0600`), or shared with the owner's group
+    /// (`0770`/`0660`).
+    pub(crate) fn new(group_access: bool) -> Modes {
+        if group_access {
+            Modes {
+                dir: 0o770,
+                file: 0o660,
+            }
+        } else {
+            Modes {
+                dir: 0o700,
+                file: 0o600,
+            }
+        }
+    }
+
+    /// Creates `dir` (and missing parents) if it does not exist; a directory
+    /// this call creates gets the store's mode.
+    pub(crate) fn create_dir(&self, dir: &Path) -> io::Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        DirBuilder::new()
+            .recursive(true)
+            .mode(self.dir)
+            .create(dir)?;
+        std::fs::set_permissions(dir, Permissions::from_mode(self.dir))
+    }
+
+    /// Opens `path` for reading and writing, creating it with the store's
+    /// file mode if it does not exist (`truncate`: an existing file is
+    /// emptied).
+    pub(crate) fn open(&self, path: &Path, truncate: bool) -> io::Result<File> {
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(self.file)
+            .open(path)
+        {
+            Ok(f) => {
+                f.set_permissions(Permissions::from_mode(self.file))?;
+                Ok(f)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => OpenOptions::new()
+                .read(true)
+                .write(true)
+                .truncate(truncate)
+                .open(path),
+            Err(e) => Err(e),
+        }
+    }
+}
