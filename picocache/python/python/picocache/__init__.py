@@ -22,6 +22,7 @@ from ._native import (
     CacheUnavailable,
     __version__,
 )
+from . import plain
 from ._core import BaseCache, CacheInfo, function_name
 from ._caches import (
     DjangoCache,
@@ -47,5 +48,6 @@ __all__ = [
     "SQLAlchemyCache",
     "SQLiteCache",
     "function_name",
+    "plain",
     "__version__",
 ]
