@@ -978,9 +978,19 @@ impl Encoder<'_, '_> {
         }
         if let Some(kw) = kwargs {
             if !kw.is_empty() {
-                let mut items: Vec<(String, Vec<u8>)> = Vec::with_capacity(kw.len());
+                let mut items: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(kw.len());
                 for (k, v) in kw.iter() {
-                    let name: String = k.extract()?;
+                    // UTF-8 (byte order is code point order); lone
+                    // surrogates kept, as in str values.
+                    let k = k.downcast::<PyString>()?;
+                    let name = match k.to_cow() {
+                        Ok(c) => c.as_bytes().to_vec(),
+                        Err(_) => k
+                            .call_method1("encode", ("utf-8", "surrogatepass"))?
+                            .downcast::<PyBytes>()?
+                            .as_bytes()
+                            .to_vec(),
+                    };
                     let mut buf = Vec::new();
                     self.value(&v, &mut buf, 0, self.typed)?;
                     items.push((name, buf));
@@ -990,7 +1000,7 @@ impl Encoder<'_, '_> {
                 put_len(out, items.len());
                 for (k, v) in items {
                     put_len(out, k.len());
-                    out.extend_from_slice(k.as_bytes());
+                    out.extend_from_slice(&k);
                     out.extend_from_slice(&v);
                 }
             }
@@ -1078,6 +1088,9 @@ impl Encoder<'_, '_> {
         }
         if typed && !(v.is_exact_instance_of::<PyInt>() || v.is_exact_instance_of::<PyString>()) {
             self.type_tag(v, out, depth)?;
+        }
+        if self.fallback.is_some() && self.subclass_compares_otherwise(v)? {
+            return self.fallback_value(v, out, d);
         }
         if let Ok(b) = v.downcast_exact::<PyBool>() {
             out.push(b'i');
@@ -1191,6 +1204,11 @@ impl Encoder<'_, '_> {
                 out,
             );
         }
+        self.fallback_value(v, out, d)
+    }
+
+    /// `v` replaced by the fallback's canonical stand-in, encoded.
+    fn fallback_value(&self, v: &Bound<'_, PyAny>, out: &mut Vec<u8>, d: usize) -> PyResult<()> {
         match self.fallback {
             Some(f) => {
                 let r = f.call1((v,))?;
@@ -1202,6 +1220,59 @@ impl Encoder<'_, '_> {
                 v.get_type().name()?
             ))),
         }
+    }
+
+    /// True for an instance of a subclass of a built-in type that this
+    /// encoder knows (int, str, float, bytes, bytearray, tuple, list, dict,
+    /// set, frozenset) whose equality is not the built-in's (it defines its
+    /// own `__eq__`, as `OrderedDict` does) or that defines
+    /// `__picocache_key__`: encoding it as the built-in would give two
+    /// objects that `lru_cache` keeps apart one key. (A subclass that keeps
+    /// the built-in's equality, such as `IntEnum` or a `namedtuple`, compares
+    /// equal to the built-in value, so it is keyed as one.)
+    fn subclass_compares_otherwise(&self, v: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let py = v.py();
+        let base = if v.is_exact_instance_of::<PyInt>()
+            || v.is_exact_instance_of::<PyBool>()
+            || v.is_exact_instance_of::<PyString>()
+            || v.is_exact_instance_of::<PyFloat>()
+            || v.is_exact_instance_of::<PyBytes>()
+            || v.is_exact_instance_of::<PyByteArray>()
+            || v.is_exact_instance_of::<PyTuple>()
+            || v.is_exact_instance_of::<PyList>()
+            || v.is_exact_instance_of::<PyDict>()
+            || v.is_exact_instance_of::<PySet>()
+            || v.is_exact_instance_of::<PyFrozenSet>()
+        {
+            return Ok(false);
+        } else if v.is_instance_of::<PyInt>() {
+            py.get_type::<PyInt>()
+        } else if v.is_instance_of::<PyString>() {
+            py.get_type::<PyString>()
+        } else if v.is_instance_of::<PyFloat>() {
+            py.get_type::<PyFloat>()
+        } else if v.is_instance_of::<PyBytes>() {
+            py.get_type::<PyBytes>()
+        } else if v.is_instance_of::<PyByteArray>() {
+            py.get_type::<PyByteArray>()
+        } else if v.is_instance_of::<PyTuple>() {
+            py.get_type::<PyTuple>()
+        } else if v.is_instance_of::<PyList>() {
+            py.get_type::<PyList>()
+        } else if v.is_instance_of::<PyDict>() {
+            py.get_type::<PyDict>()
+        } else if v.is_instance_of::<PySet>() {
+            py.get_type::<PySet>()
+        } else if v.is_instance_of::<PyFrozenSet>() {
+            py.get_type::<PyFrozenSet>()
+        } else {
+            return Ok(false);
+        };
+        let t = v.get_type();
+        if t.hasattr("__picocache_key__")? {
+            return Ok(true);
+        }
+        Ok(!t.getattr("__eq__")?.is(&base.getattr("__eq__")?))
     }
 }
 

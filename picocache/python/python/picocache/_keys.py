@@ -39,6 +39,8 @@ import os
 import sys
 import threading
 import types
+import weakref
+from collections import OrderedDict
 from typing import Any, Callable, Optional
 
 from . import _native
@@ -122,20 +124,26 @@ def fallback(obj: object) -> object:
     t = type(obj)
     keyfn = getattr(t, "__picocache_key__", None)
     if keyfn is not None:
-        return ("__key__", t.__module__, t.__qualname__, keyfn(obj))
+        return ("__key__", fallback(t), keyfn(obj))
     if isinstance(obj, types.MethodType):  # before functions: it forwards their attributes
-        return ("__method__", encode_part(obj.__self__, lambda: "the object of a bound method"),
-                _function_key(obj.__func__))
+        return ("__method__", _self_key(obj.__self__), _function_key(obj.__func__))
     if isinstance(obj, types.FunctionType):
         return _function_key(obj)
     if isinstance(obj, type):
-        return ("__global__", module_name(obj), obj.__qualname__) if _resolves(obj) else class_identity(obj)
+        return _class_key(obj)
+    if callable(obj) and hasattr(obj, "__wrapped__") and hasattr(obj, "cache_info"):
+        # A functools.lru_cache (or similar) wrapper: the function it wraps.
+        return ("__lru__", _function_key(obj.__wrapped__))
+    if isinstance(obj, memoryview):
+        return ("__memoryview__", obj.tobytes(), obj.format, obj.shape)
+    if isinstance(obj, OrderedDict):  # its equality follows the order
+        return ("__ordereddict__", fallback(t), list(obj.items()))
     if isinstance(obj, types.BuiltinFunctionType):  # builtin functions and bound builtin methods
         owner = obj.__self__
         if owner is None or isinstance(owner, types.ModuleType):
             return ("__builtin__", getattr(obj, "__module__", None) or getattr(owner, "__name__", ""),
                     obj.__qualname__)
-        return ("__method__", encode_part(owner, lambda: "the object of a bound method"), obj.__name__)
+        return ("__method__", _self_key(owner), obj.__name__)
     if isinstance(obj, (types.MethodDescriptorType, types.WrapperDescriptorType)):
         return ("__descriptor__", fallback(obj.__objclass__), obj.__name__)
     if isinstance(obj, types.ModuleType):
@@ -170,14 +178,20 @@ def _reduction(obj: object) -> tuple:
             f"(it cannot be pickled: {e}); define __picocache_key__ on its class, "
             "or pass ignore=/key= to the decorator"
         ) from None
-    if isinstance(rv, str):  # a named singleton
-        return ("__global__", getattr(obj, "__module__", ""), rv)
+    if isinstance(rv, str):  # a named singleton, if the name gives this object
+        module = getattr(obj, "__module__", None) or "builtins"
+        if getattr(sys.modules.get(module), rv, None) is not obj:
+            raise TypeError(f"cannot encode an object of type {t.__qualname__} as a cache key: "
+                            f"its name {module}.{rv} does not give it back")
+        return ("__global__", module, rv)
     if not isinstance(rv, tuple) or len(rv) < 2:
         raise TypeError(f"cannot encode an object of type {t.__qualname__} as a cache key")
     func, args = rv[0], rv[1]
     state = rv[2] if len(rv) > 2 else None
     listitems = list(rv[3]) if len(rv) > 3 and rv[3] is not None else None
-    dictitems = dict(rv[4]) if len(rv) > 4 and rv[4] is not None else None
+    # Dict items in their order: a dict subclass whose equality differs from
+    # dict's (it got here) may compare order, as OrderedDict does.
+    dictitems = list(rv[4]) if len(rv) > 4 and rv[4] is not None else None
     if state is not None and not isinstance(state, (dict, tuple)):
         state = (state,)
     if func is copyreg.__newobj__ and args:  # type: ignore[attr-defined]
@@ -198,6 +212,48 @@ class IdentityError(TypeError):
     closure variable, default or bound object that cannot be encoded)."""
 
 
+def _self_key(obj: object) -> object:
+    """The object a method is bound to (an object may hold its own bound
+    methods: a cycle is recorded as such)."""
+    if not _enter(obj):
+        return ("__cycle__", type(obj).__qualname__)
+    try:
+        return encode_part(obj, lambda: "the object of a bound method")
+    finally:
+        _leave(obj)
+
+
+#: Identities of classes and functions used as keys, computed once per
+#: object (a class's or closure's contents as first seen, as a cached
+#: function's own closure is read once).
+_IDENTITIES: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _memo(obj: Any, compute: Callable[[], tuple]) -> tuple:
+    try:
+        return _IDENTITIES[obj]
+    except (KeyError, TypeError):
+        pass
+    top = not getattr(_guard, "active", None)
+    ident = compute()
+    if top:  # not a part computed inside another (its cycles cut short)
+        try:
+            _IDENTITIES[obj] = ident
+        except TypeError:  # not weakly referenceable
+            pass
+    return ident
+
+
+def _class_key(cls: type) -> tuple:
+    """A class: by its name if that imports it (and its definition's digest,
+    so a redefined or reloaded class is another key), else by its definition."""
+    if _resolves(cls):
+        return _memo(cls, lambda: ("__global__", module_name(cls), cls.__qualname__,
+                                   hashlib.blake2b(_native.encode(class_identity(cls, lenient=True), False,
+                                                                  fallback), digest_size=16).digest()))
+    return _memo(cls, lambda: class_identity(cls))
+
+
 def _cached_state(func: types.FunctionType) -> Any:
     """The per-function state of a picocache wrapper, or None."""
     return func.__dict__.get("__picocache_state__")
@@ -213,7 +269,7 @@ def _function_key(func: Any) -> tuple:
             if st._name is not None:
                 return ("__cached__", st._name)
             func = st.func
-    return function_identity(func)
+    return _memo(func, lambda: function_identity(func))
 
 
 def _enter(obj: object) -> bool:
@@ -326,6 +382,22 @@ def function_identity(func: Any, *, with_code: bool = True, self_obj: object = N
                     raise
                 parts.append(repr([type(d).__qualname__ for d in func.__defaults__ or ()]
                                   + sorted((k, type(v).__qualname__) for k, v in (func.__kwdefaults__ or {}).items())))
+        g = func.__globals__
+        mod = sys.modules.get(func.__module__ or "")
+        if (mod is None or vars(mod) is not g) and not g.get("__file__"):
+            # Globals of no module and no file (exec with a dict of its own):
+            # the globals it reads are part of what it computes. (A spawn
+            # worker's main script runs in a copy of its module's globals,
+            # with its file: named by its path, as in the parent.)
+            used = []
+            for n in sorted(set(func.__code__.co_names)):
+                if n in g and not (n.startswith("__") and n.endswith("__")):
+                    try:
+                        used.append((n, _native.encode(g[n], False, fallback)))
+                    except TypeError:
+                        used.append((n, "type:" + type(g[n]).__qualname__))
+            if used:
+                parts.append(("__globals__", tuple(used)))
         if func.__closure__:
             cells = []
             for var, cell in zip(func.__code__.co_freevars, func.__closure__):
@@ -337,24 +409,32 @@ def function_identity(func: Any, *, with_code: bool = True, self_obj: object = N
                 if v is self_obj or v is func:
                     cells.append((var, b"\x00self"))
                     continue
-                cells.append((var, encode_part(
-                    v, lambda var=var, v=v: (
-                        f"{qual}() is a closure whose variable {var!r} holds "
-                        f"an object of type {type(v).__qualname__}"
-                    ),
-                )))
+                try:
+                    cells.append((var, encode_part(
+                        v, lambda var=var, v=v: (
+                            f"{qual}() is a closure whose variable {var!r} holds "
+                            f"an object of type {type(v).__qualname__}"
+                        ),
+                    )))
+                except TypeError:
+                    if not _resolves(func):
+                        raise
+                    # Importable by name (functools.singledispatch's
+                    # registry, say): one definition per process.
+                    cells.append((var, "type:" + type(v).__qualname__))
             parts.append(tuple(cells))
         return tuple(parts)
     finally:
         _leave(func)
 
 
-def class_identity(cls: type) -> tuple:
+def class_identity(cls: type, lenient: bool = False) -> tuple:
     """A class that its name does not import (defined in a function, made by
     ``type()``): its module, qualified name, bases, the definitions of its
     functions (or their code, for one whose closure cannot be encoded), its
     other attributes (dunder attributes aside) and, for an enum, its members'
-    values. Raises TypeError if an attribute cannot be encoded."""
+    values. Raises TypeError if an attribute cannot be encoded (``lenient``,
+    for a class that its name imports: its type counts instead)."""
     qual = cls.__qualname__
     if not _enter(cls):
         return ("__cycle__", qual)
@@ -374,7 +454,13 @@ def class_identity(cls: type) -> tuple:
             elif (attr.startswith("__") and attr.endswith("__")) or is_enum:
                 continue  # made by Python (or, for an enum, its members: below)
             else:
-                members.append((attr, encode_part(v, lambda attr=attr: f"the class {qual} has an attribute {attr!r}")))
+                try:
+                    members.append((attr, encode_part(
+                        v, lambda attr=attr: f"the class {qual} has an attribute {attr!r}")))
+                except Exception as e:  # noqa: BLE001 - an odd attribute's own failure too
+                    if not lenient:
+                        raise TypeError(str(e)) from None
+                    members.append((attr, "type:" + type(v).__qualname__))
         if is_enum:
             members.append(("__members__", tuple(
                 (m.name, encode_part(m.value, lambda: f"a member of the enum {qual}"))
