@@ -122,6 +122,8 @@ def encode_part(obj: object, what: Callable[[], str]) -> bytes:
 def fallback(obj: object) -> object:
     """A canonical replacement for ``obj`` (see the module docstring)."""
     t = type(obj)
+    if t in _REDUCED:  # seen before: none of the special cases below
+        return _reduction(obj)
     keyfn = getattr(t, "__picocache_key__", None)
     if keyfn is not None:
         return ("__key__", fallback(t), keyfn(obj))
@@ -164,7 +166,20 @@ def fallback(obj: object) -> object:
             "nothing in another process; define __picocache_key__(self) on the class (return "
             "what identifies the object), or __eq__, or leave the argument out with ignore="
         )
+    if not callable(obj):  # (a callable may carry __wrapped__ on the instance)
+        if len(_REDUCED) >= _MAX_REMEMBERED:
+            _REDUCED.clear()
+        _REDUCED.add(t)
     return _reduction(obj)
+
+
+#: Most types and classes remembered (the memos hold them alive, so an id
+#: is never reused while remembered; cleared when full).
+_MAX_REMEMBERED = 4096
+#: Types whose instances are keyed by their reduction (no special case).
+_REDUCED: set = set()
+#: Keys of classes (their names and definition digests), computed once.
+_CLASS_KEYS: dict = {}
 
 
 def _reduction(obj: object) -> tuple:
@@ -231,9 +246,11 @@ _IDENTITIES: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary
 
 def _memo(obj: Any, compute: Callable[[], tuple]) -> tuple:
     try:
-        return _IDENTITIES[obj]
-    except (KeyError, TypeError):
-        pass
+        ident = _IDENTITIES.get(obj)
+    except TypeError:  # not weakly referenceable
+        ident = None
+    if ident is not None:
+        return ident
     top = not getattr(_guard, "active", None)
     ident = compute()
     if top:  # not a part computed inside another (its cycles cut short)
@@ -247,11 +264,21 @@ def _memo(obj: Any, compute: Callable[[], tuple]) -> tuple:
 def _class_key(cls: type) -> tuple:
     """A class: by its name if that imports it (and its definition's digest,
     so a redefined or reloaded class is another key), else by its definition."""
+    ident = _CLASS_KEYS.get(cls)
+    if ident is not None:  # the common case: a class seen before
+        return ident
+    top = not getattr(_guard, "active", None)
     if _resolves(cls):
-        return _memo(cls, lambda: ("__global__", module_name(cls), cls.__qualname__,
-                                   hashlib.blake2b(_native.encode(class_identity(cls, lenient=True), False,
-                                                                  fallback), digest_size=16).digest()))
-    return _memo(cls, lambda: class_identity(cls))
+        ident = ("__global__", module_name(cls), cls.__qualname__,
+                 hashlib.blake2b(_native.encode(class_identity(cls, lenient=True), False, fallback),
+                                 digest_size=16).digest())
+    else:
+        ident = class_identity(cls)
+    if top:  # not a part computed inside another (its cycles cut short)
+        if len(_CLASS_KEYS) >= _MAX_REMEMBERED:
+            _CLASS_KEYS.clear()
+        _CLASS_KEYS[cls] = ident
+    return ident
 
 
 def _cached_state(func: types.FunctionType) -> Any:
