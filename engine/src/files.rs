@@ -47,12 +47,9 @@ impl Modes {
         }
     }
 
-    /// Creates `dir` (and missing parents) if it does not exist; a directory
-    /// this call creates gets the store's mode.
+    /// Creates `dir` (and missing parents) with the store's mode; a
+    /// directory another process created meanwhile is fine.
     pub(crate) fn create_dir(&self, dir: &Path) -> io::Result<()> {
-        if dir.is_dir() {
-            return Ok(());
-        }
         DirBuilder::new()
             .recursive(true)
             .mode(self.dir)

@@ -179,6 +179,24 @@ impl IndexMap {
     pub(crate) fn ns_set(&self, id: u32, field: usize, v: u64) {
         self.ns(id, field).store(v, REL)
     }
+    /// Empties a namespace row's contents: its counters, expiry marks and
+    /// LRU list (the name, limits, `CLEAR` and definition seqs and last use
+    /// are the caller's).
+    pub(crate) fn ns_reset_contents(&self, id: u32) {
+        for f in [
+            nsr::ENTRIES,
+            nsr::LIVE_BYTES,
+            nsr::EVICTIONS,
+            nsr::HITS,
+            nsr::MISSES,
+            nsr::NEXT_EXPIRY,
+            nsr::LAST_SWEEP,
+        ] {
+            self.ns_set(id, f, 0);
+        }
+        self.ns_set(id, nsr::LRU_HEAD, NIL as u64);
+        self.ns_set(id, nsr::LRU_TAIL, NIL as u64);
+    }
     pub(crate) fn ns_add(&self, id: u32, field: usize, d: u64) {
         self.ns(id, field).fetch_add(d, Ordering::AcqRel);
     }

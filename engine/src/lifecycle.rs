@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::error::Result;
 use crate::format::{self, hdr, kind, nsr, LAST_USE_GRANULARITY_SECS};
-use crate::index::{IndexMap, NIL};
+use crate::index::IndexMap;
 use crate::store::{ns_stats, Inner, Namespace, NamespaceStats, Options, Store};
 use crate::writer::Writer;
 
@@ -84,22 +84,9 @@ impl Writer<'_> {
         // The row reads as free first; CLEAR_SEQ stays (see FORMAT.md).
         idx.ns_set(id, nsr::NAME_LEN, 0);
         idx.ns_set_name(id, &[]);
-        idx.ns_set(id, nsr::NAME_LEN, 0);
         idx.ns_set(id, nsr::NAME_HASH, 0);
-        for f in [
-            nsr::ENTRIES,
-            nsr::LIVE_BYTES,
-            nsr::EVICTIONS,
-            nsr::HITS,
-            nsr::MISSES,
-            nsr::NEXT_EXPIRY,
-            nsr::LAST_SWEEP,
-            nsr::LAST_USED,
-        ] {
-            idx.ns_set(id, f, 0);
-        }
-        idx.ns_set(id, nsr::LRU_HEAD, NIL as u64);
-        idx.ns_set(id, nsr::LRU_TAIL, NIL as u64);
+        idx.ns_reset_contents(id);
+        idx.ns_set(id, nsr::LAST_USED, 0);
         idx.ns_set(id, nsr::DEF_SEQ, seq);
         idx.hset(hdr::NS_COUNT, idx.hget(hdr::NS_COUNT).saturating_sub(1));
         self.inner.forget_names();

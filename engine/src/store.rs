@@ -508,11 +508,14 @@ impl Store {
         let dir = path.as_ref().to_path_buf();
         // An existing store's directory says whether it is shared: files this
         // process creates follow it, whatever this process asked for.
-        if let Some(shared) = crate::files::dir_is_group_shared(&dir) {
+        let existing = crate::files::dir_is_group_shared(&dir);
+        if let Some(shared) = existing {
             opts.group_access = shared;
         }
         let modes = crate::files::Modes::new(opts.group_access);
-        modes.create_dir(&dir)?;
+        if existing.is_none() {
+            modes.create_dir(&dir)?;
+        }
         if !opts.allow_network_filesystem {
             let t = sys::fs_type(&dir)?;
             if let Some((_, name)) = NETWORK_FS.iter().find(|(m, _)| *m == t) {

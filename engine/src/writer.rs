@@ -1062,19 +1062,7 @@ impl Writer<'_> {
             // CLEAR_SEQ stays: a row freed by a removal keeps shadowing the
             // records of its earlier namespace (zero in a never used row).
             idx.ns_set(id, nsr::LAST_USED, now);
-            for f in [
-                nsr::ENTRIES,
-                nsr::LIVE_BYTES,
-                nsr::EVICTIONS,
-                nsr::HITS,
-                nsr::MISSES,
-                nsr::NEXT_EXPIRY,
-                nsr::LAST_SWEEP,
-            ] {
-                idx.ns_set(id, f, 0);
-            }
-            idx.ns_set(id, nsr::LRU_HEAD, NIL as u64);
-            idx.ns_set(id, nsr::LRU_TAIL, NIL as u64);
+            idx.ns_reset_contents(id);
             idx.ns_set(id, nsr::CLOCK, seq);
             idx.ns_set_name(id, name);
             idx.hset(hdr::NS_COUNT, idx.hget(hdr::NS_COUNT) + 1);

@@ -238,25 +238,29 @@ def _self_key(obj: object) -> object:
         _leave(obj)
 
 
-#: Identities of classes and functions used as keys, computed once per
-#: object (a class's or closure's contents as first seen, as a cached
-#: function's own closure is read once).
+#: Identities of functions used as keys, computed once per function (its
+#: closure's contents as first seen, as a cached function's own closure is
+#: read once); weak, as lambdas made per call come and go.
 _IDENTITIES: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()
 
 
-def _memo(obj: Any, compute: Callable[[], tuple]) -> tuple:
+def _memo(table: Any, obj: Any, compute: Callable[[], tuple]) -> tuple:
+    """``table[obj]``, computed by ``compute`` the first time (a table that
+    fills up is emptied)."""
     try:
-        ident = _IDENTITIES.get(obj)
-    except TypeError:  # not weakly referenceable
+        ident = table.get(obj)
+    except TypeError:  # not hashable or weakly referenceable
         ident = None
     if ident is not None:
         return ident
     top = not getattr(_guard, "active", None)
     ident = compute()
     if top:  # not a part computed inside another (its cycles cut short)
+        if len(table) >= _MAX_REMEMBERED:
+            table.clear()
         try:
-            _IDENTITIES[obj] = ident
-        except TypeError:  # not weakly referenceable
+            table[obj] = ident
+        except TypeError:
             pass
     return ident
 
@@ -264,21 +268,15 @@ def _memo(obj: Any, compute: Callable[[], tuple]) -> tuple:
 def _class_key(cls: type) -> tuple:
     """A class: by its name if that imports it (and its definition's digest,
     so a redefined or reloaded class is another key), else by its definition."""
-    ident = _CLASS_KEYS.get(cls)
-    if ident is not None:  # the common case: a class seen before
-        return ident
-    top = not getattr(_guard, "active", None)
-    if _resolves(cls):
-        ident = ("__global__", module_name(cls), cls.__qualname__,
-                 hashlib.blake2b(_native.encode(class_identity(cls, lenient=True), False, fallback),
-                                 digest_size=16).digest())
-    else:
-        ident = class_identity(cls)
-    if top:  # not a part computed inside another (its cycles cut short)
-        if len(_CLASS_KEYS) >= _MAX_REMEMBERED:
-            _CLASS_KEYS.clear()
-        _CLASS_KEYS[cls] = ident
-    return ident
+
+    def compute() -> tuple:
+        if _resolves(cls):
+            digest = hashlib.blake2b(_native.encode(class_identity(cls, lenient=True), False, fallback),
+                                     digest_size=16).digest()
+            return ("__global__", module_name(cls), cls.__qualname__, digest)
+        return class_identity(cls)
+
+    return _memo(_CLASS_KEYS, cls, compute)
 
 
 def _cached_state(func: types.FunctionType) -> Any:
@@ -296,7 +294,7 @@ def _function_key(func: Any) -> tuple:
             if st._name is not None:
                 return ("__cached__", st._name)
             func = st.func
-    return _memo(func, lambda: function_identity(func))
+    return _memo(_IDENTITIES, func, lambda: function_identity(func))
 
 
 def _enter(obj: object) -> bool:
