@@ -29,6 +29,11 @@ pub struct Stats {
     pub misses: u64,
     /// Entries evicted by the limits since the last clear.
     pub evictions: u64,
+    /// Stored entries that failed their seal check (planted, tampered,
+    /// unsigned or signed with another secret) and were treated as misses:
+    /// seen by this process since it opened the namespace or cleared it
+    /// (only a [`SealedBackend`](crate::SealedBackend) counts them).
+    pub rejected: u64,
 }
 
 /// A held per-key lease; dropping it releases the lease.
@@ -52,6 +57,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// The names of every namespace in the store.
     fn namespace_names(&self) -> Result<Vec<String>>;
+
+    /// Whether this backend seals its values (the
+    /// [`SealedBackend`](crate::SealedBackend) adapter); memoizers seal any
+    /// other backend they are given.
+    fn is_sealed(&self) -> bool {
+        false
+    }
 }
 
 /// One namespace of a backend: a bounded LRU map of byte keys to byte values.
@@ -99,7 +111,26 @@ pub trait Namespace: Send + Sync + fmt::Debug {
     /// The local engine's namespace underneath, if this is one: memoizers
     /// use its [`picocache_engine::Located`] tokens to keep decoded values
     /// in the process. `None` (the default) for every other backend.
+    ///
+    /// The engine's bytes are what [`Namespace::put`] stored underneath: a
+    /// caller that reads them there passes them through
+    /// [`Namespace::unseal`] before using them.
     fn engine(&self) -> Option<&picocache_engine::Namespace> {
         None
+    }
+
+    /// The value inside `stored` (bytes read from [`Namespace::engine`] for
+    /// `key`), or [`Error::Rejected`](crate::Error::Rejected) if it fails
+    /// the seal check. The default (an unsealed namespace) returns `stored`.
+    fn unseal<'a>(&self, key: &[u8], stored: &'a [u8]) -> Result<&'a [u8]> {
+        let _ = key;
+        Ok(stored)
+    }
+
+    /// The value part of `stored`, unchecked: for comparing with a value
+    /// this process just put, never for decoding. The default returns
+    /// `stored`.
+    fn stored_payload<'a>(&self, stored: &'a [u8]) -> Option<&'a [u8]> {
+        Some(stored)
     }
 }

@@ -9,6 +9,8 @@
 //! - `RedisBackend` (feature `redis`) and `SqlBackend` (features `sqlite`,
 //!   `postgres`, `mysql`): shared stores on a server.
 //! - [`open()`]: a backend from a URL.
+//! - [`SealedBackend`]: any backend with every value sealed with a secret
+//!   ([`seal`], [`secret`]); memoizers always use one.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -20,6 +22,9 @@ pub mod memo;
 mod open;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod seal;
+pub mod sealed;
+pub mod secret;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub mod sql;
 
@@ -30,6 +35,8 @@ pub use error::{BoxError, Error, Result};
 pub use local::LocalBackend;
 pub use memo::{CacheInfo, Memo, MemoBuilder};
 pub use open::open;
+pub use seal::{Rejection, Secrets};
+pub use sealed::SealedBackend;
 /// Memoizes a function persistently; see the [`memo`] module for the
 /// behaviour and [its section on the attribute](memo#the-memoize-attribute)
 /// for the options.

@@ -101,6 +101,7 @@ impl Namespace for LocalNamespace {
             hits: s.hits,
             misses: s.misses,
             evictions: s.evictions,
+            rejected: 0,
         })
     }
     fn limits(&self) -> Result<Limits> {

@@ -128,6 +128,18 @@
 //! mode** ([`MemoBuilder::strict`]) a failure is an error instead:
 //! [`Memo::try_call`] returns it (the `#[memoize(strict)]` function returns
 //! `Result<T, picocache::Error>`), and [`Memo::call`] panics with it.
+//!
+//! # Sealed entries
+//!
+//! Every value a `Memo` stores is sealed with a secret (HMAC-SHA256 over the
+//! namespace, the key and the value; see [`crate::seal`]), whatever the
+//! backend, and checked before it is decoded. An entry that fails the check
+//! (planted, tampered with, unsigned, or sealed with another secret) is
+//! never decoded: it is a miss, the function runs and its result replaces
+//! the entry, and the failure is logged and counted in
+//! [`Stats::rejected`](crate::Stats::rejected); in strict mode it is an
+//! [`Error::Rejected`]. The secret is [`MemoBuilder::secret`], else
+//! `PICOCACHE_SECRET`, else a per-user secret file ([`crate::secret`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -142,6 +154,7 @@ use serde::Serialize;
 
 use crate::backend::{Backend, Limits, Namespace};
 use crate::local::LocalBackend;
+use crate::sealed::SealedBackend;
 use crate::{Error, Result};
 
 /// The longest namespace name the stores accept.
@@ -265,6 +278,7 @@ pub struct MemoBuilder {
     strict: bool,
     lease_timeout: Duration,
     source: Source,
+    secrets: Option<Vec<Vec<u8>>>,
 }
 
 impl MemoBuilder {
@@ -315,7 +329,23 @@ impl MemoBuilder {
         self
     }
 
-    /// Keeps the entries in `backend`.
+    /// The secret that seals stored values (see [`crate::seal`]); by default
+    /// `PICOCACHE_SECRET`, else the per-user secret file
+    /// ([`crate::secret`]).
+    pub fn secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
+        self.secrets = Some(vec![secret.into()]);
+        self
+    }
+
+    /// Several secrets, for a rotation: the first seals, every one checks
+    /// (entries sealed with an old secret still read).
+    pub fn secrets<S: Into<Vec<u8>>>(mut self, secrets: impl IntoIterator<Item = S>) -> Self {
+        self.secrets = Some(secrets.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Keeps the entries in `backend` (sealed unless it is a
+    /// [`SealedBackend`](crate::SealedBackend) already).
     pub fn backend(mut self, backend: Arc<dyn Backend>) -> Self {
         self.source = Source::Backend(backend);
         self
@@ -344,6 +374,7 @@ impl MemoBuilder {
             strict: self.strict,
             lease_timeout: self.lease_timeout,
             source: self.source,
+            secrets: self.secrets,
             ns: OnceLock::new(),
             open_state: Mutex::new(OpenState::default()),
             flights: std::array::from_fn(|_| Mutex::new(HashMap::new())),
@@ -443,6 +474,7 @@ pub struct Memo {
     strict: bool,
     lease_timeout: Duration,
     source: Source,
+    secrets: Option<Vec<Vec<u8>>>,
     ns: OnceLock<Arc<dyn Namespace>>,
     open_state: Mutex<OpenState>,
     flights: [Shard; SHARDS],
@@ -474,6 +506,7 @@ impl Memo {
             strict: false,
             lease_timeout: Duration::from_secs(60),
             source: Source::Default,
+            secrets: None,
         }
     }
 
@@ -519,6 +552,7 @@ impl Memo {
             Source::Url(url) => backend_for_url(url),
             Source::Backend(b) => Ok(b.clone()),
         }
+        .and_then(|b| self.sealed(b))
         .and_then(|b| b.namespace(&self.ns_name, self.limits));
         match opened {
             Ok(ns) => {
@@ -531,6 +565,15 @@ impl Memo {
                 Err(e)
             }
         }
+    }
+
+    /// `b`, sealing its values (unless it does already).
+    fn sealed(&self, b: Arc<dyn Backend>) -> Result<Arc<dyn Backend>> {
+        if b.is_sealed() {
+            return Ok(b);
+        }
+        let (secrets, source) = crate::secret::resolve(self.secrets.as_deref())?;
+        Ok(Arc::new(SealedBackend::new(b, secrets, source)))
     }
 
     /// Handles a cache failure: an error in strict mode, else a log message
@@ -685,6 +728,10 @@ impl Memo {
                 Err(e) => self.failed(e, "decoding a cached value")?,
             },
             Ok(None) => {}
+            Err(e) if e.is_rejected() => {
+                // The store works; the function's result replaces the entry.
+                self.failed(e, "checking a cached entry")?;
+            }
             Err(e) => {
                 self.failed(e, "reading the cache")?;
                 usable = false;
@@ -769,6 +816,13 @@ impl Memo {
             Err(e) => self.failed(e, "reading the cache")?,
         }
         Ok(Lease::Held(l))
+    }
+
+    /// The namespace's statistics as the store keeps them, with
+    /// [`Stats::rejected`](crate::Stats::rejected): entries this process
+    /// found failing their seal check.
+    pub fn stats(&self) -> Result<crate::Stats> {
+        self.namespace()?.stats()
     }
 
     /// The function's statistics (zeros and a log message if the store

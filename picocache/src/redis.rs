@@ -613,6 +613,7 @@ impl Namespace for RedisNamespace {
             hits: at(2),
             misses: at(3),
             evictions: at(4),
+            rejected: 0,
         })
     }
 

@@ -1139,6 +1139,7 @@ impl Namespace for SqlNamespace {
                 hits: g(2),
                 misses: g(3),
                 evictions: g(4),
+                rejected: 0,
             })
         })
     }

@@ -1,0 +1,202 @@
+//! [`SealedBackend`]: any backend, with every value sealed on the way in
+//! and checked on the way out (see [`crate::seal`]).
+//!
+//! Memoizers (the Rust [`Memo`](crate::Memo) and the Python package) always
+//! work through it. A stored value that fails the check is never returned:
+//! `get` answers [`Error::Rejected`], which memoizers treat as a miss (the
+//! function runs and its result overwrites the entry) with a warning, or as
+//! an error in strict mode. Each rejected entry is counted once in
+//! [`Stats::rejected`] (in this process).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::{Backend, Lease, Limits, Namespace, Stats};
+use crate::seal::{self, Secrets};
+use crate::secret::SecretSource;
+use crate::{Error, Result};
+
+/// A backend whose values are sealed with a secret.
+#[derive(Debug, Clone)]
+pub struct SealedBackend {
+    inner: Arc<dyn Backend>,
+    secrets: Arc<Secrets>,
+    source: SecretSource,
+}
+
+impl SealedBackend {
+    /// `inner`, sealing with `secrets` (the first seals, all check).
+    pub fn new(inner: Arc<dyn Backend>, secrets: Arc<Secrets>, source: SecretSource) -> Self {
+        SealedBackend {
+            inner,
+            secrets,
+            source,
+        }
+    }
+
+    /// `inner`, sealing with the secret of `PICOCACHE_SECRET` or the
+    /// per-user secret file (see [`crate::secret`]).
+    pub fn with_default_secret(inner: Arc<dyn Backend>) -> Result<Self> {
+        let (secrets, source) = crate::secret::resolve(None)?;
+        Ok(Self::new(inner, secrets, source))
+    }
+
+    /// The backend underneath (its values are sealed bytes).
+    pub fn inner(&self) -> &Arc<dyn Backend> {
+        &self.inner
+    }
+
+    /// Where the secrets came from.
+    pub fn source(&self) -> &SecretSource {
+        &self.source
+    }
+}
+
+impl Backend for SealedBackend {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    fn namespace(&self, name: &str, limits: Limits) -> Result<Arc<dyn Namespace>> {
+        Ok(Arc::new(SealedNamespace {
+            inner: self.inner.namespace(name, limits)?,
+            secrets: self.secrets.clone(),
+            remote: self.inner.kind() != "local",
+            rejected: AtomicU64::new(0),
+            last_rejected: AtomicU64::new(0),
+        }))
+    }
+
+    fn namespace_names(&self) -> Result<Vec<String>> {
+        self.inner.namespace_names()
+    }
+
+    fn is_sealed(&self) -> bool {
+        true
+    }
+}
+
+/// A namespace of a [`SealedBackend`].
+#[derive(Debug)]
+pub struct SealedNamespace {
+    inner: Arc<dyn Namespace>,
+    secrets: Arc<Secrets>,
+    /// Whether other machines may write the store (the hint about
+    /// `PICOCACHE_SECRET` then applies).
+    remote: bool,
+    rejected: AtomicU64,
+    /// A hash of the key of the last rejected entry: a lookup and the
+    /// recheck after taking the lease see one entry, counted once.
+    last_rejected: AtomicU64,
+}
+
+fn key_tag(key: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(key) | 1
+}
+
+impl SealedNamespace {
+    fn reject(&self, key: &[u8], reason: seal::Rejection) -> Error {
+        let tag = key_tag(key);
+        if self.last_rejected.swap(tag, Ordering::Relaxed) != tag {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        Error::Rejected {
+            namespace: self.inner.name().to_owned(),
+            reason,
+            remote: self.remote,
+        }
+    }
+}
+
+impl Namespace for SealedNamespace {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.inner.get(key)? {
+            None => Ok(None),
+            Some(mut stored) => {
+                self.unseal(key, &stored)?;
+                stored.drain(..seal::OVERHEAD);
+                Ok(Some(stored))
+            }
+        }
+    }
+
+    /// A rejected entry is a `None` here (counted, not an error).
+    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        let got = self.inner.get_many(keys)?;
+        Ok(got
+            .into_iter()
+            .zip(keys)
+            .map(|(v, k)| {
+                let mut stored = v?;
+                self.unseal(k, &stored).ok()?;
+                stored.drain(..seal::OVERHEAD);
+                Some(stored)
+            })
+            .collect())
+    }
+
+    fn put(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        let sealed = self.secrets.seal(self.inner.name(), key, value);
+        self.inner.put(key, &sealed, ttl)?;
+        let _ = self
+            .last_rejected
+            .compare_exchange(key_tag(key), 0, Ordering::Relaxed, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn put_many(&self, items: &[(&[u8], &[u8])], ttl: Option<Duration>) -> Result<()> {
+        let name = self.inner.name();
+        let sealed: Vec<Vec<u8>> = items
+            .iter()
+            .map(|(k, v)| self.secrets.seal(name, k, v))
+            .collect();
+        let pairs: Vec<(&[u8], &[u8])> = items
+            .iter()
+            .zip(&sealed)
+            .map(|((k, _), s)| (*k, s.as_slice()))
+            .collect();
+        self.inner.put_many(&pairs, ttl)
+    }
+
+    fn remove(&self, key: &[u8]) -> Result<bool> {
+        self.inner.remove(key)
+    }
+
+    fn clear(&self) -> Result<()> {
+        self.rejected.store(0, Ordering::Relaxed);
+        self.inner.clear()
+    }
+
+    fn stats(&self) -> Result<Stats> {
+        let mut s = self.inner.stats()?;
+        s.rejected += self.rejected.load(Ordering::Relaxed);
+        Ok(s)
+    }
+
+    fn limits(&self) -> Result<Limits> {
+        self.inner.limits()
+    }
+
+    fn lease(&self, key: &[u8], wait: Duration) -> Result<Option<Lease>> {
+        self.inner.lease(key, wait)
+    }
+
+    fn engine(&self) -> Option<&picocache_engine::Namespace> {
+        self.inner.engine()
+    }
+
+    fn unseal<'a>(&self, key: &[u8], stored: &'a [u8]) -> Result<&'a [u8]> {
+        self.secrets
+            .open(self.inner.name(), key, stored)
+            .map_err(|r| self.reject(key, r))
+    }
+
+    fn stored_payload<'a>(&self, stored: &'a [u8]) -> Option<&'a [u8]> {
+        seal::payload(stored)
+    }
+}
