@@ -356,6 +356,10 @@ pub mod nsr {
     /// [`super::LAST_USE_GRANULARITY_SECS`] behind. These bytes were zero in every
     /// row of earlier builds, so an older index reads as "unknown".
     pub const LAST_USED: usize = 112;
+    /// Stored entries that failed a check of the layer above the engine
+    /// (picocache's seal; atomic, counted by any process, reset by a clear).
+    /// These bytes were zero in every row of earlier builds.
+    pub const REJECTED: usize = 120;
     /// Use clock (atomic; stamps come from here).
     pub const CLOCK: usize = 128;
     /// Hits (atomic).

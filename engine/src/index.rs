@@ -189,6 +189,7 @@ impl IndexMap {
             nsr::EVICTIONS,
             nsr::HITS,
             nsr::MISSES,
+            nsr::REJECTED,
             nsr::NEXT_EXPIRY,
             nsr::LAST_SWEEP,
         ] {

@@ -164,6 +164,10 @@ pub struct NamespaceStats {
     pub misses: u64,
     /// Evictions since the last clear.
     pub evictions: u64,
+    /// Stored entries the layer above found failing its check (picocache's
+    /// seal: planted or tampered values), since the last clear, counted in
+    /// every process ([`Namespace::count_rejected`]).
+    pub rejected: u64,
     /// The namespace's limits.
     pub limits: Limits,
     /// When the namespace was last used, in Unix seconds: opened by a process
@@ -743,6 +747,7 @@ pub(crate) fn ns_stats(idx: &IndexMap, id: u32) -> NamespaceStats {
         hits: idx.ns_get(id, nsr::HITS),
         misses: idx.ns_get(id, nsr::MISSES),
         evictions: idx.ns_get(id, nsr::EVICTIONS),
+        rejected: idx.ns_get(id, nsr::REJECTED),
         limits: Limits::decode(
             idx.ns_get(id, nsr::MAXSIZE),
             idx.ns_get(id, nsr::MAX_BYTES),
@@ -1408,12 +1413,24 @@ impl Namespace {
     }
 
     /// Removes every entry of this namespace (in every process) and resets its
-    /// hit, miss and eviction counters.
+    /// hit, miss, eviction and rejection counters.
     pub fn clear(&self) -> Result<()> {
         self.store.inner.with_writer(|w| {
             let id = self.row(w)?;
             w.clear(id)
         })
+    }
+
+    /// Counts one stored entry that the layer above found failing its check
+    /// (picocache's seal): [`NamespaceStats::rejected`], in every process,
+    /// reset by [`Namespace::clear`].
+    pub fn count_rejected(&self) -> Result<()> {
+        let id = self.id()?;
+        self.store
+            .inner
+            .current_index()?
+            .ns_add(id, nsr::REJECTED, 1);
+        Ok(())
     }
 
     /// The namespace's statistics.

@@ -615,7 +615,7 @@ pub(crate) fn rebuild_index(
             idx.ns_set(ns, nsr::LAST_USED, use_now);
             if let Some(old) = old {
                 if old.ns_name(ns).as_deref() == Some(name.as_slice()) {
-                    for f in [nsr::HITS, nsr::MISSES, nsr::EVICTIONS] {
+                    for f in [nsr::HITS, nsr::MISSES, nsr::EVICTIONS, nsr::REJECTED] {
                         idx.ns_set(ns, f, old.ns_get(ns, f));
                     }
                     let used = old.ns_get(ns, nsr::LAST_USED);
@@ -1344,6 +1344,7 @@ impl Writer<'_> {
             nsr::HITS,
             nsr::MISSES,
             nsr::EVICTIONS,
+            nsr::REJECTED,
             nsr::NEXT_EXPIRY,
         ] {
             idx.ns_set(ns, f, 0);

@@ -30,9 +30,10 @@ pub struct Stats {
     /// Entries evicted by the limits since the last clear.
     pub evictions: u64,
     /// Stored entries that failed their seal check (planted, tampered,
-    /// unsigned or signed with another secret) and were treated as misses:
-    /// seen by this process since it opened the namespace or cleared it
-    /// (only a [`SealedBackend`](crate::SealedBackend) counts them).
+    /// unsigned or signed with another secret) and were treated as misses,
+    /// since the last clear: by every process on the local engine, by this
+    /// process on the other backends (only a
+    /// [`SealedBackend`](crate::SealedBackend) counts them).
     pub rejected: u64,
 }
 
@@ -117,6 +118,14 @@ pub trait Namespace: Send + Sync + fmt::Debug {
     /// [`Namespace::unseal`] before using them.
     fn engine(&self) -> Option<&picocache_engine::Namespace> {
         None
+    }
+
+    /// Counts one entry that failed its seal check where every process sees
+    /// it; returns whether this backend keeps such a count (the local
+    /// engine does; the default does not, and the sealing layer then counts
+    /// in the process).
+    fn count_rejected(&self) -> Result<bool> {
+        Ok(false)
     }
 
     /// The value inside `stored` (bytes read from [`Namespace::engine`] for

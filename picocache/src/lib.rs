@@ -35,11 +35,11 @@ pub use error::{BoxError, Error, Result};
 pub use local::LocalBackend;
 pub use memo::{CacheInfo, Memo, MemoBuilder};
 pub use open::open;
-pub use seal::{Rejection, Secrets};
-pub use sealed::SealedBackend;
 /// Memoizes a function persistently; see the [`memo`] module for the
 /// behaviour and [its section on the attribute](memo#the-memoize-attribute)
 /// for the options.
 pub use picocache_macros::memoize;
+pub use seal::{Rejection, Secrets};
+pub use sealed::SealedBackend;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub use sql::{SqlBackend, SqlOptions};

@@ -101,7 +101,7 @@ impl Namespace for LocalNamespace {
             hits: s.hits,
             misses: s.misses,
             evictions: s.evictions,
-            rejected: 0,
+            rejected: s.rejected,
         })
     }
     fn limits(&self) -> Result<Limits> {
@@ -109,6 +109,10 @@ impl Namespace for LocalNamespace {
     }
     fn lease(&self, key: &[u8], wait: Duration) -> Result<Option<Lease>> {
         Ok(self.ns.lease(key, wait)?.map(|l| Lease(Box::new(l))))
+    }
+    fn count_rejected(&self) -> Result<bool> {
+        self.ns.count_rejected()?;
+        Ok(true)
     }
     fn engine(&self) -> Option<&engine::Namespace> {
         Some(&self.ns)

@@ -104,7 +104,8 @@ impl Secrets {
         let keys = secrets
             .iter()
             .map(|s| {
-                let mac = HmacSha256::new_from_slice(s.as_ref()).expect("HMAC takes any key length");
+                let mac =
+                    HmacSha256::new_from_slice(s.as_ref()).expect("HMAC takes any key length");
                 let mut m = mac.clone();
                 m.update(ID_LABEL);
                 let full = m.finalize().into_bytes();
@@ -156,7 +157,10 @@ impl Secrets {
         let mut known = false;
         for key in self.keys.iter().filter(|key| key.id == id) {
             known = true;
-            if Self::tag(key, ns, k, value).verify_truncated_left(tag).is_ok() {
+            if Self::tag(key, ns, k, value)
+                .verify_truncated_left(tag)
+                .is_ok()
+            {
                 return Ok(value);
             }
         }
@@ -194,9 +198,15 @@ mod tests {
             assert!(s.open("ns", b"k", &bad).is_err(), "bit {i}");
         }
         // Truncated, empty, unsigned.
-        assert_eq!(s.open("ns", b"k", &sealed[..OVERHEAD - 1]), Err(Rejection::Unsigned));
+        assert_eq!(
+            s.open("ns", b"k", &sealed[..OVERHEAD - 1]),
+            Err(Rejection::Unsigned)
+        );
         assert_eq!(s.open("ns", b"k", b""), Err(Rejection::Unsigned));
-        assert_eq!(s.open("ns", b"k", b"\x80\x04K\x01."), Err(Rejection::Unsigned));
+        assert_eq!(
+            s.open("ns", b"k", b"\x80\x04K\x01."),
+            Err(Rejection::Unsigned)
+        );
         // Another secret.
         let other = Secrets::new(&[b"two"]).unwrap();
         assert_eq!(other.open("ns", b"k", &sealed), Err(Rejection::OtherSecret));

@@ -6,7 +6,8 @@
 //! `get` answers [`Error::Rejected`], which memoizers treat as a miss (the
 //! function runs and its result overwrites the entry) with a warning, or as
 //! an error in strict mode. Each rejected entry is counted once in
-//! [`Stats::rejected`] (in this process).
+//! [`Stats::rejected`]: by the store where it keeps such a count (the local
+//! engine: every process), else in this process.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -98,7 +99,9 @@ fn key_tag(key: &[u8]) -> u64 {
 impl SealedNamespace {
     fn reject(&self, key: &[u8], reason: seal::Rejection) -> Error {
         let tag = key_tag(key);
-        if self.last_rejected.swap(tag, Ordering::Relaxed) != tag {
+        if self.last_rejected.swap(tag, Ordering::Relaxed) != tag
+            && !self.inner.count_rejected().unwrap_or(false)
+        {
             self.rejected.fetch_add(1, Ordering::Relaxed);
         }
         Error::Rejected {
@@ -143,9 +146,12 @@ impl Namespace for SealedNamespace {
     fn put(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
         let sealed = self.secrets.seal(self.inner.name(), key, value);
         self.inner.put(key, &sealed, ttl)?;
-        let _ = self
-            .last_rejected
-            .compare_exchange(key_tag(key), 0, Ordering::Relaxed, Ordering::Relaxed);
+        let _ = self.last_rejected.compare_exchange(
+            key_tag(key),
+            0,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
         Ok(())
     }
 

@@ -52,9 +52,8 @@ pub fn resolve(explicit: Option<&[Vec<u8>]>) -> Result<(Arc<Secrets>, SecretSour
             .split(|b| b.is_ascii_whitespace())
             .filter(|s| !s.is_empty())
             .collect();
-        let s = Secrets::new(&list).ok_or_else(|| {
-            Error::InvalidArgument(format!("{ENV} holds only whitespace"))
-        })?;
+        let s = Secrets::new(&list)
+            .ok_or_else(|| Error::InvalidArgument(format!("{ENV} holds only whitespace")))?;
         return Ok((Arc::new(s), SecretSource::Env));
     }
     let path = user_file()?;
@@ -114,10 +113,18 @@ pub fn load_or_create(path: &Path) -> Result<Vec<u8>> {
         .map_err(|e| io_err(path, "its directory cannot be created", e))?;
     let mut raw = [0u8; 32];
     getrandom::fill(&mut raw).map_err(|e| {
-        io_err(path, "no randomness to create it", std::io::Error::other(e.to_string()))
+        io_err(
+            path,
+            "no randomness to create it",
+            std::io::Error::other(e.to_string()),
+        )
     })?;
     let text: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    let tmp = dir.join(format!(".secret.{}.{}.tmp", std::process::id(), &text[..16]));
+    let tmp = dir.join(format!(
+        ".secret.{}.{}.tmp",
+        std::process::id(),
+        &text[..16]
+    ));
     let written = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -179,7 +186,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret");
         let got: Vec<Vec<u8>> = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..8).map(|_| s.spawn(|| load_or_create(&path).unwrap())).collect();
+            let hs: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| load_or_create(&path).unwrap()))
+                .collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert!(got.windows(2).all(|w| w[0] == w[1]));

@@ -79,7 +79,8 @@ fn stats_table_and_json() {
         .find(|l| l.starts_with("cli::square"))
         .expect("a row for cli::square");
     let cols: Vec<&str> = line.split_whitespace().collect();
-    // name, entries, bytes (2 words), hits, misses, evictions, maxsize, ttl
+    // name, entries, bytes (2 words), hits, misses, evictions, rejected,
+    // maxsize, ttl
     assert_eq!(cols[1], "3", "{line}");
     assert_eq!(&cols[4..7], ["1", "3", "0"], "{line}");
 
@@ -112,8 +113,9 @@ fn ls_shows_keys_and_value_sizes() {
             .collect::<String>()
     );
     assert_eq!(key["key"], "\\x07payload");
+    // The stored bytes: the value and its seal.
     let value_len = picocache::memo::encode(&"Z".repeat(5000)).unwrap().len();
-    assert_eq!(key["value_bytes"], value_len);
+    assert_eq!(key["value_bytes"], value_len + picocache::seal::OVERHEAD);
 
     let o = run(&["ls", p(dir.path()), "cli::square"]);
     assert!(o.status.success());
@@ -395,4 +397,32 @@ fn prune_text_output_and_bad_durations() {
     let o = run(&["prune", p(&missing), "--unused-for", "1d"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(!missing.exists());
+}
+
+#[test]
+fn stats_show_rejected_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let b: Arc<dyn Backend> = Arc::new(LocalBackend::open(dir.path()).unwrap());
+    let m = Memo::builder("cli::sealed")
+        .secret("s")
+        .backend(b.clone())
+        .build();
+    assert_eq!(m.call(2u32, |x| x + 1), 3);
+    // Planted without a seal, under the key the memoizer reads.
+    let raw = b
+        .namespace("cli::sealed", picocache::Limits::default())
+        .unwrap();
+    raw.put(
+        &picocache::memo::encode(&2u32).unwrap(),
+        &picocache::memo::encode(&99u32).unwrap(),
+        None,
+    )
+    .unwrap();
+    assert_eq!(m.call(2u32, |x| x + 1), 3);
+    let v = json(&run(&["--json", "stats", p(dir.path())]));
+    let ns = v["namespaces"].as_array().unwrap();
+    let n = ns.iter().find(|n| n["name"] == "cli::sealed").unwrap();
+    assert_eq!(n["rejected"], 1, "{n}");
+    let o = run(&["stats", p(dir.path())]);
+    assert!(stdout(&o).contains("REJECTED"), "{}", stdout(&o));
 }

@@ -34,6 +34,8 @@ use pyo3::types::{
 
 use picocache::{Backend, Limits};
 
+mod sealer;
+
 create_exception!(
     _native,
     CacheError,
@@ -57,6 +59,12 @@ create_exception!(
     CacheFull,
     CacheError,
     "The disk holding the store is full."
+);
+create_exception!(
+    _native,
+    CacheRejected,
+    CacheError,
+    "A stored entry failed its seal check (planted, tampered with, unsigned or signed with another secret)."
 );
 create_exception!(
     _native,
@@ -101,6 +109,7 @@ fn to_py(e: picocache::Error) -> PyErr {
         },
         E::Unavailable { .. } | E::LeaseTimeout(_) => CacheUnavailable::new_err(msg),
         E::InvalidArgument(_) => CacheInvalidArgument::new_err(msg),
+        E::Rejected { .. } => CacheRejected::new_err(msg),
         _ => CacheError::new_err(msg),
     }
 }
@@ -177,7 +186,20 @@ impl Spec {
 
 struct StoreInner {
     spec: Spec,
+    /// The caller's secrets (None: `PICOCACHE_SECRET` or the per-user file).
+    secrets: Option<Vec<Vec<u8>>>,
     state: Mutex<(u64, Arc<dyn Backend>)>,
+}
+
+/// The backend `spec` opens, sealed with `secrets` (every value the Python
+/// package stores is sealed, whatever the backend).
+fn open_sealed(spec: &Spec, secrets: Option<&[Vec<u8>]>) -> picocache::Result<Arc<dyn Backend>> {
+    let (secrets, source) = picocache::secret::resolve(secrets)?;
+    Ok(Arc::new(picocache::SealedBackend::new(
+        spec.open()?,
+        secrets,
+        source,
+    )))
 }
 
 impl StoreInner {
@@ -185,7 +207,7 @@ impl StoreInner {
         let gen = fork_gen();
         let mut st = self.state.lock();
         if st.0 != gen {
-            let fresh = self.spec.open()?;
+            let fresh = open_sealed(&self.spec, self.secrets.as_deref())?;
             let old = std::mem::replace(&mut *st, (gen, fresh));
             // The parent's connections and maps belong to the parent: never
             // close them from the child.
@@ -216,15 +238,16 @@ fn secs(s: Option<f64>) -> PyResult<Option<Duration>> {
     }
 }
 
-fn open_store(py: Python<'_>, spec: Spec) -> PyResult<Store> {
-    let s = spec.clone();
+fn open_store(py: Python<'_>, spec: Spec, secrets: Option<Vec<Vec<u8>>>) -> PyResult<Store> {
+    let (s, k) = (spec.clone(), secrets.clone());
     let backend = py
-        .allow_threads(move || guarded(|| s.open()))
+        .allow_threads(move || guarded(|| open_sealed(&s, k.as_deref())))
         .map_err(panic_err)?
         .map_err(to_py)?;
     Ok(Store {
         inner: Arc::new(StoreInner {
             spec,
+            secrets,
             state: Mutex::new((fork_gen(), backend)),
         }),
     })
@@ -256,28 +279,35 @@ fn redis_options(
 impl Store {
     /// Opens the backend a URL names (`picocache::open`).
     #[staticmethod]
-    fn open(py: Python<'_>, url: String) -> PyResult<Store> {
-        open_store(py, Spec::Open(url))
+    #[pyo3(signature = (url, secrets=None))]
+    fn open(py: Python<'_>, url: String, secrets: Option<Vec<Vec<u8>>>) -> PyResult<Store> {
+        open_store(py, Spec::Open(url), secrets)
     }
 
     /// Opens (creating if needed) the local engine store in directory `path`;
     /// `group_access`: a new store is shared with the owner's group
     /// (0770/0660) instead of private (0700/0600).
     #[staticmethod]
-    #[pyo3(signature = (path, group_access=false))]
-    fn local(py: Python<'_>, path: String, group_access: bool) -> PyResult<Store> {
-        open_store(py, Spec::Local(path, group_access))
+    #[pyo3(signature = (path, group_access=false, secrets=None))]
+    fn local(
+        py: Python<'_>,
+        path: String,
+        group_access: bool,
+        secrets: Option<Vec<Vec<u8>>>,
+    ) -> PyResult<Store> {
+        open_store(py, Spec::Local(path, group_access), secrets)
     }
 
     /// Connects to an SQL database (sqlite, postgresql, mysql URL).
     #[staticmethod]
-    #[pyo3(signature = (url, table=None, connect_timeout=None, pool_size=None))]
+    #[pyo3(signature = (url, table=None, connect_timeout=None, pool_size=None, secrets=None))]
     fn sql(
         py: Python<'_>,
         url: String,
         table: Option<String>,
         connect_timeout: Option<f64>,
         pool_size: Option<u32>,
+        secrets: Option<Vec<Vec<u8>>>,
     ) -> PyResult<Store> {
         let mut options = picocache::SqlOptions::default();
         if let Some(t) = table {
@@ -289,12 +319,13 @@ impl Store {
         if let Some(n) = pool_size {
             options.pool_size = n;
         }
-        open_store(py, Spec::Sql { url, options })
+        open_store(py, Spec::Sql { url, options }, secrets)
     }
 
     /// Connects to a Redis server by URL.
     #[staticmethod]
-    #[pyo3(signature = (url, prefix=None, connect_timeout=None, lease_ttl=None, pool_size=None))]
+    #[pyo3(signature = (url, prefix=None, connect_timeout=None, lease_ttl=None, pool_size=None, secrets=None))]
+    #[allow(clippy::too_many_arguments)]
     fn redis(
         py: Python<'_>,
         url: String,
@@ -302,14 +333,15 @@ impl Store {
         connect_timeout: Option<f64>,
         lease_ttl: Option<f64>,
         pool_size: Option<u32>,
+        secrets: Option<Vec<Vec<u8>>>,
     ) -> PyResult<Store> {
         let options = redis_options(prefix, connect_timeout, lease_ttl, pool_size)?;
-        open_store(py, Spec::Redis { url, options })
+        open_store(py, Spec::Redis { url, options }, secrets)
     }
 
     /// Connects to a Redis server by host, port, db and password.
     #[staticmethod]
-    #[pyo3(signature = (host, port, db, password=None, prefix=None, connect_timeout=None, lease_ttl=None, pool_size=None))]
+    #[pyo3(signature = (host, port, db, password=None, prefix=None, connect_timeout=None, lease_ttl=None, pool_size=None, secrets=None))]
     #[allow(clippy::too_many_arguments)]
     fn redis_host(
         py: Python<'_>,
@@ -321,6 +353,7 @@ impl Store {
         connect_timeout: Option<f64>,
         lease_ttl: Option<f64>,
         pool_size: Option<u32>,
+        secrets: Option<Vec<Vec<u8>>>,
     ) -> PyResult<Store> {
         let options = redis_options(prefix, connect_timeout, lease_ttl, pool_size)?;
         open_store(
@@ -332,6 +365,7 @@ impl Store {
                 password,
                 options,
             },
+            secrets,
         )
     }
 
@@ -644,7 +678,25 @@ impl Namespace {
 impl Namespace {
     /// The decoded value under the encoded key `k`, or `miss` (see
     /// `lookup_decoded`).
+    ///
+    /// `recheck`: the look again after taking the lease; an entry that fails
+    /// its seal check is then a miss (the first lookup reported it).
     fn fetch(
+        &self,
+        py: Python<'_>,
+        k: &[u8],
+        loads: &Bound<'_, PyAny>,
+        miss: &Bound<'_, PyAny>,
+        keep: bool,
+        recheck: bool,
+    ) -> PyResult<PyObject> {
+        match self.fetch_checked(py, k, loads, miss, keep) {
+            Err(e) if recheck && e.is_instance_of::<CacheRejected>(py) => Ok(miss.clone().unbind()),
+            r => r,
+        }
+    }
+
+    fn fetch_checked(
         &self,
         py: Python<'_>,
         k: &[u8],
@@ -681,8 +733,11 @@ impl Namespace {
                     }
                     self.tier.lock().remove(h);
                 }
-                let got = eng.get_located(k, |v, at| (PyBytes::new(py, v), at))?;
-                Ok(Some(Err((h, got))))
+                // The stored bytes are sealed: checked before Python sees them.
+                let got = eng.get_located(k, |v, at| {
+                    ns.unseal(k, v).map(|p| (PyBytes::new(py, p), at))
+                })?;
+                Ok(Some(Err((h, got.transpose()?))))
             });
             match fast {
                 Ok(Ok(Some(Ok(v)))) => return Ok(v),
@@ -788,7 +843,7 @@ impl Namespace {
         if k.len() > MAX_KEY {
             return Ok(miss.clone().unbind());
         }
-        self.fetch(py, &k, loads, miss, *keep)
+        self.fetch(py, &k, loads, miss, *keep, false)
     }
 
     /// Takes the per-key lease (waiting up to `wait` seconds), then looks
@@ -824,13 +879,24 @@ impl Namespace {
         let lease = Lease {
             inner: Mutex::new(Some(held)),
         };
-        let v = self.fetch(py, key, loads, miss, keep)?;
+        let v = self.fetch(py, key, loads, miss, keep, true)?;
         Ok((Some(lease), v))
     }
 
-    /// The value under `key`, or None.
-    fn get<'py>(&self, py: Python<'py>, key: &[u8]) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let v = self.run(py, |ns| ns.get(key))?;
+    /// The value under `key`, or None. An entry that fails its seal check
+    /// raises `CacheRejected`, or with `recheck` (a look again after a
+    /// lookup that reported it) is None.
+    #[pyo3(signature = (key, recheck=false))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        key: &[u8],
+        recheck: bool,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let v = self.run(py, |ns| match ns.get(key) {
+            Err(e) if recheck && e.is_rejected() => Ok(None),
+            r => r,
+        })?;
         Ok(v.map(|v| PyBytes::new(py, &v)))
     }
 
@@ -856,7 +922,7 @@ impl Namespace {
                     let ns = self.current()?;
                     Ok(match ns.engine() {
                         Some(eng) => eng
-                            .peek_located(key, |v, at| (v == value, at))?
+                            .peek_located(key, |v, at| (ns.stored_payload(v) == Some(value), at))?
                             .filter(|(same, _)| *same)
                             .map(|(_, at)| (eng.key_hash(key), at)),
                         None => None,
@@ -895,6 +961,7 @@ impl Namespace {
         d.set_item("hits", s.hits)?;
         d.set_item("misses", s.misses)?;
         d.set_item("evictions", s.evictions)?;
+        d.set_item("rejected", s.rejected)?;
         Ok(d)
     }
 
@@ -1337,6 +1404,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "CacheInvalidArgument",
         py.get_type::<CacheInvalidArgument>(),
     )?;
+    m.add("CacheRejected", py.get_type::<CacheRejected>())?;
+    m.add_class::<sealer::Sealer>()?;
     m.add_function(wrap_pyfunction!(encode, m)?)?;
     m.add_function(wrap_pyfunction!(encode_call, m)?)?;
     m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;

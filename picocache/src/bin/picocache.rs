@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! picocache stats PATH            every namespace: entries, bytes, hits, misses, evictions,
-//!                                 last use
+//!                                 rejected (failed seal checks), last use
 //! picocache verify PATH           check every record and index entry (exit 1 if unsound)
 //! picocache compact PATH          compact now
 //! picocache clear PATH [NAMESPACE]
@@ -308,6 +308,7 @@ fn stats(path: &Path, json: bool) -> Result<ExitCode, Failure> {
                     "hits": n.hits,
                     "misses": n.misses,
                     "evictions": n.evictions,
+                    "rejected": n.rejected,
                     "maxsize": n.limits.maxsize,
                     "max_bytes": n.limits.max_bytes,
                     "ttl_ms": n.limits.ttl.map(|t| t.as_millis() as u64),
@@ -364,6 +365,7 @@ fn stats(path: &Path, json: bool) -> Result<ExitCode, Failure> {
                 n.hits.to_string(),
                 n.misses.to_string(),
                 n.evictions.to_string(),
+                n.rejected.to_string(),
                 limit_text(n.limits.maxsize),
                 n.limits
                     .ttl
@@ -383,6 +385,7 @@ fn stats(path: &Path, json: bool) -> Result<ExitCode, Failure> {
                 "HITS",
                 "MISSES",
                 "EVICTIONS",
+                "REJECTED",
                 "MAXSIZE",
                 "TTL",
                 "LAST USED",

@@ -19,6 +19,7 @@ from ._native import (
     CacheError,
     CacheFull,
     CacheInvalidArgument,
+    CacheRejected,
     CacheUnavailable,
     __version__,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "CacheFull",
     "CacheInfo",
     "CacheInvalidArgument",
+    "CacheRejected",
     "CacheUnavailable",
     "DjangoCache",
     "LocalCache",

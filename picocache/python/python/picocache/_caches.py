@@ -10,6 +10,7 @@ from urllib.parse import quote
 from . import _native
 from ._core import BaseCache
 from ._keys import fallback as _fallback
+from ._seal import SealedNamespace
 
 _NATIVE_SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
 
@@ -69,7 +70,7 @@ class LocalCache(_NativeCache):
         self.group_access = bool(group_access)
 
     def _open_store(self) -> "_native.Store":
-        return _native.Store.local(self.path, self.group_access)
+        return _native.Store.local(self.path, self.group_access, secrets=self._secrets)
 
     def __repr__(self) -> str:
         return f"LocalCache({self.path!r})"
@@ -85,7 +86,7 @@ class SQLiteCache(_NativeCache):
         self.table_name = table_name
 
     def _open_store(self) -> "_native.Store":
-        return _native.Store.sql("sqlite:///" + self.db_path, table=self.table_name)
+        return _native.Store.sql("sqlite:///" + self.db_path, table=self.table_name, secrets=self._secrets)
 
     def __repr__(self) -> str:
         return f"SQLiteCache({self.db_path!r}, table_name={self.table_name!r})"
@@ -161,14 +162,16 @@ class SQLAlchemyCache(BaseCache):
         with self._lock:
             if self.engine is None:
                 if self._native_store is None:
-                    self._native_store = _native.Store.sql(self.url, table=self.table_name)
+                    self._native_store = _native.Store.sql(self.url, table=self.table_name,
+                                                           secrets=self._secrets)
                 store = self._native_store
             else:
                 if self._sa is None:
                     from ._sqlalchemy import SAStore
                     self._sa = SAStore(self.engine, self.table_name + "_sa")
                 store = self._sa
-        return store.namespace(name, maxsize=maxsize, ttl=ttl, typed=typed, fallback=_fallback)
+        ns = store.namespace(name, maxsize=maxsize, ttl=ttl, typed=typed, fallback=_fallback)
+        return ns if self.engine is None else SealedNamespace(ns, self._sealer())
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
@@ -202,8 +205,9 @@ class RedisCache(_NativeCache):
 
     def _open_store(self) -> "_native.Store":
         if self.url is not None:
-            return _native.Store.redis(self.url, prefix=self.namespace)
-        return _native.Store.redis_host(self.host, self.port, self.db, self._password, prefix=self.namespace)
+            return _native.Store.redis(self.url, prefix=self.namespace, secrets=self._secrets)
+        return _native.Store.redis_host(self.host, self.port, self.db, self._password, prefix=self.namespace,
+                                        secrets=self._secrets)
 
     def __repr__(self) -> str:
         where = "url" if self.url else f"{self.host}:{self.port}/{self.db}"
@@ -230,8 +234,9 @@ class DjangoCache(BaseCache):
     def _open_namespace(self, name: str, maxsize: Optional[int], ttl: Optional[float], typed: bool) -> Any:
         from ._django import DjangoNamespace
         timeout = ttl if ttl is not None else self.timeout
-        return DjangoNamespace(self.alias, name, maxsize, timeout, typed, _fallback,
-                               default=timeout is self._DEFAULT)
+        ns = DjangoNamespace(self.alias, name, maxsize, timeout, typed, _fallback,
+                             default=timeout is self._DEFAULT)
+        return SealedNamespace(ns, self._sealer())
 
     def __repr__(self) -> str:
         return f"DjangoCache({self.alias!r})"

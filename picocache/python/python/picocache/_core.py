@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterable, Optional
 from . import _native
 from ._keys import IdentityError, fallback as _fallback
 from ._naming import function_name
-from ._native import CacheError
+from ._seal import secret_list
+from ._native import CacheError, CacheRejected
 
 logger = logging.getLogger("picocache")
 
@@ -361,7 +362,7 @@ class BaseCache:
                  key_serializer: Optional[Callable[[tuple, dict], bytes]] = None,
                  value_serializer: Any = None, strict: bool = False,
                  default_ttl: Optional[float] = None, lease_timeout: float = 60.0,
-                 version: Any = None) -> None:
+                 version: Any = None, secret: Any = None, secrets: Any = None) -> None:
         self.default_maxsize = default_maxsize
         self.default_typed = default_typed
         self.key_serializer = key_serializer
@@ -371,9 +372,19 @@ class BaseCache:
         self.default_ttl = default_ttl
         self.lease_timeout = lease_timeout
         self.version = version
+        #: The secrets entries are sealed with (None: PICOCACHE_SECRET, else
+        #: the per-user secret file); never shown by repr.
+        self._secrets = secret_list(secret, secrets)
+        self._sealer_obj: Any = None
         self._functions: "weakref.WeakValueDictionary[str, Any]" = weakref.WeakValueDictionary()
         self._states: list = []
         _CACHES.add(self)
+
+    def _sealer(self) -> Any:
+        """The sealer of the namespaces written in Python (made once)."""
+        if self._sealer_obj is None:
+            self._sealer_obj = _native.Sealer(self._secrets)
+        return self._sealer_obj
 
     # -- backend hooks ----------------------------------------------------
     def _open_namespace(self, name: str, maxsize: Optional[int], ttl: Optional[float], typed: bool) -> Any:
@@ -552,7 +563,7 @@ class BaseCache:
                     else:
                         lease = ns.lease(k, owner.lease_timeout)
                         if lease is not None:
-                            raw = ns.get(k)
+                            raw = ns.get(k, True)  # a rejected entry was reported
                             if raw is not None:
                                 v = decode(raw, ns, k)
                                 if v is not _MISS:
@@ -597,6 +608,10 @@ class BaseCache:
                     if fast:
                         raise _explain_key_error(func, typed, args, kwargs, e) from None
                     raise
+                except CacheRejected as e:
+                    # The store works: compute, and the result replaces the entry.
+                    fail(e, "a lookup")
+                    k, raw = None, None
                 except CacheError as e:
                     fail(e, "a lookup")
                     next(st.misses)
@@ -631,7 +646,7 @@ class BaseCache:
                 try:
                     # Another leader may have finished since our lookup.
                     try:
-                        raw = await io(ns.get, k)
+                        raw = await io(ns.get, k, True)
                     except CacheError as e:
                         fail(e, "a lookup")
                         raw = None

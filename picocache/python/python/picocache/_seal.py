@@ -1,0 +1,72 @@
+"""Sealed entries for the namespaces written in Python (Django's cache, an
+SQLAlchemy Engine), and the ``secret=`` / ``secrets=`` options.
+
+The native backends seal in Rust (``picocache::SealedBackend``); these
+wrap a Python namespace so that its values are sealed and checked the same
+way, by ``_native.Sealer``: HMAC-SHA256 over the namespace name, the key and
+the value, checked before a byte of the value reaches ``loads``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+from . import _native
+
+
+def secret_list(secret: Any, secrets: Optional[Iterable[Any]]) -> Optional[list]:
+    """The ``secret=`` / ``secrets=`` options as a list of bytes (the first
+    seals, all check), or None for the default (``PICOCACHE_SECRET``, else
+    the per-user secret file)."""
+    if secret is not None and secrets is not None:
+        raise TypeError("give secret= or secrets=, not both")
+    if secret is None and secrets is None:
+        return None
+    items = [secret] if secret is not None else list(secrets)  # type: ignore[arg-type]
+    if not items:
+        raise ValueError("secrets= needs at least one secret")
+    out = []
+    for s in items:
+        if isinstance(s, str):
+            s = s.encode()
+        if not isinstance(s, (bytes, bytearray, memoryview)):
+            raise TypeError(f"a secret must be str or bytes, not {type(s).__name__}")
+        s = bytes(s)
+        if not s:
+            raise ValueError("a secret must not be empty")
+        out.append(s)
+    return out
+
+
+class SealedNamespace:
+    """A Python namespace whose values are sealed with ``sealer``."""
+
+    def __init__(self, inner: Any, sealer: "_native.Sealer") -> None:
+        self._inner = inner
+        self._sealer = sealer
+        self.name = inner.name
+
+    def __getattr__(self, attr: str) -> Any:  # key, remove, clear, lease, ...
+        return getattr(self._inner, attr)
+
+    def lookup(self, args: tuple, kwargs: Optional[dict] = None) -> Optional[bytes]:
+        return self.get(self._inner.key(args, kwargs))
+
+    def get(self, key: bytes, recheck: bool = False) -> Optional[bytes]:
+        stored = self._inner.get(key)
+        if stored is None:
+            return None
+        try:
+            return self._sealer.open(self.name, key, stored)
+        except _native.CacheRejected:
+            if recheck:
+                return None
+            raise
+
+    def put(self, key: bytes, value: bytes, ttl: Optional[float] = None) -> None:
+        self._inner.put(key, self._sealer.seal(self.name, key, value), ttl)
+
+    def stats(self) -> dict:
+        d = dict(self._inner.stats())
+        d["rejected"] = self._sealer.rejected
+        return d
