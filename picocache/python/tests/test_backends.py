@@ -274,6 +274,20 @@ def _django_store(arg):
 def test_redis_over_tls():
     """RedisCache with a rediss:// URL (the test server's TLS port)."""
     url = need("PICOCACHE_REDIS_TLS_URL", os.environ.get("PICOCACHE_REDIS_TLS_URL"))
+    # The server must be listening first (a CI run once found the TLS port
+    # refusing for a moment, which this test then reported as a cache bug):
+    # wait up to 10 s, and say so plainly if it never opens.
+    from urllib.parse import urlparse
+    u = urlparse(url)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection((u.hostname, u.port), timeout=1).close()
+            break
+        except OSError as e:
+            if time.monotonic() > deadline:
+                pytest.fail(f"the Redis TLS port {u.hostname}:{u.port} does not accept connections: {e}")
+            time.sleep(0.2)
     calls = []
     cache = pc.RedisCache(url, namespace="tls" + uid())
 
