@@ -177,7 +177,13 @@ fn main() {
         b.iter(|| black_box(secrets.seal(ns, black_box(&key), black_box(&value))))
     });
     g.bench_function("open_100B", |b| {
-        b.iter(|| black_box(secrets.open(ns, black_box(&key), black_box(&sealed)).is_ok()))
+        b.iter(|| {
+            black_box(
+                secrets
+                    .open(ns, black_box(&key), black_box(&sealed))
+                    .is_ok(),
+            )
+        })
     });
     g.finish();
 
