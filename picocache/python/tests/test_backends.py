@@ -242,7 +242,10 @@ def test_django_clear_only_that_function(alias):
     assert calls == [1]
 
 
-def test_django_maxsize_across_processes(tmp_path):
+def test_django_entries_are_shared_and_maxsize_bounds_the_layer(tmp_path):
+    """Three processes store 30 entries through Django's Redis cache; this
+    process then gets every one without running the body, and its
+    in-process layer (maxsize, as the original documents) holds 5."""
     need("PICOCACHE_REDIS_URL", REDIS)
     django_setup()
     import multiprocessing as mp
@@ -252,11 +255,15 @@ def test_django_maxsize_across_processes(tmp_path):
     with ctx.Pool(3) as pool:
         pool.map(_django_store, [(version, i) for i in range(30)])
     c = pc.DjangoCache("redis", version=version)
+    calls = []
 
     @c(maxsize=5, name="tests.bounded")
     def bounded(x):
+        calls.append(x)
         return x
 
+    assert [bounded(i) for i in range(30)] == list(range(30))
+    assert calls == []
     assert bounded.cache_info().currsize == 5
 
 

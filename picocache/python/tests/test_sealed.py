@@ -126,7 +126,11 @@ def plant(kind: str, cache, f, args: tuple, value: bytes, tmp_path) -> None:
         inner = st.ns._inner  # Django's plain cache API, under the key it reads
         c = inner.cache
         k = inner.key(args, {})
-        c.set(inner._dkey(inner._gen(c), k), (k, value), timeout=None)
+        c.set(inner._dkey(inner._gen(c), k), (k, value, None), timeout=None)
+        # This process's in-process layer holds the true value (it never
+        # reads Django for it): the planted one meets a process that has
+        # not seen the key yet.
+        inner.layer.clear()
         return
     assert rewrite(kind, cache, lambda _old: value, tmp_path) == 1
 

@@ -37,7 +37,7 @@ def test_decorator_forms_and_cache_info(any_cache):
     assert calls == [("a", 1), ("b", 1), ("c", 1)]
     info = a.cache_info()
     assert isinstance(info, tuple) and info._fields == ("hits", "misses", "maxsize", "currsize")
-    assert info == pc.CacheInfo(1, 1, 128, 1)
+    assert info == pc.CacheInfo(1, 1, None, 1)  # the original default: no limit
     assert c.cache_info() == (1, 1, 7, 1)
     assert cache.cache_info().hits == 3
 
@@ -165,7 +165,7 @@ def test_cache_clear_only_that_function(any_cache):
 
     f(1), f(2), g(1), f(1)
     f.cache_clear()
-    assert f.cache_info() == (0, 0, 128, 0)
+    assert f.cache_info() == (0, 0, None, 0)
     assert g.cache_info().currsize == 1
     g.clear()  # the 1.4 alias
     assert g.cache_info().currsize == 0
@@ -182,7 +182,7 @@ def test_wraps_and_wrapped(local_cache):
     f = local_cache(original)
     assert f.__wrapped__ is original
     assert f.__name__ == "original" and f.__doc__ == "Docs." and f.__qualname__ == original.__qualname__
-    assert f.cache_parameters()["maxsize"] == 128
+    assert f.cache_parameters()["maxsize"] is None
 
 
 def test_none_cached_exceptions_not(any_cache):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
+import weakref
 from typing import Any, Callable, Optional
 from urllib.parse import quote
 
@@ -76,13 +79,39 @@ class LocalCache(_NativeCache):
         return f"LocalCache({self.path!r})"
 
 
+def _memory_database(owner: Any) -> str:
+    """A database file that lives as long as `owner` (the cache object) and
+    is private to it: what ``:memory:`` means to the original picocache (one
+    database for the cache object, shared by its threads, gone with it). It
+    is a file (in /dev/shm where there is one) because every connection to a
+    real ``:memory:`` database is a new, empty database."""
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    d = tempfile.mkdtemp(prefix="picocache-memory-", dir=base)
+    weakref.finalize(owner, shutil.rmtree, d, True)
+    return os.path.join(d, "memory.db")
+
+
+def _is_memory_sqlite_url(url: str) -> bool:
+    """sqlite:///:memory: and SQLAlchemy's sqlite:// (an in-memory database)."""
+    scheme, _, rest = url.partition("://")
+    if scheme.split("+", 1)[0].lower() != "sqlite":
+        return False
+    path = rest.split("?", 1)[0]
+    return path in ("", "/:memory:", ":memory:")
+
+
 class SQLiteCache(_NativeCache):
-    """A cache in an SQLite database file (WAL mode, shared by processes)."""
+    """A cache in an SQLite database file (WAL mode, shared by processes).
+    ``":memory:"``: a database private to this cache object (shared by its
+    threads), gone with it."""
 
     def __init__(self, db_path: "str | os.PathLike[str]" = "picocache.db", table_name: str = "picocache",
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.db_path = os.path.abspath(os.fspath(db_path))
+        if os.fspath(db_path) == ":memory:":
+            self.db_path = _memory_database(self)
+        else:
+            self.db_path = os.path.abspath(os.fspath(db_path))
         self.table_name = table_name
 
     def _open_store(self) -> "_native.Store":
@@ -147,6 +176,10 @@ class SQLAlchemyCache(BaseCache):
         self._native_store: Optional[_native.Store] = None
         self._sa: Any = None
         self._lock = threading.Lock()
+        if isinstance(target, str) and _is_memory_sqlite_url(target):
+            # One database for this cache object, as SQLAlchemy's in-memory
+            # SQLite is for one Engine (see _memory_database).
+            target = "sqlite:///" + _memory_database(self)
         if isinstance(target, str) and _is_native_sql_url(target):
             self.url: Optional[str] = target
             self.engine = None
@@ -185,19 +218,55 @@ class SQLAlchemyCache(BaseCache):
         return f"SQLAlchemyCache({'<engine>' if self.url is None else 'url'}, table_name={self.table_name!r})"
 
 
+def _redis_params_url(params: dict) -> str:
+    """The URL of the original picocache's ``url_or_params`` dict (the
+    keywords of ``redis.Redis``: host, port, db, username, password, ssl,
+    unix_socket_path). Other keys raise TypeError naming them."""
+    p = dict(params)
+    known = {"host", "port", "db", "username", "password", "ssl", "unix_socket_path"}
+    unknown = sorted(set(p) - known)
+    if unknown:
+        raise TypeError(f"RedisCache: connection parameters not supported: {', '.join(unknown)} "
+                        f"(supported: {', '.join(sorted(known))}; or give a URL)")
+    db = int(p.get("db", 0) or 0)
+    auth = ""
+    if p.get("username") is not None or p.get("password") is not None:
+        auth = quote(str(p.get("username") or ""), safe="")
+        if p.get("password") is not None:
+            auth += ":" + quote(str(p["password"]), safe="")
+        auth += "@"
+    if p.get("unix_socket_path"):
+        return f"unix://{auth}{p['unix_socket_path']}?db={db}"
+    scheme = "rediss" if p.get("ssl") else "redis"
+    host = p.get("host") or "localhost"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{scheme}://{auth}{host}:{int(p.get('port') or 6379)}/{db}"
+
+
 class RedisCache(_NativeCache):
-    """A cache on a Redis server: ``RedisCache("redis://host:6379/0")`` or
-    ``RedisCache(host=..., port=..., db=..., password=...)``. Every key starts
-    with ``namespace``; ``ttl`` (seconds) is the default time to live."""
+    """A cache on a Redis server: ``RedisCache("redis://host:6379/0")``,
+    ``RedisCache({"host": ..., "port": ...})`` (the original's
+    ``url_or_params``) or ``RedisCache(host=..., port=..., db=...,
+    password=...)``. Every key starts with ``namespace``; ``ttl`` (seconds) is
+    the default time to live."""
 
     _blocking_io = True
 
-    def __init__(self, url: Optional[str] = None, host: str = "localhost", port: int = 6379, db: int = 0,
+    def __init__(self, url: "Optional[str | dict]" = None, host: str = "localhost", port: int = 6379, db: int = 0,
                  password: Optional[str] = None, namespace: str = "picocache", ttl: Optional[float] = None,
                  **kwargs: Any) -> None:
         if ttl is not None:
             kwargs.setdefault("default_ttl", ttl)
+        if "url_or_params" in kwargs:  # the original's name for the first argument
+            if url is not None:
+                raise TypeError("RedisCache: give url or url_or_params, not both")
+            url = kwargs.pop("url_or_params")
         super().__init__(**kwargs)
+        if isinstance(url, dict):
+            url = _redis_params_url(url)
+        elif url is not None and not isinstance(url, str):
+            raise TypeError(f"RedisCache: url must be a str or a dict of parameters, not {type(url).__name__}")
         self.url, self.host, self.port, self.db = url, host, port, db
         self._password = password
         self.namespace = namespace

@@ -358,7 +358,7 @@ class BaseCache:
     #: Whether the store's client blocks an event loop (run it in a thread).
     _blocking_io = False
 
-    def __init__(self, *, default_maxsize: Optional[int] = 128, default_typed: bool = False,
+    def __init__(self, *, default_maxsize: Optional[int] = None, default_typed: bool = False,
                  key_serializer: Optional[Callable[[tuple, dict], bytes]] = None,
                  value_serializer: Any = None, strict: bool = False,
                  default_ttl: Optional[float] = None, lease_timeout: float = 60.0,
@@ -395,15 +395,27 @@ class BaseCache:
         """Drops per-process resources in a forked child."""
 
     # -- the decorator ----------------------------------------------------
-    def __call__(self, func: Any = None, /, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, func: Any = _UNSET, /, *args: Any, **kwargs: Any) -> Any:
+        """``@cache``, ``@cache()``, ``@cache(maxsize, typed)`` (positional, as
+        ``functools.lru_cache`` takes them), ``@cache(maxsize=..., ...)``, or
+        ``cache(user_function)``."""
         if (callable(func) or isinstance(func, (staticmethod, classmethod))) and not args and not kwargs:
             return self._decorate(func)
-        if func is not None and not callable(func):
-            # @cache(128) like lru_cache(128)
-            if args:
-                raise TypeError("picocache: use keyword arguments after maxsize")
+        if func is not _UNSET and callable(func):
+            raise TypeError("picocache: options go in a call before the function: @cache(maxsize=...)")
+        if func is not _UNSET:
+            # @cache(128), @cache(None), @cache(128, True): lru_cache's order.
+            if "maxsize" in kwargs:
+                raise TypeError("picocache: maxsize given twice")
             kwargs["maxsize"] = func
-        elif func is not None:
+            if args:
+                if len(args) > 1:
+                    raise TypeError("picocache: at most maxsize and typed are positional; "
+                                    "use keywords for the other options")
+                if "typed" in kwargs:
+                    raise TypeError("picocache: typed given twice")
+                kwargs["typed"] = args[0]
+        elif args:
             raise TypeError("picocache: pass options as keyword arguments")
 
         def deco(f: Callable) -> Callable:
@@ -562,14 +574,15 @@ class BaseCache:
                             return v
                     else:
                         lease = ns.lease(k, owner.lease_timeout)
-                        if lease is not None:
-                            raw = ns.get(k, True)  # a rejected entry was reported
-                            if raw is not None:
-                                v = decode(raw, ns, k)
-                                if v is not _MISS:
-                                    next(st.hits)
-                                    fl.value, fl.ok = v, True
-                                    return v
+                        # Look again (with or without a lease: another thread
+                        # or process may have stored it since our lookup).
+                        raw = ns.get(k, True)  # a rejected entry was reported
+                        if raw is not None:
+                            v = decode(raw, ns, k)
+                            if v is not _MISS:
+                                next(st.hits)
+                                fl.value, fl.ok = v, True
+                                return v
                 except CacheError as e:
                     fail(e, "taking a lease")
                 next(st.misses)

@@ -7,16 +7,23 @@ Layout (every key starts with ``picocache:<digest of the function name>``):
   once, then deletes the old generation's keys. It is stored with no timeout;
   if the backend loses it, a new token is made (the old entries turn into
   misses, never stale hits).
-- ``...:<gen>:<digest of the key>``: an entry, stored as ``(key, value)`` so a
-  digest collision is a miss, with the alias's timeout (or ``timeout``).
-- ``...:<gen>:n`` and ``...:<gen>:s<i>``: the bound on ``maxsize`` across
-  processes. Every store takes a sequence number ``n`` from the atomic
-  ``incr`` of the counter, writes its key into slot ``n % maxsize`` and deletes
-  the entry that slot named. Entries are therefore the last ``maxsize``
-  stores: the bound holds in every process, and eviction is first-in,
-  first-out (a hit does not refresh an entry). ``incr`` is atomic on Redis,
-  Memcached and LocMem; on the database cache two processes may race to one
-  slot, which at worst leaves an extra entry until the next store to it.
+- ``...:<gen>:<digest of the key>``: an entry, stored as ``(key, value,
+  expiry)`` (a digest collision is then a miss; the expiry, Unix seconds or
+  None, tells every process's layer how long it may hold the value), with
+  the alias's timeout (or ``timeout``).
+- ``...:<gen>:n`` and ``...:<gen>:s<i>``: the entries' keys, so that
+  ``cache_clear()`` can delete them: every store takes a sequence number
+  ``n`` from the atomic ``incr`` of the counter and writes its key into slot
+  ``n - 1``, with the entry's timeout.
+
+``maxsize``, as in the original picocache, bounds an in-process
+``lru_cache``-like layer over Django's cache, not Django's cache: Django's
+own limits (``TIMEOUT``, ``MAX_ENTRIES``, the backend's eviction) bound the
+persistent side, and a key the layer evicted is still served by Django (the
+function does not run again). ``maxsize=None``: the layer is unbounded and
+Django's timeout is the only limit. ``cache_info().currsize`` is the layer's
+size. Every lookup still reads the function's generation from Django, so a
+``cache_clear()`` in any process is seen at once.
 - ``...:lease:<digest>``: a lease taken with ``add`` (atomic on every
   backend but the file cache), so concurrent callers compute a key once.
 
@@ -28,6 +35,8 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+import threading
+from collections import OrderedDict
 from typing import Any, Callable, Optional
 
 from . import _native
@@ -86,6 +95,26 @@ class DjangoNamespace:
         self.typed = typed
         self.fallback = fallback
         self.base = "picocache:" + _h(name.encode(), 12)
+        #: The in-process layer: key -> (generation, stored value, monotonic
+        #: expiry or None), LRU order.
+        self.layer: "OrderedDict[bytes, tuple]" = OrderedDict()
+        self.layer_lock = threading.Lock()
+
+    def _timeout(self, c: Any, ttl: Optional[float]) -> Optional[float]:
+        """The entry's timeout in seconds (None: never expires)."""
+        return ttl if ttl is not None else (c.default_timeout if self.use_default_timeout else self.timeout)
+
+    def _remember(self, gen: str, key: bytes, value: bytes, expires: Optional[float]) -> None:
+        """Keeps the entry in the layer until `expires` (wall clock; None:
+        no expiry), never longer than Django keeps it."""
+        if self.maxsize == 0 or (expires is not None and expires <= time.time()):
+            return
+        with self.layer_lock:
+            self.layer[key] = (gen, value, expires)
+            self.layer.move_to_end(key)
+            if self.maxsize is not None:
+                while len(self.layer) > self.maxsize:
+                    self.layer.popitem(last=False)  # the layer only: Django keeps it
 
     # -- helpers ----------------------------------------------------------
     @property
@@ -115,8 +144,7 @@ class DjangoNamespace:
 
     def _slots(self, c: Any, gen: str) -> list:
         n = c.get(f"{self.base}:{gen}:n") or 0
-        count = min(n, self.maxsize) if self.maxsize is not None else n
-        return [f"{self.base}:{gen}:s{i}" for i in range(count)]
+        return [f"{self.base}:{gen}:s{i}" for i in range(n)]
 
     # -- the namespace interface ------------------------------------------
     def key(self, args: tuple, kwargs: Optional[dict] = None) -> bytes:
@@ -128,8 +156,17 @@ class DjangoNamespace:
     @_wrap
     def get(self, key: bytes) -> Optional[bytes]:
         c = self.cache
-        got = c.get(self._dkey(self._gen(c), key))
-        if isinstance(got, tuple) and len(got) == 2 and got[0] == key:
+        gen = self._gen(c)
+        with self.layer_lock:
+            held = self.layer.get(key)
+            if held is not None:
+                if held[0] == gen and (held[2] is None or time.time() < held[2]):
+                    self.layer.move_to_end(key)
+                    return held[1]
+                del self.layer[key]
+        got = c.get(self._dkey(gen, key))
+        if isinstance(got, tuple) and len(got) == 3 and got[0] == key:
+            self._remember(gen, key, got[1], got[2])
             return got[1]
         return None
 
@@ -140,10 +177,14 @@ class DjangoNamespace:
         c = self.cache
         gen = self._gen(c)
         dkey = self._dkey(gen, key)
+        t = self._timeout(c, ttl)
+        expires = None if t is None else time.time() + t
+        entry = (key, value, expires)  # the expiry: for the layers of every process
         if ttl is not None:
-            c.set(dkey, (key, value), timeout=ttl)
+            c.set(dkey, entry, timeout=ttl)
         else:
-            self._set(c, dkey, (key, value))
+            self._set(c, dkey, entry)
+        self._remember(gen, key, value, expires)
         ctr = f"{self.base}:{gen}:n"
         c.add(ctr, 0, timeout=None)
         try:
@@ -151,21 +192,24 @@ class DjangoNamespace:
         except ValueError:  # the counter was evicted between add and incr
             c.add(ctr, 0, timeout=None)
             n = c.incr(ctr)
-        slot_no = (n - 1) % self.maxsize if self.maxsize is not None else n - 1
-        slot = f"{self.base}:{gen}:s{slot_no}"
-        old = c.get(slot)
-        if old is not None and old != dkey:
-            c.delete(old)
-        c.set(slot, dkey, timeout=None)
+        slot = f"{self.base}:{gen}:s{n - 1}"
+        if ttl is not None:
+            c.set(slot, dkey, timeout=ttl)
+        else:
+            self._set(c, slot, dkey)
 
     @_wrap
     def remove(self, key: bytes) -> bool:
         c = self.cache
+        with self.layer_lock:
+            self.layer.pop(key, None)
         return bool(c.delete(self._dkey(self._gen(c), key)))
 
     @_wrap
     def clear(self) -> None:
         c = self.cache
+        with self.layer_lock:
+            self.layer.clear()
         old = self._gen(c)
         c.set(self.base + ":gen", uuid.uuid4().hex, timeout=None)
         slots = self._slots(c, old)
@@ -177,13 +221,14 @@ class DjangoNamespace:
 
     @_wrap
     def stats(self) -> dict:
-        c = self.cache
-        slots = self._slots(c, self._gen(c))
-        entries = 0
-        if slots:
-            targets = {v for v in c.get_many(slots).values() if isinstance(v, str)}
-            if targets:
-                entries = len(c.get_many(list(targets)))
+        """``entries``: the in-process layer's (the original's ``currsize``)."""
+        gen = self._gen(self.cache)
+        with self.layer_lock:
+            now = time.time()
+            stale = [k for k, (g, _, e) in self.layer.items() if g != gen or (e is not None and now >= e)]
+            for k in stale:
+                del self.layer[k]
+            entries = len(self.layer)
         return {"entries": entries, "bytes": 0, "hits": 0, "misses": 0, "evictions": 0}
 
     @_wrap

@@ -84,10 +84,12 @@ class SANamespace:
         if row[3] is not None and row[3] <= now:
             self.remove(key)
             return None
-        if time.time_ns() - row[2] > 1_000_000_000:
+        if self.maxsize is not None:
+            # The LRU order is exact, as lru_cache's: every hit is a use (a
+            # write per hit; without maxsize nothing is ever evicted by it).
             with self.store.engine.begin() as conn:
                 conn.execute(sa.update(t).where(t.c.ns == self.name, t.c.kh == kh)
-                             .values(atime=time.time_ns()))
+                             .values(atime=max(time.time_ns(), row[2] + 1)))
         return bytes(row[1])
 
     @_unavailable
