@@ -309,6 +309,16 @@ pub mod hdr {
     pub const EPOCH: usize = 160;
     /// Compactions completed.
     pub const COMPACTIONS: usize = 168;
+    /// Compaction journal: the segment being compacted (0 = none).
+    pub const CMP_VICTIM: usize = 176;
+    /// Compaction journal: the victim's records before this offset have been
+    /// dealt with (copied or dropped) by completed chunks.
+    pub const CMP_DONE: usize = 184;
+    /// Compaction journal: while a chunk is being copied, the log location
+    /// (`segment id << 32 | offset`) where its copies begin; 0 otherwise.
+    pub const CMP_DEST: usize = 192;
+    /// End of the dynamic words.
+    pub const DYNAMIC_END: usize = 200;
 }
 
 /// State bit: a writer is between the start and the end of a mutation.

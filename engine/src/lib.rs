@@ -45,6 +45,7 @@
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod compaction;
 mod error;
 mod files;
 pub mod format;

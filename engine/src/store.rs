@@ -1201,13 +1201,15 @@ impl Inner {
         }
         // Only segments sealed before this compaction started: the records it
         // copies land in newer segments, and chasing those would not end.
+        // A compaction that was killed (or failed) is finished first, from
+        // where its journal says it stopped.
+        let mut done = usize::from(crate::compaction::resume_interrupted(self)?);
         let below = self.with_writer_ro(|w| Ok(w.idx.hget(hdr::ACTIVE_SEG)))?;
-        let mut done = 0;
         loop {
             let Some(victim) = self.with_writer_ro(|w| Ok(w.pick_victim(force, below)))? else {
                 return Ok(done);
             };
-            crate::writer::compact_segment(self, victim)?;
+            crate::compaction::compact_segment(self, victim)?;
             done += 1;
             if done > format::MAX_SEGMENTS {
                 return Ok(done);

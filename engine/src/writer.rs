@@ -20,7 +20,7 @@ use crate::store::{key_hash, now_ms, Durability, Inner, Options};
 #[derive(Default)]
 pub(crate) struct WriterState {
     pub(crate) buf: Vec<u8>,
-    scratch: Vec<u8>,
+    pub(crate) scratch: Vec<u8>,
     mark_clean: bool,
 }
 
@@ -32,7 +32,6 @@ pub(crate) struct Writer<'a> {
 }
 
 const PREALLOC_CHUNK: u64 = 4 << 20;
-const COMPACT_CHUNK: usize = 256;
 
 fn corrupt(idx: &IndexMap, what: impl Into<String>) -> Error {
     Error::Corrupted {
@@ -160,7 +159,7 @@ fn bucket_of(idx: &IndexMap, h: u64, e: u32) -> Result<u64> {
 }
 
 /// Points entry `e` (and its bucket) at a new record.
-fn set_loc(idx: &IndexMap, e: u32, loc: u64) -> Result<()> {
+pub(crate) fn set_loc(idx: &IndexMap, e: u32, loc: u64) -> Result<()> {
     let p = bucket_of(idx, idx.eget(e, ent::HASH), e)?;
     idx.eset(e, ent::LOC, loc);
     idx.bucket_loc(p).store(loc, Ordering::Release);
@@ -252,7 +251,7 @@ fn add_entry(
 }
 
 /// Writes zeros over `from..to` and syncs them.
-fn zero_fill(io: &dyn Io, file: &File, from: u64, to: u64) -> Result<()> {
+pub(crate) fn zero_fill(io: &dyn Io, file: &File, from: u64, to: u64) -> Result<()> {
     let zeros = vec![0u8; 1 << 20];
     let mut off = from;
     while off < to {
@@ -413,7 +412,7 @@ pub(crate) fn scan_segment(data: &[u8]) -> (Vec<Scanned>, u64, Vec<(u64, String)
 
 /// Reads a segment file: Ok(Some((id, bytes))) or Ok(None) if it is not a
 /// valid segment. Version mismatches are errors.
-fn read_segment(io: &dyn Io, path: &Path, id: u32) -> Result<Option<Vec<u8>>> {
+pub(crate) fn read_segment(io: &dyn Io, path: &Path, id: u32) -> Result<Option<Vec<u8>>> {
     let file = File::open(path)?;
     let len = file.metadata()?.len();
     if len < SEG_HEADER_LEN || len > u32::MAX as u64 {
@@ -481,12 +480,25 @@ pub(crate) fn rebuild_index(
     let mut clears: HashMap<u32, u64> = HashMap::new();
     let mut segs: Vec<(u32, u64, u64)> = Vec::new();
     let mut max_seq = 0u64;
+    // A compaction chunk interrupted by a crash: its copies are discarded
+    // (and zeroed before the new index is installed), so it is done again.
+    let journal = crate::compaction::Journal::for_rebuild(old, boot, &ids);
+    let mut discard: Vec<(std::path::PathBuf, u64, u64)> = Vec::new();
     for &id in &ids {
         let path = dir.join(format::segment_file_name(id));
         let Some(data) = read_segment(opts.io.as_ref(), &path, id)? else {
             continue;
         };
-        let (recs, end, _damage) = scan_segment(&data);
+        let (mut recs, mut end, _damage) = scan_segment(&data);
+        if let Some(cut) = journal.and_then(|j| j.cut(id)) {
+            // Their sequence numbers stay used.
+            max_seq = recs.iter().map(|r| r.h.seq).fold(max_seq, u64::max);
+            recs.retain(|r| r.off < cut);
+            if end > cut {
+                discard.push((path.clone(), cut, end));
+                end = cut;
+            }
+        }
         let mut min_put = 0u64;
         for r in recs {
             let h = r.h;
@@ -660,6 +672,13 @@ pub(crate) fn rebuild_index(
             idx.hset(hdr::ACTIVE_SEG, *id as u64);
             idx.hset(hdr::ACTIVE_OFF, format::align8((*end).max(SEG_HEADER_LEN)));
         }
+        if let Some(j) = journal {
+            j.carry_into(&idx);
+        }
+        for (path, from, to) in &discard {
+            let file = std::fs::OpenOptions::new().write(true).open(path)?;
+            zero_fill(opts.io.as_ref(), &file, *from, *to)?;
+        }
         Ok(())
     })();
     if let Err(e) = build {
@@ -750,7 +769,7 @@ impl Writer<'_> {
     }
 
     /// Seals the active segment and starts a new one.
-    fn roll(&mut self, min_len: u64) -> Result<()> {
+    pub(crate) fn roll(&mut self, min_len: u64) -> Result<()> {
         let idx = self.idx.clone();
         if let Some(row) = idx.seg_row(idx.hget(hdr::ACTIVE_SEG) as u32) {
             idx.seg(row, segr::STATE).store(2, Ordering::Release);
@@ -918,7 +937,7 @@ impl Writer<'_> {
         r.map(|_| locs)
     }
 
-    fn sync_log(&mut self) -> Result<()> {
+    pub(crate) fn sync_log(&mut self) -> Result<()> {
         self.inner.sync_pending()
     }
 
@@ -935,7 +954,7 @@ impl Writer<'_> {
         s
     }
 
-    fn mark_dead(&self, loc: u64, size: u64) {
+    pub(crate) fn mark_dead(&self, loc: u64, size: u64) {
         if let Some(row) = self.idx.seg_row((loc >> 32) as u32) {
             self.idx
                 .seg(row, segr::DEAD)
@@ -963,7 +982,7 @@ impl Writer<'_> {
             // high-water mark included), the namespace rows (LRU heads and
             // tails, counts) and the entries' own links are copied as they
             // are, in address order; only the buckets are laid out anew.
-            for off in (hdr::DYNAMIC..hdr::COMPACTIONS + 8).step_by(8) {
+            for off in (hdr::DYNAMIC..hdr::DYNAMIC_END).step_by(8) {
                 if off != hdr::RETIRED {
                     new.hset(off, old.hget(off));
                 }
@@ -1161,7 +1180,7 @@ impl Writer<'_> {
         })
     }
 
-    fn drop_entry(&mut self, e: u32) -> Result<()> {
+    pub(crate) fn drop_entry(&mut self, e: u32) -> Result<()> {
         let idx = self.idx.clone();
         let (ns, size) = idx.ns_size(e);
         if ns as usize >= format::MAX_NAMESPACES {
@@ -1375,195 +1394,6 @@ impl Writer<'_> {
         out.into_iter().map(|(_, k, n)| (k, n)).collect()
     }
 
-    // ---- compaction ---------------------------------------------------------
-
-    /// The sealed segment most worth compacting among those with an id below
-    /// `below`.
-    pub(crate) fn pick_victim(&self, force: bool, below: u64) -> Option<u32> {
-        let threshold = self.inner.opts.compaction_threshold;
-        let mut best: Option<(f64, u32)> = None;
-        for (row, id) in self.idx.seg_rows() {
-            if self.idx.seg(row, segr::STATE).load(Ordering::Acquire) != 2 {
-                continue;
-            }
-            if id as u64 >= below {
-                continue; // sealed after this compaction started
-            }
-            let total = self
-                .idx
-                .seg(row, segr::TOTAL)
-                .load(Ordering::Acquire)
-                .saturating_sub(SEG_HEADER_LEN);
-            let dead = self.idx.seg(row, segr::DEAD).load(Ordering::Acquire);
-            let ratio = if total == 0 {
-                1.0
-            } else {
-                dead as f64 / total as f64
-            };
-            let eligible = if force {
-                dead > 0 || total == 0
-            } else {
-                ratio >= threshold
-            };
-            if eligible && best.is_none_or(|(r, _)| ratio > r) {
-                best = Some((ratio, id));
-            }
-        }
-        best.map(|(_, id)| id)
-    }
-
-    pub(crate) fn seal_if_dead(&mut self) -> Result<()> {
-        let id = self.idx.hget(hdr::ACTIVE_SEG) as u32;
-        if let Some(row) = self.idx.seg_row(id) {
-            if self.idx.seg(row, segr::DEAD).load(Ordering::Acquire) > 0 {
-                self.roll(0)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Copies what must survive of a chunk of `victim`'s records to the
-    /// active segment:
-    /// - a live PUT, under a fresh sequence number (so the segments that hold
-    ///   long-lived entries do not keep old sequence numbers alive, which
-    ///   would keep tombstones alive; see below);
-    /// - a tombstone (a REMOVE with the record's own sequence number) for a
-    ///   key that has no live entry, if it may shadow an older PUT of that key
-    ///   in another segment: a dead PUT (evicted, expired, removed) becomes
-    ///   one, an existing REMOVE stays one. Without it, an index rebuild would
-    ///   bring back the older value. A segment's `MIN_PUT` tells whether it
-    ///   may hold a PUT older than the tombstone; when none does, the
-    ///   tombstone is garbage and goes;
-    /// - the namespace's current CLEAR and NAMESPACE records.
-    fn compact_chunk(&mut self, victim: u32, data: &[u8], recs: &[Scanned]) -> Result<()> {
-        if self.idx.seg_row(victim).is_none() {
-            return Ok(()); // another compactor finished it
-        }
-        enum Keep {
-            Live(u32),
-            Tombstone,
-            Verbatim,
-        }
-        let idx = self.idx.clone();
-        let now = now_ms();
-        // The oldest PUT that any other segment may hold.
-        let oldest_put = idx
-            .seg_rows()
-            .into_iter()
-            .filter(|&(_, id)| id != victim)
-            .map(|(row, _)| idx.seg(row, segr::MIN_PUT).load(Ordering::Acquire))
-            .filter(|&m| m != 0)
-            .min()
-            .unwrap_or(u64::MAX);
-        let mut keep: Vec<(usize, Keep)> = Vec::new();
-        for (i, r) in recs.iter().enumerate() {
-            let h = r.h;
-            if h.ns as usize >= format::MAX_NAMESPACES {
-                continue;
-            }
-            let body = &data[r.off as usize..r.off as usize + h.body_len()];
-            let key = &body[REC_HEADER_LEN..REC_HEADER_LEN + h.klen as usize];
-            match h.kind {
-                kind::PUT | kind::REMOVE => {
-                    let found =
-                        self.inner
-                            .find(&idx, h.ns, key, key_hash(h.ns, key), &mut self.st.scratch);
-                    let mut live = found.is_some();
-                    if let (Some((e, _)), kind::PUT) = (found, h.kind) {
-                        let loc = ((victim as u64) << 32) | r.off;
-                        if idx.eget(e, ent::LOC) == loc {
-                            if h.expire_ms != 0 && h.expire_ms <= now {
-                                self.drop_entry(e)?;
-                                live = false;
-                            } else {
-                                keep.push((i, Keep::Live(e)));
-                                continue;
-                            }
-                        }
-                    }
-                    // A live key's current record is newer than this one.
-                    if !live
-                        && h.seq > idx.ns_get(h.ns, nsr::CLEAR_SEQ)
-                        && idx.ns_get(h.ns, nsr::NAME_LEN) != 0
-                        && oldest_put < h.seq
-                    {
-                        keep.push((i, Keep::Tombstone));
-                    }
-                }
-                kind::CLEAR if h.seq == idx.ns_get(h.ns, nsr::CLEAR_SEQ) => {
-                    keep.push((i, Keep::Verbatim))
-                }
-                kind::NAMESPACE if h.seq == idx.ns_get(h.ns, nsr::DEF_SEQ) => {
-                    keep.push((i, Keep::Verbatim))
-                }
-                _ => {}
-            }
-        }
-        if keep.is_empty() {
-            return Ok(());
-        }
-        self.st.buf.clear();
-        let mut sizes = Vec::with_capacity(keep.len());
-        for (i, what) in &keep {
-            let r = &recs[*i];
-            let h = r.h;
-            let body = &data[r.off as usize..r.off as usize + h.body_len()];
-            let key = &body[REC_HEADER_LEN..REC_HEADER_LEN + h.klen as usize];
-            let start = self.st.buf.len();
-            match what {
-                Keep::Live(_) => {
-                    let value = &body[REC_HEADER_LEN + h.klen as usize..];
-                    let seq = self.next_seq();
-                    let buf = &mut self.st.buf;
-                    format::encode_record(buf, kind::PUT, h.ns, seq, h.expire_ms, key, value);
-                }
-                Keep::Tombstone => {
-                    let buf = &mut self.st.buf;
-                    format::encode_record(buf, kind::REMOVE, h.ns, h.seq, 0, key, &[]);
-                }
-                Keep::Verbatim => self
-                    .st
-                    .buf
-                    .extend_from_slice(&data[r.off as usize..(r.off + h.size()) as usize]),
-            }
-            sizes.push((self.st.buf.len() - start) as u64);
-        }
-        let locs = self.append(&sizes)?;
-        for (((_, what), loc), size) in keep.iter().zip(&locs).zip(&sizes) {
-            match what {
-                Keep::Live(e) => set_loc(&idx, *e, *loc)?,
-                Keep::Tombstone => self.mark_dead(*loc, *size),
-                Keep::Verbatim => {}
-            }
-        }
-        Ok(())
-    }
-
-    fn retire_segment(&mut self, victim: u32) -> Result<()> {
-        let Some(row) = self.idx.seg_row(victim) else {
-            return Ok(());
-        };
-        // The copies must be on disk before the originals go.
-        self.sync_log()?;
-        // The file goes before its row: a segment file left behind without a
-        // row (its lowest PUT seq no longer counted) could hold PUTs that
-        // tombstones dropped since would have shadowed, and a rebuild reads
-        // every segment file. If it cannot be removed, it stays tracked.
-        match std::fs::remove_file(self.inner.dir.join(format::segment_file_name(victim))) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
-        self.idx.seg(row, segr::ID).store(0, Ordering::Release);
-        for f in [segr::STATE, segr::TOTAL, segr::DEAD, segr::MIN_PUT] {
-            self.idx.seg(row, f).store(0, Ordering::Release);
-        }
-        self.idx.h(hdr::EPOCH).fetch_add(1, Ordering::AcqRel);
-        self.idx.h(hdr::COMPACTIONS).fetch_add(1, Ordering::AcqRel);
-        self.inner.segs.write().remove(&victim);
-        Ok(())
-    }
-
     // ---- verify -------------------------------------------------------------
 
     pub(crate) fn verify(&mut self) -> Result<crate::VerifyReport> {
@@ -1686,8 +1516,6 @@ impl Writer<'_> {
     }
 }
 
-/// Compacts one segment: copies its live records to the active segment in
-/// short chunks under the writer lock, then retires it.
 /// The largest namespace that a put or `stats` sweeps of expired entries
 /// inline (bounded work under the writer lock); larger ones are swept by the
 /// background thread in chunks, and by `Store::compact`.
@@ -1695,22 +1523,3 @@ pub(crate) const SWEEP_INLINE_MAX: u64 = 1 << 16;
 
 /// Entry slots a chunked sweep examines per writer-lock hold.
 pub(crate) const SWEEP_CHUNK: u64 = 4096;
-
-pub(crate) fn compact_segment(inner: &Inner, victim: u32) -> Result<()> {
-    let path = inner.dir.join(format::segment_file_name(victim));
-    let data = match read_segment(inner.opts.io.as_ref(), &path, victim) {
-        Ok(Some(d)) => d,
-        Ok(None) => Vec::new(),
-        Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e),
-    };
-    let recs = if data.is_empty() {
-        Vec::new()
-    } else {
-        scan_segment(&data).0
-    };
-    for chunk in recs.chunks(COMPACT_CHUNK) {
-        inner.with_writer(|w| w.compact_chunk(victim, &data, chunk))?;
-    }
-    inner.with_writer(|w| w.retire_segment(victim))
-}

@@ -1,0 +1,422 @@
+//! Compaction: choosing a victim segment, copying what must survive of it
+//! in short chunks under the writer lock, retiring it, and the journal that
+//! lets a compaction killed at any moment be finished by the next compactor
+//! without copying anything twice (FORMAT.md, "Compaction").
+
+use std::sync::atomic::Ordering;
+
+use crate::error::{Error, Result};
+use crate::format::{self, ent, hdr, kind, nsr, segr, REC_HEADER_LEN, SEG_HEADER_LEN};
+use crate::index::IndexMap;
+use crate::store::{key_hash, now_ms, Inner};
+use crate::writer::{read_segment, scan_segment, set_loc, Scanned, Writer};
+
+/// Records per chunk (one writer-lock hold each).
+const COMPACT_CHUNK: usize = 256;
+
+/// Bit 63 of the journal's `CMP_DONE` word: a chunk is being copied.
+const CHUNK_IN_PROGRESS: u64 = 1 << 63;
+
+/// The compaction journal: three words of the index header.
+///
+/// One compactor runs at a time (an OFD lock), so one journal is enough. A
+/// chunk sets `CMP_DEST` to the append location and then `CMP_DONE` to its
+/// start with [`CHUNK_IN_PROGRESS`]; after its copies are written and the
+/// index points at them, one store of `CMP_DONE` (the chunk's end, the bit
+/// clear) commits it. So:
+/// - a compactor killed between chunks leaves the journal consistent with
+///   the index: the next compactor resumes after `CMP_DONE`;
+/// - one killed inside a chunk leaves `MUTATING` set, and the rebuild that
+///   follows discards every record at or after `CMP_DEST` (only that chunk
+///   wrote there: it held the writer lock) and zeroes those bytes, so the
+///   chunk is done again from its start, once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Journal {
+    /// The segment being compacted.
+    pub(crate) victim: u32,
+    /// Its records before this offset are dealt with.
+    pub(crate) done: u64,
+    /// Where the copies of the chunk in progress begin, if one is.
+    pub(crate) dest: Option<u64>,
+}
+
+impl Journal {
+    /// The journal of `idx`, if a compaction is under way.
+    pub(crate) fn read(idx: &IndexMap) -> Option<Journal> {
+        let victim = idx.hget(hdr::CMP_VICTIM);
+        if victim == 0 || victim > u32::MAX as u64 {
+            return None;
+        }
+        let done = idx.hget(hdr::CMP_DONE);
+        Some(Journal {
+            victim: victim as u32,
+            done: (done & !CHUNK_IN_PROGRESS).max(SEG_HEADER_LEN),
+            dest: (done & CHUNK_IN_PROGRESS != 0).then(|| idx.hget(hdr::CMP_DEST)),
+        })
+    }
+
+    /// Writes `self` (with no chunk in progress) into a new index.
+    pub(crate) fn carry_into(&self, idx: &IndexMap) {
+        idx.hset(hdr::CMP_VICTIM, self.victim as u64);
+        idx.hset(hdr::CMP_DONE, self.done);
+        idx.hset(hdr::CMP_DEST, 0);
+    }
+
+    /// No compaction under way.
+    pub(crate) fn clear(idx: &IndexMap) {
+        idx.hset(hdr::CMP_DONE, 0);
+        idx.hset(hdr::CMP_DEST, 0);
+        idx.hset(hdr::CMP_VICTIM, 0);
+    }
+
+    /// The journal a rebuild takes over from the index it replaces: only
+    /// from an index that passed its checks and was last written in this
+    /// boot (after a power loss its words may disagree with what reached the
+    /// log), and a chunk in progress only if a writer died mid-mutation.
+    /// `segments` are the segment files found.
+    pub(crate) fn for_rebuild(
+        old: Option<&IndexMap>,
+        boot: (u64, u64),
+        segments: &[u32],
+    ) -> Option<Journal> {
+        let old = old?;
+        if boot == (0, 0) || (old.hget(hdr::BOOT_ID), old.hget(hdr::BOOT_ID + 8)) != boot {
+            return None;
+        }
+        let j = Journal::read(old)?;
+        if !segments.contains(&j.victim) {
+            return None;
+        }
+        if let Some(dest) = j.dest {
+            let (seg, off) = ((dest >> 32) as u32, dest & 0xffff_ffff);
+            let active = (old.hget(hdr::ACTIVE_SEG) << 32) | old.hget(hdr::ACTIVE_OFF);
+            let sane = old.hget(hdr::STATE) & format::STATE_MUTATING != 0
+                && seg > j.victim
+                && segments.contains(&seg)
+                && off >= SEG_HEADER_LEN
+                && off % 8 == 0
+                && active >= dest;
+            if !sane {
+                return None;
+            }
+        }
+        Some(j)
+    }
+
+    /// Where segment `id`'s records stop counting in a rebuild: the part of
+    /// the log the chunk in progress wrote is discarded.
+    pub(crate) fn cut(&self, id: u32) -> Option<u64> {
+        let dest = self.dest?;
+        let (seg, off) = ((dest >> 32) as u32, dest & 0xffff_ffff);
+        match id.cmp(&seg) {
+            std::cmp::Ordering::Less => None,
+            std::cmp::Ordering::Equal => Some(off),
+            std::cmp::Ordering::Greater => Some(SEG_HEADER_LEN),
+        }
+    }
+}
+
+impl Writer<'_> {
+    /// The sealed segment most worth compacting among those with an id below
+    /// `below`.
+    pub(crate) fn pick_victim(&self, force: bool, below: u64) -> Option<u32> {
+        let threshold = self.inner.opts.compaction_threshold;
+        let mut best: Option<(f64, u32)> = None;
+        for (row, id) in self.idx.seg_rows() {
+            if self.idx.seg(row, segr::STATE).load(Ordering::Acquire) != 2 {
+                continue;
+            }
+            if id as u64 >= below {
+                continue; // sealed after this compaction started
+            }
+            let total = self
+                .idx
+                .seg(row, segr::TOTAL)
+                .load(Ordering::Acquire)
+                .saturating_sub(SEG_HEADER_LEN);
+            let dead = self.idx.seg(row, segr::DEAD).load(Ordering::Acquire);
+            let ratio = if total == 0 {
+                1.0
+            } else {
+                dead as f64 / total as f64
+            };
+            let eligible = if force {
+                dead > 0 || total == 0
+            } else {
+                ratio >= threshold
+            };
+            if eligible && best.is_none_or(|(r, _)| ratio > r) {
+                best = Some((ratio, id));
+            }
+        }
+        best.map(|(_, id)| id)
+    }
+
+    pub(crate) fn seal_if_dead(&mut self) -> Result<()> {
+        let id = self.idx.hget(hdr::ACTIVE_SEG) as u32;
+        if let Some(row) = self.idx.seg_row(id) {
+            if self.idx.seg(row, segr::DEAD).load(Ordering::Acquire) > 0 {
+                self.roll(0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies what must survive of a chunk of `victim`'s records to the
+    /// active segment:
+    /// - a live PUT, under a fresh sequence number (so the segments that hold
+    ///   long-lived entries do not keep old sequence numbers alive, which
+    ///   would keep tombstones alive; see below);
+    /// - a tombstone (a REMOVE with the record's own sequence number) for a
+    ///   key that has no live entry, if it may shadow an older PUT of that key
+    ///   in another segment: a dead PUT (evicted, expired, removed) becomes
+    ///   one, an existing REMOVE stays one. Without it, an index rebuild would
+    ///   bring back the older value. A segment's `MIN_PUT` tells whether it
+    ///   may hold a PUT older than the tombstone; when none does, the
+    ///   tombstone is garbage and goes;
+    /// - the namespace's current CLEAR record, verbatim (its sequence number
+    ///   is the point it clears up to), and its NAMESPACE record in force,
+    ///   under a fresh sequence number that becomes the one in force: the
+    ///   original, and any copy a killed compaction left elsewhere, are then
+    ///   stale and dropped by the next compaction that meets them.
+    ///
+    /// The chunk is journaled (see [`Journal`]): records before the
+    /// journal's `done` offset were dealt with by an earlier chunk, maybe in
+    /// a process that was killed since, and are skipped; while the copies are
+    /// written the journal says where they start, so that a rebuild after a
+    /// crash in the middle discards them and the chunk is done again, once.
+    fn compact_chunk(&mut self, victim: u32, data: &[u8], recs: &[Scanned]) -> Result<()> {
+        if self.idx.seg_row(victim).is_none() {
+            return Ok(()); // another compactor finished it
+        }
+        let idx = self.idx.clone();
+        let done = match Journal::read(&idx) {
+            Some(j) if j.victim == victim => j.done,
+            _ => SEG_HEADER_LEN,
+        };
+        let recs = &recs[recs.partition_point(|r| r.off < done)..];
+        let Some(last) = recs.last() else {
+            return Ok(());
+        };
+        let chunk_end = last.off + last.h.size();
+        let dest = (idx.hget(hdr::ACTIVE_SEG) << 32) | idx.hget(hdr::ACTIVE_OFF);
+        idx.hset(hdr::CMP_VICTIM, victim as u64);
+        idx.hset(hdr::CMP_DEST, dest);
+        idx.hset(hdr::CMP_DONE, done | CHUNK_IN_PROGRESS);
+        let r = self.copy_chunk(victim, data, recs);
+        // One store commits the chunk (or, after an error, gives it up: it
+        // is done again from the start, its copies are garbage).
+        let idx = self.idx.clone();
+        idx.hset(hdr::CMP_DONE, if r.is_ok() { chunk_end } else { done });
+        idx.hset(hdr::CMP_DEST, 0);
+        r
+    }
+
+    /// The copying part of [`Writer::compact_chunk`].
+    fn copy_chunk(&mut self, victim: u32, data: &[u8], recs: &[Scanned]) -> Result<()> {
+        enum Keep {
+            Live(u32),
+            Tombstone,
+            Verbatim,
+            Namespace,
+        }
+        let idx = self.idx.clone();
+        let now = now_ms();
+        // The oldest PUT that any other segment may hold.
+        let oldest_put = idx
+            .seg_rows()
+            .into_iter()
+            .filter(|&(_, id)| id != victim)
+            .map(|(row, _)| idx.seg(row, segr::MIN_PUT).load(Ordering::Acquire))
+            .filter(|&m| m != 0)
+            .min()
+            .unwrap_or(u64::MAX);
+        let mut keep: Vec<(usize, Keep)> = Vec::new();
+        // Copies of one CLEAR or NAMESPACE record within the chunk (left by
+        // killed compactions of earlier builds): one is enough.
+        let mut meta_seen: Vec<(u8, u32)> = Vec::new();
+        for (i, r) in recs.iter().enumerate() {
+            let h = r.h;
+            if h.ns as usize >= format::MAX_NAMESPACES {
+                continue;
+            }
+            let body = &data[r.off as usize..r.off as usize + h.body_len()];
+            let key = &body[REC_HEADER_LEN..REC_HEADER_LEN + h.klen as usize];
+            match h.kind {
+                kind::PUT | kind::REMOVE => {
+                    let found =
+                        self.inner
+                            .find(&idx, h.ns, key, key_hash(h.ns, key), &mut self.st.scratch);
+                    let mut live = found.is_some();
+                    if let (Some((e, _)), kind::PUT) = (found, h.kind) {
+                        let loc = ((victim as u64) << 32) | r.off;
+                        if idx.eget(e, ent::LOC) == loc {
+                            if h.expire_ms != 0 && h.expire_ms <= now {
+                                self.drop_entry(e)?;
+                                live = false;
+                            } else {
+                                keep.push((i, Keep::Live(e)));
+                                continue;
+                            }
+                        }
+                    }
+                    // A live key's current record is newer than this one.
+                    if !live
+                        && h.seq > idx.ns_get(h.ns, nsr::CLEAR_SEQ)
+                        && idx.ns_get(h.ns, nsr::NAME_LEN) != 0
+                        && oldest_put < h.seq
+                    {
+                        keep.push((i, Keep::Tombstone));
+                    }
+                }
+                kind::CLEAR | kind::NAMESPACE => {
+                    let in_force = if h.kind == kind::CLEAR {
+                        idx.ns_get(h.ns, nsr::CLEAR_SEQ)
+                    } else {
+                        idx.ns_get(h.ns, nsr::DEF_SEQ)
+                    };
+                    if h.seq == in_force && !meta_seen.contains(&(h.kind, h.ns)) {
+                        meta_seen.push((h.kind, h.ns));
+                        keep.push((
+                            i,
+                            if h.kind == kind::CLEAR {
+                                Keep::Verbatim
+                            } else {
+                                Keep::Namespace
+                            },
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if keep.is_empty() {
+            return Ok(());
+        }
+        self.st.buf.clear();
+        let mut sizes = Vec::with_capacity(keep.len());
+        let mut new_defs = Vec::new();
+        for (i, what) in &keep {
+            let r = &recs[*i];
+            let h = r.h;
+            let body = &data[r.off as usize..r.off as usize + h.body_len()];
+            let key = &body[REC_HEADER_LEN..REC_HEADER_LEN + h.klen as usize];
+            let start = self.st.buf.len();
+            match what {
+                Keep::Live(_) => {
+                    let value = &body[REC_HEADER_LEN + h.klen as usize..];
+                    let seq = self.next_seq();
+                    let buf = &mut self.st.buf;
+                    format::encode_record(buf, kind::PUT, h.ns, seq, h.expire_ms, key, value);
+                }
+                Keep::Tombstone => {
+                    let buf = &mut self.st.buf;
+                    format::encode_record(buf, kind::REMOVE, h.ns, h.seq, 0, key, &[]);
+                }
+                Keep::Namespace => {
+                    let value = &body[REC_HEADER_LEN + h.klen as usize..];
+                    let seq = self.next_seq();
+                    new_defs.push((h.ns, seq));
+                    let buf = &mut self.st.buf;
+                    format::encode_record(buf, kind::NAMESPACE, h.ns, seq, 0, key, value);
+                }
+                Keep::Verbatim => self
+                    .st
+                    .buf
+                    .extend_from_slice(&data[r.off as usize..(r.off + h.size()) as usize]),
+            }
+            sizes.push((self.st.buf.len() - start) as u64);
+        }
+        let locs = self.append(&sizes)?;
+        for (((_, what), loc), size) in keep.iter().zip(&locs).zip(&sizes) {
+            match what {
+                Keep::Live(e) => set_loc(&idx, *e, *loc)?,
+                Keep::Tombstone => self.mark_dead(*loc, *size),
+                Keep::Verbatim | Keep::Namespace => {}
+            }
+        }
+        for (ns, seq) in new_defs {
+            idx.ns_set(ns, nsr::DEF_SEQ, seq);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn retire_segment(&mut self, victim: u32) -> Result<()> {
+        let Some(row) = self.idx.seg_row(victim) else {
+            return Ok(());
+        };
+        // The copies must be on disk before the originals go.
+        self.sync_log()?;
+        // The file goes before its row: a segment file left behind without a
+        // row (its lowest PUT seq no longer counted) could hold PUTs that
+        // tombstones dropped since would have shadowed, and a rebuild reads
+        // every segment file. If it cannot be removed, it stays tracked.
+        match std::fs::remove_file(self.inner.dir.join(format::segment_file_name(victim))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.idx.seg(row, segr::ID).store(0, Ordering::Release);
+        for f in [segr::STATE, segr::TOTAL, segr::DEAD, segr::MIN_PUT] {
+            self.idx.seg(row, f).store(0, Ordering::Release);
+        }
+        if Journal::read(&self.idx).is_some_and(|j| j.victim == victim) {
+            Journal::clear(&self.idx);
+        }
+        self.idx.h(hdr::EPOCH).fetch_add(1, Ordering::AcqRel);
+        self.idx.h(hdr::COMPACTIONS).fetch_add(1, Ordering::AcqRel);
+        self.inner.segs.write().remove(&victim);
+        Ok(())
+    }
+}
+
+/// Compacts one segment: copies what must survive of it to the active
+/// segment in short chunks under the writer lock, then retires it. Resumes
+/// after the journal's `done` offset if the journal names this segment.
+pub(crate) fn compact_segment(inner: &Inner, victim: u32) -> Result<()> {
+    let path = inner.dir.join(format::segment_file_name(victim));
+    let data = match read_segment(inner.opts.io.as_ref(), &path, victim) {
+        Ok(Some(d)) => d,
+        Ok(None) => Vec::new(),
+        Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let mut recs = if data.is_empty() {
+        Vec::new()
+    } else {
+        scan_segment(&data).0
+    };
+    let done = inner.with_writer_ro(|w| {
+        Ok(Journal::read(&w.idx)
+            .filter(|j| j.victim == victim)
+            .map_or(0, |j| j.done))
+    })?;
+    recs.retain(|r| r.off >= done);
+    for chunk in recs.chunks(COMPACT_CHUNK) {
+        inner.with_writer(|w| w.compact_chunk(victim, &data, chunk))?;
+    }
+    inner.with_writer(|w| w.retire_segment(victim))
+}
+
+/// Finishes the compaction the journal names, if one was interrupted (its
+/// compactor was killed, or failed). Returns whether there was one.
+pub(crate) fn resume_interrupted(inner: &Inner) -> Result<bool> {
+    let victim = inner.with_writer(|w| {
+        let Some(j) = Journal::read(&w.idx) else {
+            return Ok(None);
+        };
+        let sealed = w
+            .idx
+            .seg_row(j.victim)
+            .is_some_and(|row| w.idx.seg(row, segr::STATE).load(Ordering::Acquire) == 2);
+        if !sealed {
+            Journal::clear(&w.idx);
+            return Ok(None);
+        }
+        Ok(Some(j.victim))
+    })?;
+    match victim {
+        Some(v) => compact_segment(inner, v).map(|_| true),
+        None => Ok(false),
+    }
+}
