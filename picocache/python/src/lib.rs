@@ -690,12 +690,14 @@ impl Namespace {
         keep: bool,
         recheck: bool,
     ) -> PyResult<PyObject> {
-        match self.fetch_checked(py, k, loads, miss, keep) {
+        match self.fetch_checked(py, k, loads, miss, keep, recheck) {
             Err(e) if recheck && e.is_instance_of::<CacheRejected>(py) => Ok(miss.clone().unbind()),
             r => r,
         }
     }
 
+    /// `recheck`: on the local engine a miss is not counted again (the
+    /// lookup before the lease counted it; one call, one miss) and a hit is.
     fn fetch_checked(
         &self,
         py: Python<'_>,
@@ -703,6 +705,7 @@ impl Namespace {
         loads: &Bound<'_, PyAny>,
         miss: &Bound<'_, PyAny>,
         keep: bool,
+        recheck: bool,
     ) -> PyResult<PyObject> {
         let decode = |raw: Bound<'_, PyBytes>| -> PyResult<Option<PyObject>> {
             match loads.call1((raw,)) {
@@ -711,14 +714,16 @@ impl Namespace {
                 Err(e) => Err(e),
             }
         };
-        if self.local && keep && k.len() <= MAX_KEY {
+        if self.local && (keep || recheck) && k.len() <= MAX_KEY {
             let fast = guarded(|| {
                 let ns = self.current()?;
                 let Some(eng) = ns.engine() else {
                     return Ok(None);
                 };
                 let h = eng.key_hash(k);
-                let cached = {
+                let cached = if !keep {
+                    None
+                } else {
                     let tier = self.tier.lock();
                     match tier.map.get(&h) {
                         Some(te) if tier.fork_gen == fork_gen() && te.key.as_slice() == k => {
@@ -734,10 +739,17 @@ impl Namespace {
                     self.tier.lock().remove(h);
                 }
                 // The stored bytes are sealed: checked before Python sees them.
-                let got = eng.get_located(k, |v, at| {
-                    ns.unseal(k, v).map(|p| (PyBytes::new(py, p), at))
-                })?;
-                Ok(Some(Err((h, got.transpose()?))))
+                let open = |v: &[u8], at| ns.unseal(k, v).map(|p| (PyBytes::new(py, p), at));
+                let got = if recheck {
+                    let got = eng.peek_located(k, open)?.transpose()?;
+                    if let Some((_, at)) = &got {
+                        eng.hit_located(h, at)?; // the hit, counted as a lookup would
+                    }
+                    got
+                } else {
+                    eng.get_located(k, open)?.transpose()?
+                };
+                Ok(Some(Err((h, got))))
             });
             match fast {
                 Ok(Ok(Some(Ok(v)))) => return Ok(v),
@@ -747,7 +759,7 @@ impl Namespace {
                     let Some(v) = decode(raw)? else {
                         return Ok(miss.clone().unbind());
                     };
-                    if immutable(v.bind(py), 0) {
+                    if keep && immutable(v.bind(py), 0) {
                         self.tier.lock().insert(h, k, at, v.clone_ref(py), n);
                     }
                     return Ok(v);

@@ -14,8 +14,7 @@ import sys
 import threading
 import time
 import weakref
-from collections import namedtuple
-from typing import Any, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, Optional, overload
 
 from . import _native
 from ._keys import IdentityError, fallback as _fallback
@@ -23,10 +22,18 @@ from ._naming import function_name
 from ._seal import secret_list
 from ._native import CacheError, CacheRejected
 
+if TYPE_CHECKING:
+    from ._typing import CachedFunction, P, R
+
 logger = logging.getLogger("picocache")
 
-CacheInfo = namedtuple("CacheInfo", ["hits", "misses", "maxsize", "currsize"])
-CacheInfo.__doc__ = "Statistics of a cached function, as functools.lru_cache reports them."
+class CacheInfo(NamedTuple):
+    """Statistics of a cached function, as functools.lru_cache reports them."""
+
+    hits: int
+    misses: int
+    maxsize: Optional[int]
+    currsize: int
 
 _UNSET: Any = object()
 _MISS: Any = object()
@@ -395,6 +402,15 @@ class BaseCache:
         """Drops per-process resources in a forked child."""
 
     # -- the decorator ----------------------------------------------------
+    @overload
+    def __call__(self, func: Callable[P, R], /) -> CachedFunction[P, R]: ...
+
+    @overload
+    def __call__(self, maxsize: Optional[int] = ..., typed: bool = ..., *, version: Any = ...,
+                 ttl: Optional[float] = ..., strict: Optional[bool] = ..., ignore: Iterable[Any] = ...,
+                 key: Optional[Callable[..., Any]] = ..., name: Optional[str] = ...,
+                 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
+
     def __call__(self, func: Any = _UNSET, /, *args: Any, **kwargs: Any) -> Any:
         """``@cache``, ``@cache()``, ``@cache(maxsize, typed)`` (positional, as
         ``functools.lru_cache`` takes them), ``@cache(maxsize=..., ...)``, or
