@@ -152,7 +152,12 @@ ensure_redis() {
   # TLS as well, on REDIS_TLS_PORT, with a throwaway self-signed certificate
   # (for rediss:// URLs), when this redis-server and openssl can do it.
   local tls=()
-  if command -v openssl >/dev/null 2>&1 && ldd "$(command -v redis-server)" 2>/dev/null | grep -q libssl; then
+  # (ldd's output is captured first: `ldd | grep -q` under pipefail fails
+  # whenever grep exits before ldd has written everything, and then Redis
+  # came up without TLS now and then.)
+  local libs
+  libs=$(ldd "$(command -v redis-server)" 2>/dev/null || true)
+  if command -v openssl >/dev/null 2>&1 && [[ $libs == *libssl* ]]; then
     if [ ! -s "$DIR/redis/tls.crt" ]; then
       openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj /CN=localhost \
         -keyout "$DIR/redis/tls.key" -out "$DIR/redis/tls.crt" >"$DIR/redis/openssl.log" 2>&1 || true
