@@ -47,6 +47,23 @@ pub enum Error {
         /// Whether the store is shared with other machines.
         remote: bool,
     },
+    /// A key plus value too large for the store: above the backend's
+    /// `max_value_size` (then it was not sent), or refused by the server as
+    /// too large (MySQL's `max_allowed_packet`). The store itself is usable:
+    /// this is no reason to skip it.
+    #[error("{}", too_large_message(backend, *size, *limit))]
+    TooLarge {
+        /// Which backend.
+        backend: &'static str,
+        /// The bytes that were to be stored (key plus value).
+        size: usize,
+        /// The configured limit it exceeds, if that was the reason (`None`:
+        /// the server refused it).
+        limit: Option<usize>,
+        /// The server's error, if it refused the value.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// Waiting for another caller's computation timed out.
     #[error("timed out after {0:?} waiting for a lease")]
     LeaseTimeout(Duration),
@@ -68,7 +85,22 @@ fn rejected_message(ns: &str, reason: &crate::seal::Rejection, remote: bool) -> 
     format!("a stored entry of {ns} was rejected: {reason}; it is treated as a miss{hint}")
 }
 
+fn too_large_message(backend: &str, size: usize, limit: Option<usize>) -> String {
+    match limit {
+        Some(l) => format!(
+            "{backend}: {size} bytes is over the largest entry sent ({l} bytes, max_value_size); not stored"
+        ),
+        None => format!("{backend}: the server refused {size} bytes as too large; not stored"),
+    }
+}
+
 impl Error {
+    /// Whether this is [`Error::TooLarge`]: the entry was too large to
+    /// store, the store itself is usable.
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, Error::TooLarge { .. })
+    }
+
     /// Whether this is [`Error::Rejected`]: the store answered, but an entry
     /// failed its seal check (the store itself is usable).
     pub fn is_rejected(&self) -> bool {

@@ -21,9 +21,16 @@
 //! its namespace's keys. The scripts address keys they build from the
 //! prefix, so this backend needs a standalone server (not Redis Cluster).
 //!
-//! Connections come from a small pool; a connection that broke is dropped,
-//! and a call that failed on a pooled connection is retried once on a fresh
-//! one, so the backend reconnects by itself when the server comes back.
+//! Connections come from a bounded pool (at most [`RedisOptions::pool_size`]
+//! open at once); a connection that broke is dropped, and a call that failed
+//! on a pooled connection is retried once on a fresh one, so the backend
+//! reconnects by itself when the server comes back. Connecting and each
+//! command time out ([`RedisOptions::connect_timeout`],
+//! [`RedisOptions::timeout`]) with [`Error::Unavailable`]; after such a
+//! failure the backend is skipped for a back-off window (calls fail at
+//! once, then one call tries the server again with the same timeouts). Keys
+//! plus values above [`RedisOptions::max_value_size`] are not sent
+//! ([`Error::TooLarge`]).
 //! `rediss://` connects with TLS (the system's OpenSSL, through native-tls):
 //! the server's certificate is checked against the system's roots unless the
 //! URL ends in `#insecure`.
@@ -34,28 +41,55 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ::redis::{Client, Connection, ConnectionLike, RedisError, Script};
-use parking_lot::Mutex;
 
 use crate::backend::{Backend, Lease, Limits, Namespace, Stats};
 use crate::{Error, Result};
 
+// The bounded pool, the back-off and the URL's timeout settings are the SQL
+// backends' (`sql/guard.rs`); a build without them includes that file here.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+use crate::sql::guard;
+#[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
+#[allow(dead_code)]
+#[path = "sql/guard.rs"]
+mod guard;
+
+use guard::{BoundedPool, Breaker, Checked, TimedOut};
+
 const KIND: &str = "redis";
-/// Read and write timeout of a connection (a script on a very large
-/// namespace may take a while; a dead server is detected by the socket).
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Options of a [`RedisBackend`].
+///
+/// A URL may override the timeouts and the value size limit with query
+/// parameters: `redis://host:6379/0?timeout=0.5&connect_timeout=1&max_value_size=1048576`
+/// (seconds, fractions allowed; bytes). They win over these fields.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
     /// The prefix of every key this backend touches.
     pub prefix: String,
-    /// Most idle connections kept in the pool.
+    /// Most connections open at once (idle or in use); a call that finds
+    /// them all in use waits up to [`RedisOptions::timeout`] for one.
     pub pool_size: u32,
-    /// How long to wait for a connection to the server.
+    /// How long opening a connection may take, handshake included
+    /// (default 1 s).
     pub connect_timeout: Duration,
+    /// How long one command (or script) may go unanswered (default 1 s):
+    /// then the call fails with [`Error::Unavailable`] and the backend is
+    /// skipped for a back-off window.
+    pub timeout: Duration,
+    /// The first back-off window after the server failed (default 1 s):
+    /// calls fail at once with [`Error::Unavailable`] during it; then one
+    /// call tries the server (with the same timeouts). Each failed try
+    /// doubles the window, up to [`RedisOptions::backoff_max`].
+    pub backoff: Duration,
+    /// The longest back-off window (default 10 s).
+    pub backoff_max: Duration,
     /// How long a lease lives if its holder never releases it (a crashed
     /// client blocks others for at most this long).
     pub lease_ttl: Duration,
+    /// The largest key plus value a store sends (default 8 MiB): a larger
+    /// one fails with [`Error::TooLarge`] without reaching the server.
+    pub max_value_size: usize,
 }
 
 impl Default for RedisOptions {
@@ -63,8 +97,12 @@ impl Default for RedisOptions {
         RedisOptions {
             prefix: "picocache".to_string(),
             pool_size: 8,
-            connect_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            backoff: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(10),
             lease_ttl: Duration::from_secs(60),
+            max_value_size: 8 << 20,
         }
     }
 }
@@ -79,7 +117,8 @@ struct Inner {
     client: Client,
     url: String,
     options: RedisOptions,
-    idle: Mutex<Vec<Connection>>,
+    pool: BoundedPool<Connection>,
+    breaker: Breaker,
     scripts: Scripts,
 }
 
@@ -134,6 +173,12 @@ impl RedisBackend {
                 "the Redis key prefix is empty".into(),
             ));
         }
+        let (url, settings) = guard::take_url_settings(url)?;
+        let url = url.as_str();
+        let mut options = options;
+        options.timeout = settings.timeout.unwrap_or(options.timeout);
+        options.connect_timeout = settings.connect_timeout.unwrap_or(options.connect_timeout);
+        options.max_value_size = settings.max_value_size.unwrap_or(options.max_value_size);
         let normalized = match url.strip_prefix("unix://") {
             Some(rest) => format!("redis+unix://{rest}"),
             None => url.to_string(),
@@ -144,8 +189,9 @@ impl RedisBackend {
             inner: Arc::new(Inner {
                 client,
                 url: redact(url),
+                pool: BoundedPool::new(KIND, options.pool_size as usize, options.timeout),
+                breaker: Breaker::new(KIND, options.backoff, options.backoff_max),
                 options,
-                idle: Mutex::new(Vec::new()),
                 scripts: Scripts::new(),
             }),
         };
@@ -190,9 +236,15 @@ impl RedisBackend {
         Self::connect(&format!("redis://{auth}{host}:{port}/{db}"), options)
     }
 
-    /// The options this backend was opened with.
+    /// The options this backend was opened with (with the URL's settings).
     pub fn options(&self) -> &RedisOptions {
         &self.inner.options
+    }
+
+    /// Whether calls skip the server now: it failed, and its back-off window
+    /// has not ended.
+    pub fn is_backing_off(&self) -> bool {
+        self.inner.breaker.is_down()
     }
 }
 
@@ -201,52 +253,60 @@ impl Inner {
         let c = self
             .client
             .get_connection_with_timeout(self.options.connect_timeout)
-            .map_err(convert)?;
-        c.set_read_timeout(Some(IO_TIMEOUT)).map_err(convert)?;
-        c.set_write_timeout(Some(IO_TIMEOUT)).map_err(convert)?;
+            .map_err(|e| self.convert(e, "connecting", self.options.connect_timeout))?;
+        let t = Some(self.options.timeout);
+        c.set_read_timeout(t).map_err(convert)?;
+        c.set_write_timeout(t).map_err(convert)?;
         Ok(c)
     }
 
-    /// Runs `f` on a pooled connection; on a connection failure of a pooled
-    /// connection, drops the pool and retries once on a fresh connection.
-    fn with_conn<T>(&self, f: impl Fn(&mut Connection) -> ::redis::RedisResult<T>) -> Result<T> {
-        let pooled = self.idle.lock().pop();
-        let reused = pooled.is_some();
-        let mut conn = match pooled {
-            Some(c) => c,
-            None => self.fresh()?,
-        };
-        match f(&mut conn) {
-            Ok(v) => {
-                self.put_back(conn);
-                Ok(v)
-            }
-            Err(e) => {
-                let err = convert(e);
-                if !matches!(err, Error::Unavailable { .. }) {
-                    self.put_back(conn);
-                    return Err(err);
-                }
-                // The server went away: every idle connection is suspect.
-                self.idle.lock().clear();
-                if !reused {
-                    return Err(err);
-                }
-                let mut conn = self.fresh()?;
-                let v = f(&mut conn).map_err(convert)?;
-                self.put_back(conn);
-                Ok(v)
-            }
+    /// [`convert`], with a timeout reported as [`TimedOut`].
+    fn convert(&self, e: RedisError, what: &'static str, after: Duration) -> Error {
+        if e.is_timeout() {
+            return guard::unavailable(KIND, TimedOut { what, after });
         }
+        convert(e)
     }
 
-    fn put_back(&self, conn: Connection) {
-        if !conn.is_open() {
-            return;
-        }
-        let mut idle = self.idle.lock();
-        if idle.len() < self.options.pool_size as usize {
-            idle.push(conn);
+    /// Runs `f` on a pooled connection; on a connection failure (not a
+    /// timeout) of a pooled connection, drops the idle connections and
+    /// retries once on a fresh connection. Fails at once while the backend
+    /// is in its back-off window.
+    fn with_conn<T>(&self, f: impl Fn(&mut Connection) -> ::redis::RedisResult<T>) -> Result<T> {
+        self.breaker.call(|| {
+            let mut conn = self.pool.checkout(|| self.fresh())?;
+            match f(conn.conn()) {
+                Ok(v) => {
+                    self.put_back(conn);
+                    Ok(v)
+                }
+                Err(e) => {
+                    let timed_out = e.is_timeout();
+                    let err = self.convert(e, "a command", self.options.timeout);
+                    if !matches!(err, Error::Unavailable { .. }) {
+                        self.put_back(conn);
+                        return Err(err);
+                    }
+                    // The server went away: every idle connection is suspect.
+                    let reused = conn.reused;
+                    drop(conn);
+                    self.pool.clear_idle();
+                    if !reused || timed_out {
+                        return Err(err);
+                    }
+                    let mut conn = self.pool.checkout(|| self.fresh())?;
+                    let v = f(conn.conn())
+                        .map_err(|e| self.convert(e, "a command", self.options.timeout))?;
+                    self.put_back(conn);
+                    Ok(v)
+                }
+            }
+        })
+    }
+
+    fn put_back(&self, mut conn: Checked<'_, Connection>) {
+        if conn.conn().is_open() {
+            conn.put_back();
         }
     }
 
@@ -510,8 +570,11 @@ impl Drop for RedisLease {
                 .arg(&self.token)
                 .invoke::<i64>(c)
         });
-        if let Err(e) = r {
-            log::warn!("picocache: releasing a Redis lease failed (it expires by itself): {e}");
+        match r {
+            Ok(_) | Err(Error::Unavailable { .. }) => {}
+            Err(e) => {
+                log::warn!("picocache: releasing a Redis lease failed (it expires by itself): {e}")
+            }
         }
     }
 }
@@ -571,6 +634,18 @@ impl Namespace for RedisNamespace {
     fn put_many(&self, items: &[(&[u8], &[u8])], ttl: Option<Duration>) -> Result<()> {
         if items.is_empty() {
             return Ok(());
+        }
+        let limit = self.inner.options.max_value_size;
+        for (k, v) in items {
+            let size = k.len() + v.len();
+            if size > limit {
+                return Err(Error::TooLarge {
+                    backend: KIND,
+                    size,
+                    limit: Some(limit),
+                    source: None,
+                });
+            }
         }
         self.inner.with_conn(|c| {
             let mut inv = self.inner.scripts.put.arg(&self.pre);

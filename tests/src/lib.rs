@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use picocache::{Backend, Limits, Namespace};
 
+pub mod fault;
+
 /// The environment variable holding the URL of a server kind.
 pub fn url_var(kind: &str) -> &'static str {
     match kind {

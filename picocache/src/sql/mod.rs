@@ -11,7 +11,7 @@
 //! - `T_ns`: one row per namespace: its id (a 64-bit hash of the name), name,
 //!   limits, and the counters (entries, bytes, hits, misses, evictions) that
 //!   every client shares;
-//! - `T_meta`: the schema version; `T_lease`: the leases of SQLite.
+//! - `T_meta`: the schema version; `T_lease`: the leases (one row each).
 //!
 //! Every write is one transaction that first locks its namespace's row
 //! (`SELECT ... FOR UPDATE`; SQLite: `BEGIN IMMEDIATE`), so the store, the
@@ -23,9 +23,18 @@
 //! exact within a client and approximate across clients (a hit of another
 //! client counts once that client flushes).
 //!
-//! Leases: PostgreSQL advisory locks and MySQL `GET_LOCK` held on a dedicated
-//! connection (a crashed client's session ends and frees them); SQLite a row
-//! in `T_lease` that expires after [`SQLITE_LEASE_TTL`].
+//! Leases: a row in `T_lease` that expires after [`SqlOptions::lease_ttl`]
+//! (see the `lease` module): no connection is held while a lease is.
+//!
+//! Bounds: at most [`SqlOptions::pool_size`] connections are open at once;
+//! connecting and each statement time out ([`SqlOptions::connect_timeout`],
+//! [`SqlOptions::timeout`]) with [`Error::Unavailable`], and after such a
+//! failure the backend is skipped for a back-off window (calls fail at once;
+//! one call then tries again with the same timeouts). So a server that
+//! hangs costs one call at most `connect_timeout + timeout` per window.
+//! Keys plus values above [`SqlOptions::max_value_size`] are not sent
+//! ([`Error::TooLarge`]), nor is a value the server refused as too large
+//! (MySQL's `max_allowed_packet`) a reason to skip the server.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -38,42 +47,82 @@ use parking_lot::Mutex;
 use crate::backend::{Backend, Lease, Limits, Namespace, Stats};
 use crate::{BoxError, Error, Result};
 
+pub(crate) mod guard;
+mod lease;
 #[cfg(feature = "mysql")]
 mod mysql;
+mod pool;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod url;
+#[cfg(feature = "postgres")]
+mod worker;
 
 /// Hits whose access-time update is buffered before a flush.
 pub const FLUSH_EVERY: usize = 256;
 /// Longest time a buffered access-time update waits (checked on each call).
 pub const FLUSH_AFTER: Duration = Duration::from_millis(250);
-/// How long an SQLite lease lives if its holder never releases it.
+/// The default of [`SqlOptions::lease_ttl`]: how long a lease lives if its
+/// holder never releases it (the name is historical: every dialect uses it).
 pub const SQLITE_LEASE_TTL: Duration = Duration::from_secs(60);
 /// The schema version this code writes and reads.
 pub const SCHEMA_VERSION: i64 = 1;
 
 /// Options of a [`SqlBackend`].
+///
+/// A URL may override the timeouts and the value size limit with query
+/// parameters: `?timeout=0.5&connect_timeout=1&max_value_size=1048576`
+/// (seconds, fractions allowed; bytes). They are taken out of the URL before
+/// it reaches the driver, and win over these fields.
 #[derive(Debug, Clone)]
 pub struct SqlOptions {
     /// The entries table (the other tables are named after it); an
     /// identifier: ASCII letters, digits and `_`, not starting with a digit.
     pub table: String,
-    /// Most idle connections kept in the pool.
+    /// Most connections open at once (idle or in use); a call that finds
+    /// them all in use waits up to [`SqlOptions::timeout`] for one.
     pub pool_size: u32,
-    /// How long to wait for a connection to the server (and, for SQLite, the
-    /// floor of the busy timeout).
+    /// How long opening a connection may take, handshake and login included
+    /// (default 1 s; for SQLite, the floor of the busy timeout).
     pub connect_timeout: Duration,
+    /// How long one statement may go unanswered (default 1 s): then the
+    /// call fails with [`Error::Unavailable`] and the backend is skipped for
+    /// a back-off window. Not used by SQLite (a local file).
+    pub timeout: Duration,
+    /// The first back-off window after the server failed (default 1 s):
+    /// calls fail at once with [`Error::Unavailable`] during it; then one
+    /// call tries the server (with the same timeouts). Each failed try
+    /// doubles the window, up to [`SqlOptions::backoff_max`].
+    pub backoff: Duration,
+    /// The longest back-off window (default 10 s).
+    pub backoff_max: Duration,
+    /// How long a lease lives if its holder never releases it (a crashed
+    /// client blocks others for at most this long; default 60 s).
+    pub lease_ttl: Duration,
+    /// The largest key plus value a store sends (default
+    /// [`DEFAULT_MAX_VALUE_SIZE`]): a larger one fails with
+    /// [`Error::TooLarge`] without reaching the server.
+    pub max_value_size: usize,
 }
+
+/// The default of [`SqlOptions::max_value_size`] and
+/// [`RedisOptions::max_value_size`](crate::RedisOptions::max_value_size):
+/// 8 MiB (MariaDB's and MySQL's default `max_allowed_packet` is 16 MiB).
+pub const DEFAULT_MAX_VALUE_SIZE: usize = 8 << 20;
 
 impl Default for SqlOptions {
     fn default() -> Self {
         SqlOptions {
             table: "picocache".to_string(),
             pool_size: 8,
-            connect_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            backoff: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(10),
+            lease_ttl: SQLITE_LEASE_TTL,
+            max_value_size: DEFAULT_MAX_VALUE_SIZE,
         }
     }
 }
@@ -164,56 +213,6 @@ pub(crate) trait Driver: Send + Sync {
     fn connect(&self) -> Result<Box<dyn Conn>>;
     /// The database's address without password, for messages.
     fn describe(&self) -> String;
-}
-
-struct Pool {
-    driver: Box<dyn Driver>,
-    idle: Mutex<Vec<Box<dyn Conn>>>,
-    max_idle: usize,
-}
-
-impl Pool {
-    fn checkout(&self) -> Result<(Box<dyn Conn>, bool)> {
-        if let Some(c) = self.idle.lock().pop() {
-            return Ok((c, true));
-        }
-        Ok((self.driver.connect()?, false))
-    }
-
-    fn checkin(&self, conn: Box<dyn Conn>) {
-        if conn.broken() {
-            return;
-        }
-        let mut idle = self.idle.lock();
-        if idle.len() < self.max_idle {
-            idle.push(conn);
-        }
-    }
-
-    /// Runs `f` on a pooled connection; if it fails because the server went
-    /// away and the connection was a pooled one, drops the idle connections
-    /// and runs `f` once more on a fresh connection.
-    fn with_conn<T>(&self, mut f: impl FnMut(&mut dyn Conn) -> Result<T>) -> Result<T> {
-        let (mut conn, reused) = self.checkout()?;
-        let r = f(conn.as_mut());
-        match r {
-            Err(e @ Error::Unavailable { .. }) => {
-                conn.poison();
-                self.idle.lock().clear();
-                if !reused {
-                    return Err(e);
-                }
-                let mut conn = self.driver.connect()?;
-                let r = f(conn.as_mut());
-                self.checkin(conn);
-                r
-            }
-            r => {
-                self.checkin(conn);
-                r
-            }
-        }
-    }
 }
 
 /// Runs `f` in a transaction on `conn`, retrying a few times on deadlocks.
@@ -377,6 +376,10 @@ impl Sql {
                 ),
                 format!("CREATE INDEX IF NOT EXISTS \"{table}_lru\" ON {t} (ns, atime)"),
                 format!("CREATE INDEX IF NOT EXISTS \"{table}_exp\" ON {t} (ns, expires)"),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {lease} (name BYTEA PRIMARY KEY, \
+                     token TEXT NOT NULL, expires BIGINT NOT NULL)"
+                ),
             ],
             Dialect::Mysql => vec![
                 format!(
@@ -398,6 +401,10 @@ impl Sql {
                      atime BIGINT NOT NULL, expires BIGINT NULL, PRIMARY KEY (ns, kh), \
                      INDEX `{table}_lru` (ns, atime), INDEX `{table}_exp` (ns, expires)) \
                      ENGINE=InnoDB"
+                ),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {lease} (name VARBINARY(16) NOT NULL PRIMARY KEY, \
+                     token VARCHAR(64) NOT NULL, expires BIGINT NOT NULL) ENGINE=InnoDB"
                 ),
             ],
         }
@@ -454,7 +461,9 @@ impl Pending {
 }
 
 struct Shared {
-    pool: Pool,
+    pool: pool::Pool,
+    lease_ttl: Duration,
+    max_value_size: usize,
     sql: Sql,
     table: String,
     pending: Mutex<Pending>,
@@ -506,12 +515,8 @@ impl Shared {
         let mut tries = 0;
         loop {
             tries += 1;
-            // Several clients may create the schema at once: a racing CREATE
-            // can fail on some servers; the next try finds it made.
             let r = self.pool.with_conn(|c| {
-                for s in &stmts {
-                    c.batch(s)?;
-                }
+                self.create_tables(c, &stmts)?;
                 let meta = &self.sql.meta;
                 c.exec(
                     &self.sql.insert_ignore(meta, "k, v", 2),
@@ -533,9 +538,31 @@ impl Shared {
                 }
                 Err(e @ Error::Unavailable { .. }) => return Err(e),
                 Err(e) if tries >= 3 => return Err(e),
-                Err(_) => std::thread::sleep(Duration::from_millis(50 * tries)),
+                Err(e) => {
+                    log::debug!("picocache: creating the {} schema: {e}; trying again", self.kind());
+                    std::thread::sleep(Duration::from_millis(50 * tries))
+                }
             }
         }
+    }
+
+    /// Runs the `CREATE ... IF NOT EXISTS` statements. PostgreSQL's is not
+    /// safe against a concurrent one (both may insert the same `pg_type`
+    /// row: a unique violation), so there the statements run in one
+    /// transaction holding an advisory lock of the table name: processes
+    /// that start together create the schema one after the other, and
+    /// quietly (no "already exists, skipping" notices).
+    fn create_tables(&self, c: &mut dyn Conn, stmts: &[String]) -> Result<()> {
+        if self.sql.dialect != Dialect::Postgres {
+            return stmts.iter().try_for_each(|s| c.batch(s));
+        }
+        let key = xxhash_rust::xxh3::xxh3_64(format!("picocache schema {}", self.table).as_bytes())
+            as i64;
+        transaction(c, Dialect::Postgres, |c| {
+            c.batch("SET LOCAL client_min_messages = warning")?;
+            c.exec("SELECT pg_advisory_xact_lock(?)", &[Val::Int(key)])?;
+            stmts.iter().try_for_each(|s| c.batch(s))
+        })
     }
 
     fn lock_ns(&self, c: &mut dyn Conn, id: i64) -> Result<NsRow> {
@@ -777,14 +804,17 @@ impl SqlBackend {
     /// `mysql+mysqldb://`).
     pub fn connect(url: &str, options: SqlOptions) -> Result<SqlBackend> {
         validate_table(&options.table)?;
-        let driver = url::driver(url, &options)?;
+        let (url, settings) = guard::take_url_settings(url)?;
+        let mut options = options;
+        options.timeout = settings.timeout.unwrap_or(options.timeout);
+        options.connect_timeout = settings.connect_timeout.unwrap_or(options.connect_timeout);
+        options.max_value_size = settings.max_value_size.unwrap_or(options.max_value_size);
+        let driver = url::driver(&url, &options)?;
         let dialect = driver.dialect();
         let shared = Arc::new(Shared {
-            pool: Pool {
-                driver,
-                idle: Mutex::new(Vec::new()),
-                max_idle: options.pool_size.max(1) as usize,
-            },
+            pool: pool::Pool::new(driver, &options),
+            lease_ttl: options.lease_ttl,
+            max_value_size: options.max_value_size,
             sql: Sql::new(dialect, &options.table),
             table: options.table.clone(),
             pending: Mutex::new(Pending::default()),
@@ -792,6 +822,18 @@ impl SqlBackend {
         });
         shared.ensure_schema()?;
         Ok(SqlBackend { shared })
+    }
+
+    /// The most connections this backend opens at once
+    /// ([`SqlOptions::pool_size`]).
+    pub fn pool_size(&self) -> usize {
+        self.shared.pool.max()
+    }
+
+    /// Whether calls skip the server now: it failed, and its back-off window
+    /// has not ended.
+    pub fn is_backing_off(&self) -> bool {
+        self.shared.pool.is_down()
     }
 
     /// Writes the buffered access-time updates and hit counts now.
@@ -896,43 +938,6 @@ impl fmt::Debug for SqlNamespace {
 }
 
 impl SqlNamespace {
-    /// One try at lease `h` on `conn`.
-    fn try_lease(&self, conn: &mut dyn Conn, h: i64, token: &str) -> Result<bool> {
-        let s = &self.shared;
-        let dialect = s.sql.dialect;
-        Ok(match dialect {
-            Dialect::Postgres => {
-                let r = conn.query("SELECT pg_try_advisory_lock(?)", &[Val::Int(h)])?;
-                r.first().and_then(|r| r.first()).and_then(Val::int) == Some(1)
-            }
-            Dialect::Mysql => {
-                let r = conn.query(
-                    "SELECT GET_LOCK(?, 0)",
-                    &[Val::Text(format!("picocache:{h:016x}"))],
-                )?;
-                r.first().and_then(|r| r.first()).and_then(Val::int) == Some(1)
-            }
-            Dialect::Sqlite => {
-                let lease_t = &s.sql.lease;
-                let now = now_ms();
-                let name = Val::Bytes(h.to_le_bytes().to_vec());
-                transaction(conn, dialect, |c| {
-                    c.exec(
-                        &format!("DELETE FROM {lease_t} WHERE name = ? AND expires <= ?"),
-                        &[name.clone(), Val::Int(now)],
-                    )?;
-                    c.exec(
-                        &s.sql.insert_ignore(lease_t, "name, token, expires", 3),
-                        &[
-                            name.clone(),
-                            Val::Text(token.to_string()),
-                            Val::Int(now + ttl_ms(SQLITE_LEASE_TTL)),
-                        ],
-                    )
-                })? == 1
-            }
-        })
-    }
     fn record(&self, hits: &[(Vec<u8>, i64)], misses: usize) {
         let mut p = self.shared.pending.lock();
         let p = &mut *p;
@@ -1015,6 +1020,17 @@ impl Namespace for SqlNamespace {
     fn put_many(&self, items: &[(&[u8], &[u8])], ttl: Option<Duration>) -> Result<()> {
         let s = &self.shared;
         let id = self.id;
+        for (k, v) in items {
+            let size = k.len() + v.len();
+            if size > s.max_value_size {
+                return Err(Error::TooLarge {
+                    backend: s.kind(),
+                    size,
+                    limit: Some(s.max_value_size),
+                    source: None,
+                });
+            }
+        }
         let (touches, counts) = s.pending.lock().take_ns(id);
         let upsert = s.sql.upsert_entry();
         let size_sql = format!("SELECT size FROM {} WHERE ns = ? AND kh = ?", s.sql.t);
@@ -1165,86 +1181,7 @@ impl Namespace for SqlNamespace {
     }
 
     fn lease(&self, key: &[u8], wait: Duration) -> Result<Option<Lease>> {
-        let s = &self.shared;
-        let mut seed = s.table.as_bytes().to_vec();
-        seed.extend_from_slice(&self.id.to_le_bytes());
-        seed.extend_from_slice(key);
-        let h = xxhash_rust::xxh3::xxh3_64(&seed) as i64;
-        let start = Instant::now();
-        let mut pause = Duration::from_millis(1);
-        // Advisory locks live in a session: hold one connection throughout.
-        let (mut conn, mut reused) = s.pool.checkout()?;
-        let token = format!("{}:{:x}", std::process::id(), stamp());
-        loop {
-            let got = match self.try_lease(conn.as_mut(), h, &token) {
-                Ok(got) => got,
-                // A pooled connection from before an outage: one fresh try.
-                Err(Error::Unavailable { .. }) if reused => {
-                    s.pool.idle.lock().clear();
-                    conn = s.pool.driver.connect()?;
-                    reused = false;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            if got {
-                return Ok(Some(Lease(Box::new(SqlLease {
-                    shared: s.clone(),
-                    conn: Some(conn),
-                    h,
-                    token,
-                }))));
-            }
-            let elapsed = start.elapsed();
-            if elapsed >= wait {
-                s.pool.checkin(conn);
-                return Ok(None);
-            }
-            std::thread::sleep(pause.min(wait - elapsed));
-            pause = (pause * 2).min(Duration::from_millis(20));
-        }
-    }
-}
-
-struct SqlLease {
-    shared: Arc<Shared>,
-    conn: Option<Box<dyn Conn>>,
-    h: i64,
-    token: String,
-}
-
-impl Drop for SqlLease {
-    fn drop(&mut self) {
-        let Some(mut conn) = self.conn.take() else {
-            return;
-        };
-        let s = &self.shared;
-        let r = match s.sql.dialect {
-            Dialect::Postgres => conn
-                .query("SELECT pg_advisory_unlock(?)", &[Val::Int(self.h)])
-                .map(drop),
-            Dialect::Mysql => conn
-                .query(
-                    "SELECT RELEASE_LOCK(?)",
-                    &[Val::Text(format!("picocache:{:016x}", self.h))],
-                )
-                .map(drop),
-            Dialect::Sqlite => conn
-                .exec(
-                    &format!("DELETE FROM {} WHERE name = ? AND token = ?", s.sql.lease),
-                    &[
-                        Val::Bytes(self.h.to_le_bytes().to_vec()),
-                        Val::Text(self.token.clone()),
-                    ],
-                )
-                .map(drop),
-        };
-        match r {
-            Ok(()) => s.pool.checkin(conn),
-            // Closing the session frees an advisory lock; an SQLite lease
-            // expires by itself.
-            Err(e) => log::warn!("picocache: releasing a {} lease failed: {e}", s.kind()),
-        }
+        lease::take(&self.shared, self.id, key, wait)
     }
 }
 

@@ -1,40 +1,102 @@
 //! MySQL and MariaDB through the `mysql` crate (no TLS, pure-Rust zlib).
+//!
+//! Timeouts are the socket's: the TCP connect waits at most the connect
+//! timeout, every read and write (the handshake's too) at most the statement
+//! timeout. A statement larger than the server's `max_allowed_packet` (read
+//! once per connection) is not sent: it fails with [`Error::TooLarge`], and
+//! so does one the server refuses as too large.
 
 use std::time::Duration;
 
 use mysql::prelude::Queryable;
 use mysql::{Opts, OptsBuilder, Params, Value};
 
+use super::guard::{unavailable, TimedOut};
 use super::{url::redact, Conn, Dialect, Driver, Retryable, SqlOptions, Val};
 use crate::{Error, Result};
 
 const KIND: &str = "mysql";
-/// Read and write timeout of a connection.
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Room left in a packet for the statement around its parameters.
+const PACKET_SLACK: usize = 16 << 10;
 
 pub(crate) struct MysqlDriver {
     opts: Opts,
     url: String,
+    timeout: Duration,
 }
 
 impl MysqlDriver {
     pub(crate) fn new(url: &str, options: &SqlOptions) -> Result<MysqlDriver> {
         let opts = Opts::from_url(url)
             .map_err(|e| Error::InvalidArgument(format!("MySQL URL {}: {e}", redact(url))))?;
+        // A lock wait ends (as a retryable error) before the socket gives up.
+        let lock_wait = options.timeout.as_secs().max(1);
         let opts = OptsBuilder::from_opts(opts)
             .tcp_connect_timeout(Some(options.connect_timeout))
-            .read_timeout(Some(IO_TIMEOUT))
-            .write_timeout(Some(IO_TIMEOUT))
+            .read_timeout(Some(options.timeout))
+            .write_timeout(Some(options.timeout))
             .prefer_socket(false)
+            .max_allowed_packet(Some(1 << 30))
+            .init(vec![format!(
+                "SET SESSION innodb_lock_wait_timeout = {lock_wait}"
+            )])
             .stmt_cache_size(Some(64));
         Ok(MysqlDriver {
             opts: opts.into(),
             url: redact(url),
+            timeout: options.timeout,
         })
     }
 }
 
+/// Whether the server or the driver refused a packet as too large.
+fn too_large(e: &mysql::Error) -> bool {
+    match e {
+        // ER_NET_PACKET_TOO_LARGE, ER_WARN_ALLOWED_PACKET_OVERFLOWED,
+        // CR_NET_PACKET_TOO_LARGE.
+        mysql::Error::MySqlError(m) => matches!(m.code, 1153 | 1301 | 2020),
+        mysql::Error::DriverError(mysql::DriverError::PacketTooLarge) => true,
+        mysql::Error::CodecError(c) => c.to_string().to_ascii_lowercase().contains("too large"),
+        _ => false,
+    }
+}
+
+/// [`convert`], with a socket timeout (after `after`) reported as
+/// [`TimedOut`] (a fresh connection would only wait again).
+fn convert_timed(e: mysql::Error, after: Duration) -> Error {
+    let io = match &e {
+        mysql::Error::IoError(io) => Some(io),
+        mysql::Error::CodecError(c) => {
+            std::error::Error::source(c).and_then(|s| s.downcast_ref::<std::io::Error>())
+        }
+        _ => None,
+    };
+    if let Some(io) = io {
+        if matches!(
+            io.kind(),
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+        ) {
+            return unavailable(
+                KIND,
+                TimedOut {
+                    what: "a statement",
+                    after,
+                },
+            );
+        }
+    }
+    convert(e)
+}
+
 fn convert(e: mysql::Error) -> Error {
+    if too_large(&e) {
+        return Error::TooLarge {
+            backend: KIND,
+            size: 0,
+            limit: None,
+            source: Some(e.into()),
+        };
+    }
     match &e {
         mysql::Error::MySqlError(m) => match m.code {
             // Deadlock, lock wait timeout.
@@ -71,9 +133,15 @@ impl Driver for MysqlDriver {
     }
 
     fn connect(&self) -> Result<Box<dyn Conn>> {
-        let conn = mysql::Conn::new(self.opts.clone()).map_err(convert)?;
+        let t = self.timeout;
+        let mut conn = mysql::Conn::new(self.opts.clone()).map_err(|e| convert_timed(e, t))?;
+        let max_packet: Option<u64> = conn
+            .query_first("SELECT @@max_allowed_packet")
+            .map_err(|e| convert_timed(e, t))?;
         Ok(Box::new(MysqlConn {
             conn,
+            timeout: t,
+            max_packet: max_packet.map_or(usize::MAX, |n| n as usize),
             broken: false,
         }))
     }
@@ -85,6 +153,9 @@ impl Driver for MysqlDriver {
 
 struct MysqlConn {
     conn: mysql::Conn,
+    /// The server's `max_allowed_packet`.
+    max_packet: usize,
+    timeout: Duration,
     broken: bool,
 }
 
@@ -106,19 +177,53 @@ fn params(vals: &[Val]) -> Params {
 
 impl MysqlConn {
     fn fail(&mut self, e: mysql::Error) -> Error {
-        let e = convert(e);
-        if matches!(e, Error::Unavailable { .. }) {
+        let e = convert_timed(e, self.timeout);
+        // The server closes the connection after a packet too large.
+        if matches!(e, Error::Unavailable { .. } | Error::TooLarge { .. }) {
             self.broken = true;
         }
         e
     }
 }
 
+fn params_size(p: &[Val]) -> usize {
+    p.iter()
+        .map(|v| match v {
+            Val::Bytes(b) => b.len(),
+            Val::Text(s) => s.len(),
+            _ => 8,
+        })
+        .sum()
+}
+
 impl Conn for MysqlConn {
     fn exec(&mut self, sql: &str, p: &[Val]) -> Result<u64> {
+        let size = params_size(p);
+        if size.saturating_add(sql.len() + PACKET_SLACK) > self.max_packet {
+            return Err(Error::TooLarge {
+                backend: KIND,
+                size,
+                limit: None,
+                source: Some(
+                    format!(
+                        "the statement would exceed the server's max_allowed_packet ({} bytes)",
+                        self.max_packet
+                    )
+                    .into(),
+                ),
+            });
+        }
         match self.conn.exec_drop(sql, params(p)) {
             Ok(()) => Ok(self.conn.affected_rows()),
-            Err(e) => Err(self.fail(e)),
+            Err(e) => Err(match self.fail(e) {
+                Error::TooLarge { source, .. } => Error::TooLarge {
+                    backend: KIND,
+                    size,
+                    limit: None,
+                    source,
+                },
+                e => e,
+            }),
         }
     }
 

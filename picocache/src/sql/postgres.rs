@@ -1,14 +1,21 @@
 //! PostgreSQL through the synchronous `postgres` crate (no TLS).
+//!
+//! Each connection lives on its own thread ([`Worker`]), since the crate's
+//! client has no read timeout: connecting waits at most the connect timeout
+//! and each statement at most the statement timeout, and the server cancels
+//! a statement that runs longer than that too (`statement_timeout`).
 
 use std::collections::HashMap;
 use std::error::Error as _;
 use std::str::FromStr;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use postgres::error::SqlState;
 use postgres::types::{IsNull, ToSql, Type};
 use postgres::{Client, Config, NoTls, Statement};
 
+use super::worker::Worker;
 use super::{url::redact, Conn, Dialect, Driver, Retryable, SqlOptions, Val};
 use crate::{Error, Result};
 
@@ -17,6 +24,8 @@ const KIND: &str = "postgresql";
 pub(crate) struct PgDriver {
     config: Config,
     url: String,
+    connect_timeout: Duration,
+    timeout: Duration,
 }
 
 impl PgDriver {
@@ -25,10 +34,25 @@ impl PgDriver {
             .map_err(|e| Error::InvalidArgument(format!("PostgreSQL URL {}: {e}", redact(url))))?;
         config.connect_timeout(options.connect_timeout);
         config.keepalives(true);
-        config.application_name("picocache");
+        // A peer that vanished (no ACKs) is given up within seconds, so the
+        // thread of an abandoned connection ends.
+        config.keepalives_idle(Duration::from_secs(10));
+        config.tcp_user_timeout(Duration::from_secs(10).max(options.timeout * 4));
+        if config.get_application_name().is_none() {
+            config.application_name("picocache");
+        }
+        let ms = options.timeout.as_millis().max(1);
+        let server_side = format!("-c statement_timeout={ms}");
+        let opts = match config.get_options() {
+            Some(o) if !o.is_empty() => format!("{o} {server_side}"),
+            _ => server_side,
+        };
+        config.options(&opts);
         Ok(PgDriver {
             config,
             url: redact(url),
+            connect_timeout: options.connect_timeout,
+            timeout: options.timeout,
         })
     }
 }
@@ -44,6 +68,15 @@ fn convert(e: postgres::Error) -> Error {
             };
         }
         let c = code.code();
+        if c.starts_with("54") {
+            // program_limit_exceeded and the like: a value too large.
+            return Error::TooLarge {
+                backend: KIND,
+                size: 0,
+                limit: None,
+                source: Some(e.into()),
+            };
+        }
         if c.starts_with("08") || c.starts_with("57P") || c == "53300" {
             return Error::Unavailable {
                 backend: KIND,
@@ -76,10 +109,17 @@ impl Driver for PgDriver {
     }
 
     fn connect(&self) -> Result<Box<dyn Conn>> {
-        let client = self.config.connect(NoTls).map_err(convert)?;
+        let config = self.config.clone();
+        let worker = Worker::spawn(KIND, self.connect_timeout, move || {
+            let client = config.connect(NoTls).map_err(convert)?;
+            Ok(PgState {
+                client,
+                stmts: HashMap::new(),
+            })
+        })?;
         Ok(Box::new(PgConn {
-            client,
-            stmts: HashMap::new(),
+            worker,
+            timeout: self.timeout,
             broken: false,
         }))
     }
@@ -89,9 +129,16 @@ impl Driver for PgDriver {
     }
 }
 
-struct PgConn {
+/// The connection, on its worker thread.
+struct PgState {
     client: Client,
     stmts: HashMap<String, Statement>,
+}
+
+/// The handle callers use.
+struct PgConn {
+    worker: Worker<PgState>,
+    timeout: Duration,
     broken: bool,
 }
 
@@ -139,39 +186,26 @@ impl ToSql for Val {
     postgres::types::to_sql_checked!();
 }
 
-impl PgConn {
-    fn prepare(&mut self, sql: &str) -> Result<Statement> {
+impl PgState {
+    fn prepare(&mut self, sql: &str) -> Result<Statement, postgres::Error> {
         if let Some(st) = self.stmts.get(sql) {
             return Ok(st.clone());
         }
-        let st = self
-            .client
-            .prepare(&numbered(sql))
-            .map_err(|e| self.fail(e))?;
+        let st = self.client.prepare(&numbered(sql))?;
         self.stmts.insert(sql.to_string(), st.clone());
         Ok(st)
     }
 
-    fn fail(&mut self, e: postgres::Error) -> Error {
-        let e = convert(e);
-        if matches!(e, Error::Unavailable { .. }) || self.client.is_closed() {
-            self.broken = true;
-        }
-        e
-    }
-}
-
-impl Conn for PgConn {
-    fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64> {
+    fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64, postgres::Error> {
         let st = self.prepare(sql)?;
         let p: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        self.client.execute(&st, &p).map_err(|e| self.fail(e))
+        self.client.execute(&st, &p)
     }
 
-    fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>> {
+    fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>, postgres::Error> {
         let st = self.prepare(sql)?;
         let p: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        let rows = self.client.query(&st, &p).map_err(|e| self.fail(e))?;
+        let rows = self.client.query(&st, &p)?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let mut row = Vec::with_capacity(r.len());
@@ -191,24 +225,93 @@ impl Conn for PgConn {
                         .try_get::<_, Option<Vec<u8>>>(i)
                         .map(|v| v.map(Val::Bytes)),
                     _ => r.try_get::<_, Option<String>>(i).map(|v| v.map(Val::Text)),
-                }
-                .map_err(|e| self.fail(e))?;
+                }?;
                 row.push(v.unwrap_or(Val::Null));
             }
             out.push(row);
         }
         Ok(out)
     }
+}
+
+impl PgConn {
+    /// Runs `f` on the worker; marks the connection broken if the server
+    /// went away or did not answer.
+    fn run<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut PgState) -> Result<T, postgres::Error> + Send + 'static,
+    ) -> Result<T> {
+        let r = self.worker.run(self.timeout, move |st| {
+            let r = f(st).map_err(convert);
+            (r, st.client.is_closed())
+        });
+        match r {
+            Ok((r, closed)) => {
+                if closed || matches!(r, Err(Error::Unavailable { .. })) {
+                    self.broken = true;
+                }
+                r
+            }
+            Err(e) => {
+                self.broken = true;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Conn for PgConn {
+    fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64> {
+        let (sql, params) = (sql.to_string(), params.to_vec());
+        let size = params_size(&params);
+        self.run(move |st| st.exec(&sql, &params))
+            .map_err(|e| with_size(e, size))
+    }
+
+    fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>> {
+        let (sql, params) = (sql.to_string(), params.to_vec());
+        self.run(move |st| st.query(&sql, &params))
+    }
 
     fn batch(&mut self, sql: &str) -> Result<()> {
-        self.client.batch_execute(sql).map_err(|e| self.fail(e))
+        let sql = sql.to_string();
+        self.run(move |st| st.client.batch_execute(&sql))
     }
 
     fn broken(&self) -> bool {
-        self.broken || self.client.is_closed()
+        self.broken
     }
 
     fn poison(&mut self) {
         self.broken = true;
+    }
+}
+
+fn params_size(params: &[Val]) -> usize {
+    params
+        .iter()
+        .map(|v| match v {
+            Val::Bytes(b) => b.len(),
+            Val::Text(s) => s.len(),
+            _ => 8,
+        })
+        .sum()
+}
+
+/// Fills in the size of a [`Error::TooLarge`].
+fn with_size(e: Error, size: usize) -> Error {
+    match e {
+        Error::TooLarge {
+            backend,
+            limit,
+            source,
+            ..
+        } => Error::TooLarge {
+            backend,
+            size,
+            limit,
+            source,
+        },
+        e => e,
     }
 }

@@ -1,0 +1,497 @@
+//! What keeps a remote backend from blocking its callers: a bounded
+//! connection pool, a back-off after failures, and the timeout settings a URL
+//! may carry. Shared by the SQL backends and the Redis backend (which
+//! includes this file as its own module).
+//!
+//! - [`BoundedPool`]: at most `max` connections open at once (idle or in
+//!   use); a caller that finds them all in use waits at most the operation
+//!   timeout for one, then fails with [`PoolBusy`] (an
+//!   [`Error::Unavailable`] that does not count as a server failure).
+//! - [`Breaker`]: after an operation fails with [`Error::Unavailable`] (the
+//!   server refused, broke the connection or did not answer in time), every
+//!   call fails at once with [`Down`] for a back-off window; when it ends,
+//!   one call (and only one, with the same short timeouts) tries the server
+//!   again: success closes the breaker, a failure doubles the window (up to
+//!   a maximum).
+//! - [`UrlSettings`]: `timeout=`, `connect_timeout=` (seconds, fractions
+//!   allowed) and `max_value_size=` (bytes) taken out of a URL's query.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::{Error, Result};
+
+/// An operation that got no answer in time.
+#[derive(Debug)]
+pub(crate) struct TimedOut {
+    /// What timed out ("connecting", "a query").
+    pub(crate) what: &'static str,
+    /// The timeout.
+    pub(crate) after: Duration,
+}
+
+impl fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "no answer within {:?} ({})", self.after, self.what)
+    }
+}
+
+impl std::error::Error for TimedOut {}
+
+/// Every connection of the pool stayed in use while a caller waited.
+#[derive(Debug)]
+pub(crate) struct PoolBusy {
+    /// Connections open.
+    pub(crate) max: usize,
+    /// How long the caller waited.
+    pub(crate) waited: Duration,
+}
+
+impl fmt::Display for PoolBusy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "all {} pooled connections stayed in use for {:?}",
+            self.max, self.waited
+        )
+    }
+}
+
+impl std::error::Error for PoolBusy {}
+
+/// The backend is skipped after a failure.
+#[derive(Debug)]
+pub(crate) struct Down {
+    /// Until the next try (zero: another caller is trying now).
+    pub(crate) retry_in: Duration,
+    /// The failure that started the back-off.
+    pub(crate) cause: String,
+}
+
+impl fmt::Display for Down {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.retry_in.is_zero() {
+            write!(
+                f,
+                "skipped while another call tries it again (after: {})",
+                self.cause
+            )
+        } else {
+            write!(
+                f,
+                "skipped for another {:?} (after: {})",
+                self.retry_in, self.cause
+            )
+        }
+    }
+}
+
+impl std::error::Error for Down {}
+
+/// An [`Error::Unavailable`] of `backend` with `source`.
+pub(crate) fn unavailable(
+    backend: &'static str,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> Error {
+    Error::Unavailable {
+        backend,
+        source: Box::new(source),
+    }
+}
+
+/// Whether `e` is the server's fault (so the back-off starts): an
+/// [`Error::Unavailable`] other than a busy pool or the back-off itself.
+fn is_server_failure(e: &Error) -> bool {
+    match e {
+        Error::Unavailable { source, .. } => !source.is::<PoolBusy>() && !source.is::<Down>(),
+        _ => false,
+    }
+}
+
+/// Whether `e` is a timeout (retrying on a fresh connection would only wait
+/// again).
+pub(crate) fn is_timeout(e: &Error) -> bool {
+    match e {
+        Error::Unavailable { source, .. } => {
+            source.is::<TimedOut>()
+                || source.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                    matches!(
+                        io.kind(),
+                        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                    )
+                })
+        }
+        _ => false,
+    }
+}
+
+#[derive(Default)]
+struct BreakerState {
+    /// While set, calls fail at once until this instant.
+    until: Option<Instant>,
+    /// Failures in a row (sets the window).
+    failures: u32,
+    /// A call is trying the server after a window.
+    probing: bool,
+    cause: String,
+}
+
+/// The back-off of one backend object; see the [module docs](self).
+pub(crate) struct Breaker {
+    backend: &'static str,
+    first: Duration,
+    max: Duration,
+    state: Mutex<BreakerState>,
+}
+
+/// Clears the probing mark even if the probe panics.
+struct Probe<'a>(Option<&'a Breaker>);
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.0 {
+            b.state.lock().probing = false;
+        }
+    }
+}
+
+impl Breaker {
+    /// A closed breaker whose first window is `first`, doubling up to `max`.
+    pub(crate) fn new(backend: &'static str, first: Duration, max: Duration) -> Breaker {
+        Breaker {
+            backend,
+            first,
+            max: max.max(first),
+            state: Mutex::new(BreakerState::default()),
+        }
+    }
+
+    /// Runs `f` unless the backend is in its back-off window (then fails at
+    /// once with [`Down`]), and records how it went.
+    pub(crate) fn call<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let probe = Probe(self.admit()?);
+        let r = f();
+        let mut s = self.state.lock();
+        match &r {
+            // A call that started before an earlier failure tripped the
+            // breaker does not lengthen the window.
+            Err(e) if is_server_failure(e) && (probe.0.is_some() || s.until.is_none()) => {
+                s.failures = s.failures.saturating_add(1);
+                let window = self
+                    .first
+                    .saturating_mul(1 << (s.failures - 1).min(20))
+                    .min(self.max);
+                s.until = Some(Instant::now() + window);
+                s.cause = e.to_string();
+                log::warn!(
+                    "picocache: {} unavailable ({e}); calls skip it for {window:?}",
+                    self.backend
+                );
+            }
+            // The server answered: a probe closes the breaker.
+            _ if probe.0.is_some() => {
+                s.until = None;
+                s.failures = 0;
+            }
+            _ => {}
+        }
+        drop(s);
+        drop(probe);
+        r
+    }
+
+    /// `Ok(Some(self))` if this call is the probe after a window, `Ok(None)`
+    /// if the breaker is closed, `Err` while calls are skipped.
+    fn admit(&self) -> Result<Option<&Breaker>> {
+        let mut s = self.state.lock();
+        let Some(until) = s.until else {
+            return Ok(None);
+        };
+        let now = Instant::now();
+        if now < until || s.probing {
+            return Err(unavailable(
+                self.backend,
+                Down {
+                    retry_in: until.saturating_duration_since(now),
+                    cause: s.cause.clone(),
+                },
+            ));
+        }
+        s.probing = true;
+        Ok(Some(self))
+    }
+
+    /// Whether calls are being skipped now.
+    pub(crate) fn is_down(&self) -> bool {
+        self.state.lock().until.is_some()
+    }
+}
+
+struct PoolState<T> {
+    idle: Vec<T>,
+    /// Connections open: idle plus checked out plus being opened.
+    open: usize,
+}
+
+/// At most `max` connections of type `T`, idle ones reused.
+pub(crate) struct BoundedPool<T> {
+    backend: &'static str,
+    state: Mutex<PoolState<T>>,
+    freed: Condvar,
+    max: usize,
+    wait: Duration,
+}
+
+/// A connection taken from a [`BoundedPool`]; dropping it closes it (and
+/// frees its place), [`Checked::put_back`] returns it for reuse.
+pub(crate) struct Checked<'a, T> {
+    pool: &'a BoundedPool<T>,
+    conn: Option<T>,
+    /// Whether it was idle in the pool (it may have gone stale).
+    pub(crate) reused: bool,
+}
+
+impl<T> Checked<'_, T> {
+    /// The connection.
+    pub(crate) fn conn(&mut self) -> &mut T {
+        self.conn.as_mut().expect("a checked-out connection")
+    }
+
+    /// Returns the connection to the pool.
+    pub(crate) fn put_back(mut self) {
+        if let Some(c) = self.conn.take() {
+            let mut s = self.pool.state.lock();
+            s.idle.push(c);
+            drop(s);
+            self.pool.freed.notify_one();
+        }
+    }
+}
+
+impl<T> Drop for Checked<'_, T> {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            drop(c);
+            self.pool.release_slot();
+        }
+    }
+}
+
+impl<T> BoundedPool<T> {
+    /// A pool of at most `max` connections (at least one) whose callers wait
+    /// at most `wait` for a free one.
+    pub(crate) fn new(backend: &'static str, max: usize, wait: Duration) -> Self {
+        BoundedPool {
+            backend,
+            state: Mutex::new(PoolState {
+                idle: Vec::new(),
+                open: 0,
+            }),
+            freed: Condvar::new(),
+            max: max.max(1),
+            wait,
+        }
+    }
+
+    /// The most connections open at once.
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    fn release_slot(&self) {
+        let mut s = self.state.lock();
+        s.open = s.open.saturating_sub(1);
+        drop(s);
+        self.freed.notify_one();
+    }
+
+    /// An idle connection, or a new one from `connect` if fewer than `max`
+    /// are open, or, after waiting up to the pool's wait for one, [`PoolBusy`].
+    pub(crate) fn checkout(&self, connect: impl FnOnce() -> Result<T>) -> Result<Checked<'_, T>> {
+        let start = Instant::now();
+        let mut s = self.state.lock();
+        loop {
+            if let Some(c) = s.idle.pop() {
+                return Ok(Checked {
+                    pool: self,
+                    conn: Some(c),
+                    reused: true,
+                });
+            }
+            if s.open < self.max {
+                s.open += 1;
+                drop(s);
+                return match connect() {
+                    Ok(c) => Ok(Checked {
+                        pool: self,
+                        conn: Some(c),
+                        reused: false,
+                    }),
+                    Err(e) => {
+                        self.release_slot();
+                        Err(e)
+                    }
+                };
+            }
+            let left = self.wait.saturating_sub(start.elapsed());
+            if left.is_zero() || self.freed.wait_for(&mut s, left).timed_out() {
+                if !s.idle.is_empty() || s.open < self.max {
+                    continue;
+                }
+                return Err(unavailable(
+                    self.backend,
+                    PoolBusy {
+                        max: self.max,
+                        waited: start.elapsed(),
+                    },
+                ));
+            }
+        }
+    }
+
+    /// Closes every idle connection (after the server went away they are all
+    /// suspect).
+    pub(crate) fn clear_idle(&self) {
+        let mut s = self.state.lock();
+        let idle = std::mem::take(&mut s.idle);
+        s.open = s.open.saturating_sub(idle.len());
+        drop(s);
+        drop(idle);
+        self.freed.notify_all();
+    }
+}
+
+/// Settings a URL may carry in its query string.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct UrlSettings {
+    /// `timeout=SECONDS`.
+    pub(crate) timeout: Option<Duration>,
+    /// `connect_timeout=SECONDS`.
+    pub(crate) connect_timeout: Option<Duration>,
+    /// `max_value_size=BYTES`.
+    pub(crate) max_value_size: Option<usize>,
+}
+
+fn seconds(name: &str, v: &str) -> Result<Duration> {
+    let s: f64 = v.parse().map_err(|_| {
+        Error::InvalidArgument(format!(
+            "URL parameter {name}={v:?} is not a number of seconds"
+        ))
+    })?;
+    if !(s.is_finite() && s > 0.0 && s <= 86_400.0) {
+        return Err(Error::InvalidArgument(format!(
+            "URL parameter {name}={v:?}: give a number of seconds above 0 (at most a day)"
+        )));
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+/// Takes `timeout`, `connect_timeout` and `max_value_size` out of `url`'s
+/// query string; the URL without them, and their values.
+pub(crate) fn take_url_settings(url: &str) -> Result<(String, UrlSettings)> {
+    let (main, fragment) = match url.find('#') {
+        Some(i) => (&url[..i], &url[i..]),
+        None => (url, ""),
+    };
+    let Some((base, query)) = main.split_once('?') else {
+        return Ok((url.to_string(), UrlSettings::default()));
+    };
+    let mut out = UrlSettings::default();
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "timeout" => out.timeout = Some(seconds(k, v)?),
+            "connect_timeout" => out.connect_timeout = Some(seconds(k, v)?),
+            "max_value_size" => {
+                out.max_value_size = Some(v.parse().map_err(|_| {
+                    Error::InvalidArgument(format!(
+                        "URL parameter max_value_size={v:?} is not a number of bytes"
+                    ))
+                })?)
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let mut u = base.to_string();
+    if !kept.is_empty() {
+        u.push('?');
+        u.push_str(&kept.join("&"));
+    }
+    u.push_str(fragment);
+    Ok((u, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_settings() {
+        let (u, s) =
+            take_url_settings("redis://h:1/0?timeout=0.5&connect_timeout=2#insecure").unwrap();
+        assert_eq!(u, "redis://h:1/0#insecure");
+        assert_eq!(s.timeout, Some(Duration::from_millis(500)));
+        assert_eq!(s.connect_timeout, Some(Duration::from_secs(2)));
+        let (u, s) =
+            take_url_settings("mysql://u:p@h/db?charset=utf8mb4&max_value_size=1000&x=1").unwrap();
+        assert_eq!(u, "mysql://u:p@h/db?charset=utf8mb4&x=1");
+        assert_eq!(s.max_value_size, Some(1000));
+        let (u, s) = take_url_settings("postgresql://h/db").unwrap();
+        assert_eq!(
+            (u.as_str(), s),
+            ("postgresql://h/db", UrlSettings::default())
+        );
+        assert!(take_url_settings("redis://h?timeout=0").is_err());
+        assert!(take_url_settings("redis://h?timeout=abc").is_err());
+        assert!(take_url_settings("redis://h?max_value_size=-1").is_err());
+    }
+
+    #[test]
+    fn breaker_skips_then_probes_once() {
+        let b = Breaker::new(
+            "test",
+            Duration::from_millis(50),
+            Duration::from_millis(200),
+        );
+        let fail = || -> Result<()> {
+            Err(unavailable(
+                "test",
+                TimedOut {
+                    what: "a query",
+                    after: Duration::from_millis(1),
+                },
+            ))
+        };
+        assert!(b.call(fail).is_err());
+        assert!(b.is_down());
+        // Skipped: `f` does not run.
+        let r = b.call(|| -> Result<()> { panic!("ran during the window") });
+        assert!(matches!(r, Err(Error::Unavailable { source, .. }) if source.is::<Down>()));
+        std::thread::sleep(Duration::from_millis(60));
+        // The probe runs, fails: a longer window.
+        assert!(b.call(fail).is_err());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(b.call(|| Ok(())).is_err(), "window doubled to 100 ms");
+        std::thread::sleep(Duration::from_millis(60));
+        b.call(|| Ok(())).unwrap();
+        assert!(!b.is_down());
+    }
+
+    #[test]
+    fn pool_is_bounded() {
+        let pool: BoundedPool<u32> = BoundedPool::new("test", 2, Duration::from_millis(20));
+        let a = pool.checkout(|| Ok(1)).unwrap();
+        let b = pool.checkout(|| Ok(2)).unwrap();
+        let busy = pool.checkout(|| Ok(3));
+        assert!(matches!(busy, Err(Error::Unavailable { source, .. }) if source.is::<PoolBusy>()));
+        a.put_back();
+        let mut c = pool.checkout(|| Ok(4)).unwrap();
+        assert_eq!((*c.conn(), c.reused), (1, true));
+        drop(b); // closed: frees its place
+        let d = pool.checkout(|| Ok(5)).unwrap();
+        assert!(!d.reused);
+    }
+}

@@ -1,0 +1,70 @@
+//! The connection pool of one [`SqlBackend`](super::SqlBackend): at most
+//! `pool_size` connections, reconnection after an outage, and the back-off
+//! of [`guard::Breaker`].
+
+use super::guard::{self, BoundedPool, Breaker};
+use super::{Conn, Driver};
+use crate::{Error, Result};
+
+pub(crate) struct Pool {
+    pub(crate) driver: Box<dyn Driver>,
+    conns: BoundedPool<Box<dyn Conn>>,
+    breaker: Breaker,
+}
+
+impl Pool {
+    pub(crate) fn new(driver: Box<dyn Driver>, options: &super::SqlOptions) -> Pool {
+        let kind = driver.dialect().kind();
+        Pool {
+            driver,
+            conns: BoundedPool::new(kind, options.pool_size as usize, options.timeout),
+            breaker: Breaker::new(kind, options.backoff, options.backoff_max),
+        }
+    }
+
+    /// The most connections open at once.
+    pub(crate) fn max(&self) -> usize {
+        self.conns.max()
+    }
+
+    /// Whether calls skip the server now (its back-off window).
+    pub(crate) fn is_down(&self) -> bool {
+        self.breaker.is_down()
+    }
+
+    /// Runs `f` on a pooled connection. If it fails because the server went
+    /// away (not a timeout) on a connection that was idle in the pool, closes
+    /// the idle connections and runs `f` once more on a fresh connection.
+    /// Fails at once while the backend is in its back-off window.
+    pub(crate) fn with_conn<T>(&self, mut f: impl FnMut(&mut dyn Conn) -> Result<T>) -> Result<T> {
+        self.breaker.call(|| {
+            let mut c = self.conns.checkout(|| self.driver.connect())?;
+            let r = f(c.conn().as_mut());
+            match r {
+                Err(e @ Error::Unavailable { .. }) => {
+                    let reused = c.reused;
+                    drop(c);
+                    self.conns.clear_idle();
+                    if !reused || guard::is_timeout(&e) {
+                        return Err(e);
+                    }
+                    let mut c = self.conns.checkout(|| self.driver.connect())?;
+                    let r = f(c.conn().as_mut());
+                    self.checkin(c);
+                    r
+                }
+                r => {
+                    self.checkin(c);
+                    r
+                }
+            }
+        })
+    }
+
+    fn checkin(&self, c: guard::Checked<'_, Box<dyn Conn>>) {
+        let mut c = c;
+        if !c.conn().broken() {
+            c.put_back();
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! A connection on its own thread, so that a caller can stop waiting for it.
+//!
+//! The `postgres` crate's blocking client has no read timeout: a server that
+//! accepts a connection and never answers would block its caller for as long
+//! as the socket lives. A [`Worker`] owns such a connection on a thread of
+//! its own; each operation is sent to it, and the caller waits at most its
+//! timeout for the answer. If none comes, the caller fails with
+//! [`TimedOut`] and abandons the connection: its thread ends when the
+//! blocked operation does (the socket closes, or TCP's keepalive or user
+//! timeout gives up on it). At most [`MAX_STUCK`] abandoned threads exist at
+//! once in the process; while that many are stuck, new connections fail at
+//! once instead of starting more.
+
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::guard::{unavailable, TimedOut};
+use crate::Result;
+
+/// Most abandoned (stuck) connection threads at once, per process.
+pub(crate) const MAX_STUCK: usize = 16;
+
+static STUCK: AtomicUsize = AtomicUsize::new(0);
+
+const RUNNING: u8 = 0;
+const ABANDONED: u8 = 1;
+const EXITED: u8 = 2;
+
+type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
+
+/// Too many connection threads are stuck on servers that do not answer.
+#[derive(Debug)]
+struct TooManyStuck(usize);
+
+impl std::fmt::Display for TooManyStuck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} connections are still waiting for a server that stopped answering; \
+             not opening another",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for TooManyStuck {}
+
+/// The thread ended (a panic in the client library).
+#[derive(Debug)]
+struct Gone;
+
+impl std::fmt::Display for Gone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the connection's thread ended")
+    }
+}
+
+impl std::error::Error for Gone {}
+
+/// Marks the thread's end; un-counts it from [`STUCK`] if it was abandoned.
+struct Exit(Arc<AtomicU8>);
+
+impl Drop for Exit {
+    fn drop(&mut self) {
+        if self
+            .0
+            .compare_exchange(RUNNING, EXITED, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            STUCK.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// A connection of type `S` living on its own thread.
+pub(crate) struct Worker<S> {
+    backend: &'static str,
+    jobs: Option<mpsc::Sender<Job<S>>>,
+    state: Arc<AtomicU8>,
+}
+
+impl<S: 'static> Worker<S> {
+    /// Starts a thread that opens the connection with `open`, waiting at
+    /// most `timeout` for it.
+    pub(crate) fn spawn(
+        backend: &'static str,
+        timeout: Duration,
+        open: impl FnOnce() -> Result<S> + Send + 'static,
+    ) -> Result<Worker<S>> {
+        let stuck = STUCK.load(Ordering::Acquire);
+        if stuck >= MAX_STUCK {
+            return Err(unavailable(backend, TooManyStuck(stuck)));
+        }
+        let (jobs, queue) = mpsc::channel::<Job<S>>();
+        let (opened_tx, opened) = mpsc::sync_channel::<Result<()>>(1);
+        let state = Arc::new(AtomicU8::new(RUNNING));
+        let exit = Exit(state.clone());
+        std::thread::Builder::new()
+            .name(format!("picocache-{backend}"))
+            .spawn(move || {
+                let _exit = exit;
+                let mut conn = match open() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                        return;
+                    }
+                };
+                if opened_tx.send(Ok(())).is_err() {
+                    return;
+                }
+                while let Ok(job) = queue.recv() {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| unavailable(backend, e))?;
+        let mut w = Worker {
+            backend,
+            jobs: Some(jobs),
+            state,
+        };
+        match opened.recv_timeout(timeout) {
+            Ok(Ok(())) => Ok(w),
+            Ok(Err(e)) => Err(e),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                w.abandon();
+                Err(unavailable(
+                    backend,
+                    TimedOut {
+                        what: "connecting",
+                        after: timeout,
+                    },
+                ))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(unavailable(backend, Gone)),
+        }
+    }
+
+    /// Runs `f` on the connection, waiting at most `timeout` for it. On a
+    /// timeout the connection is abandoned: every later call fails.
+    pub(crate) fn run<T: Send + 'static>(
+        &mut self,
+        timeout: Duration,
+        f: impl FnOnce(&mut S) -> T + Send + 'static,
+    ) -> Result<T> {
+        let Some(jobs) = &self.jobs else {
+            return Err(unavailable(self.backend, Gone));
+        };
+        let (done, answer) = mpsc::sync_channel(1);
+        let job: Job<S> = Box::new(move |conn| {
+            let _ = done.send(f(conn));
+        });
+        if jobs.send(job).is_err() {
+            self.jobs = None;
+            return Err(unavailable(self.backend, Gone));
+        }
+        match answer.recv_timeout(timeout) {
+            Ok(v) => Ok(v),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                self.abandon();
+                Err(unavailable(
+                    self.backend,
+                    TimedOut {
+                        what: "a statement",
+                        after: timeout,
+                    },
+                ))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                self.jobs = None;
+                Err(unavailable(self.backend, Gone))
+            }
+        }
+    }
+
+    /// Gives the thread up: it ends once its blocked operation does.
+    fn abandon(&mut self) {
+        self.jobs = None;
+        STUCK.fetch_add(1, Ordering::AcqRel);
+        if self
+            .state
+            .compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // It had ended already.
+            STUCK.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Connection threads abandoned and still blocked, in this process.
+#[allow(dead_code)]
+pub(crate) fn stuck() -> usize {
+    STUCK.load(Ordering::Acquire)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_and_timeouts() {
+        let mut w = Worker::spawn("test", Duration::from_secs(5), || Ok(41u32)).unwrap();
+        assert_eq!(w.run(Duration::from_secs(5), |n| *n + 1).unwrap(), 42);
+        let (release, wait) = mpsc::channel::<()>();
+        let start = std::time::Instant::now();
+        let r = w.run(Duration::from_millis(50), move |_| {
+            let _ = wait.recv();
+        });
+        assert!(r.is_err());
+        assert!(start.elapsed() < Duration::from_secs(2));
+        assert!(w.run(Duration::from_secs(1), |_| ()).is_err(), "abandoned");
+        drop(release); // the blocked job returns; the thread ends
+        let slow = Worker::spawn("test", Duration::from_millis(50), || {
+            std::thread::sleep(Duration::from_millis(300));
+            Ok(())
+        });
+        assert!(slow.is_err());
+    }
+}
