@@ -27,11 +27,18 @@ impl LocalBackend {
         Self::open_with(path, engine::Options::default())
     }
 
-    /// Opens the store in `path` with `options`.
+    /// Opens the store in `path` with `options`. An I/O error names the
+    /// path (`/etc/passwd: File exists`, not only `File exists`).
     pub fn open_with(path: impl AsRef<Path>, options: engine::Options) -> Result<LocalBackend> {
-        Ok(LocalBackend {
-            store: engine::Store::open(path, options)?,
-        })
+        let path = path.as_ref();
+        let store = engine::Store::open(path, options).map_err(|e| match e {
+            engine::Error::Io(io) => engine::Error::Io(std::io::Error::new(
+                io.kind(),
+                format!("{}: {io}", path.display()),
+            )),
+            other => other,
+        })?;
+        Ok(LocalBackend { store })
     }
 
     /// The engine store underneath.

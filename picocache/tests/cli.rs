@@ -426,3 +426,38 @@ fn stats_show_rejected_entries() {
     let o = run(&["stats", p(dir.path())]);
     assert!(stdout(&o).contains("REJECTED"), "{}", stdout(&o));
 }
+
+/// `picocache ls DIR NS | head -1`: the closed pipe ends the command
+/// quietly (it panicked with "failed printing to stdout: Broken pipe").
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let b: Arc<dyn Backend> = Arc::new(LocalBackend::open(dir.path()).unwrap());
+    let m = Memo::builder("cli::many").maxsize(None).backend(b).build();
+    for i in 0..20_000u32 {
+        m.call(i, |x| x);
+    }
+    for json in [false, true] {
+        let mut args = vec!["ls", p(dir.path()), "cli::many"];
+        if json {
+            args.insert(0, "--json");
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_picocache"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        // The reader is dropped here: the pipe is closed.
+        let out = child.wait_with_output().unwrap();
+        assert!(!first.is_empty());
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    }
+}

@@ -246,3 +246,22 @@ def test_django_locmem_is_the_default_alias():
     django_setup()
     from django.core.cache import caches
     assert "LocMemCache" in type(caches["default"]).__name__
+
+
+def test_a_wrong_local_path_is_named(tmp_path, caplog):
+    """Issue 15: LocalCache("/etc/passwd") failed every call with a warning
+    naming no path."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(pc.CacheInvalidArgument, match="afile exists and is not a directory"):
+        pc.LocalCache(afile)
+    cache = pc.LocalCache("/proc/picocache-cannot-be-here")
+
+    @cache
+    def f(x):
+        return x
+
+    import logging
+    with caplog.at_level(logging.WARNING, logger="picocache"):
+        assert f(1) == 1
+    assert "/proc/picocache-cannot-be-here" in caplog.text

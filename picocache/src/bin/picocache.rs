@@ -108,6 +108,28 @@ enum Cmd {
 }
 
 /// Parses `30d`, `12h`, `90m`, `3600s`, `2w`.
+/// `println!` that ends the program quietly (exit 0, as `head` expects)
+/// when stdout is closed, instead of panicking on a broken pipe.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let mut o = std::io::stdout().lock();
+        if let Err(e) = writeln!(o, $($t)*) {
+            stdout_failed(e);
+        }
+    }};
+}
+
+/// Stdout is gone: a closed pipe (`picocache ls | head`) ends the program
+/// without a message; any other error is reported.
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("picocache: cannot write the output: {e}");
+    std::process::exit(1);
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -240,7 +262,7 @@ fn namespace(store: &Store, name: &str) -> Result<picocache_engine::Namespace, F
 }
 
 fn print_json(v: &serde_json::Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
     );
@@ -280,7 +302,7 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
                 s.push_str(&format!("  {c:>w$}"));
             }
         }
-        println!("{}", s.trim_end());
+        outln!("{}", s.trim_end());
     };
     line(header.iter().map(|h| h.to_string()).collect());
     for r in rows {
@@ -334,25 +356,25 @@ fn stats(path: &Path, json: bool) -> Result<ExitCode, Failure> {
     } else {
         0.0
     };
-    println!("store      {}", path.display());
-    println!(
+    outln!("store      {}", path.display());
+    outln!(
         "log        {} in {} segment(s); dead space {} ({dead_pct:.0}%)",
         human_bytes(s.log_bytes),
         s.segments,
         human_bytes(s.dead_bytes)
     );
-    println!(
+    outln!(
         "index      {}; on disk {}",
         human_bytes(s.index_bytes),
         human_bytes(disk)
     );
-    println!(
+    outln!(
         "entries    {} in {} namespace(s); {} compaction(s)",
         s.entries,
         s.namespaces.len(),
         s.compactions
     );
-    println!();
+    outln!();
     let now = unix_now();
     let rows: Vec<Vec<String>> = s
         .namespaces
@@ -375,7 +397,7 @@ fn stats(path: &Path, json: bool) -> Result<ExitCode, Failure> {
         })
         .collect();
     if rows.is_empty() {
-        println!("(no namespaces)");
+        outln!("(no namespaces)");
     } else {
         print_table(
             &[
@@ -433,18 +455,18 @@ fn report_problems(path: &Path, records: u64, entries: u64, problems: &[String],
         return;
     }
     if problems.is_empty() {
-        println!(
+        outln!(
             "ok: {} is sound ({records} records, {entries} index entries checked)",
             path.display()
         );
     } else {
-        println!(
+        outln!(
             "{} problem(s) in {} ({records} records, {entries} index entries checked):",
             problems.len(),
             path.display()
         );
         for p in problems {
-            println!("  - {p}");
+            outln!("  - {p}");
         }
     }
 }
@@ -499,7 +521,7 @@ fn compact(path: &Path, json: bool) -> Result<ExitCode, Failure> {
             "entries": after.entries,
         }));
     } else {
-        println!(
+        outln!(
             "compacted {}: log {} -> {}, dead space {} -> {}, on disk {} -> {}",
             path.display(),
             human_bytes(before.log_bytes),
@@ -538,10 +560,10 @@ fn clear(path: &Path, name: Option<&str>, json: bool) -> Result<ExitCode, Failur
             .collect();
         print_json(&json!({ "path": path.display().to_string(), "cleared": v }));
     } else if cleared.is_empty() {
-        println!("nothing to clear: {} has no namespaces", path.display());
+        outln!("nothing to clear: {} has no namespaces", path.display());
     } else {
         for (n, e) in &cleared {
-            println!("cleared {n}: {e} entries removed");
+            outln!("cleared {n}: {e} entries removed");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -584,9 +606,9 @@ fn ls(
         .collect();
     print_table(&["KEY", "VALUE BYTES"], &rows);
     if rows.len() < total {
-        println!("({} of {total} keys shown)", rows.len());
+        outln!("({} of {total} keys shown)", rows.len());
     } else {
-        println!("({total} keys)");
+        outln!("({total} keys)");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -626,7 +648,7 @@ fn prune(
     }
     let verb = if dry_run { "would remove" } else { "removed" };
     for n in &found {
-        println!(
+        outln!(
             "{verb} {}: {} entries, {}, last used {} ago",
             n.name,
             n.entries,
@@ -636,9 +658,9 @@ fn prune(
     }
     let span = duration_text(unused_for);
     if found.is_empty() {
-        println!("no namespace of {} unused for {span}", path.display());
+        outln!("no namespace of {} unused for {span}", path.display());
     } else if !dry_run {
-        println!(
+        outln!(
             "{} namespace(s) unused for {span} removed; `picocache compact {}` reclaims their space now",
             found.len(),
             path.display()

@@ -70,6 +70,10 @@ class LocalCache(_NativeCache):
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.path = os.path.abspath(os.fspath(path) if path is not None else _native.default_local_path())
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            # A mistake to say at once (the store itself opens at the first call).
+            raise _native.CacheInvalidArgument(
+                f"LocalCache: {self.path} exists and is not a directory (a store is a directory)")
         self.group_access = bool(group_access)
 
     def _open_store(self) -> "_native.Store":
