@@ -22,6 +22,8 @@ struct State {
     accepted: AtomicU64,
     /// Connections held open without an answer.
     held: Mutex<Vec<TcpStream>>,
+    /// The local ports of every connection opened to the server.
+    upstream_ports: Mutex<Vec<u16>>,
     stop: AtomicBool,
 }
 
@@ -58,6 +60,7 @@ impl Proxy {
             upstream_bytes: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             held: Mutex::new(Vec::new()),
+            upstream_ports: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         });
         let st = state.clone();
@@ -81,6 +84,9 @@ impl Proxy {
                 };
                 match server {
                     Some(server) => {
+                        if let Ok(a) = server.local_addr() {
+                            st.upstream_ports.lock().unwrap().push(a.port());
+                        }
                         let epoch = st.epoch.load(Ordering::SeqCst);
                         pump(
                             &st,
@@ -130,6 +136,12 @@ impl Proxy {
     /// Bytes forwarded from clients to the server so far.
     pub fn upstream_bytes(&self) -> u64 {
         self.state.upstream_bytes.load(Ordering::SeqCst)
+    }
+
+    /// The local ports of every connection the proxy opened to the server
+    /// (as the server sees them: `127.0.0.1:PORT`).
+    pub fn upstream_ports(&self) -> Vec<u16> {
+        self.state.upstream_ports.lock().unwrap().clone()
     }
 
     /// Connections accepted so far.
