@@ -17,6 +17,7 @@
 
 pub mod backend;
 mod error;
+pub mod keyfmt;
 pub mod local;
 pub mod memo;
 mod open;

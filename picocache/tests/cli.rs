@@ -461,3 +461,30 @@ fn a_closed_pipe_ends_the_output_quietly() {
         assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
     }
 }
+
+/// `picocache ls` shows a Python key as the call it encodes (it showed
+/// `\x01A\x02\x00...`).
+#[test]
+fn ls_shows_python_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = LocalBackend::open(dir.path()).unwrap();
+    let ns = b.namespace("py.f", picocache::Limits::default()).unwrap();
+    // f(7, "a", b=None), as the Python package encodes it.
+    let mut k = b"\x01A".to_vec();
+    k.extend(2u32.to_le_bytes());
+    k.push(b'i');
+    k.extend(7i64.to_le_bytes());
+    k.push(b's');
+    k.extend(1u32.to_le_bytes());
+    k.push(b'a');
+    k.push(b'K');
+    k.extend(1u32.to_le_bytes());
+    k.extend(1u32.to_le_bytes());
+    k.push(b'b');
+    k.push(b'N');
+    ns.put(&k, b"v", None).unwrap();
+    let o = run(&["ls", p(dir.path()), "py.f"]);
+    assert!(stdout(&o).contains("(7, \"a\", b=None)"), "{}", stdout(&o));
+    let v = json(&run(&["--json", "ls", p(dir.path()), "py.f"]));
+    assert_eq!(v["keys"][0]["call"], "(7, \"a\", b=None)");
+}

@@ -6,7 +6,8 @@
 //! picocache verify PATH           check every record and index entry (exit 1 if unsound)
 //! picocache compact PATH          compact now
 //! picocache clear PATH [NAMESPACE]
-//! picocache ls PATH NAMESPACE     keys (escaped text, or --hex) and value sizes
+//! picocache ls PATH NAMESPACE     keys (the Python calls they encode, else escaped bytes,
+//!                                 or --hex) and value sizes
 //! picocache prune PATH --unused-for DURATION [--dry-run]
 //!                                 remove namespaces unused for DURATION (30d, 12h, 90m, 3600s)
 //! ```
@@ -569,7 +570,8 @@ fn clear(path: &Path, name: Option<&str>, json: bool) -> Result<ExitCode, Failur
     Ok(ExitCode::SUCCESS)
 }
 
-/// A key as text: printable ASCII as is, everything else escaped (`\x00`).
+/// A key's bytes as text: printable ASCII as is, everything else escaped
+/// (`\x00`).
 fn escaped(key: &[u8]) -> String {
     key.escape_ascii().to_string()
 }
@@ -595,14 +597,29 @@ fn ls(
     if json {
         let v: Vec<_> = keys
             .iter()
-            .map(|(k, n)| json!({"key": escaped(k), "key_hex": hex(k), "value_bytes": n}))
+            .map(|(k, n)| {
+                json!({
+                    "key": escaped(k),
+                    "call": picocache::keyfmt::python_call(k),
+                    "key_hex": hex(k),
+                    "value_bytes": n,
+                })
+            })
             .collect();
         print_json(&json!({ "namespace": name, "total": total, "keys": v }));
         return Ok(ExitCode::SUCCESS);
     }
     let rows: Vec<Vec<String>> = keys
         .iter()
-        .map(|(k, n)| vec![if as_hex { hex(k) } else { escaped(k) }, n.to_string()])
+        .map(|(k, n)| {
+            let key = if as_hex {
+                hex(k)
+            } else {
+                // The call a Python key encodes; other keys escaped.
+                picocache::keyfmt::display(k)
+            };
+            vec![key, n.to_string()]
+        })
         .collect();
     print_table(&["KEY", "VALUE BYTES"], &rows);
     if rows.len() < total {
