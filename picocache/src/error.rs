@@ -90,7 +90,7 @@ fn too_large_message(backend: &str, size: usize, limit: Option<usize>) -> String
         Some(l) => format!(
             "{backend}: {size} bytes is over the largest entry sent ({l} bytes, max_value_size); not stored"
         ),
-        None => format!("{backend}: the server refused {size} bytes as too large; not stored"),
+        None => format!("{backend}: {size} bytes is more than the server accepts; not stored"),
     }
 }
 
