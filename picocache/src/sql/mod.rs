@@ -539,7 +539,7 @@ impl Shared {
                 Err(e @ Error::Unavailable { .. }) => return Err(e),
                 Err(e) if tries >= 3 => return Err(e),
                 Err(e) => {
-                    log::debug!("picocache: creating the {} schema: {e}; trying again", self.kind());
+                    log::info!("picocache: creating the {} schema: {e}; trying again", self.kind());
                     std::thread::sleep(Duration::from_millis(50 * tries))
                 }
             }
