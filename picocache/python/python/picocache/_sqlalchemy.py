@@ -5,7 +5,14 @@ digest collision is a miss. A hit refreshes the entry's access time at most
 once a second (not every hit is a write); a store evicts the least recently
 used rows of that function only, in the same transaction. No cross-process
 lease on this path: concurrent processes may compute a key more than once
-(threads of one process still compute it once)."""
+(threads of one process still compute it once).
+
+Keys and values are LONGBLOB on MySQL/MariaDB (a BLOB holds 64 KiB: a longer
+key was never found again), and a table made with BLOB columns by an older
+version is widened on open. Processes that open the same new table at once
+all succeed: PostgreSQL creates it under an advisory lock, and on every
+dialect a CREATE that lost a race to another process is tried again (it then
+finds the table)."""
 
 from __future__ import annotations
 
@@ -31,6 +38,38 @@ def _unavailable(fn: Callable) -> Callable:
     return inner
 
 
+def _blob() -> Any:
+    """Binary of any length: LONGBLOB on MySQL/MariaDB (BLOB stops at 64 KiB)."""
+    from sqlalchemy.dialects import mysql
+
+    return sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql").with_variant(mysql.LONGBLOB(), "mariadb")
+
+
+def _lost_race(e: Exception) -> bool:
+    """Whether a CREATE failed because another process created the same
+    table, type or index at the same moment."""
+    if isinstance(e, sa.exc.IntegrityError):  # PostgreSQL: pg_type_typname_nsp_index
+        return True
+    text = str(getattr(e, "orig", e)).lower()
+    return any(w in text for w in ("already exists", "duplicate", "1050", "1061"))
+
+
+def _deadlock(e: Exception) -> bool:
+    """Whether the server rolled a transaction back for a deadlock or a lock
+    wait (MySQL 1213, 1205; PostgreSQL 40P01, 40001): worth another try."""
+    orig = getattr(e, "orig", None)
+    code = getattr(orig, "args", [None])[0] if orig is not None else None
+    pgcode = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return code in (1213, 1205) or pgcode in ("40P01", "40001")
+
+
+#: How many times a write the server rolled back for a deadlock is tried.
+_WRITE_TRIES = 5
+
+#: How many times a CREATE that lost a race is tried again.
+_CREATE_TRIES = 5
+
+
 class SAStore:
     def __init__(self, engine: Any, table: str) -> None:
         self.engine = engine
@@ -39,16 +78,45 @@ class SAStore:
             table, md,
             sa.Column("ns", sa.String(255), primary_key=True),
             sa.Column("kh", sa.String(64), primary_key=True),
-            sa.Column("k", sa.LargeBinary(), nullable=False),
-            sa.Column("v", sa.LargeBinary(), nullable=False),
+            sa.Column("k", _blob(), nullable=False),
+            sa.Column("v", _blob(), nullable=False),
             sa.Column("atime", sa.BigInteger(), nullable=False),
             sa.Column("expires", sa.Float(), nullable=True),
         )
         sa.Index(f"{table}_lru", self.table.c.ns, self.table.c.atime)
         try:
-            md.create_all(engine, checkfirst=True)
+            self._create(md, table)
         except sa.exc.SQLAlchemyError as e:
             raise _native.CacheUnavailable(f"sqlalchemy: {e}") from e
+
+    def _create(self, md: Any, table: str) -> None:
+        lock = int.from_bytes(hashlib.blake2b(f"picocache sa schema {table}".encode(), digest_size=8).digest(),
+                              "big", signed=True)
+        for attempt in range(_CREATE_TRIES):
+            try:
+                with self.engine.begin() as conn:
+                    name = conn.dialect.name
+                    if name == "postgresql":
+                        # One creator at a time; the others then find the table.
+                        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock})
+                    md.create_all(conn, checkfirst=True)
+                    if name in ("mysql", "mariadb"):
+                        self._widen_mysql_blobs(conn, table)
+                return
+            except sa.exc.SQLAlchemyError as e:
+                if attempt + 1 >= _CREATE_TRIES or not _lost_race(e):
+                    raise
+                time.sleep(0.02 * (attempt + 1))
+
+    @staticmethod
+    def _widen_mysql_blobs(conn: Any, table: str) -> None:
+        """A table an older version made has BLOB keys and values: LONGBLOB."""
+        rows = conn.execute(sa.text(
+            "SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :t AND COLUMN_NAME IN ('k', 'v')"), {"t": table})
+        if any(str(r[1]).lower() != "longblob" for r in rows):
+            quoted = conn.dialect.identifier_preparer.quote(table)
+            conn.execute(sa.text(f"ALTER TABLE {quoted} MODIFY k LONGBLOB NOT NULL, MODIFY v LONGBLOB NOT NULL"))
 
     def namespace(self, name: str, maxsize: Optional[int], ttl: Optional[float], typed: bool,
                   fallback: Callable) -> "SANamespace":
@@ -96,9 +164,20 @@ class SANamespace:
     def put(self, key: bytes, value: bytes, ttl: Optional[float] = None) -> None:
         if self.maxsize == 0:
             return
-        t, kh = self.t, self._kh(key)
         ttl = ttl if ttl is not None else self.ttl
         expires = time.time() + ttl if ttl is not None else None
+        for attempt in range(_WRITE_TRIES):
+            try:
+                return self._put(key, value, expires)
+            except sa.exc.DBAPIError as e:
+                # Concurrent stores of one function may deadlock on MySQL's
+                # gap locks: the server rolled this one back; try again.
+                if attempt + 1 >= _WRITE_TRIES or not _deadlock(e):
+                    raise
+                time.sleep(0.005 * (attempt + 1))
+
+    def _put(self, key: bytes, value: bytes, expires: Optional[float]) -> None:
+        t, kh = self.t, self._kh(key)
         with self.store.engine.begin() as conn:
             conn.execute(sa.delete(t).where(t.c.ns == self.name, t.c.kh == kh))
             conn.execute(sa.insert(t).values(ns=self.name, kh=kh, k=key, v=value, atime=time.time_ns(),
