@@ -39,6 +39,12 @@ pub const REC_HEADER_LEN: usize = 40;
 pub const REC_MARKER: u32 = u32::from_le_bytes(*b"PCRK");
 /// Default maximum size of one segment.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
+/// The smallest segment size a small filesystem imposes (segments are at
+/// most a sixty-fourth of their filesystem, not below this).
+pub const MIN_SEGMENT_SIZE: u64 = 64 << 10;
+/// The largest `reserve` file (a sixty-fourth of the filesystem, at most
+/// this), deleted to make room when the filesystem is full.
+pub const MAX_RESERVE: u64 = 256 << 10;
 /// Longest key accepted.
 pub const MAX_KEY_LEN: usize = 1 << 20;
 /// Largest value accepted.

@@ -52,6 +52,7 @@ pub mod format;
 mod index;
 pub mod io;
 mod lifecycle;
+mod space;
 mod store;
 #[allow(unsafe_code)]
 mod sys;

@@ -529,6 +529,8 @@ impl Store {
                 });
             }
         }
+        // Segments sized to a small filesystem, so that several fit.
+        opts.segment_size = crate::space::segment_size_for(&dir, opts.segment_size);
         let lock_file = modes.open(&dir.join("lock"), false)?;
         let boot_id = match opts.boot_id {
             Some(b) => ((b >> 64) as u64, b as u64),
@@ -561,6 +563,7 @@ impl Store {
             w.stamp_unknown_last_use(now);
             Ok(())
         })?;
+        inner.ensure_reserve();
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let thread = if inner.opts.background_compaction {
             let weak = Arc::downgrade(&inner);
@@ -625,10 +628,12 @@ impl Store {
                 });
             }
         }
-        let id = self.inner.with_writer(|w| {
-            let id = w.define_namespace(name.as_bytes(), enc)?;
-            crate::lifecycle::touch(&w.idx, id, w.inner.use_clock());
-            Ok(id)
+        let id = self.inner.retry_if_full(false, || {
+            self.inner.with_writer(|w| {
+                let id = w.define_namespace(name.as_bytes(), enc)?;
+                crate::lifecycle::touch(&w.idx, id, w.inner.use_clock());
+                Ok(id)
+            })
         })?;
         self.inner.names.write().insert(name.to_owned(), id);
         Ok(Namespace {
@@ -1197,20 +1202,36 @@ impl Inner {
         if force {
             // Expired entries become dead space that this compaction reclaims.
             self.sweep_expired(true)?;
-            self.with_writer(|w| w.seal_if_dead())?;
+            // On a full disk the next segment may not fit: the sealed ones
+            // are still compacted.
+            match self.with_writer(|w| w.seal_if_dead()) {
+                Err(e) if crate::space::is_full(&e) => {}
+                r => r?,
+            }
         }
-        // Only segments sealed before this compaction started: the records it
-        // copies land in newer segments, and chasing those would not end.
+        // On a full disk, a segment whose copies do not fit ends the
+        // compaction without an error: what was freed stays freed, and the
+        // segments left (less dead: the most dead go first) need more room.
+        let full = |e: &Error| crate::space::is_full(e);
         // A compaction that was killed (or failed) is finished first, from
         // where its journal says it stopped.
-        let mut done = usize::from(crate::compaction::resume_interrupted(self)?);
+        let mut done = match crate::compaction::resume_interrupted(self) {
+            Ok(resumed) => usize::from(resumed),
+            Err(e) if full(&e) => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        // Only segments sealed before this compaction started: the records it
+        // copies land in newer segments, and chasing those would not end.
         let below = self.with_writer_ro(|w| Ok(w.idx.hget(hdr::ACTIVE_SEG)))?;
         loop {
             let Some(victim) = self.with_writer_ro(|w| Ok(w.pick_victim(force, below)))? else {
                 return Ok(done);
             };
-            crate::compaction::compact_segment(self, victim)?;
-            done += 1;
+            match crate::compaction::compact_segment(self, victim) {
+                Ok(()) => done += 1,
+                Err(e) if full(&e) => return Ok(done),
+                Err(e) => return Err(e),
+            }
             if done > format::MAX_SEGMENTS {
                 return Ok(done);
             }
@@ -1385,11 +1406,13 @@ impl Namespace {
     /// Like [`Namespace::put`] with an explicit TTL (`None`: the namespace's default).
     pub fn put_with_ttl(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
         check_kv(key, value)?;
-        self.store
-            .inner
-            .with_writer(|w| {
-                let id = self.used_row(w)?;
-                w.put_batch(id, &[(key, value)], ttl)
+        let inner = &self.store.inner;
+        inner
+            .retry_if_full(false, || {
+                inner.with_writer(|w| {
+                    let id = self.used_row(w)?;
+                    w.put_batch(id, &[(key, value)], ttl)
+                })
             })
             .map(|n| n == 1)
     }
@@ -1400,26 +1423,35 @@ impl Namespace {
         for (k, v) in items {
             check_kv(k, v)?;
         }
-        self.store.inner.with_writer(|w| {
-            let id = self.used_row(w)?;
-            w.put_batch(id, items, None)
+        let inner = &self.store.inner;
+        inner.retry_if_full(false, || {
+            inner.with_writer(|w| {
+                let id = self.used_row(w)?;
+                w.put_batch(id, items, None)
+            })
         })
     }
 
     /// Removes `key`. Returns whether it was present.
     pub fn remove(&self, key: &[u8]) -> Result<bool> {
-        self.store.inner.with_writer(|w| {
-            let id = self.row(w)?;
-            w.remove(id, key)
+        let inner = &self.store.inner;
+        inner.retry_if_full(true, || {
+            inner.with_writer(|w| {
+                let id = self.row(w)?;
+                w.remove(id, key)
+            })
         })
     }
 
     /// Removes every entry of this namespace (in every process) and resets its
     /// hit, miss, eviction and rejection counters.
     pub fn clear(&self) -> Result<()> {
-        self.store.inner.with_writer(|w| {
-            let id = self.row(w)?;
-            w.clear(id)
+        let inner = &self.store.inner;
+        inner.retry_if_full(true, || {
+            inner.with_writer(|w| {
+                let id = self.row(w)?;
+                w.clear(id)
+            })
         })
     }
 

@@ -246,6 +246,23 @@ pub(crate) fn fs_type(path: &Path) -> io::Result<i64> {
     Ok(st.f_type as i64)
 }
 
+/// The size of the filesystem holding `path` and the bytes free on it for
+/// an unprivileged process (`statfs`: `f_blocks` and `f_bavail` blocks of
+/// `f_frsize` bytes).
+pub(crate) fn fs_space(path: &Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    // SAFETY: all-zero bytes are a valid `statfs` struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated string and `st` a struct we own; statfs
+    // writes only into `st`.
+    cvt(unsafe { libc::statfs(c.as_ptr(), &mut st) })?;
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    let (blocks, avail, bsize) = (st.f_blocks as u64, st.f_bavail as u64, st.f_frsize as u64);
+    Ok((blocks.saturating_mul(bsize), avail.saturating_mul(bsize)))
+}
+
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 static ATFORK: Once = Once::new();
 

@@ -797,13 +797,17 @@ impl Writer<'_> {
             let io = &self.inner.opts.io;
             let init =
                 (min_len + SEG_HEADER_LEN).max(PREALLOC_CHUNK.min(self.inner.opts.segment_size));
-            let r = io
-                .allocate(&file, 0, init)
-                .and_then(|_| io.write_at(&file, &format::encode_segment_header(id as u32), 0))
-                .and_then(|_| io.sync(&file));
-            let r = r.map_err(Error::from).and_then(|_| {
+            // On a full filesystem, only what the first records need.
+            let need = format::align8(min_len + SEG_HEADER_LEN).max(4096);
+            let r = crate::space::allocate_fitting(io.as_ref(), &file, 0, init, need.min(init))
+                .and_then(|len| {
+                    io.write_at(&file, &format::encode_segment_header(id as u32), 0)?;
+                    io.sync(&file)?;
+                    Ok(len)
+                });
+            let r = r.map_err(Error::from).and_then(|len| {
                 if self.inner.opts.durability == Durability::PowerLoss {
-                    zero_fill(io.as_ref(), &file, SEG_HEADER_LEN, init)?;
+                    zero_fill(io.as_ref(), &file, SEG_HEADER_LEN, len)?;
                 }
                 Ok(())
             });
@@ -877,7 +881,14 @@ impl Writer<'_> {
                     if off + bytes > len {
                         let target = (off + bytes).div_ceil(PREALLOC_CHUNK) * PREALLOC_CHUNK;
                         let target = target.min(seg_size.max(off + bytes));
-                        io.allocate(&seg.file, len, target - len)?;
+                        // On a full filesystem, only what this write needs.
+                        let target = crate::space::allocate_fitting(
+                            io.as_ref(),
+                            &seg.file,
+                            len,
+                            target,
+                            off + bytes,
+                        )?;
                         if self.inner.opts.durability == Durability::PowerLoss {
                             // fallocate leaves "unwritten" extents: the first
                             // write into each turns fdatasync into a journal

@@ -53,6 +53,8 @@ fn constants_match_the_document() {
         ("MIN_BUCKETS", format::MIN_BUCKETS),
         ("MAX_NAME_LEN", format::MAX_NAME_LEN as u64),
         ("DEFAULT_SEGMENT_SIZE", format::DEFAULT_SEGMENT_SIZE),
+        ("MIN_SEGMENT_SIZE", format::MIN_SEGMENT_SIZE),
+        ("MAX_RESERVE", format::MAX_RESERVE),
         (
             "LAST_USE_GRANULARITY_SECS",
             format::LAST_USE_GRANULARITY_SECS,

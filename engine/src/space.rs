@@ -1,0 +1,128 @@
+//! Living on a small or full filesystem (FORMAT.md, "Full disk").
+//!
+//! - Segments are sized to the filesystem: at most a sixty-fourth of it (not
+//!   below [`crate::format::MIN_SEGMENT_SIZE`]), so that a small disk holds
+//!   many and compaction can free them one at a time.
+//! - Preallocation shrinks to what fits: when the usual 4 MiB step does not
+//!   fit, only the bytes the write needs are allocated.
+//! - A `reserve` file (a sixty-fourth of the filesystem, at most
+//!   [`crate::format::MAX_RESERVE`]) is kept allocated while there is room.
+//!   When a write fails for lack of space, the store deletes it, which leaves
+//!   room for the new segment compaction needs and the copies of a segment,
+//!   compacts (most dead segments first), and tries the write once more.
+
+use std::fs::File;
+use std::io;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::io::Io;
+use crate::store::Inner;
+
+use crate::format::{MAX_RESERVE, MIN_SEGMENT_SIZE};
+
+/// The name of the reserve file in the store's directory.
+pub(crate) const RESERVE_FILE: &str = "reserve";
+
+/// Whether `e` says the filesystem is full.
+pub(crate) fn is_full(e: &Error) -> bool {
+    match e {
+        Error::Io(e) => io_is_full(e),
+        _ => false,
+    }
+}
+
+fn io_is_full(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOSPC)
+        || e.raw_os_error() == Some(libc::EDQUOT)
+        || e.kind() == io::ErrorKind::StorageFull
+}
+
+/// The segment size to use in `dir`: `want`, or a sixty-fourth of the
+/// filesystem if that is smaller (not below [`MIN_SEGMENT_SIZE`]).
+pub(crate) fn segment_size_for(dir: &Path, want: u64) -> u64 {
+    match crate::sys::fs_space(dir) {
+        Ok((total, _)) if total > 0 => {
+            let cap = (total / 64 / 4096 * 4096).max(MIN_SEGMENT_SIZE);
+            want.min(cap)
+        }
+        _ => want,
+    }
+}
+
+/// The size of the reserve file in `dir`: a sixty-fourth of the filesystem,
+/// at most [`MAX_RESERVE`].
+fn reserve_len(dir: &Path) -> u64 {
+    match crate::sys::fs_space(dir) {
+        Ok((total, _)) if total > 0 => (total / 64 / 4096 * 4096).clamp(4096, MAX_RESERVE),
+        _ => MAX_RESERVE,
+    }
+}
+
+/// Allocates `file` from `from` to `want` bytes; if that does not fit, to
+/// `need` bytes only. Returns the length allocated.
+pub(crate) fn allocate_fitting(
+    io: &dyn Io,
+    file: &File,
+    from: u64,
+    want: u64,
+    need: u64,
+) -> io::Result<u64> {
+    match io.allocate(file, from, want.saturating_sub(from)) {
+        Ok(()) => Ok(want),
+        Err(e) if io_is_full(&e) && need < want => {
+            io.allocate(file, from, need.saturating_sub(from))?;
+            Ok(need)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl Inner {
+    /// Creates the reserve file if it is missing (best effort: on a full
+    /// disk there is none until space is freed).
+    pub(crate) fn ensure_reserve(&self) {
+        let path = self.dir.join(RESERVE_FILE);
+        if path.exists() {
+            return;
+        }
+        let len = reserve_len(&self.dir);
+        let made = self.modes().open(&path, false).and_then(|f| {
+            crate::sys::preallocate(&f, 0, len)?;
+            f.sync_all()
+        });
+        if made.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
+    /// Deletes the reserve file, freeing its space for the store's own use.
+    fn release_reserve(&self) -> bool {
+        std::fs::remove_file(self.dir.join(RESERVE_FILE)).is_ok()
+    }
+
+    /// Runs `op`; if it fails because the filesystem is full, frees what
+    /// space compaction can and runs it once more. The reserve file is
+    /// deleted first, so that compaction has room for a new segment and the
+    /// copies of one segment; it is re-created before `op` runs again, or,
+    /// if `op` frees space itself (a removal, a clear), after it.
+    pub(crate) fn retry_if_full<R>(
+        &self,
+        frees_space: bool,
+        mut op: impl FnMut() -> Result<R>,
+    ) -> Result<R> {
+        match op() {
+            Err(e) if is_full(&e) => {
+                self.release_reserve();
+                let compacted = self.compact(true);
+                if !frees_space {
+                    self.ensure_reserve();
+                }
+                let r = compacted.and_then(|_| op());
+                self.ensure_reserve();
+                r
+            }
+            r => r,
+        }
+    }
+}
