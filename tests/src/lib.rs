@@ -5,7 +5,8 @@
 //! MySQL/MariaDB and Redis. The servers' URLs come from the environment
 //! (`PICOCACHE_REDIS_URL`, `PICOCACHE_POSTGRES_URL`, `PICOCACHE_MYSQL_URL`,
 //! written by `tests/servers/start.sh`); a test whose server is not
-//! configured says so loudly on stderr and does nothing.
+//! configured fails in CI (`CI=true`) and elsewhere prints a `SKIPPED` line
+//! (uncaptured) and does nothing.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -28,17 +29,39 @@ pub fn url_var(kind: &str) -> &'static str {
     }
 }
 
-/// The URL of a server kind, or `None` after a loud note that the test is
-/// skipped.
+/// Whether this is a CI run (`CI=true`, as `.ci/run` sets it): there a test
+/// that lacks its server fails instead of skipping.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// Reports that a test cannot run (`what`: which test, and why). In CI
+/// ([`in_ci`]) that is a failure: this panics. Elsewhere it writes a
+/// `SKIPPED` line straight to the process's stderr, which the test
+/// harness does not capture, so it shows in a passing run too.
+pub fn missing(what: &str) {
+    if in_ci() {
+        panic!(
+            "{what}; CI=true: every server must be there (tests/servers/start.sh, then \
+             source /tmp/picocache-servers/env.sh)"
+        );
+    }
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {what} (run `bash tests/servers/start.sh` and \
+         `source /tmp/picocache-servers/env.sh`)"
+    );
+}
+
+/// The URL of a server kind, or `None` after [`missing`] said the test is
+/// skipped (in CI, a missing URL fails the test instead).
 pub fn server_url(kind: &str) -> Option<String> {
     let var = url_var(kind);
     match std::env::var(var) {
         Ok(u) if !u.is_empty() => Some(u),
         _ => {
-            eprintln!(
-                "\n!!! SKIPPED: {kind} test: {var} is not set (run `bash tests/servers/start.sh` \
-                 and `source /tmp/picocache-servers/env.sh`) !!!\n"
-            );
+            missing(&format!("{kind} test: {var} is not set"));
             None
         }
     }

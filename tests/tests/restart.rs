@@ -37,7 +37,9 @@ fn outage(kind: &str, env: &str) {
     ) {
         (Ok(a), Ok(b)) if !a.is_empty() && !b.is_empty() => (a, b),
         _ => {
-            eprintln!("\n!!! SKIPPED: {kind} restart test: {env}_STOP / {env}_START not set !!!\n");
+            picocache_tests::missing(&format!(
+                "{kind} restart test: {env}_STOP / {env}_START not set"
+            ));
             return;
         }
     };
