@@ -44,6 +44,15 @@ pub enum Error {
         /// The filesystem type reported by `statfs`.
         fs_type: String,
     },
+    /// The store is read-only: its filesystem is mounted read-only, or this
+    /// process may not write its directory. Lookups work; puts, removals,
+    /// clears, new namespaces, leases and maintenance fail with this error.
+    ReadOnly {
+        /// The store's directory.
+        path: PathBuf,
+        /// What could not be done.
+        what: String,
+    },
     /// This handle was opened before a `fork()` and used in the child.
     ///
     /// Open the store again in the child process; the parent's handle keeps
@@ -70,6 +79,12 @@ impl fmt::Display for Error {
                 "{} is on a network filesystem ({fs_type}); the store needs a local filesystem \
                  for its shared memory map and locks (set Options::allow_network_filesystem \
                  to override at your own risk)",
+                path.display()
+            ),
+            Error::ReadOnly { path, what } => write!(
+                f,
+                "the store at {} is read-only (a read-only filesystem, or no permission to \
+                 write it): {what}; lookups still work",
                 path.display()
             ),
             Error::Forked => write!(

@@ -44,7 +44,23 @@ pub(crate) enum IndexProblem {
 impl IndexMap {
     /// Opens and validates `path`. Any problem means "rebuild".
     pub(crate) fn open(path: &Path) -> std::result::Result<IndexMap, IndexProblem> {
-        let file = match OpenOptions::new().read(true).write(true).open(path) {
+        IndexMap::open_mode(path, true)
+    }
+
+    /// Like [`IndexMap::open`]; `writable: false` maps the file read-only
+    /// (a read-only store: no word of it may then be stored to).
+    pub(crate) fn open_mode(
+        path: &Path,
+        writable: bool,
+    ) -> std::result::Result<IndexMap, IndexProblem> {
+        let map = |file: &File, len: usize| {
+            if writable {
+                SharedMap::map_rw(file, len)
+            } else {
+                SharedMap::map_ro(file, len)
+            }
+        };
+        let file = match OpenOptions::new().read(true).write(writable).open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(IndexProblem::Missing),
             Err(e) => return Err(IndexProblem::Io(e)),
@@ -55,7 +71,7 @@ impl IndexMap {
                 "index file is only {len} bytes"
             )));
         }
-        let head = SharedMap::map_rw(&file, format::IDX_HEADER_LEN).map_err(IndexProblem::Io)?;
+        let head = map(&file, format::IDX_HEADER_LEN).map_err(IndexProblem::Io)?;
         let mut magic = [0u8; 8];
         head.copy_out(0, &mut magic);
         if magic != format::INDEX_MAGIC {
@@ -88,7 +104,7 @@ impl IndexMap {
             )));
         }
         drop(head);
-        let map = SharedMap::map_rw(&file, layout.file_len).map_err(IndexProblem::Io)?;
+        let map = map(&file, layout.file_len).map_err(IndexProblem::Io)?;
         Ok(IndexMap {
             map,
             layout,

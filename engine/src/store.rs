@@ -224,9 +224,9 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    fn open(dir: &Path, id: u32, reserve: u64) -> std::io::Result<Segment> {
+    fn open(dir: &Path, id: u32, reserve: u64, writable: bool) -> std::io::Result<Segment> {
         let path = dir.join(format::segment_file_name(id));
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let file = OpenOptions::new().read(true).write(writable).open(path)?;
         let len = file.metadata()?.len();
         let map_len = len.max(reserve).div_ceil(4096) * 4096;
         let map = SharedMap::map_ro(&file, map_len as usize)?;
@@ -356,6 +356,9 @@ pub(crate) struct Inner {
     fork_gen: u64,
     epoch_seen: AtomicU64,
     pub(crate) boot_id: (u64, u64),
+    /// The store could not be opened for writing (read-only filesystem, or no
+    /// permission): lookups only, the index is mapped read-only.
+    pub(crate) read_only: bool,
     names: RwLock<HashMap<String, u32>>,
     /// Open descriptions of `leases` not holding a lock, for reuse: opening
     /// one per lease cost more than the lock itself. (Each lease needs its
@@ -431,6 +434,23 @@ pub struct Namespace {
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The error of an operation that a read-only store cannot do.
+pub(crate) fn read_only_error(dir: &Path, what: &str) -> Error {
+    Error::ReadOnly {
+        path: dir.to_owned(),
+        what: what.to_owned(),
+    }
+}
+
+/// Whether opening a file for writing failed because the store cannot be
+/// written (a read-only filesystem, or no permission).
+fn is_read_only_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM)
+    )
 }
 
 /// Milliseconds since the Unix epoch.
@@ -531,14 +551,20 @@ impl Store {
         }
         // Segments sized to a small filesystem, so that several fit.
         opts.segment_size = crate::space::segment_size_for(&dir, opts.segment_size);
-        let lock_file = modes.open(&dir.join("lock"), false)?;
+        // A read-only filesystem, or a directory this process may not write:
+        // the store opens read-only (lookups only).
+        let (lock_file, read_only) = match modes.open(&dir.join("lock"), false) {
+            Ok(f) => (f, false),
+            Err(e) if is_read_only_error(&e) => (File::open(dir.join("lock"))?, true),
+            Err(e) => return Err(e.into()),
+        };
         let boot_id = match opts.boot_id {
             Some(b) => ((b >> 64) as u64, b as u64),
             None => read_boot_id(),
         };
         let fork_gen = sys::fork_generation();
         let (index, rebuilt) =
-            crate::writer::open_or_rebuild_index(&dir, &lock_file, &opts, boot_id)?;
+            crate::writer::open_or_rebuild_index(&dir, &lock_file, &opts, boot_id, read_only)?;
         let inner = Arc::new(Inner {
             dir,
             commit: Mutex::new(CommitState::default()),
@@ -550,6 +576,7 @@ impl Store {
             fork_gen,
             epoch_seen: AtomicU64::new(0),
             boot_id,
+            read_only,
             names: RwLock::new(HashMap::new()),
             lease_files: Arc::new(Mutex::new(Vec::new())),
             opts,
@@ -558,14 +585,16 @@ impl Store {
         // honours every namespace's limits; an unknown last use (an index of
         // an earlier build) counts from now.
         let now = inner.use_clock();
-        inner.with_writer(|w| {
-            w.after_open(rebuilt)?;
-            w.stamp_unknown_last_use(now);
-            Ok(())
-        })?;
-        inner.ensure_reserve();
+        if !read_only {
+            inner.with_writer(|w| {
+                w.after_open(rebuilt)?;
+                w.stamp_unknown_last_use(now);
+                Ok(())
+            })?;
+            inner.ensure_reserve();
+        }
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let thread = if inner.opts.background_compaction {
+        let thread = if inner.opts.background_compaction && !read_only {
             let weak = Arc::downgrade(&inner);
             let stop2 = stop.clone();
             let interval = inner.opts.compaction_interval;
@@ -588,6 +617,14 @@ impl Store {
     /// The store's directory.
     pub fn path(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// True if the store was opened read-only: its filesystem is read-only or
+    /// this process may not write its directory. Lookups work (without
+    /// counting hits, misses or recency); every write fails with
+    /// [`Error::ReadOnly`].
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
     }
 
     /// Opens namespace `name`, creating it with `limits` if it does not exist;
@@ -618,7 +655,9 @@ impl Store {
                     idx.ns_get(id, nsr::TTL_MS),
                 ) == enc
             {
-                crate::lifecycle::touch(&idx, id, self.inner.use_clock());
+                if !self.inner.read_only {
+                    crate::lifecycle::touch(&idx, id, self.inner.use_clock());
+                }
                 return Ok(Namespace {
                     store: self.clone(),
                     id: Arc::new(AtomicU32::new(id)),
@@ -627,6 +666,16 @@ impl Store {
                     limits: enc,
                 });
             }
+        }
+        if self.inner.read_only {
+            // Nothing can be defined: an existing namespace opens with the
+            // limits it has.
+            return self.existing_namespace(name)?.ok_or_else(|| {
+                read_only_error(
+                    &self.inner.dir,
+                    &format!("namespace {name:?} does not exist and cannot be created"),
+                )
+            });
         }
         let id = self.inner.retry_if_full(false, || {
             self.inner.with_writer(|w| {
@@ -841,7 +890,7 @@ impl Inner {
         }
         // Not open yet, or its map is too short: (re)open it.
         let reserve = self.opts.segment_size.max(format::DEFAULT_SEGMENT_SIZE);
-        let seg = Arc::new(Segment::open(&self.dir, id, reserve).ok()?);
+        let seg = Arc::new(Segment::open(&self.dir, id, reserve, !self.read_only).ok()?);
         let r = f(&seg).ok();
         self.segs.write().insert(id, seg);
         r
@@ -973,6 +1022,8 @@ impl Inner {
         f: impl FnOnce(&[u8], Located) -> R,
     ) -> Result<Option<R>> {
         self.check_fork()?;
+        // A read-only store counts nothing: its index is mapped read-only.
+        let count = count && !self.read_only;
         let h = key_hash(ns, key);
         SCRATCH.with(|cell| {
             let mut buf = cell.borrow_mut();
@@ -1063,7 +1114,9 @@ impl Inner {
             }
             let e = (w as u32).wrapping_sub(1);
             if idx.valid_entry(e) && idx.bucket_loc(pos).load(Ordering::Acquire) == at.loc {
-                count_hit(idx, ns, e, self.use_clock());
+                if !self.read_only {
+                    count_hit(idx, ns, e, self.use_clock());
+                }
                 return Ok(true);
             }
         }
@@ -1141,6 +1194,9 @@ impl Inner {
         mut f: impl FnMut(&mut Writer<'_>) -> Result<R>,
     ) -> Result<R> {
         self.check_fork()?;
+        if mutating && self.read_only {
+            return Err(read_only_error(&self.dir, "it cannot be written"));
+        }
         let mut st = self.writer.lock();
         let _flock = FlockGuard::new(&self.lock_file)?;
         let mut idx = self.index.read().clone();
@@ -1189,6 +1245,9 @@ impl Inner {
         // (the kernel drops it if the holder dies); the background compactor
         // skips a round when it is taken, `Store::compact` waits.
         self.check_fork()?;
+        if self.read_only {
+            return Err(read_only_error(&self.dir, "it cannot be compacted"));
+        }
         let lock = OpenOptions::new()
             .read(true)
             .write(true)
@@ -1459,6 +1518,9 @@ impl Namespace {
     /// (picocache's seal): [`NamespaceStats::rejected`], in every process,
     /// reset by [`Namespace::clear`].
     pub fn count_rejected(&self) -> Result<()> {
+        if self.store.inner.read_only {
+            return Ok(()); // nothing is counted in a read-only store
+        }
         let id = self.id()?;
         self.store
             .inner
@@ -1489,6 +1551,10 @@ impl Namespace {
     /// a namespace without limits, where hits are not ranked, most recently
     /// written first).
     pub fn keys(&self) -> Result<Vec<(Vec<u8>, usize)>> {
+        if self.store.inner.read_only {
+            let id = self.id()?;
+            return self.store.inner.with_writer_ro(|w| Ok(w.keys(id)));
+        }
         self.store.inner.with_writer(|w| {
             let id = self.row(w)?;
             Ok(w.keys(id))
@@ -1503,6 +1569,9 @@ impl Namespace {
         self.store.inner.check_fork()?;
         let h = key_hash(self.id.load(Ordering::Relaxed), key) ^ self.name_hash;
         let inner = &self.store.inner;
+        if inner.read_only {
+            return Err(read_only_error(&inner.dir, "no lease can be taken"));
+        }
         let pooled = inner.lease_files.lock().pop();
         let file = match pooled {
             Some(f) => f,

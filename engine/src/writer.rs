@@ -288,10 +288,21 @@ pub(crate) fn open_or_rebuild_index(
     lock_file: &File,
     opts: &Options,
     boot: (u64, u64),
+    read_only: bool,
 ) -> Result<(Arc<IndexMap>, bool)> {
     crate::sys::flock(lock_file, true, false)?;
     let r = (|| {
         let path = dir.join("index");
+        if read_only {
+            return match IndexMap::open_mode(&path, false) {
+                Ok(idx) if !needs_rebuild(&idx, boot) => Ok((Arc::new(idx), false)),
+                Err(IndexProblem::Io(e)) => Err(Error::Io(e)),
+                _ => Err(crate::store::read_only_error(
+                    dir,
+                    "its index must be rebuilt from the log, which needs write access",
+                )),
+            };
+        }
         match IndexMap::open(&path) {
             Ok(idx) if !needs_rebuild(&idx, boot) => Ok((Arc::new(idx), false)),
             Ok(old) => {
@@ -696,7 +707,7 @@ pub(crate) fn rebuild_index(
 impl Writer<'_> {
     pub(crate) fn recover_if_needed(&mut self) -> Result<()> {
         if self.idx.retired() {
-            match IndexMap::open(&self.inner.dir.join("index")) {
+            match IndexMap::open_mode(&self.inner.dir.join("index"), !self.inner.read_only) {
                 Ok(m) if !m.retired() && m.hget(hdr::STATE) & format::STATE_MUTATING == 0 => {
                     self.idx = Arc::new(m);
                     self.inner.install_index(self.idx.clone());
@@ -730,6 +741,12 @@ impl Writer<'_> {
 
     /// Rebuilds the index from the log and installs it.
     pub(crate) fn rebuild(&mut self) -> Result<()> {
+        if self.inner.read_only {
+            return Err(crate::store::read_only_error(
+                &self.inner.dir,
+                "its index must be rebuilt from the log, which needs write access",
+            ));
+        }
         let new = Arc::new(rebuild_index(
             &self.inner.dir,
             &self.inner.opts,

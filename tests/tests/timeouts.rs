@@ -251,3 +251,68 @@ fn memoized_calls_stay_prompt_when_the_server_hangs() {
         memo_stays_prompt(kind);
     }
 }
+
+fn slow_statement(kind: &str) {
+    let Some(url) = server_url(kind) else { return };
+    let table = format!("slow_{}", std::process::id());
+    let b = SqlBackend::connect(
+        &with_timeouts(&url),
+        SqlOptions {
+            table: table.clone(),
+            ..SqlOptions::default()
+        },
+    )
+    .unwrap();
+    let name = unique_prefix("slow");
+    let ns = fresh(&b, &name, Limits::default());
+    ns.put(b"k", b"v", None).unwrap();
+    // Another client holds the namespace's row lock for longer than the
+    // statement timeout: the server is slow for this call, not gone.
+    let lock_sql = format!("SELECT id FROM {table}_ns WHERE name = ? FOR UPDATE");
+    let (locked_tx, locked) = std::sync::mpsc::channel();
+    let (release_tx, release) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let (url, name) = (url.clone(), name.clone());
+        thread::spawn(move || {
+            if url.starts_with("postgres") {
+                let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                let mut tx = c.transaction().unwrap();
+                tx.query(&lock_sql.replace('?', "$1"), &[&name]).unwrap();
+                locked_tx.send(()).unwrap();
+                let _ = release.recv();
+                tx.commit().unwrap();
+            } else {
+                use mysql::prelude::Queryable;
+                let mut c = mysql::Conn::new(mysql::Opts::from_url(&url).unwrap()).unwrap();
+                let mut tx = c.start_transaction(mysql::TxOpts::default()).unwrap();
+                let _: Vec<i64> = tx.exec(&lock_sql, (name.as_str(),)).unwrap();
+                locked_tx.send(()).unwrap();
+                let _ = release.recv();
+                tx.commit().unwrap();
+            }
+        })
+    };
+    locked.recv().unwrap();
+    let (r, took) = timed(|| ns.put(b"k", b"w", None));
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    match &r {
+        Err(Error::Backend { .. }) => {}
+        other => panic!("{kind}: a lock wait past the timeout: expected Backend, got {other:?}"),
+    }
+    let bound = TIMEOUT * 2 + MARGIN;
+    assert!(took < bound, "{kind}: the waiting put took {took:?}");
+    assert!(
+        !b.is_backing_off(),
+        "{kind}: a slow statement does not skip the server"
+    );
+    ns.put(b"k", b"x", None).unwrap();
+    assert_eq!(ns.get(b"k").unwrap().as_deref(), Some(&b"x"[..]));
+    eprintln!("{kind}: a put behind another client's lock failed after {took:?}: {r:?}");
+}
+
+#[test]
+fn a_slow_statement_is_an_error_not_an_unavailable_server() {
+    slow_statement("postgresql");
+    slow_statement("mysql");
+}

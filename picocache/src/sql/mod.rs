@@ -234,7 +234,9 @@ fn transaction<T>(
         match r {
             Ok(v) => return Ok(v),
             Err(e) => {
-                if conn.batch("ROLLBACK").is_err() {
+                // A connection that broke or timed out is not asked to roll
+                // back (that would wait for it again): closing it does.
+                if conn.broken() || conn.batch("ROLLBACK").is_err() {
                     conn.poison();
                     return Err(e);
                 }

@@ -135,13 +135,22 @@ impl Driver for MysqlDriver {
     fn connect(&self) -> Result<Box<dyn Conn>> {
         let t = self.timeout;
         let mut conn = mysql::Conn::new(self.opts.clone()).map_err(|e| convert_timed(e, t))?;
-        let max_packet: Option<u64> = conn
-            .query_first("SELECT @@max_allowed_packet")
-            .map_err(|e| convert_timed(e, t))?;
+        let (max_packet, version): (u64, String) = conn
+            .query_first("SELECT @@max_allowed_packet, VERSION()")
+            .map_err(|e| convert_timed(e, t))?
+            .unwrap_or((u64::MAX, String::new()));
+        if version.contains("MariaDB") {
+            // MariaDB ends a statement (a long lock wait too) a little before
+            // the client gives up on it: an error of that statement, not an
+            // unavailable server.
+            let secs = (t.as_secs_f64() * 0.9).max(0.001);
+            conn.query_drop(format!("SET SESSION max_statement_time = {secs:.3}"))
+                .map_err(|e| convert_timed(e, t))?;
+        }
         Ok(Box::new(MysqlConn {
             conn,
             timeout: t,
-            max_packet: max_packet.map_or(usize::MAX, |n| n as usize),
+            max_packet: usize::try_from(max_packet).unwrap_or(usize::MAX),
             broken: false,
         }))
     }

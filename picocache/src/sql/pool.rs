@@ -15,9 +15,16 @@ pub(crate) struct Pool {
 impl Pool {
     pub(crate) fn new(driver: Box<dyn Driver>, options: &super::SqlOptions) -> Pool {
         let kind = driver.dialect().kind();
+        // SQLite's statements wait for other writers up to the busy
+        // timeout; a wait for a pooled connection may be as long.
+        let wait = match driver.dialect() {
+            #[cfg(feature = "sqlite")]
+            super::Dialect::Sqlite => options.timeout.max(super::sqlite::busy_timeout(options)),
+            _ => options.timeout,
+        };
         Pool {
             driver,
-            conns: BoundedPool::new(kind, options.pool_size as usize, options.timeout),
+            conns: BoundedPool::new(kind, options.pool_size as usize, wait),
             breaker: Breaker::new(kind, options.backoff, options.backoff_max),
         }
     }

@@ -41,7 +41,11 @@ impl PgDriver {
         if config.get_application_name().is_none() {
             config.application_name("picocache");
         }
-        let ms = options.timeout.as_millis().max(1);
+        // The server cancels a statement a little before the client gives
+        // up on it: a slow statement on a server that answers (a long lock
+        // wait) fails as an error of that statement, and only a server that
+        // does not answer at all counts as unavailable.
+        let ms = (options.timeout.as_millis() * 9 / 10).max(1);
         let server_side = format!("-c statement_timeout={ms}");
         let opts = match config.get_options() {
             Some(o) if !o.is_empty() => format!("{o} {server_side}"),

@@ -18,11 +18,16 @@ pub(crate) struct SqliteDriver {
     busy: Duration,
 }
 
+/// How long a statement waits for other writers.
+pub(crate) fn busy_timeout(options: &SqlOptions) -> Duration {
+    BUSY_TIMEOUT.max(options.connect_timeout)
+}
+
 impl SqliteDriver {
     pub(crate) fn new(path: String, options: &SqlOptions) -> SqliteDriver {
         SqliteDriver {
             path: PathBuf::from(path),
-            busy: BUSY_TIMEOUT.max(options.connect_timeout),
+            busy: busy_timeout(options),
         }
     }
 }
