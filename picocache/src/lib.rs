@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+mod batch;
 mod error;
 pub mod keyfmt;
 pub mod local;

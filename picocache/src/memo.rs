@@ -578,7 +578,7 @@ impl Memo {
 
     /// Handles a cache failure: an error in strict mode, else a log message
     /// (at most one a second, with a count of the ones left out).
-    fn failed(&self, e: Error, what: &str) -> Result<()> {
+    pub(crate) fn failed(&self, e: Error, what: &str) -> Result<()> {
         if self.strict {
             return Err(e);
         }

@@ -470,3 +470,24 @@ fn processes_compute_a_key_once() {
     let computed = std::fs::read_to_string(dir.path().join("computed")).unwrap();
     assert_eq!(computed.lines().count(), 1, "computed by: {computed}");
 }
+
+#[test]
+fn call_many_computes_only_the_misses_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let memo = Memo::builder("t::many")
+        .maxsize(None)
+        .backend(backend(&dir))
+        .build();
+    let runs = AtomicU64::new(0);
+    let sq = |x: u64| {
+        runs.fetch_add(1, Ordering::SeqCst);
+        x * x
+    };
+    memo.call(2u64, sq);
+    assert_eq!(memo.call_many([1u64, 2, 3, 2, 1], sq), vec![1, 4, 9, 4, 1]);
+    assert_eq!(runs.load(Ordering::SeqCst), 3); // 2 before, then 1 and 3
+    assert_eq!(memo.call_many([3u64, 1], sq), vec![9, 1]);
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+    assert_eq!(memo.call(3u64, sq), 9);
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+}

@@ -950,6 +950,42 @@ impl Namespace {
         Ok(())
     }
 
+    /// The values under `keys` in one step of the store (None for a miss,
+    /// and for an entry that fails its seal check).
+    fn get_many<'py>(
+        &self,
+        py: Python<'py>,
+        keys: Vec<Vec<u8>>,
+    ) -> PyResult<Vec<Option<Bound<'py, PyBytes>>>> {
+        let got = self.run(py, |ns| {
+            let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+            ns.get_many(&refs)
+        })?;
+        Ok(got
+            .into_iter()
+            .map(|v| v.map(|v| PyBytes::new(py, &v)))
+            .collect())
+    }
+
+    /// Stores every `(key, value)` of `items` in one step where the store
+    /// can (`ttl` in seconds; None: the default).
+    #[pyo3(signature = (items, ttl=None))]
+    fn put_many(
+        &self,
+        py: Python<'_>,
+        items: Vec<(Vec<u8>, Vec<u8>)>,
+        ttl: Option<f64>,
+    ) -> PyResult<()> {
+        let ttl = secs(ttl)?;
+        self.run(py, |ns| {
+            let refs: Vec<(&[u8], &[u8])> = items
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                .collect();
+            ns.put_many(&refs, ttl)
+        })
+    }
+
     /// Removes `key`; returns whether it was present.
     fn remove(&self, py: Python<'_>, key: &[u8]) -> PyResult<bool> {
         // (A kept value of `key` is dropped at its next lookup: the engine

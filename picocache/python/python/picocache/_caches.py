@@ -40,8 +40,12 @@ class _NativeCache(BaseCache):
                 s = self._store
         return s
 
-    def _open_namespace(self, name: str, maxsize: Optional[int], ttl: Optional[float], typed: bool) -> Any:
-        return self.store.namespace(name, maxsize=maxsize, ttl=ttl, typed=typed, fallback=_fallback)
+    _supports_max_bytes = True
+
+    def _open_namespace(self, name: str, maxsize: Optional[int], ttl: Optional[float], typed: bool,
+                        max_bytes: Optional[int] = None) -> Any:
+        return self.store.namespace(name, maxsize=maxsize, ttl=ttl, typed=typed, fallback=_fallback,
+                                    max_bytes=max_bytes)
 
     def _after_fork_in_child(self) -> None:
         self._store_lock = threading.Lock()
@@ -195,7 +199,12 @@ class SQLAlchemyCache(BaseCache):
             self.url = None
             self.engine = target
 
-    def _open_namespace(self, name: str, maxsize: Optional[int], ttl: Optional[float], typed: bool) -> Any:
+    @property
+    def _supports_max_bytes(self) -> bool:  # type: ignore[override]
+        return self.engine is None  # the native SQL backend; not the SQLAlchemy Engine path
+
+    def _open_namespace(self, name: str, maxsize: Optional[int], ttl: Optional[float], typed: bool,
+                        max_bytes: Optional[int] = None) -> Any:
         with self._lock:
             if self.engine is None:
                 if self._native_store is None:
@@ -207,8 +216,11 @@ class SQLAlchemyCache(BaseCache):
                     from ._sqlalchemy import SAStore
                     self._sa = SAStore(self.engine, self.table_name + "_sa")
                 store = self._sa
+        if self.engine is None:
+            return store.namespace(name, maxsize=maxsize, ttl=ttl, typed=typed, fallback=_fallback,
+                                   max_bytes=max_bytes)
         ns = store.namespace(name, maxsize=maxsize, ttl=ttl, typed=typed, fallback=_fallback)
-        return ns if self.engine is None else SealedNamespace(ns, self._sealer())
+        return SealedNamespace(ns, self._sealer())
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
@@ -304,7 +316,8 @@ class DjangoCache(BaseCache):
         self.alias = alias
         self.timeout = timeout
 
-    def _open_namespace(self, name: str, maxsize: Optional[int], ttl: Optional[float], typed: bool) -> Any:
+    def _open_namespace(self, name: str, maxsize: Optional[int], ttl: Optional[float], typed: bool,
+                        max_bytes: Optional[int] = None) -> Any:
         from ._django import DjangoNamespace
         timeout = ttl if ttl is not None else self.timeout
         ns = DjangoNamespace(self.alias, name, maxsize, timeout, typed, _fallback,

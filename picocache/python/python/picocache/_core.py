@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, Optional,
 from . import _native
 from ._keys import IdentityError, fallback as _fallback
 from ._naming import function_name
+from ._batch import as_calls, run_batch
 from ._seal import secret_list
 from ._native import CacheError, CacheRejected
 
@@ -193,6 +194,8 @@ class _FunctionState:
         self.maxsize = maxsize
         self.typed = typed
         self.ttl = ttl
+        #: The byte limit (max_bytes=), None for none.
+        self.max_bytes: Optional[int] = None
         self.ns: Any = None
         #: (args, kwargs) -> the decoded value or _MISS: the native
         #: namespace's lookup_decoded (encode, look up and decode in one call,
@@ -251,7 +254,8 @@ class _FunctionState:
                     self.unnamed = _native.CacheUnavailable(str(e))
                     raise self.unnamed from None
                 try:
-                    ns = self.cache._open_namespace(name, self.maxsize, self.ttl, self.typed)
+                    extra = {} if self.max_bytes is None else {"max_bytes": self.max_bytes}
+                    ns = self.cache._open_namespace(name, self.maxsize, self.ttl, self.typed, **extra)
                     self.native = isinstance(ns, _native.Namespace)
                     loads = self.cache._loads
                     if self.native:
@@ -369,7 +373,8 @@ class BaseCache:
                  key_serializer: Optional[Callable[[tuple, dict], bytes]] = None,
                  value_serializer: Any = None, strict: bool = False,
                  default_ttl: Optional[float] = None, lease_timeout: float = 60.0,
-                 version: Any = None, secret: Any = None, secrets: Any = None) -> None:
+                 version: Any = None, secret: Any = None, secrets: Any = None,
+                 default_max_bytes: Optional[int] = None) -> None:
         self.default_maxsize = default_maxsize
         self.default_typed = default_typed
         self.key_serializer = key_serializer
@@ -379,6 +384,8 @@ class BaseCache:
         self.default_ttl = default_ttl
         self.lease_timeout = lease_timeout
         self.version = version
+        #: The byte limit of each function unless the decorator gives one.
+        self.default_max_bytes = default_max_bytes
         #: The secrets entries are sealed with (None: PICOCACHE_SECRET, else
         #: the per-user secret file); never shown by repr.
         self._secrets = secret_list(secret, secrets)
@@ -394,7 +401,11 @@ class BaseCache:
         return self._sealer_obj
 
     # -- backend hooks ----------------------------------------------------
-    def _open_namespace(self, name: str, maxsize: Optional[int], ttl: Optional[float], typed: bool) -> Any:
+    #: Whether the store can bound a function's bytes (max_bytes=).
+    _supports_max_bytes = False
+
+    def _open_namespace(self, name: str, maxsize: Optional[int], ttl: Optional[float], typed: bool,
+                        max_bytes: Optional[int] = None) -> Any:
         """Returns an object with lookup/key/get/put/remove/clear/stats/lease."""
         raise NotImplementedError
 
@@ -409,6 +420,7 @@ class BaseCache:
     def __call__(self, maxsize: Optional[int] = ..., typed: bool = ..., *, version: Any = ...,
                  ttl: Optional[float] = ..., strict: Optional[bool] = ..., ignore: Iterable[Any] = ...,
                  key: Optional[Callable[..., Any]] = ..., name: Optional[str] = ...,
+                 max_bytes: Optional[int] = ...,
                  ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 
     def __call__(self, func: Any = _UNSET, /, *args: Any, **kwargs: Any) -> Any:
@@ -442,7 +454,7 @@ class BaseCache:
     def _decorate(self, func: Callable, maxsize: Any = _UNSET, typed: Any = _UNSET,
                   version: Any = None, ttl: Any = _UNSET, strict: Optional[bool] = None,
                   ignore: Iterable[Any] = (), key: Optional[Callable] = None,
-                  name: Optional[str] = None) -> Callable:
+                  name: Optional[str] = None, max_bytes: Any = _UNSET) -> Callable:
         if maxsize is _UNSET:
             maxsize = self.default_maxsize
         if maxsize is not None:
@@ -454,17 +466,26 @@ class BaseCache:
         typed = bool(typed)
         if ttl is _UNSET:
             ttl = self.default_ttl
+        if max_bytes is _UNSET:
+            max_bytes = self.default_max_bytes
+        if max_bytes is not None:
+            if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+                raise TypeError("max_bytes must be an int >= 0 or None")
+            if not self._supports_max_bytes:
+                raise TypeError(f"picocache: {type(self).__name__} cannot bound bytes (max_bytes=); "
+                                "its store's own limits apply")
         if version is None:
             version = self.version
         if isinstance(func, (staticmethod, classmethod)):
             return type(func)(self._decorate(func.__func__, maxsize, typed, version, ttl, strict,
-                                             ignore, key, name))
+                                             ignore, key, name, max_bytes))
         wrapper_cell: list = []  # the wrapper, a self-reference in a recursive closure
 
         def name_fn() -> str:
             return function_name(func, version, self_obj=wrapper_cell[0] if wrapper_cell else None)
 
         st = _FunctionState(self, func, name, name_fn, maxsize, typed, ttl, strict)
+        st.max_bytes = max_bytes
         self._states.append(st)
         owner = self
 
@@ -756,7 +777,10 @@ class BaseCache:
             st.clear()
 
         def cache_parameters() -> dict:
-            return {"maxsize": st.maxsize, "typed": st.typed, "ttl": st.ttl, "name": st.name}
+            params = {"maxsize": st.maxsize, "typed": st.typed, "ttl": st.ttl, "name": st.name}
+            if st.max_bytes is not None:
+                params["max_bytes"] = st.max_bytes
+            return params
 
         def cache_stats() -> dict:
             """The store's own statistics of this function (every process)."""
@@ -767,6 +791,27 @@ class BaseCache:
         wrapper.clear = cache_clear  # type: ignore[attr-defined]
         wrapper.cache_parameters = cache_parameters  # type: ignore[attr-defined]
         wrapper.cache_stats = cache_stats  # type: ignore[attr-defined]
+
+        def batch(iterable: Iterable[Any], star: bool, executor: Any) -> list:
+            if inspect.iscoroutinefunction(func):
+                raise TypeError("picocache: map/starmap take a plain function, not a coroutine function")
+            calls = as_calls(iterable, star)
+            if st.unnamed is not None:
+                return [func(*a, **kw) for a, kw in calls]
+            return run_batch(st, func, calls, encode_or_explain, loads, dumps, fail, executor, CacheError)
+
+        def map_(iterable: Iterable[Any], *, executor: Any = None) -> list:
+            """``[f(x) for x in iterable]`` with one lookup for all of them
+            in the store, running only the misses (in ``executor`` if given:
+            a ``concurrent.futures`` executor) and storing them at once."""
+            return batch(iterable, False, executor)
+
+        def starmap(iterable: Iterable[Any], *, executor: Any = None) -> list:
+            """``[f(*args) for args in iterable]``, as ``map``."""
+            return batch(iterable, True, executor)
+
+        wrapper.map = map_  # type: ignore[attr-defined]
+        wrapper.starmap = starmap  # type: ignore[attr-defined]
         wrapper.cache = self  # type: ignore[attr-defined]
         return wrapper
 

@@ -44,6 +44,7 @@ from collections import OrderedDict
 from typing import Any, Callable, Optional
 
 from . import _native
+from ._arrays import content_key
 
 _guard = threading.local()
 
@@ -124,6 +125,9 @@ def fallback(obj: object) -> object:
     t = type(obj)
     if t in _REDUCED:  # seen before: none of the special cases below
         return _reduction(obj)
+    ck = content_key(obj)  # arrays: by content (never added to _REDUCED)
+    if ck is not None:
+        return ck
     keyfn = getattr(t, "__picocache_key__", None)
     if keyfn is not None:
         return ("__key__", fallback(t), keyfn(obj))
@@ -136,8 +140,6 @@ def fallback(obj: object) -> object:
     if callable(obj) and hasattr(obj, "__wrapped__") and hasattr(obj, "cache_info"):
         # A functools.lru_cache (or similar) wrapper: the function it wraps.
         return ("__lru__", _function_key(obj.__wrapped__))
-    if isinstance(obj, memoryview):
-        return ("__memoryview__", obj.tobytes(), obj.format, obj.shape)
     if isinstance(obj, OrderedDict):  # its equality follows the order
         return ("__ordereddict__", fallback(t), list(obj.items()))
     if isinstance(obj, types.BuiltinFunctionType):  # builtin functions and bound builtin methods

@@ -66,6 +66,19 @@ class SealedNamespace:
     def put(self, key: bytes, value: bytes, ttl: Optional[float] = None) -> None:
         self._inner.put(key, self._sealer.seal(self.name, key, value), ttl)
 
+    def get_many(self, keys: list) -> list:
+        out = []
+        for k in keys:
+            try:
+                out.append(self.get(k))
+            except _native.CacheRejected:
+                out.append(None)  # counted by the sealer
+        return out
+
+    def put_many(self, items: list, ttl: Optional[float] = None) -> None:
+        for k, v in items:
+            self.put(k, v, ttl)
+
     def stats(self) -> dict:
         d = dict(self._inner.stats())
         d["rejected"] = self._sealer.rejected

@@ -8,7 +8,7 @@ keeps its parameters and return type (``CachedFunction[P, R]``), with the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Dict, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, TypeVar, overload
 
 if TYPE_CHECKING:
     from typing_extensions import ParamSpec, Protocol
@@ -34,6 +34,10 @@ if TYPE_CHECKING:
         def cache_parameters(self) -> Dict[str, Any]: ...
 
         def cache_stats(self) -> Dict[str, int]: ...
+
+        def map(self, iterable: Iterable[Any], *, executor: Any = None) -> List[R]: ...
+
+        def starmap(self, iterable: Iterable[Iterable[Any]], *, executor: Any = None) -> List[R]: ...
 
         # A method: the bound call is not checked against the parameters
         # (as with functools.lru_cache).

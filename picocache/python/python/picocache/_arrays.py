@@ -1,0 +1,107 @@
+"""Keys of arrays by content: numpy arrays, pandas objects, memoryviews and
+``array.array`` (issue 18).
+
+An array argument is keyed by what ``==`` compares, never by pickling it:
+its element type in native byte order, its shape, and its elements in C
+order. So a view and a copy of the same data are one key, as are a Fortran-
+ordered and a C-ordered array of the same values, and a big-endian array and
+a little-endian one of the same values; arrays that differ in dtype or shape
+are not. Data over ``INLINE_BYTES`` is replaced by its SHA-256 digest
+(hashlib: OpenSSL, the GIL released while it hashes), so a 100 MB argument
+costs one pass over its bytes and a 40-byte key part; a collision would need
+a SHA-256 collision.
+
+Only exact ``numpy.ndarray`` is keyed this way: subclasses (masked arrays,
+``numpy.matrix``) carry more than their data and go the generic route.
+Arrays of Python objects are keyed by their elements. pandas ``Series``,
+``DataFrame`` and ``Index`` are keyed by their index, columns, dtypes and
+values (so the same rows in another order are another key). numpy and
+pandas are never imported here: only objects of modules already loaded are
+recognised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from typing import Any, Optional
+
+#: Data up to this size is part of the key itself; beyond, its digest.
+INLINE_BYTES = 1024
+
+
+def _data(raw: Any, nbytes: int) -> bytes:
+    if nbytes <= INLINE_BYTES:
+        return bytes(raw)
+    return hashlib.sha256(raw).digest()
+
+
+def ndarray_key(np: Any, a: Any) -> tuple:
+    """The key of an exact ``numpy.ndarray``."""
+    if a.dtype.hasobject:
+        return ("__ndarray_objects__", a.shape, a.tolist())
+    dt = a.dtype
+    if dt.byteorder not in ("=", "|") and not dt.fields:
+        a = a.astype(dt.newbyteorder("="))
+        dt = a.dtype
+    kind = str(dt.descr) if dt.fields else dt.str
+    a = np.ascontiguousarray(a)
+    flat = a.reshape(-1).view(np.uint8) if a.size else b""
+    return ("__ndarray__", kind, tuple(a.shape), _data(flat, a.nbytes))
+
+
+def buffer_key(obj: Any) -> tuple:
+    """The key of a memoryview (its format, shape and elements in C order)."""
+    m = obj if obj.c_contiguous else memoryview(obj.tobytes()).cast(obj.format, obj.shape)
+    flat = m.cast("B") if m.nbytes else b""
+    return ("__memoryview__", m.format, tuple(m.shape or ()), _data(flat, m.nbytes))
+
+
+def array_key(obj: Any) -> tuple:
+    """The key of an ``array.array`` (its type code and elements)."""
+    m = memoryview(obj)
+    flat = m.cast("B") if m.nbytes else b""
+    return ("__array__", obj.typecode, len(obj), _data(flat, m.nbytes))
+
+
+def _values_key(values: Any) -> Any:
+    np = sys.modules.get("numpy")
+    arr = values.to_numpy() if hasattr(values, "to_numpy") else values
+    if np is not None and type(arr) is np.ndarray:
+        return ndarray_key(np, arr)
+    return list(arr)
+
+
+def pandas_key(pd: Any, obj: Any) -> Optional[tuple]:
+    """The key of a pandas Series, DataFrame or Index, or None for other
+    pandas objects. (Names and labels that are not arrays are left to the
+    key encoder.)"""
+    if isinstance(obj, pd.Index):
+        return ("__pd_index__", type(obj).__name__, str(obj.dtype), obj.name, _values_key(obj))
+    if isinstance(obj, pd.Series):
+        return ("__pd_series__", str(obj.dtype), obj.name, pandas_key(pd, obj.index), _values_key(obj.array))
+    if isinstance(obj, pd.DataFrame):
+        cols = [(str(obj.dtypes.iloc[i]), _values_key(obj.iloc[:, i].array)) for i in range(obj.shape[1])]
+        return ("__pd_frame__", pandas_key(pd, obj.columns), pandas_key(pd, obj.index), cols)
+    return None
+
+
+def content_key(obj: Any) -> Optional[tuple]:
+    """The content key of ``obj`` if it is an array this module knows, else
+    None."""
+    t = type(obj)
+    if t is memoryview:
+        return buffer_key(obj)
+    module = t.__module__
+    if module == "array" and t.__name__ == "array":
+        return array_key(obj)
+    if module == "numpy":
+        np = sys.modules.get("numpy")
+        if np is not None and t is np.ndarray:
+            return ndarray_key(np, obj)
+        return None
+    if module.startswith("pandas"):
+        pd = sys.modules.get("pandas")
+        if pd is not None:
+            return pandas_key(pd, obj)
+    return None

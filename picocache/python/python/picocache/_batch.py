@@ -1,0 +1,103 @@
+"""``f.map`` and ``f.starmap``: many calls of a cached function in one
+round trip to the store (issue 18).
+
+All the calls' keys are looked up in one ``get_many``; only the misses run
+(each distinct call once, in order, or in the ``executor`` given); their
+results are stored in one ``put_many``; the results come back in the order
+of the inputs. A call that raises is not stored: the results computed
+before it are, and the first exception (in input order) is raised. Each
+input counts as a hit (served from the store, or a repeat of an earlier
+input) or a miss (run), as separate calls would. No per-key lease is taken:
+two processes mapping the same new inputs at once may both compute them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, List, Optional, Tuple
+
+
+def run_batch(st: Any, func: Callable, calls: List[Tuple[tuple, dict]], key_of: Callable,
+              loads: Callable, dumps: Callable, fail: Callable, executor: Optional[Any],
+              cache_error: type) -> list:
+    """The results of ``func(*args, **kwargs)`` for each of ``calls``."""
+    if not calls:
+        return []
+    try:
+        ns = st.namespace()
+    except cache_error as e:
+        fail(e, "opening the store")
+        ns = None
+    if ns is None or st.maxsize == 0:
+        out = []
+        for a, kw in calls:
+            next(st.misses)
+            out.append(func(*a, **kw))
+        return out
+    keys = [key_of(ns, a, kw) for a, kw in calls]  # TypeError: as a call would raise
+    first: dict = {}
+    for k, call in zip(keys, calls):
+        first.setdefault(k, call)
+    values: dict = {}
+    try:
+        got = ns.get_many(list(first))
+    except cache_error as e:
+        fail(e, "a lookup")
+        got = [None] * len(first)
+    for k, raw in zip(first, got):
+        if raw is not None:
+            try:
+                values[k] = loads(raw)
+            except Exception:  # noqa: BLE001 - an unreadable value is a miss
+                pass
+    todo = [k for k in first if k not in values]
+    error: Optional[BaseException] = None
+    fresh: list = []
+    if executor is not None:
+        futures = [(k, executor.submit(func, *first[k][0], **first[k][1])) for k in todo]
+        for k, fut in futures:
+            try:
+                values[k] = fut.result()
+                fresh.append(k)
+            except Exception as e:  # noqa: BLE001 - raised after storing the rest
+                error = error or e
+    else:
+        for k in todo:
+            try:
+                values[k] = func(*first[k][0], **first[k][1])
+                fresh.append(k)
+            except Exception as e:  # noqa: BLE001
+                error = e
+                break
+    items = []
+    for k in fresh:
+        try:
+            items.append((k, dumps(values[k])))
+        except Exception as e:  # noqa: BLE001
+            fail(cache_error(f"the result cannot be serialized: {e!r}"), "storing a result")
+    if items:
+        try:
+            ns.put_many(items)
+        except cache_error as e:
+            fail(e, "storing results")
+    out = []
+    computed = set()
+    for k in keys:
+        if k not in values:  # not reached: an earlier call raised
+            break
+        if k in fresh and k not in computed:
+            computed.add(k)
+            next(st.misses)
+        else:
+            next(st.hits)
+        out.append(values[k])
+    if error is not None:
+        raise error
+    return out
+
+
+def as_calls(iterable: Iterable[Any], star: bool) -> List[Tuple[tuple, dict]]:
+    """``map``'s inputs (one argument each) or ``starmap``'s (a tuple of
+    arguments each) as (args, kwargs) pairs."""
+    if star:
+        return [(tuple(a), {}) for a in iterable]
+    return [((a,), {}) for a in iterable]

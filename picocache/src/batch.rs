@@ -1,0 +1,102 @@
+//! [`Memo::call_many`]: many calls in one round trip to the store.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::memo::{decode, encode, Memo};
+use crate::Result;
+
+impl Memo {
+    /// `f(a)` for every `a` of `args`, in order: every key looked up in one
+    /// `get_many`, only the misses computed (each distinct argument once,
+    /// in order), their results stored in one `put_many`.
+    ///
+    /// No per-key lease is taken (two processes mapping the same new
+    /// arguments at once may both compute them). A cache failure is
+    /// handled as in [`Memo::call`]; in strict mode it is returned.
+    pub fn try_call_many<A, R, F>(
+        &self,
+        args: impl IntoIterator<Item = A>,
+        mut f: F,
+    ) -> Result<Vec<R>>
+    where
+        A: Serialize,
+        R: Serialize + DeserializeOwned + Clone,
+        F: FnMut(A) -> R,
+    {
+        let args: Vec<A> = args.into_iter().collect();
+        let mut keys = Vec::with_capacity(args.len());
+        for a in &args {
+            keys.push(encode(a)?);
+        }
+        let ns = match self.namespace() {
+            Ok(ns) => ns,
+            Err(e) => {
+                self.failed(e, "opening the cache")?;
+                return Ok(args.into_iter().map(f).collect());
+            }
+        };
+        // One lookup of the distinct keys.
+        let mut distinct: Vec<&[u8]> = Vec::new();
+        let mut slot = Vec::with_capacity(keys.len());
+        let mut seen = std::collections::HashMap::new();
+        for k in &keys {
+            let i = *seen.entry(k.as_slice()).or_insert_with(|| {
+                distinct.push(k.as_slice());
+                distinct.len() - 1
+            });
+            slot.push(i);
+        }
+        let mut values: Vec<Option<R>> = match ns.get_many(&distinct) {
+            Ok(got) => got
+                .into_iter()
+                .map(|v| v.and_then(|b| decode(&b).ok()))
+                .collect(),
+            Err(e) => {
+                self.failed(e, "reading the cache")?;
+                vec![None; distinct.len()]
+            }
+        };
+        let mut fresh: Vec<(usize, Vec<u8>)> = Vec::new();
+        for (a, &i) in args.into_iter().zip(&slot) {
+            if values[i].is_none() {
+                let r = f(a);
+                match encode(&r) {
+                    Ok(b) => fresh.push((i, b)),
+                    Err(e) => self.failed(e, "encoding a result")?,
+                }
+                values[i] = Some(r);
+            }
+        }
+        if !fresh.is_empty() {
+            let items: Vec<(&[u8], &[u8])> = fresh
+                .iter()
+                .map(|(i, b)| (distinct[*i], b.as_slice()))
+                .collect();
+            if let Err(e) = ns.put_many(&items, None) {
+                self.failed(e, "storing the results")?;
+            }
+        }
+        Ok(slot
+            .into_iter()
+            .map(|i| values[i].clone().expect("computed above"))
+            .collect())
+    }
+
+    /// [`Memo::try_call_many`], never failing (in strict mode it panics on
+    /// a cache failure, as [`Memo::call`] does).
+    ///
+    /// # Panics
+    /// In strict mode, when the cache fails.
+    pub fn call_many<A, R, F>(&self, args: impl IntoIterator<Item = A>, f: F) -> Vec<R>
+    where
+        A: Serialize,
+        R: Serialize + DeserializeOwned + Clone,
+        F: FnMut(A) -> R,
+    {
+        match self.try_call_many(args, f) {
+            Ok(r) => r,
+            Err(e) => panic!("picocache (strict mode): {e}"),
+        }
+    }
+}
