@@ -62,6 +62,12 @@ create_exception!(
 );
 create_exception!(
     _native,
+    CacheReadOnly,
+    CacheError,
+    "The store is read-only (read-only media, or a directory this process may not write): hits are served, nothing is stored."
+);
+create_exception!(
+    _native,
     CacheRejected,
     CacheError,
     "A stored entry failed its seal check (planted, tampered with, unsigned or signed with another secret)."
@@ -104,6 +110,7 @@ fn to_py(e: picocache::Error) -> PyErr {
             }
             G::Corrupted { .. } | G::Version { .. } => CacheCorrupted::new_err(msg),
             G::Locked(_) => CacheUnavailable::new_err(msg),
+            G::ReadOnly { .. } => CacheReadOnly::new_err(msg),
             G::InvalidArgument(_) => CacheInvalidArgument::new_err(msg),
             _ => CacheError::new_err(msg),
         },
@@ -1453,6 +1460,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         py.get_type::<CacheInvalidArgument>(),
     )?;
     m.add("CacheRejected", py.get_type::<CacheRejected>())?;
+    m.add("CacheReadOnly", py.get_type::<CacheReadOnly>())?;
     m.add_class::<sealer::Sealer>()?;
     m.add_function(wrap_pyfunction!(encode, m)?)?;
     m.add_function(wrap_pyfunction!(encode_call, m)?)?;

@@ -21,7 +21,7 @@ from ._keys import IdentityError, fallback as _fallback
 from ._naming import function_name
 from ._batch import as_calls, run_batch
 from ._seal import secret_list
-from ._native import CacheError, CacheRejected
+from ._native import CacheError, CacheReadOnly, CacheRejected
 
 if TYPE_CHECKING:
     from ._typing import CachedFunction, P, R
@@ -194,6 +194,8 @@ class _FunctionState:
         self.maxsize = maxsize
         self.typed = typed
         self.ttl = ttl
+        #: Set once a write found the store read-only: only lookups from then on.
+        self.read_only = False
         #: The byte limit (max_bytes=), None for none.
         self.max_bytes: Optional[int] = None
         self.ns: Any = None
@@ -274,6 +276,13 @@ class _FunctionState:
         a second per function, with a count of the suppressed warnings)."""
         if self.cache.strict if strict is None else strict:
             raise e
+        if isinstance(e, CacheReadOnly):
+            # One warning: from now on this function only reads the store.
+            if not self.read_only:
+                self.read_only = True
+                logger.warning("picocache: %s; %s serves the entries stored there and stores nothing",
+                               e, self.label)
+            return
         now = time.monotonic()
         if now - self.last_warn >= 1.0:
             extra = f" ({self.suppressed} more suppressed)" if self.suppressed else ""
@@ -598,6 +607,17 @@ class BaseCache:
                     next(st.hits)
                     return fl.value
                 # The leader raised: compute again (exceptions are not cached).
+            if st.read_only:  # nothing can be stored: no lease, no store
+                try:
+                    next(st.misses)
+                    value = func(*args, **kwargs)
+                    fl.value, fl.ok = value, True
+                    return value
+                finally:
+                    with _flights.lock:
+                        if _flights.table.get(fkey) is fl:
+                            del _flights.table[fkey]
+                    fl.done.release()
             lease = None
             try:
                 try:
