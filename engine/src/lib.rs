@@ -56,6 +56,7 @@ mod space;
 mod store;
 #[allow(unsafe_code)]
 mod sys;
+mod trust;
 mod writer;
 
 pub use error::{Error, Result};

@@ -293,9 +293,18 @@ pub(crate) fn open_or_rebuild_index(
     crate::sys::flock(lock_file, true, false)?;
     let r = (|| {
         let path = dir.join("index");
+        // An index trusted across a reboot must not be behind the log.
+        let trusted = |idx: &IndexMap| -> Result<bool> {
+            if needs_rebuild(idx, boot) {
+                return Ok(false);
+            }
+            let behind = crosses_reboot(idx, boot)
+                && crate::trust::log_is_ahead(dir, idx, opts.io.as_ref())?;
+            Ok(!behind)
+        };
         if read_only {
             return match IndexMap::open_mode(&path, false) {
-                Ok(idx) if !needs_rebuild(&idx, boot) => Ok((Arc::new(idx), false)),
+                Ok(idx) if trusted(&idx)? => Ok((Arc::new(idx), false)),
                 Err(IndexProblem::Io(e)) => Err(Error::Io(e)),
                 _ => Err(crate::store::read_only_error(
                     dir,
@@ -304,7 +313,7 @@ pub(crate) fn open_or_rebuild_index(
             };
         }
         match IndexMap::open(&path) {
-            Ok(idx) if !needs_rebuild(&idx, boot) => Ok((Arc::new(idx), false)),
+            Ok(idx) if trusted(&idx)? => Ok((Arc::new(idx), false)),
             Ok(old) => {
                 let new = rebuild_index(dir, opts, Some(&old), boot)?;
                 old.hset(hdr::RETIRED, 1);
@@ -318,6 +327,12 @@ pub(crate) fn open_or_rebuild_index(
     })();
     let _ = crate::sys::funlock(lock_file);
     r
+}
+
+/// Whether `idx` was last written in another boot (and is trusted because it
+/// was synced clean).
+fn crosses_reboot(idx: &IndexMap, boot: (u64, u64)) -> bool {
+    boot != (0, 0) && (idx.hget(hdr::BOOT_ID), idx.hget(hdr::BOOT_ID + 8)) != boot
 }
 
 fn needs_rebuild(idx: &IndexMap, boot: (u64, u64)) -> bool {
@@ -444,7 +459,7 @@ pub(crate) fn read_segment(io: &dyn Io, path: &Path, id: u32) -> Result<Option<V
     }
 }
 
-fn list_segments(dir: &Path) -> Result<Vec<u32>> {
+pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u32>> {
     let mut ids = Vec::new();
     for e in std::fs::read_dir(dir)? {
         let e = e?;
