@@ -190,6 +190,9 @@ impl Breaker {
                     self.backend
                 );
             }
+            // The probe never reached the server (every pooled connection
+            // was busy): the next call tries again.
+            Err(Error::Unavailable { source, .. }) if source.is::<PoolBusy>() => {}
             // The server answered: a probe closes the breaker.
             _ if probe.0.is_some() => {
                 s.until = None;

@@ -84,8 +84,10 @@ pub struct SqlOptions {
     /// Most connections open at once (idle or in use); a call that finds
     /// them all in use waits up to [`SqlOptions::timeout`] for one.
     pub pool_size: u32,
-    /// How long opening a connection may take, handshake and login included
-    /// (default 1 s; for SQLite, the floor of the busy timeout).
+    /// How long opening a connection may take (default 1 s): PostgreSQL's
+    /// whole connect, handshake and login included; MySQL's TCP connect,
+    /// whose handshake then waits at most [`SqlOptions::timeout`] per read;
+    /// for SQLite, the floor of the busy timeout.
     pub connect_timeout: Duration,
     /// How long one statement may go unanswered (default 1 s): then the
     /// call fails with [`Error::Unavailable`] and the backend is skipped for
