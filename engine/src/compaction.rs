@@ -398,6 +398,32 @@ pub(crate) fn compact_segment(inner: &Inner, victim: u32) -> Result<()> {
     inner.with_writer(|w| w.retire_segment(victim))
 }
 
+impl Inner {
+    /// Takes the compaction lock: an OFD lock on byte 0 of `lock`, held
+    /// while the returned file is open (the kernel drops it if the holder
+    /// dies). One compactor at a time, across threads and processes. Waits
+    /// for it if `wait`, else returns `None` when it is taken.
+    pub(crate) fn take_compaction_lock(&self, wait: bool) -> Result<Option<std::fs::File>> {
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.dir.join("lock"))?;
+        while !crate::sys::ofd_try_lock(&lock, 0)? {
+            if !wait {
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Ok(Some(lock))
+    }
+
+    /// [`Inner::take_compaction_lock`], waiting.
+    pub(crate) fn compaction_lock(&self) -> Result<std::fs::File> {
+        self.take_compaction_lock(true)?
+            .ok_or_else(|| Error::Locked("the compaction lock".into()))
+    }
+}
+
 /// Finishes the compaction the journal names, if one was interrupted (its
 /// compactor was killed, or failed). Returns whether there was one.
 pub(crate) fn resume_interrupted(inner: &Inner) -> Result<bool> {

@@ -52,6 +52,7 @@ pub mod format;
 mod index;
 pub mod io;
 mod lifecycle;
+mod repair;
 mod space;
 mod store;
 #[allow(unsafe_code)]
@@ -61,6 +62,7 @@ mod writer;
 
 pub use error::{Error, Result};
 pub use io::{FaultIo, Io, RealIo};
+pub use repair::RepairReport;
 pub use store::{
     Durability, IdHash, IdHasher, Lease, Limits, Located, Namespace, NamespaceStats, Options,
     Store, StoreStats, VerifyReport,

@@ -1248,16 +1248,9 @@ impl Inner {
         if self.read_only {
             return Err(read_only_error(&self.dir, "it cannot be compacted"));
         }
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(self.dir.join("lock"))?;
-        while !sys::ofd_try_lock(&lock, 0)? {
-            if !force {
-                return Ok(0);
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let Some(_lock) = self.take_compaction_lock(force)? else {
+            return Ok(0);
+        };
         if force {
             // Expired entries become dead space that this compaction reclaims.
             self.sweep_expired(true)?;

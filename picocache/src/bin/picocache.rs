@@ -5,6 +5,8 @@
 //!                                 rejected (failed seal checks), last use
 //! picocache verify PATH           check every record and index entry (exit 1 if unsound)
 //! picocache compact PATH          compact now
+//! picocache repair PATH           move non-segment files aside, rebuild the index, rewrite
+//!                                 damaged segments (exit 1 if problems remain)
 //! picocache clear PATH [NAMESPACE]
 //! picocache ls PATH NAMESPACE     keys (the Python calls they encode, else escaped bytes,
 //!                                 or --hex) and value sizes
@@ -67,6 +69,14 @@ enum Cmd {
     },
     /// Compacts now: rewrites segments that hold dead records.
     Compact {
+        /// The store's directory.
+        path: PathBuf,
+    },
+    /// Repairs a damaged store: moves files that are not valid segments
+    /// into `damaged/`, rebuilds the index from the log and rewrites every
+    /// segment with damaged stretches (what they held is lost; nothing else
+    /// is). Exit status 1 if problems remain.
+    Repair {
         /// The store's directory.
         path: PathBuf,
     },
@@ -205,6 +215,7 @@ fn main() -> ExitCode {
         Cmd::Stats { path } => stats(&path, json),
         Cmd::Verify { path } => verify(&path, json),
         Cmd::Compact { path } => compact(&path, json),
+        Cmd::Repair { path } => repair(&path, json),
         Cmd::Clear { path, namespace } => clear(&path, namespace.as_deref(), json),
         Cmd::Ls {
             path,
@@ -534,6 +545,50 @@ fn compact(path: &Path, json: bool) -> Result<ExitCode, Failure> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn repair(path: &Path, json: bool) -> Result<ExitCode, Failure> {
+    let store = open(path)?;
+    let rep = with_spinner("repairing", || store.repair())?;
+    if json {
+        print_json(&json!({
+            "path": path.display().to_string(),
+            "ok": rep.problems_after.is_empty(),
+            "problems_before": rep.problems_before,
+            "moved_aside": rep.moved_aside.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "segments_rewritten": rep.segments_rewritten,
+            "problems_after": rep.problems_after,
+        }));
+    } else {
+        outln!(
+            "{}: {} problem(s) found",
+            path.display(),
+            rep.problems_before.len()
+        );
+        for p in &rep.problems_before {
+            outln!("  - {p}");
+        }
+        for p in &rep.moved_aside {
+            outln!("moved aside: {}", p.display());
+        }
+        outln!(
+            "index rebuilt from the log; {} damaged segment(s) rewritten",
+            rep.segments_rewritten
+        );
+        if rep.problems_after.is_empty() {
+            outln!("ok: {} is sound", path.display());
+        } else {
+            outln!("{} problem(s) remain:", rep.problems_after.len());
+            for p in &rep.problems_after {
+                outln!("  - {p}");
+            }
+        }
+    }
+    Ok(if rep.problems_after.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn clear(path: &Path, name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {

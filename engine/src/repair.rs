@@ -1,0 +1,128 @@
+//! Repairing a damaged store (FORMAT.md, "Repair"): what `picocache repair`
+//! runs.
+//!
+//! Damage never yields a wrong value (every record is checked), but it stays
+//! in the files: `verify` keeps reporting it and a damaged stretch of a
+//! segment is skipped at every rebuild. A repair, under the compaction lock:
+//!
+//! 1. moves aside, into `damaged/` in the store's directory, every file named
+//!    like a segment that is not one (a bad header, another segment's id):
+//!    the log is read without them anyway, and nothing is deleted;
+//! 2. rebuilds the index from the log;
+//! 3. compacts every segment holding damaged stretches (the active one is
+//!    sealed first), whatever its dead fraction: its valid records that are
+//!    still needed are copied, the file with the damage is removed;
+//! 4. verifies again.
+//!
+//! Records inside a damaged stretch are lost (they were unreadable already):
+//! a key whose record was there is a miss.
+
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::format::{self, hdr, SegHeaderCheck, SEG_HEADER_LEN};
+use crate::store::{Inner, Store};
+use crate::writer::{list_segments, scan_segment};
+
+/// What [`Store::repair`] found and did.
+#[derive(Debug, Default, Clone)]
+#[non_exhaustive]
+pub struct RepairReport {
+    /// The problems [`Store::verify`] reported before the repair.
+    pub problems_before: Vec<String>,
+    /// Files moved into the `damaged/` directory (their new paths).
+    pub moved_aside: Vec<PathBuf>,
+    /// Segments rewritten without their damaged stretches.
+    pub segments_rewritten: u64,
+    /// The problems [`Store::verify`] reports after the repair (none, unless
+    /// the store is damaged in a way a repair cannot mend).
+    pub problems_after: Vec<String>,
+}
+
+impl Store {
+    /// Repairs a damaged store: moves files that are not valid segments
+    /// aside (into `damaged/`), rebuilds the index from the log, and
+    /// rewrites every segment with damaged stretches. See the module
+    /// documentation of `repair.rs` and FORMAT.md, "Repair".
+    ///
+    /// # Errors
+    /// [`Error::ReadOnly`] on a read-only store, [`Error::Io`].
+    pub fn repair(&self) -> Result<RepairReport> {
+        let inner = &self.inner;
+        inner.check_fork()?;
+        if inner.read_only {
+            return Err(crate::store::read_only_error(
+                &inner.dir,
+                "it cannot be repaired",
+            ));
+        }
+        let _lock = inner.compaction_lock()?;
+        let mut rep = RepairReport {
+            problems_before: self.verify()?.problems,
+            ..RepairReport::default()
+        };
+        rep.moved_aside = move_aside_invalid(inner)?;
+        inner.with_writer(|w| w.rebuild())?;
+        for id in damaged_segments(inner)? {
+            inner.with_writer(|w| {
+                if w.idx.hget(hdr::ACTIVE_SEG) == id as u64 {
+                    w.roll(0)?;
+                }
+                Ok(())
+            })?;
+            crate::compaction::compact_segment(inner, id)?;
+            rep.segments_rewritten += 1;
+        }
+        rep.problems_after = self.verify()?.problems;
+        Ok(rep)
+    }
+}
+
+/// Moves files named like segments that are not valid segments into
+/// `damaged/`. Returns their new paths.
+fn move_aside_invalid(inner: &Inner) -> Result<Vec<PathBuf>> {
+    let mut moved = Vec::new();
+    for id in list_segments(&inner.dir)? {
+        let path = inner.dir.join(format::segment_file_name(id));
+        let mut head = [0u8; SEG_HEADER_LEN as usize];
+        let valid = std::fs::File::open(&path)
+            .and_then(|f| {
+                inner.opts.io.read_at(&f, &mut head, 0)?;
+                Ok(matches!(format::check_segment_header(&head), SegHeaderCheck::Ok(h) if h == id))
+            })
+            .unwrap_or(false);
+        if valid {
+            continue;
+        }
+        let aside = inner.dir.join("damaged");
+        if !aside.exists() {
+            inner.modes().create_dir(&aside)?;
+        }
+        let to = aside.join(format::segment_file_name(id));
+        std::fs::rename(&path, &to).map_err(Error::from)?;
+        moved.push(to);
+    }
+    Ok(moved)
+}
+
+/// Segments with damaged stretches (not counting the active segment's torn
+/// tail past its append offset, which the next append overwrites).
+fn damaged_segments(inner: &Inner) -> Result<Vec<u32>> {
+    let (active, off) =
+        inner.with_writer_ro(|w| Ok((w.idx.hget(hdr::ACTIVE_SEG), w.idx.hget(hdr::ACTIVE_OFF))))?;
+    let mut out = Vec::new();
+    for id in list_segments(&inner.dir)? {
+        let path = inner.dir.join(format::segment_file_name(id));
+        let Some(data) = crate::writer::read_segment(inner.opts.io.as_ref(), &path, id)? else {
+            continue;
+        };
+        let (_, _, damage) = scan_segment(&data);
+        if damage
+            .iter()
+            .any(|(at, _)| id as u64 != active || *at < off)
+        {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
