@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import threading
 import weakref
 from typing import Any, Callable, Optional
@@ -93,6 +91,9 @@ def _memory_database(owner: Any) -> str:
     database for the cache object, shared by its threads, gone with it). It
     is a file (in /dev/shm where there is one) because every connection to a
     real ``:memory:`` database is a new, empty database."""
+    import shutil
+    import tempfile
+
     base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
     d = tempfile.mkdtemp(prefix="picocache-memory-", dir=base)
     weakref.finalize(owner, shutil.rmtree, d, True)

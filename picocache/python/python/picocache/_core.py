@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hashlib
-import inspect
 import itertools
 import logging
 import os
@@ -46,6 +44,16 @@ _MAX_KEY = 64 * 1024
 #: Every live function state, to reset per-process state after fork.
 _STATES: "weakref.WeakSet[_FunctionState]" = weakref.WeakSet()
 _CACHES: "weakref.WeakSet[BaseCache]" = weakref.WeakSet()
+
+
+def _is_coroutine_function(func: Any) -> bool:
+    """``inspect.iscoroutinefunction`` without importing inspect unless the
+    program has (for functions marked by ``inspect.markcoroutinefunction``)."""
+    code = getattr(func, "__code__", None)
+    if code is not None and code.co_flags & 0x80:  # CO_COROUTINE
+        return True
+    inspect = sys.modules.get("inspect")
+    return inspect is not None and inspect.iscoroutinefunction(func)
 
 
 class _Flights:
@@ -318,6 +326,8 @@ class _FunctionState:
 
 def _arg_names(func: Callable) -> list:
     try:
+        import inspect  # (not at import: it costs milliseconds)
+
         sig = inspect.signature(func)
     except (TypeError, ValueError):
         return []
@@ -658,7 +668,9 @@ class BaseCache:
                         del _flights.table[fkey]
                 fl.done.release()
 
-        if inspect.iscoroutinefunction(func):
+        if _is_coroutine_function(func):
+            import asyncio  # only for async functions (importing it costs ~40 ms)
+
             blocking = owner._blocking_io
 
             async def io(fn: Callable, *a: Any) -> Any:
@@ -813,7 +825,7 @@ class BaseCache:
         wrapper.cache_stats = cache_stats  # type: ignore[attr-defined]
 
         def batch(iterable: Iterable[Any], star: bool, executor: Any) -> list:
-            if inspect.iscoroutinefunction(func):
+            if _is_coroutine_function(func):
                 raise TypeError("picocache: map/starmap take a plain function, not a coroutine function")
             calls = as_calls(iterable, star)
             if st.unnamed is not None:
