@@ -33,7 +33,13 @@ impl Memo {
             Ok(ns) => ns,
             Err(e) => {
                 self.failed(e, "opening the cache")?;
-                return Ok(args.into_iter().map(f).collect());
+                return Ok(args
+                    .into_iter()
+                    .map(|a| {
+                        self.count(true, true);
+                        f(a)
+                    })
+                    .collect());
             }
         };
         // One lookup of the distinct keys.
@@ -77,9 +83,15 @@ impl Memo {
                 self.failed(e, "storing the results")?;
             }
         }
+        let mut counted = vec![false; distinct.len()];
+        let fresh_slots: std::collections::HashSet<usize> = fresh.iter().map(|(i, _)| *i).collect();
         Ok(slot
             .into_iter()
-            .map(|i| values[i].clone().expect("computed above"))
+            .map(|i| {
+                let ran = fresh_slots.contains(&i) && !std::mem::replace(&mut counted[i], true);
+                self.count(ran, true);
+                values[i].clone().expect("computed above")
+            })
             .collect())
     }
 

@@ -166,8 +166,11 @@ const SHARDS: usize = 16;
 
 /// Statistics of a memoized function, like Python's `functools` `CacheInfo`.
 ///
-/// `hits` and `misses` are counted by the store, so they include the calls of
-/// every process that uses it, and [`Memo::cache_clear`] resets them.
+/// `hits` and `misses` are this `Memo`'s calls in this process, counted as
+/// `functools.lru_cache` and the Python package count them (a call that ran
+/// the function is a miss, any other a hit); `currsize` is what the store
+/// holds for the function (every process). [`Memo::cache_clear`] resets the
+/// counts; [`Memo::stats`] gives the store's own counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 pub struct CacheInfo {
     /// Calls answered from the cache.
@@ -379,6 +382,8 @@ impl MemoBuilder {
             open_state: Mutex::new(OpenState::default()),
             flights: std::array::from_fn(|_| Mutex::new(HashMap::new())),
             warned: Mutex::new(WarnState::default()),
+            hits: std::sync::atomic::AtomicU64::new(0),
+            misses: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -479,6 +484,10 @@ pub struct Memo {
     open_state: Mutex<OpenState>,
     flights: [Shard; SHARDS],
     warned: Mutex<WarnState>,
+    /// This process's calls answered without running the function.
+    hits: std::sync::atomic::AtomicU64,
+    /// This process's calls that ran the function.
+    misses: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for Memo {
@@ -628,6 +637,32 @@ impl Memo {
     /// error only in strict mode, when the cache fails (the function's value
     /// is then lost; it has run if the failure came after the lookup).
     pub fn try_call<A, R, F>(&self, args: A, f: F) -> Result<R>
+    where
+        A: Serialize,
+        R: Serialize + DeserializeOwned,
+        F: FnOnce(A) -> R,
+    {
+        let mut ran = false;
+        let r = self.call_counted(args, |a| {
+            ran = true;
+            f(a)
+        });
+        self.count(ran, r.is_ok());
+        r
+    }
+
+    /// Counts a call: a miss if it ran the function, else a hit (if it
+    /// returned a value).
+    pub(crate) fn count(&self, ran: bool, ok: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if ran {
+            self.misses.fetch_add(1, Relaxed);
+        } else if ok {
+            self.hits.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn call_counted<A, R, F>(&self, args: A, f: F) -> Result<R>
     where
         A: Serialize,
         R: Serialize + DeserializeOwned,
@@ -831,20 +866,29 @@ impl Memo {
         self.try_cache_info().unwrap_or_else(|e| {
             log::warn!("picocache: cache_info failed for {}: {e}", self.ns_name);
             CacheInfo {
-                maxsize: self.limits.maxsize,
-                ..CacheInfo::default()
+                currsize: 0,
+                ..self.counts()
             }
         })
     }
 
-    /// The function's statistics.
+    fn counts(&self) -> CacheInfo {
+        use std::sync::atomic::Ordering::Relaxed;
+        CacheInfo {
+            hits: self.hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            maxsize: self.limits.maxsize,
+            currsize: 0,
+        }
+    }
+
+    /// The function's statistics: this process's hits and misses, the
+    /// store's entries.
     pub fn try_cache_info(&self) -> Result<CacheInfo> {
         let s = self.namespace()?.stats()?;
         Ok(CacheInfo {
-            hits: s.hits,
-            misses: s.misses,
-            maxsize: self.limits.maxsize,
             currsize: s.entries,
+            ..self.counts()
         })
     }
 
@@ -858,6 +902,9 @@ impl Memo {
 
     /// Like [`Memo::cache_clear`], returning the failure.
     pub fn try_cache_clear(&self) -> Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.hits.store(0, Relaxed);
+        self.misses.store(0, Relaxed);
         self.namespace()?.clear()
     }
 }
