@@ -68,6 +68,12 @@ create_exception!(
 );
 create_exception!(
     _native,
+    CacheTooLarge,
+    CacheError,
+    "A value too large for the store (its server's limit, or max_value_size): not stored; the store is fine."
+);
+create_exception!(
+    _native,
     CacheRejected,
     CacheError,
     "A stored entry failed its seal check (planted, tampered with, unsigned or signed with another secret)."
@@ -117,6 +123,7 @@ fn to_py(e: picocache::Error) -> PyErr {
         E::Unavailable { .. } | E::LeaseTimeout(_) => CacheUnavailable::new_err(msg),
         E::InvalidArgument(_) => CacheInvalidArgument::new_err(msg),
         E::Rejected { .. } => CacheRejected::new_err(msg),
+        E::TooLarge { .. } => CacheTooLarge::new_err(msg),
         _ => CacheError::new_err(msg),
     }
 }
@@ -265,8 +272,16 @@ fn redis_options(
     connect_timeout: Option<f64>,
     lease_ttl: Option<f64>,
     pool_size: Option<u32>,
+    timeout: Option<f64>,
+    max_value_size: Option<usize>,
 ) -> PyResult<picocache::RedisOptions> {
     let mut o = picocache::RedisOptions::default();
+    if let Some(t) = secs(timeout)? {
+        o.timeout = t;
+    }
+    if let Some(n) = max_value_size {
+        o.max_value_size = n;
+    }
     if let Some(p) = prefix {
         o.prefix = p;
     }
@@ -307,7 +322,8 @@ impl Store {
 
     /// Connects to an SQL database (sqlite, postgresql, mysql URL).
     #[staticmethod]
-    #[pyo3(signature = (url, table=None, connect_timeout=None, pool_size=None, secrets=None))]
+    #[pyo3(signature = (url, table=None, connect_timeout=None, pool_size=None, secrets=None, timeout=None, max_value_size=None))]
+    #[allow(clippy::too_many_arguments)]
     fn sql(
         py: Python<'_>,
         url: String,
@@ -315,6 +331,8 @@ impl Store {
         connect_timeout: Option<f64>,
         pool_size: Option<u32>,
         secrets: Option<Vec<Vec<u8>>>,
+        timeout: Option<f64>,
+        max_value_size: Option<usize>,
     ) -> PyResult<Store> {
         let mut options = picocache::SqlOptions::default();
         if let Some(t) = table {
@@ -326,12 +344,18 @@ impl Store {
         if let Some(n) = pool_size {
             options.pool_size = n;
         }
+        if let Some(t) = secs(timeout)? {
+            options.timeout = t;
+        }
+        if let Some(n) = max_value_size {
+            options.max_value_size = n;
+        }
         open_store(py, Spec::Sql { url, options }, secrets)
     }
 
     /// Connects to a Redis server by URL.
     #[staticmethod]
-    #[pyo3(signature = (url, prefix=None, connect_timeout=None, lease_ttl=None, pool_size=None, secrets=None))]
+    #[pyo3(signature = (url, prefix=None, connect_timeout=None, lease_ttl=None, pool_size=None, secrets=None, timeout=None, max_value_size=None))]
     #[allow(clippy::too_many_arguments)]
     fn redis(
         py: Python<'_>,
@@ -341,14 +365,23 @@ impl Store {
         lease_ttl: Option<f64>,
         pool_size: Option<u32>,
         secrets: Option<Vec<Vec<u8>>>,
+        timeout: Option<f64>,
+        max_value_size: Option<usize>,
     ) -> PyResult<Store> {
-        let options = redis_options(prefix, connect_timeout, lease_ttl, pool_size)?;
+        let options = redis_options(
+            prefix,
+            connect_timeout,
+            lease_ttl,
+            pool_size,
+            timeout,
+            max_value_size,
+        )?;
         open_store(py, Spec::Redis { url, options }, secrets)
     }
 
     /// Connects to a Redis server by host, port, db and password.
     #[staticmethod]
-    #[pyo3(signature = (host, port, db, password=None, prefix=None, connect_timeout=None, lease_ttl=None, pool_size=None, secrets=None))]
+    #[pyo3(signature = (host, port, db, password=None, prefix=None, connect_timeout=None, lease_ttl=None, pool_size=None, secrets=None, timeout=None, max_value_size=None))]
     #[allow(clippy::too_many_arguments)]
     fn redis_host(
         py: Python<'_>,
@@ -361,8 +394,17 @@ impl Store {
         lease_ttl: Option<f64>,
         pool_size: Option<u32>,
         secrets: Option<Vec<Vec<u8>>>,
+        timeout: Option<f64>,
+        max_value_size: Option<usize>,
     ) -> PyResult<Store> {
-        let options = redis_options(prefix, connect_timeout, lease_ttl, pool_size)?;
+        let options = redis_options(
+            prefix,
+            connect_timeout,
+            lease_ttl,
+            pool_size,
+            timeout,
+            max_value_size,
+        )?;
         open_store(
             py,
             Spec::RedisHost {
@@ -1461,6 +1503,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("CacheRejected", py.get_type::<CacheRejected>())?;
     m.add("CacheReadOnly", py.get_type::<CacheReadOnly>())?;
+    m.add("CacheTooLarge", py.get_type::<CacheTooLarge>())?;
     m.add_class::<sealer::Sealer>()?;
     m.add_function(wrap_pyfunction!(encode, m)?)?;
     m.add_function(wrap_pyfunction!(encode_call, m)?)?;

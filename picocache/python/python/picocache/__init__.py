@@ -21,6 +21,7 @@ from ._native import (
     CacheInvalidArgument,
     CacheReadOnly,
     CacheRejected,
+    CacheTooLarge,
     CacheUnavailable,
     __version__,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "CacheInvalidArgument",
     "CacheReadOnly",
     "CacheRejected",
+    "CacheTooLarge",
     "CacheUnavailable",
     "DjangoCache",
     "LocalCache",

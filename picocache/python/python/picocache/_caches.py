@@ -15,6 +15,27 @@ from ._seal import SealedNamespace
 
 _NATIVE_SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
 
+#: The connection options of the remote caches (None: the backend's
+#: default: 1 s connect and operation timeouts, a pool of 4, 8 MiB values).
+_REMOTE_OPTIONS = ("connect_timeout", "timeout", "pool_size", "max_value_size")
+
+
+def _remote_options(kwargs: dict) -> dict:
+    """Takes the remote connection options out of ``kwargs`` (checked)."""
+    out = {}
+    for name in _REMOTE_OPTIONS:
+        v = kwargs.pop(name, None)
+        if v is None:
+            continue
+        if name in ("connect_timeout", "timeout"):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise ValueError(f"{name} must be a number of seconds > 0, not {v!r}")
+            v = float(v)
+        elif isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, not {v!r}")
+        out[name] = v
+    return out
+
 
 class _NativeCache(BaseCache):
     """A cache on a Rust backend, opened lazily (and reopened after a failure)."""
@@ -172,6 +193,7 @@ class SQLAlchemyCache(BaseCache):
                  url: Any = None, engine: Any = None, drivername: Optional[str] = None,
                  username: Optional[str] = None, password: Optional[str] = None, host: Optional[str] = None,
                  port: Optional[int] = None, database: Optional[str] = None, **kwargs: Any) -> None:
+        self._remote = _remote_options(kwargs)
         super().__init__(**kwargs)
         target = url_or_engine if url_or_engine is not None else (url if url is not None else engine)
         if target is None:
@@ -210,7 +232,7 @@ class SQLAlchemyCache(BaseCache):
             if self.engine is None:
                 if self._native_store is None:
                     self._native_store = _native.Store.sql(self.url, table=self.table_name,
-                                                           secrets=self._secrets)
+                                                           secrets=self._secrets, **self._remote)
                 store = self._native_store
             else:
                 if self._sa is None:
@@ -279,6 +301,7 @@ class RedisCache(_NativeCache):
             if url is not None:
                 raise TypeError("RedisCache: give url or url_or_params, not both")
             url = kwargs.pop("url_or_params")
+        self._remote = _remote_options(kwargs)
         super().__init__(**kwargs)
         if isinstance(url, dict):
             url = _redis_params_url(url)
@@ -291,9 +314,9 @@ class RedisCache(_NativeCache):
 
     def _open_store(self) -> "_native.Store":
         if self.url is not None:
-            return _native.Store.redis(self.url, prefix=self.namespace, secrets=self._secrets)
+            return _native.Store.redis(self.url, prefix=self.namespace, secrets=self._secrets, **self._remote)
         return _native.Store.redis_host(self.host, self.port, self.db, self._password, prefix=self.namespace,
-                                        secrets=self._secrets)
+                                        secrets=self._secrets, **self._remote)
 
     def __repr__(self) -> str:
         where = "url" if self.url else f"{self.host}:{self.port}/{self.db}"

@@ -19,7 +19,7 @@ from ._keys import IdentityError, fallback as _fallback
 from ._naming import function_name
 from ._batch import as_calls, run_batch
 from ._seal import secret_list
-from ._native import CacheError, CacheReadOnly, CacheRejected
+from ._native import CacheError, CacheReadOnly, CacheRejected, CacheTooLarge
 
 if TYPE_CHECKING:
     from ._typing import CachedFunction, P, R
@@ -204,6 +204,8 @@ class _FunctionState:
         self.ttl = ttl
         #: Set once a write found the store read-only: only lookups from then on.
         self.read_only = False
+        #: Whether a too-large result was reported.
+        self.too_large_warned = False
         #: The byte limit (max_bytes=), None for none.
         self.max_bytes: Optional[int] = None
         self.ns: Any = None
@@ -284,6 +286,13 @@ class _FunctionState:
         a second per function, with a count of the suppressed warnings)."""
         if self.cache.strict if strict is None else strict:
             raise e
+        if isinstance(e, CacheTooLarge):
+            # Said once per function: the store is fine, this value is not kept.
+            if not self.too_large_warned:
+                self.too_large_warned = True
+                logger.warning("picocache: a result too large to store (%s); %s computes such results "
+                               "and does not store them (said once)", e, self.label)
+            return
         if isinstance(e, CacheReadOnly):
             # One warning: from now on this function only reads the store.
             if not self.read_only:
