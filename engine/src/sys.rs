@@ -1,5 +1,6 @@
 //! The engine's only `unsafe` code: shared memory maps, file locks,
-//! preallocation, filesystem type checks and the fork hook.
+//! preallocation, filesystem type checks, the fork hook and the SIGBUS guard
+//! for segments truncated by another program.
 //!
 //! Everything else in the crate is safe Rust over the small API below. The
 //! soundness argument for the maps as a whole is in `FORMAT.md` ("Why the map
@@ -19,6 +20,16 @@ use memmap2::{MmapOptions, MmapRaw};
 pub(crate) struct SharedMap {
     map: MmapRaw,
     len: usize,
+    /// The slot of this map in the SIGBUS guard's table (read-only maps).
+    guard: Option<usize>,
+}
+
+impl Drop for SharedMap {
+    fn drop(&mut self) {
+        if let Some(slot) = self.guard {
+            bus_guard::unregister(slot);
+        }
+    }
 }
 
 impl SharedMap {
@@ -28,15 +39,24 @@ impl SharedMap {
     /// long; the engine never truncates its files, so it stays that long.
     pub(crate) fn map_rw(file: &File, len: usize) -> io::Result<SharedMap> {
         let map = MmapOptions::new().len(len).map_raw(file)?;
-        Ok(SharedMap { map, len })
+        Ok(SharedMap {
+            map,
+            len,
+            guard: None,
+        })
     }
 
     /// Maps `len` bytes of `file` read-only. `len` may exceed the file's
     /// current length (a reservation for growth); callers only touch bytes
-    /// below the length they checked with `fstat`.
+    /// below the length they checked with `fstat`. The map is registered
+    /// with the SIGBUS guard: if another program truncates the file below a
+    /// page a reader touches, the page reads as zeros (a miss) instead of
+    /// killing the process.
     pub(crate) fn map_ro(file: &File, len: usize) -> io::Result<SharedMap> {
+        bus_guard::install();
         let map = MmapOptions::new().len(len).map_raw_read_only(file)?;
-        Ok(SharedMap { map, len })
+        let guard = bus_guard::register(map.as_ptr() as usize, len);
+        Ok(SharedMap { map, len, guard })
     }
 
     /// The mapped length.
@@ -77,7 +97,8 @@ impl SharedMap {
         }
         // SAFETY: `off..end` is inside the mapping (checked above) and the
         // caller has checked that it is also below the file's length, so every
-        // page is backed. The source is shared memory that, by the protocol in
+        // page is backed (if another program truncated the file since, the
+        // SIGBUS guard of read-only maps makes the lost pages read as zeros). The source is shared memory that, by the protocol in
         // FORMAT.md, no process writes once a record is published; a hostile or
         // buggy writer could still race, which is why every copied record is
         // verified by its crc32 before any byte of it is trusted. `dst` is a
@@ -109,6 +130,153 @@ impl SharedMap {
     /// `msync(MS_SYNC)` of the whole map.
     pub(crate) fn flush(&self) -> io::Result<()> {
         self.map.flush()
+    }
+}
+
+/// Reads of a file that another program truncated while it is mapped.
+///
+/// The engine never truncates a mapped file, but another program may (an
+/// editor, `truncate`, a disk cleaner): a read of a page beyond the new end
+/// of the file raises SIGBUS, which would kill the process. The guard's
+/// SIGBUS handler checks whether the faulting address lies in one of the
+/// registered read-only maps; if so it maps a private zero page over that
+/// page (`mmap(MAP_FIXED | MAP_ANONYMOUS)`, a system call, safe in a signal
+/// handler on Linux) and returns, so the faulting copy resumes and reads
+/// zeros, which fail the record's checks: a miss, and `verify` reports the
+/// missing records. Any other SIGBUS goes to the previous handler (Rust's
+/// stack-overflow handler, Python's faulthandler, or the default action).
+mod bus_guard {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Once, OnceLock};
+
+    const SLOTS: usize = 8192;
+    static START: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+    static LEN: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+    static PAGE: AtomicUsize = AtomicUsize::new(4096);
+    static INSTALL: Once = Once::new();
+
+    /// The handler that was installed before ours.
+    struct Prev(libc::sigaction);
+    // SAFETY: a sigaction is plain data (a handler address, flags and a
+    // signal mask); it is written once before our handler is installed and
+    // only read afterwards.
+    unsafe impl Sync for Prev {}
+    // SAFETY: as above: plain data.
+    unsafe impl Send for Prev {}
+    static PREV: OnceLock<Prev> = OnceLock::new();
+
+    pub(super) fn install() {
+        INSTALL.call_once(|| {
+            // SAFETY: sysconf has no memory effects.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            if page > 0 {
+                PAGE.store(page as usize, Ordering::Relaxed);
+            }
+            // SAFETY: all-zero bytes are a valid sigaction; sigemptyset and
+            // sigaction only write into structs we own. The previous action
+            // is saved before ours is installed (the handler reads it).
+            unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut old) != 0 {
+                    return;
+                }
+                let _ = PREV.set(Prev(old));
+                let mut new: libc::sigaction = std::mem::zeroed();
+                let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                    on_sigbus;
+                new.sa_sigaction = handler as usize;
+                new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
+                libc::sigemptyset(&mut new.sa_mask);
+                libc::sigaction(libc::SIGBUS, &new, std::ptr::null_mut());
+            }
+        });
+    }
+
+    /// Registers a map; `None` if the table is full (the map then has no
+    /// guard, as before).
+    pub(super) fn register(start: usize, len: usize) -> Option<usize> {
+        for slot in 0..SLOTS {
+            if START[slot]
+                .compare_exchange(0, usize::MAX, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                LEN[slot].store(len, Ordering::Release);
+                START[slot].store(start, Ordering::Release);
+                return Some(slot);
+            }
+        }
+        None
+    }
+
+    pub(super) fn unregister(slot: usize) {
+        LEN[slot].store(0, Ordering::Release);
+        START[slot].store(0, Ordering::Release);
+    }
+
+    extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+        // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
+        let addr = unsafe { (*info).si_addr() } as usize;
+        let page = PAGE.load(Ordering::Relaxed);
+        for slot in 0..SLOTS {
+            let start = START[slot].load(Ordering::Acquire);
+            if start == 0 || start == usize::MAX {
+                continue;
+            }
+            let len = LEN[slot].load(Ordering::Acquire);
+            if addr < start || addr - start >= len {
+                continue;
+            }
+            let at = addr & !(page - 1);
+            // SAFETY: `at..at + page` lies inside a live read-only map of
+            // ours (registered until the map is dropped, and a map is not
+            // dropped while a reader copies from it). Replacing the page
+            // with a private zero page changes only what that map reads;
+            // mmap is a plain system call, async-signal-safe on Linux.
+            let r = unsafe {
+                libc::mmap(
+                    at as *mut libc::c_void,
+                    page,
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+            if r != libc::MAP_FAILED {
+                return;
+            }
+        }
+        chain(sig, info, ctx);
+    }
+
+    /// Hands a SIGBUS that is not ours to the previous handler, or restores
+    /// the default action (the faulting instruction then faults again and
+    /// the process dies as it would have).
+    fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+        let prev = PREV.get().map(|p| p.0);
+        match prev {
+            Some(p) if p.sa_sigaction != libc::SIG_DFL && p.sa_sigaction != libc::SIG_IGN => {
+                if p.sa_flags & libc::SA_SIGINFO != 0 {
+                    // SAFETY: the previous handler was installed with
+                    // SA_SIGINFO, so it has this signature.
+                    let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                        unsafe { std::mem::transmute(p.sa_sigaction) };
+                    f(sig, info, ctx);
+                } else {
+                    // SAFETY: a handler installed without SA_SIGINFO takes
+                    // the signal number only.
+                    let f: extern "C" fn(libc::c_int) =
+                        unsafe { std::mem::transmute(p.sa_sigaction) };
+                    f(sig);
+                }
+            }
+            _ => {
+                // SAFETY: resetting a signal's action to the default.
+                unsafe {
+                    libc::signal(libc::SIGBUS, libc::SIG_DFL);
+                }
+            }
+        }
     }
 }
 
