@@ -21,7 +21,7 @@ pub(crate) struct IndexMap {
     pub(crate) map: SharedMap,
     pub(crate) layout: IndexLayout,
     pub(crate) path: PathBuf,
-    _file: File,
+    file: File,
 }
 
 fn header_crc(map: &SharedMap) -> u32 {
@@ -109,7 +109,7 @@ impl IndexMap {
             map,
             layout,
             path: path.to_owned(),
-            _file: file,
+            file,
         })
     }
 
@@ -151,7 +151,7 @@ impl IndexMap {
             map,
             layout,
             path: path.to_owned(),
-            _file: file,
+            file,
         };
         for i in 0..format::MAX_NAMESPACES as u32 {
             idx.ns_set(i, nsr::LRU_HEAD, NIL as u64);
@@ -163,6 +163,13 @@ impl IndexMap {
     // ---- header ------------------------------------------------------------
 
     #[inline]
+    /// `msync` of the whole map, then the I/O layer is told (the fault
+    /// layer keeps these bytes as what survives a power loss).
+    pub(crate) fn flush(&self, io: &dyn crate::io::Io) -> io::Result<()> {
+        self.map.flush()?;
+        io.index_flushed(&self.file)
+    }
+
     pub(crate) fn h(&self, off: usize) -> &AtomicU64 {
         self.map.u64_at(off)
     }

@@ -2,7 +2,9 @@
 //!
 //! [`RealIo`] is the default. [`FaultIo`] is for tests and fuzzing: it fails
 //! every operation after a countdown (like redb's fuzz backend) and can
-//! simulate a power loss by discarding everything written since the last sync.
+//! simulate a power loss by discarding everything written since the last sync,
+//! in the log and in the index (whose pages are written through a shared map:
+//! the engine tells the layer when it `msync`s them).
 
 use std::fs::File;
 use std::io;
@@ -24,6 +26,13 @@ pub trait Io: Send + Sync + std::fmt::Debug {
     fn sync(&self, file: &File) -> io::Result<()>;
     /// Allocates blocks so that the file is at least `off + len` bytes long.
     fn allocate(&self, file: &File, off: u64, len: u64) -> io::Result<()>;
+    /// Called after the index map of `file` was written back (`msync`):
+    /// its bytes are now durable. The default does nothing; [`FaultIo`]
+    /// remembers them as what the index holds after a power loss.
+    fn index_flushed(&self, file: &File) -> io::Result<()> {
+        let _ = file;
+        Ok(())
+    }
 }
 
 /// The operating system's file I/O.
@@ -57,6 +66,9 @@ struct FaultState {
     tripped: bool,
     /// Report `ENOSPC` instead of a generic error.
     enospc: bool,
+    /// Index files as they were at their last `msync`: what a power loss
+    /// leaves of them (no page written since reached the disk).
+    index_flushed: Vec<(Arc<File>, Vec<u8>)>,
 }
 
 /// A fault-injecting [`Io`] for tests: after `countdown` operations every
@@ -99,12 +111,19 @@ impl FaultIo {
         self.state.lock().tripped
     }
 
-    /// Simulates a power loss: every byte written since the last sync of its
-    /// file is overwritten with zeros (what a fresh preallocated block reads as).
+    /// Simulates a power loss: every byte of the log written since the last
+    /// sync of its file is overwritten with zeros (what a fresh preallocated
+    /// block reads as), and every index file that was `msync`ed is put back
+    /// as it was then (the worst case: none of the pages changed since was
+    /// written back). Call it after dropping the store, then open the store
+    /// with another boot id.
     pub fn power_loss(&self) -> io::Result<()> {
         let mut s = self.state.lock();
         for (file, off, len) in s.unsynced.drain(..) {
             file.write_all_at(&vec![0u8; len], off)?;
+        }
+        for (file, bytes) in s.index_flushed.drain(..) {
+            file.write_all_at(&bytes, 0)?;
         }
         Ok(())
     }
@@ -158,5 +177,15 @@ impl Io for FaultIo {
     fn allocate(&self, file: &File, off: u64, len: u64) -> io::Result<()> {
         self.step()?;
         crate::sys::preallocate(file, off, len)
+    }
+    fn index_flushed(&self, file: &File) -> io::Result<()> {
+        let len = file.metadata()?.len();
+        let mut bytes = vec![0u8; len as usize];
+        file.read_exact_at(&mut bytes, 0)?;
+        let clone = Arc::new(file.try_clone()?);
+        let mut s = self.state.lock();
+        s.index_flushed.retain(|(f, _)| !same_file(f, file));
+        s.index_flushed.push((clone, bytes));
+        Ok(())
     }
 }

@@ -748,7 +748,7 @@ impl Writer<'_> {
     pub(crate) fn end(&mut self) {
         if std::mem::take(&mut self.st.mark_clean) {
             self.idx.hset(hdr::STATE, format::STATE_CLEAN_SYNCED);
-            let _ = self.idx.map.flush();
+            let _ = self.idx.flush(self.inner.opts.io.as_ref());
         } else {
             self.idx.hset(hdr::STATE, 0);
         }
@@ -986,7 +986,7 @@ impl Writer<'_> {
 
     pub(crate) fn sync_all(&mut self) -> Result<()> {
         self.sync_log()?;
-        self.idx.map.flush()?;
+        self.idx.flush(self.inner.opts.io.as_ref())?;
         self.st.mark_clean = true;
         Ok(())
     }
