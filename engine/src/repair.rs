@@ -8,7 +8,8 @@
 //! 1. moves aside, into `damaged/` in the store's directory, every file named
 //!    like a segment that is not one (a bad header, another segment's id):
 //!    the log is read without them anyway, and nothing is deleted;
-//! 2. rebuilds the index from the log;
+//! 2. rebuilds the index from the log, and finishes a compaction that the
+//!    journal says was interrupted;
 //! 3. compacts every segment holding damaged stretches (the active one is
 //!    sealed first), whatever its dead fraction: its valid records that are
 //!    still needed are copied, the file with the damage is removed;
@@ -63,6 +64,9 @@ impl Store {
         };
         rep.moved_aside = move_aside_invalid(inner)?;
         inner.with_writer(|w| w.rebuild())?;
+        // A compaction that was interrupted is finished first: its journal
+        // would be overwritten by the compactions below.
+        crate::compaction::resume_interrupted(inner)?;
         for id in damaged_segments(inner)? {
             inner.with_writer(|w| {
                 if w.idx.hget(hdr::ACTIVE_SEG) == id as u64 {
