@@ -6,7 +6,8 @@
 //! all the copies, so the log grew without bound (3.5 M `NAMESPACE` records,
 //! 1.4 GiB for 35 MiB live, in a 10-minute run of 4 processes).
 //!
-//! Cycles: `PICOCACHE_COMPACT_KILL_CYCLES` (default 300).
+//! Cycles: `PICOCACHE_COMPACT_KILL_CYCLES` (default 300); rounds of four
+//! concurrent processes: `PICOCACHE_COMPACT_KILL_ROUNDS` (default 60).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -239,5 +240,128 @@ fn killed_compactions_leave_nothing_behind() {
         after.puts,
         after.removes,
         stats.entries
+    );
+}
+
+const MANY_ENV: &str = "PICOCACHE_COMPACT_KILL_MANY_DIR";
+
+/// One of four concurrent writers with background compaction (the field
+/// report's setting). Runs only when re-executed by
+/// `four_processes_killed_in_a_loop`.
+#[test]
+fn compact_kill_many_child_entry() {
+    let Ok(dir) = std::env::var(MANY_ENV) else {
+        return;
+    };
+    let seed: u64 = std::env::var("PICOCACHE_COMPACT_KILL_SEED")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut o = Options::default().segment_size(32 << 10);
+    o.compaction_interval = Duration::from_millis(2);
+    o.compaction_threshold = 0.3;
+    let store = Store::open(&dir, o).unwrap();
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let nss: Vec<_> = (0..NAMESPACES)
+        .map(|i| store.namespace(&format!("ns{i}"), limits(i, 0)).unwrap())
+        .collect();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "READY").unwrap();
+    out.flush().unwrap();
+    loop {
+        let i = rnd() % NAMESPACES;
+        let k = rnd() % KEYS;
+        nss[i as usize]
+            .put(&k.to_le_bytes(), &value_of(i, k))
+            .unwrap();
+    }
+}
+
+#[test]
+fn four_processes_killed_in_a_loop() {
+    let rounds: u64 = std::env::var("PICOCACHE_COMPACT_KILL_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = 0x0ddb_a11c_afe5_eed5u64;
+    for round in 0..rounds {
+        let mut children: Vec<_> = (0..4)
+            .map(|c| {
+                Command::new(&exe)
+                    .args([
+                        "--exact",
+                        "compact_kill_many_child_entry",
+                        "--nocapture",
+                        "--test-threads=1",
+                    ])
+                    .env(MANY_ENV, dir.path())
+                    .env(
+                        "PICOCACHE_COMPACT_KILL_SEED",
+                        (round * 4 + c + 1).to_string(),
+                    )
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in &mut children {
+            let stdout = child.stdout.take().unwrap();
+            let ready = BufReader::new(stdout)
+                .lines()
+                .any(|l| l.is_ok_and(|l| l.ends_with("READY")));
+            assert!(ready, "round {round}: a writer never opened the store");
+        }
+        for child in &mut children {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            std::thread::sleep(Duration::from_micros(rng % 40_000));
+            child.kill().unwrap(); // SIGKILL, at a different moment each
+            child.wait().unwrap();
+        }
+    }
+    let before = census(dir.path());
+    let store = Store::open(dir.path(), opts()).unwrap();
+    store.compact().unwrap();
+    let rep = store.verify().unwrap();
+    assert!(rep.is_ok(), "verify: {:?}", rep.problems);
+    for i in 0..NAMESPACES {
+        let ns = store
+            .existing_namespace(&format!("ns{i}"))
+            .unwrap()
+            .unwrap();
+        for k in 0..KEYS {
+            if let Some(v) = ns.get(&k.to_le_bytes()).unwrap() {
+                assert_eq!(v, value_of(i, k), "ns{i} key {k}");
+            }
+        }
+    }
+    let stats = store.stats().unwrap();
+    let live: u64 = stats.namespaces.iter().map(|n| n.live_bytes).sum();
+    let after = census(dir.path());
+    println!(
+        "{rounds} rounds of 4 processes killed: log before the clean compaction: {before:?}; \
+         after: {after:?}; live record bytes {live} in {} entries",
+        stats.entries
+    );
+    assert_eq!(
+        after.namespaces, NAMESPACES,
+        "NAMESPACE records after compaction"
+    );
+    assert!(after.clears <= NAMESPACES);
+    let bound = 2 * live + (32 << 10);
+    assert!(
+        after.bytes <= bound,
+        "log holds {} record bytes for {live} live bytes (bound {bound})",
+        after.bytes
     );
 }
