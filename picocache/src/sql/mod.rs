@@ -380,8 +380,10 @@ impl Sql {
                 ),
                 format!("CREATE INDEX IF NOT EXISTS \"{table}_lru\" ON {t} (ns, atime)"),
                 format!("CREATE INDEX IF NOT EXISTS \"{table}_exp\" ON {t} (ns, expires)"),
+                // Unlogged: a lease costs no WAL flush, and a crash (which
+                // empties the table) only frees leases early.
                 format!(
-                    "CREATE TABLE IF NOT EXISTS {lease} (name BYTEA PRIMARY KEY, \
+                    "CREATE UNLOGGED TABLE IF NOT EXISTS {lease} (name BYTEA PRIMARY KEY, \
                      token TEXT NOT NULL, expires BIGINT NOT NULL)"
                 ),
             ],
