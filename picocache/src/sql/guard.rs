@@ -16,7 +16,6 @@
 //! - [`UrlSettings`]: `timeout=`, `connect_timeout=` (seconds, fractions
 //!   allowed) and `max_value_size=` (bytes) taken out of a URL's query.
 
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -24,7 +23,8 @@ use parking_lot::{Condvar, Mutex};
 use crate::{Error, Result};
 
 /// An operation that got no answer in time.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("no answer within {after:?} ({what})")]
 pub(crate) struct TimedOut {
     /// What timed out ("connecting", "a query").
     pub(crate) what: &'static str,
@@ -32,16 +32,9 @@ pub(crate) struct TimedOut {
     pub(crate) after: Duration,
 }
 
-impl fmt::Display for TimedOut {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "no answer within {:?} ({})", self.after, self.what)
-    }
-}
-
-impl std::error::Error for TimedOut {}
-
 /// Every connection of the pool stayed in use while a caller waited.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("all {max} pooled connections stayed in use for {waited:?}")]
 pub(crate) struct PoolBusy {
     /// Connections open.
     pub(crate) max: usize,
@@ -49,20 +42,9 @@ pub(crate) struct PoolBusy {
     pub(crate) waited: Duration,
 }
 
-impl fmt::Display for PoolBusy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "all {} pooled connections stayed in use for {:?}",
-            self.max, self.waited
-        )
-    }
-}
-
-impl std::error::Error for PoolBusy {}
-
 /// The backend is skipped after a failure.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{}", down_message(*retry_in, cause))]
 pub(crate) struct Down {
     /// Until the next try (zero: another caller is trying now).
     pub(crate) retry_in: Duration,
@@ -70,25 +52,13 @@ pub(crate) struct Down {
     pub(crate) cause: String,
 }
 
-impl fmt::Display for Down {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.retry_in.is_zero() {
-            write!(
-                f,
-                "skipped while another call tries it again (after: {})",
-                self.cause
-            )
-        } else {
-            write!(
-                f,
-                "skipped for another {:?} (after: {})",
-                self.retry_in, self.cause
-            )
-        }
+fn down_message(retry_in: Duration, cause: &str) -> String {
+    if retry_in.is_zero() {
+        format!("skipped while another call tries it again (after: {cause})")
+    } else {
+        format!("skipped for another {retry_in:?} (after: {cause})")
     }
 }
-
-impl std::error::Error for Down {}
 
 /// An [`Error::Unavailable`] of `backend` with `source`.
 pub(crate) fn unavailable(

@@ -31,33 +31,16 @@ const EXITED: u8 = 2;
 type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
 
 /// Too many connection threads are stuck on servers that do not answer.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{0} connections are still waiting for a server that stopped answering; not opening another"
+)]
 struct TooManyStuck(usize);
 
-impl std::fmt::Display for TooManyStuck {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} connections are still waiting for a server that stopped answering; \
-             not opening another",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for TooManyStuck {}
-
 /// The thread ended (a panic in the client library).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("the connection's thread ended")]
 struct Gone;
-
-impl std::fmt::Display for Gone {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the connection's thread ended")
-    }
-}
-
-impl std::error::Error for Gone {}
 
 /// Marks the thread's end; un-counts it from [`STUCK`] if it was abandoned.
 struct Exit(Arc<AtomicU8>);
