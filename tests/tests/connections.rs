@@ -4,8 +4,9 @@
 //! threads recurse at once through one backend, and a watcher on its own
 //! connection samples the server's own view of the backend's connections
 //! (PostgreSQL: `pg_stat_activity` rows with this test's
-//! `application_name`; MariaDB: `information_schema.PROCESSLIST` rows whose
-//! client port is one the test's proxy opened), every few milliseconds.
+//! `application_name`; MariaDB: `information_schema.PROCESSLIST` rows, and
+//! Redis: `CLIENT LIST` entries, whose client port is one the test's proxy
+//! opened), every few milliseconds.
 //!
 //! Bound under test: at most `POOL + MARGIN` connections (a closed
 //! connection may linger on the server for a moment after a new one opened).
@@ -179,5 +180,61 @@ fn mariadb_connections_stay_within_the_pool() {
     assert!(
         most <= POOL as usize + MARGIN,
         "mariadb: {most} connections for a pool of {POOL}"
+    );
+}
+
+/// The client ports in Redis's `CLIENT LIST`, asked over a plain socket.
+fn redis_client_ports(addr: &str) -> Vec<u16> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"CLIENT LIST\r\n").unwrap();
+    let mut r = BufReader::new(s);
+    let mut header = String::new();
+    r.read_line(&mut header).unwrap();
+    let len: usize = header.trim_start_matches('$').trim().parse().unwrap();
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).unwrap();
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("addr=")))
+        .filter_map(|a| a.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
+        .collect()
+}
+
+#[test]
+fn redis_connections_stay_within_the_pool() {
+    let Some(url) = server_url("redis") else {
+        return;
+    };
+    let server = host_port(&url);
+    let proxy = Arc::new(Proxy::to(&server));
+    let b = picocache::redis::RedisBackend::connect(
+        &proxy.url_for(&url),
+        picocache::redis::RedisOptions {
+            pool_size: POOL,
+            timeout: Duration::from_secs(5),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let count = {
+        let proxy = proxy.clone();
+        move || {
+            let ours = proxy.upstream_ports();
+            redis_client_ports(&server)
+                .into_iter()
+                .filter(|p| ours.contains(p))
+                .count()
+        }
+    };
+    let (most, took) = recurse_and_watch(Arc::new(b), count);
+    eprintln!(
+        "redis: {THREADS} cold fib({DEPTH}) recursions in {took:?}; \
+         the server saw at most {most} connections of this backend (pool {POOL})"
+    );
+    assert!(most >= 1, "the watcher saw the backend's connections");
+    assert!(
+        most <= POOL as usize + MARGIN,
+        "redis: {most} connections for a pool of {POOL}"
     );
 }
