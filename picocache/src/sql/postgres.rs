@@ -22,7 +22,10 @@ use crate::{Error, Result};
 const KIND: &str = "postgresql";
 
 pub(crate) struct PgDriver {
+    /// With the server-side statement timeout in the startup options.
     config: Config,
+    /// Without it, for poolers that refuse startup options (PgBouncer).
+    plain: Config,
     url: String,
     connect_timeout: Duration,
     timeout: Duration,
@@ -45,6 +48,7 @@ impl PgDriver {
         // up on it: a slow statement on a server that answers (a long lock
         // wait) fails as an error of that statement, and only a server that
         // does not answer at all counts as unavailable.
+        let plain = config.clone();
         let ms = (options.timeout.as_millis() * 9 / 10).max(1);
         let server_side = format!("-c statement_timeout={ms}");
         let opts = match config.get_options() {
@@ -54,6 +58,7 @@ impl PgDriver {
         config.options(&opts);
         Ok(PgDriver {
             config,
+            plain,
             url: redact(url),
             connect_timeout: options.connect_timeout,
             timeout: options.timeout,
@@ -113,9 +118,20 @@ impl Driver for PgDriver {
     }
 
     fn connect(&self) -> Result<Box<dyn Conn>> {
-        let config = self.config.clone();
+        let (config, plain) = (self.config.clone(), self.plain.clone());
         let worker = Worker::spawn(KIND, self.connect_timeout, move || {
-            let client = config.connect(NoTls).map_err(convert)?;
+            let client = match config.connect(NoTls) {
+                Ok(c) => c,
+                // A pooler that takes no startup options: without the
+                // server-side timeout (the client's still holds).
+                Err(e)
+                    if e.as_db_error()
+                        .is_some_and(|d| d.message().contains("startup parameter")) =>
+                {
+                    plain.connect(NoTls).map_err(convert)?
+                }
+                Err(e) => return Err(convert(e)),
+            };
             Ok(PgState {
                 client,
                 stmts: HashMap::new(),
