@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::error::Error as _;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -26,6 +28,8 @@ pub(crate) struct PgDriver {
     config: Config,
     /// Without it, for poolers that refuse startup options (PgBouncer).
     plain: Config,
+    /// Set once such a pooler refused them: later connections go plain.
+    pooler: Arc<AtomicBool>,
     url: String,
     connect_timeout: Duration,
     timeout: Duration,
@@ -59,6 +63,7 @@ impl PgDriver {
         Ok(PgDriver {
             config,
             plain,
+            pooler: Arc::new(AtomicBool::new(false)),
             url: redact(url),
             connect_timeout: options.connect_timeout,
             timeout: options.timeout,
@@ -118,7 +123,13 @@ impl Driver for PgDriver {
     }
 
     fn connect(&self) -> Result<Box<dyn Conn>> {
-        let (config, plain) = (self.config.clone(), self.plain.clone());
+        let pooler = self.pooler.clone();
+        let config = if pooler.load(Ordering::Relaxed) {
+            self.plain.clone()
+        } else {
+            self.config.clone()
+        };
+        let plain = self.plain.clone();
         let worker = Worker::spawn(KIND, self.connect_timeout, move || {
             let client = match config.connect(NoTls) {
                 Ok(c) => c,
@@ -128,6 +139,7 @@ impl Driver for PgDriver {
                     if e.as_db_error()
                         .is_some_and(|d| d.message().contains("startup parameter")) =>
                 {
+                    pooler.store(true, Ordering::Relaxed);
                     plain.connect(NoTls).map_err(convert)?
                 }
                 Err(e) => return Err(convert(e)),
