@@ -13,6 +13,11 @@ use picocache_engine::{Error, Limits, Options, Store};
 
 const CHILD_ENV: &str = "PICOCACHE_READ_ONLY_CHILD_DIR";
 
+/// Serializes the two tests that fork: a child forked by one (it runs
+/// `mount` or a test binary) briefly inherits the other's store files and
+/// writable maps, and the read-only remount then fails with EBUSY.
+static FORKS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run(cmd: &mut Command) -> bool {
     cmd.status().is_ok_and(|s| s.success())
 }
@@ -85,6 +90,7 @@ fn check_read_only(dir: &Path) -> u32 {
 
 #[test]
 fn read_only_filesystem() {
+    let _serial = FORKS.lock().unwrap_or_else(|e| e.into_inner());
     let mnt = tempfile::tempdir().unwrap();
     if !run(Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
@@ -120,6 +126,7 @@ fn read_only_child_entry() {
 
 #[test]
 fn directory_without_write_permission() {
+    let _serial = FORKS.lock().unwrap_or_else(|e| e.into_inner());
     // A store readable, not writable, by user `nobody` (65534); the check
     // runs in a child process with that uid (root could write anyway).
     let base = tempfile::tempdir().unwrap();
