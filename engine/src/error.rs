@@ -53,6 +53,16 @@ pub enum Error {
         /// What could not be done.
         what: String,
     },
+    /// A store opened for inspection only ([`crate::Options::inspect_only`])
+    /// cannot be read as it is: its index is damaged, missing or stale and
+    /// would have to be rebuilt from the log. Nothing was changed; run
+    /// `picocache repair` (or [`crate::Store::repair`]).
+    NeedsRepair {
+        /// The store's directory.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
     /// This handle was opened before a `fork()` and used in the child.
     ///
     /// Open the store again in the child process; the parent's handle keeps
@@ -86,6 +96,12 @@ impl fmt::Display for Error {
                 "the store at {} is read-only (a read-only filesystem, or no permission to \
                  write it): {what}; lookups still work",
                 path.display()
+            ),
+            Error::NeedsRepair { path, what } => write!(
+                f,
+                "the store at {p} needs repair: {what}; nothing was changed; run \
+                 `picocache repair {p}` to rebuild it",
+                p = path.display()
             ),
             Error::Forked => write!(
                 f,

@@ -37,7 +37,7 @@ fn header_crc(map: &SharedMap) -> u32 {
 #[derive(Debug)]
 pub(crate) enum IndexProblem {
     Missing,
-    Invalid(#[allow(dead_code)] String),
+    Invalid(String),
     Io(io::Error),
 }
 

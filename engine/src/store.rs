@@ -62,6 +62,11 @@ pub struct Options {
     /// directory with group permissions is shared, and the files any process
     /// creates in it follow; existing files keep their mode.
     pub group_access: bool,
+    /// Open for inspection only (`picocache verify`, `stats`, `ls`): the
+    /// store is opened read-only and nothing in its directory is ever
+    /// created, rebuilt, truncated or written. An index that would need a
+    /// rebuild is [`Error::NeedsRepair`] instead.
+    pub inspect_only: bool,
 }
 
 impl Default for Options {
@@ -77,6 +82,7 @@ impl Default for Options {
             boot_id: None,
             last_use_clock: None,
             group_access: false,
+            inspect_only: false,
         }
     }
 }
@@ -110,6 +116,15 @@ impl Options {
     /// Allows network filesystems.
     pub fn allow_network_filesystem(mut self, allow: bool) -> Self {
         self.allow_network_filesystem = allow;
+        self
+    }
+    /// Opens for inspection only (see [`Options::inspect_only`]); also turns
+    /// background compaction off.
+    pub fn inspect_only(mut self, on: bool) -> Self {
+        self.inspect_only = on;
+        if on {
+            self.background_compaction = false;
+        }
         self
     }
 }
@@ -538,6 +553,12 @@ impl Store {
         }
         let modes = crate::files::Modes::new(opts.group_access);
         if existing.is_none() {
+            if opts.inspect_only {
+                return Err(Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("no store directory at {}", dir.display()),
+                )));
+            }
             modes.create_dir(&dir)?;
         }
         if !opts.allow_network_filesystem {
@@ -553,10 +574,21 @@ impl Store {
         opts.segment_size = crate::space::segment_size_for(&dir, opts.segment_size);
         // A read-only filesystem, or a directory this process may not write:
         // the store opens read-only (lookups only).
-        let (lock_file, read_only) = match modes.open(&dir.join("lock"), false) {
-            Ok(f) => (f, false),
-            Err(e) if is_read_only_error(&e) => (File::open(dir.join("lock"))?, true),
-            Err(e) => return Err(e.into()),
+        // Inspection opens read-only, and creates no lock file: without one
+        // (no process ever opened the store to write), the directory itself
+        // is locked.
+        let (lock_file, read_only) = if opts.inspect_only {
+            match File::open(dir.join("lock")) {
+                Ok(f) => (f, true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => (File::open(&dir)?, true),
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            match modes.open(&dir.join("lock"), false) {
+                Ok(f) => (f, false),
+                Err(e) if is_read_only_error(&e) => (File::open(dir.join("lock"))?, true),
+                Err(e) => return Err(e.into()),
+            }
         };
         let boot_id = match opts.boot_id {
             Some(b) => ((b >> 64) as u64, b as u64),

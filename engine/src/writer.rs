@@ -306,6 +306,19 @@ pub(crate) fn open_or_rebuild_index(
             return match IndexMap::open_mode(&path, false) {
                 Ok(idx) if trusted(&idx)? => Ok((Arc::new(idx), false)),
                 Err(IndexProblem::Io(e)) => Err(Error::Io(e)),
+                Ok(_) if opts.inspect_only => Err(Error::NeedsRepair {
+                    path: dir.to_owned(),
+                    what: "its index is stale (a writer died mid-write, or it predates a reboot)"
+                        .into(),
+                }),
+                Err(IndexProblem::Missing) if opts.inspect_only => Err(Error::NeedsRepair {
+                    path: dir.to_owned(),
+                    what: "its index is missing".into(),
+                }),
+                Err(IndexProblem::Invalid(why)) if opts.inspect_only => Err(Error::NeedsRepair {
+                    path: dir.to_owned(),
+                    what: format!("its index is damaged ({why})"),
+                }),
                 _ => Err(crate::store::read_only_error(
                     dir,
                     "its index must be rebuilt from the log, which needs write access",

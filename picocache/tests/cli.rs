@@ -540,3 +540,88 @@ fn ls_shows_python_calls() {
     let v = json(&run(&["--json", "ls", p(dir.path()), "py.f"]));
     assert_eq!(v["keys"][0]["call"], "(7, \"a\", b=None)");
 }
+
+/// Every file under `dir` (recursively) with its bytes, sorted by path.
+fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = e.path();
+            if e.file_type().unwrap().is_dir() {
+                out.push((path.clone(), b"<dir>".to_vec()));
+                todo.push(path);
+            } else {
+                out.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Runs `verify`, `stats` and `ls` on a damaged store in `dir` and checks
+/// that each fails, names `picocache repair`, and changes nothing.
+fn inspection_changes_nothing(dir: &Path) {
+    let before = snapshot(dir);
+    for args in [
+        vec!["verify", p(dir)],
+        vec!["verify", "--json", p(dir)],
+        vec!["stats", p(dir)],
+        vec!["stats", "--json", p(dir)],
+        vec!["ls", p(dir), "cli::square"],
+    ] {
+        let o = run(&args);
+        assert_ne!(o.status.code(), Some(0), "{args:?}: {}", stdout(&o));
+        let said = format!("{}{}", stdout(&o), stderr(&o));
+        assert!(said.contains("picocache repair"), "{args:?}: {said}");
+        assert!(!said.contains("is sound"), "{args:?}: {said}");
+        assert_eq!(snapshot(dir), before, "{args:?} changed the store");
+    }
+    assert_eq!(run(&["verify", p(dir)]).status.code(), Some(1));
+    assert_eq!(run(&["stats", p(dir)]).status.code(), Some(2));
+}
+
+#[test]
+fn inspecting_a_store_with_a_garbage_index_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    populated(dir.path());
+    let index = dir.path().join("index");
+    let len = std::fs::metadata(&index).unwrap().len() as usize;
+    std::fs::write(&index, vec![0xA5u8; len]).unwrap();
+    inspection_changes_nothing(dir.path());
+    // Repair still mends it.
+    let o = run(&["repair", p(dir.path())]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(run(&["verify", p(dir.path())]).status.code(), Some(0));
+}
+
+#[test]
+fn inspecting_a_garbage_directory_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index"), b"not an index at all").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"hello").unwrap();
+    inspection_changes_nothing(dir.path());
+    // A short garbage index with a garbage segment and no lock file.
+    std::fs::write(dir.path().join("seg-00000001.log"), vec![7u8; 300]).unwrap();
+    inspection_changes_nothing(dir.path());
+    // No index, only a segment.
+    std::fs::remove_file(dir.path().join("index")).unwrap();
+    inspection_changes_nothing(dir.path());
+}
+
+#[test]
+fn inspecting_a_sound_store_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    populated(dir.path());
+    let before = snapshot(dir.path());
+    for args in [
+        vec!["verify", p(dir.path())],
+        vec!["stats", p(dir.path())],
+        vec!["ls", p(dir.path()), "cli::big"],
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert_eq!(snapshot(dir.path()), before, "{args:?} changed the store");
+    }
+}

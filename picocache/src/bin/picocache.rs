@@ -22,7 +22,9 @@
 //! code), so the old ones stop being used: `prune` removes them, entries and
 //! all; `compact` (or the background compaction of any process using the
 //! store) then reclaims their space. Inspecting a store (`stats`, `ls`,
-//! `verify`) does not count as a use.
+//! `verify`) does not count as a use, and never changes a file: a store whose
+//! index would have to be rebuilt is reported (`verify` exits 1, the others
+//! 2) with a message to run `picocache repair`.
 //!
 //! Human-readable tables by default; `--json` prints one JSON document.
 //! Exit status: 0 success, 1 `verify` found problems, 2 an error (no store at
@@ -264,6 +266,23 @@ fn open(path: &Path) -> Result<Store, Failure> {
     })
 }
 
+/// Opens an existing store for inspection (`stats`, `ls`, `verify`): never
+/// creates, rebuilds or writes any file; a store that would need a rebuild is
+/// an error that says to run `picocache repair`.
+fn open_inspect(path: &Path) -> Result<Store, Failure> {
+    if !is_store(path) {
+        return Err(Failure(format!("no PicoCache store at {}", path.display())));
+    }
+    Store::open(path, Options::default().inspect_only(true)).map_err(|e| match e {
+        picocache_engine::Error::NeedsRepair { .. } => Failure(e.to_string()),
+        e => Failure(format!(
+            "cannot open the store at {} (damaged? run `picocache repair {}`): {e}",
+            path.display(),
+            path.display()
+        )),
+    })
+}
+
 fn namespace(store: &Store, name: &str) -> Result<picocache_engine::Namespace, Failure> {
     store.existing_namespace(name)?.ok_or_else(|| {
         Failure(format!(
@@ -327,7 +346,7 @@ fn limit_text(v: Option<u64>) -> String {
 }
 
 fn stats(path: &Path, json: bool) -> Result<ExitCode, Failure> {
-    let store = open(path)?;
+    let store = open_inspect(path)?;
     let s = store.stats()?;
     let disk = store.disk_usage()?;
     if json {
@@ -431,7 +450,7 @@ fn stats(path: &Path, json: bool) -> Result<ExitCode, Failure> {
 }
 
 fn verify(path: &Path, json: bool) -> Result<ExitCode, Failure> {
-    let report = match open(path) {
+    let report = match open_inspect(path) {
         Ok(store) => store.verify(),
         Err(f) if is_store(path) => {
             // A store that cannot even be opened is not sound.
@@ -642,7 +661,7 @@ fn ls(
     limit: Option<usize>,
     json: bool,
 ) -> Result<ExitCode, Failure> {
-    let store = open(path)?;
+    let store = open_inspect(path)?;
     let ns = namespace(&store, name)?;
     let mut keys = ns.keys()?;
     let total = keys.len();
