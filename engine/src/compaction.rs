@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
 use crate::format::{self, ent, hdr, kind, nsr, segr, REC_HEADER_LEN, SEG_HEADER_LEN};
+use crate::index::table::set_loc;
 use crate::index::IndexMap;
 use crate::store::{key_hash, now_ms, Inner};
-use crate::writer::{read_segment, scan_segment, set_loc, Scanned, Writer};
+use crate::writer::{read_segment, scan_segment, Scanned, Writer};
 
 /// Records per chunk (one writer-lock hold each).
 const COMPACT_CHUNK: usize = 256;

@@ -1,4 +1,5 @@
-//! Typed access to the mmapped index file.
+//! Typed access to the mmapped index file; its hash table and entry slots
+//! are in [`table`], its per-namespace LRU lists in [`lru`].
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -8,6 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::{Error, Result};
 use crate::format::{self, ent, hdr, nsr, segr, IndexLayout};
 use crate::sys::SharedMap;
+
+pub(crate) mod lru;
+pub(crate) mod table;
 
 const R: Ordering = Ordering::Relaxed;
 const ACQ: Ordering = Ordering::Acquire;

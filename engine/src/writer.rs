@@ -12,6 +12,10 @@ use crate::error::{Error, Result};
 use crate::format::{
     self, ent, hdr, kind, nsr, segr, RecordHeader, SegHeaderCheck, REC_HEADER_LEN, SEG_HEADER_LEN,
 };
+use crate::index::lru::{lru_insert_sorted, lru_push_head, lru_unlink};
+use crate::index::table::{
+    add_entry, bucket_insert, bucket_remove, check_e, corrupt, free_entry, set_loc,
+};
 use crate::index::{IndexMap, IndexProblem, NIL};
 use crate::io::Io;
 use crate::store::{key_hash, now_ms, Durability, Inner, Options};
@@ -33,14 +37,6 @@ pub(crate) struct Writer<'a> {
 
 const PREALLOC_CHUNK: u64 = 4 << 20;
 
-fn corrupt(idx: &IndexMap, what: impl Into<String>) -> Error {
-    Error::Corrupted {
-        file: idx.path.clone(),
-        offset: 0,
-        what: what.into(),
-    }
-}
-
 fn random_generation() -> u64 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -48,206 +44,6 @@ fn random_generation() -> u64 {
     xxhash_rust::xxh3::xxh3_64(
         &[t.to_le_bytes(), (std::process::id() as u64).to_le_bytes()].concat(),
     )
-}
-
-// ---------------------------------------------------------------------------
-// Index structure helpers (used by the writer and by the index builders)
-// ---------------------------------------------------------------------------
-
-fn check_e(idx: &IndexMap, e: u32) -> Result<u32> {
-    if idx.valid_entry(e) {
-        Ok(e)
-    } else {
-        Err(corrupt(idx, format!("entry number {e} out of range")))
-    }
-}
-
-fn lru_push_head(idx: &IndexMap, ns: u32, e: u32) -> Result<()> {
-    let head = idx.ns_get(ns, nsr::LRU_HEAD) as u32;
-    idx.set_links(e, NIL, head);
-    if head != NIL {
-        let (_, hn) = idx.links(check_e(idx, head)?);
-        idx.set_links(head, e, hn);
-    } else {
-        idx.ns_set(ns, nsr::LRU_TAIL, e as u64);
-    }
-    idx.ns_set(ns, nsr::LRU_HEAD, e as u64);
-    Ok(())
-}
-
-fn lru_unlink(idx: &IndexMap, ns: u32, e: u32) -> Result<()> {
-    let (p, n) = idx.links(e);
-    if p != NIL {
-        let (pp, _) = idx.links(check_e(idx, p)?);
-        idx.set_links(p, pp, n);
-    } else if idx.ns_get(ns, nsr::LRU_HEAD) as u32 == e {
-        idx.ns_set(ns, nsr::LRU_HEAD, n as u64);
-    } else {
-        return Err(corrupt(
-            idx,
-            "LRU list: entry without predecessor is not the head",
-        ));
-    }
-    if n != NIL {
-        let (_, nn) = idx.links(check_e(idx, n)?);
-        idx.set_links(n, p, nn);
-    } else if idx.ns_get(ns, nsr::LRU_TAIL) as u32 == e {
-        idx.ns_set(ns, nsr::LRU_TAIL, p as u64);
-    } else {
-        return Err(corrupt(
-            idx,
-            "LRU list: entry without successor is not the tail",
-        ));
-    }
-    idx.set_links(e, NIL, NIL);
-    Ok(())
-}
-
-/// Inserts `e` so that list stamps stay descending from the head, walking at
-/// most 64 steps (past that the position is approximate; see FORMAT.md).
-fn lru_insert_sorted(idx: &IndexMap, ns: u32, e: u32, stamp: u64) -> Result<()> {
-    let mut prev = NIL;
-    let mut cur = idx.ns_get(ns, nsr::LRU_HEAD) as u32;
-    let mut steps = 0;
-    while cur != NIL && steps < 64 && idx.eget(check_e(idx, cur)?, ent::LIST_STAMP) > stamp {
-        prev = cur;
-        cur = idx.links(cur).1;
-        steps += 1;
-    }
-    if prev == NIL {
-        return lru_push_head(idx, ns, e);
-    }
-    idx.set_links(e, prev, cur);
-    let (pp, _) = idx.links(prev);
-    idx.set_links(prev, pp, e);
-    if cur != NIL {
-        let (_, cn) = idx.links(check_e(idx, cur)?);
-        idx.set_links(cur, e, cn);
-    } else {
-        idx.ns_set(ns, nsr::LRU_TAIL, e as u64);
-    }
-    Ok(())
-}
-
-fn bucket_insert(idx: &IndexMap, h: u64, e: u32, loc: u64) -> Result<()> {
-    for step in 0..idx.layout.buckets {
-        let pos = h.wrapping_add(step);
-        let b = idx.bucket(pos);
-        if b.load(Ordering::Acquire) == 0 {
-            idx.bucket_loc(pos).store(loc, Ordering::Release);
-            b.store(((h >> 32) << 32) | (e as u64 + 1), Ordering::Release);
-            return Ok(());
-        }
-    }
-    Err(corrupt(idx, "bucket table full"))
-}
-
-/// The bucket position holding entry `e` (whose hash is `h`).
-fn bucket_of(idx: &IndexMap, h: u64, e: u32) -> Result<u64> {
-    let mask = idx.layout.buckets - 1;
-    for step in 0..idx.layout.buckets {
-        let p = h.wrapping_add(step) & mask;
-        let w = idx.bucket(p).load(Ordering::Acquire);
-        if w == 0 {
-            break;
-        }
-        if (w as u32).wrapping_sub(1) == e {
-            return Ok(p);
-        }
-    }
-    Err(corrupt(idx, "entry missing from the bucket table"))
-}
-
-/// Points entry `e` (and its bucket) at a new record.
-pub(crate) fn set_loc(idx: &IndexMap, e: u32, loc: u64) -> Result<()> {
-    let p = bucket_of(idx, idx.eget(e, ent::HASH), e)?;
-    idx.eset(e, ent::LOC, loc);
-    idx.bucket_loc(p).store(loc, Ordering::Release);
-    Ok(())
-}
-
-fn bucket_remove(idx: &IndexMap, h: u64, e: u32) -> Result<()> {
-    let mask = idx.layout.buckets - 1;
-    let mut i = bucket_of(idx, h, e)?;
-    // Backward-shift deletion keeps probe sequences gap-free without tombstones.
-    let mut j = i;
-    for _ in 0..idx.layout.buckets {
-        j = (j + 1) & mask;
-        let w = idx.bucket(j).load(Ordering::Acquire);
-        if w == 0 {
-            break;
-        }
-        let ej = check_e(idx, (w as u32).wrapping_sub(1))?;
-        let k = idx.eget(ej, ent::HASH) & mask;
-        let stays = if i <= j {
-            i < k && k <= j
-        } else {
-            i < k || k <= j
-        };
-        if !stays {
-            idx.bucket_loc(i)
-                .store(idx.bucket_loc(j).load(Ordering::Acquire), Ordering::Release);
-            idx.bucket(i).store(w, Ordering::Release);
-            i = j;
-        }
-    }
-    idx.bucket(i).store(0, Ordering::Release);
-    Ok(())
-}
-
-fn alloc_entry(idx: &IndexMap) -> Result<Option<u32>> {
-    let free = idx.hget(hdr::FREE_HEAD);
-    if free != 0 {
-        let e = check_e(idx, (free - 1) as u32)?;
-        let (_, next) = idx.links(e);
-        idx.hset(
-            hdr::FREE_HEAD,
-            if next == NIL { 0 } else { next as u64 + 1 },
-        );
-        return Ok(Some(e));
-    }
-    let hwm = idx.hget(hdr::ENTRY_HWM);
-    if hwm < idx.layout.entries {
-        idx.hset(hdr::ENTRY_HWM, hwm + 1);
-        return Ok(Some(hwm as u32));
-    }
-    Ok(None)
-}
-
-fn free_entry(idx: &IndexMap, e: u32) {
-    idx.eset(e, ent::LOC, 0);
-    idx.eset(e, ent::HASH, 0);
-    idx.eset(e, ent::STAMP, 0);
-    let free = idx.hget(hdr::FREE_HEAD);
-    idx.set_links(e, NIL, if free == 0 { NIL } else { (free - 1) as u32 });
-    idx.hset(hdr::FREE_HEAD, e as u64 + 1);
-}
-
-/// Adds a new entry at the head of its namespace's list (index builders).
-#[allow(clippy::too_many_arguments)]
-fn add_entry(
-    idx: &IndexMap,
-    ns: u32,
-    h: u64,
-    loc: u64,
-    size: u32,
-    stamp: u64,
-    list_stamp: u64,
-) -> Result<()> {
-    let Some(e) = alloc_entry(idx)? else {
-        return Err(Error::InvalidArgument("index sized too small".into()));
-    };
-    idx.eset(e, ent::HASH, h);
-    idx.eset(e, ent::LOC, loc);
-    idx.eset(e, ent::NS_SIZE, ns as u64 | ((size as u64) << 32));
-    idx.eset(e, ent::STAMP, stamp);
-    idx.eset(e, ent::LIST_STAMP, list_stamp);
-    bucket_insert(idx, h, e, loc)?;
-    lru_push_head(idx, ns, e)?;
-    idx.ns_add(ns, nsr::ENTRIES, 1);
-    idx.ns_add(ns, nsr::LIVE_BYTES, size as u64);
-    idx.hset(hdr::ENTRY_COUNT, idx.hget(hdr::ENTRY_COUNT) + 1);
-    Ok(())
 }
 
 /// Writes zeros over `from..to` and syncs them.
