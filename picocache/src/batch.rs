@@ -53,16 +53,22 @@ impl Memo {
             });
             slot.push(i);
         }
-        let mut values: Vec<Option<R>> = match ns.get_many(&distinct) {
-            Ok(got) => got
-                .into_iter()
-                .map(|v| v.and_then(|b| decode(&b).ok()))
-                .collect(),
+        let got = match ns.get_many(&distinct) {
+            Ok(got) => got,
+            Err(e) if e.is_rejected() => {
+                // Reported once; the other entries are still good.
+                self.failed(e, "checking a cached entry")?;
+                distinct.iter().map(|k| ns.get(k).ok().flatten()).collect()
+            }
             Err(e) => {
                 self.failed(e, "reading the cache")?;
                 vec![None; distinct.len()]
             }
         };
+        let mut values: Vec<Option<R>> = got
+            .into_iter()
+            .map(|v| v.and_then(|b| decode(&b).ok()))
+            .collect();
         let mut fresh: Vec<(usize, Vec<u8>)> = Vec::new();
         for (a, &i) in args.into_iter().zip(&slot) {
             if values[i].is_none() {

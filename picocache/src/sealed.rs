@@ -128,19 +128,29 @@ impl Namespace for SealedNamespace {
         }
     }
 
-    /// A rejected entry is a `None` here (counted, not an error).
+    /// Every entry is checked and each rejected one counted; if any was
+    /// rejected, the first rejection is the answer (callers look again one
+    /// key at a time, quietly, to use the others).
     fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
         let got = self.inner.get_many(keys)?;
-        Ok(got
+        let mut first = None;
+        let out = got
             .into_iter()
             .zip(keys)
             .map(|(v, k)| {
                 let mut stored = v?;
-                self.unseal(k, &stored).ok()?;
+                if let Err(e) = self.unseal(k, &stored) {
+                    first.get_or_insert(e);
+                    return None;
+                }
                 stored.drain(..seal::OVERHEAD);
                 Some(stored)
             })
-            .collect())
+            .collect();
+        match first {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 
     fn put(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {

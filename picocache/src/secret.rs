@@ -12,7 +12,7 @@
 
 use std::fs;
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -150,12 +150,26 @@ pub fn load_or_create(path: &Path) -> Result<Vec<u8>> {
     read(path).map_err(|e| io_err(path, "cannot be read", e))
 }
 
+/// The effective user id of this process: the owner of `/proc/self`
+/// (proc(5)); `None` where there is no `/proc`.
+fn effective_uid() -> Option<u32> {
+    fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
 fn read(path: &Path) -> std::io::Result<Vec<u8>> {
     let meta = fs::metadata(path)?;
-    if meta.permissions().mode() & 0o022 != 0 {
+    // Whoever can read the secret can forge entries; whoever can write it
+    // (or owns it) can replace it.
+    if meta.permissions().mode() & 0o077 != 0 {
         return Err(std::io::Error::new(
             ErrorKind::PermissionDenied,
-            "others can write it (chmod 600 it)",
+            "others can read or write it (chmod 600 it)",
+        ));
+    }
+    if effective_uid().is_some_and(|me| me != meta.uid()) {
+        return Err(std::io::Error::new(
+            ErrorKind::PermissionDenied,
+            "another user owns it",
         ));
     }
     let text = fs::read(path)?;
@@ -195,12 +209,17 @@ mod tests {
     }
 
     #[test]
-    fn a_file_others_can_write_is_refused() {
+    fn a_file_others_can_read_or_write_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret");
         fs::write(&path, "abc").unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
         let e = load_or_create(&path).unwrap_err().to_string();
-        assert!(e.contains("others can write"), "{e}");
+        assert!(e.contains("others can read or write"), "{e}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        let e = load_or_create(&path).unwrap_err().to_string();
+        assert!(e.contains("others can read or write"), "{e}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(load_or_create(&path).unwrap(), b"abc");
     }
 }

@@ -39,12 +39,15 @@ def _data(raw: Any, nbytes: int) -> bytes:
 def ndarray_key(np: Any, a: Any) -> tuple:
     """The key of an exact ``numpy.ndarray``."""
     if a.dtype.hasobject:
-        return ("__ndarray_objects__", a.shape, a.tolist())
+        return ("__ndarray_objects__", repr(a.dtype), a.shape, a.tolist())
     dt = a.dtype
     if dt.byteorder not in ("=", "|") and not dt.fields:
         a = a.astype(dt.newbyteorder("="))
         dt = a.dtype
-    kind = str(dt.descr) if dt.fields else dt.str
+    # A structured dtype by its full description (names, formats, offsets,
+    # itemsize); others by their type string (kind, size, byte order, unit),
+    # or repr where that says more (string and user dtypes).
+    kind = repr(dt) if dt.fields or dt.kind not in "biufcmMSUV" else dt.str
     a = np.ascontiguousarray(a)
     flat = a.reshape(-1).view(np.uint8) if a.size else b""
     return ("__ndarray__", kind, tuple(a.shape), _data(flat, a.nbytes))
@@ -52,9 +55,11 @@ def ndarray_key(np: Any, a: Any) -> tuple:
 
 def buffer_key(obj: Any) -> tuple:
     """The key of a memoryview (its format, shape and elements in C order)."""
-    m = obj if obj.c_contiguous else memoryview(obj.tobytes()).cast(obj.format, obj.shape)
-    flat = m.cast("B") if m.nbytes else b""
-    return ("__memoryview__", m.format, tuple(m.shape or ()), _data(flat, m.nbytes))
+    if obj.c_contiguous:
+        flat = obj.cast("B") if obj.nbytes else b""
+    else:
+        flat = obj.tobytes()  # its elements in C order, whatever the format
+    return ("__memoryview__", obj.format, tuple(obj.shape or ()), _data(flat, obj.nbytes))
 
 
 def array_key(obj: Any) -> tuple:
@@ -76,12 +81,15 @@ def pandas_key(pd: Any, obj: Any) -> Optional[tuple]:
     """The key of a pandas Series, DataFrame or Index, or None for other
     pandas objects. (Names and labels that are not arrays are left to the
     key encoder.)"""
+    # repr of a dtype: a categorical's categories and order, a datetime's
+    # unit and zone; an index's names (every level) and frequency.
     if isinstance(obj, pd.Index):
-        return ("__pd_index__", type(obj).__name__, str(obj.dtype), obj.name, _values_key(obj))
+        return ("__pd_index__", type(obj).__name__, repr(obj.dtype), tuple(obj.names),
+                getattr(obj, "freqstr", None), _values_key(obj))
     if isinstance(obj, pd.Series):
-        return ("__pd_series__", str(obj.dtype), obj.name, pandas_key(pd, obj.index), _values_key(obj.array))
+        return ("__pd_series__", repr(obj.dtype), obj.name, pandas_key(pd, obj.index), _values_key(obj.array))
     if isinstance(obj, pd.DataFrame):
-        cols = [(str(obj.dtypes.iloc[i]), _values_key(obj.iloc[:, i].array)) for i in range(obj.shape[1])]
+        cols = [(repr(obj.dtypes.iloc[i]), _values_key(obj.iloc[:, i].array)) for i in range(obj.shape[1])]
         return ("__pd_frame__", pandas_key(pd, obj.columns), pandas_key(pd, obj.index), cols)
     return None
 

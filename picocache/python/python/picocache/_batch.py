@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 def run_batch(st: Any, func: Callable, calls: List[Tuple[tuple, dict]], key_of: Callable,
               loads: Callable, dumps: Callable, fail: Callable, executor: Optional[Any],
-              cache_error: type) -> list:
+              cache_error: type, rejected_error: type, submit: Optional[Callable] = None) -> list:
     """The results of ``func(*args, **kwargs)`` for each of ``calls``."""
     if not calls:
         return []
@@ -40,6 +40,15 @@ def run_batch(st: Any, func: Callable, calls: List[Tuple[tuple, dict]], key_of: 
     values: dict = {}
     try:
         got = ns.get_many(list(first))
+    except rejected_error as e:
+        # Reported (or raised, strict) once; the other entries are still good.
+        fail(e, "a lookup")
+        got = []
+        for k in first:
+            try:
+                got.append(ns.get(k, True))
+            except cache_error:
+                got.append(None)
     except cache_error as e:
         fail(e, "a lookup")
         got = [None] * len(first)
@@ -53,7 +62,8 @@ def run_batch(st: Any, func: Callable, calls: List[Tuple[tuple, dict]], key_of: 
     error: Optional[BaseException] = None
     fresh: list = []
     if executor is not None:
-        futures = [(k, executor.submit(func, *first[k][0], **first[k][1])) for k in todo]
+        target = submit or func
+        futures = [(k, executor.submit(target, *first[k][0], **first[k][1])) for k in todo]
         for k, fut in futures:
             try:
                 values[k] = fut.result()

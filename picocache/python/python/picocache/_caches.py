@@ -117,8 +117,15 @@ def _memory_database(owner: Any) -> str:
 
     base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
     d = tempfile.mkdtemp(prefix="picocache-memory-", dir=base)
-    weakref.finalize(owner, shutil.rmtree, d, True)
+    weakref.finalize(owner, _remove_memory_database, d, os.getpid(), shutil.rmtree)
     return os.path.join(d, "memory.db")
+
+
+def _remove_memory_database(d: str, pid: int, rmtree: Callable) -> None:
+    """Deletes an in-memory database's file, in the process that made it
+    only (a forked child that exits must not take the parent's)."""
+    if os.getpid() == pid:
+        rmtree(d, True)
 
 
 def _is_memory_sqlite_url(url: str) -> bool:

@@ -204,6 +204,8 @@ class _FunctionState:
         self.ttl = ttl
         #: Set once a write found the store read-only: only lookups from then on.
         self.read_only = False
+        #: The error of opening a namespace that a read-only store lacks.
+        self.read_only_open: Optional[CacheError] = None
         #: Whether a too-large result was reported.
         self.too_large_warned = False
         #: The byte limit (max_bytes=), None for none.
@@ -251,6 +253,8 @@ class _FunctionState:
             raise self.unnamed
         now = time.monotonic()
         if now < self.retry_at:
+            if self.read_only_open is not None:
+                raise self.read_only_open  # said once (failed() knows it)
             raise _native.CacheUnavailable(
                 f"picocache: the store of {self.label} is unavailable (retrying shortly)"
             )
@@ -276,6 +280,13 @@ class _FunctionState:
                     else:
                         self.lookup_value = _decoding_lookup(ns, loads)
                     self.ns = ns
+                except CacheReadOnly as e:
+                    # A read-only store without this function's namespace:
+                    # it cannot be made; the store is not tried again for a
+                    # minute, and the warning is not repeated.
+                    self.read_only_open = e
+                    self.retry_at = time.monotonic() + 60.0
+                    raise
                 except CacheError:
                     self.retry_at = time.monotonic() + 1.0
                     raise
@@ -605,7 +616,9 @@ class BaseCache:
                 next(st.misses)
                 return func(*args, **kwargs)
             while True:
-                fkey = (st._name, k)
+                # The store counts: two functions of one name in two stores
+                # must not hand each other their results.
+                fkey = (id(st.cache), st._name, k)
                 with _flights.lock:
                     fl = _flights.table.get(fkey)
                     leader = fl is None
@@ -836,10 +849,24 @@ class BaseCache:
         def batch(iterable: Iterable[Any], star: bool, executor: Any) -> list:
             if _is_coroutine_function(func):
                 raise TypeError("picocache: map/starmap take a plain function, not a coroutine function")
+            code = getattr(func, "__code__", None)
+            first_arg = code.co_varnames[0] if code is not None and code.co_argcount else None
+            if first_arg in ("self", "cls"):
+                # obj.method.map(...) reaches this function unbound: the
+                # instance would be lost.
+                raise TypeError("picocache: map/starmap are for functions, not methods; "
+                                "call the method in a loop")
             calls = as_calls(iterable, star)
             if st.unnamed is not None:
                 return [func(*a, **kw) for a, kw in calls]
-            return run_batch(st, func, calls, encode_or_explain, loads, dumps, fail, executor, CacheError)
+            submit = func
+            if executor is not None:
+                import concurrent.futures
+
+                if isinstance(executor, concurrent.futures.ProcessPoolExecutor):
+                    submit = wrapper  # pickled by name: the module's attribute is the wrapper
+            return run_batch(st, func, calls, encode_or_explain, loads, dumps, fail, executor, CacheError,
+                             CacheRejected, submit)
 
         def map_(iterable: Iterable[Any], *, executor: Any = None) -> list:
             """``[f(x) for x in iterable]`` with one lookup for all of them

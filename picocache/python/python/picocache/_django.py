@@ -42,6 +42,8 @@ from typing import Any, Callable, Optional
 from . import _native
 
 _LEASE_TTL = 60
+#: Most old entries a cache_clear() deletes one by one.
+_MAX_SLOTS = 100_000
 
 
 def _h(b: bytes, n: int = 16) -> str:
@@ -144,6 +146,10 @@ class DjangoNamespace:
 
     def _slots(self, c: Any, gen: str) -> list:
         n = c.get(f"{self.base}:{gen}:n") or 0
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0 or n > _MAX_SLOTS:
+            # Not ours, or more than a clear deletes one by one: the new
+            # generation makes the old entries unreachable anyway.
+            return []
         return [f"{self.base}:{gen}:s{i}" for i in range(n)]
 
     # -- the namespace interface ------------------------------------------

@@ -22,7 +22,12 @@ def secret_list(secret: Any, secrets: Optional[Iterable[Any]]) -> Optional[list]
         raise TypeError("give secret= or secrets=, not both")
     if secret is None and secrets is None:
         return None
-    items = [secret] if secret is not None else list(secrets)  # type: ignore[arg-type]
+    if secret is not None:
+        items = [secret]
+    elif isinstance(secrets, (str, bytes, bytearray, memoryview)):
+        items = [secrets]  # one secret, not a sequence of characters
+    else:
+        items = list(secrets)  # type: ignore[arg-type]
     if not items:
         raise ValueError("secrets= needs at least one secret")
     out = []
@@ -45,6 +50,9 @@ class SealedNamespace:
         self._inner = inner
         self._sealer = sealer
         self.name = inner.name
+        #: Entries of this function that failed the check (a look again
+        #: after the lease does not count the same entry twice).
+        self.rejected = 0
 
     def __getattr__(self, attr: str) -> Any:  # key, remove, clear, lease, ...
         return getattr(self._inner, attr)
@@ -57,22 +65,34 @@ class SealedNamespace:
         if stored is None:
             return None
         try:
-            return self._sealer.open(self.name, key, stored)
+            if not isinstance(stored, (bytes, bytearray)):
+                # Not written by picocache (Django's cache holds any object).
+                raise _native.CacheRejected(
+                    f"a stored entry of {self.name} was rejected: not signed (a "
+                    f"{type(stored).__name__}, not bytes); it is treated as a miss")
+            return self._sealer.open(self.name, key, bytes(stored))
         except _native.CacheRejected:
             if recheck:
                 return None
+            self.rejected += 1
             raise
 
     def put(self, key: bytes, value: bytes, ttl: Optional[float] = None) -> None:
         self._inner.put(key, self._sealer.seal(self.name, key, value), ttl)
 
     def get_many(self, keys: list) -> list:
-        out = []
+        """As the native get_many: a rejected entry is counted and the
+        first rejection raised after all were looked at (the caller then
+        looks again one key at a time, quietly)."""
+        out, first = [], None
         for k in keys:
             try:
                 out.append(self.get(k))
-            except _native.CacheRejected:
-                out.append(None)  # counted by the sealer
+            except _native.CacheRejected as e:
+                out.append(None)
+                first = first or e
+        if first is not None:
+            raise first
         return out
 
     def put_many(self, items: list, ttl: Optional[float] = None) -> None:
@@ -81,5 +101,5 @@ class SealedNamespace:
 
     def stats(self) -> dict:
         d = dict(self._inner.stats())
-        d["rejected"] = self._sealer.rejected
+        d["rejected"] = self.rejected
         return d
