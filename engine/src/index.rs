@@ -338,3 +338,26 @@ impl IndexMap {
         (w as u32, (w >> 32) as u32)
     }
 }
+
+pub(crate) fn buckets_for(entries: u64) -> u64 {
+    (entries.saturating_mul(4) / 3 + 1)
+        .next_power_of_two()
+        .max(format::MIN_BUCKETS)
+}
+
+pub(crate) fn tmp_index_path(dir: &Path) -> std::path::PathBuf {
+    dir.join(format!(
+        "index.tmp.{}.{:x}",
+        std::process::id(),
+        random_generation()
+    ))
+}
+
+pub(crate) fn random_generation() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    xxhash_rust::xxh3::xxh3_64(
+        &[t.to_le_bytes(), (std::process::id() as u64).to_le_bytes()].concat(),
+    )
+}

@@ -52,6 +52,8 @@ pub mod format;
 mod index;
 pub mod io;
 mod lifecycle;
+mod log;
+mod recovery;
 mod repair;
 mod space;
 mod store;

@@ -22,8 +22,8 @@ use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 use crate::format::{self, hdr, SegHeaderCheck, SEG_HEADER_LEN};
+use crate::log::{list_segments, scan_segment};
 use crate::store::{Inner, Store};
-use crate::writer::{list_segments, scan_segment};
 
 /// What [`Store::repair`] found and did.
 #[derive(Debug, Default, Clone)]
@@ -117,7 +117,7 @@ fn damaged_segments(inner: &Inner) -> Result<Vec<u32>> {
     let mut out = Vec::new();
     for id in list_segments(&inner.dir)? {
         let path = inner.dir.join(format::segment_file_name(id));
-        let Some(data) = crate::writer::read_segment(inner.opts.io.as_ref(), &path, id)? else {
+        let Some(data) = crate::log::read_segment(inner.opts.io.as_ref(), &path, id)? else {
             continue;
         };
         let (_, _, damage) = scan_segment(&data);

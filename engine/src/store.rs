@@ -596,7 +596,7 @@ impl Store {
         };
         let fork_gen = sys::fork_generation();
         let (index, rebuilt) =
-            crate::writer::open_or_rebuild_index(&dir, &lock_file, &opts, boot_id, read_only)?;
+            crate::recovery::open_or_rebuild_index(&dir, &lock_file, &opts, boot_id, read_only)?;
         let inner = Arc::new(Inner {
             dir,
             commit: Mutex::new(CommitState::default()),

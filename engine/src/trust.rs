@@ -25,7 +25,7 @@ use crate::io::Io;
 /// only for an index trusted across a reboot (the same boot's page cache
 /// always holds the index's latest state).
 pub(crate) fn log_is_ahead(dir: &Path, idx: &IndexMap, io: &dyn Io) -> Result<bool> {
-    let files = crate::writer::list_segments(dir)?;
+    let files = crate::log::list_segments(dir)?;
     if files.iter().any(|&id| idx.seg_row(id).is_none()) {
         return Ok(true);
     }
