@@ -322,7 +322,7 @@ impl Store {
 
     /// Connects to an SQL database (sqlite, postgresql, mysql URL).
     #[staticmethod]
-    #[pyo3(signature = (url, table=None, connect_timeout=None, pool_size=None, secrets=None, timeout=None, max_value_size=None))]
+    #[pyo3(signature = (url, table=None, connect_timeout=None, pool_size=None, secrets=None, timeout=None, max_value_size=None, backoff=None, backoff_max=None, lease_ttl=None))]
     #[allow(clippy::too_many_arguments)]
     fn sql(
         py: Python<'_>,
@@ -333,8 +333,20 @@ impl Store {
         secrets: Option<Vec<Vec<u8>>>,
         timeout: Option<f64>,
         max_value_size: Option<usize>,
+        backoff: Option<f64>,
+        backoff_max: Option<f64>,
+        lease_ttl: Option<f64>,
     ) -> PyResult<Store> {
         let mut options = picocache::SqlOptions::default();
+        if let Some(t) = secs(backoff)? {
+            options.backoff = t;
+        }
+        if let Some(t) = secs(backoff_max)? {
+            options.backoff_max = t;
+        }
+        if let Some(t) = secs(lease_ttl)? {
+            options.lease_ttl = t;
+        }
         if let Some(t) = table {
             options.table = t;
         }
@@ -355,7 +367,7 @@ impl Store {
 
     /// Connects to a Redis server by URL.
     #[staticmethod]
-    #[pyo3(signature = (url, prefix=None, connect_timeout=None, lease_ttl=None, pool_size=None, secrets=None, timeout=None, max_value_size=None))]
+    #[pyo3(signature = (url, prefix=None, connect_timeout=None, lease_ttl=None, pool_size=None, secrets=None, timeout=None, max_value_size=None, backoff=None, backoff_max=None))]
     #[allow(clippy::too_many_arguments)]
     fn redis(
         py: Python<'_>,
@@ -367,8 +379,10 @@ impl Store {
         secrets: Option<Vec<Vec<u8>>>,
         timeout: Option<f64>,
         max_value_size: Option<usize>,
+        backoff: Option<f64>,
+        backoff_max: Option<f64>,
     ) -> PyResult<Store> {
-        let options = redis_options(
+        let mut options = redis_options(
             prefix,
             connect_timeout,
             lease_ttl,
@@ -376,12 +390,18 @@ impl Store {
             timeout,
             max_value_size,
         )?;
+        if let Some(t) = secs(backoff)? {
+            options.backoff = t;
+        }
+        if let Some(t) = secs(backoff_max)? {
+            options.backoff_max = t;
+        }
         open_store(py, Spec::Redis { url, options }, secrets)
     }
 
     /// Connects to a Redis server by host, port, db and password.
     #[staticmethod]
-    #[pyo3(signature = (host, port, db, password=None, prefix=None, connect_timeout=None, lease_ttl=None, pool_size=None, secrets=None, timeout=None, max_value_size=None))]
+    #[pyo3(signature = (host, port, db, password=None, prefix=None, connect_timeout=None, lease_ttl=None, pool_size=None, secrets=None, timeout=None, max_value_size=None, backoff=None, backoff_max=None))]
     #[allow(clippy::too_many_arguments)]
     fn redis_host(
         py: Python<'_>,
@@ -396,8 +416,10 @@ impl Store {
         secrets: Option<Vec<Vec<u8>>>,
         timeout: Option<f64>,
         max_value_size: Option<usize>,
+        backoff: Option<f64>,
+        backoff_max: Option<f64>,
     ) -> PyResult<Store> {
-        let options = redis_options(
+        let mut options = redis_options(
             prefix,
             connect_timeout,
             lease_ttl,
@@ -405,6 +427,12 @@ impl Store {
             timeout,
             max_value_size,
         )?;
+        if let Some(t) = secs(backoff)? {
+            options.backoff = t;
+        }
+        if let Some(t) = secs(backoff_max)? {
+            options.backoff_max = t;
+        }
         open_store(
             py,
             Spec::RedisHost {

@@ -17,7 +17,7 @@ _NATIVE_SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
 
 #: The connection options of the remote caches (None: the backend's
 #: default: 1 s connect and operation timeouts, a pool of 4, 8 MiB values).
-_REMOTE_OPTIONS = ("connect_timeout", "timeout", "pool_size", "max_value_size")
+_REMOTE_OPTIONS = ("connect_timeout", "timeout", "pool_size", "max_value_size", "backoff", "backoff_max")
 
 
 def _remote_options(kwargs: dict) -> dict:
@@ -27,7 +27,7 @@ def _remote_options(kwargs: dict) -> dict:
         v = kwargs.pop(name, None)
         if v is None:
             continue
-        if name in ("connect_timeout", "timeout"):
+        if name in ("connect_timeout", "timeout", "backoff", "backoff_max"):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 raise ValueError(f"{name} must be a number of seconds > 0, not {v!r}")
             v = float(v)

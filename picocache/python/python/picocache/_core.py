@@ -204,6 +204,8 @@ class _FunctionState:
         self.ttl = ttl
         #: Set once a write found the store read-only: only lookups from then on.
         self.read_only = False
+        #: Failed opens in a row (the retry window doubles with each).
+        self.open_failures = 0
         #: The error of opening a namespace that a read-only store lacks.
         self.read_only_open: Optional[CacheError] = None
         #: Whether a too-large result was reported.
@@ -271,7 +273,12 @@ class _FunctionState:
                     raise self.unnamed from None
                 try:
                     extra = {} if self.max_bytes is None else {"max_bytes": self.max_bytes}
-                    ns = self.cache._open_namespace(name, self.maxsize, self.ttl, self.typed, **extra)
+                    try:
+                        ns = self.cache._open_namespace(name, self.maxsize, self.ttl, self.typed, **extra)
+                    except (TypeError, ValueError) as e:
+                        # The store's options, not the call's arguments (a
+                        # TypeError here must not read as a key error).
+                        raise _native.CacheInvalidArgument(f"opening the store: {e}") from e
                     self.native = isinstance(ns, _native.Namespace)
                     loads = self.cache._loads
                     if self.native:
@@ -288,8 +295,13 @@ class _FunctionState:
                     self.retry_at = time.monotonic() + 60.0
                     raise
                 except CacheError:
-                    self.retry_at = time.monotonic() + 1.0
+                    # Tried again after 1 s, then 2, 4, ... up to 30 s while
+                    # it keeps failing: a store that is down from the start
+                    # costs one open (its connect timeout) per window.
+                    self.open_failures += 1
+                    self.retry_at = time.monotonic() + min(30.0, 2.0 ** (self.open_failures - 1))
                     raise
+                self.open_failures = 0
             return self.ns
 
     def failed(self, e: BaseException, what: str, strict: Optional[bool] = None) -> None:
