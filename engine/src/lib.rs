@@ -47,6 +47,7 @@
 
 mod compaction;
 mod error;
+mod expiry;
 mod files;
 pub mod format;
 mod index;
@@ -60,6 +61,7 @@ mod store;
 #[allow(unsafe_code)]
 mod sys;
 mod trust;
+mod verify;
 mod writer;
 
 pub use error::{Error, Result};

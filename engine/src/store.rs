@@ -942,45 +942,6 @@ impl Inner {
             .flatten()
     }
 
-    /// Sweeps every namespace whose earliest expiry has passed of its
-    /// expired entries, a chunk of entry slots per writer-lock hold. The
-    /// background thread (`force` false) sweeps a namespace at most every
-    /// second plus a second per 100,000 entries; `Store::compact` always.
-    pub(crate) fn sweep_expired(&self, force: bool) -> Result<()> {
-        let due = self.with_writer_ro(|w| {
-            let now = now_ms();
-            let idx = &w.idx;
-            Ok((0..format::MAX_NAMESPACES as u32)
-                .filter(|&ns| idx.ns_get(ns, nsr::NAME_LEN) != 0)
-                .filter(|&ns| {
-                    let next = idx.ns_get(ns, nsr::NEXT_EXPIRY);
-                    let gap = 1000 + idx.ns_get(ns, nsr::ENTRIES) / 100;
-                    next != 0
-                        && next <= now
-                        && (force || idx.ns_get(ns, nsr::LAST_SWEEP).saturating_add(gap) <= now)
-                })
-                .map(|ns| (ns, idx.ns_get(ns, nsr::NEXT_EXPIRY)))
-                .collect::<Vec<_>>())
-        })?;
-        for (ns, at_start) in due {
-            let mut from = Some(0);
-            let mut min = 0;
-            while let Some(f) = from {
-                from = self.with_writer(|w| {
-                    if w.idx.ns_get(ns, nsr::NAME_LEN) == 0 {
-                        return Ok(None);
-                    }
-                    w.sweep_chunk(ns, f, crate::writer::SWEEP_CHUNK, &mut min)
-                })?;
-            }
-            self.with_writer(|w| {
-                w.finish_sweep(ns, min, at_start);
-                Ok(())
-            })?;
-        }
-        Ok(())
-    }
-
     /// Reads and checks the record at `loc` into `buf`.
     pub(crate) fn read_record(&self, loc: u64, buf: &mut Vec<u8>) -> Option<RecordHeader> {
         let seg = (loc >> 32) as u32;
@@ -1566,7 +1527,7 @@ impl Namespace {
         let next = idx.ns_get(id, nsr::NEXT_EXPIRY);
         if next != 0 && next <= now_ms() {
             // Best effort: stats are still returned if the sweep fails.
-            let _ = inner.with_writer(|w| w.sweep_if_due(id, crate::writer::SWEEP_INLINE_MAX));
+            let _ = inner.with_writer(|w| w.sweep_if_due(id, crate::expiry::SWEEP_INLINE_MAX));
         }
         let idx = inner.current_index()?;
         Ok(ns_stats(&idx, id))

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::expiry::SWEEP_INLINE_MAX;
 use crate::format::{self, ent, hdr, kind, nsr, segr, REC_HEADER_LEN, SEG_HEADER_LEN};
 use crate::index::lru::{lru_insert_sorted, lru_push_head, lru_unlink};
 use crate::index::table::{
     add_entry, bucket_insert, bucket_remove, check_e, corrupt, free_entry, set_loc,
 };
 use crate::index::{buckets_for, tmp_index_path, IndexMap, NIL};
-use crate::log::{list_segments, read_segment, scan_segment, zero_fill};
+use crate::log::zero_fill;
 use crate::store::{key_hash, now_ms, Durability, Inner};
 
 /// Per-process writer state (behind the in-process writer mutex).
@@ -556,78 +557,6 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Sweeps `ns` of expired entries if one may have expired (its
-    /// `NEXT_EXPIRY` has passed) and the namespace holds at most `max_entries`
-    /// entries; at most once a second unless `max_entries` is `u64::MAX`.
-    pub(crate) fn sweep_if_due(&mut self, ns: u32, max_entries: u64) -> Result<()> {
-        let idx = &self.idx;
-        let next = idx.ns_get(ns, nsr::NEXT_EXPIRY);
-        let now = now_ms();
-        if next == 0 || next > now || idx.ns_get(ns, nsr::ENTRIES) > max_entries {
-            return Ok(());
-        }
-        if max_entries != u64::MAX && idx.ns_get(ns, nsr::LAST_SWEEP).saturating_add(1000) > now {
-            return Ok(());
-        }
-        let mut from = 0;
-        let mut min = 0;
-        while let Some(next_from) = self.sweep_chunk(ns, from, u64::MAX, &mut min)? {
-            from = next_from;
-        }
-        self.finish_sweep(ns, min, next);
-        Ok(())
-    }
-
-    /// Drops the expired entries of `ns` among entry slots `from..` (at most
-    /// `limit` slots), folding the other entries' expiries into `min`.
-    /// Returns where to go on, or `None` at the end of the entry array.
-    pub(crate) fn sweep_chunk(
-        &mut self,
-        ns: u32,
-        from: u64,
-        limit: u64,
-        min: &mut u64,
-    ) -> Result<Option<u64>> {
-        let idx = self.idx.clone();
-        let now = now_ms();
-        let end = idx.hget(hdr::ENTRY_HWM).min(idx.layout.entries);
-        let stop = from.saturating_add(limit).min(end);
-        for e in from..stop {
-            let e = e as u32;
-            let loc = idx.eget(e, ent::LOC);
-            if loc == 0 || idx.ns_size(e).0 != ns {
-                continue;
-            }
-            let Some(h) = self.inner.read_header(loc) else {
-                continue;
-            };
-            if h.expire_ms == 0 {
-                continue;
-            }
-            if h.expire_ms <= now {
-                self.drop_entry(e)?;
-            } else if *min == 0 || h.expire_ms < *min {
-                *min = h.expire_ms;
-            }
-        }
-        Ok((stop < end).then_some(stop))
-    }
-
-    /// Ends a sweep: `min` is the earliest expiry it saw among the entries it
-    /// kept, `at_start` the namespace's `NEXT_EXPIRY` when it began. Puts
-    /// during a chunked sweep only ever lowered `NEXT_EXPIRY`: if one did,
-    /// its value is kept when lower.
-    pub(crate) fn finish_sweep(&mut self, ns: u32, min: u64, at_start: u64) {
-        let cur = self.idx.ns_get(ns, nsr::NEXT_EXPIRY);
-        let next = if cur != at_start && cur != 0 && (min == 0 || cur < min) {
-            cur
-        } else {
-            min
-        };
-        self.idx.ns_set(ns, nsr::NEXT_EXPIRY, next);
-        self.idx.ns_set(ns, nsr::LAST_SWEEP, now_ms());
-    }
-
     pub(crate) fn remove(&mut self, ns: u32, key: &[u8]) -> Result<bool> {
         let idx = self.idx.clone();
         let h = key_hash(ns, key);
@@ -700,133 +629,4 @@ impl Writer<'_> {
         out.sort_by_key(|e| std::cmp::Reverse(e.0));
         out.into_iter().map(|(_, k, n)| (k, n)).collect()
     }
-
-    // ---- verify -------------------------------------------------------------
-
-    pub(crate) fn verify(&mut self) -> Result<crate::VerifyReport> {
-        let idx = self.idx.clone();
-        let mut rep = crate::VerifyReport::default();
-        let mut total = 0u64;
-        for ns in 0..format::MAX_NAMESPACES as u32 {
-            if idx.ns_get(ns, nsr::NAME_LEN) == 0 {
-                continue;
-            }
-            let name = idx
-                .ns_name(ns)
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default();
-            let (mut count, mut bytes) = (0u64, 0u64);
-            let mut prev = NIL;
-            let mut cur = idx.ns_get(ns, nsr::LRU_HEAD) as u32;
-            let mut steps = 0u64;
-            while cur != NIL {
-                steps += 1;
-                if steps > idx.layout.entries || !idx.valid_entry(cur) {
-                    rep.problems
-                        .push(format!("namespace {name}: LRU list is broken"));
-                    break;
-                }
-                let (p, n) = idx.links(cur);
-                if p != prev {
-                    rep.problems.push(format!(
-                        "namespace {name}: entry {cur} has a wrong back link"
-                    ));
-                }
-                let (ens, size) = idx.ns_size(cur);
-                let loc = idx.eget(cur, ent::LOC);
-                rep.entries += 1;
-                match self.inner.read_record(loc, &mut self.st.scratch) {
-                    Some(h) if h.kind == kind::PUT && h.ns == ns && ens == ns && h.size() == size as u64 => {
-                        let key = &self.st.scratch[REC_HEADER_LEN..REC_HEADER_LEN + h.klen as usize];
-                        let hash = key_hash(ns, key);
-                        if hash != idx.eget(cur, ent::HASH) {
-                            rep.problems.push(format!("namespace {name}: entry {cur} has a wrong hash"));
-                        } else if self.inner.find(&idx, ns, key, hash, &mut Vec::new()).map(|f| f.0)
-                            != Some(cur)
-                        {
-                            rep.problems.push(format!("namespace {name}: entry {cur} is not reachable by its key"));
-                        }
-                    }
-                    _ => rep.problems.push(format!(
-                        "namespace {name}: entry {cur} points at a missing or damaged record (segment {}, offset {})",
-                        loc >> 32,
-                        loc & 0xffff_ffff
-                    )),
-                }
-                count += 1;
-                bytes += size as u64;
-                prev = cur;
-                cur = n;
-            }
-            if count != idx.ns_get(ns, nsr::ENTRIES) || bytes != idx.ns_get(ns, nsr::LIVE_BYTES) {
-                rep.problems.push(format!(
-                    "namespace {name}: counts say {} entries / {} bytes, the list holds {count} / {bytes}",
-                    idx.ns_get(ns, nsr::ENTRIES),
-                    idx.ns_get(ns, nsr::LIVE_BYTES)
-                ));
-            }
-            total += count;
-        }
-        if total != idx.hget(hdr::ENTRY_COUNT) {
-            rep.problems.push(format!(
-                "index counts {} entries, the namespaces hold {total}",
-                idx.hget(hdr::ENTRY_COUNT)
-            ));
-        }
-        for id in list_segments(&self.inner.dir)? {
-            let path = self.inner.dir.join(format::segment_file_name(id));
-            match read_segment(self.inner.opts.io.as_ref(), &path, id) {
-                Ok(Some(data)) => {
-                    let (recs, _, damage) = scan_segment(&data);
-                    rep.records += recs.len() as u64;
-                    // The row's lowest PUT seq may be lower than the truth
-                    // (a crash between the row update and the write), never
-                    // higher: compaction would drop tombstones still needed.
-                    let min_put = recs
-                        .iter()
-                        .filter(|r| r.h.kind == kind::PUT)
-                        .map(|r| r.h.seq)
-                        .min();
-                    if let (Some(row), Some(m)) = (idx.seg_row(id), min_put) {
-                        let noted = idx.seg(row, segr::MIN_PUT).load(Ordering::Acquire);
-                        if noted == 0 || noted > m {
-                            rep.problems.push(format!(
-                                "segment {id}: the index notes {noted} as its lowest PUT seq, it holds {m}"
-                            ));
-                        }
-                    }
-                    let active = idx.hget(hdr::ACTIVE_SEG) == id as u64;
-                    for (off, what) in damage {
-                        // Bytes past the append point of the active segment are
-                        // a torn tail that the next write overwrites.
-                        if active && off >= idx.hget(hdr::ACTIVE_OFF) {
-                            continue;
-                        }
-                        rep.problems
-                            .push(format!("{}: offset {off}: {what}", path.display()));
-                    }
-                }
-                Ok(None) => rep
-                    .problems
-                    .push(format!("{}: not a valid segment", path.display())),
-                Err(e) => rep.problems.push(format!("{}: {e}", path.display())),
-            }
-        }
-        for (_, id) in idx.seg_rows() {
-            if !self.inner.dir.join(format::segment_file_name(id)).exists() {
-                rep.problems.push(format!(
-                    "segment {id} is in the index but its file is missing"
-                ));
-            }
-        }
-        Ok(rep)
-    }
 }
-
-/// The largest namespace that a put or `stats` sweeps of expired entries
-/// inline (bounded work under the writer lock); larger ones are swept by the
-/// background thread in chunks, and by `Store::compact`.
-pub(crate) const SWEEP_INLINE_MAX: u64 = 1 << 16;
-
-/// Entry slots a chunked sweep examines per writer-lock hold.
-pub(crate) const SWEEP_CHUNK: u64 = 4096;
