@@ -7,10 +7,11 @@ use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
 use crate::format::{self, ent, hdr, kind, nsr, segr, REC_HEADER_LEN, SEG_HEADER_LEN};
+use crate::hash::key_hash;
 use crate::index::table::set_loc;
 use crate::index::IndexMap;
 use crate::log::{read_segment, scan_segment, Scanned};
-use crate::store::{key_hash, now_ms, Inner};
+use crate::store::{now_ms, Inner};
 use crate::writer::Writer;
 
 /// Records per chunk (one writer-lock hold each).

@@ -50,10 +50,12 @@ mod error;
 mod expiry;
 mod files;
 pub mod format;
+pub(crate) mod hash;
 mod index;
 pub mod io;
 mod lifecycle;
 mod log;
+mod options;
 mod recovery;
 mod repair;
 mod space;
@@ -65,14 +67,9 @@ mod verify;
 mod writer;
 
 pub use error::{Error, Result};
+pub(crate) use hash::name_hash;
+pub use hash::{IdHash, IdHasher};
 pub use io::{FaultIo, Io, RealIo};
+pub use options::{Durability, Limits, NamespaceStats, Options, StoreStats, VerifyReport};
 pub use repair::RepairReport;
-pub use store::{
-    Durability, IdHash, IdHasher, Lease, Limits, Located, Namespace, NamespaceStats, Options,
-    Store, StoreStats, VerifyReport,
-};
-
-/// xxh3 of a namespace name (stored in the index to check a row cheaply).
-pub(crate) fn name_hash(name: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(name)
-}
+pub use store::{Lease, Located, Namespace, Store};

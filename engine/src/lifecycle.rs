@@ -8,7 +8,8 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::format::{self, hdr, kind, nsr, LAST_USE_GRANULARITY_SECS};
 use crate::index::IndexMap;
-use crate::store::{ns_stats, Inner, Namespace, NamespaceStats, Options, Store};
+use crate::options::{NamespaceStats, Options};
+use crate::store::{ns_stats, Inner, Namespace, Store};
 use crate::writer::Writer;
 
 /// The time for last-use stamps, in Unix seconds: the coarse system clock, or

@@ -10,10 +10,12 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::{self, hdr, kind, nsr, segr, REC_HEADER_LEN, SEG_HEADER_LEN};
+use crate::hash::key_hash;
 use crate::index::table::add_entry;
 use crate::index::{buckets_for, random_generation, tmp_index_path, IndexMap, IndexProblem};
 use crate::log::{list_segments, read_segment, scan_segment, zero_fill};
-use crate::store::{key_hash, now_ms, Options};
+use crate::options::Options;
+use crate::store::now_ms;
 use crate::writer::Writer;
 
 // ---------------------------------------------------------------------------
@@ -162,7 +164,7 @@ pub(crate) fn rebuild_index(
         .filter_map(|id| std::fs::metadata(dir.join(format::segment_file_name(*id))).ok())
         .map(|m| m.len())
         .sum();
-    let mut keys: HashMap<RebuildKey, Latest, crate::store::IdHasher> =
+    let mut keys: HashMap<RebuildKey, Latest, crate::hash::IdHasher> =
         HashMap::with_capacity_and_hasher((log_bytes / 160) as usize, Default::default());
     let mut defs: HashMap<u32, NsDef> = HashMap::new();
     // Removals (NAMESPACE records with an empty value): row -> latest seq.

@@ -5,9 +5,9 @@ use std::sync::atomic::Ordering;
 
 use crate::error::Result;
 use crate::format::{self, ent, hdr, kind, nsr, segr, REC_HEADER_LEN};
+use crate::hash::key_hash;
 use crate::index::NIL;
 use crate::log::{list_segments, read_segment, scan_segment};
-use crate::store::key_hash;
 use crate::writer::Writer;
 
 impl Writer<'_> {

@@ -9,13 +9,15 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::expiry::SWEEP_INLINE_MAX;
 use crate::format::{self, ent, hdr, kind, nsr, segr, REC_HEADER_LEN, SEG_HEADER_LEN};
+use crate::hash::key_hash;
 use crate::index::lru::{lru_insert_sorted, lru_push_head, lru_unlink};
 use crate::index::table::{
     add_entry, bucket_insert, bucket_remove, check_e, corrupt, free_entry, set_loc,
 };
 use crate::index::{buckets_for, tmp_index_path, IndexMap, NIL};
 use crate::log::zero_fill;
-use crate::store::{key_hash, now_ms, Durability, Inner};
+use crate::options::Durability;
+use crate::store::{now_ms, Inner};
 
 /// Per-process writer state (behind the in-process writer mutex).
 #[derive(Default)]

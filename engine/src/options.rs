@@ -1,0 +1,222 @@
+//! The public value types: open options, namespace limits, statistics and
+//! the verify report.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::format;
+use crate::io::{Io, RealIo};
+#[cfg(doc)]
+use crate::{Error, Namespace, Store};
+
+/// How much a committed write survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Survives the crash of any process (the data is in the OS page cache
+    /// when a put returns); a power loss may lose recent writes, leaving a
+    /// valid earlier state. No fsync per write. The default.
+    #[default]
+    Process,
+    /// Survives power loss: every commit (a put, or a whole batch) is
+    /// `fdatasync`ed before it returns.
+    PowerLoss,
+}
+
+/// Options for [`Store::open`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Crash or power-loss durability.
+    pub durability: Durability,
+    /// Maximum size of one log segment in bytes.
+    pub segment_size: u64,
+    /// Run a background compaction thread in this process.
+    pub background_compaction: bool,
+    /// Dead fraction of a sealed segment above which it is compacted.
+    pub compaction_threshold: f64,
+    /// How often the background thread looks for work.
+    pub compaction_interval: Duration,
+    /// Open a store on NFS/CIFS/SMB anyway.
+    pub allow_network_filesystem: bool,
+    /// The I/O layer for log writes (tests substitute [`crate::FaultIo`]).
+    pub io: Arc<dyn Io>,
+    /// Overrides the machine's boot id (tests use it to simulate a reboot).
+    #[doc(hidden)]
+    pub boot_id: Option<u128>,
+    /// A clock for namespaces' last-use times, in Unix seconds, read instead
+    /// of the system clock (tests use it to age namespaces without waiting).
+    #[doc(hidden)]
+    pub last_use_clock: Option<Arc<AtomicU64>>,
+    /// Share a new store with the owner's group: its directory and files get
+    /// `0770`/`0660` instead of the private `0700`/`0600` (set explicitly,
+    /// whatever the umask). For an existing store its directory decides: a
+    /// directory with group permissions is shared, and the files any process
+    /// creates in it follow; existing files keep their mode.
+    pub group_access: bool,
+    /// Open for inspection only (`picocache verify`, `stats`, `ls`): the
+    /// store is opened read-only and nothing in its directory is ever
+    /// created, rebuilt, truncated or written. An index that would need a
+    /// rebuild is [`Error::NeedsRepair`] instead.
+    pub inspect_only: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            durability: Durability::Process,
+            segment_size: format::DEFAULT_SEGMENT_SIZE,
+            background_compaction: true,
+            compaction_threshold: 0.5,
+            compaction_interval: Duration::from_millis(500),
+            allow_network_filesystem: false,
+            io: Arc::new(RealIo),
+            boot_id: None,
+            last_use_clock: None,
+            group_access: false,
+            inspect_only: false,
+        }
+    }
+}
+
+impl Options {
+    /// Sets the durability.
+    pub fn durability(mut self, d: Durability) -> Self {
+        self.durability = d;
+        self
+    }
+    /// Sets the segment size (at least 4 KiB).
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.segment_size = bytes.max(4096);
+        self
+    }
+    /// Turns the background compaction thread on or off.
+    pub fn background_compaction(mut self, on: bool) -> Self {
+        self.background_compaction = on;
+        self
+    }
+    /// Sets the I/O layer.
+    pub fn io(mut self, io: Arc<dyn Io>) -> Self {
+        self.io = io;
+        self
+    }
+    /// Shares the store with the owner's group (see [`Options::group_access`]).
+    pub fn group_access(mut self, on: bool) -> Self {
+        self.group_access = on;
+        self
+    }
+    /// Allows network filesystems.
+    pub fn allow_network_filesystem(mut self, allow: bool) -> Self {
+        self.allow_network_filesystem = allow;
+        self
+    }
+    /// Opens for inspection only (see [`Options::inspect_only`]); also turns
+    /// background compaction off.
+    pub fn inspect_only(mut self, on: bool) -> Self {
+        self.inspect_only = on;
+        if on {
+            self.background_compaction = false;
+        }
+        self
+    }
+}
+
+/// Limits of one namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limits {
+    /// Most entries kept (`None`: unlimited; `Some(0)`: nothing is stored).
+    pub maxsize: Option<u64>,
+    /// Most record bytes kept (`None`: unlimited).
+    pub max_bytes: Option<u64>,
+    /// Default time to live of an entry (`None`: forever).
+    pub ttl: Option<Duration>,
+}
+
+impl Limits {
+    /// Limits with only an entry count.
+    pub fn maxsize(n: Option<u64>) -> Limits {
+        Limits {
+            maxsize: n,
+            ..Limits::default()
+        }
+    }
+    pub(crate) fn encode(&self) -> (u64, u64, u64) {
+        (
+            self.maxsize.unwrap_or(u64::MAX),
+            self.max_bytes.unwrap_or(u64::MAX),
+            self.ttl.map_or(0, |t| (t.as_millis() as u64).max(1)),
+        )
+    }
+    pub(crate) fn decode(maxsize: u64, max_bytes: u64, ttl_ms: u64) -> Limits {
+        Limits {
+            maxsize: (maxsize != u64::MAX).then_some(maxsize),
+            max_bytes: (max_bytes != u64::MAX).then_some(max_bytes),
+            ttl: (ttl_ms != 0).then(|| Duration::from_millis(ttl_ms)),
+        }
+    }
+}
+
+/// Statistics of one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceStats {
+    /// The namespace's name.
+    pub name: String,
+    /// Live entries.
+    pub entries: u64,
+    /// Bytes of live records (headers included).
+    pub live_bytes: u64,
+    /// Hits since the last clear, counted in every process.
+    pub hits: u64,
+    /// Misses since the last clear, counted in every process.
+    pub misses: u64,
+    /// Evictions since the last clear.
+    pub evictions: u64,
+    /// Stored entries the layer above found failing its check (picocache's
+    /// seal: planted or tampered values), since the last clear, counted in
+    /// every process ([`Namespace::count_rejected`]).
+    pub rejected: u64,
+    /// The namespace's limits.
+    pub limits: Limits,
+    /// When the namespace was last used, in Unix seconds: opened by a process
+    /// ([`Store::namespace`]), written, or looked up; in every process. `None`
+    /// if unknown. Lookups refresh it only once it is more than
+    /// [`format::LAST_USE_GRANULARITY_SECS`] (a minute) old, so it may lag by
+    /// that much. [`Store::remove_unused_namespaces`] goes by it.
+    pub last_used: Option<u64>,
+}
+
+/// Statistics of a whole store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreStats {
+    /// Log segments.
+    pub segments: u64,
+    /// Bytes of records written to the segments.
+    pub log_bytes: u64,
+    /// Bytes of those records that are no longer live.
+    pub dead_bytes: u64,
+    /// Size of the index file.
+    pub index_bytes: u64,
+    /// Live entries in all namespaces.
+    pub entries: u64,
+    /// Compactions completed.
+    pub compactions: u64,
+    /// Every namespace.
+    pub namespaces: Vec<NamespaceStats>,
+}
+
+/// What [`Store::verify`] found.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    /// Records read from the log.
+    pub records: u64,
+    /// Index entries checked.
+    pub entries: u64,
+    /// Every problem found; empty when the store is sound.
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    /// True when nothing is wrong.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
