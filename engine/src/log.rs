@@ -1,5 +1,6 @@
 //! The log: segment files of checksummed records (FORMAT.md, "Segments"):
-//! listing, reading and scanning them.
+//! listing, reading and scanning them here, their maps in [`segment`],
+//! appends in [`append`].
 
 use std::fs::File;
 use std::path::Path;
@@ -7,6 +8,9 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::format::{self, RecordHeader, SegHeaderCheck, REC_HEADER_LEN, SEG_HEADER_LEN};
 use crate::io::Io;
+
+pub(crate) mod append;
+pub(crate) mod segment;
 
 /// One scanned record.
 pub(crate) struct Scanned {

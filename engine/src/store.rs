@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -16,101 +16,10 @@ use crate::error::{Error, Result};
 use crate::format::{self, ent, hdr, kind, nsr, segr, RecordHeader, REC_HEADER_LEN};
 use crate::hash::{key_hash, IdHasher};
 use crate::index::IndexMap;
+use crate::log::segment::Segment;
 use crate::options::{Durability, Limits, NamespaceStats, Options, StoreStats, VerifyReport};
-use crate::sys::{self, SharedMap};
+use crate::sys::{self};
 use crate::writer::{Writer, WriterState};
-
-/// A mapped log segment.
-pub(crate) struct Segment {
-    pub(crate) file: File,
-    pub(crate) map: SharedMap,
-    /// A length the file is known to have reached (it never shrinks).
-    pub(crate) known_len: AtomicU64,
-}
-
-impl Segment {
-    fn open(dir: &Path, id: u32, reserve: u64, writable: bool) -> std::io::Result<Segment> {
-        let path = dir.join(format::segment_file_name(id));
-        let file = OpenOptions::new().read(true).write(writable).open(path)?;
-        let len = file.metadata()?.len();
-        let map_len = len.max(reserve).div_ceil(4096) * 4096;
-        let map = SharedMap::map_ro(&file, map_len as usize)?;
-        Ok(Segment {
-            file,
-            map,
-            known_len: AtomicU64::new(len),
-        })
-    }
-
-    /// True if bytes below `end` are inside the file (so the map may touch them).
-    /// `Err(())` means the file is long enough but the map is too short.
-    fn ensure(&self, end: u64) -> std::result::Result<bool, ()> {
-        if end <= self.known_len.load(Ordering::Acquire) {
-            return Ok(true);
-        }
-        let Ok(meta) = self.file.metadata() else {
-            return Ok(false);
-        };
-        let len = meta.len();
-        self.known_len.fetch_max(len, Ordering::AcqRel);
-        if end > len {
-            return Ok(false);
-        }
-        if end > self.map.len() as u64 {
-            return Err(());
-        }
-        Ok(true)
-    }
-
-    /// Reads the header of the record at `off`, unchecked by its crc (a
-    /// damaged header can only make an expiry sweep keep or drop an entry,
-    /// never return a value). `Err(())`: remap needed.
-    pub(crate) fn read_header(&self, off: u64) -> std::result::Result<Option<RecordHeader>, ()> {
-        if off < format::SEG_HEADER_LEN || off % 8 != 0 {
-            return Ok(None);
-        }
-        if !self.ensure(off + REC_HEADER_LEN as u64)? {
-            return Ok(None);
-        }
-        let mut hb = [0u8; REC_HEADER_LEN];
-        if !self.map.copy_out(off as usize, &mut hb) {
-            return Ok(None);
-        }
-        Ok(RecordHeader::parse(&hb))
-    }
-
-    /// Copies the record at `off` into `buf` (header + key + value) and checks
-    /// it. `Err(())`: remap needed.
-    pub(crate) fn read_record(
-        &self,
-        off: u64,
-        buf: &mut Vec<u8>,
-    ) -> std::result::Result<Option<RecordHeader>, ()> {
-        if off < format::SEG_HEADER_LEN || off % 8 != 0 {
-            return Ok(None);
-        }
-        if !self.ensure(off + REC_HEADER_LEN as u64)? {
-            return Ok(None);
-        }
-        let mut hb = [0u8; REC_HEADER_LEN];
-        if !self.map.copy_out(off as usize, &mut hb) {
-            return Ok(None);
-        }
-        let Some(h) = RecordHeader::parse(&hb) else {
-            return Ok(None);
-        };
-        let n = h.body_len();
-        if !self.ensure(off + n as u64)? {
-            return Ok(None);
-        }
-        buf.clear();
-        buf.resize(n, 0);
-        if !self.map.copy_out(off as usize, buf) || !format::record_crc_ok(&h, buf) {
-            return Ok(None);
-        }
-        Ok(Some(h))
-    }
-}
 
 /// Appends not yet made durable, for group commit.
 #[derive(Default)]
@@ -133,7 +42,7 @@ pub(crate) struct Inner {
     pub(crate) segs: RwLock<HashMap<u32, Arc<Segment>, IdHasher>>,
     pub(crate) writer: Mutex<WriterState>,
     fork_gen: u64,
-    epoch_seen: AtomicU64,
+    pub(crate) epoch_seen: AtomicU64,
     pub(crate) boot_id: (u64, u64),
     /// The store could not be opened for writing (read-only filesystem, or no
     /// permission): lookups only, the index is mapped read-only.
@@ -650,62 +559,6 @@ impl Inner {
             return self.with_writer_ro(|w| Ok(w.idx.clone()));
         }
         Ok(idx)
-    }
-
-    /// Drops maps of segments that compaction retired.
-    fn prune_segments(&self, idx: &IndexMap) {
-        let epoch = idx.hget(hdr::EPOCH);
-        if self.epoch_seen.load(Ordering::Relaxed) != epoch {
-            self.epoch_seen.store(epoch, Ordering::Relaxed);
-            self.segs.write().retain(|&id, _| idx.seg_row(id).is_some());
-        }
-    }
-
-    /// Runs `f` on segment `id`, opening or remapping it as needed.
-    pub(crate) fn with_segment<R>(
-        &self,
-        id: u32,
-        mut f: impl FnMut(&Segment) -> std::result::Result<R, ()>,
-    ) -> Option<R> {
-        if id == 0 {
-            return None;
-        }
-        {
-            let segs = self.segs.read();
-            if let Some(s) = segs.get(&id) {
-                if let Ok(r) = f(s) {
-                    return Some(r);
-                }
-            }
-        }
-        // Not open yet, or its map is too short: (re)open it.
-        let reserve = self.opts.segment_size.max(format::DEFAULT_SEGMENT_SIZE);
-        let seg = Arc::new(Segment::open(&self.dir, id, reserve, !self.read_only).ok()?);
-        let r = f(&seg).ok();
-        self.segs.write().insert(id, seg);
-        r
-    }
-
-    pub(crate) fn segment(&self, id: u32) -> Option<Arc<Segment>> {
-        if let Some(s) = self.segs.read().get(&id) {
-            return Some(s.clone());
-        }
-        self.with_segment(id, |_| Ok(()))?;
-        self.segs.read().get(&id).cloned()
-    }
-
-    /// Reads the (unchecked) header of the record at `loc`.
-    pub(crate) fn read_header(&self, loc: u64) -> Option<RecordHeader> {
-        self.with_segment((loc >> 32) as u32, |s| s.read_header(loc & 0xffff_ffff))
-            .flatten()
-    }
-
-    /// Reads and checks the record at `loc` into `buf`.
-    pub(crate) fn read_record(&self, loc: u64, buf: &mut Vec<u8>) -> Option<RecordHeader> {
-        let seg = (loc >> 32) as u32;
-        let off = loc & 0xffff_ffff;
-        self.with_segment(seg, |s| s.read_record(off, buf))
-            .flatten()
     }
 
     /// Finds the live PUT record of `key` in `ns`: (entry, header), with the

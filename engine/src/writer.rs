@@ -1,22 +1,19 @@
 //! Everything done under the writer lock: appends, index maintenance, LRU
 //! eviction, recovery (index rebuild from the log), compaction and verify.
 
-use std::fs::File;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::expiry::SWEEP_INLINE_MAX;
-use crate::format::{self, ent, hdr, kind, nsr, segr, REC_HEADER_LEN, SEG_HEADER_LEN};
+use crate::format::{self, ent, hdr, kind, nsr, segr, REC_HEADER_LEN};
 use crate::hash::key_hash;
 use crate::index::lru::{lru_insert_sorted, lru_push_head, lru_unlink};
 use crate::index::table::{
     add_entry, bucket_insert, bucket_remove, check_e, corrupt, free_entry, set_loc,
 };
 use crate::index::{buckets_for, tmp_index_path, IndexMap, NIL};
-use crate::log::zero_fill;
-use crate::options::Durability;
 use crate::store::{now_ms, Inner};
 
 /// Per-process writer state (behind the in-process writer mutex).
@@ -24,7 +21,7 @@ use crate::store::{now_ms, Inner};
 pub(crate) struct WriterState {
     pub(crate) buf: Vec<u8>,
     pub(crate) scratch: Vec<u8>,
-    mark_clean: bool,
+    pub(crate) mark_clean: bool,
 }
 
 /// The writer: holds the in-process mutex and the cross-process flock.
@@ -33,8 +30,6 @@ pub(crate) struct Writer<'a> {
     pub(crate) idx: Arc<IndexMap>,
     pub(crate) st: &'a mut WriterState,
 }
-
-const PREALLOC_CHUNK: u64 = 4 << 20;
 
 // ---------------------------------------------------------------------------
 // The writer
@@ -56,219 +51,6 @@ impl Writer<'_> {
             let _ = self.idx.flush(self.inner.opts.io.as_ref());
         } else {
             self.idx.hset(hdr::STATE, 0);
-        }
-    }
-
-    pub(crate) fn ensure_active_segment(&mut self) -> Result<()> {
-        let id = self.idx.hget(hdr::ACTIVE_SEG) as u32;
-        if id == 0 || self.idx.seg_row(id).is_none() || self.inner.segment(id).is_none() {
-            self.roll(0)?;
-        }
-        Ok(())
-    }
-
-    /// Seals the active segment and starts a new one.
-    pub(crate) fn roll(&mut self, min_len: u64) -> Result<()> {
-        let idx = self.idx.clone();
-        if let Some(row) = idx.seg_row(idx.hget(hdr::ACTIVE_SEG) as u32) {
-            idx.seg(row, segr::STATE).store(2, Ordering::Release);
-        }
-        let mut id = idx.hget(hdr::NEXT_SEG_ID).max(1);
-        for _ in 0..=format::MAX_SEGMENTS {
-            if id > u32::MAX as u64 {
-                return Err(Error::InvalidArgument("segment ids exhausted".into()));
-            }
-            let row = id as usize % format::MAX_SEGMENTS;
-            if idx.seg(row, segr::ID).load(Ordering::Acquire) != 0 {
-                id += 1;
-                continue;
-            }
-            let path = self.inner.dir.join(format::segment_file_name(id as u32));
-            if path.exists() {
-                id += 1;
-                continue;
-            }
-            // The segment is prepared under a temporary name and renamed into
-            // place complete, so a crash never leaves a headerless segment.
-            // Only the lock holder uses the temporary name.
-            let tmp = self.inner.dir.join(format!("seg-{:08x}.tmp", id as u32));
-            let file = self.inner.modes().open(&tmp, true)?;
-            let io = &self.inner.opts.io;
-            let init =
-                (min_len + SEG_HEADER_LEN).max(PREALLOC_CHUNK.min(self.inner.opts.segment_size));
-            // On a full filesystem, only what the first records need.
-            let need = format::align8(min_len + SEG_HEADER_LEN).max(4096);
-            let r = crate::space::allocate_fitting(io.as_ref(), &file, 0, init, need.min(init))
-                .and_then(|len| {
-                    io.write_at(&file, &format::encode_segment_header(id as u32), 0)?;
-                    io.sync(&file)?;
-                    Ok(len)
-                });
-            let r = r.map_err(Error::from).and_then(|len| {
-                if self.inner.opts.durability == Durability::PowerLoss {
-                    zero_fill(io.as_ref(), &file, SEG_HEADER_LEN, len)?;
-                }
-                Ok(())
-            });
-            let r = r
-                .and_then(|_| std::fs::rename(&tmp, &path).map_err(Error::from))
-                .and_then(|_| {
-                    if self.inner.opts.durability == Durability::PowerLoss {
-                        File::open(&self.inner.dir).and_then(|d| d.sync_all())?;
-                    }
-                    Ok(())
-                });
-            if let Err(e) = r {
-                drop(file);
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-            idx.hset(hdr::NEXT_SEG_ID, id + 1);
-            idx.seg(row, segr::TOTAL)
-                .store(SEG_HEADER_LEN, Ordering::Release);
-            idx.seg(row, segr::DEAD).store(0, Ordering::Release);
-            idx.seg(row, segr::MIN_PUT).store(0, Ordering::Release);
-            idx.seg(row, segr::STATE).store(1, Ordering::Release);
-            idx.seg(row, segr::ID).store(id, Ordering::Release);
-            idx.hset(hdr::ACTIVE_OFF, SEG_HEADER_LEN);
-            idx.hset(hdr::ACTIVE_SEG, id);
-            return Ok(());
-        }
-        Err(Error::InvalidArgument(format!(
-            "the store has {} segments, the most it can track; compact it",
-            format::MAX_SEGMENTS
-        )))
-    }
-
-    /// Appends the records in `st.buf` (of the given padded sizes) to the log.
-    /// Returns their locations.
-    pub(crate) fn append(&mut self, sizes: &[u64]) -> Result<Vec<u64>> {
-        let mut locs = Vec::with_capacity(sizes.len());
-        let seg_size = self.inner.opts.segment_size;
-        let mut i = 0;
-        let mut pos = 0usize;
-        let buf = std::mem::take(&mut self.st.buf);
-        let r = (|| {
-            while i < sizes.len() {
-                self.ensure_active_segment()?;
-                let seg_id = self.idx.hget(hdr::ACTIVE_SEG) as u32;
-                let off = self.idx.hget(hdr::ACTIVE_OFF);
-                let mut run = 0;
-                let mut bytes = 0u64;
-                while i + run < sizes.len() && off + bytes + sizes[i + run] <= seg_size {
-                    bytes += sizes[i + run];
-                    run += 1;
-                }
-                if run == 0 {
-                    if off == SEG_HEADER_LEN {
-                        run = 1; // an oversized record gets a segment of its own
-                        bytes = sizes[i];
-                    } else {
-                        self.roll(sizes[i])?;
-                        continue;
-                    }
-                }
-                if off + bytes > u32::MAX as u64 {
-                    return Err(Error::InvalidArgument("record too large".into()));
-                }
-                let seg = self.inner.segment(seg_id).ok_or_else(|| {
-                    corrupt(&self.idx, format!("active segment {seg_id} is missing"))
-                })?;
-                let io = &self.inner.opts.io;
-                if off + bytes > seg.known_len.load(Ordering::Acquire) {
-                    let len = seg.file.metadata()?.len();
-                    if off + bytes > len {
-                        let target = (off + bytes).div_ceil(PREALLOC_CHUNK) * PREALLOC_CHUNK;
-                        let target = target.min(seg_size.max(off + bytes));
-                        // On a full filesystem, only what this write needs.
-                        let target = crate::space::allocate_fitting(
-                            io.as_ref(),
-                            &seg.file,
-                            len,
-                            target,
-                            off + bytes,
-                        )?;
-                        if self.inner.opts.durability == Durability::PowerLoss {
-                            // fallocate leaves "unwritten" extents: the first
-                            // write into each turns fdatasync into a journal
-                            // commit. Zeroing the range once makes later
-                            // commits plain data flushes.
-                            zero_fill(io.as_ref(), &seg.file, len, target)?;
-                        }
-                        seg.known_len.fetch_max(target, Ordering::AcqRel);
-                    } else {
-                        seg.known_len.fetch_max(len, Ordering::AcqRel);
-                    }
-                }
-                // The segment's lowest PUT sequence number covers these
-                // records before they are written (a crash in between leaves
-                // it lower than needed, never higher).
-                let mut min_put = u64::MAX;
-                let mut p = pos;
-                for s in &sizes[i..i + run] {
-                    if buf[p + 4] == kind::PUT {
-                        let mut w = [0u8; 8];
-                        w.copy_from_slice(&buf[p + 24..p + 32]);
-                        min_put = min_put.min(u64::from_le_bytes(w));
-                    }
-                    p += *s as usize;
-                }
-                let row = self.idx.seg_row(seg_id);
-                if let (Some(row), true) = (row, min_put != u64::MAX) {
-                    let cur = self.idx.seg(row, segr::MIN_PUT).load(Ordering::Acquire);
-                    if cur == 0 || min_put < cur {
-                        self.idx
-                            .seg(row, segr::MIN_PUT)
-                            .store(min_put, Ordering::Release);
-                    }
-                }
-                io.write_at(&seg.file, &buf[pos..pos + bytes as usize], off)?;
-                let mut o = off;
-                for s in &sizes[i..i + run] {
-                    locs.push(((seg_id as u64) << 32) | o);
-                    o += s;
-                }
-                self.idx.hset(hdr::ACTIVE_OFF, off + bytes);
-                if let Some(row) = row {
-                    self.idx
-                        .seg(row, segr::TOTAL)
-                        .store(off + bytes, Ordering::Release);
-                }
-                self.inner.commit.lock().pending.insert(seg_id);
-                i += run;
-                pos += bytes as usize;
-            }
-            // Durable commits are synced by `Inner::group_sync` after the
-            // writer lock is released, so that concurrent writers share fsyncs.
-            self.inner.commit.lock().appended += 1;
-            Ok(())
-        })();
-        self.st.buf = buf;
-        r.map(|_| locs)
-    }
-
-    pub(crate) fn sync_log(&mut self) -> Result<()> {
-        self.inner.sync_pending()
-    }
-
-    pub(crate) fn sync_all(&mut self) -> Result<()> {
-        self.sync_log()?;
-        self.idx.flush(self.inner.opts.io.as_ref())?;
-        self.st.mark_clean = true;
-        Ok(())
-    }
-
-    pub(crate) fn next_seq(&self) -> u64 {
-        let s = self.idx.hget(hdr::NEXT_SEQ).max(1);
-        self.idx.hset(hdr::NEXT_SEQ, s + 1);
-        s
-    }
-
-    pub(crate) fn mark_dead(&self, loc: u64, size: u64) {
-        if let Some(row) = self.idx.seg_row((loc >> 32) as u32) {
-            self.idx
-                .seg(row, segr::DEAD)
-                .fetch_add(size, Ordering::AcqRel);
         }
     }
 
