@@ -4,6 +4,10 @@
 //! without copying anything twice (FORMAT.md, "Compaction").
 
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 use crate::format::{self, ent, hdr, kind, nsr, segr, REC_HEADER_LEN, SEG_HEADER_LEN};
@@ -11,7 +15,7 @@ use crate::hash::key_hash;
 use crate::index::table::set_loc;
 use crate::index::IndexMap;
 use crate::log::{read_segment, scan_segment, Scanned};
-use crate::store::{now_ms, Inner};
+use crate::store::{now_ms, read_only_error, Inner};
 use crate::writer::Writer;
 
 /// Records per chunk (one writer-lock hold each).
@@ -447,5 +451,88 @@ pub(crate) fn resume_interrupted(inner: &Inner) -> Result<bool> {
     match victim {
         Some(v) => compact_segment(inner, v).map(|_| true),
         None => Ok(false),
+    }
+}
+
+pub(crate) fn compactor_loop(
+    weak: Weak<Inner>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    interval: Duration,
+) {
+    loop {
+        {
+            let mut stopped = stop.0.lock();
+            if *stopped {
+                return;
+            }
+            stop.1.wait_for(&mut stopped, interval);
+            if *stopped {
+                return;
+            }
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.check_fork().is_err() {
+            return;
+        }
+        // Errors are retried at the next tick; a full disk must not kill the thread.
+        let _ = inner.sweep_expired(false);
+        let _ = inner.compact(false);
+    }
+}
+
+impl Inner {
+    /// Compacts segments over the threshold (or with any dead bytes when
+    /// `force`). Returns the number of segments retired.
+    pub(crate) fn compact(&self, force: bool) -> Result<usize> {
+        // One compactor at a time, across threads and processes: two
+        // compactors of one segment would each copy its tombstones, and the
+        // copies would multiply at every later compaction (issue 3's stress
+        // test grew thousands of segments). An OFD lock on byte 0 of `lock`
+        // (the kernel drops it if the holder dies); the background compactor
+        // skips a round when it is taken, `Store::compact` waits.
+        self.check_fork()?;
+        if self.read_only {
+            return Err(read_only_error(&self.dir, "it cannot be compacted"));
+        }
+        let Some(_lock) = self.take_compaction_lock(force)? else {
+            return Ok(0);
+        };
+        if force {
+            // Expired entries become dead space that this compaction reclaims.
+            self.sweep_expired(true)?;
+            // On a full disk the next segment may not fit: the sealed ones
+            // are still compacted.
+            match self.with_writer(|w| w.seal_if_dead()) {
+                Err(e) if crate::space::is_full(&e) => {}
+                r => r?,
+            }
+        }
+        // On a full disk, a segment whose copies do not fit ends the
+        // compaction without an error: what was freed stays freed, and the
+        // segments left (less dead: the most dead go first) need more room.
+        let full = |e: &Error| crate::space::is_full(e);
+        // A compaction that was killed (or failed) is finished first, from
+        // where its journal says it stopped.
+        let mut done = match crate::compaction::resume_interrupted(self) {
+            Ok(resumed) => usize::from(resumed),
+            Err(e) if full(&e) => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        // Only segments sealed before this compaction started: the records it
+        // copies land in newer segments, and chasing those would not end.
+        let below = self.with_writer_ro(|w| Ok(w.idx.hget(hdr::ACTIVE_SEG)))?;
+        loop {
+            let Some(victim) = self.with_writer_ro(|w| Ok(w.pick_victim(force, below)))? else {
+                return Ok(done);
+            };
+            match crate::compaction::compact_segment(self, victim) {
+                Ok(()) => done += 1,
+                Err(e) if full(&e) => return Ok(done),
+                Err(e) => return Err(e),
+            }
+            if done > format::MAX_SEGMENTS {
+                return Ok(done);
+            }
+        }
     }
 }

@@ -55,7 +55,9 @@ mod index;
 pub mod io;
 mod lifecycle;
 mod log;
+mod namespace;
 mod options;
+mod read;
 mod recovery;
 mod repair;
 mod space;
@@ -63,6 +65,7 @@ mod store;
 #[allow(unsafe_code)]
 mod sys;
 mod trust;
+mod txn;
 mod verify;
 mod writer;
 
@@ -70,6 +73,8 @@ pub use error::{Error, Result};
 pub(crate) use hash::name_hash;
 pub use hash::{IdHash, IdHasher};
 pub use io::{FaultIo, Io, RealIo};
+pub use namespace::{Lease, Namespace};
 pub use options::{Durability, Limits, NamespaceStats, Options, StoreStats, VerifyReport};
+pub use read::Located;
 pub use repair::RepairReport;
-pub use store::{Lease, Located, Namespace, Store};
+pub use store::Store;

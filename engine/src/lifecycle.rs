@@ -8,8 +8,9 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::format::{self, hdr, kind, nsr, LAST_USE_GRANULARITY_SECS};
 use crate::index::IndexMap;
+use crate::namespace::Namespace;
 use crate::options::{NamespaceStats, Options};
-use crate::store::{ns_stats, Inner, Namespace, Store};
+use crate::store::{ns_stats, Inner, Store};
 use crate::writer::Writer;
 
 /// The time for last-use stamps, in Unix seconds: the coarse system clock, or

@@ -36,24 +36,6 @@ pub(crate) struct Writer<'a> {
 // ---------------------------------------------------------------------------
 
 impl Writer<'_> {
-    pub(crate) fn begin(&mut self) {
-        self.idx.hset(hdr::STATE, format::STATE_MUTATING);
-        let (a, b) = self.inner.boot_id;
-        if (self.idx.hget(hdr::BOOT_ID), self.idx.hget(hdr::BOOT_ID + 8)) != (a, b) {
-            self.idx.hset(hdr::BOOT_ID, a);
-            self.idx.hset(hdr::BOOT_ID + 8, b);
-        }
-    }
-
-    pub(crate) fn end(&mut self) {
-        if std::mem::take(&mut self.st.mark_clean) {
-            self.idx.hset(hdr::STATE, format::STATE_CLEAN_SYNCED);
-            let _ = self.idx.flush(self.inner.opts.io.as_ref());
-        } else {
-            self.idx.hset(hdr::STATE, 0);
-        }
-    }
-
     /// Makes room in the entry array for `n` more entries.
     fn reserve(&mut self, n: u64) -> Result<()> {
         let count = self.idx.hget(hdr::ENTRY_COUNT);

@@ -1,0 +1,325 @@
+//! The public per-namespace API: [`Namespace`] and its [`Lease`].
+
+use std::fs::File;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::format::{self, nsr};
+use crate::hash::key_hash;
+use crate::options::NamespaceStats;
+use crate::read::Located;
+use crate::store::{now_ms, ns_stats, read_only_error, Store};
+use crate::sys;
+
+/// A handle on one namespace of a [`Store`].
+#[derive(Clone, Debug)]
+pub struct Namespace {
+    pub(crate) store: Store,
+    /// The namespace's row; changes if the namespace is removed (by any
+    /// process) and this handle defines it again.
+    pub(crate) id: Arc<AtomicU32>,
+    pub(crate) name: Arc<str>,
+    pub(crate) name_hash: u64,
+    /// The limits to define the namespace with again if it is removed.
+    pub(crate) limits: (u64, u64, u64),
+}
+
+/// A per-key lease: while it is held, no other holder of a lease on the same
+/// key (in any thread or process) gets one. The kernel releases it if the
+/// holding process dies.
+pub struct Lease {
+    file: Option<File>,
+    at: u64,
+    pool: Weak<Mutex<Vec<File>>>,
+    fork_gen: u64,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("at", &self.at).finish()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(file) = self.file.take() else { return };
+        // A forked child shares the description with its parent, whose lock
+        // it is: the child only closes its descriptor.
+        if sys::fork_generation() != self.fork_gen {
+            return;
+        }
+        // Unlocked, the description goes back to the pool; if the unlock
+        // fails, closing it releases the lock.
+        if sys::ofd_unlock(&file, self.at).is_ok() {
+            if let Some(pool) = self.pool.upgrade() {
+                let mut p = pool.lock();
+                if p.len() < 64 {
+                    p.push(file);
+                }
+            }
+        }
+    }
+}
+
+impl Namespace {
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The store this namespace belongs to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Re-resolves the id if the namespace row changed (the namespace was
+    /// removed, or a rebuild lost the definition).
+    fn id(&self) -> Result<u32> {
+        let inner = &self.store.inner;
+        let id = self.id.load(Ordering::Relaxed);
+        {
+            let idx = inner.index.read();
+            if idx.ns_get(id, nsr::NAME_HASH) == self.name_hash && !idx.retired() {
+                return Ok(id);
+            }
+        }
+        let idx = inner.current_index()?;
+        if idx.ns_get(id, nsr::NAME_HASH) == self.name_hash {
+            return Ok(id);
+        }
+        inner.forget_names();
+        inner.with_writer(|w| self.row(w))
+    }
+
+    /// The value stored under `key`, or `None` (a miss: absent, expired, or
+    /// unreadable). A hit refreshes the entry's LRU position.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.store.inner.lookup(self.id()?, key, |v| v.to_vec())
+    }
+
+    /// Like [`Namespace::get`], but hands the value to `f` without allocating.
+    pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        self.store.inner.lookup(self.id()?, key, f)
+    }
+
+    /// Like [`Namespace::get_with`], also handing `f` the record's
+    /// [`Located`] token.
+    pub fn get_located<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(&[u8], Located) -> R,
+    ) -> Result<Option<R>> {
+        self.store.inner.lookup_at(self.id()?, key, true, f)
+    }
+
+    /// Like [`Namespace::get_located`], but a peek: counts neither a hit nor
+    /// a miss and leaves recency alone (a memoizer calls it after its own put).
+    pub fn peek_located<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(&[u8], Located) -> R,
+    ) -> Result<Option<R>> {
+        self.store.inner.lookup_at(self.id()?, key, false, f)
+    }
+
+    /// The hash of `key` in this namespace, for [`Namespace::hit_located`].
+    pub fn key_hash(&self, key: &[u8]) -> u64 {
+        key_hash(self.id.load(Ordering::Relaxed), key)
+    }
+
+    /// Whether the record that a lookup of the key with hash `key_hash`
+    /// found at `at` is still the key's live, unexpired entry. If it is, the
+    /// call counts a hit (recency and counters) as [`Namespace::get`] would,
+    /// without copying or checking the record again; if not (the key was
+    /// overwritten, removed, evicted, compacted, expired, or the index was
+    /// rebuilt), it changes nothing and the caller looks the key up again.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use picocache_engine::{Limits, Options, Store};
+    /// let store = Store::open(dir.path(), Options::default()).unwrap();
+    /// let ns = store.namespace("f", Limits::default()).unwrap();
+    /// ns.put(b"k", b"v1").unwrap();
+    /// let at = ns.get_located(b"k", |_, at| at).unwrap().unwrap();
+    /// assert!(ns.hit_located(ns.key_hash(b"k"), &at).unwrap());
+    /// ns.put(b"k", b"v2").unwrap(); // a new record: the token is stale
+    /// assert!(!ns.hit_located(ns.key_hash(b"k"), &at).unwrap());
+    /// ```
+    pub fn hit_located(&self, key_hash: u64, at: &Located) -> Result<bool> {
+        // (A hash made under another namespace id finds nothing: a miss. If
+        // the handle's row no longer holds this namespace, the answer is
+        // false and the caller's full lookup re-resolves it.)
+        self.store.inner.hit_located(
+            self.id.load(Ordering::Relaxed),
+            self.name_hash,
+            key_hash,
+            at,
+        )
+    }
+
+    /// Stores `value` under `key` with the namespace's default TTL, then evicts
+    /// least recently used entries until the limits hold. Returns false when
+    /// the limits keep the entry from being stored at all (`maxsize` 0, or a
+    /// record larger than `max_bytes`).
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<bool> {
+        self.put_with_ttl(key, value, None)
+    }
+
+    /// Like [`Namespace::put`] with an explicit TTL (`None`: the namespace's default).
+    pub fn put_with_ttl(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        check_kv(key, value)?;
+        let inner = &self.store.inner;
+        inner
+            .retry_if_full(false, || {
+                inner.with_writer(|w| {
+                    let id = self.used_row(w)?;
+                    w.put_batch(id, &[(key, value)], ttl)
+                })
+            })
+            .map(|n| n == 1)
+    }
+
+    /// Stores many entries under one lock and, with
+    /// [`Durability::PowerLoss`](crate::Durability::PowerLoss), one fsync. Returns how many were stored.
+    pub fn put_batch(&self, items: &[(&[u8], &[u8])]) -> Result<usize> {
+        for (k, v) in items {
+            check_kv(k, v)?;
+        }
+        let inner = &self.store.inner;
+        inner.retry_if_full(false, || {
+            inner.with_writer(|w| {
+                let id = self.used_row(w)?;
+                w.put_batch(id, items, None)
+            })
+        })
+    }
+
+    /// Removes `key`. Returns whether it was present.
+    pub fn remove(&self, key: &[u8]) -> Result<bool> {
+        let inner = &self.store.inner;
+        inner.retry_if_full(true, || {
+            inner.with_writer(|w| {
+                let id = self.row(w)?;
+                w.remove(id, key)
+            })
+        })
+    }
+
+    /// Removes every entry of this namespace (in every process) and resets its
+    /// hit, miss, eviction and rejection counters.
+    pub fn clear(&self) -> Result<()> {
+        let inner = &self.store.inner;
+        inner.retry_if_full(true, || {
+            inner.with_writer(|w| {
+                let id = self.row(w)?;
+                w.clear(id)
+            })
+        })
+    }
+
+    /// Counts one stored entry that the layer above found failing its check
+    /// (picocache's seal): [`NamespaceStats::rejected`], in every process,
+    /// reset by [`Namespace::clear`].
+    pub fn count_rejected(&self) -> Result<()> {
+        if self.store.inner.read_only {
+            return Ok(()); // nothing is counted in a read-only store
+        }
+        let id = self.id()?;
+        self.store
+            .inner
+            .current_index()?
+            .ns_add(id, nsr::REJECTED, 1);
+        Ok(())
+    }
+
+    /// The namespace's statistics.
+    ///
+    /// Expired entries are not counted once swept: a namespace of at most
+    /// 65,536 entries is swept here (at most once a second) when one of its
+    /// entries may have expired; larger ones by the background thread.
+    pub fn stats(&self) -> Result<NamespaceStats> {
+        let id = self.id()?;
+        let inner = &self.store.inner;
+        let idx = inner.current_index()?;
+        let next = idx.ns_get(id, nsr::NEXT_EXPIRY);
+        if next != 0 && next <= now_ms() {
+            // Best effort: stats are still returned if the sweep fails.
+            let _ = inner.with_writer(|w| w.sweep_if_due(id, crate::expiry::SWEEP_INLINE_MAX));
+        }
+        let idx = inner.current_index()?;
+        Ok(ns_stats(&idx, id))
+    }
+
+    /// Every live entry as (key, value length), most recently used first (in
+    /// a namespace without limits, where hits are not ranked, most recently
+    /// written first).
+    pub fn keys(&self) -> Result<Vec<(Vec<u8>, usize)>> {
+        if self.store.inner.read_only {
+            let id = self.id()?;
+            return self.store.inner.with_writer_ro(|w| Ok(w.keys(id)));
+        }
+        self.store.inner.with_writer(|w| {
+            let id = self.row(w)?;
+            Ok(w.keys(id))
+        })
+    }
+
+    /// Takes the lease on `key`, waiting up to `wait`. `Ok(None)` on timeout.
+    ///
+    /// Memoizers take it after a miss, look again, and compute only if the
+    /// key is still missing, so concurrent callers compute a key once.
+    pub fn lease(&self, key: &[u8], wait: Duration) -> Result<Option<Lease>> {
+        self.store.inner.check_fork()?;
+        let h = key_hash(self.id.load(Ordering::Relaxed), key) ^ self.name_hash;
+        let inner = &self.store.inner;
+        if inner.read_only {
+            return Err(read_only_error(&inner.dir, "no lease can be taken"));
+        }
+        let pooled = inner.lease_files.lock().pop();
+        let file = match pooled {
+            Some(f) => f,
+            None => inner.modes().open(&inner.dir.join("leases"), false)?,
+        };
+        let at = h & ((1 << 40) - 1);
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(50);
+        loop {
+            if sys::ofd_try_lock(&file, at)? {
+                return Ok(Some(Lease {
+                    file: Some(file),
+                    at,
+                    pool: Arc::downgrade(&inner.lease_files),
+                    fork_gen: sys::fork_generation(),
+                }));
+            }
+            if start.elapsed() >= wait {
+                inner.lease_files.lock().push(file);
+                return Ok(None);
+            }
+            std::thread::sleep(pause.min(wait.saturating_sub(start.elapsed())));
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
+    }
+}
+
+fn check_kv(key: &[u8], value: &[u8]) -> Result<()> {
+    if key.len() > format::MAX_KEY_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "key of {} bytes exceeds the limit of {}",
+            key.len(),
+            format::MAX_KEY_LEN
+        )));
+    }
+    if value.len() > format::MAX_VALUE_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "value of {} bytes exceeds the limit of {}",
+            value.len(),
+            format::MAX_VALUE_LEN
+        )));
+    }
+    Ok(())
+}
