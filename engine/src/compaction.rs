@@ -15,8 +15,8 @@ use crate::hash::key_hash;
 use crate::index::table::set_loc;
 use crate::index::IndexMap;
 use crate::log::{read_segment, scan_segment, Scanned};
-use crate::store::{now_ms, read_only_error, Inner};
-use crate::writer::Writer;
+use crate::shared::{now_ms, read_only_error, Inner};
+use crate::txn::Writer;
 
 /// Records per chunk (one writer-lock hold each).
 const COMPACT_CHUNK: usize = 256;

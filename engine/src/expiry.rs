@@ -3,8 +3,8 @@
 
 use crate::error::Result;
 use crate::format::{self, ent, hdr, nsr};
-use crate::store::{now_ms, Inner};
-use crate::writer::Writer;
+use crate::shared::{now_ms, Inner};
+use crate::txn::Writer;
 
 /// The largest namespace that a put or `stats` sweeps of expired entries
 /// inline (bounded work under the writer lock); larger ones are swept by the

@@ -361,3 +361,20 @@ pub(crate) fn random_generation() -> u64 {
         &[t.to_le_bytes(), (std::process::id() as u64).to_le_bytes()].concat(),
     )
 }
+
+/// An error for an index that contradicts itself (the writer then rebuilds it).
+pub(crate) fn corrupt(idx: &IndexMap, what: impl Into<String>) -> Error {
+    Error::Corrupted {
+        file: idx.path.clone(),
+        offset: 0,
+        what: what.into(),
+    }
+}
+
+pub(crate) fn check_e(idx: &IndexMap, e: u32) -> Result<u32> {
+    if idx.valid_entry(e) {
+        Ok(e)
+    } else {
+        Err(corrupt(idx, format!("entry number {e} out of range")))
+    }
+}

@@ -60,6 +60,7 @@ mod options;
 mod read;
 mod recovery;
 mod repair;
+mod shared;
 mod space;
 mod store;
 #[allow(unsafe_code)]

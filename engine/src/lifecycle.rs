@@ -10,8 +10,9 @@ use crate::format::{self, hdr, kind, nsr, LAST_USE_GRANULARITY_SECS};
 use crate::index::IndexMap;
 use crate::namespace::Namespace;
 use crate::options::{NamespaceStats, Options};
-use crate::store::{ns_stats, Inner, Store};
-use crate::writer::Writer;
+use crate::shared::{ns_stats, Inner};
+use crate::store::Store;
+use crate::txn::Writer;
 
 /// The time for last-use stamps, in Unix seconds: the coarse system clock, or
 /// the test clock of [`Options::last_use_clock`].

@@ -12,7 +12,8 @@ use crate::format::{self, nsr};
 use crate::hash::key_hash;
 use crate::options::NamespaceStats;
 use crate::read::Located;
-use crate::store::{now_ms, ns_stats, read_only_error, Store};
+use crate::shared::{now_ms, ns_stats, read_only_error};
+use crate::store::Store;
 use crate::sys;
 
 /// A handle on one namespace of a [`Store`].

@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::format::{ent, hdr, kind, nsr, RecordHeader, REC_HEADER_LEN};
 use crate::hash::key_hash;
 use crate::index::IndexMap;
-use crate::store::{now_ms, Inner};
+use crate::shared::{now_ms, Inner};
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };

@@ -15,8 +15,8 @@ use crate::index::table::add_entry;
 use crate::index::{buckets_for, random_generation, tmp_index_path, IndexMap, IndexProblem};
 use crate::log::{list_segments, read_segment, scan_segment, zero_fill};
 use crate::options::Options;
-use crate::store::now_ms;
-use crate::writer::Writer;
+use crate::shared::now_ms;
+use crate::txn::Writer;
 
 // ---------------------------------------------------------------------------
 // Open and rebuild
@@ -60,7 +60,7 @@ pub(crate) fn open_or_rebuild_index(
                     path: dir.to_owned(),
                     what: format!("its index is damaged ({why})"),
                 }),
-                _ => Err(crate::store::read_only_error(
+                _ => Err(crate::shared::read_only_error(
                     dir,
                     "its index must be rebuilt from the log, which needs write access",
                 )),
@@ -385,7 +385,7 @@ impl Writer<'_> {
     /// Rebuilds the index from the log and installs it.
     pub(crate) fn rebuild(&mut self) -> Result<()> {
         if self.inner.read_only {
-            return Err(crate::store::read_only_error(
+            return Err(crate::shared::read_only_error(
                 &self.inner.dir,
                 "its index must be rebuilt from the log, which needs write access",
             ));

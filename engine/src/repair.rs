@@ -23,7 +23,8 @@ use std::path::PathBuf;
 use crate::error::{Error, Result};
 use crate::format::{self, hdr, SegHeaderCheck, SEG_HEADER_LEN};
 use crate::log::{list_segments, scan_segment};
-use crate::store::{Inner, Store};
+use crate::shared::Inner;
+use crate::store::Store;
 
 /// What [`Store::repair`] found and did.
 #[derive(Debug, Default, Clone)]
@@ -52,7 +53,7 @@ impl Store {
         let inner = &self.inner;
         inner.check_fork()?;
         if inner.read_only {
-            return Err(crate::store::read_only_error(
+            return Err(crate::shared::read_only_error(
                 &inner.dir,
                 "it cannot be repaired",
             ));

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::io::Io;
-use crate::store::Inner;
+use crate::shared::Inner;
 
 use crate::format::{MAX_RESERVE, MIN_SEGMENT_SIZE};
 

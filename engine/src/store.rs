@@ -3,48 +3,20 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::compaction::compactor_loop;
 use crate::error::{Error, Result};
 use crate::format::{self, hdr, nsr, segr};
-use crate::hash::IdHasher;
-use crate::index::IndexMap;
-use crate::log::segment::Segment;
 use crate::namespace::Namespace;
-use crate::options::{Limits, NamespaceStats, Options, StoreStats, VerifyReport};
+use crate::options::{Limits, Options, StoreStats, VerifyReport};
+use crate::shared::{ns_stats, read_only_error, CommitState, Inner, WriterState};
 use crate::sys::{self};
-use crate::txn::CommitState;
-use crate::writer::WriterState;
-
-pub(crate) struct Inner {
-    pub(crate) dir: PathBuf,
-    pub(crate) commit: Mutex<CommitState>,
-    pub(crate) sync_lock: Mutex<()>,
-    pub(crate) opts: Options,
-    pub(crate) lock_file: File,
-    pub(crate) index: RwLock<Arc<IndexMap>>,
-    pub(crate) segs: RwLock<HashMap<u32, Arc<Segment>, IdHasher>>,
-    pub(crate) writer: Mutex<WriterState>,
-    fork_gen: u64,
-    pub(crate) epoch_seen: AtomicU64,
-    pub(crate) boot_id: (u64, u64),
-    /// The store could not be opened for writing (read-only filesystem, or no
-    /// permission): lookups only, the index is mapped read-only.
-    pub(crate) read_only: bool,
-    names: RwLock<HashMap<String, u32>>,
-    /// Open descriptions of `leases` not holding a lock, for reuse: opening
-    /// one per lease cost more than the lock itself. (Each lease needs its
-    /// own description: OFD locks of one description do not exclude each
-    /// other.)
-    pub(crate) lease_files: Arc<Mutex<Vec<File>>>,
-}
 
 struct Background {
     stop: Arc<(Mutex<bool>, Condvar)>,
@@ -98,14 +70,6 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// The error of an operation that a read-only store cannot do.
-pub(crate) fn read_only_error(dir: &Path, what: &str) -> Error {
-    Error::ReadOnly {
-        path: dir.to_owned(),
-        what: what.to_owned(),
-    }
-}
-
 /// Whether opening a file for writing failed because the store cannot be
 /// written (a read-only filesystem, or no permission).
 fn is_read_only_error(e: &std::io::Error) -> bool {
@@ -113,13 +77,6 @@ fn is_read_only_error(e: &std::io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM)
     )
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn read_boot_id() -> (u64, u64) {
@@ -427,57 +384,5 @@ impl Store {
             total += e.metadata()?.len();
         }
         Ok(total)
-    }
-}
-
-pub(crate) fn ns_stats(idx: &IndexMap, id: u32) -> NamespaceStats {
-    NamespaceStats {
-        name: idx
-            .ns_name(id)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default(),
-        entries: idx.ns_get(id, nsr::ENTRIES),
-        live_bytes: idx.ns_get(id, nsr::LIVE_BYTES),
-        hits: idx.ns_get(id, nsr::HITS),
-        misses: idx.ns_get(id, nsr::MISSES),
-        evictions: idx.ns_get(id, nsr::EVICTIONS),
-        rejected: idx.ns_get(id, nsr::REJECTED),
-        limits: Limits::decode(
-            idx.ns_get(id, nsr::MAXSIZE),
-            idx.ns_get(id, nsr::MAX_BYTES),
-            idx.ns_get(id, nsr::TTL_MS),
-        ),
-        last_used: Some(idx.ns_get(id, nsr::LAST_USED)).filter(|&t| t != 0),
-    }
-}
-
-impl Inner {
-    /// The modes of the directories and files this store creates.
-    pub(crate) fn modes(&self) -> crate::files::Modes {
-        crate::files::Modes::new(self.opts.group_access)
-    }
-
-    pub(crate) fn check_fork(&self) -> Result<()> {
-        if sys::fork_generation() != self.fork_gen {
-            return Err(Error::Forked);
-        }
-        Ok(())
-    }
-
-    /// The current index, replacing a retired one first.
-    pub(crate) fn current_index(&self) -> Result<Arc<IndexMap>> {
-        let idx = self.index.read().clone();
-        if idx.retired() {
-            return self.with_writer_ro(|w| Ok(w.idx.clone()));
-        }
-        Ok(idx)
-    }
-
-    pub(crate) fn install_index(&self, idx: Arc<IndexMap>) {
-        *self.index.write() = idx;
-    }
-
-    pub(crate) fn forget_names(&self) {
-        self.names.write().clear();
     }
 }

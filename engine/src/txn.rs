@@ -3,23 +3,20 @@
 //! mutating/clean state around it, and group commit of appends.
 
 use std::fs::File;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::{self, hdr};
+use crate::index::IndexMap;
 use crate::options::Durability;
-use crate::store::{read_only_error, Inner};
+use crate::shared::{read_only_error, Inner, WriterState};
 use crate::sys;
-use crate::writer::Writer;
 
-/// Appends not yet made durable, for group commit.
-#[derive(Default)]
-pub(crate) struct CommitState {
-    /// Segments with unsynced appends.
-    pub(crate) pending: std::collections::BTreeSet<u32>,
-    /// Appends so far (a commit number).
-    pub(crate) appended: u64,
-    /// Every append numbered up to this one is durable.
-    pub(crate) synced: u64,
+/// The writer: holds the in-process mutex and the cross-process flock.
+pub(crate) struct Writer<'a> {
+    pub(crate) inner: &'a Inner,
+    pub(crate) idx: Arc<IndexMap>,
+    pub(crate) st: &'a mut WriterState,
 }
 
 impl Inner {

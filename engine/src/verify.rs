@@ -8,7 +8,7 @@ use crate::format::{self, ent, hdr, kind, nsr, segr, REC_HEADER_LEN};
 use crate::hash::key_hash;
 use crate::index::NIL;
 use crate::log::{list_segments, read_segment, scan_segment};
-use crate::writer::Writer;
+use crate::txn::Writer;
 
 impl Writer<'_> {
     // ---- verify -------------------------------------------------------------

@@ -10,26 +10,10 @@ use crate::expiry::SWEEP_INLINE_MAX;
 use crate::format::{self, ent, hdr, kind, nsr, segr, REC_HEADER_LEN};
 use crate::hash::key_hash;
 use crate::index::lru::{lru_insert_sorted, lru_push_head, lru_unlink};
-use crate::index::table::{
-    add_entry, bucket_insert, bucket_remove, check_e, corrupt, free_entry, set_loc,
-};
-use crate::index::{buckets_for, tmp_index_path, IndexMap, NIL};
-use crate::store::{now_ms, Inner};
-
-/// Per-process writer state (behind the in-process writer mutex).
-#[derive(Default)]
-pub(crate) struct WriterState {
-    pub(crate) buf: Vec<u8>,
-    pub(crate) scratch: Vec<u8>,
-    pub(crate) mark_clean: bool,
-}
-
-/// The writer: holds the in-process mutex and the cross-process flock.
-pub(crate) struct Writer<'a> {
-    pub(crate) inner: &'a Inner,
-    pub(crate) idx: Arc<IndexMap>,
-    pub(crate) st: &'a mut WriterState,
-}
+use crate::index::table::{add_entry, bucket_insert, bucket_remove, free_entry, set_loc};
+use crate::index::{buckets_for, check_e, corrupt, tmp_index_path, IndexMap, NIL};
+use crate::shared::now_ms;
+use crate::txn::Writer;
 
 // ---------------------------------------------------------------------------
 // The writer

@@ -2,7 +2,7 @@
 
 use crate::error::Result;
 use crate::format::{ent, nsr};
-use crate::index::table::{check_e, corrupt};
+use crate::index::{check_e, corrupt};
 use crate::index::{IndexMap, NIL};
 
 pub(crate) fn lru_push_head(idx: &IndexMap, ns: u32, e: u32) -> Result<()> {

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use crate::error::{Error, Result};
 use crate::format::{ent, hdr, nsr};
 use crate::index::lru::lru_push_head;
-use crate::index::{IndexMap, NIL};
+use crate::index::{check_e, corrupt, IndexMap, NIL};
 
 pub(crate) fn bucket_insert(idx: &IndexMap, h: u64, e: u32, loc: u64) -> Result<()> {
     for step in 0..idx.layout.buckets {
@@ -127,20 +127,4 @@ pub(crate) fn add_entry(
     idx.ns_add(ns, nsr::LIVE_BYTES, size as u64);
     idx.hset(hdr::ENTRY_COUNT, idx.hget(hdr::ENTRY_COUNT) + 1);
     Ok(())
-}
-
-pub(crate) fn check_e(idx: &IndexMap, e: u32) -> Result<u32> {
-    if idx.valid_entry(e) {
-        Ok(e)
-    } else {
-        Err(corrupt(idx, format!("entry number {e} out of range")))
-    }
-}
-
-pub(crate) fn corrupt(idx: &IndexMap, what: impl Into<String>) -> Error {
-    Error::Corrupted {
-        file: idx.path.clone(),
-        offset: 0,
-        what: what.into(),
-    }
 }

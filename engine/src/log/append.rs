@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
 use crate::format::{self, hdr, kind, segr, SEG_HEADER_LEN};
-use crate::index::table::corrupt;
+use crate::index::corrupt;
 use crate::log::zero_fill;
 use crate::options::Durability;
-use crate::writer::Writer;
+use crate::txn::Writer;
 
 const PREALLOC_CHUNK: u64 = 4 << 20;
 

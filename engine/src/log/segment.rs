@@ -3,11 +3,8 @@
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
-use crate::format::{self, hdr, RecordHeader, REC_HEADER_LEN};
-use crate::index::IndexMap;
-use crate::store::Inner;
+use crate::format::{self, RecordHeader, REC_HEADER_LEN};
 use crate::sys::SharedMap;
 
 /// A mapped log segment.
@@ -19,7 +16,12 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    fn open(dir: &Path, id: u32, reserve: u64, writable: bool) -> std::io::Result<Segment> {
+    pub(crate) fn open(
+        dir: &Path,
+        id: u32,
+        reserve: u64,
+        writable: bool,
+    ) -> std::io::Result<Segment> {
         let path = dir.join(format::segment_file_name(id));
         let file = OpenOptions::new().read(true).write(writable).open(path)?;
         let len = file.metadata()?.len();
@@ -99,63 +101,5 @@ impl Segment {
             return Ok(None);
         }
         Ok(Some(h))
-    }
-}
-
-impl Inner {
-    /// Drops maps of segments that compaction retired.
-    pub(crate) fn prune_segments(&self, idx: &IndexMap) {
-        let epoch = idx.hget(hdr::EPOCH);
-        if self.epoch_seen.load(Ordering::Relaxed) != epoch {
-            self.epoch_seen.store(epoch, Ordering::Relaxed);
-            self.segs.write().retain(|&id, _| idx.seg_row(id).is_some());
-        }
-    }
-
-    /// Runs `f` on segment `id`, opening or remapping it as needed.
-    pub(crate) fn with_segment<R>(
-        &self,
-        id: u32,
-        mut f: impl FnMut(&Segment) -> std::result::Result<R, ()>,
-    ) -> Option<R> {
-        if id == 0 {
-            return None;
-        }
-        {
-            let segs = self.segs.read();
-            if let Some(s) = segs.get(&id) {
-                if let Ok(r) = f(s) {
-                    return Some(r);
-                }
-            }
-        }
-        // Not open yet, or its map is too short: (re)open it.
-        let reserve = self.opts.segment_size.max(format::DEFAULT_SEGMENT_SIZE);
-        let seg = Arc::new(Segment::open(&self.dir, id, reserve, !self.read_only).ok()?);
-        let r = f(&seg).ok();
-        self.segs.write().insert(id, seg);
-        r
-    }
-
-    pub(crate) fn segment(&self, id: u32) -> Option<Arc<Segment>> {
-        if let Some(s) = self.segs.read().get(&id) {
-            return Some(s.clone());
-        }
-        self.with_segment(id, |_| Ok(()))?;
-        self.segs.read().get(&id).cloned()
-    }
-
-    /// Reads the (unchecked) header of the record at `loc`.
-    pub(crate) fn read_header(&self, loc: u64) -> Option<RecordHeader> {
-        self.with_segment((loc >> 32) as u32, |s| s.read_header(loc & 0xffff_ffff))
-            .flatten()
-    }
-
-    /// Reads and checks the record at `loc` into `buf`.
-    pub(crate) fn read_record(&self, loc: u64, buf: &mut Vec<u8>) -> Option<RecordHeader> {
-        let seg = (loc >> 32) as u32;
-        let off = loc & 0xffff_ffff;
-        self.with_segment(seg, |s| s.read_record(off, buf))
-            .flatten()
     }
 }
