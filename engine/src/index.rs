@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
-use crate::format::{self, ent, hdr, nsr, segr, IndexLayout};
+use crate::format::{self, ent, hdr, nsr, segr, IndexLayout, LAST_USE_GRANULARITY_SECS};
 use crate::sys::SharedMap;
 
 pub(crate) mod lru;
@@ -376,5 +376,24 @@ pub(crate) fn check_e(idx: &IndexMap, e: u32) -> Result<u32> {
         Ok(e)
     } else {
         Err(corrupt(idx, format!("entry number {e} out of range")))
+    }
+}
+
+/// Records a use of namespace `ns` at `now` (an open, a definition, a put).
+pub(crate) fn touch(idx: &IndexMap, ns: u32, now: u64) {
+    idx.ns(ns, nsr::LAST_USED).fetch_max(now, Ordering::AcqRel);
+}
+
+/// Records a use by a lookup: a load of the last use, and a store only when
+/// it is more than [`LAST_USE_GRANULARITY_SECS`] behind `now`, so that hits
+/// do not write to the namespace row.
+#[inline]
+pub(crate) fn touch_coarse(idx: &IndexMap, ns: u32, now: u64) {
+    let w = idx.ns(ns, nsr::LAST_USED);
+    if now
+        > w.load(Ordering::Relaxed)
+            .saturating_add(LAST_USE_GRANULARITY_SECS)
+    {
+        w.fetch_max(now, Ordering::Relaxed);
     }
 }

@@ -6,50 +6,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::error::Result;
-use crate::format::{self, hdr, kind, nsr, LAST_USE_GRANULARITY_SECS};
-use crate::index::IndexMap;
+use crate::format::{self, hdr, kind, nsr};
+use crate::index::touch;
 use crate::namespace::Namespace;
-use crate::options::{NamespaceStats, Options};
-use crate::shared::{ns_stats, Inner};
+use crate::options::NamespaceStats;
+use crate::shared::ns_stats;
 use crate::store::Store;
 use crate::txn::Writer;
-
-/// The time for last-use stamps, in Unix seconds: the coarse system clock, or
-/// the test clock of [`Options::last_use_clock`].
-#[inline]
-pub(crate) fn use_clock(opts: &Options) -> u64 {
-    match &opts.last_use_clock {
-        None => crate::sys::coarse_unix_secs(),
-        Some(c) => c.load(Ordering::Relaxed),
-    }
-}
-
-impl Inner {
-    /// [`use_clock`] of this store's options.
-    #[inline]
-    pub(crate) fn use_clock(&self) -> u64 {
-        use_clock(&self.opts)
-    }
-}
-
-/// Records a use of namespace `ns` at `now` (an open, a definition, a put).
-pub(crate) fn touch(idx: &IndexMap, ns: u32, now: u64) {
-    idx.ns(ns, nsr::LAST_USED).fetch_max(now, Ordering::AcqRel);
-}
-
-/// Records a use by a lookup: a load of the last use, and a store only when
-/// it is more than [`LAST_USE_GRANULARITY_SECS`] behind `now`, so that hits
-/// do not write to the namespace row.
-#[inline]
-pub(crate) fn touch_coarse(idx: &IndexMap, ns: u32, now: u64) {
-    let w = idx.ns(ns, nsr::LAST_USED);
-    if now
-        > w.load(Ordering::Relaxed)
-            .saturating_add(LAST_USE_GRANULARITY_SECS)
-    {
-        w.fetch_max(now, Ordering::Relaxed);
-    }
-}
 
 impl Writer<'_> {
     /// The row of namespace `name`, if it exists.

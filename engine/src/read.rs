@@ -22,7 +22,7 @@ thread_local! {
 #[inline]
 fn count_hit(idx: &IndexMap, ns: u32, e: u32, now: u64) {
     idx.ns_add(ns, nsr::HITS, 1);
-    crate::lifecycle::touch_coarse(idx, ns, now);
+    crate::index::touch_coarse(idx, ns, now);
     if idx.ns_get(ns, nsr::MAXSIZE) == u64::MAX && idx.ns_get(ns, nsr::MAX_BYTES) == u64::MAX {
         return;
     }
@@ -181,7 +181,7 @@ impl Inner {
                     Found::Miss | Found::Expired => {
                         if count {
                             idx.ns_add(ns, nsr::MISSES, 1);
-                            crate::lifecycle::touch_coarse(idx, ns, self.use_clock());
+                            crate::index::touch_coarse(idx, ns, self.use_clock());
                         }
                         None
                     }

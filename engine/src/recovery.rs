@@ -307,7 +307,7 @@ pub(crate) fn rebuild_index(
         for (&ns, &seq) in &removals {
             idx.ns_set(ns, nsr::DEF_SEQ, seq);
         }
-        let use_now = crate::lifecycle::use_clock(opts);
+        let use_now = crate::shared::use_clock(opts);
         for (&ns, (seq, name, (m, b, t))) in &defs {
             idx.ns_set_name(ns, name);
             idx.ns_set(ns, nsr::MAXSIZE, *m);

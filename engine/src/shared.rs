@@ -184,3 +184,21 @@ impl Inner {
             .flatten()
     }
 }
+
+/// The time for last-use stamps, in Unix seconds: the coarse system clock, or
+/// the test clock of [`Options::last_use_clock`].
+#[inline]
+pub(crate) fn use_clock(opts: &Options) -> u64 {
+    match &opts.last_use_clock {
+        None => crate::sys::coarse_unix_secs(),
+        Some(c) => c.load(Ordering::Relaxed),
+    }
+}
+
+impl Inner {
+    /// [`use_clock`] of this store's options.
+    #[inline]
+    pub(crate) fn use_clock(&self) -> u64 {
+        use_clock(&self.opts)
+    }
+}

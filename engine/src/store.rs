@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -13,9 +13,8 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::compaction::compactor_loop;
 use crate::error::{Error, Result};
 use crate::format::{self, hdr, nsr, segr};
-use crate::namespace::Namespace;
-use crate::options::{Limits, Options, StoreStats, VerifyReport};
-use crate::shared::{ns_stats, read_only_error, CommitState, Inner, WriterState};
+use crate::options::{Options, StoreStats, VerifyReport};
+use crate::shared::{ns_stats, CommitState, Inner, WriterState};
 use crate::sys::{self};
 
 struct Background {
@@ -222,100 +221,6 @@ impl Store {
     /// [`Error::ReadOnly`].
     pub fn is_read_only(&self) -> bool {
         self.inner.read_only
-    }
-
-    /// Opens namespace `name`, creating it with `limits` if it does not exist;
-    /// if it exists with other limits, the new limits replace them (and are
-    /// enforced at once).
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] if the name is empty or longer than
-    /// [`format::MAX_NAME_LEN`] bytes, or the store already has
-    /// [`format::MAX_NAMESPACES`] namespaces.
-    pub fn namespace(&self, name: &str, limits: Limits) -> Result<Namespace> {
-        self.inner.check_fork()?;
-        if name.is_empty() || name.len() > format::MAX_NAME_LEN {
-            return Err(Error::InvalidArgument(format!(
-                "namespace name must be 1 to {} bytes, got {}",
-                format::MAX_NAME_LEN,
-                name.len()
-            )));
-        }
-        let name_hash = crate::name_hash(name.as_bytes());
-        let enc = limits.encode();
-        if let Some(&id) = self.inner.names.read().get(name) {
-            let idx = self.inner.index.read().clone();
-            if idx.ns_get(id, nsr::NAME_HASH) == name_hash
-                && (
-                    idx.ns_get(id, nsr::MAXSIZE),
-                    idx.ns_get(id, nsr::MAX_BYTES),
-                    idx.ns_get(id, nsr::TTL_MS),
-                ) == enc
-            {
-                if !self.inner.read_only {
-                    crate::lifecycle::touch(&idx, id, self.inner.use_clock());
-                }
-                return Ok(Namespace {
-                    store: self.clone(),
-                    id: Arc::new(AtomicU32::new(id)),
-                    name: name.into(),
-                    name_hash,
-                    limits: enc,
-                });
-            }
-        }
-        if self.inner.read_only {
-            // Nothing can be defined: an existing namespace opens with the
-            // limits it has.
-            return self.existing_namespace(name)?.ok_or_else(|| {
-                read_only_error(
-                    &self.inner.dir,
-                    &format!("namespace {name:?} does not exist and cannot be created"),
-                )
-            });
-        }
-        let id = self.inner.retry_if_full(false, || {
-            self.inner.with_writer(|w| {
-                let id = w.define_namespace(name.as_bytes(), enc)?;
-                crate::lifecycle::touch(&w.idx, id, w.inner.use_clock());
-                Ok(id)
-            })
-        })?;
-        self.inner.names.write().insert(name.to_owned(), id);
-        Ok(Namespace {
-            store: self.clone(),
-            id: Arc::new(AtomicU32::new(id)),
-            name: name.into(),
-            name_hash,
-            limits: enc,
-        })
-    }
-
-    /// Opens an existing namespace without changing its limits.
-    /// `Ok(None)` if there is no namespace of that name.
-    pub fn existing_namespace(&self, name: &str) -> Result<Option<Namespace>> {
-        self.inner.check_fork()?;
-        let idx = self.inner.current_index()?;
-        let h = crate::name_hash(name.as_bytes());
-        for id in 0..format::MAX_NAMESPACES as u32 {
-            if idx.ns_get(id, nsr::NAME_LEN) != 0
-                && idx.ns_get(id, nsr::NAME_HASH) == h
-                && idx.ns_name(id).as_deref() == Some(name.as_bytes())
-            {
-                return Ok(Some(Namespace {
-                    store: self.clone(),
-                    id: Arc::new(AtomicU32::new(id)),
-                    name: name.into(),
-                    name_hash: h,
-                    limits: (
-                        idx.ns_get(id, nsr::MAXSIZE),
-                        idx.ns_get(id, nsr::MAX_BYTES),
-                        idx.ns_get(id, nsr::TTL_MS),
-                    ),
-                }));
-            }
-        }
-        Ok(None)
     }
 
     /// Names of every namespace.

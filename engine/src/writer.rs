@@ -148,7 +148,7 @@ impl Writer<'_> {
         idx.ns_set(id, nsr::MAX_BYTES, limits.1);
         idx.ns_set(id, nsr::TTL_MS, limits.2);
         idx.ns_set(id, nsr::DEF_SEQ, seq);
-        crate::lifecycle::touch(&idx, id, now);
+        crate::index::touch(&idx, id, now);
         self.enforce(id)?;
         Ok(id)
     }
