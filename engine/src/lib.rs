@@ -22,6 +22,23 @@
 //!
 //! The on-disk format is specified in `FORMAT.md` at the repository root.
 //!
+//! # Layout of the source
+//! One concern per module, each depending only on those listed before it:
+//!
+//! - `error`, `format` (the on-disk layout), `hash`, `options` (the public
+//!   value types), `io`, `sys`, `files`;
+//! - `index` (the mapped index file) with `index/table.rs` (hash table, entry
+//!   slots) and `index/lru.rs` (per-namespace LRU lists);
+//! - `log` (listing and scanning segments) with `log/segment.rs` (segment
+//!   maps) and `log/append.rs` (appends and rolls, under the writer lock);
+//! - `shared` (the state every handle of a store shares);
+//! - `read` (lookups) and `txn` (the writer lock, recovery before a
+//!   mutation, group commit) with `writer` (mutations of the index);
+//! - `recovery` (opening or rebuilding the index), `compaction`, `expiry`,
+//!   `verify`, `repair`, `space` (full disks), `trust`, `lifecycle`;
+//! - `store` ([`Store`]) and `namespace` ([`Namespace`], [`Lease`]): the
+//!   public API.
+//!
 //! # Example
 //! ```
 //! use picocache_engine::{Limits, Options, Store};
@@ -49,10 +66,15 @@ mod compaction;
 mod error;
 mod expiry;
 mod files;
+/// The on-disk layout (offsets, sizes, magic numbers, record encoding),
+/// public for the engine's tests, the fuzzer and `FORMAT.md`'s checks only:
+/// it is not a stable API. What other crates need is re-exported at the
+/// root ([`MAX_NAME_LEN`], [`MAX_NAMESPACES`]).
+#[doc(hidden)]
 pub mod format;
 pub(crate) mod hash;
 mod index;
-pub mod io;
+mod io;
 mod lifecycle;
 mod log;
 mod namespace;
@@ -71,6 +93,10 @@ mod verify;
 mod writer;
 
 pub use error::{Error, Result};
+/// The most namespaces one store holds.
+pub use format::MAX_NAMESPACES;
+/// The longest namespace name, in bytes.
+pub use format::MAX_NAME_LEN;
 pub(crate) use hash::name_hash;
 pub use hash::{IdHash, IdHasher};
 pub use io::{FaultIo, Io, RealIo};

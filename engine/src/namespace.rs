@@ -332,8 +332,8 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] if the name is empty or longer than
-    /// [`format::MAX_NAME_LEN`] bytes, or the store already has
-    /// [`format::MAX_NAMESPACES`] namespaces.
+    /// [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes, or the store already has
+    /// [`MAX_NAMESPACES`](crate::MAX_NAMESPACES) namespaces.
     pub fn namespace(&self, name: &str, limits: Limits) -> Result<Namespace> {
         self.inner.check_fork()?;
         if name.is_empty() || name.len() > format::MAX_NAME_LEN {

@@ -179,7 +179,7 @@ pub struct NamespaceStats {
     /// When the namespace was last used, in Unix seconds: opened by a process
     /// ([`Store::namespace`]), written, or looked up; in every process. `None`
     /// if unknown. Lookups refresh it only once it is more than
-    /// [`format::LAST_USE_GRANULARITY_SECS`] (a minute) old, so it may lag by
+    /// `LAST_USE_GRANULARITY_SECS` (a minute) old, so it may lag by
     /// that much. [`Store::remove_unused_namespaces`] goes by it.
     pub last_used: Option<u64>,
 }
