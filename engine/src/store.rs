@@ -1,5 +1,7 @@
-//! The public store: open, namespaces, reads, and the plumbing around the
-//! writer (locks, fork detection, index replacement, segment maps).
+//! The public store: opening it (including read-only and inspect-only
+//! opens), whole-store statistics and maintenance. Namespaces are in
+//! `namespace.rs`, lookups in `read.rs`, the writer lock in `txn.rs`, the
+//! shared state in `shared.rs`.
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -1,5 +1,8 @@
-//! Everything done under the writer lock: appends, index maintenance, LRU
-//! eviction, recovery (index rebuild from the log), compaction and verify.
+//! The writer's mutations of the index, under the writer lock (`txn.rs`):
+//! defining namespaces, puts, removals, clears, LRU eviction and limits, and
+//! growing the index. Appends to the log are in `log/append.rs`, recovery in
+//! `recovery.rs`, expiry sweeps in `expiry.rs`, compaction in
+//! `compaction.rs`, verify in `verify.rs`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
