@@ -16,7 +16,7 @@ from ._seal import SealedNamespace
 _NATIVE_SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
 
 #: The connection options of the remote caches (None: the backend's
-#: default: 1 s connect and operation timeouts, a pool of 4, 8 MiB values).
+#: default: 1 s connect and operation timeouts, a pool of 8, 8 MiB values).
 _REMOTE_OPTIONS = ("connect_timeout", "timeout", "pool_size", "max_value_size", "backoff", "backoff_max")
 
 
@@ -190,6 +190,10 @@ class SQLAlchemyCache(BaseCache):
     backend with no Python dependency; an ``Engine`` or another dialect goes
     through SQLAlchemy (``pip install picocache[sqlalchemy]``), in table
     ``<table_name>_sa``. ``echo`` is passed to ``create_engine`` on that path.
+    ``":memory:"`` URLs give one database per cache object, deleted with it.
+    On the native (URL) path the connection options of ``RedisCache`` apply
+    too: ``timeout``, ``connect_timeout``, ``pool_size``, ``max_value_size``,
+    ``backoff``, ``backoff_max``.
     """
 
     @property
@@ -295,7 +299,14 @@ class RedisCache(_NativeCache):
     ``RedisCache({"host": ..., "port": ...})`` (the original's
     ``url_or_params``) or ``RedisCache(host=..., port=..., db=...,
     password=...)``. Every key starts with ``namespace``; ``ttl`` (seconds) is
-    the default time to live."""
+    the default time to live.
+
+    Connection options (keywords; None: the default): ``timeout`` (seconds a
+    command may go unanswered, 1.0), ``connect_timeout`` (1.0), ``pool_size``
+    (connections at most, 8), ``max_value_size`` (bytes a stored entry may
+    have, 8 MiB), ``backoff`` / ``backoff_max`` (seconds the server is skipped
+    after a failure, 1.0 doubling to 10.0). A call never waits much longer
+    than these for a server that does not answer."""
 
     _blocking_io = True
 

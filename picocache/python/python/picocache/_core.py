@@ -409,10 +409,38 @@ def _digest_key(key: bytes) -> bytes:
 class BaseCache:
     """The base of every cache class: a decorator factory.
 
-    ``@cache``, ``@cache()``, ``@cache(maxsize)`` and
-    ``@cache(maxsize=..., typed=..., version=..., ttl=..., ignore=..., key=...,
-    name=..., strict=...)`` decorate a function with ``functools.lru_cache``
-    semantics, the entries kept in the store.
+    ``@cache``, ``@cache()``, ``@cache(maxsize)``, ``@cache(maxsize, typed)``,
+    ``cache(function)`` and ``@cache(**options)`` decorate a function with
+    ``functools.lru_cache`` semantics, the entries kept in the store.
+
+    Options of every cache class (keyword arguments of the constructor):
+
+    - ``default_maxsize=None``: the ``maxsize`` of functions that give none
+      (None: no limit, as in picocache 1.4);
+    - ``default_typed=False``, ``default_ttl=None`` (seconds),
+      ``default_max_bytes=None``: the same for ``typed``, ``ttl``, ``max_bytes``;
+    - ``version=None``: appended to every function's name (a new version
+      starts from an empty cache);
+    - ``strict=False``: a cache failure raises (``CacheError`` subclasses)
+      instead of being logged while the function's value is returned;
+    - ``lease_timeout=60.0``: how long a call waits for another process
+      computing the same arguments before computing them too;
+    - ``key_serializer=None``: ``(args, kwargs) -> bytes`` instead of the
+      canonical key encoding;
+    - ``value_serializer=None``: an object with ``dumps``/``loads`` (or a
+      ``(dumps, loads)`` pair; ``json`` works; ``picocache.plain`` stores plain
+      data without pickle) instead of pickle;
+    - ``secret=None`` / ``secrets=None``: the secret(s) entries are sealed
+      with (default: ``$PICOCACHE_SECRET``, else a per-user secret file).
+
+    Options of the decorator: ``maxsize``, ``typed``, ``ttl`` (seconds),
+    ``max_bytes`` (native stores), ``version``, ``name`` (replaces the
+    function's name), ``strict``, ``ignore`` (argument names or positions left
+    out of the key), ``key`` (a function of the arguments giving the key).
+
+    A decorated function has ``cache_info()``, ``cache_clear()`` (alias
+    ``clear()``), ``cache_parameters()``, ``cache_stats()`` (the store's
+    counters), ``map(iterable)`` and ``starmap(iterable)``.
     """
 
     #: Whether a cache failure raises (True) or is logged (False).
