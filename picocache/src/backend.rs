@@ -46,6 +46,28 @@ impl fmt::Debug for Lease {
     }
 }
 
+/// Calls `attempt` until it gives a value or `wait` has passed, sleeping
+/// between tries (1 ms, doubling up to 20 ms): how the server-side leases
+/// (SQL rows, Redis keys) wait for one another.
+pub(crate) fn poll<T>(
+    wait: Duration,
+    mut attempt: impl FnMut() -> Result<Option<T>>,
+) -> Result<Option<T>> {
+    let start = std::time::Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(v) = attempt()? {
+            return Ok(Some(v));
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= wait {
+            return Ok(None);
+        }
+        std::thread::sleep(pause.min(wait - elapsed));
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
 /// A store that holds namespaces.
 pub trait Backend: Send + Sync + fmt::Debug {
     /// A short name of the backend kind: "local", "sqlite", "postgresql",

@@ -38,7 +38,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::redis::{Client, Connection, ConnectionLike, RedisError, Script};
 
@@ -715,9 +715,7 @@ impl Namespace for RedisNamespace {
         lkey.extend_from_slice(key);
         let token = token();
         let ttl = ms(self.inner.options.lease_ttl).max(1);
-        let start = Instant::now();
-        let mut pause = Duration::from_millis(1);
-        loop {
+        let taken = crate::backend::poll(wait, || {
             let got: Option<String> = self.inner.with_conn(|c| {
                 ::redis::cmd("SET")
                     .arg(&lkey[..])
@@ -727,19 +725,14 @@ impl Namespace for RedisNamespace {
                     .arg(ttl)
                     .query(c)
             })?;
-            if got.is_some() {
-                return Ok(Some(Lease(Box::new(RedisLease {
-                    inner: self.inner.clone(),
-                    key: lkey,
-                    token,
-                }))));
-            }
-            let elapsed = start.elapsed();
-            if elapsed >= wait {
-                return Ok(None);
-            }
-            std::thread::sleep(pause.min(wait - elapsed));
-            pause = (pause * 2).min(Duration::from_millis(20));
-        }
+            Ok(got.map(|_| ()))
+        })?;
+        Ok(taken.map(|()| {
+            Lease(Box::new(RedisLease {
+                inner: self.inner.clone(),
+                key: lkey,
+                token,
+            }))
+        }))
     }
 }

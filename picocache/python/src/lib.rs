@@ -267,20 +267,41 @@ fn open_store(py: Python<'_>, spec: Spec, secrets: Option<Vec<Vec<u8>>>) -> PyRe
     })
 }
 
-fn redis_options(
+/// The Redis options the Python constructors may set (None: the default).
+struct RedisArgs {
     prefix: Option<String>,
     connect_timeout: Option<f64>,
     lease_ttl: Option<f64>,
     pool_size: Option<u32>,
     timeout: Option<f64>,
     max_value_size: Option<usize>,
-) -> PyResult<picocache::RedisOptions> {
+    backoff: Option<f64>,
+    backoff_max: Option<f64>,
+}
+
+fn redis_options(a: RedisArgs) -> PyResult<picocache::RedisOptions> {
+    let RedisArgs {
+        prefix,
+        connect_timeout,
+        lease_ttl,
+        pool_size,
+        timeout,
+        max_value_size,
+        backoff,
+        backoff_max,
+    } = a;
     let mut o = picocache::RedisOptions::default();
     if let Some(t) = secs(timeout)? {
         o.timeout = t;
     }
     if let Some(n) = max_value_size {
         o.max_value_size = n;
+    }
+    if let Some(t) = secs(backoff)? {
+        o.backoff = t;
+    }
+    if let Some(t) = secs(backoff_max)? {
+        o.backoff_max = t;
     }
     if let Some(p) = prefix {
         o.prefix = p;
@@ -382,20 +403,16 @@ impl Store {
         backoff: Option<f64>,
         backoff_max: Option<f64>,
     ) -> PyResult<Store> {
-        let mut options = redis_options(
+        let options = redis_options(RedisArgs {
             prefix,
             connect_timeout,
             lease_ttl,
             pool_size,
             timeout,
             max_value_size,
-        )?;
-        if let Some(t) = secs(backoff)? {
-            options.backoff = t;
-        }
-        if let Some(t) = secs(backoff_max)? {
-            options.backoff_max = t;
-        }
+            backoff,
+            backoff_max,
+        })?;
         open_store(py, Spec::Redis { url, options }, secrets)
     }
 
@@ -419,20 +436,16 @@ impl Store {
         backoff: Option<f64>,
         backoff_max: Option<f64>,
     ) -> PyResult<Store> {
-        let mut options = redis_options(
+        let options = redis_options(RedisArgs {
             prefix,
             connect_timeout,
             lease_ttl,
             pool_size,
             timeout,
             max_value_size,
-        )?;
-        if let Some(t) = secs(backoff)? {
-            options.backoff = t;
-        }
-        if let Some(t) = secs(backoff_max)? {
-            options.backoff_max = t;
-        }
+            backoff,
+            backoff_max,
+        })?;
         open_store(
             py,
             Spec::RedisHost {

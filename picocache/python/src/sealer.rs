@@ -2,7 +2,6 @@
 //! package implements itself (Django's cache, an SQLAlchemy Engine), so their
 //! entries are sealed and checked exactly as the native backends' are.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use pyo3::prelude::*;
@@ -19,7 +18,6 @@ use crate::{to_py, CacheRejected};
 pub(crate) struct Sealer {
     secrets: Arc<Secrets>,
     remote: bool,
-    rejected: AtomicU64,
 }
 
 #[pymethods]
@@ -30,11 +28,7 @@ impl Sealer {
         let (secrets, _source): (Arc<Secrets>, SecretSource) = py
             .allow_threads(|| picocache::secret::resolve(secrets.as_deref()))
             .map_err(to_py)?;
-        Ok(Sealer {
-            secrets,
-            remote,
-            rejected: AtomicU64::new(0),
-        })
+        Ok(Sealer { secrets, remote })
     }
 
     /// `value` sealed for `key` of namespace `ns`.
@@ -48,8 +42,9 @@ impl Sealer {
         PyBytes::new(py, &self.secrets.seal(ns, key, value))
     }
 
-    /// The value inside `stored`; raises `CacheRejected` (and counts it)
-    /// if it is not sealed for `key` of `ns` with one of the secrets.
+    /// The value inside `stored`; raises `CacheRejected` if it is not
+    /// sealed for `key` of `ns` with one of the secrets (the caller counts
+    /// rejections, per function).
     fn open<'py>(
         &self,
         py: Python<'py>,
@@ -60,7 +55,6 @@ impl Sealer {
         match self.secrets.open(ns, key, stored) {
             Ok(v) => Ok(PyBytes::new(py, v)),
             Err(reason) => {
-                self.rejected.fetch_add(1, Ordering::Relaxed);
                 let e = picocache::Error::Rejected {
                     namespace: ns.to_owned(),
                     reason,
@@ -69,12 +63,6 @@ impl Sealer {
                 Err(CacheRejected::new_err(e.to_string()))
             }
         }
-    }
-
-    /// How many stored values `open` rejected.
-    #[getter]
-    fn rejected(&self) -> u64 {
-        self.rejected.load(Ordering::Relaxed)
     }
 
     /// The signing secret's id (hex; safe to show).

@@ -12,7 +12,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{now_ms, ttl_ms, Dialect, Shared, Val};
 use crate::backend::Lease;
@@ -122,24 +122,17 @@ pub(super) fn take(
 ) -> Result<Option<Lease>> {
     let name = name(shared, ns, key);
     let token = token();
-    let start = Instant::now();
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if try_take(shared, &name, &token)? {
-            maybe_sweep(shared);
-            return Ok(Some(Lease(Box::new(SqlLease {
-                shared: shared.clone(),
-                name,
-                token,
-            }))));
-        }
-        let elapsed = start.elapsed();
-        if elapsed >= wait {
-            return Ok(None);
-        }
-        std::thread::sleep(pause.min(wait - elapsed));
-        pause = (pause * 2).min(Duration::from_millis(20));
-    }
+    let taken = crate::backend::poll(wait, || {
+        try_take(shared, &name, &token).map(|t| t.then_some(()))
+    })?;
+    Ok(taken.map(|()| {
+        maybe_sweep(shared);
+        Lease(Box::new(SqlLease {
+            shared: shared.clone(),
+            name,
+            token,
+        }))
+    }))
 }
 
 struct SqlLease {
