@@ -49,6 +49,12 @@ impl fmt::Debug for Lease {
 /// Calls `attempt` until it gives a value or `wait` has passed, sleeping
 /// between tries (1 ms, doubling up to 20 ms): how the server-side leases
 /// (SQL rows, Redis keys) wait for one another.
+#[cfg(any(
+    feature = "redis",
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "mysql"
+))]
 pub(crate) fn poll<T>(
     wait: Duration,
     mut attempt: impl FnMut() -> Result<Option<T>>,
