@@ -30,6 +30,11 @@ REDIS_TLS_PORT=${PICOCACHE_REDIS_TLS_PORT:-6391}
 PG_PORT=${PICOCACHE_PG_PORT:-5440}
 MY_PORT=${PICOCACHE_MYSQL_PORT:-3310}
 WAIT_SECS=${PICOCACHE_SERVERS_WAIT:-60}   # per server, to accept connections
+# Extra server options, appended to ours (so they win), word-split: e.g.
+# PICOCACHE_PG_OPTS='-c max_connections=20', PICOCACHE_MYSQL_OPTS='--max-allowed-packet=1M'.
+# Only for a server this run starts (a reused one keeps its own); see instance.sh.
+read -r -a PG_OPTS <<<"${PICOCACHE_PG_OPTS:-}"
+read -r -a MY_OPTS <<<"${PICOCACHE_MYSQL_OPTS:-}"
 
 log() { printf '[servers] %s\n' "$*" >&2; }
 die() { printf '[servers] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -218,7 +223,7 @@ ensure_postgres() {
     [ $IS_ROOT = 1 ] && chown postgres: "$PGDATA/pg_hba.conf"
     # pg_ctl runs the postmaster in its own session, so it outlives us.
     as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$PGRUN/pg.log" -w -t "$WAIT_SECS" \
-      -o "-h 127.0.0.1 -p $PG_PORT -k $PGRUN -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+      -o "-h 127.0.0.1 -p $PG_PORT -k $PGRUN -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 ${PG_OPTS[*]}" \
       start >/dev/null 9>&- </dev/null ||
       { show_log "$PGRUN/pg.log"; die "pg_ctl start failed"; }
     wait_until "$WAIT_SECS" "postgresql accepting connections on $PG_PORT" pg_up ||
@@ -302,7 +307,7 @@ ensure_mysql() {
       --bind-address=127.0.0.1 --port=$MY_PORT --socket="$MYSOCK" --pid-file="$MYPID" \
       --log-error="$MYLOG" --skip-name-resolve --skip-log-bin \
       --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci \
-      --innodb-flush-log-at-trx-commit=0 --max-connections=300 \
+      --innodb-flush-log-at-trx-commit=0 --max-connections=300 ${MY_OPTS[@]+"${MY_OPTS[@]}"} \
       </dev/null >>"$DIR/mysql.out" 2>&1 9>&-
     wait_until "$WAIT_SECS" "mariadb answering on $MYSOCK" my_root "$MYSOCK" -e 'SELECT 1' ||
       { show_log "$MYLOG"; show_log "$DIR/mysql.out"; die "mariadb did not come up"; }
