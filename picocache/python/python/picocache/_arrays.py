@@ -22,9 +22,10 @@ recognised.
 
 from __future__ import annotations
 
-import hashlib
 import sys
-from typing import Any, Optional
+TYPE_CHECKING = False  # typing is imported by type checkers only (import time)
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 #: Data up to this size is part of the key itself; beyond, its digest.
 INLINE_BYTES = 1024
@@ -33,6 +34,8 @@ INLINE_BYTES = 1024
 def _data(raw: Any, nbytes: int) -> bytes:
     if nbytes <= INLINE_BYTES:
         return bytes(raw)
+    import hashlib  # only when an array is a key
+
     return hashlib.sha256(raw).digest()
 
 

@@ -13,7 +13,9 @@ two processes mapping the same new inputs at once may both compute them.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, List, Optional, Tuple
+TYPE_CHECKING = False  # typing is imported by type checkers only (import time)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 
 def run_batch(st: Any, func: Callable, calls: List[Tuple[tuple, dict]], key_of: Callable,

@@ -5,13 +5,21 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from typing import Any, Callable, Optional
-from urllib.parse import quote
+TYPE_CHECKING = False  # typing is imported by type checkers only (import time)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
 
 from . import _native
 from ._core import BaseCache
 from ._keys import fallback as _fallback
 from ._seal import SealedNamespace
+
+def _quote(part: str) -> str:
+    """A URL-quoted user name or password (urllib.parse loaded when needed)."""
+    from urllib.parse import quote
+
+    return quote(part, safe="")
+
 
 _NATIVE_SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
 
@@ -170,9 +178,9 @@ def _build_url(drivername: str, username: Optional[str], password: Optional[str]
         return f"{drivername}:///{database or ''}"
     auth = ""
     if username is not None:
-        auth = quote(username, safe="")
+        auth = _quote(username)
         if password is not None:
-            auth += ":" + quote(password, safe="")
+            auth += ":" + _quote(password)
         auth += "@"
     hostport = host or "localhost"
     if port is not None:
@@ -281,9 +289,9 @@ def _redis_params_url(params: dict) -> str:
     db = int(p.get("db", 0) or 0)
     auth = ""
     if p.get("username") is not None or p.get("password") is not None:
-        auth = quote(str(p.get("username") or ""), safe="")
+        auth = _quote(str(p.get("username") or ""))
         if p.get("password") is not None:
-            auth += ":" + quote(str(p["password"]), safe="")
+            auth += ":" + _quote(str(p["password"]))
         auth += "@"
     if p.get("unix_socket_path"):
         return f"unix://{auth}{p['unix_socket_path']}?db={db}"

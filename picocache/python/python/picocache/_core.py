@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import collections
 import functools
-import hashlib
 import itertools
-import logging
 import os
-import pickle
 import sys
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, Optional, overload
+
+try:  # the C pickler that `pickle` itself re-exports, without `pickle`'s own imports (re, enum)
+    from _pickle import dumps as _pickle_dumps, loads as _pickle_loads
+except ImportError:  # pragma: no cover - Python without the C accelerator
+    from pickle import dumps as _pickle_dumps, loads as _pickle_loads
+
+# `import picocache` loads no more than it needs (issue 16): typing, logging,
+# hashlib and pickle's Python module are imported when first used, if ever.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable, NamedTuple, Optional, overload
+else:
+    def overload(func):  # the runtime never calls the @overload stubs
+        return func
 
 from . import _native
 from ._keys import IdentityError, fallback as _fallback
@@ -24,15 +35,33 @@ from ._native import CacheError, CacheReadOnly, CacheRejected, CacheTooLarge
 if TYPE_CHECKING:
     from ._typing import CachedFunction, P, R
 
-logger = logging.getLogger("picocache")
 
-class CacheInfo(NamedTuple):
-    """Statistics of a cached function, as functools.lru_cache reports them."""
+class _Logger:
+    """The ``picocache`` logger, looked up at its first message (importing
+    :mod:`logging` costs milliseconds that most programs never need)."""
 
-    hits: int
-    misses: int
-    maxsize: Optional[int]
-    currsize: int
+    def __getattr__(self, name: str) -> Any:
+        import logging
+
+        global logger
+        logger = logging.getLogger("picocache")
+        return getattr(logger, name)
+
+
+logger: Any = _Logger()
+
+if TYPE_CHECKING:
+    class CacheInfo(NamedTuple):
+        """Statistics of a cached function, as functools.lru_cache reports them."""
+
+        hits: int
+        misses: int
+        maxsize: Optional[int]
+        currsize: int
+else:
+    CacheInfo = collections.namedtuple("CacheInfo", ["hits", "misses", "maxsize", "currsize"])
+    CacheInfo.__doc__ = "Statistics of a cached function, as functools.lru_cache reports them."
+    CacheInfo.__module__ = __name__
 
 _UNSET: Any = object()
 _MISS: Any = object()
@@ -92,18 +121,13 @@ def _counter_value(c: "itertools.count[int]") -> int:
 class _PickleSerializer:
     """The default value serializer: pickle with the default protocol."""
 
-    protocol = pickle.DEFAULT_PROTOCOL
-
-    @staticmethod
-    def dumps(value: Any) -> bytes:
-        return pickle.dumps(value, protocol=pickle.DEFAULT_PROTOCOL)
-
-    loads = staticmethod(pickle.loads)
+    dumps = staticmethod(_pickle_dumps)  # protocol None: pickle.DEFAULT_PROTOCOL
+    loads = staticmethod(_pickle_loads)
 
 
 def _value_serializer(vs: Any) -> tuple:
     if vs is None:
-        return _PickleSerializer.dumps, pickle.loads
+        return _PickleSerializer.dumps, _PickleSerializer.loads
     if isinstance(vs, tuple) and len(vs) == 2:
         dumps, loads = vs
     elif hasattr(vs, "dumps") and hasattr(vs, "loads"):
@@ -403,6 +427,8 @@ def _explain_key_error(func: Callable, typed: bool, args: tuple, kwargs: dict, e
 def _digest_key(key: bytes) -> bytes:
     if len(key) <= _MAX_KEY:
         return key
+    import hashlib
+
     return b"\xffH" + hashlib.blake2b(key, digest_size=32).digest()
 
 

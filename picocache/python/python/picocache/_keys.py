@@ -32,21 +32,40 @@ on the class, or leave the argument out with ``ignore=``.
 from __future__ import annotations
 
 import copyreg
-import enum
 import functools
-import hashlib
 import os
 import sys
 import threading
 import types
 import weakref
 from collections import OrderedDict
-from typing import Any, Callable, Optional
+TYPE_CHECKING = False  # typing is imported by type checkers only (import time)
+if TYPE_CHECKING:
+    import hashlib
+    from typing import Any, Callable, Optional
 
 from . import _native
 from ._arrays import content_key
 
 _guard = threading.local()
+
+
+# `enum` and `hashlib` are imported when needed: no enum member exists before
+# `enum` is imported, and digests are first needed at a decoration.
+def _is_enum_member(obj: Any) -> bool:
+    enum = sys.modules.get("enum")
+    return enum is not None and isinstance(obj, enum.Enum)
+
+
+def _is_enum_class(cls: type) -> bool:
+    enum = sys.modules.get("enum")
+    return enum is not None and issubclass(cls, enum.Enum)
+
+
+def _blake2b(data: bytes, digest_size: int) -> "hashlib.blake2b":
+    import hashlib
+
+    return hashlib.blake2b(data, digest_size=digest_size)
 
 
 # -- names ----------------------------------------------------------------------------
@@ -152,7 +171,7 @@ def fallback(obj: object) -> object:
         return ("__descriptor__", fallback(obj.__objclass__), obj.__name__)
     if isinstance(obj, types.ModuleType):
         return ("__module__", obj.__name__)
-    if isinstance(obj, enum.Enum):
+    if _is_enum_member(obj):
         # A Flag's combination of members has no name: its value keys it.
         name = obj.name if obj.name is not None else ("__value__", obj._value_)
         return ("__enum__", fallback(t), name)
@@ -273,7 +292,7 @@ def _class_key(cls: type) -> tuple:
 
     def compute() -> tuple:
         if _resolves(cls):
-            digest = hashlib.blake2b(_native.encode(class_identity(cls, lenient=True), False, fallback),
+            digest = _blake2b(_native.encode(class_identity(cls, lenient=True), False, fallback),
                                      digest_size=16).digest()
             return ("__global__", module_name(cls), cls.__qualname__, digest)
         return class_identity(cls)
@@ -359,7 +378,7 @@ def code_parts(co: types.CodeType, doc: Optional[str] = None) -> tuple:
 @functools.lru_cache(maxsize=4096)
 def _code_digest(co: types.CodeType, doc: Optional[str]) -> str:
     enc = _native.encode(code_parts(co, doc), False, fallback)
-    return hashlib.blake2b(enc, digest_size=16).hexdigest()
+    return _blake2b(enc, digest_size=16).hexdigest()
 
 
 def code_digest(func: types.FunctionType) -> str:
@@ -466,7 +485,7 @@ def class_identity(cls: type, lenient: bool = False) -> tuple:
     if not _enter(cls):
         return ("__cycle__", qual)
     try:
-        is_enum = issubclass(cls, enum.Enum)
+        is_enum = _is_enum_class(cls)
         members = []
         for attr, v in sorted(vars(cls).items()):
             if isinstance(v, (staticmethod, classmethod)):

@@ -32,11 +32,19 @@ apart from its siblings, so it is not cached; pass ``name=`` to name it.
 
 from __future__ import annotations
 
-import hashlib
-from typing import Any, Callable
+TYPE_CHECKING = False  # typing is imported by type checkers only (import time)
+if TYPE_CHECKING:
+    import hashlib
+    from typing import Any, Callable
 
 from . import _native
 from ._keys import IdentityError, fallback, function_identity, module_name
+
+
+def _blake2b(data: bytes, digest_size: int) -> "hashlib.blake2b":
+    import hashlib  # at the first decoration, not at import
+
+    return hashlib.blake2b(data, digest_size=digest_size)
 
 
 def function_name(func: Callable, version: Any = None, *, self_obj: object = None) -> str:
@@ -66,7 +74,7 @@ def function_name(func: Callable, version: Any = None, *, self_obj: object = Non
         # Pinned, and neither defaults nor a closure: the name says it all.
         return _shorten(name)
     enc = _native.encode(ident, False, fallback)
-    return _shorten(name + "#" + hashlib.blake2b(enc, digest_size=8).hexdigest())
+    return _shorten(name + "#" + _blake2b(enc, digest_size=8).hexdigest())
 
 
 #: Longest name kept whole, in UTF-8 bytes (the local engine takes up to
@@ -80,7 +88,7 @@ def _shorten(name: str) -> str:
     digest): as unique as the whole, and still readable."""
     if len(name.encode("utf-8")) <= MAX_NAME:
         return name
-    mark = "~" + hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest() + "~"
+    mark = "~" + _blake2b(name.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest() + "~"
     head, tail = name[:60], name[-110:]
     while len((head + mark + tail).encode("utf-8", "surrogatepass")) > MAX_NAME:
         tail = tail[1:]

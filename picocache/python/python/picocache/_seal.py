@@ -9,7 +9,9 @@ the value, checked before a byte of the value reaches ``loads``.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+TYPE_CHECKING = False  # typing is imported by type checkers only (import time)
+if TYPE_CHECKING:
+    from typing import Any, Iterable, Optional
 
 from . import _native
 

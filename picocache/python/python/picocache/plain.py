@@ -24,7 +24,9 @@ Layout: ``PCP1`` then one item; an item is a tag byte and its payload::
 from __future__ import annotations
 
 import struct
-from typing import Any, List
+TYPE_CHECKING = False  # typing is imported by type checkers only (import time)
+if TYPE_CHECKING:
+    from typing import Any, List
 
 __all__ = ["dumps", "loads"]
 
