@@ -30,6 +30,7 @@ from ._keys import IdentityError, fallback as _fallback
 from ._naming import function_name
 from ._batch import as_calls, run_batch
 from ._seal import secret_list
+from . import _values
 from ._native import CacheError, CacheReadOnly, CacheRejected, CacheTooLarge
 
 if TYPE_CHECKING:
@@ -127,7 +128,8 @@ class _PickleSerializer:
 
 def _value_serializer(vs: Any) -> tuple:
     if vs is None:
-        return _PickleSerializer.dumps, _PickleSerializer.loads
+        # Pickle, large buffers (arrays) out of band: see picocache._values.
+        return _values.dumps, _values.loads
     if isinstance(vs, tuple) and len(vs) == 2:
         dumps, loads = vs
     elif hasattr(vs, "dumps") and hasattr(vs, "loads"):
@@ -236,6 +238,8 @@ class _FunctionState:
         self.too_large_warned = False
         #: The byte limit (max_bytes=), None for none.
         self.max_bytes: Optional[int] = None
+        #: The decoder of stored values (mmap_mode="r": read-only arrays).
+        self.loads: Callable[[bytes], Any] = cache._loads
         self.ns: Any = None
         #: (args, kwargs) -> the decoded value or _MISS: the native
         #: namespace's lookup_decoded (encode, look up and decode in one call,
@@ -304,7 +308,7 @@ class _FunctionState:
                         # TypeError here must not read as a key error).
                         raise _native.CacheInvalidArgument(f"opening the store: {e}") from e
                     self.native = isinstance(ns, _native.Namespace)
-                    loads = self.cache._loads
+                    loads = self.loads
                     if self.native:
                         ns.set_decoder(loads, _MISS, self.cache.value_serializer is None)
                         self.lookup_value = ns.lookup_decoded
@@ -457,12 +461,16 @@ class BaseCache:
       ``(dumps, loads)`` pair; ``json`` works; ``picocache.plain`` stores plain
       data without pickle) instead of pickle;
     - ``secret=None`` / ``secrets=None``: the secret(s) entries are sealed
-      with (default: ``$PICOCACHE_SECRET``, else a per-user secret file).
+      with (default: ``$PICOCACHE_SECRET``, else a per-user secret file);
+    - ``default_mmap_mode=None``: the ``mmap_mode`` of functions that give none.
 
     Options of the decorator: ``maxsize``, ``typed``, ``ttl`` (seconds),
     ``max_bytes`` (native stores), ``version``, ``name`` (replaces the
     function's name), ``strict``, ``ignore`` (argument names or positions left
-    out of the key), ``key`` (a function of the arguments giving the key).
+    out of the key), ``key`` (a function of the arguments giving the key),
+    ``mmap_mode`` (``"r"``: large arrays of a hit come back read-only, without
+    the copy that makes them writable; never a map of the store's files: see
+    FORMAT.md, "Framed values").
 
     A decorated function has ``cache_info()``, ``cache_clear()`` (alias
     ``clear()``), ``cache_parameters()``, ``cache_stats()`` (the store's
@@ -479,12 +487,13 @@ class BaseCache:
                  value_serializer: Any = None, strict: bool = False,
                  default_ttl: Optional[float] = None, lease_timeout: float = 60.0,
                  version: Any = None, secret: Any = None, secrets: Any = None,
-                 default_max_bytes: Optional[int] = None) -> None:
+                 default_max_bytes: Optional[int] = None, default_mmap_mode: Optional[str] = None) -> None:
         self.default_maxsize = default_maxsize
         self.default_typed = default_typed
         self.key_serializer = key_serializer
         self.value_serializer = value_serializer
         self._dumps, self._loads = _value_serializer(value_serializer)
+        self.default_mmap_mode = _values.check_mmap_mode(default_mmap_mode, value_serializer)
         self.strict = strict
         self.default_ttl = default_ttl
         self.lease_timeout = lease_timeout
@@ -525,7 +534,7 @@ class BaseCache:
     def __call__(self, maxsize: Optional[int] = ..., typed: bool = ..., *, version: Any = ...,
                  ttl: Optional[float] = ..., strict: Optional[bool] = ..., ignore: Iterable[Any] = ...,
                  key: Optional[Callable[..., Any]] = ..., name: Optional[str] = ...,
-                 max_bytes: Optional[int] = ...,
+                 max_bytes: Optional[int] = ..., mmap_mode: Optional[str] = ...,
                  ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 
     def __call__(self, func: Any = _UNSET, /, *args: Any, **kwargs: Any) -> Any:
@@ -559,7 +568,7 @@ class BaseCache:
     def _decorate(self, func: Callable, maxsize: Any = _UNSET, typed: Any = _UNSET,
                   version: Any = None, ttl: Any = _UNSET, strict: Optional[bool] = None,
                   ignore: Iterable[Any] = (), key: Optional[Callable] = None,
-                  name: Optional[str] = None, max_bytes: Any = _UNSET) -> Callable:
+                  name: Optional[str] = None, max_bytes: Any = _UNSET, mmap_mode: Any = _UNSET) -> Callable:
         if maxsize is _UNSET:
             maxsize = self.default_maxsize
         if maxsize is not None:
@@ -579,11 +588,14 @@ class BaseCache:
             if not self._supports_max_bytes:
                 raise TypeError(f"picocache: {type(self).__name__} cannot bound bytes (max_bytes=); "
                                 "its store's own limits apply")
+        if mmap_mode is _UNSET:
+            mmap_mode = self.default_mmap_mode
+        mmap_mode = _values.check_mmap_mode(mmap_mode, self.value_serializer)
         if version is None:
             version = self.version
         if isinstance(func, (staticmethod, classmethod)):
             return type(func)(self._decorate(func.__func__, maxsize, typed, version, ttl, strict,
-                                             ignore, key, name, max_bytes))
+                                             ignore, key, name, max_bytes, mmap_mode))
         wrapper_cell: list = []  # the wrapper, a self-reference in a recursive closure
 
         def name_fn() -> str:
@@ -591,6 +603,8 @@ class BaseCache:
 
         st = _FunctionState(self, func, name, name_fn, maxsize, typed, ttl, strict)
         st.max_bytes = max_bytes
+        if mmap_mode is not None:
+            st.loads = _values.loads_readonly
         self._states.append(st)
         owner = self
 
@@ -635,7 +649,7 @@ class BaseCache:
         def fail(e: BaseException, what: str) -> None:
             st.failed(e, what, strict)
 
-        dumps, loads = self._dumps, self._loads
+        dumps, loads = self._dumps, st.loads
         fast = transform is None and key_serializer is None
         # Decoded results are kept in the process (immutable ones, local
         # engine) only with the default serializer: a custom loads sees
@@ -900,6 +914,8 @@ class BaseCache:
             params = {"maxsize": st.maxsize, "typed": st.typed, "ttl": st.ttl, "name": st.name}
             if st.max_bytes is not None:
                 params["max_bytes"] = st.max_bytes
+            if mmap_mode is not None:
+                params["mmap_mode"] = mmap_mode
             return params
 
         def cache_stats() -> dict:
