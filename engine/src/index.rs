@@ -118,12 +118,16 @@ impl IndexMap {
     }
 
     /// Creates a new, empty index at `path` (which must not be in use), sized
-    /// for `buckets` buckets, with blocks preallocated.
+    /// for `buckets` buckets, with blocks preallocated; `io` is told of the
+    /// new file (nothing of it is durable until its first [`flush`]).
+    ///
+    /// [`flush`]: IndexMap::flush
     pub(crate) fn create(
         path: &Path,
         buckets: u64,
         generation: u64,
         modes: crate::files::Modes,
+        io: &dyn crate::io::Io,
     ) -> Result<IndexMap> {
         let layout = IndexLayout::new(buckets)
             .ok_or_else(|| Error::InvalidArgument(format!("bad bucket count {buckets}")))?;
@@ -140,6 +144,7 @@ impl IndexMap {
             std::os::unix::fs::FileExt::write_all_at(&file, &zeros[..n], off)?;
             off += n as u64;
         }
+        io.index_created(&file)?;
         let map = SharedMap::map_rw(&file, layout.file_len)?;
         let mut b = [0u8; 64];
         b[0..8].copy_from_slice(&format::INDEX_MAGIC);
@@ -174,6 +179,13 @@ impl IndexMap {
         io.index_flushed(&self.file)
     }
 
+    /// `msync` of the header page only (its state word), then the I/O
+    /// layer is told.
+    pub(crate) fn flush_header(&self, io: &dyn crate::io::Io) -> io::Result<()> {
+        self.map.flush_range(0, format::IDX_HEADER_LEN)?;
+        io.index_range_flushed(&self.file, 0, format::IDX_HEADER_LEN as u64)
+    }
+
     pub(crate) fn h(&self, off: usize) -> &AtomicU64 {
         self.map.u64_at(off)
     }
@@ -185,8 +197,11 @@ impl IndexMap {
     pub(crate) fn hset(&self, off: usize, v: u64) {
         self.h(off).store(v, REL)
     }
+    /// Whether this index was replaced (another one is in place), or its
+    /// map lost pages to a truncation by another program (it must then be
+    /// rebuilt: see `sys::SharedMap::faulted`).
     pub(crate) fn retired(&self) -> bool {
-        self.hget(hdr::RETIRED) != 0
+        self.hget(hdr::RETIRED) != 0 || self.map.faulted()
     }
 
     // ---- namespaces --------------------------------------------------------

@@ -1,10 +1,17 @@
-//! The layer all of the engine's log writes go through.
+//! The layer all of the engine's writes of state go through.
 //!
 //! [`RealIo`] is the default. [`FaultIo`] is for tests and fuzzing: it fails
 //! every operation after a countdown (like redb's fuzz backend) and can
 //! simulate a power loss by discarding everything written since the last sync,
 //! in the log and in the index (whose pages are written through a shared map:
-//! the engine tells the layer when it `msync`s them).
+//! the engine tells the layer when it creates an index file and when it
+//! `msync`s one), or any part of it ([`FaultIo::power_loss_keeping`]).
+//!
+//! The store's other files carry no state a power loss could lose: `lock`
+//! and `leases` are empty (only the kernel's locks on them matter, and those
+//! end with the processes that hold them, power loss or not), and `reserve`
+//! holds only zeros (its allocated size is what counts; a lost or shortened
+//! one is recreated). See FORMAT.md, "Files".
 
 use std::fs::File;
 use std::io;
@@ -30,6 +37,21 @@ pub trait Io: Send + Sync + std::fmt::Debug {
     /// its bytes are now durable. The default does nothing; [`FaultIo`]
     /// remembers them as what the index holds after a power loss.
     fn index_flushed(&self, file: &File) -> io::Result<()> {
+        let _ = file;
+        Ok(())
+    }
+    /// Called after `len` bytes at `off` of the index map of `file` were
+    /// written back (`msync` of a range). The default does nothing;
+    /// [`FaultIo`] updates that range of what survives a power loss.
+    fn index_range_flushed(&self, file: &File, off: u64, len: u64) -> io::Result<()> {
+        let _ = (file, off, len);
+        Ok(())
+    }
+    /// Called when a new index file was created (filled with zeros, not yet
+    /// synced). The default does nothing; [`FaultIo`] remembers it as all
+    /// zeros until its first `msync`, which is what a power loss before
+    /// then may leave of it.
+    fn index_created(&self, file: &File) -> io::Result<()> {
         let _ = file;
         Ok(())
     }
@@ -118,12 +140,46 @@ impl FaultIo {
     /// written back). Call it after dropping the store, then open the store
     /// with another boot id.
     pub fn power_loss(&self) -> io::Result<()> {
+        self.power_loss_keeping(&mut |_, _| false)
+    }
+
+    /// Simulates a power loss in which the system wrote back some of what
+    /// was not synced (the kernel writes dirty pages back whenever it
+    /// likes, in any order). `written_back(is_index, n)` is asked, for each
+    /// unsynced log write (`is_index` false) and then for each 4 KiB page of
+    /// each index file that differs from its image at the last `msync`
+    /// (`true`), numbered from 1 in a fixed order, whether that write or
+    /// page reached the disk; what did not is zeroed (log) or put back as it
+    /// was at the last `msync` (index). Returning `false` throughout is
+    /// [`FaultIo::power_loss`].
+    pub fn power_loss_keeping(
+        &self,
+        written_back: &mut dyn FnMut(bool, u64) -> bool,
+    ) -> io::Result<()> {
         let mut s = self.state.lock();
+        let mut n = 0u64;
         for (file, off, len) in s.unsynced.drain(..) {
-            file.write_all_at(&vec![0u8; len], off)?;
+            n += 1;
+            if !written_back(false, n) {
+                file.write_all_at(&vec![0u8; len], off)?;
+            }
         }
-        for (file, bytes) in s.index_flushed.drain(..) {
-            file.write_all_at(&bytes, 0)?;
+        const PAGE: usize = 4096;
+        for (file, flushed) in s.index_flushed.drain(..) {
+            let len = file.metadata()?.len() as usize;
+            let mut live = vec![0u8; len];
+            file.read_exact_at(&mut live, 0)?;
+            for (i, old) in flushed.chunks(PAGE).enumerate() {
+                let at = i * PAGE;
+                let now = live.get(at..(at + old.len()).min(len)).unwrap_or(&[]);
+                if now == old {
+                    continue;
+                }
+                n += 1;
+                if !written_back(true, n) {
+                    file.write_all_at(old, at as u64)?;
+                }
+            }
         }
         Ok(())
     }
@@ -186,6 +242,24 @@ impl Io for FaultIo {
         let mut s = self.state.lock();
         s.index_flushed.retain(|(f, _)| !same_file(f, file));
         s.index_flushed.push((clone, bytes));
+        Ok(())
+    }
+    fn index_range_flushed(&self, file: &File, off: u64, len: u64) -> io::Result<()> {
+        let mut s = self.state.lock();
+        let Some((_, image)) = s.index_flushed.iter_mut().find(|(f, _)| same_file(f, file)) else {
+            // Not created through this layer: its bytes count as durable.
+            return Ok(());
+        };
+        let end = (off + len).min(image.len() as u64) as usize;
+        let off = (off as usize).min(end);
+        file.read_exact_at(&mut image[off..end], off as u64)
+    }
+    fn index_created(&self, file: &File) -> io::Result<()> {
+        let len = file.metadata()?.len();
+        let clone = Arc::new(file.try_clone()?);
+        let mut s = self.state.lock();
+        s.index_flushed.retain(|(f, _)| !same_file(f, file));
+        s.index_flushed.push((clone, vec![0u8; len as usize]));
         Ok(())
     }
 }

@@ -289,6 +289,7 @@ pub(crate) fn rebuild_index(
         buckets_for(live.len() as u64 + live.len() as u64 / 4 + 16),
         random_generation(),
         crate::files::Modes::new(opts.group_access),
+        opts.io.as_ref(),
     )?;
     let build = (|| {
         idx.hset(hdr::NEXT_SEQ, max_seq + 1);
@@ -399,7 +400,7 @@ impl Writer<'_> {
         self.idx.hset(hdr::RETIRED, 1);
         self.idx = new;
         self.inner.install_index(self.idx.clone());
-        self.begin();
+        self.begin()?;
         self.enforce_all()?;
         self.ensure_active_segment()
     }

@@ -79,14 +79,15 @@ pub(crate) fn allocate_fitting(
 }
 
 impl Inner {
-    /// Creates the reserve file if it is missing (best effort: on a full
-    /// disk there is none until space is freed).
+    /// Creates the reserve file if it is missing or short (a crash while it
+    /// was being allocated; best effort: on a full disk there is none until
+    /// space is freed). It holds only zeros: its size is all that counts.
     pub(crate) fn ensure_reserve(&self) {
         let path = self.dir.join(RESERVE_FILE);
-        if path.exists() {
+        let len = reserve_len(&self.dir);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() >= len) {
             return;
         }
-        let len = reserve_len(&self.dir);
         let made = self.modes().open(&path, false).and_then(|f| {
             crate::sys::preallocate(&f, 0, len)?;
             f.sync_all()

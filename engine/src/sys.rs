@@ -20,7 +20,7 @@ use memmap2::{MmapOptions, MmapRaw};
 pub(crate) struct SharedMap {
     map: MmapRaw,
     len: usize,
-    /// The slot of this map in the SIGBUS guard's table (read-only maps).
+    /// The slot of this map in the SIGBUS guard's table.
     guard: Option<usize>,
 }
 
@@ -37,13 +37,17 @@ impl SharedMap {
     ///
     /// The caller must have checked that the file is at least `len` bytes
     /// long; the engine never truncates its files, so it stays that long.
+    /// The map is registered with the SIGBUS guard: if another program
+    /// truncates the file, a touched page past the new end becomes a private
+    /// zero page (reads see zeros, writes go nowhere) and [`faulted`] turns
+    /// true, which the index treats as "retired: rebuild".
+    ///
+    /// [`faulted`]: SharedMap::faulted
     pub(crate) fn map_rw(file: &File, len: usize) -> io::Result<SharedMap> {
+        bus_guard::install();
         let map = MmapOptions::new().len(len).map_raw(file)?;
-        Ok(SharedMap {
-            map,
-            len,
-            guard: None,
-        })
+        let guard = bus_guard::register(map.as_ptr() as usize, len, true);
+        Ok(SharedMap { map, len, guard })
     }
 
     /// Maps `len` bytes of `file` read-only. `len` may exceed the file's
@@ -55,8 +59,15 @@ impl SharedMap {
     pub(crate) fn map_ro(file: &File, len: usize) -> io::Result<SharedMap> {
         bus_guard::install();
         let map = MmapOptions::new().len(len).map_raw_read_only(file)?;
-        let guard = bus_guard::register(map.as_ptr() as usize, len);
+        let guard = bus_guard::register(map.as_ptr() as usize, len, false);
         Ok(SharedMap { map, len, guard })
+    }
+
+    /// True once a page of this map was found missing (the file was
+    /// truncated by another program) and replaced by a zero page: what the
+    /// map reads is no longer the file.
+    pub(crate) fn faulted(&self) -> bool {
+        self.guard.is_some_and(bus_guard::faulted)
     }
 
     /// The mapped length.
@@ -79,8 +90,10 @@ impl SharedMap {
         // SAFETY: the map is page-aligned and `off` is a multiple of 8, so the
         // pointer is aligned for AtomicU64; the assert keeps all 8 bytes inside
         // the mapping, which lives as long as `self` (the returned reference
-        // borrows `self`). The file is never truncated while mapped (FORMAT.md),
-        // so the pages stay backed. Other processes access the same word only
+        // borrows `self`). The engine never truncates a mapped file
+        // (FORMAT.md); if another program does, the SIGBUS guard puts a
+        // private zero page in place of a lost page (same address, same
+        // alignment), so the reference stays valid. Other processes access the same word only
         // through atomic instructions as well, so there is no data race.
         unsafe { &*(self.map.as_mut_ptr().add(off) as *const AtomicU64) }
     }
@@ -131,27 +144,41 @@ impl SharedMap {
     pub(crate) fn flush(&self) -> io::Result<()> {
         self.map.flush()
     }
+
+    /// `msync(MS_SYNC)` of `len` bytes at `off` (page-aligned).
+    pub(crate) fn flush_range(&self, off: usize, len: usize) -> io::Result<()> {
+        self.map
+            .flush_range(off, len.min(self.len.saturating_sub(off)))
+    }
 }
 
-/// Reads of a file that another program truncated while it is mapped.
+/// Accesses to a file that another program truncated while it is mapped.
 ///
 /// The engine never truncates a mapped file, but another program may (an
-/// editor, `truncate`, a disk cleaner): a read of a page beyond the new end
-/// of the file raises SIGBUS, which would kill the process. The guard's
+/// editor, `truncate`, a disk cleaner): an access to a page beyond the new
+/// end of the file raises SIGBUS, which would kill the process. The guard's
 /// SIGBUS handler checks whether the faulting address lies in one of the
-/// registered read-only maps; if so it maps a private zero page over that
-/// page (`mmap(MAP_FIXED | MAP_ANONYMOUS)`, a system call, safe in a signal
-/// handler on Linux) and returns, so the faulting copy resumes and reads
-/// zeros, which fail the record's checks: a miss, and `verify` reports the
-/// missing records. Any other SIGBUS goes to the previous handler (Rust's
-/// stack-overflow handler, Python's faulthandler, or the default action).
+/// registered maps (segments, read-only; the index, read-write); if so it
+/// maps a private zero page over that page (`mmap(MAP_FIXED |
+/// MAP_ANONYMOUS)`, a system call, safe in a signal handler on Linux, with
+/// the map's protection), marks the map faulted and returns, so the faulting
+/// access resumes on zeros. In a segment, zeros fail the record's checks: a
+/// miss, and `verify` reports the missing records. A faulted index is
+/// treated as retired: the next operation reopens `index`, finds it too
+/// short and rebuilds it from the log. Any other SIGBUS goes to the previous
+/// handler (Rust's stack-overflow handler, Python's faulthandler, or the
+/// default action).
 mod bus_guard {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Once, OnceLock};
 
     const SLOTS: usize = 8192;
     static START: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
     static LEN: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+    /// Whether the slot's map is writable (its zero pages must be too).
+    static WRITABLE: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
+    /// Whether a page of the slot's map was replaced by a zero page.
+    static FAULTED: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
     static PAGE: AtomicUsize = AtomicUsize::new(4096);
     static INSTALL: Once = Once::new();
 
@@ -194,18 +221,25 @@ mod bus_guard {
 
     /// Registers a map; `None` if the table is full (the map then has no
     /// guard, as before).
-    pub(super) fn register(start: usize, len: usize) -> Option<usize> {
+    pub(super) fn register(start: usize, len: usize, writable: bool) -> Option<usize> {
         for slot in 0..SLOTS {
             if START[slot]
                 .compare_exchange(0, usize::MAX, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
+                WRITABLE[slot].store(writable, Ordering::Release);
+                FAULTED[slot].store(false, Ordering::Release);
                 LEN[slot].store(len, Ordering::Release);
                 START[slot].store(start, Ordering::Release);
                 return Some(slot);
             }
         }
         None
+    }
+
+    /// Whether the map in `slot` had a page replaced.
+    pub(super) fn faulted(slot: usize) -> bool {
+        FAULTED[slot].load(Ordering::Acquire)
     }
 
     pub(super) fn unregister(slot: usize) {
@@ -227,16 +261,25 @@ mod bus_guard {
                 continue;
             }
             let at = addr & !(page - 1);
-            // SAFETY: `at..at + page` lies inside a live read-only map of
-            // ours (registered until the map is dropped, and a map is not
-            // dropped while a reader copies from it). Replacing the page
-            // with a private zero page changes only what that map reads;
-            // mmap is a plain system call, async-signal-safe on Linux.
+            let prot = if WRITABLE[slot].load(Ordering::Acquire) {
+                libc::PROT_READ | libc::PROT_WRITE
+            } else {
+                libc::PROT_READ
+            };
+            FAULTED[slot].store(true, Ordering::Release);
+            // SAFETY: `at..at + page` lies inside a live map of ours
+            // (registered until the map is dropped, and a map is not dropped
+            // while anyone accesses it: accesses borrow it). Replacing the
+            // page with a private zero page of the same protection changes
+            // only what that map reads and where its writes go (nowhere
+            // shared: the file has no such page any more); every pointer and
+            // reference into it stays valid and aligned. mmap is a plain
+            // system call, async-signal-safe on Linux.
             let r = unsafe {
                 libc::mmap(
                     at as *mut libc::c_void,
                     page,
-                    libc::PROT_READ,
+                    prot,
                     libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
                     -1,
                     0,

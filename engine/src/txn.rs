@@ -106,7 +106,7 @@ impl Inner {
             };
             w.recover_if_needed()?;
             if mutating {
-                w.begin();
+                w.begin()?;
             }
             match f(&mut w) {
                 Ok(r) => {
@@ -149,13 +149,24 @@ impl Drop for FlockGuard<'_> {
 }
 
 impl Writer<'_> {
-    pub(crate) fn begin(&mut self) {
+    /// Marks the index mid-mutation. If it was synced clean, leaving that
+    /// state is made durable (`msync` of the header page) before anything
+    /// else changes: otherwise a power loss could leave the clean header of
+    /// the sync beside pages the kernel wrote back since, an index that
+    /// would be trusted after the reboot and is not consistent (FORMAT.md,
+    /// "Recovery"). Only the first mutation after a sync pays this.
+    pub(crate) fn begin(&mut self) -> Result<()> {
+        let was_clean = self.idx.hget(hdr::STATE) & format::STATE_CLEAN_SYNCED != 0;
         self.idx.hset(hdr::STATE, format::STATE_MUTATING);
         let (a, b) = self.inner.boot_id;
         if (self.idx.hget(hdr::BOOT_ID), self.idx.hget(hdr::BOOT_ID + 8)) != (a, b) {
             self.idx.hset(hdr::BOOT_ID, a);
             self.idx.hset(hdr::BOOT_ID + 8, b);
         }
+        if was_clean {
+            self.idx.flush_header(self.inner.opts.io.as_ref())?;
+        }
+        Ok(())
     }
 
     pub(crate) fn end(&mut self) {

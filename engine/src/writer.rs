@@ -37,7 +37,13 @@ impl Writer<'_> {
         let old = self.idx.clone();
         let tmp = tmp_index_path(&self.inner.dir);
         // Same log, same locations: the lineage (generation) carries over.
-        let new = IndexMap::create(&tmp, buckets, old.hget(hdr::GENERATION), self.inner.modes())?;
+        let new = IndexMap::create(
+            &tmp,
+            buckets,
+            old.hget(hdr::GENERATION),
+            self.inner.modes(),
+            self.inner.opts.io.as_ref(),
+        )?;
         let copy = (|| {
             // Entries keep their numbers, so the header words (free list and
             // high-water mark included), the namespace rows (LRU heads and

@@ -128,8 +128,12 @@ fn rand_boot() -> u128 {
         .as_nanos()
 }
 
-/// Crash at every I/O operation (the countdown), then lose every unsynced
-/// write (power loss), then reboot.
+/// Crash at every I/O operation (the countdown), then a power loss over
+/// every file, then reboot. Each crash point is tried three ways: no index
+/// page changed since its last `msync` reached the disk, all of them did,
+/// or every other one did (the kernel writes pages back in any order); in
+/// each, every unsynced log write is lost, and the third also loses the
+/// files that carry no state (`lock`, `leases`, `reserve`).
 fn crash_at_every_point(durability: Durability, ops: Vec<Op>, segment_size: u64) -> (u64, u64) {
     // Count the operations of a clean run.
     let total = {
@@ -154,7 +158,7 @@ fn crash_at_every_point(durability: Durability, ops: Vec<Op>, segment_size: u64)
         prefixes.push(m.clone());
     }
     let mut checked = 0;
-    for countdown in 0..=total {
+    for (countdown, writeback) in (0..=total).flat_map(|c| (0..3).map(move |w| (c, w))) {
         let dir = tempfile::tempdir().unwrap();
         let io = FaultIo::new(Some(countdown));
         let o = Options::default()
@@ -173,7 +177,17 @@ fn crash_at_every_point(durability: Durability, ops: Vec<Op>, segment_size: u64)
                 }
             }
         }
-        io.power_loss().unwrap();
+        io.power_loss_keeping(&mut |is_index, n| match writeback {
+            0 => false,
+            1 => is_index,
+            _ => is_index && n % 2 == 1,
+        })
+        .unwrap();
+        if writeback == 2 {
+            for f in ["lock", "leases", "reserve"] {
+                let _ = std::fs::remove_file(dir.path().join(f));
+            }
+        }
         let got = read_all(dir.path());
         match durability {
             Durability::PowerLoss => {
@@ -183,7 +197,8 @@ fn crash_at_every_point(durability: Durability, ops: Vec<Op>, segment_size: u64)
                     got == prefixes[acked] || (acked < ops.len() && got == prefixes[acked + 1]);
                 assert!(
                     ok,
-                    "countdown {countdown}: acked {acked}: store {got:?}, expected {:?}",
+                    "countdown {countdown}, writeback {writeback}: acked {acked}: \
+                     store {got:?}, expected {:?}",
                     prefixes[acked]
                 );
             }
@@ -191,7 +206,7 @@ fn crash_at_every_point(durability: Durability, ops: Vec<Op>, segment_size: u64)
                 // A valid earlier state: the state after some prefix.
                 assert!(
                     prefixes[..=(acked + 1).min(ops.len())].contains(&got),
-                    "countdown {countdown}: store {got:?} is no prefix state"
+                    "countdown {countdown}, writeback {writeback}: store {got:?} is no prefix state"
                 );
             }
         }
@@ -206,7 +221,7 @@ const DEFAULT_SEGMENT: u64 = 64 << 20;
 fn power_loss_at_every_point_durable() {
     let (total, checked) = crash_at_every_point(Durability::PowerLoss, workload(), DEFAULT_SEGMENT);
     println!(
-        "power loss (durable): {checked} crash points of {total} I/O operations; \
+        "power loss (durable): {checked} power losses (3 per crash point) over {total} I/O operations; \
          every acknowledged write survived"
     );
 }
@@ -215,7 +230,7 @@ fn power_loss_at_every_point_durable() {
 fn power_loss_at_every_point_default() {
     let (total, checked) = crash_at_every_point(Durability::Process, workload(), DEFAULT_SEGMENT);
     println!(
-        "power loss (default): {checked} crash points of {total} I/O operations; \
+        "power loss (default): {checked} power losses (3 per crash point) over {total} I/O operations; \
          each state a prefix"
     );
 }
@@ -224,7 +239,7 @@ fn power_loss_at_every_point_default() {
 fn power_loss_during_compaction_durable() {
     let (total, checked) = crash_at_every_point(Durability::PowerLoss, compaction_workload(), 4096);
     println!(
-        "power loss with compactions (durable): {checked} crash points of {total} I/O \
+        "power loss with compactions (durable): {checked} power losses (3 per crash point) over {total} I/O \
          operations; every acknowledged write survived"
     );
 }
@@ -233,7 +248,7 @@ fn power_loss_during_compaction_durable() {
 fn power_loss_during_compaction_default() {
     let (total, checked) = crash_at_every_point(Durability::Process, compaction_workload(), 4096);
     println!(
-        "power loss with compactions (default): {checked} crash points of {total} I/O \
+        "power loss with compactions (default): {checked} power losses (3 per crash point) over {total} I/O \
          operations; each state a prefix"
     );
 }
@@ -445,4 +460,89 @@ fn lease_survives_its_copy_dropped_in_a_forked_child() {
     assert!(!other, "the child's drop released the parent's lease");
     drop(held);
     assert!(ns.lease(b"k", Duration::ZERO).unwrap().is_some());
+}
+
+/// `lock` and `leases` carry no state (FORMAT.md, "Files"): a workload that
+/// takes leases, compacts and syncs, in two processes' worth of handles,
+/// never writes a byte to them, and `reserve` holds only zeros.
+#[test]
+fn stateless_files_are_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = || {
+        Options::default()
+            .background_compaction(false)
+            .segment_size(4096)
+    };
+    let a = Store::open(dir.path(), o()).unwrap();
+    let b = Store::open(dir.path(), o()).unwrap();
+    let (na, nb) = (
+        a.namespace("f", Limits::default()).unwrap(),
+        b.namespace("f", Limits::maxsize(Some(8))).unwrap(),
+    );
+    for i in 0..200u32 {
+        let lease = na.lease(&i.to_le_bytes(), Duration::from_secs(1)).unwrap();
+        assert!(lease.is_some());
+        na.put(&i.to_le_bytes(), &[7; 100]).unwrap();
+        nb.put(&(i % 13).to_le_bytes(), &[9; 100]).unwrap();
+        drop(lease);
+        if i % 50 == 49 {
+            a.compact().unwrap();
+            b.sync().unwrap();
+        }
+    }
+    for f in ["lock", "leases"] {
+        assert_eq!(
+            std::fs::metadata(dir.path().join(f)).unwrap().len(),
+            0,
+            "{f}"
+        );
+    }
+    if let Ok(r) = std::fs::read(dir.path().join("reserve")) {
+        assert!(r.iter().all(|&b| b == 0), "reserve holds data");
+    }
+}
+
+/// A lost, emptied or shortened `lock`, `leases` or `reserve` (what a power
+/// loss may leave of files created just before it) changes nothing: the
+/// store opens with every synced entry, and the reserve is allocated again.
+#[test]
+fn stateless_files_lost_or_emptied_change_nothing() {
+    for lost in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let o = || Options::default().background_compaction(false);
+        {
+            let s = Store::open(dir.path(), o()).unwrap();
+            let ns = s.namespace("f", Limits::default()).unwrap();
+            for k in 0..50u8 {
+                ns.put(&[k], &value(k, k)).unwrap();
+            }
+            s.sync().unwrap();
+        }
+        let reserve_len = std::fs::metadata(dir.path().join("reserve")).map(|m| m.len());
+        for f in ["lock", "leases", "reserve"] {
+            let p = dir.path().join(f);
+            if lost {
+                let _ = std::fs::remove_file(p);
+            } else {
+                std::fs::write(p, b"").unwrap();
+            }
+        }
+        let mut opts = o();
+        opts.boot_id = Some(0xB007 ^ rand_boot());
+        let s = Store::open(dir.path(), opts).unwrap();
+        let ns = s.namespace("f", Limits::default()).unwrap();
+        for k in 0..50u8 {
+            assert_eq!(ns.get(&[k]).unwrap(), Some(value(k, k)));
+        }
+        let lease = ns.lease(&[1], Duration::from_secs(1)).unwrap();
+        assert!(lease.is_some());
+        assert!(s.verify().unwrap().is_ok());
+        assert_eq!(
+            std::fs::metadata(dir.path().join("reserve"))
+                .map(|m| m.len())
+                .ok(),
+            reserve_len.ok(),
+            "reserve not allocated again (lost: {lost})"
+        );
+    }
 }
