@@ -51,7 +51,7 @@ pub enum Error {
     /// `max_value_size` (then it was not sent), or refused by the server as
     /// too large (MySQL's `max_allowed_packet`). The store itself is usable:
     /// this is no reason to skip it.
-    #[error("{}", too_large_message(backend, *size, *limit))]
+    #[error("{}", too_large_message(backend, *size, *limit, source.as_ref()))]
     TooLarge {
         /// Which backend.
         backend: &'static str,
@@ -85,12 +85,21 @@ fn rejected_message(ns: &str, reason: &crate::seal::Rejection, remote: bool) -> 
     format!("a stored entry of {ns} was rejected: {reason}; it is treated as a miss{hint}")
 }
 
-fn too_large_message(backend: &str, size: usize, limit: Option<usize>) -> String {
-    match limit {
-        Some(l) => format!(
+fn too_large_message(
+    backend: &str,
+    size: usize,
+    limit: Option<usize>,
+    source: Option<&BoxError>,
+) -> String {
+    match (limit, source) {
+        (Some(l), _) => format!(
             "{backend}: {size} bytes is over the largest entry sent ({l} bytes, max_value_size); not stored"
         ),
-        None => format!("{backend}: {size} bytes is more than the server accepts; not stored"),
+        // Why the server does not take it (MySQL: its max_allowed_packet).
+        (None, Some(why)) => {
+            format!("{backend}: {size} bytes is more than the server accepts ({why}); not stored")
+        }
+        (None, None) => format!("{backend}: {size} bytes is more than the server accepts; not stored"),
     }
 }
 

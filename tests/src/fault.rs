@@ -1,14 +1,17 @@
 //! Real network faults for the tests: a TCP proxy in front of a real server
 //! that can turn into a black hole (it keeps accepting connections and
-//! reading what clients send, and never answers), and a plain black-hole
-//! endpoint with no server behind it. Only `std::net`, on loopback.
+//! reading what clients send, and never answers) or into a slow endpoint
+//! (every answer arrives a set delay after the server sent it, in order),
+//! and a plain black-hole endpoint with no server behind it. Only
+//! `std::net`, on loopback.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 struct State {
     /// Whether the proxy is a black hole now.
@@ -22,6 +25,8 @@ struct State {
     accepted: AtomicU64,
     /// Connections held open without an answer.
     held: Mutex<Vec<TcpStream>>,
+    /// How long the server's bytes wait before they go to the client.
+    delay: Mutex<Duration>,
     /// The local ports of every connection opened to the server.
     upstream_ports: Mutex<Vec<u16>>,
     stop: AtomicBool,
@@ -60,6 +65,7 @@ impl Proxy {
             upstream_bytes: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             held: Mutex::new(Vec::new()),
+            delay: Mutex::new(Duration::ZERO),
             upstream_ports: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         });
@@ -133,6 +139,14 @@ impl Proxy {
         }
     }
 
+    /// From now on every byte the server sends reaches its client `delay`
+    /// after the proxy read it (a slow link or an overloaded server: the
+    /// answers come, late, in order, on the same connections); bytes already
+    /// on their way keep the delay they had. `Duration::ZERO` ends it.
+    pub fn slow_down(&self, delay: Duration) {
+        *self.state.delay.lock().unwrap() = delay;
+    }
+
     /// Bytes forwarded from clients to the server so far.
     pub fn upstream_bytes(&self) -> u64 {
         self.state.upstream_bytes.load(Ordering::SeqCst)
@@ -157,12 +171,34 @@ impl Drop for Proxy {
     }
 }
 
+/// Writes what comes through `rx` to `to`, each chunk once its due time
+/// has come; closes `to` when the sender is gone.
+fn deliver(rx: mpsc::Receiver<(Instant, Vec<u8>)>, mut to: TcpStream) {
+    thread::spawn(move || {
+        for (due, bytes) in rx {
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                thread::sleep(wait);
+            }
+            if to.write_all(&bytes).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+    });
+}
+
 /// Copies `from` to `to` until either closes, the proxy stops, or the mode
-/// changes; while the proxy is a black hole, reads and drops.
+/// changes; while the proxy is a black hole, reads and drops. The server's
+/// bytes (`!upstream`) go through a delay line ([`Proxy::slow_down`]).
 fn pump(st: &Arc<State>, epoch: u64, mut from: TcpStream, mut to: TcpStream, upstream: bool) {
     let st = st.clone();
     from.set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
+    let late = (!upstream).then(|| {
+        let (tx, rx) = mpsc::channel();
+        deliver(rx, to.try_clone().unwrap());
+        tx
+    });
     thread::spawn(move || {
         let mut buf = vec![0u8; 64 << 10];
         loop {
@@ -183,7 +219,14 @@ fn pump(st: &Arc<State>, epoch: u64, mut from: TcpStream, mut to: TcpStream, ups
                     if upstream {
                         st.upstream_bytes.fetch_add(n as u64, Ordering::SeqCst);
                     }
-                    if to.write_all(&buf[..n]).is_err() {
+                    let sent = match &late {
+                        Some(tx) => {
+                            let due = Instant::now() + *st.delay.lock().unwrap();
+                            tx.send((due, buf[..n].to_vec())).is_ok()
+                        }
+                        None => to.write_all(&buf[..n]).is_ok(),
+                    };
+                    if !sent {
                         break;
                     }
                 }
@@ -196,7 +239,13 @@ fn pump(st: &Arc<State>, epoch: u64, mut from: TcpStream, mut to: TcpStream, ups
             }
         }
         let _ = from.shutdown(Shutdown::Both);
-        let _ = to.shutdown(Shutdown::Both);
+        match late {
+            // The delay line closes `to` once it has delivered what it holds.
+            Some(tx) => drop(tx),
+            None => {
+                let _ = to.shutdown(Shutdown::Both);
+            }
+        }
     });
 }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 use picocache::{Backend, Limits, Namespace};
 
 pub mod fault;
+pub mod instance;
 
 /// The environment variable holding the URL of a server kind.
 pub fn url_var(kind: &str) -> &'static str {

@@ -215,7 +215,7 @@ impl Conn for MysqlConn {
                 limit: None,
                 source: Some(
                     format!(
-                        "the statement would exceed the server's max_allowed_packet ({} bytes)",
+                        "the statement would exceed the server's max_allowed_packet of {} bytes",
                         self.max_packet
                     )
                     .into(),
