@@ -34,6 +34,7 @@ use pyo3::types::{
 
 use picocache::{Backend, Limits};
 
+mod digest;
 mod sealer;
 
 create_exception!(
@@ -1550,6 +1551,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode_call, m)?)?;
     m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
     m.add_function(wrap_pyfunction!(default_local_path, m)?)?;
+    m.add_class::<digest::Blake3>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -231,3 +231,32 @@ def test_read_only_results_survive_eviction_clear_compaction_and_other_writers(t
         assert h.shape == (1 << 20,) and (h == 0.0).all()
     again = big(0)  # recomputed: the entry is gone (cache_clear reset the counters)
     assert (again == 0.0).all() and big.cache_info().misses == 1
+
+
+def test_blake3_content_digest_is_blake3_and_sees_every_byte():
+    """The digest that stands for a large array in a key (``_arrays``):
+    BLAKE3, fed in blocks; a change of any one byte, at a block boundary or
+    at the end, gives another key."""
+    from picocache import _arrays, _native
+
+    h = _native.Blake3()
+    assert h.digest().hex() == "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+    h.update(b"a")
+    h.update(b"bc")
+    one = _native.Blake3()
+    one.update(b"abc")
+    assert h.digest() == one.digest() == bytes.fromhex(
+        "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85")
+    n = 3 * _arrays.BLOCK + 17
+    base = np.zeros(n, dtype=np.uint8)
+    keys = {_arrays.ndarray_key(np, base)}
+    for at in (0, _arrays.BLOCK - 1, _arrays.BLOCK, 2 * _arrays.BLOCK + 5, n - 1):
+        b = base.copy()
+        b[at] = 1
+        keys.add(_arrays.ndarray_key(np, b))
+    assert len(keys) == 6
+    # A view and a copy, one key; the digest is what the key holds.
+    big = np.arange(n // 8, dtype=np.float64)
+    k = _arrays.ndarray_key(np, big)
+    assert k == _arrays.ndarray_key(np, big[::-1][::-1].copy()) and len(k[3]) == 32
+    assert _arrays.buffer_key(memoryview(big))[3] == k[3]

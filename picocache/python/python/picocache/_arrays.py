@@ -6,10 +6,12 @@ its element type in native byte order, its shape, and its elements in C
 order. So a view and a copy of the same data are one key, as are a Fortran-
 ordered and a C-ordered array of the same values, and a big-endian array and
 a little-endian one of the same values; arrays that differ in dtype or shape
-are not. Data over ``INLINE_BYTES`` is replaced by its SHA-256 digest
-(hashlib: OpenSSL, the GIL released while it hashes), so a 100 MB argument
-costs one pass over its bytes and a 40-byte key part; a collision would need
-a SHA-256 collision.
+are not. Data over ``INLINE_BYTES`` is replaced by its BLAKE3 digest
+(``_native.Blake3``, fed blocks of ``BLOCK`` bytes that stay in the CPU
+cache, each hashed with the GIL released), so a 100 MB argument costs about
+what a numpy copy of it costs, and a 40-byte key part; a collision would
+need a BLAKE3 collision. (SHA-256 took two to three times as long as the
+copy: BENCHMARKS.md, "Batch jobs of arrays".)
 
 Only exact ``numpy.ndarray`` is keyed this way: subclasses (masked arrays,
 ``numpy.matrix``) carry more than their data and go the generic route.
@@ -29,14 +31,24 @@ if TYPE_CHECKING:
 
 #: Data up to this size is part of the key itself; beyond, its digest.
 INLINE_BYTES = 1024
+#: Bytes hashed per step (copied out as one ``bytes``: the extension is
+#: built for a stable ABI without the buffer protocol).
+BLOCK = 256 * 1024
 
 
 def _data(raw: Any, nbytes: int) -> bytes:
+    """``raw`` (a flat C-contiguous view of unsigned bytes, or bytes) itself
+    if short, else its BLAKE3 digest."""
     if nbytes <= INLINE_BYTES:
         return bytes(raw)
-    import hashlib  # only when an array is a key
+    from . import _native
 
-    return hashlib.sha256(raw).digest()
+    view = memoryview(raw)
+    h = _native.Blake3()
+    update = h.update
+    for at in range(0, nbytes, BLOCK):
+        update(view[at:at + BLOCK].tobytes())
+    return h.digest()
 
 
 def ndarray_key(np: Any, a: Any) -> tuple:
