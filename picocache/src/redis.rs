@@ -139,6 +139,14 @@ fn unavailable(e: impl Into<crate::BoxError>) -> Error {
 }
 
 fn convert(e: RedisError) -> Error {
+    // A refused password is the server's answer (a configuration error),
+    // not the server being away.
+    if e.kind() == ::redis::ErrorKind::AuthenticationFailed {
+        return Error::Backend {
+            backend: KIND,
+            source: e.into(),
+        };
+    }
     if e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()

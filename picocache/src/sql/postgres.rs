@@ -97,9 +97,10 @@ fn convert(e: postgres::Error) -> Error {
                 source: e.into(),
             };
         }
+        // The server's message (the client's own Display is "db error").
         return Error::Backend {
             backend: KIND,
-            source: e.into(),
+            source: format!("{db} (SQLSTATE {c})").into(),
         };
     }
     let msg = e.to_string();

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 from . import _native
 from ._core import BaseCache
 from ._keys import fallback as _fallback
+from ._open import check_local_path, check_sqlite_path, open_at_construction, redact, strict_given
 from ._seal import SealedNamespace
 
 def _quote(part: str) -> str:
@@ -49,6 +50,7 @@ class _NativeCache(BaseCache):
     """A cache on a Rust backend, opened lazily (and reopened after a failure)."""
 
     def __init__(self, **kwargs: Any) -> None:
+        self._strict_given = strict_given(kwargs)
         super().__init__(**kwargs)
         self._store: Optional[_native.Store] = None
         self._store_lock = threading.Lock()
@@ -101,11 +103,9 @@ class LocalCache(_NativeCache):
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.path = os.path.abspath(os.fspath(path) if path is not None else _native.default_local_path())
-        if os.path.exists(self.path) and not os.path.isdir(self.path):
-            # A mistake to say at once (the store itself opens at the first call).
-            raise _native.CacheInvalidArgument(
-                f"LocalCache: {self.path} exists and is not a directory (a store is a directory)")
         self.group_access = bool(group_access)
+        # Opened now: a path that cannot be a store raises here (see _open).
+        self._store = open_at_construction(self, self.path, self._open_store, check_local_path(self.path))
 
     def _open_store(self) -> "_native.Store":
         return _native.Store.local(self.path, self.group_access, secrets=self._secrets)
@@ -153,17 +153,33 @@ class SQLiteCache(_NativeCache):
     def __init__(self, db_path: "str | os.PathLike[str]" = "picocache.db", table_name: str = "picocache",
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        problem = None
         if os.fspath(db_path) == ":memory:":
             self.db_path = _memory_database(self)
         else:
             self.db_path = os.path.abspath(os.fspath(db_path))
+            problem = check_sqlite_path(self.db_path)
         self.table_name = table_name
+        self._store = open_at_construction(self, self.db_path, self._open_store, problem)
 
     def _open_store(self) -> "_native.Store":
         return _native.Store.sql("sqlite:///" + self.db_path, table=self.table_name, secrets=self._secrets)
 
     def __repr__(self) -> str:
         return f"SQLiteCache({self.db_path!r}, table_name={self.table_name!r})"
+
+
+def _sqlite_url_problem(url: str) -> Optional[str]:
+    """Why the database file of an ``sqlite://`` URL cannot be opened (see
+    ``check_sqlite_path``; None for other URLs)."""
+    scheme, _, rest = url.partition("://")
+    if scheme.split("+", 1)[0].lower() != "sqlite":
+        return None
+    path = rest.split("?", 1)[0].split("#", 1)[0]
+    path = path[1:] if path.startswith("/") else path  # sqlite:///relative, sqlite:////absolute
+    if not path or path == ":memory:":
+        return None
+    return check_sqlite_path(os.path.abspath(path))
 
 
 def _is_native_sql_url(url: str) -> bool:
@@ -213,6 +229,7 @@ class SQLAlchemyCache(BaseCache):
                  username: Optional[str] = None, password: Optional[str] = None, host: Optional[str] = None,
                  port: Optional[int] = None, database: Optional[str] = None, **kwargs: Any) -> None:
         self._remote = _remote_options(kwargs)
+        self._strict_given = strict_given(kwargs)
         super().__init__(**kwargs)
         target = url_or_engine if url_or_engine is not None else (url if url is not None else engine)
         if target is None:
@@ -233,10 +250,27 @@ class SQLAlchemyCache(BaseCache):
         if isinstance(target, str) and _is_native_sql_url(target):
             self.url: Optional[str] = target
             self.engine = None
+            # Opened now: a configuration error raises here (see _open).
+            self._native_store = open_at_construction(
+                self, redact(target),
+                lambda: _native.Store.sql(target, table=table_name, secrets=self._secrets, **self._remote),
+                _sqlite_url_problem(target))
         elif isinstance(target, str):
-            from sqlalchemy import create_engine  # the pure-Python path
             self.url = target
-            self.engine = create_engine(target, echo=echo)
+            self.engine = None
+            try:
+                from sqlalchemy import create_engine  # the pure-Python path
+            except ImportError:
+                problem = (f"{target.split('://', 1)[0]!r} is not a URL scheme picocache opens itself "
+                           f"(sqlite, postgresql, mysql, mariadb), and SQLAlchemy, which would, is not "
+                           f"installed (pip install picocache[sqlalchemy])")
+                open_at_construction(self, redact(target), lambda: None, problem)
+                return
+            try:
+                self.engine = create_engine(target, echo=echo)
+            except Exception as e:  # noqa: BLE001 - SQLAlchemy's ArgumentError, NoSuchModuleError, ImportError
+                problem = f"SQLAlchemy cannot make an engine of it: {type(e).__name__}: {e}"
+                open_at_construction(self, redact(target), lambda: None, problem)
         else:
             self.url = None
             self.engine = target
@@ -273,7 +307,8 @@ class SQLAlchemyCache(BaseCache):
                 pass
 
     def __repr__(self) -> str:
-        return f"SQLAlchemyCache({'<engine>' if self.url is None else 'url'}, table_name={self.table_name!r})"
+        where = '<engine>' if self.url is None else repr(redact(self.url))
+        return f"SQLAlchemyCache({where}, table_name={self.table_name!r})"
 
 
 def _redis_params_url(params: dict) -> str:
@@ -337,6 +372,14 @@ class RedisCache(_NativeCache):
         self._password = password
         self.namespace = namespace
         self.ttl = ttl
+        # Opened now: a configuration error raises here, a server that is
+        # down warns (see _open).
+        self._store = open_at_construction(self, self._where(), self._open_store)
+
+    def _where(self) -> str:
+        if self.url is not None:
+            return redact(self.url)
+        return f"redis://{self.host}:{self.port}/{self.db}"
 
     def _open_store(self) -> "_native.Store":
         if self.url is not None:
@@ -345,8 +388,7 @@ class RedisCache(_NativeCache):
                                         secrets=self._secrets, **self._remote)
 
     def __repr__(self) -> str:
-        where = "url" if self.url else f"{self.host}:{self.port}/{self.db}"
-        return f"RedisCache({where}, namespace={self.namespace!r})"
+        return f"RedisCache({self._where()!r}, namespace={self.namespace!r})"
 
 
 class DjangoCache(BaseCache):
@@ -362,9 +404,23 @@ class DjangoCache(BaseCache):
     _blocking_io = True
 
     def __init__(self, alias: str = "default", timeout: Any = _DEFAULT, **kwargs: Any) -> None:
+        self._strict_given = strict_given(kwargs)
         super().__init__(**kwargs)
         self.alias = alias
         self.timeout = timeout
+        problem = None
+        try:
+            from django.conf import settings
+        except ImportError:
+            problem = "Django is not installed (pip install picocache[django])"
+        else:
+            # Settings not configured yet (a module imported by the settings):
+            # the alias is looked up at the first call.
+            if settings.configured and alias not in settings.CACHES:
+                problem = (f"settings.CACHES has no alias {alias!r} "
+                           f"(it has: {', '.join(map(repr, settings.CACHES)) or 'none'})")
+        if problem is not None:
+            open_at_construction(self, f"django.core.cache.caches[{alias!r}]", lambda: None, problem)
 
     def _open_namespace(self, name: str, maxsize: Optional[int], ttl: Optional[float], typed: bool,
                         max_bytes: Optional[int] = None) -> Any:

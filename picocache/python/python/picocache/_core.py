@@ -223,8 +223,9 @@ class _FunctionState:
         self._name_fn = name_fn
         #: The decorator's strict= (None: the cache's).
         self.strict = strict
-        #: Set (to the error) if the function cannot be named: never cached.
-        self.unnamed: Optional[CacheError] = None
+        #: Set (to the error) if the function cannot be named, or its cache
+        #: stepped aside at construction (strict=False): never cached.
+        self.unnamed: Optional[CacheError] = getattr(cache, "_stepped_aside", None)
         self.maxsize = maxsize
         self.typed = typed
         self.ttl = ttl
@@ -354,8 +355,8 @@ class _FunctionState:
         now = time.monotonic()
         if now - self.last_warn >= 1.0:
             extra = f" ({self.suppressed} more suppressed)" if self.suppressed else ""
-            logger.warning("picocache: %s failed for %s: %s%s; the function's own result is returned",
-                           what, self.label, e, extra)
+            logger.warning("picocache: %s failed for %s in %r: %s%s; the function's own result is returned",
+                           what, self.label, self.cache, e, extra)
             self.last_warn = now
             self.suppressed = 0
         else:

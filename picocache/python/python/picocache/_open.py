@@ -1,0 +1,136 @@
+"""Opening a cache's store when the cache is constructed.
+
+A store that cannot be opened for a reason of configuration (a path that is
+not a directory or cannot be created, a database file that is not SQLite, an
+unknown URL scheme, a refused password, a database or Redis db that does not
+exist, bad parameters) raises at construction: the error names the class,
+the path or URL (password hidden) and the cause. ``strict=False`` given to
+the constructor turns that into one warning, and the cache steps aside:
+every call runs its function uncached.
+
+A server that is merely unreachable now (connection refused or timed out, a
+name that does not resolve, a server still loading its data) is not a
+configuration error: a cache must not break an application's import because
+Redis restarts. The constructor warns once; the store is opened again at the
+first call, then after 1, 2, 4 ... 30 s while it keeps failing, and calls run
+their function uncached (or raise, with ``strict=True``) until it answers.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import _native
+from ._core import logger  # (logging is imported at the first message)
+
+TYPE_CHECKING = False  # (typing is not imported at run time: see _core)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
+
+#: Server replies that mean "not now" rather than "never".
+_TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN")
+
+
+def redact(url: str) -> str:
+    """``url`` with its password replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    auth, at, host = netloc.rpartition("@")
+    if not sep or not at or ":" not in auth:
+        return url
+    return f"{scheme}://{auth.split(':', 1)[0]}:***@{host}{slash}{path}"
+
+
+def is_transient(e: BaseException) -> bool:
+    """Whether an error opening a store may go away by itself (the server is
+    down, restarting or busy; the disk is full; another process holds the
+    store's lock) rather than being a configuration mistake."""
+    if isinstance(e, (_native.CacheUnavailable, _native.CacheFull)):
+        return True
+    text = str(e)
+    return any(reply in text for reply in _TRANSIENT_REPLIES)
+
+
+def _first_existing(path: str) -> str:
+    p = path
+    while not os.path.lexists(p):
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    return p
+
+
+def check_local_path(path: str) -> Optional[str]:
+    """Why a local store cannot be opened at ``path`` (None: try it)."""
+    if os.path.lexists(path):
+        if not os.path.isdir(path):
+            return f"{path} exists and is not a directory (a store is a directory)"
+        return None
+    base = _first_existing(path)
+    if not os.path.isdir(base):
+        return f"{base} is not a directory, so the store directory {path} cannot be created"
+    if not os.access(base, os.W_OK | os.X_OK):
+        return f"{base} is not writable, so the store directory {path} cannot be created"
+    return None
+
+
+def check_sqlite_path(path: str) -> Optional[str]:
+    """Why an SQLite database cannot be opened at ``path`` (None: try it)."""
+    if os.path.isdir(path):
+        return f"{path} is a directory, not an SQLite database file"
+    if os.path.exists(path):
+        try:
+            with open(path, "rb") as f:
+                head = f.read(16)
+        except OSError as e:
+            return f"{path} cannot be read: {e.strerror or e}"
+        if head and head != b"SQLite format 3\x00":
+            return f"{path} is not an SQLite database (its first bytes are not SQLite's header)"
+        return None
+    parent = os.path.dirname(path) or "."
+    if not os.path.exists(parent):
+        return f"the directory {parent} does not exist (SQLite creates the file, not its directory)"
+    if not os.path.isdir(parent):
+        return f"{parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"the directory {parent} is not writable, so {path} cannot be created"
+    return None
+
+
+def open_at_construction(cache: Any, where: str, open_fn: Callable[[], Any],
+                         problem: Optional[str] = None) -> Any:
+    """Opens ``cache``'s store now: returns it, or None if it is unreachable
+    now (warned) or the cache steps aside (``strict=False`` given, warned).
+    Raises a ``CacheError`` naming the class, ``where`` and the cause for a
+    configuration error. ``problem``: a configuration error found before
+    trying (by ``check_local_path`` and the like)."""
+    cls = type(cache).__name__
+    explicit_lenient = getattr(cache, "_strict_given", None) is False
+    error: Optional[BaseException] = None
+    if problem is not None:
+        error = _native.CacheInvalidArgument(problem)
+    else:
+        try:
+            return open_fn()
+        except _native.CacheError as e:
+            if is_transient(e):
+                logger.warning("picocache: %s at %s is unreachable now (%s); its functions run uncached "
+                               "and the store is tried again at the next call, then after 1, 2, 4 ... 30 s",
+                               cls, where, e)
+                return None
+            error = e
+        except (TypeError, ValueError, OverflowError) as e:
+            error = _native.CacheInvalidArgument(str(e))
+    message = f"{cls}: cannot open the store at {where}: {error}"
+    if explicit_lenient:
+        logger.warning("picocache: %s; strict=False: every function of this cache runs uncached", message)
+        cache._stepped_aside = _native.CacheUnavailable(message)
+        return None
+    raise type(error)(message + " (strict=False warns instead and runs the functions uncached)") from None
+
+
+def strict_given(kwargs: dict) -> Optional[bool]:
+    """The ``strict=`` a constructor was given (None: not given)."""
+    v = kwargs.get("strict")
+    return None if v is None else bool(v)
