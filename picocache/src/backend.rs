@@ -137,14 +137,12 @@ pub trait Namespace: Send + Sync + fmt::Debug {
     /// once, waiting up to `wait`. `Ok(None)` if it was not obtained in time.
     fn lease(&self, key: &[u8], wait: Duration) -> Result<Option<Lease>>;
 
-    /// The local engine's namespace underneath, if this is one: memoizers
-    /// use its [`picocache_engine::Located`] tokens to keep decoded values
-    /// in the process. `None` (the default) for every other backend.
-    ///
-    /// The engine's bytes are what [`Namespace::put`] stored underneath: a
-    /// caller that reads them there passes them through
-    /// [`Namespace::unseal`] before using them.
-    fn engine(&self) -> Option<&picocache_engine::Namespace> {
+    /// The namespace's [`Locate`] capability, if it has one: reads that
+    /// say where a record lives, so a memoizer can keep decoded values in
+    /// its process. `None` (the default) for a backend that cannot confirm
+    /// cheaply that a record is still live (every remote one: another
+    /// machine changes records unseen).
+    fn locate(&self) -> Option<&dyn Locate> {
         None
     }
 
@@ -155,19 +153,68 @@ pub trait Namespace: Send + Sync + fmt::Debug {
     fn count_rejected(&self) -> Result<bool> {
         Ok(false)
     }
+}
 
-    /// The value inside `stored` (bytes read from [`Namespace::engine`] for
-    /// `key`), or [`Error::Rejected`](crate::Error::Rejected) if it fails
-    /// the seal check. The default (an unsealed namespace) returns `stored`.
-    fn unseal<'a>(&self, key: &[u8], stored: &'a [u8]) -> Result<&'a [u8]> {
-        let _ = key;
-        Ok(stored)
+/// Where a [`Locate`] read found a key's record: a token that
+/// [`Locate::confirm_located`] checks later. It names one record, not a key:
+/// once the key is overwritten, removed, evicted, expired, compacted or
+/// cleared (by any process), the token no longer confirms.
+#[derive(Debug, Clone, Copy)]
+pub struct Located {
+    key_hash: u64,
+    at: picocache_engine::Located,
+}
+
+impl Located {
+    /// A token of the local engine's record `at` of the key with `key_hash`.
+    pub(crate) fn engine(key_hash: u64, at: picocache_engine::Located) -> Self {
+        Located { key_hash, at }
     }
 
-    /// The value part of `stored`, unchecked: for comparing with a value
-    /// this process just put, never for decoding. The default returns
-    /// `stored`.
-    fn stored_payload<'a>(&self, stored: &'a [u8]) -> Option<&'a [u8]> {
-        Some(stored)
+    /// The hash of the key ([`Locate::key_hash`]).
+    pub fn key_hash(&self) -> u64 {
+        self.key_hash
     }
+
+    /// The engine's token.
+    pub(crate) fn at(&self) -> &picocache_engine::Located {
+        &self.at
+    }
+}
+
+/// The optional capability of a [`Namespace`] ([`Namespace::locate`]) that
+/// memoizers use to keep decoded values in their process: a read that says
+/// where the record lives, and a check, much cheaper than a read, that the
+/// record is still the key's live entry.
+///
+/// A memoizer that keeps the value decoded from a [`Locate::read_located`]
+/// serves it again only after [`Locate::confirm_located`] says yes, so a
+/// value changed, removed, evicted, expired or cleared by any process is
+/// never served from its process. The local engine has this capability (the
+/// check reads the shared index in memory); a
+/// [`SealedBackend`](crate::SealedBackend) passes it on, checking each
+/// value's seal in the read.
+pub trait Locate: Send + Sync {
+    /// The hash of `key` that [`Located::key_hash`] reports (the same for
+    /// every read of the key through this namespace handle).
+    fn key_hash(&self, key: &[u8]) -> u64;
+
+    /// Reads `key` in place: calls `f` with its value (checked and unsealed
+    /// where the namespace seals: a value failing its check is an
+    /// [`Error::Rejected`](crate::Error::Rejected) and `f` is not called) and
+    /// the record's token. `Ok(false)` if the key has no live entry. With
+    /// `count` the read is a lookup ([`Namespace::get`]: a hit or miss,
+    /// recency); without, a peek that changes nothing.
+    fn read_located(
+        &self,
+        key: &[u8],
+        count: bool,
+        f: &mut dyn FnMut(&[u8], Located),
+    ) -> Result<bool>;
+
+    /// Whether the record `at` names is still its key's live, unexpired
+    /// entry. If so, counts a hit and refreshes recency as
+    /// [`Namespace::get`] would, without reading or checking the value again;
+    /// if not, changes nothing (the caller reads the key again).
+    fn confirm_located(&self, at: &Located) -> Result<bool>;
 }

@@ -16,7 +16,6 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
-mod batch;
 mod error;
 pub mod keyfmt;
 pub mod local;
@@ -32,7 +31,7 @@ pub mod sql;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisBackend, RedisOptions};
-pub use backend::{Backend, Lease, Limits, Namespace, Stats};
+pub use backend::{Backend, Lease, Limits, Locate, Located, Namespace, Stats};
 pub use error::{BoxError, Error, Result};
 pub use local::LocalBackend;
 pub use memo::{CacheInfo, Memo, MemoBuilder};

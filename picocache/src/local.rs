@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use picocache_engine as engine;
 
-use crate::backend::{Backend, Lease, Limits, Namespace, Stats};
+use crate::backend::{Backend, Lease, Limits, Locate, Located, Namespace, Stats};
 use crate::Result;
 
 /// The default directory of a local store: `$PICOCACHE_DIR` if set, else
@@ -121,7 +121,33 @@ impl Namespace for LocalNamespace {
         self.ns.count_rejected()?;
         Ok(true)
     }
-    fn engine(&self) -> Option<&engine::Namespace> {
-        Some(&self.ns)
+    fn locate(&self) -> Option<&dyn Locate> {
+        Some(self)
+    }
+}
+
+impl Locate for LocalNamespace {
+    fn key_hash(&self, key: &[u8]) -> u64 {
+        self.ns.key_hash(key)
+    }
+
+    fn read_located(
+        &self,
+        key: &[u8],
+        count: bool,
+        f: &mut dyn FnMut(&[u8], Located),
+    ) -> Result<bool> {
+        let h = self.ns.key_hash(key);
+        let mut found = |v: &[u8], at| f(v, Located::engine(h, at));
+        let got = if count {
+            self.ns.get_located(key, &mut found)?
+        } else {
+            self.ns.peek_located(key, &mut found)?
+        };
+        Ok(got.is_some())
+    }
+
+    fn confirm_located(&self, at: &Located) -> Result<bool> {
+        Ok(self.ns.hit_located(at.key_hash(), at.at())?)
     }
 }

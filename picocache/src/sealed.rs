@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::{Backend, Lease, Limits, Namespace, Stats};
+use crate::backend::{Backend, Lease, Limits, Locate, Located, Namespace, Stats};
 use crate::seal::{self, Secrets};
 use crate::secret::SecretSource;
 use crate::{Error, Result};
@@ -97,6 +97,13 @@ fn key_tag(key: &[u8]) -> u64 {
 }
 
 impl SealedNamespace {
+    /// The value inside `stored` (read for `key`), or the rejection.
+    fn open<'a>(&self, key: &[u8], stored: &'a [u8]) -> Result<&'a [u8]> {
+        self.secrets
+            .open(self.inner.name(), key, stored)
+            .map_err(|r| self.reject(key, r))
+    }
+
     fn reject(&self, key: &[u8], reason: seal::Rejection) -> Error {
         let tag = key_tag(key);
         if self.last_rejected.swap(tag, Ordering::Relaxed) != tag
@@ -121,7 +128,7 @@ impl Namespace for SealedNamespace {
         match self.inner.get(key)? {
             None => Ok(None),
             Some(mut stored) => {
-                self.unseal(key, &stored)?;
+                self.open(key, &stored)?;
                 stored.drain(..seal::OVERHEAD);
                 Ok(Some(stored))
             }
@@ -139,7 +146,7 @@ impl Namespace for SealedNamespace {
             .zip(keys)
             .map(|(v, k)| {
                 let mut stored = v?;
-                if let Err(e) = self.unseal(k, &stored) {
+                if let Err(e) = self.open(k, &stored) {
                     first.get_or_insert(e);
                     return None;
                 }
@@ -202,17 +209,46 @@ impl Namespace for SealedNamespace {
         self.inner.lease(key, wait)
     }
 
-    fn engine(&self) -> Option<&picocache_engine::Namespace> {
-        self.inner.engine()
+    fn locate(&self) -> Option<&dyn Locate> {
+        self.inner.locate().map(|_| self as &dyn Locate)
+    }
+}
+
+/// Reads in place through the namespace underneath, each value's seal
+/// checked (and counted when it fails) before `f` sees its payload.
+impl Locate for SealedNamespace {
+    fn key_hash(&self, key: &[u8]) -> u64 {
+        self.inner.locate().map_or(0, |l| l.key_hash(key))
     }
 
-    fn unseal<'a>(&self, key: &[u8], stored: &'a [u8]) -> Result<&'a [u8]> {
-        self.secrets
-            .open(self.inner.name(), key, stored)
-            .map_err(|r| self.reject(key, r))
+    fn read_located(
+        &self,
+        key: &[u8],
+        count: bool,
+        f: &mut dyn FnMut(&[u8], Located),
+    ) -> Result<bool> {
+        let Some(inner) = self.inner.locate() else {
+            return Ok(false);
+        };
+        let mut failed = None;
+        let found = inner.read_located(key, count, &mut |stored, at| match self.secrets.open(
+            self.inner.name(),
+            key,
+            stored,
+        ) {
+            Ok(payload) => f(payload, at),
+            Err(r) => failed = Some(r),
+        })?;
+        match failed {
+            Some(r) => Err(self.reject(key, r)),
+            None => Ok(found),
+        }
     }
 
-    fn stored_payload<'a>(&self, stored: &'a [u8]) -> Option<&'a [u8]> {
-        seal::payload(stored)
+    fn confirm_located(&self, at: &Located) -> Result<bool> {
+        match self.inner.locate() {
+            Some(inner) => inner.confirm_located(at),
+            None => Ok(false),
+        }
     }
 }

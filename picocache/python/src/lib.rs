@@ -584,9 +584,9 @@ const TIER_MAX_BYTES: usize = 64 << 20;
 
 /// Decoded results of one namespace kept in the process, by key hash.
 ///
-/// Each entry holds the [`picocache_engine::Located`] token of the record its
+/// Each entry holds the [`picocache::Located`] token of the record its
 /// value was decoded from; it is served only while the engine confirms that
-/// record is still the key's live entry (`hit_located`, which also counts the
+/// record is still the key's live entry (`confirm_located`, which also counts the
 /// hit and refreshes recency in the shared index). So a value changed,
 /// removed, evicted, expired or cleared by any process is never served from
 /// here. Only immutable values (exact `None`, `bool`, `int`, `float`,
@@ -632,7 +632,7 @@ impl TierKey {
 
 struct TierEntry {
     key: TierKey,
-    at: picocache_engine::Located,
+    at: picocache::Located,
     value: PyObject,
     bytes: usize,
 }
@@ -642,7 +642,7 @@ impl Tier {
         &mut self,
         h: u64,
         key: &[u8],
-        at: picocache_engine::Located,
+        at: picocache::Located,
         value: PyObject,
         raw_len: usize,
     ) {
@@ -808,10 +808,10 @@ impl Namespace {
         if self.local && (keep || recheck) && k.len() <= MAX_KEY {
             let fast = guarded(|| {
                 let ns = self.current()?;
-                let Some(eng) = ns.engine() else {
+                let Some(loc) = ns.locate() else {
                     return Ok(None);
                 };
-                let h = eng.key_hash(k);
+                let h = loc.key_hash(k);
                 let cached = if !keep {
                     None
                 } else {
@@ -824,22 +824,23 @@ impl Namespace {
                     }
                 };
                 if let Some((at, v)) = cached {
-                    if eng.hit_located(h, &at)? {
+                    if loc.confirm_located(&at)? {
                         return Ok(Some(Ok(v)));
                     }
                     self.tier.lock().remove(h);
                 }
-                // The stored bytes are sealed: checked before Python sees them.
-                let open = |v: &[u8], at| ns.unseal(k, v).map(|p| (PyBytes::new(py, p), at));
-                let got = if recheck {
-                    let got = eng.peek_located(k, open)?.transpose()?;
+                // The sealing layer checks the stored bytes before Python
+                // sees them.
+                let mut got = None;
+                let mut open = |v: &[u8], at| got = Some((PyBytes::new(py, v), at));
+                if recheck {
+                    loc.read_located(k, false, &mut open)?;
                     if let Some((_, at)) = &got {
-                        eng.hit_located(h, at)?; // the hit, counted as a lookup would
+                        loc.confirm_located(at)?; // the hit, counted as a lookup would
                     }
-                    got
                 } else {
-                    eng.get_located(k, open)?.transpose()?
-                };
+                    loc.read_located(k, true, &mut open)?;
+                }
                 Ok(Some(Err((h, got))))
             });
             match fast {
@@ -1023,13 +1024,13 @@ impl Namespace {
                 // effort: without it the value is decoded at its next hit.
                 let found = guarded(|| {
                     let ns = self.current()?;
-                    Ok(match ns.engine() {
-                        Some(eng) => eng
-                            .peek_located(key, |v, at| (ns.stored_payload(v) == Some(value), at))?
-                            .filter(|(same, _)| *same)
-                            .map(|(_, at)| (eng.key_hash(key), at)),
-                        None => None,
-                    })
+                    let mut same = None;
+                    if let Some(loc) = ns.locate() {
+                        loc.read_located(key, false, &mut |v, at| {
+                            same = (v == value).then_some((at.key_hash(), at));
+                        })?;
+                    }
+                    Ok(same)
                 });
                 if let Ok(Ok(Some((h, at)))) = found {
                     self.tier

@@ -141,19 +141,28 @@
 //! [`Error::Rejected`]. The secret is [`MemoBuilder::secret`], else
 //! `PICOCACHE_SECRET`, else a per-user secret file ([`crate::secret`]).
 
+mod batch;
+mod flight;
+mod lease;
+mod source;
+mod tier;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
-use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use bincode::Options;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::backend::{Backend, Limits, Namespace};
-use crate::local::LocalBackend;
+use self::flight::{FlightGuard, Outcome, Role, Shard};
+use self::lease::{HeldLease, Lease};
+pub use self::source::default_backend;
+use self::source::{backend_for_url, Source};
+use self::tier::Tier;
+use crate::backend::{Backend, Limits, Locate, Namespace};
 use crate::sealed::SealedBackend;
 use crate::{Error, Result};
 
@@ -181,58 +190,6 @@ pub struct CacheInfo {
     pub maxsize: Option<u64>,
     /// Entries currently held.
     pub currsize: u64,
-}
-
-/// Where a [`Memo`] keeps its entries.
-enum Source {
-    /// The process-wide local store at the default path.
-    Default,
-    /// A backend URL or a local path (see [`crate::open()`]), opened once per
-    /// process and shared by every `Memo` that names it.
-    Url(String),
-    /// A backend given by the caller.
-    Backend(Arc<dyn Backend>),
-}
-
-impl fmt::Debug for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Source::Default => f.write_str("Default"),
-            Source::Url(u) => write!(f, "Url({u:?})"),
-            Source::Backend(b) => write!(f, "Backend({})", b.kind()),
-        }
-    }
-}
-
-/// Backends opened by URL (and the default one), shared in this process.
-fn shared_backends() -> &'static Mutex<HashMap<String, Arc<dyn Backend>>> {
-    static BACKENDS: OnceLock<Mutex<HashMap<String, Arc<dyn Backend>>>> = OnceLock::new();
-    BACKENDS.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-/// The process-wide default backend: the local store at
-/// [`local::default_path()`](crate::local::default_path), opened on first use
-/// and shared by every [`Memo`] that does not name another backend.
-pub fn default_backend() -> Result<Arc<dyn Backend>> {
-    let path = crate::local::default_path();
-    let key = format!("local://{}", path.display());
-    let mut map = shared_backends().lock();
-    if let Some(b) = map.get(&key) {
-        return Ok(b.clone());
-    }
-    let b: Arc<dyn Backend> = Arc::new(LocalBackend::open(&path)?);
-    map.insert(key, b.clone());
-    Ok(b)
-}
-
-fn backend_for_url(url: &str) -> Result<Arc<dyn Backend>> {
-    let mut map = shared_backends().lock();
-    if let Some(b) = map.get(url) {
-        return Ok(b.clone());
-    }
-    let b = crate::open(url)?;
-    map.insert(url.to_owned(), b.clone());
-    Ok(b)
 }
 
 /// The namespace name of a function: `name`, plus `@version`; shortened with
@@ -381,6 +338,7 @@ impl MemoBuilder {
             ns: OnceLock::new(),
             open_state: Mutex::new(OpenState::default()),
             flights: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            tier: Tier::new(),
             warned: Mutex::new(WarnState::default()),
             hits: std::sync::atomic::AtomicU64::new(0),
             misses: std::sync::atomic::AtomicU64::new(0),
@@ -400,75 +358,6 @@ struct WarnState {
     suppressed: u64,
 }
 
-/// How an in-process computation ended.
-#[derive(Clone)]
-enum Outcome {
-    /// The encoded result.
-    Value(Arc<Vec<u8>>),
-    /// The computing caller panicked or failed; waiters try again.
-    Failed,
-}
-
-/// One in-process computation of a key, which other callers wait for.
-struct Flight {
-    owner: ThreadId,
-    outcome: Mutex<Option<Outcome>>,
-    cv: Condvar,
-}
-
-impl Flight {
-    fn wait(&self) -> Outcome {
-        let mut o = self.outcome.lock();
-        loop {
-            if let Some(o) = &*o {
-                return o.clone();
-            }
-            self.cv.wait(&mut o);
-        }
-    }
-}
-
-type Shard = Mutex<HashMap<Vec<u8>, Arc<Flight>>>;
-
-/// The leader's hold on a flight: completing it (or dropping it, on a panic)
-/// removes it from the map and wakes the waiters.
-struct FlightGuard<'a> {
-    shard: &'a Shard,
-    key: &'a [u8],
-    flight: Arc<Flight>,
-    done: bool,
-}
-
-impl FlightGuard<'_> {
-    fn complete(mut self, outcome: Outcome) {
-        self.finish(outcome);
-    }
-
-    fn finish(&mut self, outcome: Outcome) {
-        if self.done {
-            return;
-        }
-        self.done = true;
-        self.shard.lock().remove(self.key);
-        *self.flight.outcome.lock() = Some(outcome);
-        self.flight.cv.notify_all();
-    }
-}
-
-impl Drop for FlightGuard<'_> {
-    fn drop(&mut self) {
-        self.finish(Outcome::Failed);
-    }
-}
-
-enum Role<'a> {
-    Leader(FlightGuard<'a>),
-    Waiter(Arc<Flight>),
-    /// This thread is already computing the key (the function calls itself
-    /// with the same arguments): run without the cache.
-    Reentrant,
-}
-
 /// The cache of one memoized function. See the [module docs](self).
 ///
 /// A `Memo` is `Send + Sync`; keep one per function (the macro keeps it in a
@@ -483,6 +372,9 @@ pub struct Memo {
     ns: OnceLock<Arc<dyn Namespace>>,
     open_state: Mutex<OpenState>,
     flights: [Shard; SHARDS],
+    /// Results read from a store that locates its records, kept in the
+    /// process (see [`tier`]).
+    tier: Tier,
     warned: Mutex<WarnState>,
     /// This process's calls answered without running the function.
     hits: std::sync::atomic::AtomicU64,
@@ -689,6 +581,12 @@ impl Memo {
             }
             return Ok(f(args));
         }
+        if let Some(loc) = ns.locate() {
+            // Errors here are met again, and reported, on the way below.
+            if let Ok(Some(r)) = self.located_hit(loc, &key) {
+                return Ok(r);
+            }
+        }
         loop {
             let flight = match self.join(&key) {
                 Role::Leader(guard) => return self.lead(ns.as_ref(), &key, guard, args, f),
@@ -715,29 +613,31 @@ impl Memo {
         }
     }
 
-    /// Joins the in-process computation of `key`, or starts one.
-    fn join<'a>(&'a self, key: &'a [u8]) -> Role<'a> {
-        let h = xxhash_rust::xxh3::xxh3_64(key) as usize;
-        let shard = &self.flights[h % SHARDS];
-        let mut map = shard.lock();
-        if let Some(f) = map.get(key) {
-            if f.owner == std::thread::current().id() {
-                return Role::Reentrant;
+    /// A hit on a store that locates its records: the result kept in the
+    /// process if its record is still the key's live entry, else read in
+    /// place (a peek, counted as a hit once found). `Ok(None)`: not found
+    /// (nothing counted: the lookup that follows counts the miss).
+    fn located_hit<R: DeserializeOwned>(&self, loc: &dyn Locate, key: &[u8]) -> Result<Option<R>> {
+        let h = loc.key_hash(key);
+        if let Some((at, bytes)) = self.tier.get(h, key) {
+            if loc.confirm_located(&at)? {
+                if let Ok(r) = decode(&bytes) {
+                    return Ok(Some(r));
+                }
             }
-            return Role::Waiter(f.clone());
+            self.tier.remove(h);
         }
-        let flight = Arc::new(Flight {
-            owner: std::thread::current().id(),
-            outcome: Mutex::new(None),
-            cv: Condvar::new(),
-        });
-        map.insert(key.to_vec(), flight.clone());
-        Role::Leader(FlightGuard {
-            shard,
-            key,
-            flight,
-            done: false,
-        })
+        let mut found = None;
+        loc.read_located(key, false, &mut |bytes, at| {
+            if let Ok(r) = decode::<R>(bytes) {
+                self.tier.insert(key, at, bytes);
+                found = Some((r, at));
+            }
+        })?;
+        match found {
+            Some((r, at)) if loc.confirm_located(&at)? => Ok(Some(r)),
+            _ => Ok(None),
+        }
     }
 
     /// The leader's part: look up, take the lease, compute, store.
@@ -807,52 +707,6 @@ impl Memo {
         Ok(r)
     }
 
-    /// Takes the key's lease after a miss. If another process holds it, waits
-    /// for it and looks again: that process has probably stored the value.
-    ///
-    /// A thread that already holds the lease (the function, computing `key`,
-    /// calls itself with the same arguments through another `Memo` of the
-    /// same namespace) takes none: waiting for its own lease would only end
-    /// at the timeout.
-    fn lease<R: DeserializeOwned>(&self, ns: &dyn Namespace, key: &[u8]) -> Result<Lease<R>> {
-        if HeldLease::held_here(&self.ns_name, key) {
-            return Ok(Lease::None);
-        }
-        match ns.lease(key, Duration::ZERO) {
-            Ok(Some(l)) => return Ok(Lease::Held(l)),
-            Ok(None) => {}
-            Err(e) => {
-                self.failed(e, "taking the lease")?;
-                return Ok(Lease::None);
-            }
-        }
-        let l = match ns.lease(key, self.lease_timeout) {
-            Ok(Some(l)) => l,
-            Ok(None) => {
-                log::warn!(
-                    "picocache: {} waited {:?} for another process computing the same \
-                     arguments; computing them here too",
-                    self.ns_name,
-                    self.lease_timeout
-                );
-                return Ok(Lease::None);
-            }
-            Err(e) => {
-                self.failed(e, "taking the lease")?;
-                return Ok(Lease::None);
-            }
-        };
-        match ns.get(key) {
-            Ok(Some(bytes)) => match decode::<R>(&bytes) {
-                Ok(r) => return Ok(Lease::Found(r, bytes)),
-                Err(e) => self.failed(e, "decoding a cached value")?,
-            },
-            Ok(None) => {}
-            Err(e) => self.failed(e, "reading the cache")?,
-        }
-        Ok(Lease::Held(l))
-    }
-
     /// The namespace's statistics as the store keeps them, with
     /// [`Stats::rejected`](crate::Stats::rejected): entries this process
     /// found failing their seal check.
@@ -905,47 +759,7 @@ impl Memo {
         use std::sync::atomic::Ordering::Relaxed;
         self.hits.store(0, Relaxed);
         self.misses.store(0, Relaxed);
+        self.tier.clear();
         self.namespace()?.clear()
     }
-}
-
-thread_local! {
-    /// The (namespace, key) leases this thread holds while it computes.
-    static LEASES_HELD: std::cell::RefCell<Vec<(String, Vec<u8>)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// A store lease taken by this thread, recorded in [`LEASES_HELD`] until it
-/// is dropped (also on a panic), so that a re-entrant call on this thread
-/// does not wait for it.
-struct HeldLease {
-    _lease: crate::backend::Lease,
-}
-
-impl HeldLease {
-    fn new(ns_name: &str, key: &[u8], lease: crate::backend::Lease) -> Self {
-        LEASES_HELD.with(|h| h.borrow_mut().push((ns_name.to_owned(), key.to_vec())));
-        HeldLease { _lease: lease }
-    }
-
-    fn held_here(ns_name: &str, key: &[u8]) -> bool {
-        LEASES_HELD.with(|h| h.borrow().iter().any(|(n, k)| n == ns_name && k == key))
-    }
-}
-
-impl Drop for HeldLease {
-    fn drop(&mut self) {
-        // Leases are taken and dropped in nested order: the last one is
-        // this one.
-        let _ = LEASES_HELD.try_with(|h| h.borrow_mut().pop());
-    }
-}
-
-enum Lease<R> {
-    /// The lease is held: compute.
-    Held(crate::backend::Lease),
-    /// Another process computed the value while this one waited.
-    Found(R, Vec<u8>),
-    /// No lease (a failure or a timeout): compute anyway.
-    None,
 }

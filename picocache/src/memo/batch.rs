@@ -3,7 +3,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::memo::{decode, encode, Memo};
+use super::{decode, encode, Memo};
 use crate::Result;
 
 impl Memo {
