@@ -252,6 +252,17 @@ pub(crate) fn rebuild_index(
     // A removal newer than a row's latest definition leaves the row free.
     removals.retain(|ns, seq| defs.get(ns).is_none_or(|d| d.0 < *seq));
     defs.retain(|ns, _| !removals.contains_key(ns));
+    // A name defined in two rows (a writer that no longer found its row, the
+    // index being damaged, defined the name again in another): the newest
+    // definition is the namespace, the older row's records belong to none.
+    let mut newest: HashMap<Vec<u8>, (u64, u32)> = HashMap::new();
+    for (&ns, (seq, name, _)) in &defs {
+        let e = newest.entry(name.clone()).or_insert((*seq, ns));
+        if *seq > e.0 {
+            *e = (*seq, ns);
+        }
+    }
+    defs.retain(|ns, (_, name, _)| newest.get(name).is_some_and(|&(_, n)| n == *ns));
     let now = now_ms();
     let mut live: Vec<(u32, u64, Latest)> = keys
         .into_iter()

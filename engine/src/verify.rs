@@ -17,6 +17,7 @@ impl Writer<'_> {
         let idx = self.idx.clone();
         let mut rep = crate::VerifyReport::default();
         let mut total = 0u64;
+        let mut seen = std::collections::HashSet::new();
         for ns in 0..format::MAX_NAMESPACES as u32 {
             if idx.ns_get(ns, nsr::NAME_LEN) == 0 {
                 continue;
@@ -25,6 +26,10 @@ impl Writer<'_> {
                 .ns_name(ns)
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .unwrap_or_default();
+            if !seen.insert(name.clone()) {
+                rep.problems
+                    .push(format!("namespace {name}: defined in two rows"));
+            }
             let (mut count, mut bytes) = (0u64, 0u64);
             let mut prev = NIL;
             let mut cur = idx.ns_get(ns, nsr::LRU_HEAD) as u32;
