@@ -107,6 +107,14 @@ pub trait Namespace: Send + Sync + fmt::Debug {
     /// The value under `key`, or `None` on a miss. Counts a hit or a miss.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
 
+    /// A second look at `key` by a caller that counted its miss already
+    /// (it missed, then took the key's lease): a value found counts as a
+    /// hit, none counts nothing, so one computed call is one miss. The
+    /// default is [`Namespace::get`] (which counts a second miss).
+    fn recheck(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.get(key)
+    }
+
     /// Several gets; the default calls [`Namespace::get`] for each key.
     fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
         keys.iter().map(|k| self.get(k)).collect()

@@ -83,6 +83,13 @@ impl Namespace for LocalNamespace {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.ns.get(key)?)
     }
+    fn recheck(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let got = self.ns.peek_located(key, |v, at| (v.to_vec(), at))?;
+        if let Some((_, at)) = &got {
+            self.ns.hit_located(self.ns.key_hash(key), at)?;
+        }
+        Ok(got.map(|(v, _)| v))
+    }
     fn put(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
         self.ns.put_with_ttl(key, value, ttl)?;
         Ok(())

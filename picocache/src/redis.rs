@@ -413,6 +413,19 @@ if misses > 0 then redis.call('HINCRBY', meta, 'misses', misses) end
 return out
 "#;
 
+/// [`GET`] of one key by a caller that counted its miss already: a hit
+/// counts, a miss does not (`Namespace::recheck`).
+const RECHECK: &str = r#"
+purge(now_ms())
+local k = ARGV[2]
+local v = redis.call('GET', pre..'v:'..k)
+if v then
+  redis.call('ZADD', lru, stamp(), k)
+  redis.call('HINCRBY', meta, 'hits', 1)
+end
+return v
+"#;
+
 const PUT: &str = r#"
 if redis.call('HEXISTS', meta, 'maxsize') == 0 then
   -- The namespace's record is gone (a restart without persistence, a
@@ -481,6 +494,7 @@ return 0
 
 struct Scripts {
     get: Script,
+    recheck: Script,
     put: Script,
     remove: Script,
     clear: Script,
@@ -494,6 +508,7 @@ impl Scripts {
         let s = |body: &str| Script::new(&format!("{COMMON}{body}"));
         Scripts {
             get: s(GET),
+            recheck: s(RECHECK),
             put: s(PUT),
             remove: s(REMOVE),
             clear: s(CLEAR),
@@ -608,6 +623,11 @@ impl Namespace for RedisNamespace {
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.get_many(&[key])?.pop().flatten())
+    }
+
+    fn recheck(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.inner
+            .with_conn(|c| self.inner.scripts.recheck.arg(&self.pre).arg(key).invoke(c))
     }
 
     fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {

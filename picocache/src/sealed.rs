@@ -119,13 +119,10 @@ impl SealedNamespace {
     }
 }
 
-impl Namespace for SealedNamespace {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        match self.inner.get(key)? {
+impl SealedNamespace {
+    /// The payload of a stored entry, checked.
+    fn opened(&self, key: &[u8], stored: Option<Vec<u8>>) -> Result<Option<Vec<u8>>> {
+        match stored {
             None => Ok(None),
             Some(mut stored) => {
                 self.open(key, &stored)?;
@@ -133,6 +130,22 @@ impl Namespace for SealedNamespace {
                 Ok(Some(stored))
             }
         }
+    }
+}
+
+impl Namespace for SealedNamespace {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let stored = self.inner.get(key)?;
+        self.opened(key, stored)
+    }
+
+    fn recheck(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let stored = self.inner.recheck(key)?;
+        self.opened(key, stored)
     }
 
     /// Every entry is checked and each rejected one counted; if any was

@@ -862,7 +862,8 @@ impl Namespace {
                 Err(p) => return Err(panic_err(p)),
             }
         }
-        match self.run(py, |ns| ns.get(k))? {
+        // A look again counts a hit, not a second miss (`recheck`).
+        match self.run(py, |ns| if recheck { ns.recheck(k) } else { ns.get(k) })? {
             Some(raw) => {
                 Ok(decode(PyBytes::new(py, &raw))?.unwrap_or_else(|| miss.clone().unbind()))
             }
@@ -997,9 +998,17 @@ impl Namespace {
         key: &[u8],
         recheck: bool,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let v = self.run(py, |ns| match ns.get(key) {
-            Err(e) if recheck && e.is_rejected() => Ok(None),
-            r => r,
+        let v = self.run(py, |ns| {
+            // A look again counts a hit, not a second miss (`recheck`).
+            let got = if recheck {
+                ns.recheck(key)
+            } else {
+                ns.get(key)
+            };
+            match got {
+                Err(e) if recheck && e.is_rejected() => Ok(None),
+                r => r,
+            }
         })?;
         Ok(v.map(|v| PyBytes::new(py, &v)))
     }

@@ -50,7 +50,9 @@ impl Memo {
                 return Ok(Lease::None);
             }
         };
-        match ns.get(key) {
+        // The lookup before counted the miss: a look again counts a hit
+        // only (one computed call, one miss).
+        match ns.recheck(key) {
             Ok(Some(bytes)) => match decode::<R>(&bytes) {
                 Ok(r) => return Ok(Lease::Found(r, bytes)),
                 Err(e) => self.failed(e, "decoding a cached value")?,

@@ -944,34 +944,8 @@ impl fmt::Debug for SqlNamespace {
 }
 
 impl SqlNamespace {
-    fn record(&self, hits: &[(Vec<u8>, i64)], misses: usize) {
-        let mut p = self.shared.pending.lock();
-        let p = &mut *p;
-        let touches = p.touches.entry(self.id).or_default();
-        for (kh, st) in hits {
-            if touches.insert(kh.clone(), *st).is_none() {
-                p.n += 1;
-            }
-        }
-        let c = p.counts.entry(self.id).or_default();
-        c.0 += hits.len() as i64;
-        c.1 += misses as i64;
-        if p.since.is_none() {
-            p.since = Some(Instant::now());
-        }
-    }
-}
-
-impl Namespace for SqlNamespace {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.get_many(&[key])?.pop().flatten())
-    }
-
-    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+    /// The values of `keys`; hits are counted, and misses if `count_misses`.
+    fn fetch(&self, keys: &[&[u8]], count_misses: bool) -> Result<Vec<Option<Vec<u8>>>> {
         let s = &self.shared;
         let mut out: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
         let hashes: Vec<Vec<u8>> = keys.iter().map(|k| key_hash(k)).collect();
@@ -1013,10 +987,49 @@ impl Namespace for SqlNamespace {
         // use (as `lru_cache` would have it).
         hits.sort_unstable_by_key(|h| h.0);
         let hits: Vec<(Vec<u8>, i64)> = hits.into_iter().map(|(_, kh)| (kh, stamp())).collect();
-        let misses = keys.len() - hits.len();
+        let misses = if count_misses {
+            keys.len() - hits.len()
+        } else {
+            0
+        };
         self.record(&hits, misses);
         s.maybe_flush();
         Ok(out)
+    }
+
+    fn record(&self, hits: &[(Vec<u8>, i64)], misses: usize) {
+        let mut p = self.shared.pending.lock();
+        let p = &mut *p;
+        let touches = p.touches.entry(self.id).or_default();
+        for (kh, st) in hits {
+            if touches.insert(kh.clone(), *st).is_none() {
+                p.n += 1;
+            }
+        }
+        let c = p.counts.entry(self.id).or_default();
+        c.0 += hits.len() as i64;
+        c.1 += misses as i64;
+        if p.since.is_none() {
+            p.since = Some(Instant::now());
+        }
+    }
+}
+
+impl Namespace for SqlNamespace {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.get_many(&[key])?.pop().flatten())
+    }
+
+    fn recheck(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.fetch(&[key], false)?.pop().flatten())
+    }
+
+    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.fetch(keys, true)
     }
 
     fn put(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
