@@ -92,12 +92,12 @@ def run_batch(st: Any, func: Callable, calls: List[Tuple[tuple, dict]], key_of: 
         except cache_error as e:
             fail(e, "storing results")
     out = []
-    computed = set()
+    uncounted = set(fresh)  # a set: `in` on the list made 100,000 inputs take minutes
     for k in keys:
         if k not in values:  # not reached: an earlier call raised
             break
-        if k in fresh and k not in computed:
-            computed.add(k)
+        if k in uncounted:
+            uncounted.discard(k)
             next(st.misses)
         else:
             next(st.hits)
