@@ -19,6 +19,7 @@ their function uncached (or raise, with ``strict=True``) until it answers.
 from __future__ import annotations
 
 import os
+import stat
 
 from . import _native
 from ._core import logger  # (logging is imported at the first message)
@@ -28,17 +29,33 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Optional
 
 #: Server replies that mean "not now" rather than "never".
-_TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN")
+_TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN",
+                      "BusyLoading", "TryAgain", "MasterDown", "ClusterDown")
 
 
 def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***``."""
+    """``url`` with its password replaced by ``***``.
+
+    A password may hold characters a URL should have percent-encoded
+    (``/``, ``#``, ``?``, ``@``): when the text before the first ``/``
+    after the scheme is ``user:...`` with no ``@`` (the password runs on
+    past a ``/``), everything up to the last ``@`` is taken as the user
+    information, so no part of such a password is shown either."""
     scheme, sep, rest = url.partition("://")
-    netloc, slash, path = rest.partition("/")
-    auth, at, host = netloc.rpartition("@")
-    if not sep or not at or ":" not in auth:
+    if not sep:
         return url
-    return f"{scheme}://{auth.split(':', 1)[0]}:***@{host}{slash}{path}"
+    head = rest.split("/", 1)[0]
+    if "@" in head:
+        auth, _, host_etc = rest.partition("/")[0].rpartition("@")
+        tail = rest[len(head):]
+    elif ":" in head and "@" in rest:
+        auth, _, host_etc = rest.rpartition("@")
+        tail = ""
+    else:
+        return url
+    if ":" not in auth:
+        return url
+    return f"{scheme}://{auth.split(':', 1)[0]}:***@{host_etc}{tail}"
 
 
 def is_transient(e: BaseException) -> bool:
@@ -47,8 +64,14 @@ def is_transient(e: BaseException) -> bool:
     store's lock) rather than being a configuration mistake."""
     if isinstance(e, (_native.CacheUnavailable, _native.CacheFull)):
         return True
+    # Only a Redis server's reply codes (LOADING, BUSY ... or the client's
+    # names for them) mean "not now", and only as whole words: a SQL
+    # server's message can name a user or database spelled like one.
     text = str(e)
-    return any(reply in text for reply in _TRANSIENT_REPLIES)
+    if not text.startswith("redis"):
+        return False
+    words = set(text.replace('"', " ").replace(":", " ").replace(",", " ").split())
+    return any(reply in words for reply in _TRANSIENT_REPLIES)
 
 
 def _first_existing(path: str) -> str:
@@ -70,6 +93,9 @@ def check_local_path(path: str) -> Optional[str]:
     base = _first_existing(path)
     if not os.path.isdir(base):
         return f"{base} is not a directory, so the store directory {path} cannot be created"
+    if not os.access(base, os.X_OK):
+        return (f"{base} cannot be searched (no execute permission on the directory), "
+                f"so the store directory {path} cannot be opened or created")
     if not os.access(base, os.W_OK | os.X_OK):
         return f"{base} is not writable, so the store directory {path} cannot be created"
     return None
@@ -80,6 +106,9 @@ def check_sqlite_path(path: str) -> Optional[str]:
     if os.path.isdir(path):
         return f"{path} is a directory, not an SQLite database file"
     if os.path.exists(path):
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            # (A FIFO would block the read below; a device is no database.)
+            return f"{path} is not a regular file, so it cannot be an SQLite database"
         try:
             with open(path, "rb") as f:
                 head = f.read(16)
