@@ -141,15 +141,59 @@ pub fn open_bytes(data: &[u8]) {
     let _ = s.verify();
 }
 
+/// What a simulated power loss leaves of the index and the unsynced log
+/// (the third byte of an `ops_model` input).
+#[derive(Clone, Copy, Debug)]
+struct Loss(u8);
+
+impl Loss {
+    /// Bits 0-1: which index pages changed since their last `msync` reached
+    /// the disk: 0 none, 1 all, 2 and 3 a mix (picked per page by the bits
+    /// of the whole input's hash).
+    fn written_back(self, n: u64, seed: u64) -> bool {
+        match self.0 & 3 {
+            0 => false,
+            1 => true,
+            _ => (seed.rotate_left(n as u32 % 64) ^ n.wrapping_mul(0x9E37_79B9)) & 1 == 1,
+        }
+    }
+    /// Bit 2: the index file is lost altogether (deleted after the crash).
+    fn index_lost(self) -> bool {
+        self.0 & 4 != 0
+    }
+    /// Bit 3: the index is stale: put back as it was after the first
+    /// successful `sync` (an older index that was synced clean).
+    fn index_stale(self) -> bool {
+        self.0 & 8 != 0
+    }
+    /// Bit 4: unsynced log writes may also have reached the disk (each
+    /// picked like the index pages), not only been lost.
+    fn log_written_back(self) -> bool {
+        self.0 & 16 != 0
+    }
+}
+
 /// Runs an arbitrary sequence of operations against a model, with an I/O
-/// fault injected after a countdown; then simulates a power loss and a
-/// reboot, and checks that every value the store returns is one that was
-/// written for its key, and (durable mode) that every acknowledged write
-/// survived.
+/// fault injected after a countdown; then simulates a power loss (losing
+/// unsynced index pages and log writes, or some of them; or the whole
+/// index; or putting back a stale one) and a reboot, and checks that every
+/// value the store returns is one that was written for its key, that every
+/// write made durable before the crash survived (each acknowledged write in
+/// `Durability::PowerLoss`, everything before a successful `sync` in
+/// `Durability::Process`), and that nothing removed or cleared durably
+/// comes back.
+///
+/// Input: `[countdown, mode, loss, ops...]`; `mode` bit 0 picks durability,
+/// bit 1 an LRU namespace (size from bits 2..); `loss` is [`Loss`]; each op
+/// is two bytes (operation, key).
 pub fn ops_model(data: &[u8]) {
-    let [countdown, mode, ops @ ..] = data else {
+    let [countdown, mode, loss, ops @ ..] = data else {
         return;
     };
+    let loss = Loss(*loss);
+    let seed = data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
     let Some(dir) = scratch_dir() else { return };
     let io = FaultIo::new((*countdown != 255).then_some(*countdown as u64 * 3));
     let durable = mode & 1 == 1;
@@ -172,6 +216,12 @@ pub fn ops_model(data: &[u8]) {
     let mut latest: HashMap<u8, Vec<u8>> = HashMap::new();
     // Keys the failed operation may have changed (all of them for a clear).
     let mut touched: Option<HashSet<u8>> = None;
+    // Durability::Process: the state at the last successful sync, and the
+    // keys changed since (whose state after a power loss is either).
+    let mut synced: HashMap<u8, Vec<u8>> = HashMap::new();
+    let mut since_sync: HashSet<u8> = HashSet::new();
+    // The index file as the first successful sync left it.
+    let mut stale: Option<Vec<u8>> = None;
     if let Ok(s) = Store::open(dir.path(), o) {
         if let Ok(ns) = s.namespace("m", limits) {
             let mut it = ops.chunks(2);
@@ -209,8 +259,21 @@ pub fn ops_model(data: &[u8]) {
                         order.clear();
                     }),
                     6 => s.compact(),
-                    _ => s.sync(),
+                    _ => s.sync().map(|_| {
+                        synced = model.clone();
+                        since_sync.clear();
+                        if stale.is_none() {
+                            stale = std::fs::read(dir.path().join("index")).ok();
+                        }
+                    }),
                 };
+                match op {
+                    0..=2 | 4 => {
+                        since_sync.insert(k);
+                    }
+                    5 => since_sync.extend(0..16),
+                    _ => {}
+                }
                 if r.is_err() {
                     touched = Some(match op {
                         0..=2 | 4 => HashSet::from([k]),
@@ -222,12 +285,27 @@ pub fn ops_model(data: &[u8]) {
             }
         }
     }
-    let _ = io.power_loss();
+    let _ = io.power_loss_keeping(&mut |is_index, n| {
+        (is_index || loss.log_written_back()) && loss.written_back(n, seed)
+    });
+    let index = dir.path().join("index");
+    if loss.index_lost() {
+        let _ = std::fs::remove_file(&index);
+    } else if let Some(old) = stale.as_ref().filter(|_| loss.index_stale()) {
+        let _ = std::fs::write(&index, old);
+    }
     let mut o = opts();
     o.boot_id = Some(0xF0F0);
     let Ok(s) = Store::open(dir.path(), o) else {
         panic!("reopen after a crash failed")
     };
+    // Lost or partly written-back index pages, a lost or stale index: none
+    // of it may leave a store that fails its checks. (Log writes written
+    // back out of order may leave holes of zeros, which verify reports.)
+    if !loss.log_written_back() {
+        let rep = s.verify().expect("verify after a crash");
+        assert!(rep.is_ok(), "verify after a crash: {:?}", rep.problems);
+    }
     let ns = s.namespace("m", limits).expect("namespace after a crash");
     if let Some(m) = maxsize {
         assert!(
@@ -256,6 +334,11 @@ pub fn ops_model(data: &[u8]) {
             } else if let Some(v) = &got {
                 assert_eq!(Some(v), latest.get(&k), "key {k}: not its last value");
             }
+        }
+        // Default mode: a key nobody changed since the last sync holds what
+        // it held then (LRU namespaces: eviction may have dropped it).
+        if !durable && maxsize.is_none() && !since_sync.contains(&k) {
+            assert_eq!(got.as_ref(), synced.get(&k), "key {k}: synced state lost");
         }
     }
 }
