@@ -22,10 +22,13 @@ impl Writer<'_> {
             if idx.ns_get(ns, nsr::NAME_LEN) == 0 {
                 continue;
             }
-            let name = idx
-                .ns_name(ns)
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default();
+            let Some(name) = idx.ns_name(ns) else {
+                rep.problems.push(format!(
+                    "namespace row {ns}: its name does not match its hash"
+                ));
+                continue;
+            };
+            let name = String::from_utf8_lossy(&name).into_owned();
             if !seen.insert(name.clone()) {
                 rep.problems
                     .push(format!("namespace {name}: defined in two rows"));
