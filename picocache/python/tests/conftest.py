@@ -3,7 +3,8 @@
 Remote backends read their URLs from PICOCACHE_REDIS_URL,
 PICOCACHE_POSTGRES_URL and PICOCACHE_MYSQL_URL (tests/servers/start.sh writes
 them to /tmp/picocache-servers/env.sh); a test whose server is not configured
-is skipped with the reason printed (run pytest with -rs)."""
+is skipped with the reason printed (run pytest with -rs), and fails in CI
+(CI=true, which .ci/run sets)."""
 
 from __future__ import annotations
 
@@ -38,9 +39,21 @@ def django_setup() -> None:
     _django_ready = True
 
 
+def in_ci() -> bool:
+    """Whether this is a CI run (CI=true or 1, as .ci/run sets it): there
+    every server must be there, as in the Rust tests (tests/src/lib.rs)."""
+    v = os.environ.get("CI", "")
+    return v.lower() == "true" or v == "1"
+
+
 def need(var: str, value: str | None) -> str:
+    """The server URL `value` of `var`; if it is unset the test is skipped
+    loudly, or fails in CI."""
     if not value:
-        msg = f"SKIPPED LOUDLY: {var} is not set (source /tmp/picocache-servers/env.sh after tests/servers/start.sh)"
+        where = "source /tmp/picocache-servers/env.sh after tests/servers/start.sh"
+        if in_ci():
+            pytest.fail(f"{var} is not set and CI is: every server must be there ({where})")
+        msg = f"SKIPPED LOUDLY: {var} is not set ({where})"
         print(msg, file=sys.stderr)
         pytest.skip(msg)
     return value
