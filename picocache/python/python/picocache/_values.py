@@ -53,18 +53,27 @@ def _pad(n: int) -> int:
 def dumps(value: Any) -> bytes:
     """``value`` pickled; large buffers out of band (see the module)."""
     bufs: "List[PickleBuffer]" = []
+    readonly: "List[bool]" = []
 
     def keep_out(pb: PickleBuffer) -> bool:
-        try:
-            n = pb.raw().nbytes
-        except BufferError:  # not contiguous: in band
+        m = memoryview(pb)
+        if m.readonly:
+            readonly.append(True)
+        if not m.contiguous:  # in band
             return True
-        if n < OOB_MIN_BYTES:
+        if m.nbytes < OOB_MIN_BYTES:
             return True
         bufs.append(pb)
         return False
 
     stream = _dumps(value, protocol=5, buffer_callback=keep_out)
+    if readonly:
+        # A read-only array would come back read-only from every loads
+        # (protocol 5 records it so); pickled again so that it comes back
+        # as the stored arrays do: writable from loads, read-only from
+        # loads_readonly (see _array_from_buffer).
+        del bufs[:]
+        stream = _dumps_read_only_arrays(value, keep_out)
     if not bufs:
         return stream  # a plain pickle (protocol 5: every Python >= 3.8 reads it)
     raws = [pb.raw() for pb in bufs]
@@ -77,6 +86,63 @@ def dumps(value: Any) -> bytes:
         parts.append(r)
         at += r.nbytes
     return b"".join(parts)
+
+
+def _dumps_read_only_arrays(value: Any, keep_out: Any) -> bytes:
+    """``value`` pickled with its read-only numpy arrays rebuilt by
+    ``_array_from_buffer`` (the rare case: the pickler's own dispatch table
+    costs a lookup per object)."""
+    import copyreg
+    import sys
+    from io import BytesIO
+
+    try:
+        from _pickle import Pickler
+    except ImportError:  # pragma: no cover
+        from pickle import Pickler
+
+    np = sys.modules.get("numpy")
+    out = BytesIO()
+    p = Pickler(out, protocol=5, buffer_callback=keep_out)
+    table = dict(copyreg.dispatch_table)
+    if np is not None:
+        table[np.ndarray] = _reduce_array
+    p.dispatch_table = table
+    p.dump(value)
+    return out.getvalue()
+
+
+def _reduce_array(a: Any) -> Any:
+    """An exact numpy array's reduction: read-only contiguous ones by
+    ``_array_from_buffer``, others as numpy reduces them."""
+    flags = a.flags
+    if flags.writeable or a.dtype.hasobject or not (flags.c_contiguous or flags.f_contiguous):
+        return a.__reduce_ex__(5)
+    order = "F" if flags.f_contiguous and not flags.c_contiguous else "C"
+    return _array_from_buffer, (PickleBuffer(a), a.dtype, a.shape, order)
+
+
+def _array_from_buffer(buf: Any, dtype: Any, shape: tuple, order: str) -> Any:
+    """A stored read-only array, rebuilt as the stored arrays are: over an
+    out-of-band buffer given by ``loads`` (a private writable copy of the
+    stored bytes, which pickle handed over read-only) it is writable, over
+    one given by ``loads_readonly`` read-only, without a copy either way;
+    from the pickle stream itself (a small array) a writable copy."""
+    import numpy as np
+
+    if isinstance(buf, memoryview) and buf.readonly and buf.obj is not None \
+            and not memoryview(buf.obj).readonly:
+        owner = buf.obj
+        start = np.frombuffer(owner, dtype=np.uint8)
+        mine = np.frombuffer(buf, dtype=np.uint8)
+        offset = (mine.ctypes.data - start.ctypes.data) if mine.size else 0
+        count = buf.nbytes // dtype.itemsize if dtype.itemsize else 0
+        flat = np.frombuffer(owner, dtype=dtype, count=count, offset=offset)
+    elif isinstance(buf, memoryview):
+        flat = np.frombuffer(buf, dtype=dtype)  # loads_readonly: read-only, no copy
+    else:
+        flat = np.frombuffer(bytearray(buf), dtype=dtype)
+    return flat.reshape(shape, order=order)
 
 
 def _split(view: memoryview) -> tuple:
