@@ -687,3 +687,30 @@ def test_spawn_workers_share_the_cache(tmp_path):
             print("OK")
     """, str(tmp_path), env={"S12_STORE": str(tmp_path / "store")}, timeout=60)
     assert "OK" in r.stdout, r.stderr[-3000:]
+
+
+def test_content_keys_of_structured_arrays_ignore_the_fields_byte_order(tmp_path):
+    """_arrays: "a big-endian array and a little-endian one of the same
+    values" are one key; structured arrays too (their fields swapped)."""
+    from picocache import _arrays
+
+    little = np.zeros(500, dtype=[("a", "<i4"), ("b", "<f8", (2,)), ("c", [("d", "<i2")])])
+    little["a"] = np.arange(500)
+    little["b"][:, 1] = 0.5
+    big = little.astype([("a", ">i4"), ("b", ">f8", (2,)), ("c", [("d", ">i2")])])
+    assert (big["a"] == little["a"]).all() and (big["b"] == little["b"]).all()
+    assert _arrays.ndarray_key(np, big) == _arrays.ndarray_key(np, little)
+    other = little.copy()
+    other["a"][7] = -1
+    assert _arrays.ndarray_key(np, other) != _arrays.ndarray_key(np, little)
+    renamed = little.astype([("x", "<i4"), ("b", "<f8", (2,)), ("c", [("d", "<i2")])])
+    assert _arrays.ndarray_key(np, renamed) != _arrays.ndarray_key(np, little)
+    c = pc.LocalCache(tmp_path / "store")
+    calls = []
+
+    @c
+    def total(a):
+        calls.append(1)
+        return int(a["a"].sum())
+
+    assert total(little) == total(big) == int(np.arange(500).sum()) and len(calls) == 1

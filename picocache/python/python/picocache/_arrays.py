@@ -59,6 +59,11 @@ def ndarray_key(np: Any, a: Any) -> tuple:
     if dt.byteorder not in ("=", "|") and not dt.fields:
         a = a.astype(dt.newbyteorder("="))
         dt = a.dtype
+    elif dt.fields and dt.newbyteorder("=") != dt:
+        # A structured dtype with fields in the other byte order (its own
+        # byte order is "|"): its fields in native order, same layout.
+        a = a.astype(dt.newbyteorder("="))
+        dt = a.dtype
     # A structured dtype by its full description (names, formats, offsets,
     # itemsize); others by their type string (kind, size, byte order, unit),
     # or repr where that says more (string and user dtypes).
