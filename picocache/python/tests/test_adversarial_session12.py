@@ -89,6 +89,31 @@ def test_a_postgres_password_with_special_characters_never_leaks(password, caplo
         assert p not in text, (p, text)
 
 
+@pytest.mark.parametrize("kind", ["postgres-wrong", "postgres-bad-param", "postgres-down", "mysql-wrong", "redis",
+                                  "postgres-user-param", "sqlalchemy-unknown"])
+def test_a_password_given_as_a_query_parameter_never_leaks(kind, caplog):
+    """libpq and MySQL URLs take ``?password=``: it is a password too (it
+    was shown whole in errors, warnings and repr, also inside the native
+    layer's own message for a connection string it cannot parse)."""
+    secret = "Qp4ss-" + uid()
+    pg = need("PICOCACHE_POSTGRES_URL", POSTGRES).split("@", 1)[1]  # host:port/db
+    my = need("PICOCACHE_MYSQL_URL", MYSQL).split("@", 1)[1]
+    make = {
+        "postgres-wrong": lambda: pc.SQLAlchemyCache(f"postgresql://picocache@{pg}?password={secret}"),
+        "postgres-bad-param": lambda: pc.SQLAlchemyCache(f"postgresql://picocache@{pg}?password={secret}&bogus=1"),
+        "postgres-down": lambda: pc.SQLAlchemyCache(
+            f"postgresql://picocache@127.0.0.1:{free_port()}/db?password={secret}", connect_timeout=0.3),
+        "postgres-user-param": lambda: pc.SQLAlchemyCache(
+            f"postgresql://{pg.split('/')[0]}/picocache?user=picocache&password={secret}"),
+        "mysql-wrong": lambda: pc.SQLAlchemyCache(f"mysql://picocache@{my}?password={secret}"),
+        "redis": lambda: pc.RedisCache(need("PICOCACHE_REDIS_URL", REDIS) + f"?password={secret}",
+                                       namespace="t" + uid()),
+        "sqlalchemy-unknown": lambda: pc.SQLAlchemyCache(f"nosuchdialect://u@h/db?password={secret}"),
+    }[kind]
+    text = _everything_said(make, caplog)
+    assert secret not in text, text
+
+
 def test_sql_and_redis_bad_ports_raise_naming_the_class():
     for make in (lambda: pc.SQLAlchemyCache("postgresql://u:pw-Zq9@127.0.0.1:99999/db"),
                  lambda: pc.SQLAlchemyCache("mysql://u:pw-Zq9@127.0.0.1:notaport/db"),

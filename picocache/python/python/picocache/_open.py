@@ -33,8 +33,13 @@ _TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN"
                       "BusyLoading", "TryAgain", "MasterDown", "ClusterDown")
 
 
-def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***``.
+#: Query parameters of a URL that carry a password (libpq's and others').
+_SECRET_PARAMS = ("password", "passwd", "pwd", "pass", "sslpassword")
+
+
+def _split_auth(url: str) -> tuple:
+    """(scheme, user information or "", what follows it) of ``url``; the
+    user information is None if the URL has none.
 
     A password may hold characters a URL should have percent-encoded
     (``/``, ``#``, ``?``, ``@``): when the text before the first ``/``
@@ -43,19 +48,60 @@ def redact(url: str) -> str:
     information, so no part of such a password is shown either."""
     scheme, sep, rest = url.partition("://")
     if not sep:
-        return url
+        return scheme, None, url
     head = rest.split("/", 1)[0]
     if "@" in head:
-        auth, _, host_etc = rest.partition("/")[0].rpartition("@")
-        tail = rest[len(head):]
-    elif ":" in head and "@" in rest:
-        auth, _, host_etc = rest.rpartition("@")
-        tail = ""
-    else:
+        auth, _, host = head.rpartition("@")
+        return scheme, auth, host + rest[len(head):]
+    if ":" in head and "@" in rest:
+        auth, _, after = rest.rpartition("@")
+        return scheme, auth, after
+    return scheme, None, rest
+
+
+def redact(url: str) -> str:
+    """``url`` with its password (in the user information or a query
+    parameter such as ``password=``) replaced by ``***``."""
+    scheme, auth, after = _split_auth(url)
+    if auth is None and "://" not in url:
         return url
-    if ":" not in auth:
+    if auth is not None and ":" in auth:
+        url = f"{scheme}://{auth.split(':', 1)[0]}:***@{after}"
+    base, q, query = url.partition("?")
+    if not q:
         return url
-    return f"{scheme}://{auth.split(':', 1)[0]}:***@{host_etc}{tail}"
+    query, h, frag = query.partition("#")
+    parts = []
+    for part in query.split("&"):
+        k, eq, v = part.partition("=")
+        parts.append(f"{k}=***" if eq and k.lower() in _SECRET_PARAMS else part)
+    return f"{base}?{'&'.join(parts)}{h}{frag}"
+
+
+def url_secrets(url: str) -> list:
+    """The passwords ``url`` holds (as written and percent-decoded)."""
+    _, auth, after = _split_auth(url)
+    out = []
+    if auth is not None and ":" in auth:
+        out.append(auth.split(":", 1)[1])
+    query = after.partition("?")[2].partition("#")[0]
+    for part in query.split("&"):
+        k, eq, v = part.partition("=")
+        if eq and k.lower() in _SECRET_PARAMS:
+            out.append(v)
+    if any("%" in s or "+" in s for s in out):
+        from urllib.parse import unquote, unquote_plus
+
+        out += [f(s) for s in out for f in (unquote, unquote_plus)]
+    return [s for s in set(out) if len(s) >= 2]
+
+
+def scrub(text: str, secrets: list) -> str:
+    """``text`` with each of ``secrets`` replaced by ``***`` (a message of
+    another library may quote a URL whole)."""
+    for s in sorted(secrets, key=len, reverse=True):
+        text = text.replace(s, "***")
+    return text
 
 
 def is_transient(e: BaseException) -> bool:
@@ -136,9 +182,18 @@ def open_at_construction(cache: Any, where: str, open_fn: Callable[[], Any],
     trying (by ``check_local_path`` and the like)."""
     cls = type(cache).__name__
     explicit_lenient = getattr(cache, "_strict_given", None) is False
+    # The passwords this cache was given: never shown, even where another
+    # library's message quotes its URL.
+    secrets = []
+    url = getattr(cache, "url", None)
+    if isinstance(url, str):
+        secrets += url_secrets(url)
+    password = getattr(cache, "_password", None)
+    if isinstance(password, str) and len(password) >= 2:
+        secrets.append(password)
     error: Optional[BaseException] = None
     if problem is not None:
-        error = _native.CacheInvalidArgument(problem)
+        error = _native.CacheInvalidArgument(scrub(problem, secrets))
     else:
         try:
             return open_fn()
@@ -146,12 +201,12 @@ def open_at_construction(cache: Any, where: str, open_fn: Callable[[], Any],
             if is_transient(e):
                 logger.warning("picocache: %s at %s is unreachable now (%s); its functions run uncached "
                                "and the store is tried again at the next call, then after 1, 2, 4 ... 30 s",
-                               cls, where, e)
+                               cls, where, scrub(str(e), secrets))
                 return None
             error = e
         except (TypeError, ValueError, OverflowError) as e:
             error = _native.CacheInvalidArgument(str(e))
-    message = f"{cls}: cannot open the store at {where}: {error}"
+    message = scrub(f"{cls}: cannot open the store at {where}: {error}", secrets)
     if explicit_lenient:
         logger.warning("picocache: %s; strict=False: every function of this cache runs uncached", message)
         cache._stepped_aside = _native.CacheUnavailable(message)
