@@ -221,3 +221,62 @@ fn a_concurrent_writer_process_never_makes_values_go_back() {
     assert_eq!(call(&m, 7, &g), (u64::MAX / 2, false));
     assert_eq!(m.cache_info().hits, calls + 1);
 }
+
+// ---------------------------------------------------------------------------
+// Passwords in URLs never shown by the native layer's errors or Debug.
+// ---------------------------------------------------------------------------
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The error of opening `url` (or the Debug of the backend opened), which
+/// must not show `secret`.
+fn shown(url: &str) -> String {
+    match picocache::open(url) {
+        Err(e) => format!("{e} {e:?}"),
+        Ok(b) => format!("{b:?}"),
+    }
+}
+
+#[test]
+fn a_password_with_special_characters_is_never_shown() {
+    let port = free_port();
+    for url in [
+        format!("redis://:se/cr#etZ9@127.0.0.1:{port}/0"),
+        format!("redis://user:p@ss/wordZ9@127.0.0.1:{port}/0"),
+        format!("postgresql://u:se/cr@etZ9@127.0.0.1:{port}/db"),
+        format!("mysql://u:se/cr#etZ9@127.0.0.1:{port}/db"),
+    ] {
+        let text = shown(&url);
+        for piece in ["se/cr", "etZ9", "ss/wordZ9", "wordZ9"] {
+            assert!(!text.contains(piece), "{url}: {text}");
+        }
+    }
+}
+
+#[test]
+#[ignore = "BUG: a PostgreSQL URL with ?password=SECRET that libpq's parser rejects (e.g. &bogus=1) is shown \
+            whole: 'PostgreSQL URL postgresql://u:***@...?password=SECRET&bogus=1: invalid connection string' \
+            (the SQL layer redacts the user information only; the Python side now scrubs it)"]
+fn a_password_given_as_a_query_parameter_is_never_shown() {
+    let port = free_port();
+    let secret = "QpSecret9x";
+    let mut leaks = Vec::new();
+    for url in [
+        format!("postgresql://u@127.0.0.1:{port}/db?password={secret}&bogus=1"),
+        format!("postgresql://u@127.0.0.1:{port}/db?password={secret}"),
+        format!("mysql://u@127.0.0.1:{port}/db?password={secret}"),
+        format!("redis://127.0.0.1:{port}/0?password={secret}"),
+    ] {
+        let text = shown(&url);
+        if text.contains(secret) {
+            leaks.push(format!("{url}: {text}"));
+        }
+    }
+    assert!(leaks.is_empty(), "{leaks:#?}");
+}
