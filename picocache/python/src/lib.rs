@@ -36,6 +36,7 @@ use picocache::{Backend, Limits};
 
 mod digest;
 mod sealer;
+mod wrapper;
 
 create_exception!(
     _native,
@@ -1557,6 +1558,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CacheReadOnly", py.get_type::<CacheReadOnly>())?;
     m.add("CacheTooLarge", py.get_type::<CacheTooLarge>())?;
     m.add_class::<sealer::Sealer>()?;
+    m.add_class::<wrapper::Wrapper>()?;
+    m.add_class::<wrapper::Hits>()?;
     m.add_function(wrap_pyfunction!(encode, m)?)?;
     m.add_function(wrap_pyfunction!(encode_call, m)?)?;
     m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;

@@ -248,6 +248,11 @@ class _FunctionState:
         self.lookup_value: Any = None
         #: Whether ns.put takes the result object too (native namespaces).
         self.native = False
+        #: A weak reference to the native wrapper (_CachedFunction) that
+        #: serves hits once the namespace is open, if the function has one,
+        #: and the count of the hits it served.
+        self.fast_wrapper: Any = None
+        self.native_hits_count = _native.Hits()
         self.ns_lock = threading.Lock()
         self.hits = itertools.count()
         self.misses = itertools.count()
@@ -265,6 +270,15 @@ class _FunctionState:
         if n is None:
             n = self._name = self._name_fn()
         return n
+
+    def __del__(self) -> None:
+        # The function was dropped (a closure made per call, a redefined
+        # function): its cache object keeps what clear() and cache_info()
+        # need, not the function and everything its closure holds.
+        try:
+            self.cache._state_gone(self)
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
     def reset_after_fork(self) -> None:
         # Threads that were computing in the parent do not exist here.
@@ -313,6 +327,9 @@ class _FunctionState:
                     if self.native:
                         ns.set_decoder(loads, _MISS, self.cache.value_serializer is None)
                         self.lookup_value = ns.lookup_decoded
+                        w = self.fast_wrapper() if self.fast_wrapper is not None else None
+                        if w is not None:
+                            w._set_namespace(ns)  # hits from now on without a Python frame
                     else:
                         self.lookup_value = _decoding_lookup(ns, loads)
                     self.ns = ns
@@ -371,7 +388,12 @@ class _FunctionState:
                 self.failed(e, "cache_info")
             except TypeError:  # a function that cannot be named caches nothing
                 pass
-        return CacheInfo(_counter_value(self.hits), _counter_value(self.misses), self.maxsize, currsize)
+        return CacheInfo(_counter_value(self.hits) + self.native_hits(), _counter_value(self.misses),
+                         self.maxsize, currsize)
+
+    def native_hits(self) -> int:
+        """Hits the native wrapper answered (0 without one)."""
+        return int(self.native_hits_count.value())
 
     def clear(self) -> None:
         try:
@@ -383,6 +405,21 @@ class _FunctionState:
             pass
         self.hits = itertools.count()
         self.misses = itertools.count()
+        self.native_hits_count.reset()
+
+
+class _CachedFunction(_native.Wrapper):
+    """A cached synchronous function: called like the function it wraps
+    (``__wrapped__``), bound like a function when it is a method, pickled by
+    its qualified name. Hits that the store answers at once run no Python
+    frame (``_native.Wrapper``); everything else goes through the Python
+    wrapper it was made with."""
+
+    def __reduce__(self) -> str:
+        return self.__qualname__  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"<cached function {self.__qualname__} at {id(self):#x}>"
 
 
 def _arg_names(func: Callable) -> list:
@@ -506,7 +543,11 @@ class BaseCache:
         self._secrets = secret_list(secret, secrets)
         self._sealer_obj: Any = None
         self._functions: "weakref.WeakValueDictionary[str, Any]" = weakref.WeakValueDictionary()
-        self._states: list = []
+        #: The live functions' states (weakly: a dropped function is
+        #: collected, as with functools.lru_cache), and, by namespace name,
+        #: what clear() and cache_info() need of the dropped ones.
+        self._states: "weakref.WeakSet[_FunctionState]" = weakref.WeakSet()
+        self._gone: dict = {}
         _CACHES.add(self)
 
     def _sealer(self) -> Any:
@@ -600,13 +641,13 @@ class BaseCache:
         wrapper_cell: list = []  # the wrapper, a self-reference in a recursive closure
 
         def name_fn() -> str:
-            return function_name(func, version, self_obj=wrapper_cell[0] if wrapper_cell else None)
+            return function_name(func, version, self_obj=wrapper_cell[0]() if wrapper_cell else None)
 
         st = _FunctionState(self, func, name, name_fn, maxsize, typed, ttl, strict)
         st.max_bytes = max_bytes
         if mmap_mode is not None:
             st.loads = _values.loads_readonly
-        self._states.append(st)
+        self._states.add(st)
         owner = self
 
         # Argument transformation: ignore= and key=.
@@ -895,9 +936,12 @@ class BaseCache:
                 return compute_sync(args, kwargs)
 
             wrapper = swrapper
+            if fast and st.maxsize != 0:
+                wrapper = _CachedFunction(swrapper, compute_sync, _MISS, st.native_hits_count)
+                st.fast_wrapper = weakref.ref(wrapper)
 
         functools.update_wrapper(wrapper, func)
-        wrapper_cell.append(wrapper)
+        wrapper_cell.append(weakref.ref(wrapper))  # weakly: the state must not keep the wrapper alive
         wrapper.__picocache_state__ = st  # type: ignore[attr-defined]
 
         def cache_info() -> CacheInfo:
@@ -970,16 +1014,57 @@ class BaseCache:
     def cache_info(self) -> CacheInfo:
         """The sum over every function this cache object decorated."""
         hits = misses = currsize = 0
-        for st in self._states:
+        live = list(self._states)
+        for st in live:
             i = st.info()
             hits += i.hits
             misses += i.misses
             currsize += i.currsize
+        for g in self._gone.values():
+            hits += g["hits"]
+            misses += g["misses"]
+        for ns in self._gone_namespaces(live):
+            try:
+                currsize += int(ns.stats()["entries"])
+            except CacheError as e:
+                logger.warning("picocache: cache_info failed for %r: %s", self, e)
         return CacheInfo(hits, misses, self.default_maxsize, currsize)
 
     def clear(self) -> None:
         """Clears every function this cache object decorated."""
-        for st in self._states:
+        live = list(self._states)
+        for st in live:
             st.clear()
+        for ns in self._gone_namespaces(live):
+            try:
+                ns.clear()
+            except CacheError as e:
+                logger.warning("picocache: cache_clear failed for %r: %s", self, e)
+        for g in self._gone.values():
+            g["hits"] = g["misses"] = 0
+
+    def _state_gone(self, st: _FunctionState) -> None:
+        """Keeps what clear() and cache_info() need of a dropped function."""
+        if st._name is None or st.ns is None:
+            return  # never stored anything
+        g = self._gone.setdefault(st._name, {"hits": 0, "misses": 0})
+        g["hits"] += _counter_value(st.hits) + st.native_hits()
+        g["misses"] += _counter_value(st.misses)
+        g["open"] = (st.maxsize, st.ttl, st.typed, st.max_bytes)
+
+    def _gone_namespaces(self, live: list) -> list:
+        """The namespaces of dropped functions that no live one shares."""
+        names = {st._name for st in live}
+        out = []
+        for name, g in list(self._gone.items()):
+            if name in names:
+                continue
+            maxsize, ttl, typed, max_bytes = g["open"]
+            extra = {} if max_bytes is None else {"max_bytes": max_bytes}
+            try:
+                out.append(self._open_namespace(name, maxsize, ttl, typed, **extra))
+            except CacheError as e:
+                logger.warning("picocache: opening %s failed for %r: %s", name, self, e)
+        return out
 
     cache_clear = clear

@@ -1,0 +1,140 @@
+//! The callable that a cached synchronous function becomes: a native type,
+//! so a hit that the namespace's fast lookup answers runs no Python frame,
+//! as `functools.lru_cache`'s C wrapper does.
+//!
+//! `Wrapper` is the base of `picocache._core._CachedFunction` (a Python
+//! subclass: it carries the instance `__dict__` that `functools.wraps` and
+//! the `cache_info`/`cache_clear`/... attributes use, and CPython traverses
+//! that dictionary for the garbage collector). A call goes:
+//!
+//! 1. if the function's namespace is open on a native store
+//!    ([`Wrapper::_set_namespace`]): its `lookup_decoded` (encode the
+//!    arguments, look up, decode; repeat hits of immutable results from the
+//!    in-process tier). A value is a hit: counted here, returned.
+//! 2. a miss: the Python `compute` (lease, run the function, store).
+//! 3. anything else (the namespace not open yet, a lookup that raised): the
+//!    Python wrapper `slow`, which meets the same case and handles it (opens
+//!    the store, explains a key that does not encode, warns and computes).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyDict, PyTuple, PyType};
+use pyo3::{PyTraverseError, PyVisit};
+
+use crate::Namespace;
+
+/// The native part of a cached function (see the module docs).
+#[pyclass(module = "picocache._native", subclass, frozen)]
+pub(crate) struct Wrapper {
+    /// The Python wrapper: every call the fast lookup does not answer.
+    slow: PyObject,
+    /// `compute(args, kwargs)`: a call whose lookup missed.
+    compute: PyObject,
+    /// What `lookup_decoded` returns for a miss.
+    miss: PyObject,
+    /// The open namespace, once the Python side has opened it.
+    ns: Mutex<Option<Py<Namespace>>>,
+    /// Hits answered here (the Python side counts its own; it holds this
+    /// counter too, so the count outlives the wrapper).
+    hits: Py<Hits>,
+}
+
+/// A count of hits, shared by a [`Wrapper`] and its function's state.
+#[pyclass(module = "picocache._native", frozen)]
+pub(crate) struct Hits(AtomicU64);
+
+#[pymethods]
+impl Hits {
+    #[new]
+    fn new() -> Self {
+        Hits(AtomicU64::new(0))
+    }
+
+    /// The count.
+    fn value(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Back to zero.
+    fn reset(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+}
+
+#[pymethods]
+impl Wrapper {
+    #[new]
+    fn new(slow: PyObject, compute: PyObject, miss: PyObject, hits: Py<Hits>) -> Self {
+        Wrapper {
+            slow,
+            compute,
+            miss,
+            ns: Mutex::new(None),
+            hits,
+        }
+    }
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn __call__(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<PyObject> {
+        let ns = self.ns.lock().as_ref().map(|n| n.clone_ref(py));
+        if let Some(ns) = ns {
+            match ns.get().lookup_decoded(py, args, kwargs) {
+                Ok(v) if !v.is(&self.miss) => {
+                    self.hits.get().0.fetch_add(1, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Ok(_) => {
+                    let kw = match kwargs {
+                        Some(k) => k.clone(),
+                        None => PyDict::new(py),
+                    };
+                    return self.compute.call1(py, (args, kw));
+                }
+                Err(_) => {} // met again, and handled, below
+            }
+        }
+        self.slow.call(py, args.clone(), kwargs)
+    }
+
+    /// A method: bound to the instance, as a function would be.
+    fn __get__(
+        slf: &Bound<'_, Self>,
+        obj: Option<&Bound<'_, PyAny>>,
+        _owner: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyObject> {
+        let py = slf.py();
+        match obj {
+            Some(o) if !o.is_none() => {
+                static METHOD: GILOnceCell<Py<PyType>> = GILOnceCell::new();
+                let method = METHOD.import(py, "types", "MethodType")?;
+                Ok(method.call1((slf, o))?.unbind())
+            }
+            _ => Ok(slf.clone().into_any().unbind()),
+        }
+    }
+
+    /// Serves hits from `ns` (a native namespace) from now on; None stops.
+    #[pyo3(signature = (ns))]
+    fn _set_namespace(&self, ns: Option<Py<Namespace>>) {
+        *self.ns.lock() = ns;
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.slow)?;
+        visit.call(&self.compute)?;
+        visit.call(&self.miss)?;
+        visit.call(&self.hits)?;
+        if let Some(ns) = self.ns.try_lock().as_deref().and_then(Option::as_ref) {
+            visit.call(ns)?;
+        }
+        Ok(())
+    }
+}
