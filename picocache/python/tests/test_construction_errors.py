@@ -196,6 +196,15 @@ def test_redis_missing_db():
     raises_naming(pc.CacheError, lambda: pc.RedisCache(bad), "RedisCache", "/9999", "DB index")
 
 
+def test_redis_untrusted_certificate():
+    """rediss:// to a server whose certificate is not trusted (the test
+    server's is self-signed; #insecure is what accepts it)."""
+    url = need("PICOCACHE_REDIS_TLS_URL", os.environ.get("PICOCACHE_REDIS_TLS_URL"))
+    verified = url.split("#", 1)[0]
+    raises_naming(pc.CacheError, lambda: pc.RedisCache(verified), "RedisCache", verified, "certificate")
+    pc.RedisCache(url)  # with #insecure: fine
+
+
 def test_redis_unknown_scheme_and_bad_parameters():
     raises_naming(pc.CacheInvalidArgument, lambda: pc.RedisCache("http://127.0.0.1:6379/0"), "RedisCache",
                   "http://127.0.0.1:6379/0")

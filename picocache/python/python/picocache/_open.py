@@ -108,6 +108,8 @@ def is_transient(e: BaseException) -> bool:
     """Whether an error opening a store may go away by itself (the server is
     down, restarting or busy; the disk is full; another process holds the
     store's lock) rather than being a configuration mistake."""
+    if "certificate" in str(e):
+        return False  # a TLS certificate refused: configuration, not a server away
     if isinstance(e, (_native.CacheUnavailable, _native.CacheFull)):
         return True
     # Only a Redis server's reply codes (LOADING, BUSY ... or the client's
