@@ -18,7 +18,9 @@ pub enum Error {
     Corrupted {
         /// The damaged file.
         file: PathBuf,
-        /// The byte offset of the damage within `file`.
+        /// The byte offset within `file` of the word found wrong (or of the
+        /// word a wrong value was read from, such as a link naming an entry
+        /// out of range).
         offset: u64,
         /// What was wrong.
         what: String,

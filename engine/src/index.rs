@@ -399,20 +399,56 @@ pub(crate) fn random_generation() -> u64 {
     )
 }
 
-/// An error for an index that contradicts itself (the writer then rebuilds it).
-pub(crate) fn corrupt(idx: &IndexMap, what: impl Into<String>) -> Error {
+/// A word of the index, named by where it is: what an error about a
+/// contradiction in the index points at.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum At {
+    /// A header word (its offset).
+    Header(usize),
+    /// A field of a namespace row.
+    Ns(u32, usize),
+    /// A field of an entry.
+    Entry(u32, usize),
+    /// A bucket (any position: it wraps like [`IndexMap::bucket`]).
+    Bucket(u64),
+}
+
+impl IndexMap {
+    /// The byte offset in the index file of the word `at`.
+    pub(crate) fn offset_of(&self, at: At) -> u64 {
+        let l = &self.layout;
+        (match at {
+            At::Header(off) => off,
+            At::Ns(id, f) => {
+                l.ns_off + (id as usize).min(format::MAX_NAMESPACES - 1) * format::NS_ROW_LEN + f
+            }
+            At::Entry(e, f) => {
+                l.entry_off
+                    + (e as u64).min(l.entries.saturating_sub(1)) as usize * format::ENTRY_LEN
+                    + f
+            }
+            At::Bucket(i) => l.bucket_off + (i & (l.buckets - 1)) as usize * format::BUCKET_LEN,
+        }) as u64
+    }
+}
+
+/// An error for an index that contradicts itself (the writer then rebuilds
+/// it): `at` is the word found wrong (or the one a wrong value came from).
+pub(crate) fn corrupt(idx: &IndexMap, at: At, what: impl Into<String>) -> Error {
     Error::Corrupted {
         file: idx.path.clone(),
-        offset: 0,
+        offset: idx.offset_of(at),
         what: what.into(),
     }
 }
 
-pub(crate) fn check_e(idx: &IndexMap, e: u32) -> Result<u32> {
+/// `e` if it is an entry number in range; else an error pointing at `from`,
+/// the word it was read from.
+pub(crate) fn check_e(idx: &IndexMap, e: u32, from: At) -> Result<u32> {
     if idx.valid_entry(e) {
         Ok(e)
     } else {
-        Err(corrupt(idx, format!("entry number {e} out of range")))
+        Err(corrupt(idx, from, format!("entry number {e} out of range")))
     }
 }
 
@@ -438,6 +474,34 @@ pub(crate) fn touch_coarse(idx: &IndexMap, ns: u32, now: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `Error::Corrupted` names the word that is wrong: a namespace's LRU
+    /// head that names no entry is at 4096 (header) + row * 384 + 64
+    /// (FORMAT.md, "Namespace row"); an entry's links at the entry array's
+    /// offset + entry * 48 + 32. (The offset was always 0 before.)
+    #[test]
+    fn corrupted_gives_the_offset_of_the_wrong_word() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = IndexMap::create(
+            &dir.path().join("index"),
+            buckets_for(16),
+            1,
+            crate::files::Modes::new(false),
+            &crate::io::RealIo,
+        )
+        .unwrap();
+        let offset = |r: Result<()>| match r {
+            Err(Error::Corrupted { offset, .. }) => offset,
+            other => panic!("{other:?}"),
+        };
+        idx.ns_set(7, nsr::LRU_HEAD, 999_999);
+        let got = offset(lru::lru_push_head(&idx, 7, 0));
+        assert_eq!(got, 4096 + 7 * 384 + 64);
+        // Entry 3 claims a predecessor out of range.
+        idx.set_links(3, 999_999, NIL);
+        let got = offset(lru::lru_unlink(&idx, 7, 3));
+        assert_eq!(got, (idx.layout.entry_off + 3 * 48 + 32) as u64);
+    }
 
     /// A reader never sees a name half rewritten: one thread renames a row
     /// back and forth between a long and a short name while another reads

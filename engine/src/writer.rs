@@ -14,7 +14,7 @@ use crate::format::{self, ent, hdr, kind, nsr, segr, REC_HEADER_LEN};
 use crate::hash::key_hash;
 use crate::index::lru::{lru_insert_sorted, lru_push_head, lru_unlink};
 use crate::index::table::{add_entry, bucket_insert, bucket_remove, free_entry, set_loc};
-use crate::index::{buckets_for, check_e, corrupt, tmp_index_path, IndexMap, NIL};
+use crate::index::{buckets_for, check_e, corrupt, tmp_index_path, At, IndexMap, NIL};
 use crate::shared::now_ms;
 use crate::txn::Writer;
 
@@ -76,7 +76,11 @@ impl Writer<'_> {
             }
             let hwm = old.hget(hdr::ENTRY_HWM);
             if hwm > old.layout.entries || hwm > new.layout.entries {
-                return Err(corrupt(&old, "entry high-water mark out of range"));
+                return Err(corrupt(
+                    &old,
+                    At::Header(hdr::ENTRY_HWM),
+                    "entry high-water mark out of range",
+                ));
             }
             for e in 0..hwm as u32 {
                 for f in (0..format::ENTRY_LEN).step_by(8) {
@@ -242,7 +246,11 @@ impl Writer<'_> {
             }
         }
         add_entry(&idx, ns, h, loc, size, stamp, stamp).map_err(|e| match e {
-            Error::InvalidArgument(_) => corrupt(&idx, "entry array full despite reservation"),
+            Error::InvalidArgument(_) => corrupt(
+                &idx,
+                At::Header(hdr::ENTRY_COUNT),
+                "entry array full despite reservation",
+            ),
             e => e,
         })
     }
@@ -251,7 +259,11 @@ impl Writer<'_> {
         let idx = self.idx.clone();
         let (ns, size) = idx.ns_size(e);
         if ns as usize >= format::MAX_NAMESPACES {
-            return Err(corrupt(&idx, "entry names a namespace out of range"));
+            return Err(corrupt(
+                &idx,
+                At::Entry(e, ent::NS_SIZE),
+                "entry names a namespace out of range",
+            ));
         }
         bucket_remove(&idx, idx.eget(e, ent::HASH), e)?;
         lru_unlink(&idx, ns, e)?;
@@ -276,7 +288,7 @@ impl Writer<'_> {
             if t == NIL {
                 return Ok(false);
             }
-            let t = check_e(&idx, t)?;
+            let t = check_e(&idx, t, At::Ns(ns, nsr::LRU_TAIL))?;
             let s = idx.eget(t, ent::STAMP);
             if s > idx.eget(t, ent::LIST_STAMP) {
                 lru_unlink(&idx, ns, t)?;
@@ -288,7 +300,11 @@ impl Writer<'_> {
             idx.ns_add(ns, nsr::EVICTIONS, 1);
             return Ok(true);
         }
-        Err(corrupt(&idx, "LRU list does not end"))
+        Err(corrupt(
+            &idx,
+            At::Ns(ns, nsr::LRU_TAIL),
+            "LRU list does not end",
+        ))
     }
 
     pub(crate) fn enforce(&mut self, ns: u32) -> Result<()> {
@@ -306,6 +322,7 @@ impl Writer<'_> {
                 if self.idx.ns_get(ns, nsr::ENTRIES) != 0 {
                     return Err(corrupt(
                         &self.idx,
+                        At::Ns(ns, nsr::ENTRIES),
                         "namespace counts disagree with its LRU list",
                     ));
                 }
@@ -350,7 +367,7 @@ impl Writer<'_> {
             if head == NIL {
                 break;
             }
-            self.drop_entry(check_e(&idx, head)?)?;
+            self.drop_entry(check_e(&idx, head, At::Ns(ns, nsr::LRU_HEAD))?)?;
         }
         for f in [
             nsr::ENTRIES,

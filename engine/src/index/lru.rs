@@ -2,14 +2,14 @@
 
 use crate::error::Result;
 use crate::format::{ent, nsr};
-use crate::index::{check_e, corrupt};
+use crate::index::{check_e, corrupt, At};
 use crate::index::{IndexMap, NIL};
 
 pub(crate) fn lru_push_head(idx: &IndexMap, ns: u32, e: u32) -> Result<()> {
     let head = idx.ns_get(ns, nsr::LRU_HEAD) as u32;
     idx.set_links(e, NIL, head);
     if head != NIL {
-        let (_, hn) = idx.links(check_e(idx, head)?);
+        let (_, hn) = idx.links(check_e(idx, head, At::Ns(ns, nsr::LRU_HEAD))?);
         idx.set_links(head, e, hn);
     } else {
         idx.ns_set(ns, nsr::LRU_TAIL, e as u64);
@@ -21,24 +21,26 @@ pub(crate) fn lru_push_head(idx: &IndexMap, ns: u32, e: u32) -> Result<()> {
 pub(crate) fn lru_unlink(idx: &IndexMap, ns: u32, e: u32) -> Result<()> {
     let (p, n) = idx.links(e);
     if p != NIL {
-        let (pp, _) = idx.links(check_e(idx, p)?);
+        let (pp, _) = idx.links(check_e(idx, p, At::Entry(e, ent::LINKS))?);
         idx.set_links(p, pp, n);
     } else if idx.ns_get(ns, nsr::LRU_HEAD) as u32 == e {
         idx.ns_set(ns, nsr::LRU_HEAD, n as u64);
     } else {
         return Err(corrupt(
             idx,
+            At::Entry(e, ent::LINKS),
             "LRU list: entry without predecessor is not the head",
         ));
     }
     if n != NIL {
-        let (_, nn) = idx.links(check_e(idx, n)?);
+        let (_, nn) = idx.links(check_e(idx, n, At::Entry(e, ent::LINKS))?);
         idx.set_links(n, p, nn);
     } else if idx.ns_get(ns, nsr::LRU_TAIL) as u32 == e {
         idx.ns_set(ns, nsr::LRU_TAIL, p as u64);
     } else {
         return Err(corrupt(
             idx,
+            At::Entry(e, ent::LINKS),
             "LRU list: entry without successor is not the tail",
         ));
     }
@@ -52,7 +54,9 @@ pub(crate) fn lru_insert_sorted(idx: &IndexMap, ns: u32, e: u32, stamp: u64) -> 
     let mut prev = NIL;
     let mut cur = idx.ns_get(ns, nsr::LRU_HEAD) as u32;
     let mut steps = 0;
-    while cur != NIL && steps < 64 && idx.eget(check_e(idx, cur)?, ent::LIST_STAMP) > stamp {
+    let mut from = At::Ns(ns, nsr::LRU_HEAD);
+    while cur != NIL && steps < 64 && idx.eget(check_e(idx, cur, from)?, ent::LIST_STAMP) > stamp {
+        from = At::Entry(cur, ent::LINKS);
         prev = cur;
         cur = idx.links(cur).1;
         steps += 1;
@@ -64,7 +68,7 @@ pub(crate) fn lru_insert_sorted(idx: &IndexMap, ns: u32, e: u32, stamp: u64) -> 
     let (pp, _) = idx.links(prev);
     idx.set_links(prev, pp, e);
     if cur != NIL {
-        let (_, cn) = idx.links(check_e(idx, cur)?);
+        let (_, cn) = idx.links(check_e(idx, cur, from)?);
         idx.set_links(cur, e, cn);
     } else {
         idx.ns_set(ns, nsr::LRU_TAIL, e as u64);

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use crate::error::{Error, Result};
 use crate::format::{ent, hdr, nsr};
 use crate::index::lru::lru_push_head;
-use crate::index::{check_e, corrupt, IndexMap, NIL};
+use crate::index::{check_e, corrupt, At, IndexMap, NIL};
 
 pub(crate) fn bucket_insert(idx: &IndexMap, h: u64, e: u32, loc: u64) -> Result<()> {
     for step in 0..idx.layout.buckets {
@@ -18,7 +18,7 @@ pub(crate) fn bucket_insert(idx: &IndexMap, h: u64, e: u32, loc: u64) -> Result<
             return Ok(());
         }
     }
-    Err(corrupt(idx, "bucket table full"))
+    Err(corrupt(idx, At::Bucket(h), "bucket table full"))
 }
 
 /// The bucket position holding entry `e` (whose hash is `h`).
@@ -34,7 +34,11 @@ fn bucket_of(idx: &IndexMap, h: u64, e: u32) -> Result<u64> {
             return Ok(p);
         }
     }
-    Err(corrupt(idx, "entry missing from the bucket table"))
+    Err(corrupt(
+        idx,
+        At::Entry(e, ent::HASH),
+        "entry missing from the bucket table",
+    ))
 }
 
 /// Points entry `e` (and its bucket) at a new record.
@@ -56,7 +60,7 @@ pub(crate) fn bucket_remove(idx: &IndexMap, h: u64, e: u32) -> Result<()> {
         if w == 0 {
             break;
         }
-        let ej = check_e(idx, (w as u32).wrapping_sub(1))?;
+        let ej = check_e(idx, (w as u32).wrapping_sub(1), At::Bucket(j))?;
         let k = idx.eget(ej, ent::HASH) & mask;
         let stays = if i <= j {
             i < k && k <= j
@@ -77,7 +81,7 @@ pub(crate) fn bucket_remove(idx: &IndexMap, h: u64, e: u32) -> Result<()> {
 fn alloc_entry(idx: &IndexMap) -> Result<Option<u32>> {
     let free = idx.hget(hdr::FREE_HEAD);
     if free != 0 {
-        let e = check_e(idx, (free - 1) as u32)?;
+        let e = check_e(idx, (free - 1) as u32, At::Header(hdr::FREE_HEAD))?;
         let (_, next) = idx.links(e);
         idx.hset(
             hdr::FREE_HEAD,

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
 use crate::format::{self, hdr, kind, segr, SEG_HEADER_LEN};
-use crate::index::corrupt;
+use crate::index::{corrupt, At};
 use crate::log::zero_fill;
 use crate::options::Durability;
 use crate::txn::Writer;
@@ -127,7 +127,11 @@ impl Writer<'_> {
                     return Err(Error::InvalidArgument("record too large".into()));
                 }
                 let seg = self.inner.segment(seg_id).ok_or_else(|| {
-                    corrupt(&self.idx, format!("active segment {seg_id} is missing"))
+                    corrupt(
+                        &self.idx,
+                        At::Header(hdr::ACTIVE_SEG),
+                        format!("active segment {seg_id} is missing"),
+                    )
                 })?;
                 let io = &self.inner.opts.io;
                 if off + bytes > seg.known_len.load(Ordering::Acquire) {
