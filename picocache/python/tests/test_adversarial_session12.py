@@ -739,3 +739,123 @@ def test_content_keys_of_structured_arrays_ignore_the_fields_byte_order(tmp_path
         return int(a["a"].sum())
 
     assert total(little) == total(big) == int(np.arange(500).sum()) and len(calls) == 1
+
+
+# ---------------------------------------------------------------------------
+# 3 (Python side). Results kept in the process (immutable ones, local
+# engine) against other processes
+# ---------------------------------------------------------------------------
+
+_OTHER = """
+    import os, sys, time, picocache as pc
+    c = pc.LocalCache(sys.argv[1])
+    what = sys.argv[2]
+    maxsize = 2 if what == "evict" else None
+    @c(name="kept", maxsize=maxsize)
+    def kept(x):
+        return ("other", x, what)
+    if what in ("overwrite", "planted"):
+        kept.cache_clear()
+        kept(7)
+    elif what == "evict":
+        for i in range(100, 104):
+            kept(i)
+    elif what == "clear":
+        kept.cache_clear()
+    elif what == "stats":
+        print("STATS", kept.cache_stats()["hits"])
+"""
+
+
+def test_results_kept_in_the_process_yield_to_other_processes(tmp_path):
+    store = str(tmp_path / "store")
+    c = pc.LocalCache(store, secret="s12-secret")
+    calls = []
+
+    @c(name="kept")
+    def kept(x):
+        calls.append(x)
+        return ("mine", x, len(calls))
+
+    def other(what, secret="s12-secret"):
+        r = run_py(_OTHER, store, what, env={"PICOCACHE_SECRET": secret})
+        assert r.returncode == 0, r.stderr[-2000:]
+        return r.stdout
+
+    assert kept(7) == ("mine", 7, 1)
+    assert kept(7) == kept(7) == ("mine", 7, 1)  # kept in the process now
+    out = other("stats")  # hits from the process count in the store
+    assert out.split()[-2:] == ["STATS", "2"], out
+    other("overwrite")
+    assert kept(7) == ("other", 7, "overwrite") and len(calls) == 1
+    assert kept(7) == ("other", 7, "overwrite")
+    other("clear")
+    assert kept(7) == ("mine", 7, 2) and kept(7) == ("mine", 7, 2)
+    # A value sealed with another secret (a planted one): rejected, computed.
+    other("planted", secret="another-secret")
+    assert kept(7) == ("mine", 7, 3) and kept(7) == ("mine", 7, 3)
+    info = kept.cache_info()
+    assert (info.hits, info.misses) == (6, 3), info
+
+
+_COUNT = """
+    import sys, picocache as pc
+    c = pc.LocalCache(sys.argv[1], secret=sys.argv[2])
+    @c(name="counted")
+    def counted(x):
+        return ("v", sys.argv[2])
+    for _ in range(int(sys.argv[3])):
+        counted(7)
+    i = counted.cache_info()
+    s = counted.cache_stats()
+    print("COUNTS", i.hits, i.misses, s["hits"], s["misses"], s["rejected"])
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a lookup whose entry fails its seal check (a value planted or "
+                   "sealed with another secret) counts as a hit in the store's statistics and not as a miss "
+                   "(the inner namespace counts the read before SealedNamespace checks the seal; "
+                   "picocache/src/sealed.rs, every backend)")
+def test_a_rejected_entry_counts_as_a_miss_in_the_store(tmp_path):
+    store = str(tmp_path / "store")
+
+    def run(secret, n):
+        r = run_py(_COUNT, store, secret, str(n))
+        assert r.returncode == 0, r.stderr[-2000:]
+        return [int(x) for x in r.stdout.split("COUNTS", 1)[1].split()]
+
+    assert run("A", 3)[:2] == [2, 1]
+    assert run("B", 1)[:2] == [0, 1]  # rejected: computed
+    a = run("A", 2)
+    assert a[:2] == [1, 1]  # rejected again (B's value), then a hit
+    # The store saw 3 hits and 3 misses (each process's own counts summed).
+    assert a[2:4] == [3, 3], a
+
+
+def test_a_kept_result_evicted_or_expired_elsewhere_is_computed_again(tmp_path):
+    import time
+
+    store = str(tmp_path / "store")
+    c = pc.LocalCache(store, secret="s12-secret")
+    calls = []
+
+    @c(name="kept", maxsize=2)
+    def kept(x):
+        calls.append(x)
+        return ("mine", x, len(calls))
+
+    kept(7)
+    kept(7)
+    r = run_py(_OTHER, store, "evict", env={"PICOCACHE_SECRET": "s12-secret"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert kept(7) == ("mine", 7, 2)
+
+    @c(name="short", ttl=0.3)
+    def short(x):
+        calls.append(x)
+        return (x, len(calls))
+
+    first = short(1)
+    assert short(1) == first
+    time.sleep(0.45)
+    assert short(1) != first
