@@ -859,3 +859,50 @@ def test_a_kept_result_evicted_or_expired_elsewhere_is_computed_again(tmp_path):
     assert short(1) == first
     time.sleep(0.45)
     assert short(1) != first
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgres", "mysql", "sqlite"])
+def test_fork_after_construction_of_a_remote_cache(kind, tmp_path):
+    """The store is opened at construction now: a forked child must not
+    share the parent's connections (interleaved replies), and both go on
+    answering right."""
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork")
+    if kind == "redis":
+        c = pc.RedisCache(need("PICOCACHE_REDIS_URL", REDIS), namespace="t" + uid())
+    elif kind == "postgres":
+        c = pc.SQLAlchemyCache(need("PICOCACHE_POSTGRES_URL", POSTGRES), table_name="t_" + uid())
+    elif kind == "mysql":
+        c = pc.SQLAlchemyCache(need("PICOCACHE_MYSQL_URL", MYSQL), table_name="t_" + uid())
+    else:
+        c = pc.SQLiteCache(tmp_path / "c.db")
+
+    @c(name="forked")
+    def f(x):
+        return (x, os.getpid())
+
+    before = [f(i) for i in range(20)]
+    pids = []
+    for k in range(3):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                h0 = f.cache_info().hits  # (inherited, as lru_cache's are)
+                got = [f(i) for i in range(20)]
+                mine = [f(100 * (k + 1) + i) for i in range(20)]  # keys of this child only
+                ok = got == before and all(m[1] == os.getpid() for m in mine)
+                ok = ok and f.cache_info().hits - h0 == 20
+                if not ok:
+                    print("CHILD", got[:3], mine[:3], f.cache_info(), h0, file=sys.stderr, flush=True)
+                code = 0 if ok else 1
+            finally:
+                os._exit(code)
+        pids.append(pid)
+        # The parent keeps using its connections meanwhile.
+        assert all(f(i) == before[i] for i in range(20))
+    for pid in pids:
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    assert all(f(i) == before[i] for i in range(20))
+    assert [f(100 * (k + 1))[1] for k in range(3)] == pids
