@@ -356,8 +356,12 @@ def code_parts(co: types.CodeType, doc: Optional[str] = None) -> tuple:
     """What a code object computes: bytecode, constants (nested code objects
     included), names and argument layout; not line numbers, the file name or
     the docstring ``doc``."""
+    # The docstring's slot (the first constant) is keyed as the None an
+    # undocumented function has there: adding or removing a docstring keeps
+    # the name. (-OO still differs: it leaves a NOP in the docstring's
+    # place, see tests/test_adversarial_session12.py.)
     consts = tuple(
-        None if (i == 0 and doc is not None and c == doc) else _const(c)
+        _const(None) if (i == 0 and doc is not None and c == doc) else _const(c)
         for i, c in enumerate(co.co_consts)
     )
     return (
