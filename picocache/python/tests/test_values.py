@@ -198,6 +198,21 @@ for i in range(1, 13):
 """
 
 
+_OVERWRITER = """
+import sys
+import numpy as np
+import picocache as pc
+
+cache = pc.LocalCache(sys.argv[1])
+
+@cache(maxsize=3, name="big")
+def big(i):  # the same name, another body: it stores another value for big(0)
+    return np.full(1 << 20, 100.0 + i)
+
+big(0)
+"""
+
+
 def _cli():
     for p in ("target/release/picocache", "target/debug/picocache"):
         if os.path.exists(os.path.join(ROOT, p)):
@@ -221,6 +236,13 @@ def test_read_only_results_survive_eviction_clear_compaction_and_other_writers(t
     subprocess.run([sys.executable, "-c", textwrap.dedent(_WRITER), str(store)], check=True,
                    env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert big.cache_info().currsize == 3
+    # Another process stores another value under big(0)'s key: a hit serves
+    # it, and the results handed out before keep theirs.
+    subprocess.run([sys.executable, "-c", textwrap.dedent(_OVERWRITER), str(store)], check=True,
+                   env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    replaced = big(0)
+    assert (replaced == 100.0).all() and not replaced.flags.writeable
+    assert all((h == 0.0).all() for h in held)
     big.cache_clear()
     cli = _cli()
     if cli is not None:
