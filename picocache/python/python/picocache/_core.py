@@ -550,6 +550,13 @@ class BaseCache:
         self._gone: dict = {}
         _CACHES.add(self)
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # (Without this, pickle failed on an inner WeakValueDictionary with
+        # an AttributeError.) A cache holds its open store and its secrets:
+        # it is made again in each process, not sent to one.
+        raise TypeError(f"cannot pickle a {type(self).__name__} object: it holds its open store; make the "
+                        "cache in the process that uses it (at module level, which a spawn worker imports)")
+
     def _sealer(self) -> Any:
         """The sealer of the namespaces written in Python (made once)."""
         if self._sealer_obj is None:
