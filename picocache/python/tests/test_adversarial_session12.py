@@ -917,3 +917,52 @@ def test_fork_after_construction_of_a_remote_cache(kind, tmp_path):
         assert os.waitstatus_to_exitcode(status) == 0
     assert all(f(i) == before[i] for i in range(20))
     assert [f(100 * (k + 1))[1] for k in range(3)] == pids
+
+
+@pytest.mark.parametrize("kind", ["postgres"])
+def test_a_sql_server_that_comes_up_later_is_used(kind, caplog):
+    """A PostgreSQL of its own (tests/servers/instance.sh) on a port chosen
+    first: construction warns (down), calls run uncached, and once the
+    server answers the calls use it."""
+    import tempfile
+    import time
+
+    import _instance
+
+    state = tempfile.mkdtemp(prefix=f"picocache-{kind}-s12-")
+    port = free_port()
+    url = f"postgresql://picocache:picocache@127.0.0.1:{port}/picocache"
+    with caplog.at_level(logging.WARNING, logger="picocache"):
+        c = pc.SQLAlchemyCache(url, connect_timeout=0.5, table_name="t_" + uid())
+    assert "unreachable now" in caplog.text
+    calls = []
+
+    @c
+    def inc(x):
+        calls.append(x)
+        return x + 1
+
+    assert inc(1) == 2 and inc(1) == 2 and len(calls) == 2
+    r = subprocess.run(["bash", _instance.SCRIPT, "start", kind, state, str(port)], capture_output=True,
+                       text=True, timeout=300)
+    if r.returncode == _instance.NOT_INSTALLED:
+        shutil.rmtree(state, ignore_errors=True)
+        _instance._cannot_run(f"{kind} is not installed")
+    try:
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert r.stdout.strip().rsplit("/", 1)[0].endswith(f":{port}"), r.stdout
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            before = len(calls)
+            inc(5)
+            inc(5)
+            if len(calls) == before + 1:  # stored, then hit
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail(f"the server that came up was never used: {calls}")
+        assert inc(5) == 6 and inc.cache_info().hits >= 2
+    finally:
+        subprocess.run(["bash", _instance.SCRIPT, "stop", kind, state, str(port)], capture_output=True,
+                       text=True, timeout=300)
+        shutil.rmtree(state, ignore_errors=True)
