@@ -966,3 +966,61 @@ def test_a_sql_server_that_comes_up_later_is_used(kind, caplog):
         subprocess.run(["bash", _instance.SCRIPT, "stop", kind, state, str(port)], capture_output=True,
                        text=True, timeout=300)
         shutil.rmtree(state, ignore_errors=True)
+
+
+_EMBED_C = r"""
+#include <Python.h>
+#include <stdio.h>
+#include <stdlib.h>
+int main(int argc, char **argv) {
+    int rounds = atoi(argv[2]);
+    for (int i = 0; i < rounds; i++) {
+        Py_Initialize();
+        int rc = PyRun_SimpleString(argv[1]);
+        if (Py_FinalizeEx() < 0) { printf("FINALIZE FAILED\n"); return 3; }
+        printf("ROUND %d rc=%d\n", i, rc);
+        fflush(stdout);
+    }
+    return 0;
+}
+"""
+
+
+def test_embedded_interpreter(tmp_path):
+    """picocache in a program that embeds Python (Py_Initialize, run,
+    Py_FinalizeEx): works, a thread included, and finalizes cleanly; a second
+    Py_Initialize in the same process gets an ImportError (PyO3 modules
+    initialize once per process), never a crash."""
+    import sysconfig
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    config = shutil.which(f"python{sys.version_info.major}.{sys.version_info.minor}-config",
+                          path=os.path.dirname(os.path.realpath(sys.executable)) + os.pathsep
+                          + sysconfig.get_config_var("BINDIR"))
+    if cc is None or config is None or not sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        pytest.skip("no C compiler, python-config or shared libpython to embed Python")
+    flags = subprocess.run([config, "--cflags", "--ldflags", "--embed"], capture_output=True, text=True,
+                           check=True).stdout.split()
+    src = tmp_path / "embed.c"
+    src.write_text(_EMBED_C)
+    exe = tmp_path / "embed"
+    subprocess.run([cc, str(src), "-o", str(exe), *flags], check=True, capture_output=True, timeout=120)
+    paths = [PKG] + [p for p in sys.path if "site-packages" in p]
+    code = textwrap.dedent(f"""
+        import sys, threading
+        sys.path[:0] = {paths!r}
+        import picocache as pc
+        c = pc.LocalCache({str(tmp_path / 'store')!r})
+        @c
+        def sq(x):
+            return x * x
+        t = threading.Thread(target=lambda: sq(5))
+        t.start(); t.join()
+        ok = sq(4) == 16 and sq(4) == 16 and sq(5) == 25
+        print("EMBEDDED", ok, sq.cache_info().hits, flush=True)
+    """)
+    r = subprocess.run([str(exe), code, "1"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "EMBEDDED True 2" in r.stdout and "ROUND 0 rc=0" in r.stdout, r
+    r = subprocess.run([str(exe), code, "2"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r  # no crash at the second initialization
+    assert "EMBEDDED True 4" in r.stdout and "ROUND 1 rc=-1" in r.stdout and "ImportError" in r.stderr, r
