@@ -1024,3 +1024,37 @@ def test_embedded_interpreter(tmp_path):
     r = subprocess.run([str(exe), code, "2"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r  # no crash at the second initialization
     assert "EMBEDDED True 4" in r.stdout and "ROUND 1 rc=-1" in r.stdout and "ImportError" in r.stderr, r
+
+
+def test_sqlite_database_with_a_foreign_table_of_that_name_raises_and_keeps_its_data(tmp_path):
+    db = tmp_path / "app.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE picocache (id INTEGER PRIMARY KEY, name TEXT)")
+    con.execute("INSERT INTO picocache(name) VALUES ('user data')")
+    con.commit()
+    con.close()
+    with pytest.raises(pc.CacheError) as info:
+        pc.SQLiteCache(db)
+    assert "SQLiteCache" in str(info.value) and str(db) in str(info.value)
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT name FROM picocache").fetchall() == [("user data",)]
+    con.close()
+
+
+@pytest.mark.xfail(strict=True, reason="BUG (minor): a construction that fails on a foreign table named "
+                   "'picocache' leaves picocache_meta and picocache_ns behind in the user's database (the "
+                   "schema is not made in one transaction), and its cause reads 'no such column: ns in CREATE "
+                   "INDEX ...' rather than naming the table in the way (picocache/src/sql)")
+def test_sqlite_foreign_table_leaves_nothing_behind(tmp_path):
+    db = tmp_path / "app.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE picocache (id INTEGER PRIMARY KEY, name TEXT)")
+    con.commit()
+    con.close()
+    with pytest.raises(pc.CacheError) as info:
+        pc.SQLiteCache(db)
+    con = sqlite3.connect(db)
+    tables = sorted(r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
+    con.close()
+    assert tables == ["picocache"], tables
+    assert "table" in str(info.value).split("SQLiteCache: cannot open the store at", 1)[1].lower()
