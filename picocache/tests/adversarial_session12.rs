@@ -280,3 +280,22 @@ fn a_password_given_as_a_query_parameter_is_never_shown() {
     }
     assert!(leaks.is_empty(), "{leaks:#?}");
 }
+
+#[test]
+fn hits_from_the_tier_refresh_recency_for_lru_eviction() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = memo(dir.path(), Some(2));
+    let g = AtomicU64::new(0);
+    assert!(call(&m, 1, &g).1);
+    assert!(call(&m, 2, &g).1);
+    for _ in 0..5 {
+        assert!(!call(&m, 1, &g).1); // from the tier: 1 is now the most recent
+    }
+    assert!(call(&m, 3, &g).1); // evicts the least recently used: 2
+    g.store(1, Ordering::SeqCst);
+    assert_eq!(call(&m, 1, &g), (10, false));
+    assert_eq!(call(&m, 2, &g), (21, true));
+    // Another process sees the same: 1 and 2 stored, 3 evicted by 2.
+    let ns = sealed_ns(dir.path(), Some(2));
+    assert!(ns.get(&encode(&3u64).unwrap()).unwrap().is_none());
+}
