@@ -1058,3 +1058,22 @@ def test_sqlite_foreign_table_leaves_nothing_behind(tmp_path):
     con.close()
     assert tables == ["picocache"], tables
     assert "table" in str(info.value).split("SQLiteCache: cannot open the store at", 1)[1].lower()
+
+
+def test_results_kept_in_the_process_refresh_recency(tmp_path):
+    c = pc.LocalCache(tmp_path / "store")
+    calls = []
+
+    @c(maxsize=2)
+    def kept(x):
+        calls.append(x)
+        return ("v", x)
+
+    kept(1)
+    kept(2)
+    for _ in range(5):
+        kept(1)  # served from the process: 1 is the most recently used
+    kept(3)  # evicts 2, the least recently used
+    assert kept(1) == ("v", 1) and calls == [1, 2, 3]
+    kept(2)
+    assert calls == [1, 2, 3, 2]
