@@ -1077,3 +1077,35 @@ def test_results_kept_in_the_process_refresh_recency(tmp_path):
     assert kept(1) == ("v", 1) and calls == [1, 2, 3]
     kept(2)
     assert calls == [1, 2, 3, 2]
+
+
+@pytest.mark.parametrize("make", ["sqlalchemy-url", "sqlite-cache", "sqlalchemy-url-query"])
+def test_a_relative_sqlite_path_stays_the_same_database_after_chdir_and_fork(make, tmp_path, monkeypatch):
+    """A relative path is resolved at construction: a chdir, then a fork
+    (the child opens the store again) must still use that database. (The
+    URL form was opened again relative to the new working directory: a
+    second, empty database.)"""
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork")
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    monkeypatch.chdir(a)
+    c = {"sqlalchemy-url": lambda: pc.SQLAlchemyCache("sqlite:///rel.db", table_name="t1"),
+         "sqlalchemy-url-query": lambda: pc.SQLAlchemyCache("sqlite:///rel.db?mode=rwc", table_name="t1"),
+         "sqlite-cache": lambda: pc.SQLiteCache("rel.db")}[make]()
+
+    @c(name="rel")
+    def f(x):
+        return (x, os.getpid())
+
+    v = f(1)
+    monkeypatch.chdir(b)
+    assert f(1) == v
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if f(1) == v else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not [n for n in os.listdir(b) if n.startswith("rel.db")], os.listdir(b)
+    assert "rel.db" in repr(c) and str(a) in repr(c)

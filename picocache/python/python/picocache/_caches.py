@@ -182,6 +182,21 @@ def _sqlite_url_problem(url: str) -> Optional[str]:
     return check_sqlite_path(os.path.abspath(path))
 
 
+def _absolute_sqlite_url(url: str) -> str:
+    """An ``sqlite://`` URL with a relative path made absolute (against the
+    working directory now), as ``SQLiteCache`` resolves its path: the store
+    is opened again after a fork, and a ``chdir`` in between must not make
+    that another database. Other URLs as they are."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.split("+", 1)[0].lower() != "sqlite":
+        return url
+    path, q, query = rest.partition("?")
+    path = path[1:] if path.startswith("/") else path
+    if not path or path == ":memory:" or path.startswith("/") or path.startswith("file:"):
+        return url
+    return f"{scheme}:///{os.path.abspath(path)}{q}{query}"
+
+
 def _is_native_sql_url(url: str) -> bool:
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     base = scheme.split("+", 1)[0]
@@ -248,6 +263,7 @@ class SQLAlchemyCache(BaseCache):
             # SQLite is for one Engine (see _memory_database).
             target = "sqlite:///" + _memory_database(self)
         if isinstance(target, str) and _is_native_sql_url(target):
+            target = _absolute_sqlite_url(target)
             self.url: Optional[str] = target
             self.engine = None
             # Opened now: a configuration error raises here (see _open).
