@@ -1109,3 +1109,17 @@ def test_a_relative_sqlite_path_stays_the_same_database_after_chdir_and_fork(mak
     assert os.waitstatus_to_exitcode(status) == 0
     assert not [n for n in os.listdir(b) if n.startswith("rel.db")], os.listdir(b)
     assert "rel.db" in repr(c) and str(a) in repr(c)
+
+
+@pytest.mark.parametrize("where", ["wrong-password", "down"])
+def test_a_redis_password_given_by_keyword_never_leaks(where, caplog):
+    secret = "kw/pw#" + uid()
+    if where == "down":
+        make = lambda: pc.RedisCache(host="127.0.0.1", port=free_port(), password=secret,  # noqa: E731
+                                     connect_timeout=0.3)
+    else:
+        url = need("PICOCACHE_REDIS_URL", REDIS)
+        host, port = url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)
+        make = lambda: pc.RedisCache({"host": host, "port": int(port), "password": secret})  # noqa: E731
+    text = _everything_said(make, caplog)
+    assert secret not in text and secret.split("/")[1] not in text, text
