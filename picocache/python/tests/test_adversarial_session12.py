@@ -1123,3 +1123,21 @@ def test_a_redis_password_given_by_keyword_never_leaks(where, caplog):
         make = lambda: pc.RedisCache({"host": host, "port": int(port), "password": secret})  # noqa: E731
     text = _everything_said(make, caplog)
     assert secret not in text and secret.split("/")[1] not in text, text
+
+
+def test_a_pandas_to_numpy_result_hits_writable(tmp_path):
+    """pandas 3 (copy on write) hands out read-only arrays from to_numpy():
+    a function returning one must hit writable, as with pickle before."""
+    pd = pytest.importorskip("pandas")
+    c = pc.LocalCache(tmp_path / "store")
+
+    @c
+    def column(n):
+        return pd.DataFrame({"x": np.arange(n, dtype=np.float64)})["x"].to_numpy()
+
+    n = 100_000
+    column(n)
+    hit = column(n)
+    assert hit.flags.writeable and (hit == np.arange(n)).all()
+    hit *= 2
+    assert (column(n) == np.arange(n)).all()
