@@ -23,41 +23,31 @@ pub enum Durability {
     PowerLoss,
 }
 
-/// Options for [`Store::open`].
+/// Options for [`Store::open`]: start from [`Options::default`] and set
+/// what differs with the builder methods (one per option).
+///
+/// ```
+/// use picocache_engine::{Durability, Options};
+/// let o = Options::default()
+///     .durability(Durability::PowerLoss)
+///     .background_compaction(false);
+/// assert_eq!(o.get_durability(), Durability::PowerLoss);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Crash or power-loss durability.
-    pub durability: Durability,
-    /// Maximum size of one log segment in bytes.
-    pub segment_size: u64,
-    /// Run a background compaction thread in this process.
-    pub background_compaction: bool,
-    /// Dead fraction of a sealed segment above which it is compacted.
-    pub compaction_threshold: f64,
-    /// How often the background thread looks for work.
-    pub compaction_interval: Duration,
-    /// Open a store on NFS/CIFS/SMB anyway.
-    pub allow_network_filesystem: bool,
-    /// The I/O layer for log writes (tests substitute [`crate::FaultIo`]).
-    pub io: Arc<dyn Io>,
-    /// Overrides the machine's boot id (tests use it to simulate a reboot).
-    #[doc(hidden)]
-    pub boot_id: Option<u128>,
-    /// A clock for namespaces' last-use times, in Unix seconds, read instead
-    /// of the system clock (tests use it to age namespaces without waiting).
-    #[doc(hidden)]
-    pub last_use_clock: Option<Arc<AtomicU64>>,
-    /// Share a new store with the owner's group: its directory and files get
-    /// `0770`/`0660` instead of the private `0700`/`0600` (set explicitly,
-    /// whatever the umask). For an existing store its directory decides: a
-    /// directory with group permissions is shared, and the files any process
-    /// creates in it follow; existing files keep their mode.
-    pub group_access: bool,
-    /// Open for inspection only (`picocache verify`, `stats`, `ls`): the
-    /// store is opened read-only and nothing in its directory is ever
-    /// created, rebuilt, truncated or written. An index that would need a
-    /// rebuild is [`Error::NeedsRepair`] instead.
-    pub inspect_only: bool,
+    pub(crate) durability: Durability,
+    pub(crate) segment_size: u64,
+    pub(crate) background_compaction: bool,
+    pub(crate) compaction_threshold: f64,
+    pub(crate) compaction_interval: Duration,
+    pub(crate) allow_network_filesystem: bool,
+    pub(crate) io: Arc<dyn Io>,
+    /// Overrides the machine's boot id (test hook).
+    pub(crate) boot_id: Option<u128>,
+    /// Replaces the system clock for last-use times (test hook).
+    pub(crate) last_use_clock: Option<Arc<AtomicU64>>,
+    pub(crate) group_access: bool,
+    pub(crate) inspect_only: bool,
 }
 
 impl Default for Options {
@@ -79,43 +69,88 @@ impl Default for Options {
 }
 
 impl Options {
-    /// Sets the durability.
+    /// Crash or power-loss durability (default [`Durability::Process`]).
     pub fn durability(mut self, d: Durability) -> Self {
         self.durability = d;
         self
     }
-    /// Sets the segment size (at least 4 KiB).
+    /// The durability set.
+    pub fn get_durability(&self) -> Durability {
+        self.durability
+    }
+    /// The largest size of one log segment, in bytes (at least 4 KiB;
+    /// default 64 MiB, and at most a sixty-fourth of the filesystem).
     pub fn segment_size(mut self, bytes: u64) -> Self {
         self.segment_size = bytes.max(4096);
         self
     }
-    /// Turns the background compaction thread on or off.
+    /// Whether this process runs a background compaction thread (default
+    /// on).
     pub fn background_compaction(mut self, on: bool) -> Self {
         self.background_compaction = on;
         self
     }
-    /// Sets the I/O layer.
+    /// The dead fraction of a sealed segment at or above which it is
+    /// compacted (default 0.5; clamped to 0.0..=1.0).
+    pub fn compaction_threshold(mut self, fraction: f64) -> Self {
+        self.compaction_threshold = if fraction.is_nan() {
+            0.5
+        } else {
+            fraction.clamp(0.0, 1.0)
+        };
+        self
+    }
+    /// How often the background thread looks for work (default 500 ms).
+    pub fn compaction_interval(mut self, every: Duration) -> Self {
+        self.compaction_interval = every;
+        self
+    }
+    /// The I/O layer for the writes of the log and the index (default the
+    /// operating system's; tests substitute [`crate::FaultIo`]).
     pub fn io(mut self, io: Arc<dyn Io>) -> Self {
         self.io = io;
         self
     }
-    /// Shares the store with the owner's group (see [`Options::group_access`]).
+    /// Shares a new store with the owner's group: its directory and files
+    /// get `0770`/`0660` instead of the private `0700`/`0600` (set
+    /// explicitly, whatever the umask). For an existing store its directory
+    /// decides: a directory with group permissions is shared, and the files
+    /// any process creates in it follow; existing files keep their mode.
     pub fn group_access(mut self, on: bool) -> Self {
         self.group_access = on;
         self
     }
-    /// Allows network filesystems.
+    /// Opens a store on NFS/CIFS/SMB anyway (default: refused with
+    /// [`Error::NetworkFilesystem`]).
     pub fn allow_network_filesystem(mut self, allow: bool) -> Self {
         self.allow_network_filesystem = allow;
         self
     }
-    /// Opens for inspection only (see [`Options::inspect_only`]); also turns
-    /// background compaction off.
+    /// Opens for inspection only (`picocache verify`, `stats`, `ls`): the
+    /// store is opened read-only and nothing in its directory is ever
+    /// created, rebuilt, truncated or written. An index that would need a
+    /// rebuild is [`Error::NeedsRepair`] instead. Also turns background
+    /// compaction off.
     pub fn inspect_only(mut self, on: bool) -> Self {
         self.inspect_only = on;
         if on {
             self.background_compaction = false;
         }
+        self
+    }
+    /// Test hook (feature `test-hooks`): the boot id this process reports,
+    /// instead of the machine's, to simulate a reboot.
+    #[cfg(feature = "test-hooks")]
+    pub fn boot_id(mut self, id: u128) -> Self {
+        self.boot_id = Some(id);
+        self
+    }
+    /// Test hook (feature `test-hooks`): a clock for namespaces' last-use
+    /// times, in Unix seconds, read instead of the system clock (to age
+    /// namespaces without waiting).
+    #[cfg(feature = "test-hooks")]
+    pub fn last_use_clock(mut self, clock: Arc<AtomicU64>) -> Self {
+        self.last_use_clock = Some(clock);
         self
     }
 }

@@ -188,7 +188,7 @@ fn durable_group_commit_from_many_threads() {
     drop(s);
     // Simulate a reboot: the index is not trusted, the log must hold everything.
     let mut o = opts();
-    o.boot_id = Some(12345);
+    o = o.boot_id(12345);
     let s = Store::open(dir.path(), o).unwrap();
     let ns = s.namespace("d", Limits::default()).unwrap();
     for t in 0..4u32 {

@@ -258,8 +258,8 @@ fn compact_kill_many_child_entry() {
         .parse()
         .unwrap();
     let mut o = Options::default().segment_size(32 << 10);
-    o.compaction_interval = Duration::from_millis(2);
-    o.compaction_threshold = 0.3;
+    o = o.compaction_interval(Duration::from_millis(2));
+    o = o.compaction_threshold(0.3);
     let store = Store::open(&dir, o).unwrap();
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut rnd = move || {

@@ -16,8 +16,8 @@ const CHILD_ENV: &str = "PICOCACHE_CRASH_CHILD_DIR";
 
 fn opts() -> Options {
     let mut o = Options::default().segment_size(16 << 10);
-    o.compaction_interval = Duration::from_millis(5);
-    o.compaction_threshold = 0.3;
+    o = o.compaction_interval(Duration::from_millis(5));
+    o = o.compaction_threshold(0.3);
     o
 }
 

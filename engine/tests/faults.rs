@@ -104,7 +104,7 @@ fn run(ns: &picocache_engine::Namespace, store: &Store, op: &Op) -> picocache_en
 
 fn read_all(dir: &std::path::Path) -> Model {
     let mut o = Options::default().background_compaction(false);
-    o.boot_id = Some(0xB007 ^ rand_boot()); // a different boot: the index is not trusted
+    o = o.boot_id(0xB007 ^ rand_boot()); // a different boot: the index is not trusted
     let s = Store::open(dir, o).unwrap();
     let rep = s.verify().unwrap();
     let ns = s.namespace("f", Limits::default()).unwrap();
@@ -390,7 +390,7 @@ fn fork_child_reopens() {
 fn rebuild_after_eviction_and_compaction_returns_no_older_value() {
     let dir = tempfile::tempdir().unwrap();
     let mut o = Options::default().segment_size(4096);
-    o.compaction_interval = std::time::Duration::from_millis(5);
+    o = o.compaction_interval(std::time::Duration::from_millis(5));
     let s = Store::open(dir.path(), o).unwrap();
     let lru = s.namespace("lru", Limits::maxsize(Some(2))).unwrap();
     let fill = s.namespace("fill", Limits::default()).unwrap();
@@ -528,7 +528,7 @@ fn stateless_files_lost_or_emptied_change_nothing() {
             }
         }
         let mut opts = o();
-        opts.boot_id = Some(0xB007 ^ rand_boot());
+        opts = opts.boot_id(0xB007 ^ rand_boot());
         let s = Store::open(dir.path(), opts).unwrap();
         let ns = s.namespace("f", Limits::default()).unwrap();
         for k in 0..50u8 {

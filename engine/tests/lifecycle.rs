@@ -16,7 +16,7 @@ const T0: u64 = 1_700_000_000;
 fn opts() -> (Options, Arc<AtomicU64>) {
     let clock = Arc::new(AtomicU64::new(T0));
     let mut o = Options::default().background_compaction(false);
-    o.last_use_clock = Some(clock.clone());
+    o = o.last_use_clock(clock.clone());
     (o, clock)
 }
 

@@ -19,7 +19,7 @@ fn opts(boot: u128) -> Options {
     let mut o = Options::default()
         .durability(Durability::PowerLoss)
         .background_compaction(false);
-    o.boot_id = Some(boot);
+    o = o.boot_id(boot);
     o
 }
 
@@ -126,7 +126,7 @@ fn a_clean_header_is_never_trusted_beside_pages_written_back_later() {
         let mut o = opts(boot)
             .durability(Durability::Process)
             .io(std::sync::Arc::new(io.clone()));
-        o.boot_id = Some(boot);
+        o = o.boot_id(boot);
         o
     };
     {

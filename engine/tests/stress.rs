@@ -18,7 +18,7 @@ const OWN_KEYS: u64 = 50;
 
 fn opts() -> Options {
     let mut o = Options::default().segment_size(64 << 10);
-    o.compaction_interval = Duration::from_millis(20);
+    o = o.compaction_interval(Duration::from_millis(20));
     o
 }
 

@@ -295,7 +295,7 @@ pub fn ops_model(data: &[u8]) {
         let _ = std::fs::write(&index, old);
     }
     let mut o = opts();
-    o.boot_id = Some(0xF0F0);
+    o = o.boot_id(0xF0F0);
     let Ok(s) = Store::open(dir.path(), o) else {
         panic!("reopen after a crash failed")
     };

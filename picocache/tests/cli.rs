@@ -321,7 +321,7 @@ fn aged(dir: &Path) -> u64 {
         .as_secs();
     let long_ago = now - 40 * 86_400;
     let mut o = Options::default().background_compaction(false);
-    o.last_use_clock = Some(Arc::new(AtomicU64::new(long_ago)));
+    o = o.last_use_clock(Arc::new(AtomicU64::new(long_ago)));
     {
         let s = Store::open(dir, o).unwrap();
         let old = s.namespace("cli::old", Limits::default()).unwrap();
