@@ -24,11 +24,12 @@
 //! Connections come from a bounded pool (at most [`RedisOptions::pool_size`]
 //! open at once); a connection that broke is dropped, and a call that failed
 //! on a pooled connection is retried once on a fresh one, so the backend
-//! reconnects by itself when the server comes back. Connecting and each
-//! command time out ([`RedisOptions::connect_timeout`],
-//! [`RedisOptions::timeout`]) with [`Error::Unavailable`]; after such a
-//! failure the backend is skipped for a back-off window (calls fail at
-//! once, then one call tries the server again with the same timeouts). Keys
+//! reconnects by itself when the server comes back. Connecting times out
+//! after [`RedisOptions::connect_timeout`], and every operation (all of its
+//! commands, a script's `EVALSHA` and `EVAL`, a pool wait) after
+//! [`RedisOptions::timeout`] in total, with [`Error::Unavailable`]; after
+//! such a failure the backend is skipped for a back-off window (calls fail
+//! at once, then one call tries the server again with the same timeouts). Keys
 //! plus values above [`RedisOptions::max_value_size`] are not sent
 //! ([`Error::TooLarge`]).
 //! `rediss://` connects with TLS (the system's OpenSSL, through native-tls):
@@ -40,7 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ::redis::{Client, Connection, ConnectionLike, RedisError, Script};
+use ::redis::{Client, Connection, ConnectionLike, RedisError};
 
 use crate::backend::{Backend, Lease, Limits, Namespace, Stats};
 use crate::{Error, Result};
@@ -54,7 +55,11 @@ use crate::sql::guard;
 #[path = "sql/guard.rs"]
 mod guard;
 
-use guard::{BoundedPool, Breaker, Checked, TimedOut};
+use guard::{BoundedPool, Breaker, Budget, Checked, TimedOut};
+
+#[path = "redis_call.rs"]
+mod call;
+use call::{Lua, Timed};
 
 const KIND: &str = "redis";
 
@@ -71,11 +76,20 @@ pub struct RedisOptions {
     /// them all in use waits up to [`RedisOptions::timeout`] for one.
     pub pool_size: u32,
     /// How long opening a connection may take, handshake included
-    /// (default 1 s).
+    /// (default 1 s); the operation that opens it may take this much longer
+    /// than [`RedisOptions::timeout`].
     pub connect_timeout: Duration,
-    /// How long one command (or script) may go unanswered (default 1 s):
-    /// then the call fails with [`Error::Unavailable`] and the backend is
-    /// skipped for a back-off window.
+    /// How long one operation may take in total (default 1 s): a look-up, a
+    /// store, a lease taken or released, a removal, `clear`, `stats`, each
+    /// with its wait for a pooled connection and all of its commands (an
+    /// operation that opens a connection adds the time that took, at most
+    /// [`RedisOptions::connect_timeout`]). Then the operation fails with
+    /// [`Error::Unavailable`] and the backend is skipped for a back-off
+    /// window. A memoized call that misses makes at most five operations
+    /// (look-up, lease, a look again after waiting for another process's
+    /// lease, store, release); once one fails, the others fail at once, so
+    /// the call waits for the server at most `connect_timeout + 5 * timeout`
+    /// (besides a wait for another process's lease, `lease_timeout`).
     pub timeout: Duration,
     /// The first back-off window after the server failed (default 1 s):
     /// calls fail at once with [`Error::Unavailable`] during it; then one
@@ -206,7 +220,7 @@ impl RedisBackend {
         // Check the server now, so a wrong URL fails at once.
         backend
             .inner
-            .with_conn(|c| ::redis::cmd("PING").query::<String>(c))?;
+            .with_conn(|c| c.query::<String>(&::redis::cmd("PING")))?;
         Ok(backend)
     }
 
@@ -276,14 +290,19 @@ impl Inner {
         convert(e)
     }
 
-    /// Runs `f` on a pooled connection; on a connection failure (not a
-    /// timeout) of a pooled connection, drops the idle connections and
-    /// retries once on a fresh connection. Fails at once while the backend
-    /// is in its back-off window.
-    fn with_conn<T>(&self, f: impl Fn(&mut Connection) -> ::redis::RedisResult<T>) -> Result<T> {
+    /// Runs `f` on a pooled connection, as one operation: the wait for the
+    /// connection and every command `f` sends end within
+    /// [`RedisOptions::timeout`] (plus the connecting time of a new
+    /// connection). On a connection failure (not a timeout) of a pooled
+    /// connection, drops the idle connections and retries once on a fresh
+    /// connection, within the same deadline. Fails at once while the
+    /// backend is in its back-off window.
+    fn with_conn<T>(&self, f: impl Fn(&mut Timed<'_>) -> ::redis::RedisResult<T>) -> Result<T> {
+        let budget = Budget::new(self.options.timeout);
         self.breaker.call(|| {
-            let mut conn = self.pool.checkout(|| self.fresh())?;
-            match f(conn.conn()) {
+            let connect = || budget.connecting(|| self.fresh());
+            let mut conn = self.pool.checkout_by(budget.deadline(), connect)?;
+            match f(&mut Timed::new(conn.conn(), budget.deadline())) {
                 Ok(v) => {
                     self.put_back(conn);
                     Ok(v)
@@ -302,8 +321,8 @@ impl Inner {
                     if !reused || timed_out {
                         return Err(err);
                     }
-                    let mut conn = self.pool.checkout(|| self.fresh())?;
-                    let v = f(conn.conn())
+                    let mut conn = self.pool.checkout_by(budget.deadline(), connect)?;
+                    let v = f(&mut Timed::new(conn.conn(), budget.deadline()))
                         .map_err(|e| self.convert(e, "a command", self.options.timeout))?;
                     self.put_back(conn);
                     Ok(v)
@@ -493,19 +512,19 @@ return 0
 "#;
 
 struct Scripts {
-    get: Script,
-    recheck: Script,
-    put: Script,
-    remove: Script,
-    clear: Script,
-    stats: Script,
-    set_limits: Script,
-    release: Script,
+    get: Lua,
+    recheck: Lua,
+    put: Lua,
+    remove: Lua,
+    clear: Lua,
+    stats: Lua,
+    set_limits: Lua,
+    release: Lua,
 }
 
 impl Scripts {
     fn new() -> Scripts {
-        let s = |body: &str| Script::new(&format!("{COMMON}{body}"));
+        let s = |body: &str| Lua::new(format!("{COMMON}{body}"));
         Scripts {
             get: s(GET),
             recheck: s(RECHECK),
@@ -514,7 +533,7 @@ impl Scripts {
             clear: s(CLEAR),
             stats: s(STATS),
             set_limits: s(SET_LIMITS),
-            release: Script::new(RELEASE),
+            release: Lua::new(RELEASE.to_string()),
         }
     }
 }
@@ -528,16 +547,14 @@ impl Backend for RedisBackend {
         let pre = format!("{}:{{{}}}:", self.inner.options.prefix, escape(name));
         let registry = self.inner.registry();
         self.inner.with_conn(|c| {
-            self.inner
-                .scripts
-                .set_limits
-                .arg(&pre)
-                .arg(limit_arg(limits.maxsize))
-                .arg(limit_arg(limits.max_bytes))
-                .arg(limits.ttl.map_or(-1, ms))
-                .arg(&registry)
-                .arg(name)
-                .invoke::<i64>(c)
+            c.eval::<i64>(&self.inner.scripts.set_limits, 0, |cmd| {
+                cmd.arg(&pre)
+                    .arg(limit_arg(limits.maxsize))
+                    .arg(limit_arg(limits.max_bytes))
+                    .arg(limits.ttl.map_or(-1, ms))
+                    .arg(&registry)
+                    .arg(name);
+            })
         })?;
         Ok(Arc::new(RedisNamespace {
             inner: self.inner.clone(),
@@ -552,7 +569,7 @@ impl Backend for RedisBackend {
         let registry = self.inner.registry();
         let mut names: Vec<String> = self
             .inner
-            .with_conn(|c| ::redis::cmd("SMEMBERS").arg(&registry).query(c))?;
+            .with_conn(|c| c.query(::redis::cmd("SMEMBERS").arg(&registry)))?;
         names.sort();
         Ok(names)
     }
@@ -586,12 +603,9 @@ struct RedisLease {
 impl Drop for RedisLease {
     fn drop(&mut self) {
         let r = self.inner.with_conn(|c| {
-            self.inner
-                .scripts
-                .release
-                .key(&self.key[..])
-                .arg(&self.token)
-                .invoke::<i64>(c)
+            c.eval::<i64>(&self.inner.scripts.release, 1, |cmd| {
+                cmd.arg(&self.key[..]).arg(&self.token);
+            })
         });
         match r {
             Ok(_) | Err(Error::Unavailable { .. }) => {}
@@ -626,8 +640,11 @@ impl Namespace for RedisNamespace {
     }
 
     fn recheck(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.inner
-            .with_conn(|c| self.inner.scripts.recheck.arg(&self.pre).arg(key).invoke(c))
+        self.inner.with_conn(|c| {
+            c.eval(&self.inner.scripts.recheck, 0, |cmd| {
+                cmd.arg(&self.pre).arg(key);
+            })
+        })
     }
 
     fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
@@ -635,11 +652,12 @@ impl Namespace for RedisNamespace {
             return Ok(Vec::new());
         }
         let out: Vec<Option<Vec<u8>>> = self.inner.with_conn(|c| {
-            let mut inv = self.inner.scripts.get.arg(&self.pre);
-            for k in keys {
-                inv.arg(*k);
-            }
-            inv.invoke(c)
+            c.eval(&self.inner.scripts.get, 0, |cmd| {
+                cmd.arg(&self.pre);
+                for k in keys {
+                    cmd.arg(*k);
+                }
+            })
         })?;
         if out.len() != keys.len() {
             return Err(Error::Backend {
@@ -676,39 +694,46 @@ impl Namespace for RedisNamespace {
             }
         }
         self.inner.with_conn(|c| {
-            let mut inv = self.inner.scripts.put.arg(&self.pre);
-            inv.arg(ttl.map_or(-1, ms));
-            let l = &self.limits;
-            inv.arg(limit_arg(l.maxsize))
-                .arg(limit_arg(l.max_bytes))
-                .arg(l.ttl.map_or(-1, ms))
-                .arg(&self.registry)
-                .arg(&self.name);
-            for (k, v) in items {
-                inv.arg(*k).arg(*v);
-            }
-            inv.invoke::<i64>(c)
+            c.eval::<i64>(&self.inner.scripts.put, 0, |cmd| {
+                cmd.arg(&self.pre).arg(ttl.map_or(-1, ms));
+                let l = &self.limits;
+                cmd.arg(limit_arg(l.maxsize))
+                    .arg(limit_arg(l.max_bytes))
+                    .arg(l.ttl.map_or(-1, ms))
+                    .arg(&self.registry)
+                    .arg(&self.name);
+                for (k, v) in items {
+                    cmd.arg(*k).arg(*v);
+                }
+            })
         })?;
         Ok(())
     }
 
     fn remove(&self, key: &[u8]) -> Result<bool> {
-        let n: i64 = self
-            .inner
-            .with_conn(|c| self.inner.scripts.remove.arg(&self.pre).arg(key).invoke(c))?;
+        let n: i64 = self.inner.with_conn(|c| {
+            c.eval(&self.inner.scripts.remove, 0, |cmd| {
+                cmd.arg(&self.pre).arg(key);
+            })
+        })?;
         Ok(n == 1)
     }
 
     fn clear(&self) -> Result<()> {
-        self.inner
-            .with_conn(|c| self.inner.scripts.clear.arg(&self.pre).invoke::<i64>(c))?;
+        self.inner.with_conn(|c| {
+            c.eval::<i64>(&self.inner.scripts.clear, 0, |cmd| {
+                cmd.arg(&self.pre);
+            })
+        })?;
         Ok(())
     }
 
     fn stats(&self) -> Result<Stats> {
-        let v: Vec<i64> = self
-            .inner
-            .with_conn(|c| self.inner.scripts.stats.arg(&self.pre).invoke(c))?;
+        let v: Vec<i64> = self.inner.with_conn(|c| {
+            c.eval(&self.inner.scripts.stats, 0, |cmd| {
+                cmd.arg(&self.pre);
+            })
+        })?;
         let at = |i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
         Ok(Stats {
             entries: at(0),
@@ -723,12 +748,13 @@ impl Namespace for RedisNamespace {
     fn limits(&self) -> Result<Limits> {
         let meta = format!("{}meta", self.pre);
         let v: Vec<Option<i64>> = self.inner.with_conn(|c| {
-            ::redis::cmd("HMGET")
-                .arg(&meta)
-                .arg("maxsize")
-                .arg("max_bytes")
-                .arg("ttl")
-                .query(c)
+            c.query(
+                ::redis::cmd("HMGET")
+                    .arg(&meta)
+                    .arg("maxsize")
+                    .arg("max_bytes")
+                    .arg("ttl"),
+            )
         })?;
         let get = |i: usize| v.get(i).copied().flatten().filter(|n| *n >= 0);
         Ok(Limits {
@@ -745,13 +771,14 @@ impl Namespace for RedisNamespace {
         let ttl = ms(self.inner.options.lease_ttl).max(1);
         let taken = crate::backend::poll(wait, || {
             let got: Option<String> = self.inner.with_conn(|c| {
-                ::redis::cmd("SET")
-                    .arg(&lkey[..])
-                    .arg(&token)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl)
-                    .query(c)
+                c.query(
+                    ::redis::cmd("SET")
+                        .arg(&lkey[..])
+                        .arg(&token)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ttl),
+                )
             })?;
             Ok(got.map(|_| ()))
         })?;

@@ -22,6 +22,50 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::{Error, Result};
 
+/// The time one operation (a look-up, a store, a lease taken or released,
+/// ...) has left: every statement or command of it waits at most what is
+/// left, so the operation ends within its timeout in total, however many
+/// round trips it makes. Opening a connection on the way adds the time that
+/// took (at most the connect timeout) once.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    deadline: std::cell::Cell<Instant>,
+}
+
+impl Budget {
+    /// A budget of `timeout` from now.
+    pub(crate) fn new(timeout: Duration) -> Budget {
+        Budget {
+            deadline: std::cell::Cell::new(Instant::now() + timeout),
+        }
+    }
+
+    /// When the operation must have ended.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline.get()
+    }
+
+    /// The time left (zero once the deadline has passed).
+    pub(crate) fn left(&self) -> Duration {
+        self.deadline
+            .get()
+            .saturating_duration_since(Instant::now())
+    }
+
+    /// Moves the deadline by `by` (the time a new connection took to open).
+    pub(crate) fn extend(&self, by: Duration) {
+        self.deadline.set(self.deadline.get() + by);
+    }
+
+    /// Runs `connect` and extends the deadline by the time it took.
+    pub(crate) fn connecting<T>(&self, connect: impl FnOnce() -> Result<T>) -> Result<T> {
+        let t = Instant::now();
+        let r = connect();
+        self.extend(t.elapsed());
+        r
+    }
+}
+
 /// An operation that got no answer in time.
 #[derive(Debug, thiserror::Error)]
 #[error("no answer within {after:?} ({what})")]
@@ -282,8 +326,20 @@ impl<T> BoundedPool<T> {
 
     /// An idle connection, or a new one from `connect` if fewer than `max`
     /// are open, or, after waiting up to the pool's wait for one, [`PoolBusy`].
+    #[cfg(test)]
     pub(crate) fn checkout(&self, connect: impl FnOnce() -> Result<T>) -> Result<Checked<'_, T>> {
+        self.checkout_by(Instant::now() + self.wait, connect)
+    }
+
+    /// [`BoundedPool::checkout`], waiting for a free connection until
+    /// `deadline` at the latest.
+    pub(crate) fn checkout_by(
+        &self,
+        deadline: Instant,
+        connect: impl FnOnce() -> Result<T>,
+    ) -> Result<Checked<'_, T>> {
         let start = Instant::now();
+        let until = deadline.min(start + self.wait);
         let mut s = self.state.lock();
         loop {
             if let Some(c) = s.idle.pop() {
@@ -308,7 +364,7 @@ impl<T> BoundedPool<T> {
                     }
                 };
             }
-            let left = self.wait.saturating_sub(start.elapsed());
+            let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() || self.freed.wait_for(&mut s, left).timed_out() {
                 if !s.idle.is_empty() || s.open < self.max {
                     continue;

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::guard::Budget;
 use super::{now_ms, ttl_ms, Dialect, Shared, Val};
 use crate::backend::Lease;
 use crate::{Error, Result};
@@ -40,8 +41,9 @@ fn name(shared: &Shared, ns: i64, key: &[u8]) -> Vec<u8> {
     xxhash_rust::xxh3::xxh3_64(&seed).to_le_bytes().to_vec()
 }
 
-/// One try: whether the lease `name` is now held with `token`.
-fn try_take(shared: &Shared, name: &[u8], token: &str) -> Result<bool> {
+/// One try, within `budget`: whether the lease `name` is now held with
+/// `token`. One statement on every dialect.
+fn try_take(shared: &Shared, budget: &Budget, name: &[u8], token: &str) -> Result<bool> {
     let t = &shared.sql.lease;
     let now = now_ms();
     let expires = now.saturating_add(ttl_ms(shared.lease_ttl));
@@ -51,58 +53,57 @@ fn try_take(shared: &Shared, name: &[u8], token: &str) -> Result<bool> {
         Val::Int(expires),
         Val::Int(now),
     ];
-    shared.pool.with_conn(|c| match shared.sql.dialect {
-        Dialect::Sqlite | Dialect::Postgres => {
-            // An expired row is taken over; a live one stays.
-            let n = c.exec(
-                &format!(
-                    "INSERT INTO {t} (name, token, expires) VALUES (?, ?, ?) \
+    shared
+        .pool
+        .with_conn_in(budget, |c| match shared.sql.dialect {
+            Dialect::Sqlite | Dialect::Postgres => {
+                // An expired row is taken over; a live one stays.
+                let n = c.exec(
+                    &format!(
+                        "INSERT INTO {t} (name, token, expires) VALUES (?, ?, ?) \
                      ON CONFLICT (name) DO UPDATE SET token = excluded.token, \
                      expires = excluded.expires WHERE {t}.expires <= ?"
-                ),
-                &params,
-            )?;
-            Ok(n == 1)
-        }
-        Dialect::Mysql => {
-            // The affected-row count of an upsert depends on client flags:
-            // read the row back instead.
-            c.exec(
-                &format!(
-                    "INSERT INTO {t} (name, token, expires) VALUES (?, ?, ?) \
+                    ),
+                    &params,
+                )?;
+                Ok(n == 1)
+            }
+            Dialect::Mysql => {
+                // Without CLIENT_FOUND_ROWS (this driver does not set it), an
+                // upsert reports 1 row for an insert, 2 for a row it changed
+                // (an expired lease taken over) and 0 for a row left as it was
+                // (a live lease): taken if any.
+                let n = c.exec(
+                    &format!(
+                        "INSERT INTO {t} (name, token, expires) VALUES (?, ?, ?) \
                      ON DUPLICATE KEY UPDATE \
                      token = IF(expires <= ?, VALUES(token), token), \
                      expires = IF(expires <= ?, VALUES(expires), expires)"
-                ),
-                &[
-                    params[0].clone(),
-                    params[1].clone(),
-                    params[2].clone(),
-                    params[3].clone(),
-                    params[3].clone(),
-                ],
-            )?;
-            let rows = c.query(
-                &format!("SELECT token FROM {t} WHERE name = ?"),
-                &[params[0].clone()],
-            )?;
-            let held = rows
-                .into_iter()
-                .next()
-                .and_then(|r| r.into_iter().next())
-                .map(Val::bytes);
-            Ok(held.as_deref() == Some(token.as_bytes()))
-        }
-    })
+                    ),
+                    &[
+                        params[0].clone(),
+                        params[1].clone(),
+                        params[2].clone(),
+                        params[3].clone(),
+                        params[3].clone(),
+                    ],
+                )?;
+                Ok(n >= 1)
+            }
+        })
 }
 
-/// Deletes expired lease rows, now and then.
-fn maybe_sweep(shared: &Shared) {
+/// Deletes expired lease rows, now and then, within what is left of the
+/// take's `budget`.
+fn maybe_sweep(shared: &Shared, budget: &Budget) {
     static TAKES: AtomicU64 = AtomicU64::new(0);
     if TAKES.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY != SWEEP_EVERY - 1 {
         return;
     }
-    let r = shared.pool.with_conn(|c| {
+    if budget.left().is_zero() {
+        return;
+    }
+    let r = shared.pool.with_conn_in(budget, |c| {
         c.exec(
             &format!("DELETE FROM {} WHERE expires <= ?", shared.sql.lease),
             &[Val::Int(now_ms())],
@@ -113,7 +114,9 @@ fn maybe_sweep(shared: &Shared) {
     }
 }
 
-/// Takes the lease of `key` in namespace `ns`, trying for up to `wait`.
+/// Takes the lease of `key` in namespace `ns`, trying for up to `wait`; each
+/// try is one operation (within the timeout), so this ends within `wait`
+/// plus the timeout.
 pub(super) fn take(
     shared: &Arc<Shared>,
     ns: i64,
@@ -122,11 +125,13 @@ pub(super) fn take(
 ) -> Result<Option<Lease>> {
     let name = name(shared, ns, key);
     let token = token();
+    let mut budget = shared.pool.budget();
     let taken = crate::backend::poll(wait, || {
-        try_take(shared, &name, &token).map(|t| t.then_some(()))
+        budget = shared.pool.budget();
+        try_take(shared, &budget, &name, &token).map(|t| t.then_some(()))
     })?;
     Ok(taken.map(|()| {
-        maybe_sweep(shared);
+        maybe_sweep(shared, &budget);
         Lease(Box::new(SqlLease {
             shared: shared.clone(),
             name,

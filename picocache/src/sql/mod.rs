@@ -26,12 +26,31 @@
 //! Leases: a row in `T_lease` that expires after [`SqlOptions::lease_ttl`]
 //! (see the `lease` module): no connection is held while a lease is.
 //!
-//! Bounds: at most [`SqlOptions::pool_size`] connections are open at once;
-//! connecting and each statement time out ([`SqlOptions::connect_timeout`],
-//! [`SqlOptions::timeout`]) with [`Error::Unavailable`], and after such a
-//! failure the backend is skipped for a back-off window (calls fail at once;
-//! one call then tries again with the same timeouts). So a server that
-//! hangs costs one call at most `connect_timeout + timeout` per window.
+//! Bounds: at most [`SqlOptions::pool_size`] connections are open at once.
+//! Every operation (a look-up with the flush of buffered hits it may do, a
+//! store, a lease taken or released, a removal, `clear`, `stats`, opening a
+//! namespace) has one deadline, [`SqlOptions::timeout`] after it starts:
+//! its wait for a pooled connection and each of its statements get what is
+//! left, so it ends within the timeout however many round trips it makes
+//! (one that opens a connection adds the connecting time, at most
+//! [`SqlOptions::connect_timeout`]; opening the backend, which connects and
+//! creates the schema, also ends within `connect_timeout + timeout`). Past
+//! the deadline it fails with [`Error::Unavailable`], and the backend is
+//! skipped for a back-off window (calls fail at once; one call then tries
+//! again with the same timeouts). So a server that hangs, or answers each
+//! statement just in time, costs one operation at most
+//! `connect_timeout + timeout`, and a memoized call that misses (at most five
+//! operations: look-up, lease, a look again, store, release; the others
+//! fail at once after one failed) at most `connect_timeout + 5 * timeout`
+//! per window.
+//!
+//! Round trips of a memoized miss on PostgreSQL: 9 (measured through a slow
+//! link, `tests/tests/deadline.rs`): the look-up, the lease (one upsert),
+//! the store (`BEGIN`, the namespace row locked, expired entries deleted,
+//! the entry stored with its old size read in the same statement, the
+//! counters, `COMMIT`; each batch of evictions one `DELETE ... RETURNING`),
+//! the release. MySQL: 10 (it has no `RETURNING`: a store reads the old
+//! size first, an eviction its victims).
 //! Keys plus values above [`SqlOptions::max_value_size`] are not sent
 //! ([`Error::TooLarge`]), nor is a value the server refused as too large
 //! (MySQL's `max_allowed_packet`) a reason to skip the server.
@@ -57,7 +76,7 @@ mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod url;
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 mod worker;
 
 /// Hits whose access-time update is buffered before a flush.
@@ -84,14 +103,17 @@ pub struct SqlOptions {
     /// Most connections open at once (idle or in use); a call that finds
     /// them all in use waits up to [`SqlOptions::timeout`] for one.
     pub pool_size: u32,
-    /// How long opening a connection may take (default 1 s): PostgreSQL's
-    /// whole connect, handshake and login included; MySQL's TCP connect,
-    /// whose handshake then waits at most [`SqlOptions::timeout`] per read;
-    /// for SQLite, the floor of the busy timeout.
+    /// How long opening a connection may take (default 1 s), handshake,
+    /// login and session settings included; an operation that opens one may
+    /// take this much longer than [`SqlOptions::timeout`]. For SQLite, the
+    /// floor of the busy timeout.
     pub connect_timeout: Duration,
-    /// How long one statement may go unanswered (default 1 s): then the
-    /// call fails with [`Error::Unavailable`] and the backend is skipped for
-    /// a back-off window. Not used by SQLite (a local file).
+    /// How long one operation may take in total (default 1 s): a look-up, a
+    /// store, a lease taken or released, a removal, `clear`, `stats`, each
+    /// with its wait for a pooled connection and all of its statements.
+    /// Then it fails with [`Error::Unavailable`] and the backend is skipped
+    /// for a back-off window (see the [module docs](self)). Not used by
+    /// SQLite (a local file) but as the floor of its pool wait.
     pub timeout: Duration,
     /// The first back-off window after the server failed (default 1 s):
     /// calls fail at once with [`Error::Unavailable`] during it; then one
@@ -207,6 +229,10 @@ pub(crate) trait Conn: Send {
     fn broken(&self) -> bool;
     /// Marks the connection unusable.
     fn poison(&mut self);
+    /// Sets when the current operation must have ended: each later
+    /// statement waits at most the time left, and one that would start
+    /// after it fails as a timeout (SQLite, a local file, ignores it).
+    fn set_deadline(&mut self, _deadline: Instant) {}
 }
 
 /// Opens connections of one database.
@@ -509,19 +535,33 @@ impl Shared {
         }
     }
 
-    fn tx<T>(&self, mut f: impl FnMut(&mut dyn Conn) -> Result<T>) -> Result<T> {
+    /// Runs `f` in a transaction, within one operation's budget.
+    fn tx<T>(&self, f: impl FnMut(&mut dyn Conn) -> Result<T>) -> Result<T> {
+        self.tx_in(&self.pool.budget(), f)
+    }
+
+    /// [`Shared::tx`] within what is left of `budget`.
+    fn tx_in<T>(
+        &self,
+        budget: &guard::Budget,
+        mut f: impl FnMut(&mut dyn Conn) -> Result<T>,
+    ) -> Result<T> {
         let dialect = self.sql.dialect;
-        let v = self.pool.with_conn(|c| transaction(c, dialect, &mut f))?;
+        let v = self
+            .pool
+            .with_conn_in(budget, |c| transaction(c, dialect, &mut f))?;
         self.commits.fetch_add(1, Ordering::Relaxed);
         Ok(v)
     }
 
     fn ensure_schema(&self) -> Result<()> {
         let stmts = self.sql.schema(&self.table);
+        // Connecting and every try: one operation (connect_timeout + timeout).
+        let budget = self.pool.budget();
         let mut tries = 0;
         loop {
             tries += 1;
-            let r = self.pool.with_conn(|c| {
+            let r = self.pool.with_conn_in(&budget, |c| {
                 self.create_tables(c, &stmts)?;
                 let meta = &self.sql.meta;
                 c.exec(
@@ -564,10 +604,16 @@ impl Shared {
         }
         let key = xxhash_rust::xxh3::xxh3_64(format!("picocache schema {}", self.table).as_bytes())
             as i64;
-        transaction(c, Dialect::Postgres, |c| {
-            c.batch("SET LOCAL client_min_messages = warning")?;
-            c.exec("SELECT pg_advisory_xact_lock(?)", &[Val::Int(key)])?;
-            stmts.iter().try_for_each(|s| c.batch(s))
+        // One round trip: the statements hold no parameters.
+        let all = format!(
+            "BEGIN; SET LOCAL client_min_messages = warning; \
+             SELECT pg_advisory_xact_lock({key}); {}; COMMIT",
+            stmts.join("; ")
+        );
+        c.batch(&all).inspect_err(|_| {
+            if c.broken() || c.batch("ROLLBACK").is_err() {
+                c.poison();
+            }
         })
     }
 
@@ -650,6 +696,21 @@ impl Shared {
     /// Deletes the expired entries of `id` (its row locked).
     fn purge(&self, c: &mut dyn Conn, id: i64, row: &mut NsRow, now: i64) -> Result<()> {
         let t = &self.sql.t;
+        if self.sql.dialect == Dialect::Postgres {
+            // One round trip: the delete reports what it deleted.
+            let rows = c.query(
+                &format!(
+                    "WITH d AS (DELETE FROM {t} WHERE ns = ? AND expires IS NOT NULL \
+                     AND expires <= ? RETURNING size) SELECT COUNT(*), {} FROM d",
+                    self.sum_size()
+                ),
+                &[Val::Int(id), Val::Int(now)],
+            )?;
+            let r = rows.into_iter().next().unwrap_or_default();
+            row.entries -= r.first().and_then(Val::int).unwrap_or(0);
+            row.bytes -= r.get(1).and_then(Val::int).unwrap_or(0);
+            return Ok(());
+        }
         let rows = c.query(
             &format!(
                 "SELECT COUNT(*), {} FROM {t} WHERE ns = ? AND expires IS NOT NULL AND expires <= ?",
@@ -688,7 +749,6 @@ impl Shared {
 
     /// Evicts least recently used entries of `id` until its limits hold.
     fn evict(&self, c: &mut dyn Conn, id: i64, row: &mut NsRow) -> Result<()> {
-        let t = &self.sql.t;
         let over = |row: &NsRow| {
             row.entries > 0
                 && (row.maxsize.is_some_and(|m| row.entries > m)
@@ -697,11 +757,8 @@ impl Shared {
         while over(row) {
             let by_count = row.maxsize.map_or(0, |m| row.entries - m).max(1);
             let batch = by_count.min(1000);
-            let victims = c.query(
-                &format!("SELECT kh, size FROM {t} WHERE ns = ? ORDER BY atime LIMIT ?"),
-                &[Val::Int(id), Val::Int(batch)],
-            )?;
-            if victims.is_empty() {
+            let sizes = self.delete_oldest(c, id, batch)?;
+            if sizes.is_empty() {
                 // The counters drifted from the rows: recount.
                 self.recount(c, id, row)?;
                 if over(row) {
@@ -709,23 +766,54 @@ impl Shared {
                 }
                 break;
             }
-            for v in victims {
-                let mut it = v.into_iter();
-                let kh = it.next().unwrap_or(Val::Null).bytes();
-                let size = it.next().and_then(|v| v.int()).unwrap_or(0);
-                c.exec(
-                    &format!("DELETE FROM {t} WHERE ns = ? AND kh = ?"),
-                    &[Val::Int(id), Val::Bytes(kh)],
-                )?;
+            // `batch` is exactly what the count limit needs (or one, for
+            // the bytes limit): every victim goes.
+            for size in sizes {
                 row.entries -= 1;
                 row.bytes -= size;
                 row.evicted += 1;
-                if !over(row) {
-                    break;
-                }
             }
         }
         Ok(())
+    }
+
+    /// Deletes the `n` least recently used entries of `id`; their sizes.
+    /// One statement on PostgreSQL and SQLite (`DELETE ... RETURNING`),
+    /// two on MySQL (which has no `RETURNING`).
+    fn delete_oldest(&self, c: &mut dyn Conn, id: i64, n: i64) -> Result<Vec<i64>> {
+        let t = &self.sql.t;
+        let size_of = |r: Vec<Val>| r.into_iter().next().and_then(|v| v.int()).unwrap_or(0);
+        if self.sql.dialect != Dialect::Mysql {
+            let rows = c.query(
+                &format!(
+                    "DELETE FROM {t} WHERE ns = ? AND kh IN \
+                     (SELECT kh FROM {t} WHERE ns = ? ORDER BY atime LIMIT ?) RETURNING size"
+                ),
+                &[Val::Int(id), Val::Int(id), Val::Int(n)],
+            )?;
+            return Ok(rows.into_iter().map(size_of).collect());
+        }
+        let victims = c.query(
+            &format!("SELECT kh, size FROM {t} WHERE ns = ? ORDER BY atime LIMIT ?"),
+            &[Val::Int(id), Val::Int(n)],
+        )?;
+        let mut sizes = Vec::with_capacity(victims.len());
+        let mut khs = Vec::with_capacity(victims.len());
+        for v in victims {
+            let mut it = v.into_iter();
+            khs.push(it.next().unwrap_or(Val::Null));
+            sizes.push(it.next().and_then(|v| v.int()).unwrap_or(0));
+        }
+        for chunk in khs.chunks(100) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let mut params = vec![Val::Int(id)];
+            params.extend(chunk.iter().cloned());
+            c.exec(
+                &format!("DELETE FROM {t} WHERE ns = ? AND kh IN ({marks})"),
+                &params,
+            )?;
+        }
+        Ok(sizes)
     }
 
     fn recount(&self, c: &mut dyn Conn, id: i64, row: &mut NsRow) -> Result<()> {
@@ -745,6 +833,11 @@ impl Shared {
 
     /// Writes every buffered hit, one transaction per namespace.
     fn flush_all(&self) -> Result<()> {
+        self.flush_all_in(&self.pool.budget())
+    }
+
+    /// [`Shared::flush_all`] within what is left of `budget`.
+    fn flush_all_in(&self, budget: &guard::Budget) -> Result<()> {
         let ids: Vec<i64> = {
             let p = self.pending.lock();
             let mut ids: Vec<i64> = p.touches.keys().chain(p.counts.keys()).copied().collect();
@@ -753,30 +846,32 @@ impl Shared {
             ids
         };
         for id in ids {
-            self.flush_ns(id)?;
+            self.flush_ns(id, budget)?;
         }
         Ok(())
     }
 
-    fn flush_ns(&self, id: i64) -> Result<()> {
+    fn flush_ns(&self, id: i64, budget: &guard::Budget) -> Result<()> {
         let (touches, counts) = self.pending.lock().take_ns(id);
         if touches.is_empty() && counts == (0, 0) {
             return Ok(());
         }
-        self.tx(|c| {
+        self.tx_in(budget, |c| {
             let row = self.lock_ns(c, id)?;
             self.write_touches(c, id, &touches)?;
             self.save_ns(c, id, &row, counts)
         })
     }
 
-    fn maybe_flush(&self) {
+    /// Flushes the buffered hits if they are due, within what is left of
+    /// `budget` (the look-up's).
+    fn maybe_flush(&self, budget: &guard::Budget) {
         let due = {
             let p = self.pending.lock();
             p.n >= FLUSH_EVERY || p.since.is_some_and(|s| s.elapsed() >= FLUSH_AFTER)
         };
         if due {
-            if let Err(e) = self.flush_all() {
+            if let Err(e) = self.flush_all_in(budget) {
                 log::warn!(
                     "picocache: flushing buffered hits to {} failed: {e}",
                     self.kind()
@@ -950,12 +1045,14 @@ impl SqlNamespace {
         let mut out: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
         let hashes: Vec<Vec<u8>> = keys.iter().map(|k| key_hash(k)).collect();
         let now = now_ms();
+        // One operation: every chunk and the flush it may cause.
+        let budget = s.pool.budget();
         let mut hits = Vec::new();
         for (chunk_no, chunk) in hashes.chunks(100).enumerate() {
             let marks = vec!["?"; chunk.len()].join(", ");
             let mut params = vec![Val::Int(self.id)];
             params.extend(chunk.iter().map(|h| Val::Bytes(h.clone())));
-            let rows = s.pool.with_conn(|c| {
+            let rows = s.pool.with_conn_in(&budget, |c| {
                 c.query(
                     &format!(
                         "SELECT kh, k, v, expires FROM {} WHERE ns = ? AND kh IN ({marks})",
@@ -993,7 +1090,7 @@ impl SqlNamespace {
             0
         };
         self.record(&hits, misses);
-        s.maybe_flush();
+        s.maybe_flush(&budget);
         Ok(out)
     }
 
@@ -1054,6 +1151,14 @@ impl Namespace for SqlNamespace {
         let upsert = s.sql.upsert_entry();
         let size_sql = format!("SELECT size FROM {} WHERE ns = ? AND kh = ?", s.sql.t);
         let del_sql = format!("DELETE FROM {} WHERE ns = ? AND kh = ?", s.sql.t);
+        // PostgreSQL: the old size and the store in one round trip (every
+        // part of a statement sees the rows as they were before it).
+        let pg = s.sql.dialect == Dialect::Postgres;
+        let upsert_old = format!(
+            "WITH old AS (SELECT size FROM {} WHERE ns = ? AND kh = ?), \
+             up AS ({upsert}) SELECT size FROM old",
+            s.sql.t
+        );
         s.tx(|c| {
             let mut row = s.lock_ns(c, id)?;
             s.write_touches(c, id, &touches)?;
@@ -1063,37 +1168,47 @@ impl Namespace for SqlNamespace {
             if row.maxsize != Some(0) && ttl != Some(0) {
                 for (k, v) in items {
                     let kh = key_hash(k);
-                    let old = c.query(&size_sql, &[Val::Int(id), Val::Bytes(kh.clone())])?;
-                    let had = old
-                        .into_iter()
-                        .next()
-                        .and_then(|r| r.into_iter().next())
-                        .and_then(|v| v.int());
+                    let size = (k.len() + v.len()) as i64;
+                    let fits = row.max_bytes.is_none_or(|m| size <= m);
+                    let first = |rows: Vec<Vec<Val>>| {
+                        rows.into_iter()
+                            .next()
+                            .and_then(|r| r.into_iter().next())
+                            .and_then(|v| v.int())
+                    };
+                    let entry = [
+                        Val::Int(id),
+                        Val::Bytes(kh.clone()),
+                        Val::Bytes(k.to_vec()),
+                        Val::Bytes(v.to_vec()),
+                        Val::Int(size),
+                        Val::Int(stamp()),
+                        ttl.map_or(Val::Null, |t| Val::Int(now.saturating_add(t))),
+                    ];
+                    let had = if pg && fits {
+                        let mut params = vec![Val::Int(id), Val::Bytes(kh.clone())];
+                        params.extend(entry);
+                        first(c.query(&upsert_old, &params)?)
+                    } else {
+                        let had =
+                            first(c.query(&size_sql, &[Val::Int(id), Val::Bytes(kh.clone())])?);
+                        if !fits {
+                            if had.is_some() {
+                                c.exec(&del_sql, &[Val::Int(id), Val::Bytes(kh)])?;
+                            }
+                        } else {
+                            c.exec(&upsert, &entry)?;
+                        }
+                        had
+                    };
                     if let Some(sz) = had {
                         row.entries -= 1;
                         row.bytes -= sz;
                     }
-                    let size = (k.len() + v.len()) as i64;
-                    if row.max_bytes.is_some_and(|m| size > m) {
-                        if had.is_some() {
-                            c.exec(&del_sql, &[Val::Int(id), Val::Bytes(kh)])?;
-                        }
-                        continue;
+                    if fits {
+                        row.entries += 1;
+                        row.bytes += size;
                     }
-                    c.exec(
-                        &upsert,
-                        &[
-                            Val::Int(id),
-                            Val::Bytes(kh),
-                            Val::Bytes(k.to_vec()),
-                            Val::Bytes(v.to_vec()),
-                            Val::Int(size),
-                            Val::Int(stamp()),
-                            ttl.map_or(Val::Null, |t| Val::Int(now.saturating_add(t))),
-                        ],
-                    )?;
-                    row.entries += 1;
-                    row.bytes += size;
                 }
                 s.evict(c, id, &mut row)?;
             }
@@ -1110,20 +1225,25 @@ impl Namespace for SqlNamespace {
             let mut row = s.lock_ns(c, id)?;
             s.write_touches(c, id, &touches)?;
             s.purge(c, id, &mut row, now_ms())?;
-            let old = c.query(
-                &format!("SELECT size FROM {} WHERE ns = ? AND kh = ?", s.sql.t),
-                &[Val::Int(id), Val::Bytes(kh.clone())],
-            )?;
-            let had = old
-                .into_iter()
-                .next()
-                .and_then(|r| r.into_iter().next())
-                .and_then(|v| v.int());
+            let params = [Val::Int(id), Val::Bytes(kh.clone())];
+            let del = format!("DELETE FROM {} WHERE ns = ? AND kh = ?", s.sql.t);
+            let first = |rows: Vec<Vec<Val>>| {
+                rows.into_iter()
+                    .next()
+                    .and_then(|r| r.into_iter().next())
+                    .and_then(|v| v.int())
+            };
+            let had = if s.sql.dialect == Dialect::Mysql {
+                let sql = format!("SELECT size FROM {} WHERE ns = ? AND kh = ?", s.sql.t);
+                let had = first(c.query(&sql, &params)?);
+                if had.is_some() {
+                    c.exec(&del, &params)?;
+                }
+                had
+            } else {
+                first(c.query(&format!("{del} RETURNING size"), &params)?)
+            };
             if let Some(sz) = had {
-                c.exec(
-                    &format!("DELETE FROM {} WHERE ns = ? AND kh = ?", s.sql.t),
-                    &[Val::Int(id), Val::Bytes(kh.clone())],
-                )?;
                 row.entries -= 1;
                 row.bytes -= sz;
             }

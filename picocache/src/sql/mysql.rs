@@ -1,17 +1,22 @@
 //! MySQL and MariaDB through the `mysql` crate (no TLS, pure-Rust zlib).
 //!
-//! Timeouts are the socket's: the TCP connect waits at most the connect
-//! timeout, every read and write (the handshake's too) at most the statement
-//! timeout. A statement larger than the server's `max_allowed_packet` (read
+//! Each connection lives on its own thread ([`Worker`]), so that its caller
+//! can stop waiting: opening it (TCP connect, handshake, the session's
+//! settings) waits at most the connect timeout in total, and each statement
+//! at most what is left of its operation's timeout (one deadline for all
+//! the statements of a look-up or a store). The socket's read and write
+//! timeouts (the operation timeout) end the thread of a connection given
+//! up on. A statement larger than the server's `max_allowed_packet` (read
 //! once per connection) is not sent: it fails with [`Error::TooLarge`], and
 //! so does one the server refuses as too large.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mysql::prelude::Queryable;
 use mysql::{Opts, OptsBuilder, Params, Value};
 
 use super::guard::{unavailable, TimedOut};
+use super::worker::Worker;
 use super::{url::redact, Conn, Dialect, Driver, Retryable, SqlOptions, Val};
 use crate::{Error, Result};
 
@@ -22,6 +27,7 @@ const PACKET_SLACK: usize = 16 << 10;
 pub(crate) struct MysqlDriver {
     opts: Opts,
     url: String,
+    connect_timeout: Duration,
     timeout: Duration,
 }
 
@@ -44,6 +50,7 @@ impl MysqlDriver {
         Ok(MysqlDriver {
             opts: opts.into(),
             url: redact(url),
+            connect_timeout: options.connect_timeout,
             timeout: options.timeout,
         })
     }
@@ -134,23 +141,30 @@ impl Driver for MysqlDriver {
 
     fn connect(&self) -> Result<Box<dyn Conn>> {
         let t = self.timeout;
-        let mut conn = mysql::Conn::new(self.opts.clone()).map_err(|e| convert_timed(e, t))?;
-        let (max_packet, version): (u64, String) = conn
-            .query_first("SELECT @@max_allowed_packet, VERSION()")
-            .map_err(|e| convert_timed(e, t))?
-            .unwrap_or((u64::MAX, String::new()));
-        if version.contains("MariaDB") {
-            // MariaDB ends a statement (a long lock wait too) a little before
-            // the client gives up on it: an error of that statement, not an
-            // unavailable server.
-            let secs = (t.as_secs_f64() * 0.9).max(0.001);
-            conn.query_drop(format!("SET SESSION max_statement_time = {secs:.3}"))
-                .map_err(|e| convert_timed(e, t))?;
-        }
+        let opts = self.opts.clone();
+        let worker = Worker::spawn(KIND, self.connect_timeout, move || {
+            let mut conn = mysql::Conn::new(opts).map_err(|e| convert_timed(e, t))?;
+            let (max_packet, version): (u64, String) = conn
+                .query_first("SELECT @@max_allowed_packet, VERSION()")
+                .map_err(|e| convert_timed(e, t))?
+                .unwrap_or((u64::MAX, String::new()));
+            if version.contains("MariaDB") {
+                // MariaDB ends a statement (a long lock wait too) a little
+                // before the client gives up on it: an error of that
+                // statement, not an unavailable server.
+                let secs = (t.as_secs_f64() * 0.9).max(0.001);
+                conn.query_drop(format!("SET SESSION max_statement_time = {secs:.3}"))
+                    .map_err(|e| convert_timed(e, t))?;
+            }
+            Ok(MyState {
+                conn,
+                max_packet: usize::try_from(max_packet).unwrap_or(usize::MAX),
+            })
+        })?;
         Ok(Box::new(MysqlConn {
-            conn,
+            worker,
             timeout: t,
-            max_packet: usize::try_from(max_packet).unwrap_or(usize::MAX),
+            deadline: None,
             broken: false,
         }))
     }
@@ -160,11 +174,19 @@ impl Driver for MysqlDriver {
     }
 }
 
-struct MysqlConn {
+/// The connection, on its worker thread.
+struct MyState {
     conn: mysql::Conn,
     /// The server's `max_allowed_packet`.
     max_packet: usize,
+}
+
+/// The handle callers use.
+struct MysqlConn {
+    worker: Worker<MyState>,
     timeout: Duration,
+    /// When the current operation must have ended.
+    deadline: Option<Instant>,
     broken: bool,
 }
 
@@ -184,17 +206,6 @@ fn params(vals: &[Val]) -> Params {
     )
 }
 
-impl MysqlConn {
-    fn fail(&mut self, e: mysql::Error) -> Error {
-        let e = convert_timed(e, self.timeout);
-        // The server closes the connection after a packet too large.
-        if matches!(e, Error::Unavailable { .. } | Error::TooLarge { .. }) {
-            self.broken = true;
-        }
-        e
-    }
-}
-
 fn params_size(p: &[Val]) -> usize {
     p.iter()
         .map(|v| match v {
@@ -205,8 +216,23 @@ fn params_size(p: &[Val]) -> usize {
         .sum()
 }
 
-impl Conn for MysqlConn {
-    fn exec(&mut self, sql: &str, p: &[Val]) -> Result<u64> {
+fn row(r: mysql::Row) -> Vec<Val> {
+    r.unwrap()
+        .into_iter()
+        .map(|v| match v {
+            Value::NULL => Val::Null,
+            Value::Int(i) => Val::Int(i),
+            Value::UInt(u) => Val::Int(i64::try_from(u).unwrap_or(i64::MAX)),
+            Value::Bytes(b) => Val::Bytes(b),
+            Value::Float(f) => Val::Int(f as i64),
+            Value::Double(f) => Val::Int(f as i64),
+            other => Val::Text(other.as_sql(true)),
+        })
+        .collect()
+}
+
+impl MyState {
+    fn exec(&mut self, sql: &str, p: &[Val], timeout: Duration) -> Result<u64> {
         let size = params_size(p);
         if size.saturating_add(sql.len() + PACKET_SLACK) > self.max_packet {
             return Err(Error::TooLarge {
@@ -224,7 +250,7 @@ impl Conn for MysqlConn {
         }
         match self.conn.exec_drop(sql, params(p)) {
             Ok(()) => Ok(self.conn.affected_rows()),
-            Err(e) => Err(match self.fail(e) {
+            Err(e) => Err(match convert_timed(e, timeout) {
                 Error::TooLarge { source, .. } => Error::TooLarge {
                     backend: KIND,
                     size,
@@ -235,33 +261,69 @@ impl Conn for MysqlConn {
             }),
         }
     }
+}
+
+impl MysqlConn {
+    /// Runs `f` on the worker within what is left of the operation; marks
+    /// the connection broken if the server went away, did not answer, or
+    /// refused a packet as too large (it closes the connection then).
+    fn run<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut MyState, Duration) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let left = self.deadline.map_or(self.timeout, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        if left.is_zero() {
+            // Not sent: the connection stays usable.
+            return Err(unavailable(
+                KIND,
+                TimedOut {
+                    what: "an operation",
+                    after: self.timeout,
+                },
+            ));
+        }
+        let timeout = self.timeout;
+        let r = self.worker.run(left, move |st| f(st, timeout));
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                self.broken = true;
+                return Err(e);
+            }
+        };
+        if matches!(r, Err(Error::Unavailable { .. } | Error::TooLarge { .. })) {
+            self.broken = true;
+        }
+        r
+    }
+}
+
+impl Conn for MysqlConn {
+    fn exec(&mut self, sql: &str, p: &[Val]) -> Result<u64> {
+        let (sql, p) = (sql.to_string(), p.to_vec());
+        self.run(move |st, t| st.exec(&sql, &p, t))
+    }
 
     fn query(&mut self, sql: &str, p: &[Val]) -> Result<Vec<Vec<Val>>> {
-        let rows: Vec<mysql::Row> = match self.conn.exec(sql, params(p)) {
-            Ok(r) => r,
-            Err(e) => return Err(self.fail(e)),
-        };
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                r.unwrap()
-                    .into_iter()
-                    .map(|v| match v {
-                        Value::NULL => Val::Null,
-                        Value::Int(i) => Val::Int(i),
-                        Value::UInt(u) => Val::Int(i64::try_from(u).unwrap_or(i64::MAX)),
-                        Value::Bytes(b) => Val::Bytes(b),
-                        Value::Float(f) => Val::Int(f as i64),
-                        Value::Double(f) => Val::Int(f as i64),
-                        other => Val::Text(other.as_sql(true)),
-                    })
-                    .collect()
-            })
-            .collect())
+        let (sql, p) = (sql.to_string(), p.to_vec());
+        self.run(move |st, t| {
+            let rows: Vec<mysql::Row> = st
+                .conn
+                .exec(sql.as_str(), params(&p))
+                .map_err(|e| convert_timed(e, t))?;
+            Ok(rows.into_iter().map(row).collect())
+        })
     }
 
     fn batch(&mut self, sql: &str) -> Result<()> {
-        self.conn.query_drop(sql).map_err(|e| self.fail(e))
+        let sql = sql.to_string();
+        self.run(move |st, t| {
+            st.conn
+                .query_drop(sql.as_str())
+                .map_err(|e| convert_timed(e, t))
+        })
     }
 
     fn broken(&self) -> bool {
@@ -270,5 +332,9 @@ impl Conn for MysqlConn {
 
     fn poison(&mut self) {
         self.broken = true;
+    }
+
+    fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = Some(deadline);
     }
 }

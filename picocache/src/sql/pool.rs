@@ -2,14 +2,18 @@
 //! `pool_size` connections, reconnection after an outage, and the back-off
 //! of [`guard::Breaker`].
 
-use super::guard::{self, BoundedPool, Breaker};
+use super::guard::{self, BoundedPool, Breaker, Budget};
 use super::{Conn, Driver};
 use crate::{Error, Result};
+use std::time::Duration;
 
 pub(crate) struct Pool {
     pub(crate) driver: Box<dyn Driver>,
     conns: BoundedPool<Box<dyn Conn>>,
     breaker: Breaker,
+    /// The budget of one operation ([`SqlOptions::timeout`](super::SqlOptions::timeout);
+    /// SQLite's busy timeout if longer).
+    op_timeout: Duration,
 }
 
 impl Pool {
@@ -26,6 +30,7 @@ impl Pool {
             driver,
             conns: BoundedPool::new(kind, options.pool_size as usize, wait),
             breaker: Breaker::new(kind, options.backoff, options.backoff_max),
+            op_timeout: wait,
         }
     }
 
@@ -39,13 +44,31 @@ impl Pool {
         self.breaker.is_down()
     }
 
-    /// Runs `f` on a pooled connection. If it fails because the server went
-    /// away (not a timeout) on a connection that was idle in the pool, closes
+    /// A budget for one operation, starting now.
+    pub(crate) fn budget(&self) -> Budget {
+        Budget::new(self.op_timeout)
+    }
+
+    /// [`Pool::with_conn_in`] with a budget of its own.
+    pub(crate) fn with_conn<T>(&self, f: impl FnMut(&mut dyn Conn) -> Result<T>) -> Result<T> {
+        self.with_conn_in(&self.budget(), f)
+    }
+
+    /// Runs `f` on a pooled connection, every statement of it within what
+    /// is left of `budget` (a connection opened on the way adds its
+    /// connecting time once). If `f` fails because the server went away
+    /// (not a timeout) on a connection that was idle in the pool, closes
     /// the idle connections and runs `f` once more on a fresh connection.
     /// Fails at once while the backend is in its back-off window.
-    pub(crate) fn with_conn<T>(&self, mut f: impl FnMut(&mut dyn Conn) -> Result<T>) -> Result<T> {
+    pub(crate) fn with_conn_in<T>(
+        &self,
+        budget: &Budget,
+        mut f: impl FnMut(&mut dyn Conn) -> Result<T>,
+    ) -> Result<T> {
         self.breaker.call(|| {
-            let mut c = self.conns.checkout(|| self.driver.connect())?;
+            let connect = || budget.connecting(|| self.driver.connect());
+            let mut c = self.conns.checkout_by(budget.deadline(), connect)?;
+            c.conn().set_deadline(budget.deadline());
             let r = f(c.conn().as_mut());
             match r {
                 Err(e @ Error::Unavailable { .. }) => {
@@ -55,7 +78,8 @@ impl Pool {
                     if !reused || guard::is_timeout(&e) {
                         return Err(e);
                     }
-                    let mut c = self.conns.checkout(|| self.driver.connect())?;
+                    let mut c = self.conns.checkout_by(budget.deadline(), connect)?;
+                    c.conn().set_deadline(budget.deadline());
                     let r = f(c.conn().as_mut());
                     self.checkin(c);
                     r

@@ -2,21 +2,24 @@
 //!
 //! Each connection lives on its own thread ([`Worker`]), since the crate's
 //! client has no read timeout: connecting waits at most the connect timeout
-//! and each statement at most the statement timeout, and the server cancels
-//! a statement that runs longer than that too (`statement_timeout`).
+//! and each statement at most what is left of its operation's timeout (one
+//! deadline for all the statements of a look-up or a store), and the server
+//! cancels a statement that runs longer than the timeout too
+//! (`statement_timeout`).
 
 use std::collections::HashMap;
 use std::error::Error as _;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use postgres::error::SqlState;
 use postgres::types::{IsNull, ToSql, Type};
 use postgres::{Client, Config, NoTls, Statement};
 
+use super::guard::{unavailable, TimedOut};
 use super::worker::Worker;
 use super::{url::redact, Conn, Dialect, Driver, Retryable, SqlOptions, Val};
 use crate::{Error, Result};
@@ -153,6 +156,7 @@ impl Driver for PgDriver {
         Ok(Box::new(PgConn {
             worker,
             timeout: self.timeout,
+            deadline: None,
             broken: false,
         }))
     }
@@ -172,6 +176,8 @@ struct PgState {
 struct PgConn {
     worker: Worker<PgState>,
     timeout: Duration,
+    /// When the current operation must have ended.
+    deadline: Option<Instant>,
     broken: bool,
 }
 
@@ -274,7 +280,20 @@ impl PgConn {
         &mut self,
         f: impl FnOnce(&mut PgState) -> Result<T, postgres::Error> + Send + 'static,
     ) -> Result<T> {
-        let r = self.worker.run(self.timeout, move |st| {
+        let left = self.deadline.map_or(self.timeout, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        if left.is_zero() {
+            // Not sent: the connection stays usable.
+            return Err(unavailable(
+                KIND,
+                TimedOut {
+                    what: "an operation",
+                    after: self.timeout,
+                },
+            ));
+        }
+        let r = self.worker.run(left, move |st| {
             let r = f(st).map_err(convert);
             (r, st.client.is_closed())
         });
@@ -317,6 +336,10 @@ impl Conn for PgConn {
 
     fn poison(&mut self) {
         self.broken = true;
+    }
+
+    fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = Some(deadline);
     }
 }
 
