@@ -7,7 +7,7 @@ from typing_extensions import disjoint_base, final
 # Checked against the built module by mypy.stubtest (tests/test_typing.py).
 __all__ = [
     "Store", "Namespace", "Lease", "CacheError", "CacheUnavailable", "CacheCorrupted", "CacheFull",
-    "CacheInvalidArgument", "CacheRejected", "CacheReadOnly", "CacheTooLarge", "Sealer",
+    "CacheInvalidArgument", "CacheRejected", "CacheReadOnly", "CacheTooLarge", "Sealer", "Wrapper", "Hits",
     "encode", "encode_call", "_after_fork_in_child", "default_local_path", "Blake3", "__version__",
 ]
 
@@ -36,7 +36,7 @@ class Blake3:
     def update(self, block: bytes) -> None: ...
     def digest(self) -> bytes: ...
 
-@final
+@disjoint_base
 class Wrapper:
     """The native part of a cached synchronous function."""
 
@@ -46,6 +46,7 @@ class Wrapper:
     def __get__(self, instance: object, owner: object = None, /) -> Any: ...
     def _set_namespace(self, ns: Optional["Namespace"]) -> None: ...
 
+@final
 class Hits:
     """A count of hits, shared by a Wrapper and its function's state."""
 
