@@ -77,7 +77,7 @@ impl IndexMap {
         }
         let head = map(&file, format::IDX_HEADER_LEN).map_err(IndexProblem::Io)?;
         let mut magic = [0u8; 8];
-        head.copy_out(0, &mut magic);
+        head.copy_out(hdr::MAGIC, &mut magic);
         if magic != format::INDEX_MAGIC {
             return Err(IndexProblem::Invalid("bad index magic".into()));
         }

@@ -66,12 +66,16 @@ mod compaction;
 mod error;
 mod expiry;
 mod files;
-/// The on-disk layout (offsets, sizes, magic numbers, record encoding),
-/// public for the engine's tests, the fuzzer and `FORMAT.md`'s checks only:
-/// it is not a stable API. What other crates need is re-exported at the
-/// root ([`MAX_NAME_LEN`], [`MAX_NAMESPACES`]).
+/// The on-disk layout (offsets, sizes, magic numbers, record encoding):
+/// crate-private, and public only with the feature `test-hooks`, for the
+/// engine's tests, the fuzzer and `FORMAT.md`'s checks; it is not an API.
+/// What other crates need is re-exported at the root ([`MAX_NAME_LEN`],
+/// [`MAX_NAMESPACES`]).
+#[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub mod format;
+#[cfg(not(feature = "test-hooks"))]
+mod format;
 pub(crate) mod hash;
 mod index;
 mod io;

@@ -167,7 +167,7 @@ use crate::sealed::SealedBackend;
 use crate::{Error, Result};
 
 /// The longest namespace name the stores accept.
-const MAX_NAME_LEN: usize = picocache_engine::format::MAX_NAME_LEN;
+const MAX_NAME_LEN: usize = picocache_engine::MAX_NAME_LEN;
 /// How long a failure to open the store is remembered before trying again.
 const REOPEN_AFTER: Duration = Duration::from_secs(1);
 /// In-flight map shards.
