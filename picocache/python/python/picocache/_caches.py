@@ -360,8 +360,9 @@ class RedisCache(_NativeCache):
     password=...)``. Every key starts with ``namespace``; ``ttl`` (seconds) is
     the default time to live.
 
-    Connection options (keywords; None: the default): ``timeout`` (seconds a
-    command may go unanswered, 1.0), ``connect_timeout`` (1.0), ``pool_size``
+    Connection options (keywords; None: the default): ``timeout`` (seconds
+    one cache operation may take in total, all its commands, 1.0),
+    ``connect_timeout`` (seconds opening a connection may add, 1.0), ``pool_size``
     (connections at most, 8), ``max_value_size`` (bytes a stored entry may
     have, 8 MiB), ``backoff`` / ``backoff_max`` (seconds the server is skipped
     after a failure, 1.0 doubling to 10.0). A call never waits much longer
