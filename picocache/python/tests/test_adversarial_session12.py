@@ -392,6 +392,7 @@ def _values_zoo() -> dict:
     }
 
 
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix
 @pytest.mark.parametrize("mode", [None, "r"])
 def test_array_layouts_round_trip_through_the_store(mode, tmp_path):
     c = pc.LocalCache(tmp_path / "store")
@@ -1141,3 +1142,30 @@ def test_a_pandas_to_numpy_result_hits_writable(tmp_path):
     assert hit.flags.writeable and (hit == np.arange(n)).all()
     hit *= 2
     assert (column(n) == np.arange(n)).all()
+
+
+def test_content_keys_ignore_the_padding_of_aligned_structured_arrays(tmp_path):
+    """An aligned structured dtype has padding bytes between its fields that
+    == never reads and np.empty leaves as they were: equal arrays had other
+    keys (and the same array another key in another process)."""
+    from picocache import _arrays
+
+    dt = np.dtype([("a", "u1"), ("b", "<i8"), ("c", [("x", "u1"), ("y", "<f8")], (2,))], align=True)
+    clean = np.zeros(3, dtype=dt)
+    dirty = np.frombuffer(b"\xff" * (3 * dt.itemsize), dtype=dt).copy()
+    for name in dt.names:
+        dirty[name] = 0
+    assert (clean == dirty).all()
+    assert _arrays.ndarray_key(np, clean) == _arrays.ndarray_key(np, dirty)
+    dirty["c"]["y"][0, 1] = 1.5
+    assert _arrays.ndarray_key(np, clean) != _arrays.ndarray_key(np, dirty)
+    c = pc.LocalCache(tmp_path / "store")
+    calls = []
+
+    @c
+    def count(a):
+        calls.append(1)
+        return len(a)
+
+    dirty["c"]["y"][0, 1] = 0.0
+    assert count(clean) == count(dirty) == 3 and len(calls) == 1

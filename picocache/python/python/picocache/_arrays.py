@@ -51,6 +51,17 @@ def _data(raw: Any, nbytes: int) -> bytes:
     return h.digest()
 
 
+def _packed(np: Any, dt: Any) -> Any:
+    """``dt`` with its fields (nested ones too) in order and no padding."""
+    if dt.fields is None:
+        if dt.subdtype is not None:
+            base, shape = dt.subdtype
+            inner = _packed(np, base)
+            return dt if inner == base else np.dtype((inner, shape))
+        return dt
+    return np.dtype([(name, _packed(np, dt.fields[name][0])) for name in dt.names])
+
+
 def ndarray_key(np: Any, a: Any) -> tuple:
     """The key of an exact ``numpy.ndarray``."""
     if a.dtype.hasobject:
@@ -64,6 +75,13 @@ def ndarray_key(np: Any, a: Any) -> tuple:
         # byte order is "|"): its fields in native order, same layout.
         a = a.astype(dt.newbyteorder("="))
         dt = a.dtype
+    if dt.fields:
+        # Fields packed, without the padding bytes between them (an aligned
+        # dtype's): == never reads those, and nothing sets them (np.empty).
+        packed = _packed(np, dt)
+        if packed != dt:
+            a = a.astype(packed)
+            dt = a.dtype
     # A structured dtype by its full description (names, formats, offsets,
     # itemsize); others by their type string (kind, size, byte order, unit),
     # or repr where that says more (string and user dtypes).
