@@ -1169,3 +1169,34 @@ def test_content_keys_ignore_the_padding_of_aligned_structured_arrays(tmp_path):
 
     dirty["c"]["y"][0, 1] = 0.0
     assert count(clean) == count(dirty) == 3 and len(calls) == 1
+
+
+def test_content_keys_of_long_double_arrays_ignore_their_padding(tmp_path):
+    """On x86-64 a long double keeps 10 bytes in 16; arithmetic leaves the
+    other 6 as it finds them (np.arange's hold stack bytes): the same values
+    had other keys, even in one process."""
+    from picocache import _arrays
+
+    if np.finfo(np.longdouble).nmant != 63:
+        pytest.skip("long double is not x87 extended precision here")
+    for t in (np.longdouble, np.clongdouble):
+        a = np.arange(300, dtype=t)
+        b = np.frombuffer(b"\xff" * (300 * a.itemsize), dtype=t).copy()
+        b[:] = a
+        assert (a == b).all()
+        assert _arrays.ndarray_key(np, a) == _arrays.ndarray_key(np, b) == _arrays.ndarray_key(np, a * 1)
+        c = a.copy()
+        c[7] = np.nextafter(c[7].real, np.longdouble(1000))
+        assert _arrays.ndarray_key(np, c) != _arrays.ndarray_key(np, a)
+    cache = pc.LocalCache(tmp_path / "store")
+    calls = []
+
+    @cache
+    def total(x):
+        calls.append(1)
+        return float(x.sum())
+
+    x = np.arange(50, dtype=np.longdouble)
+    y = np.frombuffer(b"\x7f" * x.nbytes, np.longdouble).copy()
+    y[:] = x  # the same values over other padding
+    assert total(x) == total(x * 1) == total(y) and len(calls) == 1
