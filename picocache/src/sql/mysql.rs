@@ -159,6 +159,7 @@ impl Driver for MysqlDriver {
             Ok(MyState {
                 conn,
                 max_packet: usize::try_from(max_packet).unwrap_or(usize::MAX),
+                closed: false,
             })
         })?;
         Ok(Box::new(MysqlConn {
@@ -179,6 +180,9 @@ struct MyState {
     conn: mysql::Conn,
     /// The server's `max_allowed_packet`.
     max_packet: usize,
+    /// The connection is unusable: the server went away, did not answer, or
+    /// refused a packet as too large (it closes the connection then).
+    closed: bool,
 }
 
 /// The handle callers use.
@@ -232,6 +236,15 @@ fn row(r: mysql::Row) -> Vec<Val> {
 }
 
 impl MyState {
+    /// [`convert_timed`], noting a connection the error leaves unusable.
+    fn failed(&mut self, e: mysql::Error, timeout: Duration) -> Error {
+        let e = convert_timed(e, timeout);
+        if matches!(e, Error::Unavailable { .. } | Error::TooLarge { .. }) {
+            self.closed = true;
+        }
+        e
+    }
+
     fn exec(&mut self, sql: &str, p: &[Val], timeout: Duration) -> Result<u64> {
         let size = params_size(p);
         if size.saturating_add(sql.len() + PACKET_SLACK) > self.max_packet {
@@ -250,7 +263,7 @@ impl MyState {
         }
         match self.conn.exec_drop(sql, params(p)) {
             Ok(()) => Ok(self.conn.affected_rows()),
-            Err(e) => Err(match convert_timed(e, timeout) {
+            Err(e) => Err(match self.failed(e, timeout) {
                 Error::TooLarge { source, .. } => Error::TooLarge {
                     backend: KIND,
                     size,
@@ -265,8 +278,8 @@ impl MyState {
 
 impl MysqlConn {
     /// Runs `f` on the worker within what is left of the operation; marks
-    /// the connection broken if the server went away, did not answer, or
-    /// refused a packet as too large (it closes the connection then).
+    /// the connection broken if it did not answer in time or `f` left it
+    /// unusable ([`MyState::closed`]).
     fn run<T: Send + 'static>(
         &mut self,
         f: impl FnOnce(&mut MyState, Duration) -> Result<T> + Send + 'static,
@@ -285,18 +298,20 @@ impl MysqlConn {
             ));
         }
         let timeout = self.timeout;
-        let r = self.worker.run(left, move |st| f(st, timeout));
-        let r = match r {
-            Ok(r) => r,
+        let r = self.worker.run(left, move |st| {
+            let r = f(st, timeout);
+            (r, st.closed)
+        });
+        match r {
+            Ok((r, closed)) => {
+                self.broken |= closed;
+                r
+            }
             Err(e) => {
                 self.broken = true;
-                return Err(e);
+                Err(e)
             }
-        };
-        if matches!(r, Err(Error::Unavailable { .. } | Error::TooLarge { .. })) {
-            self.broken = true;
         }
-        r
     }
 }
 
@@ -309,20 +324,19 @@ impl Conn for MysqlConn {
     fn query(&mut self, sql: &str, p: &[Val]) -> Result<Vec<Vec<Val>>> {
         let (sql, p) = (sql.to_string(), p.to_vec());
         self.run(move |st, t| {
-            let rows: Vec<mysql::Row> = st
-                .conn
-                .exec(sql.as_str(), params(&p))
-                .map_err(|e| convert_timed(e, t))?;
+            let rows: Vec<mysql::Row> = match st.conn.exec(sql.as_str(), params(&p)) {
+                Ok(rows) => rows,
+                Err(e) => return Err(st.failed(e, t)),
+            };
             Ok(rows.into_iter().map(row).collect())
         })
     }
 
     fn batch(&mut self, sql: &str) -> Result<()> {
         let sql = sql.to_string();
-        self.run(move |st, t| {
-            st.conn
-                .query_drop(sql.as_str())
-                .map_err(|e| convert_timed(e, t))
+        self.run(move |st, t| match st.conn.query_drop(sql.as_str()) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(st.failed(e, t)),
         })
     }
 
