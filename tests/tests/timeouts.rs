@@ -1,6 +1,6 @@
 //! A server that accepts connections and never answers (a black hole, made
 //! by `picocache_tests::fault::Proxy` in front of the real server) costs a
-//! call at most the connect timeout plus the statement timeout, and then
+//! call at most the connect timeout plus the operation timeout, and then
 //! the backend is skipped for its back-off window: calls fail at once, one
 //! call per window tries the server again (with the same short timeouts),
 //! and caching resumes by itself once the server answers again.
@@ -84,7 +84,7 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
 fn connect_to_black_hole(kind: &str) {
     let Some(url) = server_url(kind) else { return };
     let hole = Proxy::black_hole();
-    // Default options: connect timeout 1 s, statement timeout 1 s.
+    // Default options: connect timeout 1 s, operation timeout 1 s.
     let url = hole.url_for(&url);
     let (r, took) = timed(|| picocache::open(&url).map(drop));
     expect_unavailable(&format!("{kind}: connecting to a black hole"), r);
@@ -267,7 +267,7 @@ fn slow_statement(kind: &str) {
     let ns = fresh(&b, &name, Limits::default());
     ns.put(b"k", b"v", None).unwrap();
     // Another client holds the namespace's row lock for longer than the
-    // statement timeout: the server is slow for this call, not gone.
+    // operation timeout: the server is slow for this call, not gone.
     let lock_sql = format!("SELECT id FROM {table}_ns WHERE name = ? FOR UPDATE");
     let (locked_tx, locked) = std::sync::mpsc::channel();
     let (release_tx, release) = std::sync::mpsc::channel::<()>();
