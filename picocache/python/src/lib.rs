@@ -799,9 +799,14 @@ impl Namespace {
         keep: bool,
         recheck: bool,
     ) -> PyResult<PyObject> {
+        let by_first = loads.downcast::<wrapper::ByFirstByte>().ok();
         let decode = |raw: Bound<'_, PyBytes>| -> PyResult<Option<PyObject>> {
-            match loads.call1((raw,)) {
-                Ok(v) => Ok(Some(v.unbind())),
+            let got = match &by_first {
+                Some(d) => d.get().decode(py, &raw),
+                None => loads.call1((raw,)).map(Bound::unbind),
+            };
+            match got {
+                Ok(v) => Ok(Some(v)),
                 Err(e) if e.is_instance_of::<PyException>(py) => Ok(None),
                 Err(e) => Err(e),
             }
@@ -1560,6 +1565,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sealer::Sealer>()?;
     m.add_class::<wrapper::Wrapper>()?;
     m.add_class::<wrapper::Hits>()?;
+    m.add_class::<wrapper::ByFirstByte>()?;
     m.add_function(wrap_pyfunction!(encode, m)?)?;
     m.add_function(wrap_pyfunction!(encode_call, m)?)?;
     m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;

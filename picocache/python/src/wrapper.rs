@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{PyDict, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyDict, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::Namespace;
@@ -136,5 +136,47 @@ impl Wrapper {
             visit.call(ns)?;
         }
         Ok(())
+    }
+}
+
+/// A decoder of stored values that picks by the first byte: `framed` for
+/// values that start with a zero byte (framed values, whose magic starts
+/// so; a pickle never does), `plain` (the C `pickle.loads`) for the rest.
+/// Native, so decoding a plain value runs no Python frame.
+#[pyclass(module = "picocache._native", frozen)]
+pub(crate) struct ByFirstByte {
+    framed: PyObject,
+    plain: PyObject,
+}
+
+#[pymethods]
+impl ByFirstByte {
+    #[new]
+    fn new(framed: PyObject, plain: PyObject) -> Self {
+        ByFirstByte { framed, plain }
+    }
+
+    fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+        match data.downcast::<PyBytes>() {
+            Ok(b) => self.decode(py, b),
+            Err(_) => self.framed.call1(py, (data,)), // not bytes: it knows what to do
+        }
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.framed)?;
+        visit.call(&self.plain)
+    }
+}
+
+impl ByFirstByte {
+    /// The value `data` encodes (the namespace's fetch calls this directly).
+    pub(crate) fn decode(&self, py: Python<'_>, data: &Bound<'_, PyBytes>) -> PyResult<PyObject> {
+        let f = if data.as_bytes().first() == Some(&0) {
+            &self.framed
+        } else {
+            &self.plain
+        };
+        f.call1(py, (data,))
     }
 }

@@ -7,7 +7,7 @@ from typing_extensions import disjoint_base, final
 # Checked against the built module by mypy.stubtest (tests/test_typing.py).
 __all__ = [
     "Store", "Namespace", "Lease", "CacheError", "CacheUnavailable", "CacheCorrupted", "CacheFull",
-    "CacheInvalidArgument", "CacheRejected", "CacheReadOnly", "CacheTooLarge", "Sealer", "Wrapper", "Hits",
+    "CacheInvalidArgument", "CacheRejected", "CacheReadOnly", "CacheTooLarge", "Sealer", "Wrapper", "Hits", "ByFirstByte",
     "encode", "encode_call", "_after_fork_in_child", "default_local_path", "Blake3", "__version__",
 ]
 
@@ -45,6 +45,13 @@ class Wrapper:
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
     def __get__(self, instance: object, owner: object = None, /) -> Any: ...
     def _set_namespace(self, ns: Optional["Namespace"]) -> None: ...
+
+@final
+class ByFirstByte:
+    """Decodes with ``framed`` data that starts with a zero byte, else with ``plain``."""
+
+    def __new__(cls, framed: Callable[[bytes], Any], plain: Callable[[bytes], Any]) -> "ByFirstByte": ...
+    def __call__(self, data: bytes) -> Any: ...
 
 @final
 class Hits:

@@ -32,9 +32,11 @@ try:
 except ImportError:  # pragma: no cover - Python without the C accelerator
     from pickle import PickleBuffer, dumps as _dumps, loads as _loads
 
+from . import _native
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, List
+    from typing import Any, Callable, List
 
 #: The first 8 bytes of a framed value.
 MAGIC = b"\x00PCOOB1\n"
@@ -173,7 +175,7 @@ def _split(view: memoryview) -> tuple:
     return stream, bufs
 
 
-def loads(data: bytes) -> Any:
+def _framed_loads(data: bytes) -> Any:
     """The value ``dumps`` stored; arrays writable (one copy of the data)."""
     if data[:1] != MAGIC[:1] or data[:8] != MAGIC:
         return _loads(data)
@@ -181,13 +183,22 @@ def loads(data: bytes) -> Any:
     return _loads(stream, buffers=bufs)
 
 
-def loads_readonly(data: bytes) -> Any:
+def _framed_loads_readonly(data: bytes) -> Any:
     """As ``loads``, but the buffers are read-only views of ``data`` itself
     (no copy): numpy arrays come back read-only (``mmap_mode="r"``)."""
     if data[:1] != MAGIC[:1] or data[:8] != MAGIC:
         return _loads(data)
     stream, bufs = _split(memoryview(data).toreadonly())
     return _loads(stream, buffers=bufs)
+
+
+#: ``loads(data)``: the value ``dumps`` stored, arrays writable;
+#: ``loads_readonly(data)``: arrays read-only views of ``data`` (``mmap_mode="r"``).
+#: Native dispatchers: a plain pickle (every value without large buffers: a
+#: pickle never starts with a zero byte, the magic does) goes straight to the
+#: C unpickler, with no Python frame; a framed value to the functions above.
+loads: Callable[[bytes], Any] = _native.ByFirstByte(_framed_loads, _loads)
+loads_readonly: Callable[[bytes], Any] = _native.ByFirstByte(_framed_loads_readonly, _loads)
 
 
 def check_mmap_mode(mode: Any, value_serializer: Any) -> Any:
