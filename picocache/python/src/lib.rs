@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -173,10 +174,7 @@ impl Spec {
     fn open(&self) -> picocache::Result<Arc<dyn Backend>> {
         Ok(match self {
             Spec::Open(url) => picocache::open(url)?,
-            Spec::Local(path, group) => Arc::new(picocache::LocalBackend::open_with(
-                path,
-                picocache_engine::Options::default().group_access(*group),
-            )?),
+            Spec::Local(path, group) => shared_local(path, *group)?,
             Spec::Sql { url, options } => {
                 Arc::new(picocache::SqlBackend::connect(url, options.clone())?)
             }
@@ -198,6 +196,35 @@ impl Spec {
             )?),
         })
     }
+}
+
+/// The local store at `path`, opened once per process (and again in a
+/// forked child): every cache object on one path shares its maps and file
+/// descriptors, as every `Memo` on one URL does in Rust.
+fn shared_local(path: &str, group: bool) -> picocache::Result<Arc<dyn Backend>> {
+    type Shared =
+        HashMap<(std::path::PathBuf, bool), (u64, std::sync::Weak<picocache::LocalBackend>)>;
+    static OPEN: std::sync::OnceLock<Mutex<Shared>> = std::sync::OnceLock::new();
+    let key = (
+        std::fs::canonicalize(path).unwrap_or_else(|_| std::path::PathBuf::from(path)),
+        group,
+    );
+    let gen = fork_gen();
+    let mut open = OPEN.get_or_init(|| Mutex::new(HashMap::new())).lock();
+    if let Some((g, weak)) = open.get(&key) {
+        if *g == gen {
+            if let Some(b) = weak.upgrade() {
+                return Ok(b);
+            }
+        }
+    }
+    let b = Arc::new(picocache::LocalBackend::open_with(
+        path,
+        picocache_engine::Options::default().group_access(group),
+    )?);
+    open.retain(|_, (g, w)| *g == gen && w.strong_count() > 0);
+    open.insert(key, (gen, Arc::downgrade(&b)));
+    Ok(b)
 }
 
 struct StoreInner {
