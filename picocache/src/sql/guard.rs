@@ -30,6 +30,9 @@ use crate::{Error, Result};
 #[derive(Debug)]
 pub(crate) struct Budget {
     deadline: std::cell::Cell<Instant>,
+    /// Whether opening a connection adds its time (else the budget counts
+    /// the connect timeout in already).
+    connect_extends: bool,
 }
 
 impl Budget {
@@ -37,6 +40,17 @@ impl Budget {
     pub(crate) fn new(timeout: Duration) -> Budget {
         Budget {
             deadline: std::cell::Cell::new(Instant::now() + timeout),
+            connect_extends: true,
+        }
+    }
+
+    /// A budget of `total` from now that connecting on the way does not
+    /// extend (opening a backend: `connect_timeout + timeout` for the
+    /// connect and the schema together).
+    pub(crate) fn with_connect(total: Duration) -> Budget {
+        Budget {
+            deadline: std::cell::Cell::new(Instant::now() + total),
+            connect_extends: false,
         }
     }
 
@@ -61,7 +75,9 @@ impl Budget {
     pub(crate) fn connecting<T>(&self, connect: impl FnOnce() -> Result<T>) -> Result<T> {
         let t = Instant::now();
         let r = connect();
-        self.extend(t.elapsed());
+        if self.connect_extends {
+            self.extend(t.elapsed());
+        }
         r
     }
 }

@@ -14,6 +14,8 @@ pub(crate) struct Pool {
     /// The budget of one operation ([`SqlOptions::timeout`](super::SqlOptions::timeout);
     /// SQLite's busy timeout if longer).
     op_timeout: Duration,
+    /// [`SqlOptions::connect_timeout`](super::SqlOptions::connect_timeout).
+    connect_timeout: Duration,
 }
 
 impl Pool {
@@ -31,6 +33,7 @@ impl Pool {
             conns: BoundedPool::new(kind, options.pool_size as usize, wait),
             breaker: Breaker::new(kind, options.backoff, options.backoff_max),
             op_timeout: wait,
+            connect_timeout: options.connect_timeout,
         }
     }
 
@@ -47,6 +50,12 @@ impl Pool {
     /// A budget for one operation, starting now.
     pub(crate) fn budget(&self) -> Budget {
         Budget::new(self.op_timeout)
+    }
+
+    /// A budget for opening the backend: the connect and the schema
+    /// together within `connect_timeout + timeout`.
+    pub(crate) fn opening_budget(&self) -> Budget {
+        Budget::with_connect(self.op_timeout + self.connect_timeout)
     }
 
     /// [`Pool::with_conn_in`] with a budget of its own.

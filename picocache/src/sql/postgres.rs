@@ -7,7 +7,6 @@
 //! cancels a statement that runs longer than the timeout too
 //! (`statement_timeout`).
 
-use std::collections::HashMap;
 use std::error::Error as _;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use postgres::error::SqlState;
 use postgres::types::{IsNull, ToSql, Type};
-use postgres::{Client, Config, NoTls, Statement};
+use postgres::{Client, Config, NoTls};
 
 use super::guard::{unavailable, TimedOut};
 use super::worker::Worker;
@@ -148,10 +147,7 @@ impl Driver for PgDriver {
                 }
                 Err(e) => return Err(convert(e)),
             };
-            Ok(PgState {
-                client,
-                stmts: HashMap::new(),
-            })
+            Ok(PgState { client })
         })?;
         Ok(Box::new(PgConn {
             worker,
@@ -169,7 +165,6 @@ impl Driver for PgDriver {
 /// The connection, on its worker thread.
 struct PgState {
     client: Client,
-    stmts: HashMap<String, Statement>,
 }
 
 /// The handle callers use.
@@ -225,26 +220,31 @@ impl ToSql for Val {
     postgres::types::to_sql_checked!();
 }
 
-impl PgState {
-    fn prepare(&mut self, sql: &str) -> Result<Statement, postgres::Error> {
-        if let Some(st) = self.stmts.get(sql) {
-            return Ok(st.clone());
-        }
-        let st = self.client.prepare(&numbered(sql))?;
-        self.stmts.insert(sql.to_string(), st.clone());
-        Ok(st)
-    }
+/// The parameters with their types: each statement is sent with them in one
+/// round trip (parse, bind, execute), never prepared first, which would cost
+/// one more round trip for each statement on each new connection. Integers
+/// (and NULLs: every nullable parameter here is a BIGINT) are BIGINT.
+fn typed(params: &[Val]) -> Vec<(&(dyn ToSql + Sync), Type)> {
+    params
+        .iter()
+        .map(|v| {
+            let ty = match v {
+                Val::Null | Val::Int(_) => Type::INT8,
+                Val::Bytes(_) => Type::BYTEA,
+                Val::Text(_) => Type::TEXT,
+            };
+            (v as &(dyn ToSql + Sync), ty)
+        })
+        .collect()
+}
 
+impl PgState {
     fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64, postgres::Error> {
-        let st = self.prepare(sql)?;
-        let p: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        self.client.execute(&st, &p)
+        self.client.execute_typed(&numbered(sql), &typed(params))
     }
 
     fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>, postgres::Error> {
-        let st = self.prepare(sql)?;
-        let p: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        let rows = self.client.query(&st, &p)?;
+        let rows = self.client.query_typed(&numbered(sql), &typed(params))?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let mut row = Vec::with_capacity(r.len());

@@ -136,7 +136,7 @@ impl Shared {
     pub(super) fn ensure_schema(&self) -> Result<()> {
         let stmts = self.sql.schema(&self.table);
         // Connecting and every try: one operation (connect_timeout + timeout).
-        let budget = self.pool.budget();
+        let budget = self.pool.opening_budget();
         let mut tries = 0;
         loop {
             tries += 1;
