@@ -53,7 +53,10 @@ fn run_child(role: &str, dir: &Path, arg: u64) {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("S12 CHILD DONE"), "child {role} did not run: {text}");
+    assert!(
+        text.contains("S12 CHILD DONE"),
+        "child {role} did not run: {text}"
+    );
 }
 
 /// The child's side (a no-op when run as an ordinary test).

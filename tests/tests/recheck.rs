@@ -13,7 +13,12 @@ fn check(b: &dyn Backend) {
     assert_eq!(ns.get(b"k").unwrap(), None); // the lookup: one miss
     assert_eq!(ns.recheck(b"k").unwrap(), None); // the look again: no count
     let s = ns.stats().unwrap();
-    assert_eq!((s.hits, s.misses), (0, 1), "{} after a miss and a recheck", b.kind());
+    assert_eq!(
+        (s.hits, s.misses),
+        (0, 1),
+        "{} after a miss and a recheck",
+        b.kind()
+    );
     ns.put(b"k", b"v", None).unwrap();
     assert_eq!(ns.recheck(b"k").unwrap().as_deref(), Some(&b"v"[..])); // a hit
     assert_eq!(ns.get(b"k").unwrap().as_deref(), Some(&b"v"[..])); // a hit
