@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 
-LAZY = ("asyncio", "inspect", "tempfile", "sqlalchemy", "django", "typing", "logging", "hashlib",
+LAZY = ("asyncio", "inspect", "tempfile", "sqlalchemy", "django", "typing", "logging", "hashlib", "threading",
         "pickle", "enum", "re", "urllib.parse")
 
 

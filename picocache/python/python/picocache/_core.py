@@ -7,7 +7,7 @@ import functools
 import itertools
 import os
 import sys
-import threading
+import _thread  # threading's C core: threading itself costs ~1.5 ms at import
 import time
 import weakref
 
@@ -93,7 +93,7 @@ class _Flights:
     re-enters its own computation through either is seen doing so."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = _thread.allocate_lock()
         self.table: dict = {}
 
 
@@ -179,10 +179,10 @@ class _Flight:
     def __init__(self) -> None:
         #: The thread computing: a call of the same key from that thread is
         #: re-entrant (waiting would deadlock).
-        self.owner = threading.get_ident()
+        self.owner = _thread.get_ident()
         # Held by the leader until it finishes; waiters block on it. (A
         # plain lock: a threading.Event costs a Condition per miss.)
-        self.done = threading.Lock()
+        self.done = _thread.allocate_lock()
         self.done.acquire()
         self.ok = False
         self.value: Any = None
@@ -253,7 +253,7 @@ class _FunctionState:
         #: and the count of the hits it served.
         self.fast_wrapper: Any = None
         self.native_hits_count = _native.Hits()
-        self.ns_lock = threading.Lock()
+        self.ns_lock = _thread.allocate_lock()
         self.hits = itertools.count()
         self.misses = itertools.count()
         self.async_inflight: dict = {}
@@ -283,7 +283,7 @@ class _FunctionState:
     def reset_after_fork(self) -> None:
         # Threads that were computing in the parent do not exist here.
         self.async_inflight = {}
-        self.ns_lock = threading.Lock()
+        self.ns_lock = _thread.allocate_lock()
 
     @property
     def label(self) -> str:
@@ -755,7 +755,7 @@ class BaseCache:
                         fl = _flights.table[fkey] = _Flight()
                 if leader:
                     break
-                if fl.owner == threading.get_ident():
+                if fl.owner == _thread.get_ident():
                     # Re-entrant: this thread is computing this key already
                     # (the function calls itself with the same arguments).
                     # Run the body, as functools.lru_cache does: a recursion

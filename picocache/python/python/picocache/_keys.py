@@ -35,7 +35,7 @@ import copyreg
 import functools
 import os
 import sys
-import threading
+import _thread  # threading's C core: threading itself costs ~1.5 ms at import
 import types
 import weakref
 from collections import OrderedDict
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 from . import _native
 from ._arrays import content_key
 
-_guard = threading.local()
+_guard = _thread._local()
 
 
 # `enum` and `hashlib` are imported when needed: no enum member exists before
