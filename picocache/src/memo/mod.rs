@@ -142,12 +142,12 @@
 //! `PICOCACHE_SECRET`, else a per-user secret file ([`crate::secret`]).
 
 mod batch;
+mod builder;
 mod flight;
 mod lease;
 mod source;
 mod tier;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -157,6 +157,7 @@ use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use self::builder::MemoBuilder;
 use self::flight::{FlightGuard, Outcome, Role, Shard};
 use self::lease::{HeldLease, Lease};
 pub use self::source::default_backend;
@@ -226,124 +227,6 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
         .with_limit(bytes.len() as u64)
         .reject_trailing_bytes()
         .deserialize(bytes)?)
-}
-
-/// Options of a [`Memo`]; made by [`Memo::builder`].
-#[derive(Debug)]
-#[must_use]
-pub struct MemoBuilder {
-    name: String,
-    version: Option<String>,
-    limits: Limits,
-    strict: bool,
-    lease_timeout: Duration,
-    source: Source,
-    secrets: Option<Vec<Vec<u8>>>,
-}
-
-impl MemoBuilder {
-    /// The most entries kept, least recently used evicted first (`None`:
-    /// unlimited; `Some(0)`: nothing is cached, every call is a miss). The
-    /// default is 128, like `functools.lru_cache`.
-    pub fn maxsize(mut self, maxsize: Option<u64>) -> Self {
-        self.limits.maxsize = maxsize;
-        self
-    }
-
-    /// The most bytes kept (where the backend supports it; `None`: unlimited,
-    /// the default).
-    pub fn max_bytes(mut self, max_bytes: Option<u64>) -> Self {
-        self.limits.max_bytes = max_bytes;
-        self
-    }
-
-    /// How long an entry lives (`None`: until evicted, the default).
-    pub fn ttl(mut self, ttl: Option<Duration>) -> Self {
-        self.limits.ttl = ttl;
-        self
-    }
-
-    /// A version: changing it makes the function start from an empty cache
-    /// (use it when the function's meaning or result type changes).
-    pub fn version(mut self, version: impl Into<String>) -> Self {
-        self.version = Some(version.into());
-        self
-    }
-
-    /// Replaces the function's name (the identity its entries are kept under).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
-    }
-
-    /// Strict mode: cache failures are errors instead of log messages.
-    pub fn strict(mut self, strict: bool) -> Self {
-        self.strict = strict;
-        self
-    }
-
-    /// How long a caller waits for another process computing the same key
-    /// before computing it too (default 60 s).
-    pub fn lease_timeout(mut self, wait: Duration) -> Self {
-        self.lease_timeout = wait;
-        self
-    }
-
-    /// The secret that seals stored values (see [`crate::seal`]); by default
-    /// `PICOCACHE_SECRET`, else the per-user secret file
-    /// ([`crate::secret`]).
-    pub fn secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
-        self.secrets = Some(vec![secret.into()]);
-        self
-    }
-
-    /// Several secrets, for a rotation: the first seals, every one checks
-    /// (entries sealed with an old secret still read).
-    pub fn secrets<S: Into<Vec<u8>>>(mut self, secrets: impl IntoIterator<Item = S>) -> Self {
-        self.secrets = Some(secrets.into_iter().map(Into::into).collect());
-        self
-    }
-
-    /// Keeps the entries in `backend` (sealed unless it is a
-    /// [`SealedBackend`](crate::SealedBackend) already).
-    pub fn backend(mut self, backend: Arc<dyn Backend>) -> Self {
-        self.source = Source::Backend(backend);
-        self
-    }
-
-    /// Keeps the entries in the backend `url` names (a local path, or any URL
-    /// [`crate::open()`] accepts). The backend is opened on first use and
-    /// shared by every `Memo` of this process that names the same URL.
-    pub fn url(mut self, url: impl Into<String>) -> Self {
-        self.source = Source::Url(url.into());
-        self
-    }
-
-    /// Keeps the entries in the process-wide default local store (the
-    /// default).
-    pub fn default_backend(mut self) -> Self {
-        self.source = Source::Default;
-        self
-    }
-
-    /// The memoizer. Nothing is opened until the first call.
-    pub fn build(self) -> Memo {
-        Memo {
-            ns_name: namespace_name(&self.name, self.version.as_deref()),
-            limits: self.limits,
-            strict: self.strict,
-            lease_timeout: self.lease_timeout,
-            source: self.source,
-            secrets: self.secrets,
-            ns: OnceLock::new(),
-            open_state: Mutex::new(OpenState::default()),
-            flights: std::array::from_fn(|_| Mutex::new(HashMap::new())),
-            tier: Tier::new(),
-            warned: Mutex::new(WarnState::default()),
-            hits: std::sync::atomic::AtomicU64::new(0),
-            misses: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
 }
 
 #[derive(Default)]
