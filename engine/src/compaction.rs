@@ -381,6 +381,20 @@ impl Writer<'_> {
 /// segment in short chunks under the writer lock, then retires it. Resumes
 /// after the journal's `done` offset if the journal names this segment.
 pub(crate) fn compact_segment(inner: &Inner, victim: u32) -> Result<()> {
+    compact_segment_with(inner, victim, false)
+}
+
+/// [`compact_segment`] for a segment evicted on a full disk (see
+/// `evict.rs`): a chunk whose copies do not fit is copied again, in the same
+/// writer-lock hold, into the active segment's headroom, and if that is not
+/// enough after the reserve file is deleted (no other writer can take its
+/// room meanwhile); the headroom and the reserve are made again, in the
+/// lock hold that deletes the victim, from the room that frees.
+pub(crate) fn compact_segment_on_full_disk(inner: &Inner, victim: u32) -> Result<()> {
+    compact_segment_with(inner, victim, true)
+}
+
+fn compact_segment_with(inner: &Inner, victim: u32, on_full_disk: bool) -> Result<()> {
     let path = inner.dir.join(format::segment_file_name(victim));
     let data = match read_segment(inner.opts.io.as_ref(), &path, victim) {
         Ok(Some(d)) => d,
@@ -400,9 +414,33 @@ pub(crate) fn compact_segment(inner: &Inner, victim: u32) -> Result<()> {
     })?;
     recs.retain(|r| r.off >= done);
     for chunk in recs.chunks(COMPACT_CHUNK) {
-        inner.with_writer(|w| w.compact_chunk(victim, &data, chunk))?;
+        inner.with_writer(|w| {
+            let r = w.compact_chunk(victim, &data, chunk);
+            if !on_full_disk || !r.as_ref().is_err_and(crate::space::is_full) {
+                return r;
+            }
+            // The active segment's headroom, then the reserve's room.
+            w.st.use_headroom = true;
+            let r = w.compact_chunk(victim, &data, chunk);
+            w.st.use_headroom = false;
+            match r {
+                Err(e) if crate::space::is_full(&e) && w.inner.release_reserve() => {
+                    w.compact_chunk(victim, &data, chunk)
+                }
+                r => r,
+            }
+        })?;
     }
-    inner.with_writer(|w| w.retire_segment(victim))
+    inner.with_writer(|w| {
+        w.retire_segment(victim)?;
+        if on_full_disk {
+            // Best effort: the victim's room is free, and no other writer
+            // can take it before this lock hold ends.
+            let _ = w.restore_headroom();
+            w.inner.ensure_reserve();
+        }
+        Ok(())
+    })
 }
 
 impl Inner {
@@ -419,6 +457,9 @@ impl Inner {
             if !wait {
                 return Ok(None);
             }
+            // Segments retired meanwhile are freed only when every process
+            // lets go of its maps: a full disk needs that room.
+            self.prune_segments(&self.index.read().clone());
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         Ok(Some(lock))

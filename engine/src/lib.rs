@@ -64,6 +64,7 @@
 
 mod compaction;
 mod error;
+mod evict;
 mod expiry;
 mod files;
 /// The on-disk layout (offsets, sizes, magic numbers, record encoding):

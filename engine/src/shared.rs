@@ -37,6 +37,9 @@ pub(crate) struct WriterState {
     pub(crate) buf: Vec<u8>,
     pub(crate) scratch: Vec<u8>,
     pub(crate) mark_clean: bool,
+    /// The append may use the active segment's headroom (the records in
+    /// force of a segment evicted on a full disk; see `log/append.rs`).
+    pub(crate) use_headroom: bool,
 }
 
 pub(crate) struct Inner {

@@ -98,7 +98,7 @@ impl Inner {
     }
 
     /// Deletes the reserve file, freeing its space for the store's own use.
-    fn release_reserve(&self) -> bool {
+    pub(crate) fn release_reserve(&self) -> bool {
         std::fs::remove_file(self.dir.join(RESERVE_FILE)).is_ok()
     }
 
@@ -114,12 +114,17 @@ impl Inner {
     ) -> Result<R> {
         match op() {
             Err(e) if is_full(&e) => {
+                // Maps of retired segments keep their blocks allocated.
+                self.prune_segments(&self.index.read().clone());
                 self.release_reserve();
                 let compacted = self.compact(true);
                 if !frees_space {
                     self.ensure_reserve();
                 }
                 let r = compacted.and_then(|_| op());
+                // Still full: every segment holds live entries, and there is
+                // no room to copy them. Evict the oldest segments.
+                let r = self.evict_until(r, &mut op);
                 self.ensure_reserve();
                 r
             }

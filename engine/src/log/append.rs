@@ -13,6 +13,17 @@ use crate::txn::Writer;
 
 const PREALLOC_CHUNK: u64 = 4 << 20;
 
+/// Allocated room that ordinary appends leave past the active segment's
+/// append offset: when a write would need it, it allocates more or fails
+/// with `ENOSPC`. Only the records in force of a segment evicted on a full
+/// disk (a namespace's definition and last `CLEAR`, about 300 bytes each)
+/// may be written into it ([`WriterState::use_headroom`]), so that evicting
+/// the oldest segment never needs a block the filesystem no longer has
+/// (FORMAT.md, "Full disk").
+///
+/// [`WriterState::use_headroom`]: crate::shared::WriterState
+pub(crate) const HEADROOM: u64 = 4096;
+
 impl Writer<'_> {
     pub(crate) fn ensure_active_segment(&mut self) -> Result<()> {
         let id = self.idx.hget(hdr::ACTIVE_SEG) as u32;
@@ -51,8 +62,10 @@ impl Writer<'_> {
             let io = &self.inner.opts.io;
             let init =
                 (min_len + SEG_HEADER_LEN).max(PREALLOC_CHUNK.min(self.inner.opts.segment_size));
-            // On a full filesystem, only what the first records need.
-            let need = format::align8(min_len + SEG_HEADER_LEN).max(4096);
+            // On a full filesystem, only what the first records need, and
+            // the headroom.
+            let need = format::align8(min_len + SEG_HEADER_LEN).max(4096) + HEADROOM;
+            let init = init.max(need);
             let r = crate::space::allocate_fitting(io.as_ref(), &file, 0, init, need.min(init))
                 .and_then(|len| {
                     io.write_at(&file, &format::encode_segment_header(id as u32), 0)?;
@@ -100,6 +113,7 @@ impl Writer<'_> {
     pub(crate) fn append(&mut self, sizes: &[u64]) -> Result<Vec<u64>> {
         let mut locs = Vec::with_capacity(sizes.len());
         let seg_size = self.inner.opts.segment_size;
+        let headroom = if self.st.use_headroom { 0 } else { HEADROOM };
         let mut i = 0;
         let mut pos = 0usize;
         let buf = std::mem::take(&mut self.st.buf);
@@ -108,9 +122,23 @@ impl Writer<'_> {
                 self.ensure_active_segment()?;
                 let seg_id = self.idx.hget(hdr::ACTIVE_SEG) as u32;
                 let off = self.idx.hget(hdr::ACTIVE_OFF);
+                let seg = self.inner.segment(seg_id).ok_or_else(|| {
+                    corrupt(
+                        &self.idx,
+                        At::Header(hdr::ACTIVE_SEG),
+                        format!("active segment {seg_id} is missing"),
+                    )
+                })?;
+                // Records in force of an evicted segment may go past the
+                // segment size, into the headroom allocated beyond it.
+                let limit = if headroom == 0 {
+                    seg_size.max(seg.file.metadata()?.len())
+                } else {
+                    seg_size
+                };
                 let mut run = 0;
                 let mut bytes = 0u64;
-                while i + run < sizes.len() && off + bytes + sizes[i + run] <= seg_size {
+                while i + run < sizes.len() && off + bytes + sizes[i + run] <= limit {
                     bytes += sizes[i + run];
                     run += 1;
                 }
@@ -126,26 +154,21 @@ impl Writer<'_> {
                 if off + bytes > u32::MAX as u64 {
                     return Err(Error::InvalidArgument("record too large".into()));
                 }
-                let seg = self.inner.segment(seg_id).ok_or_else(|| {
-                    corrupt(
-                        &self.idx,
-                        At::Header(hdr::ACTIVE_SEG),
-                        format!("active segment {seg_id} is missing"),
-                    )
-                })?;
                 let io = &self.inner.opts.io;
-                if off + bytes > seg.known_len.load(Ordering::Acquire) {
+                let need = off + bytes + headroom;
+                if need > seg.known_len.load(Ordering::Acquire) {
                     let len = seg.file.metadata()?.len();
-                    if off + bytes > len {
+                    if need > len {
                         let target = (off + bytes).div_ceil(PREALLOC_CHUNK) * PREALLOC_CHUNK;
-                        let target = target.min(seg_size.max(off + bytes));
-                        // On a full filesystem, only what this write needs.
+                        let target = target.min(seg_size.max(off + bytes)).max(need);
+                        // On a full filesystem, only what this write needs
+                        // (and the headroom).
                         let target = crate::space::allocate_fitting(
                             io.as_ref(),
                             &seg.file,
                             len,
                             target,
-                            off + bytes,
+                            need,
                         )?;
                         if self.inner.opts.durability == Durability::PowerLoss {
                             // fallocate leaves "unwritten" extents: the first
@@ -204,6 +227,27 @@ impl Writer<'_> {
         })();
         self.st.buf = buf;
         r.map(|_| locs)
+    }
+
+    /// Allocates the active segment's headroom again (after the records in
+    /// force of an evicted segment used it): called in the lock hold that
+    /// deleted the evicted segment, so its room is there.
+    pub(crate) fn restore_headroom(&mut self) -> Result<()> {
+        let id = self.idx.hget(hdr::ACTIVE_SEG) as u32;
+        let Some(seg) = self.inner.segment(id) else {
+            return Ok(());
+        };
+        let need = self.idx.hget(hdr::ACTIVE_OFF) + HEADROOM;
+        let len = seg.file.metadata()?.len();
+        if need > len {
+            let io = &self.inner.opts.io;
+            io.allocate(&seg.file, len, need - len)?;
+            if self.inner.opts.durability == Durability::PowerLoss {
+                zero_fill(io.as_ref(), &seg.file, len, need)?;
+            }
+            seg.known_len.fetch_max(need, Ordering::AcqRel);
+        }
+        Ok(())
     }
 
     pub(crate) fn sync_log(&mut self) -> Result<()> {
