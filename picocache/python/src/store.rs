@@ -1,0 +1,446 @@
+//! Stores: how a backend is (re)opened (`Spec`, once per process for a local
+//! path, again after a fork), the sealed handle every namespace of a store
+//! shares (`StoreInner`), and the `Store` class the Python package opens.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use picocache::{Backend, Limits};
+
+use crate::*;
+
+/// How to (re)open a backend.
+#[derive(Debug, Clone)]
+pub(crate) enum Spec {
+    Open(String),
+    Local(String, bool),
+    Sql {
+        url: String,
+        options: picocache::SqlOptions,
+    },
+    Redis {
+        url: String,
+        options: picocache::RedisOptions,
+    },
+    RedisHost {
+        host: String,
+        port: u16,
+        db: u32,
+        password: Option<String>,
+        options: picocache::RedisOptions,
+    },
+}
+
+impl Spec {
+    pub(crate) fn open(&self) -> picocache::Result<Arc<dyn Backend>> {
+        Ok(match self {
+            Spec::Open(url) => picocache::open(url)?,
+            Spec::Local(path, group) => shared_local(path, *group)?,
+            Spec::Sql { url, options } => {
+                Arc::new(picocache::SqlBackend::connect(url, options.clone())?)
+            }
+            Spec::Redis { url, options } => {
+                Arc::new(picocache::RedisBackend::connect(url, options.clone())?)
+            }
+            Spec::RedisHost {
+                host,
+                port,
+                db,
+                password,
+                options,
+            } => Arc::new(picocache::RedisBackend::connect_host(
+                host,
+                *port,
+                *db,
+                password.as_deref(),
+                options.clone(),
+            )?),
+        })
+    }
+}
+
+/// The local store at `path`, opened once per process (and again in a
+/// forked child): every cache object on one path shares its maps and file
+/// descriptors, as every `Memo` on one URL does in Rust.
+pub(crate) fn shared_local(path: &str, group: bool) -> picocache::Result<Arc<dyn Backend>> {
+    type Shared =
+        HashMap<(std::path::PathBuf, bool), (u64, std::sync::Weak<picocache::LocalBackend>)>;
+    static OPEN: std::sync::OnceLock<Mutex<Shared>> = std::sync::OnceLock::new();
+    let key = (
+        std::fs::canonicalize(path).unwrap_or_else(|_| std::path::PathBuf::from(path)),
+        group,
+    );
+    let gen = fork_gen();
+    let mut open = OPEN.get_or_init(|| Mutex::new(HashMap::new())).lock();
+    if let Some((g, weak)) = open.get(&key) {
+        if *g == gen {
+            if let Some(b) = weak.upgrade() {
+                return Ok(b);
+            }
+        }
+    }
+    let b = Arc::new(picocache::LocalBackend::open_with(
+        path,
+        picocache_engine::Options::default().group_access(group),
+    )?);
+    open.retain(|_, (g, w)| *g == gen && w.strong_count() > 0);
+    open.insert(key, (gen, Arc::downgrade(&b)));
+    Ok(b)
+}
+
+pub(crate) struct StoreInner {
+    pub(crate) spec: Spec,
+    /// The caller's secrets (None: `PICOCACHE_SECRET` or the per-user file).
+    pub(crate) secrets: Option<Vec<Vec<u8>>>,
+    pub(crate) state: Mutex<(u64, Arc<dyn Backend>)>,
+}
+
+/// The backend `spec` opens, sealed with `secrets` (every value the Python
+/// package stores is sealed, whatever the backend).
+pub(crate) fn open_sealed(
+    spec: &Spec,
+    secrets: Option<&[Vec<u8>]>,
+) -> picocache::Result<Arc<dyn Backend>> {
+    let (secrets, source) = picocache::secret::resolve(secrets)?;
+    Ok(Arc::new(picocache::SealedBackend::new(
+        spec.open()?,
+        secrets,
+        source,
+    )))
+}
+
+impl StoreInner {
+    pub(crate) fn backend(&self) -> picocache::Result<Arc<dyn Backend>> {
+        let gen = fork_gen();
+        let mut st = self.state.lock();
+        if st.0 != gen {
+            let fresh = open_sealed(&self.spec, self.secrets.as_deref())?;
+            let old = std::mem::replace(&mut *st, (gen, fresh));
+            // The parent's connections and maps belong to the parent: never
+            // close them from the child.
+            std::mem::forget(old);
+        }
+        Ok(st.1.clone())
+    }
+
+    pub(crate) fn force_reopen(&self) {
+        let mut st = self.state.lock();
+        st.0 = u64::MAX;
+    }
+}
+
+/// One open store (a backend).
+#[pyclass(module = "picocache._native", frozen)]
+pub(crate) struct Store {
+    pub(crate) inner: Arc<StoreInner>,
+}
+
+pub(crate) fn secs(s: Option<f64>) -> PyResult<Option<Duration>> {
+    match s {
+        None => Ok(None),
+        Some(v) if v.is_finite() && v >= 0.0 => Ok(Some(Duration::from_secs_f64(v))),
+        Some(v) => Err(PyValueError::new_err(format!(
+            "a duration must be a finite number of seconds >= 0, got {v}"
+        ))),
+    }
+}
+
+pub(crate) fn open_store(
+    py: Python<'_>,
+    spec: Spec,
+    secrets: Option<Vec<Vec<u8>>>,
+) -> PyResult<Store> {
+    let (s, k) = (spec.clone(), secrets.clone());
+    let backend = py
+        .allow_threads(move || guarded(|| open_sealed(&s, k.as_deref())))
+        .map_err(panic_err)?
+        .map_err(to_py)?;
+    Ok(Store {
+        inner: Arc::new(StoreInner {
+            spec,
+            secrets,
+            state: Mutex::new((fork_gen(), backend)),
+        }),
+    })
+}
+
+/// The Redis options the Python constructors may set (None: the default).
+pub(crate) struct RedisArgs {
+    pub(crate) prefix: Option<String>,
+    pub(crate) connect_timeout: Option<f64>,
+    pub(crate) lease_ttl: Option<f64>,
+    pub(crate) pool_size: Option<u32>,
+    pub(crate) timeout: Option<f64>,
+    pub(crate) max_value_size: Option<usize>,
+    pub(crate) backoff: Option<f64>,
+    pub(crate) backoff_max: Option<f64>,
+}
+
+pub(crate) fn redis_options(a: RedisArgs) -> PyResult<picocache::RedisOptions> {
+    let RedisArgs {
+        prefix,
+        connect_timeout,
+        lease_ttl,
+        pool_size,
+        timeout,
+        max_value_size,
+        backoff,
+        backoff_max,
+    } = a;
+    let mut o = picocache::RedisOptions::default();
+    if let Some(t) = secs(timeout)? {
+        o.timeout = t;
+    }
+    if let Some(n) = max_value_size {
+        o.max_value_size = n;
+    }
+    if let Some(t) = secs(backoff)? {
+        o.backoff = t;
+    }
+    if let Some(t) = secs(backoff_max)? {
+        o.backoff_max = t;
+    }
+    if let Some(p) = prefix {
+        o.prefix = p;
+    }
+    if let Some(t) = secs(connect_timeout)? {
+        o.connect_timeout = t;
+    }
+    if let Some(t) = secs(lease_ttl)? {
+        o.lease_ttl = t;
+    }
+    if let Some(n) = pool_size {
+        o.pool_size = n;
+    }
+    Ok(o)
+}
+
+#[pymethods]
+impl Store {
+    /// Opens the backend a URL names (`picocache::open`).
+    #[staticmethod]
+    #[pyo3(signature = (url, secrets=None))]
+    pub(crate) fn open(
+        py: Python<'_>,
+        url: String,
+        secrets: Option<Vec<Vec<u8>>>,
+    ) -> PyResult<Store> {
+        open_store(py, Spec::Open(url), secrets)
+    }
+
+    /// Opens (creating if needed) the local engine store in directory `path`;
+    /// `group_access`: a new store is shared with the owner's group
+    /// (0770/0660) instead of private (0700/0600).
+    #[staticmethod]
+    #[pyo3(signature = (path, group_access=false, secrets=None))]
+    pub(crate) fn local(
+        py: Python<'_>,
+        path: String,
+        group_access: bool,
+        secrets: Option<Vec<Vec<u8>>>,
+    ) -> PyResult<Store> {
+        open_store(py, Spec::Local(path, group_access), secrets)
+    }
+
+    /// Connects to an SQL database (sqlite, postgresql, mysql URL).
+    #[staticmethod]
+    #[pyo3(signature = (url, table=None, connect_timeout=None, pool_size=None, secrets=None, timeout=None, max_value_size=None, backoff=None, backoff_max=None, lease_ttl=None))]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn sql(
+        py: Python<'_>,
+        url: String,
+        table: Option<String>,
+        connect_timeout: Option<f64>,
+        pool_size: Option<u32>,
+        secrets: Option<Vec<Vec<u8>>>,
+        timeout: Option<f64>,
+        max_value_size: Option<usize>,
+        backoff: Option<f64>,
+        backoff_max: Option<f64>,
+        lease_ttl: Option<f64>,
+    ) -> PyResult<Store> {
+        let mut options = picocache::SqlOptions::default();
+        if let Some(t) = secs(backoff)? {
+            options.backoff = t;
+        }
+        if let Some(t) = secs(backoff_max)? {
+            options.backoff_max = t;
+        }
+        if let Some(t) = secs(lease_ttl)? {
+            options.lease_ttl = t;
+        }
+        if let Some(t) = table {
+            options.table = t;
+        }
+        if let Some(t) = secs(connect_timeout)? {
+            options.connect_timeout = t;
+        }
+        if let Some(n) = pool_size {
+            options.pool_size = n;
+        }
+        if let Some(t) = secs(timeout)? {
+            options.timeout = t;
+        }
+        if let Some(n) = max_value_size {
+            options.max_value_size = n;
+        }
+        open_store(py, Spec::Sql { url, options }, secrets)
+    }
+
+    /// Connects to a Redis server by URL.
+    #[staticmethod]
+    #[pyo3(signature = (url, prefix=None, connect_timeout=None, lease_ttl=None, pool_size=None, secrets=None, timeout=None, max_value_size=None, backoff=None, backoff_max=None))]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn redis(
+        py: Python<'_>,
+        url: String,
+        prefix: Option<String>,
+        connect_timeout: Option<f64>,
+        lease_ttl: Option<f64>,
+        pool_size: Option<u32>,
+        secrets: Option<Vec<Vec<u8>>>,
+        timeout: Option<f64>,
+        max_value_size: Option<usize>,
+        backoff: Option<f64>,
+        backoff_max: Option<f64>,
+    ) -> PyResult<Store> {
+        let options = redis_options(RedisArgs {
+            prefix,
+            connect_timeout,
+            lease_ttl,
+            pool_size,
+            timeout,
+            max_value_size,
+            backoff,
+            backoff_max,
+        })?;
+        open_store(py, Spec::Redis { url, options }, secrets)
+    }
+
+    /// Connects to a Redis server by host, port, db and password.
+    #[staticmethod]
+    #[pyo3(signature = (host, port, db, password=None, prefix=None, connect_timeout=None, lease_ttl=None, pool_size=None, secrets=None, timeout=None, max_value_size=None, backoff=None, backoff_max=None))]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn redis_host(
+        py: Python<'_>,
+        host: String,
+        port: u16,
+        db: u32,
+        password: Option<String>,
+        prefix: Option<String>,
+        connect_timeout: Option<f64>,
+        lease_ttl: Option<f64>,
+        pool_size: Option<u32>,
+        secrets: Option<Vec<Vec<u8>>>,
+        timeout: Option<f64>,
+        max_value_size: Option<usize>,
+        backoff: Option<f64>,
+        backoff_max: Option<f64>,
+    ) -> PyResult<Store> {
+        let options = redis_options(RedisArgs {
+            prefix,
+            connect_timeout,
+            lease_ttl,
+            pool_size,
+            timeout,
+            max_value_size,
+            backoff,
+            backoff_max,
+        })?;
+        open_store(
+            py,
+            Spec::RedisHost {
+                host,
+                port,
+                db,
+                password,
+                options,
+            },
+            secrets,
+        )
+    }
+
+    /// The backend kind: "local", "sqlite", "postgresql", "mysql", "redis".
+    pub(crate) fn kind(&self, py: Python<'_>) -> PyResult<&'static str> {
+        let inner = self.inner.clone();
+        py.allow_threads(move || guarded(|| inner.backend().map(|b| b.kind())))
+            .map_err(panic_err)?
+            .map_err(to_py)
+    }
+
+    /// The names of every namespace in the store.
+    pub(crate) fn namespace_names(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let inner = self.inner.clone();
+        py.allow_threads(move || guarded(|| inner.backend()?.namespace_names()))
+            .map_err(panic_err)?
+            .map_err(to_py)
+    }
+
+    /// Opens namespace `name` with the given limits; `typed` and `fallback`
+    /// configure its key encoder (`fallback(obj)` returns a canonical
+    /// replacement for an object the encoder does not know, or raises).
+    #[pyo3(signature = (name, maxsize=None, ttl=None, max_bytes=None, typed=false, fallback=None))]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn namespace(
+        &self,
+        py: Python<'_>,
+        name: String,
+        maxsize: Option<u64>,
+        ttl: Option<f64>,
+        max_bytes: Option<u64>,
+        typed: bool,
+        fallback: Option<PyObject>,
+    ) -> PyResult<Namespace> {
+        let limits = Limits {
+            maxsize,
+            max_bytes,
+            ttl: secs(ttl)?,
+        };
+        let inner = self.inner.clone();
+        let n = name.clone();
+        let (ns, local) = py
+            .allow_threads(move || {
+                guarded(|| {
+                    let local = inner.backend()?.kind() == "local";
+                    Ok((open_ns(&inner, &n, limits)?, local))
+                })
+            })
+            .map_err(panic_err)?
+            .map_err(to_py)?;
+        Ok(Namespace {
+            store: self.inner.clone(),
+            name,
+            limits,
+            typed,
+            fallback,
+            state: Mutex::new((fork_gen(), ns)),
+            local,
+            tier: Mutex::new(Tier {
+                fork_gen: fork_gen(),
+                ..Tier::default()
+            }),
+            decoder: std::sync::OnceLock::new(),
+        })
+    }
+
+    pub(crate) fn __repr__(&self) -> String {
+        format!("<picocache._native.Store {:?}>", redact(&self.inner.spec))
+    }
+}
+
+pub(crate) fn redact(spec: &Spec) -> String {
+    let hide = |u: &str| match (u.find("://"), u.rfind('@')) {
+        (Some(s), Some(a)) if a > s => format!("{}://***@{}", &u[..s], &u[a + 1..]),
+        _ => u.to_string(),
+    };
+    match spec {
+        Spec::Open(u) | Spec::Sql { url: u, .. } | Spec::Redis { url: u, .. } => hide(u),
+        Spec::Local(p, _) => p.clone(),
+        Spec::RedisHost { host, port, db, .. } => format!("redis://{host}:{port}/{db}"),
+    }
+}
