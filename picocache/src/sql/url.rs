@@ -66,14 +66,43 @@ pub(crate) fn parse(url: &str) -> Result<Target> {
 
 /// Hides the password of a URL for messages.
 pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let shown = match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(a)) if a > s => {
             let cred = &url[s + 3..a];
             let user = cred.split(':').next().unwrap_or("");
             format!("{}://{user}:***@{}", &url[..s], &url[a + 1..])
         }
         _ => url.to_string(),
-    }
+    };
+    redact_query(&shown)
+}
+
+/// `url` with the value of every password given as a query parameter
+/// (`?password=...`, as libpq and the MySQL driver accept) replaced by `***`.
+fn redact_query(url: &str) -> String {
+    let Some(q) = url.find('?') else {
+        return url.to_string();
+    };
+    let (head, query) = url.split_at(q + 1);
+    let (query, fragment) = match query.find('#') {
+        Some(h) => query.split_at(h),
+        None => (query, ""),
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((k, _))
+                if matches!(
+                    k.to_ascii_lowercase().as_str(),
+                    "password" | "pass" | "passwd"
+                ) =>
+            {
+                format!("{k}=***")
+            }
+            _ => p.to_string(),
+        })
+        .collect();
+    format!("{head}{}{fragment}", params.join("&"))
 }
 
 /// The driver for `url`.
