@@ -262,7 +262,6 @@ fn a_password_with_special_characters_is_never_shown() {
     }
 }
 
-#[test]
 /// Was a bug: a PostgreSQL URL with `?password=SECRET` that libpq's parser
 /// rejects was shown whole in the error (the SQL layer redacted the user
 /// information only).

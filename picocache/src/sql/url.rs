@@ -65,6 +65,7 @@ pub(crate) fn parse(url: &str) -> Result<Target> {
 }
 
 /// Hides the password of a URL for messages.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) fn redact(url: &str) -> String {
     let shown = match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(a)) if a > s => {
@@ -79,6 +80,7 @@ pub(crate) fn redact(url: &str) -> String {
 
 /// `url` with the value of every password given as a query parameter
 /// (`?password=...`, as libpq and the MySQL driver accept) replaced by `***`.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 fn redact_query(url: &str) -> String {
     let Some(q) = url.find('?') else {
         return url.to_string();
@@ -168,6 +170,20 @@ mod tests {
         assert_eq!(parse("mysql+mysqldb://h/db").unwrap(), my("mysql://h/db"));
         assert_eq!(parse("mariadb://h/db").unwrap(), my("mysql://h/db"));
         assert!(parse("oracle://h/db").is_err());
+    }
+
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    #[test]
+    fn passwords_are_never_shown() {
         assert_eq!(redact("mysql://u:secret@h/db"), "mysql://u:***@h/db");
+        assert_eq!(
+            redact("postgresql://u@h/db?sslmode=disable&password=secret&PASS=x#f"),
+            "postgresql://u:***@h/db?sslmode=disable&password=***&PASS=***#f"
+        );
+        assert_eq!(
+            redact("mysql://h/db?passwd=secret"),
+            "mysql://h/db?passwd=***"
+        );
+        assert_eq!(redact("mysql://h/db?user=u"), "mysql://h/db?user=u");
     }
 }
