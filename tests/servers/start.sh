@@ -221,11 +221,27 @@ ensure_postgres() {
     fi
     printf '%s\n' "$PG_HBA" >"$PGDATA/pg_hba.conf"
     [ $IS_ROOT = 1 ] && chown postgres: "$PGDATA/pg_hba.conf"
+    # A postmaster killed with SIGKILL leaves postmaster.pid behind and, until
+    # its parent reaps it, a zombie with that pid, which PostgreSQL takes for
+    # a running server ("lock file already exists"): such a file is removed.
+    # Its orphaned backends exit on their own; until they have, pg_ctl fails
+    # ("shared memory block still in use"), so it is tried a few times.
+    local oldpid state tries=0
+    if [ -f "$PGDATA/postmaster.pid" ]; then
+      oldpid=$(head -n 1 "$PGDATA/postmaster.pid")
+      state=$(awk '{print $3}' "/proc/$oldpid/stat" 2>/dev/null || true)
+      if [ -z "$state" ] || [ "$state" = Z ]; then
+        rm -f "$PGDATA/postmaster.pid"
+      fi
+    fi
     # pg_ctl runs the postmaster in its own session, so it outlives us.
-    as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$PGRUN/pg.log" -w -t "$WAIT_SECS" \
+    until as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$PGRUN/pg.log" -w -t "$WAIT_SECS" \
       -o "-h 127.0.0.1 -p $PG_PORT -k $PGRUN -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 ${PG_OPTS[*]}" \
-      start >/dev/null 9>&- </dev/null ||
-      { show_log "$PGRUN/pg.log"; die "pg_ctl start failed"; }
+      start >/dev/null 9>&- </dev/null; do
+      tries=$((tries + 1))
+      [ $tries -lt 5 ] || { show_log "$PGRUN/pg.log"; die "pg_ctl start failed"; }
+      sleep 1
+    done
     wait_until "$WAIT_SECS" "postgresql accepting connections on $PG_PORT" pg_up ||
       { show_log "$PGRUN/pg.log"; die "postgresql did not come up"; }
     log "postgresql: started on 127.0.0.1:$PG_PORT in $((SECONDS - t0))s"

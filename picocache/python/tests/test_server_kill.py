@@ -68,7 +68,8 @@ def test_sigkill_and_restart_under_four_processes(kind):
         time.sleep(2.5)
         os.kill(_server_pid(kind), signal.SIGKILL)
         time.sleep(1.5)
-        subprocess.run(["sh", "-c", start], check=True, capture_output=True, timeout=120)
+        r = subprocess.run(["sh", "-c", start], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, f"restarting {kind} failed:\n{r.stdout}\n{r.stderr}"
         back = time.monotonic()
     finally:
         outs = [w.communicate(timeout=120) for w in workers]
