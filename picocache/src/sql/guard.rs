@@ -131,6 +131,27 @@ pub(crate) fn unavailable(
     }
 }
 
+/// What is left of an operation's time: until `deadline` when one is set,
+/// else the whole `timeout`. When nothing is left, the error that says so; the
+/// operation was not sent, so the connection stays usable.
+pub(crate) fn time_left(
+    backend: &'static str,
+    deadline: Option<Instant>,
+    timeout: Duration,
+) -> Result<Duration> {
+    let left = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
+    if left.is_zero() {
+        return Err(unavailable(
+            backend,
+            TimedOut {
+                what: "an operation",
+                after: timeout,
+            },
+        ));
+    }
+    Ok(left)
+}
+
 /// Whether `e` is the server's fault (so the back-off starts): an
 /// [`Error::Unavailable`] other than a busy pool or the back-off itself.
 fn is_server_failure(e: &Error) -> bool {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use mysql::prelude::Queryable;
 use mysql::{Opts, OptsBuilder, Params, Value};
 
-use super::guard::{unavailable, TimedOut};
+use super::guard::{time_left, unavailable, TimedOut};
 use super::worker::Worker;
 use super::{url::redact, Conn, Dialect, Driver, Retryable, SqlOptions, Val};
 use crate::{Error, Result};
@@ -284,19 +284,7 @@ impl MysqlConn {
         &mut self,
         f: impl FnOnce(&mut MyState, Duration) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let left = self.deadline.map_or(self.timeout, |d| {
-            d.saturating_duration_since(Instant::now())
-        });
-        if left.is_zero() {
-            // Not sent: the connection stays usable.
-            return Err(unavailable(
-                KIND,
-                TimedOut {
-                    what: "an operation",
-                    after: self.timeout,
-                },
-            ));
-        }
+        let left = time_left(KIND, self.deadline, self.timeout)?;
         let timeout = self.timeout;
         let r = self.worker.run(left, move |st| {
             let r = f(st, timeout);

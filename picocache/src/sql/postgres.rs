@@ -18,7 +18,7 @@ use postgres::error::SqlState;
 use postgres::types::{IsNull, ToSql, Type};
 use postgres::{Client, Config, NoTls};
 
-use super::guard::{unavailable, TimedOut};
+use super::guard::time_left;
 use super::worker::Worker;
 use super::{url::redact, Conn, Dialect, Driver, Retryable, SqlOptions, Val};
 use crate::{Error, Result};
@@ -280,19 +280,7 @@ impl PgConn {
         &mut self,
         f: impl FnOnce(&mut PgState) -> Result<T, postgres::Error> + Send + 'static,
     ) -> Result<T> {
-        let left = self.deadline.map_or(self.timeout, |d| {
-            d.saturating_duration_since(Instant::now())
-        });
-        if left.is_zero() {
-            // Not sent: the connection stays usable.
-            return Err(unavailable(
-                KIND,
-                TimedOut {
-                    what: "an operation",
-                    after: self.timeout,
-                },
-            ));
-        }
+        let left = time_left(KIND, self.deadline, self.timeout)?;
         let r = self.worker.run(left, move |st| {
             let r = f(st).map_err(convert);
             (r, st.client.is_closed())
