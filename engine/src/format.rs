@@ -174,6 +174,38 @@ pub fn encode_record(
     out.resize(padded, 0);
 }
 
+/// Appends the header and key of a record whose value is the concatenation
+/// of `parts` (the value itself is not copied): the record is these bytes,
+/// then the parts, then zeros up to [`record_size`]. The crc covers the
+/// parts as [`encode_record`]'s covers its value.
+pub fn encode_record_head(
+    out: &mut Vec<u8>,
+    kind: u8,
+    ns: u32,
+    seq: u64,
+    expire_ms: u64,
+    key: &[u8],
+    parts: &[&[u8]],
+) {
+    let start = out.len();
+    let vlen: usize = parts.iter().map(|p| p.len()).sum();
+    out.extend_from_slice(&[0u8; 4]);
+    out.extend_from_slice(&[kind, 0, 0, 0]);
+    out.extend_from_slice(&ns.to_le_bytes());
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(vlen as u32).to_le_bytes());
+    out.extend_from_slice(&REC_MARKER.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&expire_ms.to_le_bytes());
+    out.extend_from_slice(key);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&out[start + 4..]);
+    for p in parts {
+        crc.update(p);
+    }
+    out[start..start + 4].copy_from_slice(&crc.finalize().to_le_bytes());
+}
+
 /// Checks a whole record body (header + key + value) against its crc.
 pub fn record_crc_ok(h: &RecordHeader, body: &[u8]) -> bool {
     body.len() == h.body_len() && crc32fast::hash(&body[4..]) == h.crc

@@ -10,6 +10,7 @@ use crate::format::{self, RecordHeader, SegHeaderCheck, REC_HEADER_LEN, SEG_HEAD
 use crate::io::Io;
 
 pub(crate) mod append;
+pub(crate) mod parts;
 pub(crate) mod segment;
 
 /// One scanned record.

@@ -162,6 +162,16 @@ impl Namespace {
         )
     }
 
+    /// A [`Watch`](crate::Watch) on the store's current index, which
+    /// confirms this namespace's [`Located`] tokens without their keys.
+    pub fn watch(&self) -> Result<crate::Watch> {
+        self.store.inner.check_fork()?;
+        Ok(crate::Watch {
+            store: self.store.clone(),
+            idx: self.store.inner.current_index()?,
+        })
+    }
+
     /// Stores `value` under `key` with the namespace's default TTL, then evicts
     /// least recently used entries until the limits hold. Returns false when
     /// the limits keep the entry from being stored at all (`maxsize` 0, or a
@@ -179,6 +189,43 @@ impl Namespace {
                 inner.with_writer(|w| {
                     let id = self.used_row(w)?;
                     w.put_batch(id, &[(key, value)], ttl)
+                })
+            })
+            .map(|n| n == 1)
+    }
+
+    /// Like [`Namespace::put_with_ttl`], the value being the concatenation
+    /// of `parts`, written into the log one part after the other without
+    /// joining them first (a large value given in pieces, such as a seal's
+    /// head and the value, is not copied before its write).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use picocache_engine::{Limits, Options, Store};
+    /// let store = Store::open(dir.path(), Options::default()).unwrap();
+    /// let ns = store.namespace("f", Limits::default()).unwrap();
+    /// ns.put_parts(b"k", &[b"head:", b"", b"value"], None).unwrap();
+    /// assert_eq!(ns.get(b"k").unwrap().unwrap(), b"head:value");
+    /// ```
+    pub fn put_parts(&self, key: &[u8], parts: &[&[u8]], ttl: Option<Duration>) -> Result<bool> {
+        let vlen = parts
+            .iter()
+            .try_fold(0usize, |n, p| n.checked_add(p.len()))
+            .unwrap_or(usize::MAX);
+        if key.len() > format::MAX_KEY_LEN || vlen > format::MAX_VALUE_LEN {
+            return check_kv(key, &[]).and_then(|_| {
+                Err(Error::InvalidArgument(format!(
+                    "value of {vlen} bytes exceeds the limit of {}",
+                    format::MAX_VALUE_LEN
+                )))
+            });
+        }
+        let inner = &self.store.inner;
+        inner
+            .retry_if_full(false, || {
+                inner.with_writer(|w| {
+                    let id = self.used_row(w)?;
+                    w.put_parts(id, key, parts, ttl)
                 })
             })
             .map(|n| n == 1)

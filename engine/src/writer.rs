@@ -24,7 +24,7 @@ use crate::txn::Writer;
 
 impl Writer<'_> {
     /// Makes room in the entry array for `n` more entries.
-    fn reserve(&mut self, n: u64) -> Result<()> {
+    pub(crate) fn reserve(&mut self, n: u64) -> Result<()> {
         let count = self.idx.hget(hdr::ENTRY_COUNT);
         if count + n <= self.idx.layout.entries {
             return Ok(());
@@ -216,7 +216,7 @@ impl Writer<'_> {
         Ok(kept.len())
     }
 
-    fn index_put(&mut self, ns: u32, key: &[u8], loc: u64, size: u32) -> Result<()> {
+    pub(crate) fn index_put(&mut self, ns: u32, key: &[u8], loc: u64, size: u32) -> Result<()> {
         let idx = self.idx.clone();
         let h = key_hash(ns, key);
         let stamp = idx.ns(ns, nsr::CLOCK).fetch_add(1, Ordering::AcqRel) + 1;

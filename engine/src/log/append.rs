@@ -24,6 +24,18 @@ const PREALLOC_CHUNK: u64 = 4 << 20;
 /// [`WriterState::use_headroom`]: crate::shared::WriterState
 pub(crate) const HEADROOM: u64 = 4096;
 
+/// What [`Writer::append_from`] writes: encoded records in a buffer, or one
+/// record as its head and its value's parts.
+#[derive(Clone, Copy)]
+enum Records<'a> {
+    Buf(&'a [u8]),
+    Parts {
+        head: &'a [u8],
+        parts: &'a [&'a [u8]],
+        seq: u64,
+    },
+}
+
 impl Writer<'_> {
     pub(crate) fn ensure_active_segment(&mut self) -> Result<()> {
         let id = self.idx.hget(hdr::ACTIVE_SEG) as u32;
@@ -111,12 +123,33 @@ impl Writer<'_> {
     /// Appends the records in `st.buf` (of the given padded sizes) to the log.
     /// Returns their locations.
     pub(crate) fn append(&mut self, sizes: &[u64]) -> Result<Vec<u64>> {
+        let buf = std::mem::take(&mut self.st.buf);
+        let r = self.append_from(sizes, Records::Buf(&buf));
+        self.st.buf = buf;
+        r
+    }
+
+    /// Appends one PUT record (sequence number `seq`, padded size `size`)
+    /// made of `head` (its header and key: [`format::encode_record_head`])
+    /// and the value's `parts`, written one after the other without being
+    /// joined first. Returns its location.
+    pub(crate) fn append_parts(
+        &mut self,
+        head: &[u8],
+        parts: &[&[u8]],
+        size: u64,
+        seq: u64,
+    ) -> Result<u64> {
+        let locs = self.append_from(&[size], Records::Parts { head, parts, seq })?;
+        Ok(locs[0])
+    }
+
+    fn append_from(&mut self, sizes: &[u64], recs: Records<'_>) -> Result<Vec<u64>> {
         let mut locs = Vec::with_capacity(sizes.len());
         let seg_size = self.inner.opts.segment_size;
         let headroom = if self.st.use_headroom { 0 } else { HEADROOM };
         let mut i = 0;
         let mut pos = 0usize;
-        let buf = std::mem::take(&mut self.st.buf);
         let r = (|| {
             while i < sizes.len() {
                 self.ensure_active_segment()?;
@@ -186,14 +219,19 @@ impl Writer<'_> {
                 // records before they are written (a crash in between leaves
                 // it lower than needed, never higher).
                 let mut min_put = u64::MAX;
-                let mut p = pos;
-                for s in &sizes[i..i + run] {
-                    if buf[p + 4] == kind::PUT {
-                        let mut w = [0u8; 8];
-                        w.copy_from_slice(&buf[p + 24..p + 32]);
-                        min_put = min_put.min(u64::from_le_bytes(w));
+                match recs {
+                    Records::Buf(buf) => {
+                        let mut p = pos;
+                        for s in &sizes[i..i + run] {
+                            if buf[p + 4] == kind::PUT {
+                                let mut w = [0u8; 8];
+                                w.copy_from_slice(&buf[p + 24..p + 32]);
+                                min_put = min_put.min(u64::from_le_bytes(w));
+                            }
+                            p += *s as usize;
+                        }
                     }
-                    p += *s as usize;
+                    Records::Parts { seq, .. } => min_put = seq,
                 }
                 let row = self.idx.seg_row(seg_id);
                 if let (Some(row), true) = (row, min_put != u64::MAX) {
@@ -204,7 +242,26 @@ impl Writer<'_> {
                             .store(min_put, Ordering::Release);
                     }
                 }
-                io.write_at(&seg.file, &buf[pos..pos + bytes as usize], off)?;
+                match recs {
+                    Records::Buf(buf) => {
+                        io.write_at(&seg.file, &buf[pos..pos + bytes as usize], off)?
+                    }
+                    Records::Parts { head, parts, .. } => {
+                        // One record (`sizes` has one): its head, its
+                        // parts, its padding, each written where it goes.
+                        let mut o = off;
+                        for p in std::iter::once(head).chain(parts.iter().copied()) {
+                            if !p.is_empty() {
+                                io.write_at(&seg.file, p, o)?;
+                                o += p.len() as u64;
+                            }
+                        }
+                        let pad = (off + bytes - o) as usize;
+                        if pad > 0 {
+                            io.write_at(&seg.file, &[0u8; 8][..pad], o)?;
+                        }
+                    }
+                }
                 let mut o = off;
                 for s in &sizes[i..i + run] {
                     locs.push(((seg_id as u64) << 32) | o);
@@ -225,7 +282,6 @@ impl Writer<'_> {
             self.inner.commit.lock().appended += 1;
             Ok(())
         })();
-        self.st.buf = buf;
         r.map(|_| locs)
     }
 
