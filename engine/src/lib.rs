@@ -107,6 +107,6 @@ pub use hash::{IdHash, IdHasher};
 pub use io::{FaultIo, Io, RealIo};
 pub use namespace::{Lease, Namespace};
 pub use options::{Durability, Limits, NamespaceStats, Options, StoreStats, VerifyReport};
-pub use read::Located;
+pub use read::{Located, Watch};
 pub use repair::RepairReport;
 pub use store::Store;

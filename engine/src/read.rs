@@ -9,6 +9,9 @@ use crate::format::{ent, hdr, kind, nsr, RecordHeader, REC_HEADER_LEN};
 use crate::hash::key_hash;
 use crate::index::IndexMap;
 use crate::shared::{now_ms, Inner};
+use crate::store::Store;
+use crate::sys;
+use std::sync::Arc;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -45,6 +48,10 @@ pub struct Located {
     lineage: u64,
     loc: u64,
     expire_ms: u64,
+    /// The namespace row and the index entry that held the record when it
+    /// was found ([`Watch::hit`] checks that entry directly).
+    ns: u32,
+    entry: u32,
 }
 
 /// Outcome of one lookup.
@@ -144,6 +151,8 @@ impl Inner {
                     lineage: 0,
                     loc: 0,
                     expire_ms: 0,
+                    ns,
+                    entry: 0,
                 };
                 let found = match self.find_at(idx, ns, key, h, &mut buf) {
                     Some((e, rh, loc)) => {
@@ -155,6 +164,8 @@ impl Inner {
                                 lineage: idx.hget(hdr::GENERATION),
                                 loc,
                                 expire_ms: rh.expire_ms,
+                                ns,
+                                entry: e,
                             };
                             Found::Hit
                         }
@@ -230,5 +241,80 @@ impl Inner {
             }
         }
         Ok(false)
+    }
+}
+
+/// A watch on a store's index: confirms [`Located`] tokens without the key,
+/// for an in-process cache that keys its entries by something else (the
+/// Python wrapper keys them by the call's argument objects).
+///
+/// [`Watch::hit`] answers as [`Namespace::hit_located`](crate::Namespace::hit_located)
+/// does, reading the index entry the token names instead of probing the
+/// bucket array for the key: a location is never reused within an index
+/// lineage, so an entry that still points at the token's location is that
+/// record's live entry. A watch made before a fork, or on an index that was
+/// since replaced, confirms nothing (the caller looks the key up again and
+/// takes a new watch).
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// use picocache_engine::{Limits, Options, Store};
+/// let store = Store::open(dir.path(), Options::default()).unwrap();
+/// let ns = store.namespace("f", Limits::default()).unwrap();
+/// ns.put(b"k", b"v1").unwrap();
+/// let at = ns.get_located(b"k", |_, at| at).unwrap().unwrap();
+/// let watch = ns.watch().unwrap();
+/// assert!(watch.hit(&at)); // counted as a hit
+/// assert_eq!(ns.stats().unwrap().hits, 2);
+/// ns.put(b"k", b"v2").unwrap(); // a new record: the token is stale
+/// assert!(!watch.hit(&at));
+/// let at = ns.get_located(b"k", |_, at| at).unwrap().unwrap();
+/// ns.clear().unwrap(); // so is every token of the namespace
+/// assert!(!watch.hit(&at));
+/// ```
+#[derive(Clone)]
+pub struct Watch {
+    pub(crate) store: Store,
+    pub(crate) idx: Arc<IndexMap>,
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch").finish_non_exhaustive()
+    }
+}
+
+impl Watch {
+    /// Whether the record `at` names is still its key's live, unexpired
+    /// entry in the index this watch reads; if so, counts a hit on it (the
+    /// namespace's hit counter, and recency where the namespace has a limit)
+    /// as a lookup would. Never an error: anything unusual answers false.
+    #[inline]
+    pub fn hit(&self, at: &Located) -> bool {
+        let inner = &self.store.inner;
+        if sys::fork_generation() != inner.fork_gen {
+            return false;
+        }
+        if at.expire_ms != 0 && now_ms() >= at.expire_ms {
+            return false;
+        }
+        let idx: &IndexMap = &self.idx;
+        if idx.retired()
+            || idx.hget(hdr::GENERATION) != at.lineage
+            || !idx.valid_entry(at.entry)
+            || idx.eget(at.entry, ent::LOC) != at.loc
+        {
+            return false;
+        }
+        if !inner.read_only {
+            count_hit(idx, at.ns, at.entry, inner.use_clock());
+        }
+        true
+    }
+
+    /// Whether this watch still reads the store's current index (false
+    /// once the index was replaced, or after a fork: take a new one).
+    pub fn current(&self) -> bool {
+        sys::fork_generation() == self.store.inner.fork_gen && !self.idx.retired()
     }
 }
