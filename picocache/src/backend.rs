@@ -124,6 +124,16 @@ pub trait Namespace: Send + Sync + fmt::Debug {
     /// evicting as the limits require.
     fn put(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()>;
 
+    /// Stores the concatenation of `parts` under `key`, as [`Namespace::put`]
+    /// would. A backend that can write the parts without joining them first
+    /// (the local engine) does; the default joins them (one copy) and puts.
+    fn put_parts(&self, key: &[u8], parts: &[&[u8]], ttl: Option<Duration>) -> Result<()> {
+        match parts {
+            [one] => self.put(key, one, ttl),
+            _ => self.put(key, &parts.concat(), ttl),
+        }
+    }
+
     /// Several puts as one step where the backend can; the default loops.
     fn put_many(&self, items: &[(&[u8], &[u8])], ttl: Option<Duration>) -> Result<()> {
         items.iter().try_for_each(|(k, v)| self.put(k, v, ttl))

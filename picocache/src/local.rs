@@ -94,6 +94,10 @@ impl Namespace for LocalNamespace {
         self.ns.put_with_ttl(key, value, ttl)?;
         Ok(())
     }
+    fn put_parts(&self, key: &[u8], parts: &[&[u8]], ttl: Option<Duration>) -> Result<()> {
+        self.ns.put_parts(key, parts, ttl)?;
+        Ok(())
+    }
     fn put_many(&self, items: &[(&[u8], &[u8])], ttl: Option<Duration>) -> Result<()> {
         if ttl.is_some() {
             return items.iter().try_for_each(|(k, v)| self.put(k, v, ttl));

@@ -174,8 +174,18 @@ impl Namespace for SealedNamespace {
     }
 
     fn put(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        let sealed = self.secrets.seal(self.inner.name(), key, value);
-        self.inner.put(key, &sealed, ttl)?;
+        self.put_parts(key, &[value], ttl)
+    }
+
+    /// The seal's head is computed over the parts (no copy of them) and
+    /// handed down in front of them: the local engine writes them without
+    /// joining; other backends join once.
+    fn put_parts(&self, key: &[u8], parts: &[&[u8]], ttl: Option<Duration>) -> Result<()> {
+        let head = self.secrets.seal_head(self.inner.name(), key, parts);
+        let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+        all.push(&head);
+        all.extend_from_slice(parts);
+        self.inner.put_parts(key, &all, ttl)?;
         let _ = self.last_rejected.compare_exchange(
             key_tag(key),
             0,

@@ -131,7 +131,7 @@
 //!
 //! # Sealed entries
 //!
-//! Every value a `Memo` stores is sealed with a secret (HMAC-SHA256 over the
+//! Every value a `Memo` stores is sealed with a secret (a keyed BLAKE3 MAC over the
 //! namespace, the key and the value; see [`crate::seal`]), whatever the
 //! backend, and checked before it is decoded. An entry that fails the check
 //! (planted, tampered with, unsigned, or sealed with another secret) is

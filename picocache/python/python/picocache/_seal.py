@@ -3,7 +3,8 @@ SQLAlchemy Engine), and the ``secret=`` / ``secrets=`` options.
 
 The native backends seal in Rust (``picocache::SealedBackend``); these
 wrap a Python namespace so that its values are sealed and checked the same
-way, by ``_native.Sealer``: HMAC-SHA256 over the namespace name, the key and
+way, by ``_native.Sealer``: a MAC (keyed BLAKE3; HMAC-SHA256 before issue 18,
+still checked) over the namespace name, the key and
 the value, checked before a byte of the value reaches ``loads``.
 """
 
