@@ -235,4 +235,40 @@ pub trait Locate: Send + Sync {
     /// [`Namespace::get`] would, without reading or checking the value again;
     /// if not, changes nothing (the caller reads the key again).
     fn confirm_located(&self, at: &Located) -> Result<bool>;
+
+    /// A [`Watch`] that confirms this namespace's tokens without their
+    /// keys, as [`Locate::confirm_located`] does (counting the hit), or
+    /// `None` (the default) if the namespace has none. A memoizer that keys
+    /// its kept values by something other than the encoded key (the Python
+    /// wrapper: the call's argument objects) holds one.
+    fn watch(&self) -> Option<Watch> {
+        None
+    }
+}
+
+/// A cheap, lock-free confirmation of [`Located`] tokens ([`Locate::watch`]):
+/// the local engine's [`picocache_engine::Watch`]. It reads one index file;
+/// once that file is replaced, or in a forked child, it confirms nothing and
+/// [`Watch::current`] is false: take a new one.
+#[derive(Clone, Debug)]
+pub struct Watch(picocache_engine::Watch);
+
+impl Watch {
+    /// Whether the record `at` names is still its key's live, unexpired
+    /// entry; if so, counts a hit and refreshes recency as
+    /// [`Locate::confirm_located`] does. Never an error: anything unusual
+    /// (a replaced index, a fork, a token of another index) answers false.
+    #[inline]
+    pub fn hit(&self, at: &Located) -> bool {
+        self.0.hit(at.at())
+    }
+
+    /// Whether this watch still reads the store's current index.
+    pub fn current(&self) -> bool {
+        self.0.current()
+    }
+
+    pub(crate) fn engine(w: picocache_engine::Watch) -> Self {
+        Watch(w)
+    }
 }

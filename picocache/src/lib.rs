@@ -31,7 +31,7 @@ pub mod sql;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisBackend, RedisOptions};
-pub use backend::{Backend, Lease, Limits, Locate, Located, Namespace, Stats};
+pub use backend::{Backend, Lease, Limits, Locate, Located, Namespace, Stats, Watch};
 pub use error::{BoxError, Error, Result};
 pub use local::LocalBackend;
 pub use memo::{CacheInfo, Memo, MemoBuilder};

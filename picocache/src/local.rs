@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use picocache_engine as engine;
 
-use crate::backend::{Backend, Lease, Limits, Locate, Located, Namespace, Stats};
+use crate::backend::{Backend, Lease, Limits, Locate, Located, Namespace, Stats, Watch};
 use crate::Result;
 
 /// The default directory of a local store: `$PICOCACHE_DIR` if set, else
@@ -160,5 +160,9 @@ impl Locate for LocalNamespace {
 
     fn confirm_located(&self, at: &Located) -> Result<bool> {
         Ok(self.ns.hit_located(at.key_hash(), at.at())?)
+    }
+
+    fn watch(&self) -> Option<Watch> {
+        self.ns.watch().ok().map(Watch::engine)
     }
 }

@@ -274,4 +274,10 @@ impl Locate for SealedNamespace {
             None => Ok(false),
         }
     }
+
+    /// The namespace underneath's: a token comes from a read whose seal
+    /// was checked, and confirming it reads no value.
+    fn watch(&self) -> Option<crate::Watch> {
+        self.inner.locate()?.watch()
+    }
 }
