@@ -32,6 +32,7 @@ use pyo3::types::{PyBytes, PyDict, PyTuple};
 use picocache::Limits;
 
 mod digest;
+mod front;
 mod keys;
 mod sealer;
 mod store;
@@ -253,7 +254,7 @@ impl Namespace {
         keep: bool,
         recheck: bool,
     ) -> PyResult<PyObject> {
-        match self.fetch_checked(py, k, loads, miss, keep, recheck) {
+        match self.fetch_checked(py, k, loads, miss, keep, recheck, None) {
             Err(e) if recheck && e.is_instance_of::<CacheRejected>(py) => Ok(miss.clone().unbind()),
             r => r,
         }
@@ -261,6 +262,9 @@ impl Namespace {
 
     /// `recheck`: on the local engine a miss is not counted again (the
     /// lookup before the lease counted it; one call, one miss) and a hit is.
+    /// `seen`: where a hit of the local engine's fast path says which
+    /// record its value came from (for the wrapper's front table).
+    #[allow(clippy::too_many_arguments)]
     fn fetch_checked(
         &self,
         py: Python<'_>,
@@ -269,6 +273,7 @@ impl Namespace {
         miss: &Bound<'_, PyAny>,
         keep: bool,
         recheck: bool,
+        seen: Option<&mut front::Seen>,
     ) -> PyResult<PyObject> {
         let by_first = loads.downcast::<wrapper::ByFirstByte>().ok();
         let decode = |raw: Bound<'_, PyBytes>| -> PyResult<Option<PyObject>> {
@@ -295,14 +300,14 @@ impl Namespace {
                     let tier = self.tier.lock();
                     match tier.map.get(&h) {
                         Some(te) if tier.fork_gen == fork_gen() && te.key.as_slice() == k => {
-                            Some((te.at, te.value.clone_ref(py)))
+                            Some((te.at, te.value.clone_ref(py), te.bytes))
                         }
                         _ => None,
                     }
                 };
-                if let Some((at, v)) = cached {
+                if let Some((at, v, n)) = cached {
                     if loc.confirm_located(&at)? {
-                        return Ok(Some(Ok(v)));
+                        return Ok(Some(Ok((v, at, n))));
                     }
                     self.tier.lock().remove(h);
                 }
@@ -321,15 +326,29 @@ impl Namespace {
                 Ok(Some(Err((h, got))))
             });
             match fast {
-                Ok(Ok(Some(Ok(v)))) => return Ok(v),
+                Ok(Ok(Some(Ok((v, at, n))))) => {
+                    if let Some(s) = seen {
+                        *s = front::Seen::Kept { at, bytes: n };
+                    }
+                    return Ok(v);
+                }
                 Ok(Ok(Some(Err((_, None))))) => return Ok(miss.clone().unbind()),
                 Ok(Ok(Some(Err((h, Some((raw, at))))))) => {
                     let n = raw.as_bytes().len();
+                    let kept_raw = seen.is_some().then(|| raw.clone().unbind());
                     let Some(v) = decode(raw)? else {
                         return Ok(miss.clone().unbind());
                     };
-                    if keep && immutable(v.bind(py), 0) {
+                    let still = keep && immutable(v.bind(py), 0);
+                    if still {
                         self.tier.lock().insert(h, k, at, v.clone_ref(py), n);
+                    }
+                    if let (Some(s), Some(raw)) = (seen, kept_raw) {
+                        *s = if still {
+                            front::Seen::Kept { at, bytes: n }
+                        } else {
+                            front::Seen::Raw { at, raw }
+                        };
                     }
                     return Ok(v);
                 }

@@ -7,10 +7,16 @@
 //! the `cache_info`/`cache_clear`/... attributes use, and CPython traverses
 //! that dictionary for the garbage collector). A call goes:
 //!
+//! 0. a call whose arguments the front table can key (`front.rs`: exact
+//!    `int`, `str`, `bytes`, `None`, `bool`, no keyword arguments) and that
+//!    it holds, its record confirmed live by the store's watch: returned
+//!    (an immutable result as kept, a mutable one decoded from its kept
+//!    bytes), counted.
 //! 1. if the function's namespace is open on a native store
 //!    ([`Wrapper::_set_namespace`]): its `lookup_decoded` (encode the
 //!    arguments, look up, decode; repeat hits of immutable results from the
-//!    in-process tier). A value is a hit: counted here, returned.
+//!    in-process tier). A value is a hit: counted here, kept in the front
+//!    table where step 0 can serve it, returned.
 //! 2. a miss: the Python `compute` (lease, run the function, store).
 //! 3. anything else (the namespace not open yet, a lookup that raised): the
 //!    Python wrapper `slow`, which meets the same case and handles it (opens
@@ -24,6 +30,7 @@ use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyBytes, PyDict, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 
+use crate::front::{self, Front, Seen};
 use crate::Namespace;
 
 /// The native part of a cached function (see the module docs).
@@ -40,6 +47,8 @@ pub(crate) struct Wrapper {
     /// Hits answered here (the Python side counts its own; it holds this
     /// counter too, so the count outlives the wrapper).
     hits: Py<Hits>,
+    /// Results kept by the call's argument objects.
+    front: Front,
 }
 
 /// A count of hits, shared by a [`Wrapper`] and its function's state.
@@ -67,13 +76,20 @@ impl Hits {
 #[pymethods]
 impl Wrapper {
     #[new]
-    fn new(slow: PyObject, compute: PyObject, miss: PyObject, hits: Py<Hits>) -> Self {
+    fn new(
+        py: Python<'_>,
+        slow: PyObject,
+        compute: PyObject,
+        miss: PyObject,
+        hits: Py<Hits>,
+    ) -> Self {
         Wrapper {
             slow,
             compute,
             miss,
             ns: Mutex::new(None),
             hits,
+            front: Front::new(py),
         }
     }
 
@@ -84,9 +100,33 @@ impl Wrapper {
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyObject> {
+        let kinds = match kwargs {
+            Some(k) if !k.is_empty() => None,
+            _ => front::kinds(args),
+        };
+        if let Some(kinds) = kinds {
+            if let Some(v) = self.front.get(py, args, kinds) {
+                self.hits.get().0.fetch_add(1, Ordering::Relaxed);
+                return Ok(v);
+            }
+        }
         let ns = self.ns.lock().as_ref().map(|n| n.clone_ref(py));
         if let Some(ns) = ns {
-            match ns.get().lookup_decoded(py, args, kwargs) {
+            let got = match kinds {
+                Some(kinds) => {
+                    let mut seen = Seen::Nothing;
+                    let got = ns.get().lookup_front(py, args, &mut seen);
+                    if let Ok(v) = &got {
+                        if !v.is(&self.miss) {
+                            // Best effort: without it the next call takes this path.
+                            let _ = self.front.insert(py, ns.get(), args, kinds, seen, v);
+                        }
+                    }
+                    got
+                }
+                None => ns.get().lookup_decoded(py, args, kwargs),
+            };
+            match got {
                 Ok(v) if !v.is(&self.miss) => {
                     self.hits.get().0.fetch_add(1, Ordering::Relaxed);
                     return Ok(v);
@@ -123,8 +163,21 @@ impl Wrapper {
 
     /// Serves hits from `ns` (a native namespace) from now on; None stops.
     #[pyo3(signature = (ns))]
-    fn _set_namespace(&self, ns: Option<Py<Namespace>>) {
-        *self.ns.lock() = ns;
+    fn _set_namespace(&self, py: Python<'_>, ns: Option<Py<Namespace>>) {
+        let old = std::mem::replace(&mut *self.ns.lock(), ns);
+        self.front.clear(py);
+        drop(old);
+    }
+
+    /// Drops the results kept by argument objects (a clear in this process:
+    /// they would not be served anyway, their records being gone).
+    fn _front_clear(&self, py: Python<'_>) {
+        self.front.clear(py);
+    }
+
+    /// How many results are kept by argument objects (for tests).
+    fn _front_len(&self, py: Python<'_>) -> usize {
+        self.front.len(py)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -132,6 +185,7 @@ impl Wrapper {
         visit.call(&self.compute)?;
         visit.call(&self.miss)?;
         visit.call(&self.hits)?;
+        visit.call(self.front.dict())?;
         if let Some(ns) = self.ns.try_lock().as_deref().and_then(Option::as_ref) {
             visit.call(ns)?;
         }

@@ -334,6 +334,9 @@ class _FunctionState:
         return int(self.native_hits_count.value())
 
     def clear(self) -> None:
+        w = self.fast_wrapper() if self.fast_wrapper is not None else None
+        if w is not None:
+            w._front_clear()  # (its entries' records are gone: memory back now)
         try:
             if self.unnamed is None:
                 self.namespace().clear()

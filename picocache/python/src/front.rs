@@ -1,0 +1,291 @@
+//! The front table of a cached function (issue 16): repeat hits answered by
+//! the call's own argument objects, as `functools.lru_cache` answers them,
+//! without encoding the canonical key or looking it up in the store.
+//!
+//! A call whose positional arguments are all of exact types for which
+//! Python's `==` (with the type) means the same as the canonical key's
+//! equality (`None`, `bool`, `int`, `str`, `bytes`: see [`kinds`]), and
+//! which has no keyword arguments, is looked up in a dictionary keyed by its
+//! argument tuple. An entry holds the kinds of the arguments it was made
+//! from (so `f(1)` and `f(True)`, equal as tuples, stay apart), the
+//! [`picocache::Located`] token of the record its value came from, and the
+//! value: the decoded object when it is immutable (handed out again, as the
+//! in-process tier does), else the stored bytes, decoded at each hit (a
+//! mutable result is never shared between calls).
+//!
+//! An entry is served only while the store's [`picocache::Watch`] confirms
+//! its record is still the key's live, unexpired entry, reading the index
+//! entry the token names (no key, no probe): a record is never changed once
+//! written and a location never reused in an index lineage, so a value
+//! changed, removed, evicted, expired or cleared by any process is never
+//! served. The confirmation counts the hit in the shared index and
+//! refreshes recency where the namespace has a limit, as a lookup would.
+//! A watch taken before a fork, or on an index since replaced, confirms
+//! nothing: the call goes the ordinary way and the entry is made again.
+//!
+//! Floats are not served here (`-0.0 == 0.0`, NaN), nor keyword arguments,
+//! methods (`self` is not one of the kinds) or anything else: those take
+//! the namespace's lookup, which keeps its own tier of immutable results.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyString, PyTuple};
+
+use crate::tier::{TIER_MAX_BYTES, TIER_MAX_ENTRIES};
+use crate::{fork_gen, CacheInvalidArgument, Namespace, MAX_KEY};
+
+/// Most positional arguments of a call the front table serves.
+const MAX_ARGS: usize = 16;
+
+/// What a lookup of the namespace's fast path saw, for the front table.
+pub(crate) enum Seen {
+    /// Nothing to keep (a miss, or a path that knows no record).
+    Nothing,
+    /// The value is immutable and was served from, or kept in, the tier:
+    /// kept as it is.
+    Kept {
+        at: picocache::Located,
+        bytes: usize,
+    },
+    /// The value is mutable: its stored bytes (checked), decoded at each hit.
+    Raw {
+        at: picocache::Located,
+        raw: Py<PyBytes>,
+    },
+}
+
+/// The kinds of a call's positional arguments, four bits each (the tuple's
+/// length says how many), or None if one is not of an exact type whose
+/// `==` agrees with the canonical key: `None`, `bool`, `int`, `str`, `bytes`.
+/// (For these, two arguments of one kind are `==` exactly when they encode
+/// to the same key bytes, typed or not; `True == 1` is told apart by kind.)
+#[inline]
+pub(crate) fn kinds(args: &Bound<'_, PyTuple>) -> Option<u64> {
+    if args.len() > MAX_ARGS {
+        return None;
+    }
+    let mut k = 0u64;
+    for (i, a) in args.iter_borrowed().enumerate() {
+        let t = if a.is_exact_instance_of::<PyInt>() {
+            1
+        } else if a.is_exact_instance_of::<PyString>() {
+            2
+        } else if a.is_none() {
+            3
+        } else if a.is_exact_instance_of::<PyBytes>() {
+            4
+        } else if a.is_exact_instance_of::<PyBool>() {
+            5
+        } else {
+            return None;
+        };
+        k |= t << (4 * i);
+    }
+    Some(k)
+}
+
+/// One call's kept result (see the module docs).
+#[pyclass(module = "picocache._native", frozen)]
+pub(crate) struct FrontEntry {
+    watch: Arc<picocache::Watch>,
+    at: picocache::Located,
+    kinds: u64,
+    /// The immutable value, or (`raw`) the stored bytes.
+    value: PyObject,
+    raw: bool,
+    bytes: usize,
+}
+
+/// A cached function's front table (see the module docs).
+pub(crate) struct Front {
+    /// Argument tuple -> [`FrontEntry`]. Only tuples of the kinds above are
+    /// keys, so a lookup runs no Python code (no user `__eq__`/`__hash__`).
+    dict: Py<PyDict>,
+    state: Mutex<FrontState>,
+}
+
+struct FrontState {
+    /// The watch new entries use (replaced once it is no longer current).
+    watch: Option<Arc<picocache::Watch>>,
+    /// Bytes the entries account for (their values' stored size, their
+    /// arguments' and some overhead).
+    bytes: usize,
+    fork_gen: u64,
+    /// The decoder of raw entries (the namespace's `loads`).
+    loads: Option<PyObject>,
+}
+
+impl Front {
+    pub(crate) fn new(py: Python<'_>) -> Front {
+        Front {
+            dict: PyDict::new(py).unbind(),
+            state: Mutex::new(FrontState {
+                watch: None,
+                bytes: 0,
+                fork_gen: fork_gen(),
+                loads: None,
+            }),
+        }
+    }
+
+    /// The kept result of a call with `args` (of `kinds`), if its record is
+    /// still live (the hit counted in the store); None otherwise.
+    #[inline]
+    pub(crate) fn get(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kinds: u64,
+    ) -> Option<PyObject> {
+        let d = self.dict.bind(py);
+        let e = d.get_item(args).ok()??;
+        let e = e.downcast::<FrontEntry>().ok()?.get();
+        if e.kinds != kinds || !e.watch.hit(&e.at) {
+            return None;
+        }
+        if !e.raw {
+            return Some(e.value.clone_ref(py));
+        }
+        // A mutable result: decoded again from the kept bytes.
+        let loads = self.state.lock().loads.as_ref()?.clone_ref(py);
+        let raw = e.value.bind(py).downcast::<PyBytes>().ok()?;
+        let got = match loads.bind(py).downcast::<crate::wrapper::ByFirstByte>() {
+            Ok(d) => d.get().decode(py, raw),
+            Err(_) => loads.call1(py, (raw,)),
+        };
+        got.ok()
+    }
+
+    /// Keeps what `seen` describes, the result of a call with `args` (of
+    /// `kinds`) that `ns` answered with `value`.
+    pub(crate) fn insert(
+        &self,
+        py: Python<'_>,
+        ns: &Namespace,
+        args: &Bound<'_, PyTuple>,
+        kinds: u64,
+        seen: Seen,
+        value: &PyObject,
+    ) -> PyResult<()> {
+        let (at, value, raw, n) = match seen {
+            Seen::Nothing => return Ok(()),
+            Seen::Kept { at, bytes } => (at, value.clone_ref(py), false, bytes),
+            Seen::Raw { at, raw } => {
+                let n = raw.bind(py).as_bytes().len();
+                (at, raw.into_any(), true, n)
+            }
+        };
+        if n > TIER_MAX_BYTES / 16 {
+            return Ok(());
+        }
+        let mut bytes = n + 96;
+        for a in args.iter_borrowed() {
+            bytes += 16;
+            if a.is_exact_instance_of::<PyString>() || a.is_exact_instance_of::<PyBytes>() {
+                bytes += a.len().unwrap_or(0);
+            }
+        }
+        let watch = {
+            let mut st = self.state.lock();
+            if st.fork_gen != fork_gen() {
+                st.watch = None;
+                st.fork_gen = fork_gen();
+            }
+            match &st.watch {
+                Some(w) if w.current() => w.clone(),
+                _ => {
+                    let Some(w) = ns.watch() else {
+                        return Ok(());
+                    };
+                    let w = Arc::new(w);
+                    st.watch = Some(w.clone());
+                    w
+                }
+            }
+        };
+        let entry = Py::new(
+            py,
+            FrontEntry {
+                watch,
+                at,
+                kinds,
+                value,
+                raw,
+                bytes,
+            },
+        )?;
+        // (No Python code runs from here on: the keys and values are of
+        // builtin types, and the entry was allocated above.)
+        let d = self.dict.bind(py);
+        let mut st = self.state.lock();
+        if raw && st.loads.is_none() {
+            st.loads = ns.decoder.get().map(|(l, _, _)| l.clone_ref(py));
+        }
+        let old = d
+            .get_item(args)?
+            .and_then(|o| o.downcast::<FrontEntry>().ok().map(|o| o.get().bytes));
+        if let Some(b) = old {
+            st.bytes = st.bytes.saturating_sub(b);
+        }
+        if d.len() >= TIER_MAX_ENTRIES || st.bytes + bytes > TIER_MAX_BYTES {
+            // Start over, as the tier does: the hot calls come back at once.
+            d.clear();
+            st.bytes = 0;
+        }
+        d.set_item(args, entry)?;
+        st.bytes += bytes;
+        Ok(())
+    }
+
+    /// Drops every entry (a new namespace, a clear in this process).
+    pub(crate) fn clear(&self, py: Python<'_>) {
+        let mut st = self.state.lock();
+        self.dict.bind(py).clear();
+        st.bytes = 0;
+        st.watch = None;
+    }
+
+    /// Entries held (tests).
+    pub(crate) fn len(&self, py: Python<'_>) -> usize {
+        self.dict.bind(py).len()
+    }
+
+    pub(crate) fn dict(&self) -> &Py<PyDict> {
+        &self.dict
+    }
+}
+
+impl Namespace {
+    /// A watch on this namespace's store (the local engine), if it has one.
+    pub(crate) fn watch(&self) -> Option<picocache::Watch> {
+        let ns = self.current().ok()?;
+        ns.locate()?.watch()
+    }
+
+    /// `lookup_decoded` of a call without keyword arguments, also saying
+    /// in `seen` which record a hit's value came from.
+    pub(crate) fn lookup_front(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        seen: &mut Seen,
+    ) -> PyResult<PyObject> {
+        let Some((loads, miss, keep)) = self.decoder.get() else {
+            return Err(CacheInvalidArgument::new_err(
+                "lookup_decoded before set_decoder",
+            ));
+        };
+        let (loads, miss) = (loads.bind(py), miss.bind(py));
+        let k = self.encode_call(py, args, None)?;
+        if k.len() > MAX_KEY {
+            return Ok(miss.clone().unbind());
+        }
+        if !*keep {
+            // A custom serializer: its loads sees every hit from the store.
+            return self.fetch(py, &k, loads, miss, false, false);
+        }
+        self.fetch_checked(py, &k, loads, miss, true, false, Some(seen))
+    }
+}
