@@ -73,6 +73,17 @@ impl Hits {
     }
 }
 
+impl Hits {
+    /// Counts one hit while the GIL is held: every change of the count
+    /// holds it (none is made with it released), so a load and a store
+    /// lose nothing and cost less than a locked add on the hit path.
+    #[inline]
+    fn count_under_gil(&self) {
+        self.0
+            .store(self.0.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+}
+
 #[pymethods]
 impl Wrapper {
     #[new]
@@ -106,7 +117,7 @@ impl Wrapper {
         };
         if let Some(kinds) = kinds {
             if let Some(v) = self.front.get(py, args, kinds) {
-                self.hits.get().0.fetch_add(1, Ordering::Relaxed);
+                self.hits.get().count_under_gil();
                 return Ok(v);
             }
         }
@@ -128,7 +139,7 @@ impl Wrapper {
             };
             match got {
                 Ok(v) if !v.is(&self.miss) => {
-                    self.hits.get().0.fetch_add(1, Ordering::Relaxed);
+                    self.hits.get().count_under_gil();
                     return Ok(v);
                 }
                 Ok(_) => {
