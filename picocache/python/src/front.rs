@@ -10,8 +10,11 @@
 //! from (so `f(1)` and `f(True)`, equal as tuples, stay apart), the
 //! [`picocache::Located`] token of the record its value came from, and the
 //! value: the decoded object when it is immutable (handed out again, as the
-//! in-process tier does), else the stored bytes, decoded at each hit (a
-//! mutable result is never shared between calls).
+//! in-process tier does); a list, dict, set or bytearray of immutable
+//! elements as a private copy, copied again (shallowly) at each hit; else
+//! the stored bytes, decoded at each hit. A mutable object is never shared
+//! between calls (only immutable elements are, as `functools.lru_cache`
+//! shares the whole result).
 //!
 //! An entry is served only while the store's [`picocache::Watch`] confirms
 //! its record is still the key's live, unexpired entry, reading the index
@@ -31,13 +34,59 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyString, PyTuple};
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyInt, PyList, PySet, PyString, PyTuple};
 
-use crate::tier::{TIER_MAX_BYTES, TIER_MAX_ENTRIES};
+use crate::tier::{immutable, TIER_MAX_BYTES, TIER_MAX_ENTRIES};
 use crate::{fork_gen, CacheInvalidArgument, Namespace, MAX_KEY};
 
 /// Most positional arguments of a call the front table serves.
 const MAX_ARGS: usize = 16;
+/// Most elements of a container result kept as a copy (larger ones are
+/// decoded from their bytes at each hit).
+const MAX_COPY_LEN: usize = 1 << 16;
+
+/// How an entry's value becomes a hit's result.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum How {
+    /// Handed out as it is (immutable).
+    Same,
+    /// A shallow copy of the kept container of immutable elements.
+    Copy,
+    /// Decoded from the kept stored bytes.
+    Decode,
+}
+
+/// Whether `v` is an exact list, dict, set or bytearray whose elements
+/// (keys and values) are all immutable: a shallow copy of it is then
+/// indistinguishable from decoding it again (but for the identity of its
+/// immutable elements).
+fn copyable(v: &Bound<'_, PyAny>) -> bool {
+    if let Ok(l) = v.downcast_exact::<PyList>() {
+        return l.len() <= MAX_COPY_LEN && l.iter().all(|e| immutable(&e, 1));
+    }
+    if let Ok(d) = v.downcast_exact::<PyDict>() {
+        return d.len() <= MAX_COPY_LEN
+            && d.iter().all(|(k, e)| immutable(&k, 1) && immutable(&e, 1));
+    }
+    if let Ok(s) = v.downcast_exact::<PySet>() {
+        return s.len() <= MAX_COPY_LEN && s.iter().all(|e| immutable(&e, 1));
+    }
+    v.is_exact_instance_of::<PyByteArray>()
+}
+
+/// A new shallow copy of a [`copyable`] object.
+fn copy_of<'py>(v: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    if let Ok(l) = v.downcast_exact::<PyList>() {
+        return Ok(l.get_slice(0, l.len()).into_any());
+    }
+    if let Ok(d) = v.downcast_exact::<PyDict>() {
+        return Ok(d.copy()?.into_any());
+    }
+    if let Ok(b) = v.downcast_exact::<PyByteArray>() {
+        return Ok(PyByteArray::new(v.py(), &b.to_vec()).into_any());
+    }
+    v.call_method0("copy") // a set
+}
 
 /// What a lookup of the namespace's fast path saw, for the front table.
 pub(crate) enum Seen {
@@ -92,9 +141,10 @@ pub(crate) struct FrontEntry {
     watch: Arc<picocache::Watch>,
     at: picocache::Located,
     kinds: u64,
-    /// The immutable value, or (`raw`) the stored bytes.
+    /// The immutable value, the private container copied at each hit, or
+    /// the stored bytes (see `how`).
     value: PyObject,
-    raw: bool,
+    how: How,
     bytes: usize,
 }
 
@@ -145,8 +195,10 @@ impl Front {
         if e.kinds != kinds || !e.watch.hit(&e.at) {
             return None;
         }
-        if !e.raw {
-            return Some(e.value.clone_ref(py));
+        match e.how {
+            How::Same => return Some(e.value.clone_ref(py)),
+            How::Copy => return copy_of(e.value.bind(py)).ok().map(Bound::unbind),
+            How::Decode => {}
         }
         // A mutable result: decoded again from the kept bytes.
         let loads = self.state.lock().loads.as_ref()?.clone_ref(py);
@@ -169,12 +221,18 @@ impl Front {
         seen: Seen,
         value: &PyObject,
     ) -> PyResult<()> {
-        let (at, value, raw, n) = match seen {
+        let (at, value, how, n) = match seen {
             Seen::Nothing => return Ok(()),
-            Seen::Kept { at, bytes } => (at, value.clone_ref(py), false, bytes),
+            Seen::Kept { at, bytes } => (at, value.clone_ref(py), How::Same, bytes),
             Seen::Raw { at, raw } => {
                 let n = raw.bind(py).as_bytes().len();
-                (at, raw.into_any(), true, n)
+                let v = value.bind(py);
+                if copyable(v) {
+                    // A private copy: `value` itself goes to the caller.
+                    (at, copy_of(v)?.unbind(), How::Copy, n)
+                } else {
+                    (at, raw.into_any(), How::Decode, n)
+                }
             }
         };
         if n > TIER_MAX_BYTES / 16 {
@@ -212,7 +270,7 @@ impl Front {
                 at,
                 kinds,
                 value,
-                raw,
+                how,
                 bytes,
             },
         )?;
@@ -220,7 +278,7 @@ impl Front {
         // builtin types, and the entry was allocated above.)
         let d = self.dict.bind(py);
         let mut st = self.state.lock();
-        if raw && st.loads.is_none() {
+        if how == How::Decode && st.loads.is_none() {
             st.loads = ns.decoder.get().map(|(l, _, _)| l.clone_ref(py));
         }
         let old = d

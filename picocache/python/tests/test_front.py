@@ -206,19 +206,46 @@ def test_methods_and_unusual_arguments_take_the_ordinary_path(tmp_path):
 
 
 def test_mutable_results_are_fresh_at_every_hit(tmp_path):
-    @picocache.LocalCache(str(tmp_path / "s"))
-    def g(x):
+    cache = picocache.LocalCache(str(tmp_path / "s"))
+
+    @cache
+    def nested(x):  # kept as its stored bytes, decoded at each hit
         return [x, {"n": x}]
 
-    g(1)
-    r = g(1)
-    assert g._front_len() == 1, "kept as its stored bytes"
+    nested(1)
+    r = nested(1)
+    assert nested._front_len() == 1
     r.append("mutated")
     r[1]["n"] = -1
-    again = g(1)
+    again = nested(1)
     assert again == [1, {"n": 1}], "a caller's mutation never reaches another call"
-    assert again is not g(1)
-    assert g.cache_info().hits == 3
+    assert again is not nested(1) and again[1] is not nested(1)[1]
+    assert nested.cache_info().hits == 4
+
+    @cache
+    def flat(kind, x):  # containers of immutable elements: copied at each hit
+        return {"list": [x, "s", (1, 2)], "dict": {"a": x, (1,): "t"}, "set": {x, "s"},
+                "bytearray": bytearray(b"ab")}[kind]
+
+    for kind in ("list", "dict", "set", "bytearray"):
+        first = flat(kind, 1)
+        kept = flat(kind, 1)
+        expect = type(first)(first)
+        if kind == "list":
+            kept.append("mutated")
+        elif kind == "dict":
+            kept["a"] = "mutated"
+        elif kind == "set":
+            kept.add("mutated")
+        else:
+            kept.extend(b"mutated")
+        first.clear()
+        for _ in range(3):
+            again = flat(kind, 1)
+            assert again == expect and type(again) is type(expect), kind
+            assert again is not kept
+            again.clear()  # never reaches the next call
+    assert flat._front_len() == 4
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
