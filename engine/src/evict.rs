@@ -26,11 +26,16 @@
 //! log: a rebuild brings the evicted entries back with their own values
 //! (the latest of their keys), like any eviction, which writes no record.
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use crate::compaction::Journal;
 use crate::error::Result;
-use crate::format::{ent, hdr, nsr, segr, SEG_HEADER_LEN};
+use crate::format::{self, ent, hdr, kind, nsr, segr, REC_HEADER_LEN, SEG_HEADER_LEN};
+use crate::index::IndexMap;
+use crate::log::{list_segments, read_segment, scan_segment, zero_fill, Scanned};
+use crate::options::Options;
 use crate::shared::Inner;
 use crate::txn::Writer;
 
@@ -161,4 +166,167 @@ impl Inner {
         }
         r
     }
+}
+
+// ---------------------------------------------------------------------------
+// Before a rebuild, without an index
+// ---------------------------------------------------------------------------
+
+/// Evicts the oldest segment for a rebuild of the index that found no room
+/// for its new file (FORMAT.md, "Full disk", "A rebuild on a full disk").
+/// Called under the writer lock, with no index to trust (a writer died
+/// mid-mutation): what is in force is read from the log itself.
+///
+/// 1. If the journal of `old` (as a rebuild would take it over) has a
+///    compaction chunk in progress, its copies are zeroed now, as the
+///    rebuild would, and the journal's in-progress bit is cleared in `old`,
+///    so that no later rebuild discards what is written after them.
+/// 2. The whole log is scanned: per namespace row, the `NAMESPACE` record
+///    (definition or removal) and the `CLEAR` with the highest `seq`.
+/// 3. Those of them that lie in the oldest valid segment are copied to the
+///    end of the newest one (a `NAMESPACE` record under a fresh `seq`, a
+///    `CLEAR` verbatim), into its headroom, or else into the reserve's
+///    room, and synced.
+/// 4. The oldest segment is unlinked; in `old` its row is cleared and the
+///    epoch bumped, so that other processes drop their maps of it.
+///
+/// Returns the evicted segment, or `None` when there is none to evict (fewer
+/// than two valid segments) or its records in force do not fit.
+pub(crate) fn evict_oldest_before_rebuild(
+    dir: &Path,
+    opts: &Options,
+    old: Option<&IndexMap>,
+    boot: (u64, u64),
+) -> Result<Option<u32>> {
+    let io = opts.io.as_ref();
+    let ids = list_segments(dir)?;
+    if let Some(j) = Journal::for_rebuild(old, boot, &ids) {
+        if j.dest.is_some() {
+            for &id in &ids {
+                let Some(cut) = j.cut(id) else { continue };
+                let path = dir.join(format::segment_file_name(id));
+                let Some(data) = read_segment(io, &path, id)? else {
+                    continue;
+                };
+                let end = scan_segment(&data).1;
+                if end > cut {
+                    let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+                    zero_fill(io, &file, cut, end)?;
+                }
+            }
+            if let Some(old) = old {
+                // The chunk is now "not started": it is done again from its
+                // start, and the zeroed copies are unused space.
+                old.hset(hdr::CMP_DONE, j.done);
+                old.hset(hdr::CMP_DEST, 0);
+            }
+        }
+    }
+    // Pass 1: what is in force, per row, in the whole log.
+    let mut valid: Vec<(u32, u64)> = Vec::new(); // (id, end of its records)
+    let mut ns_force: HashMap<u32, u64> = HashMap::new();
+    let mut clear_force: HashMap<u32, u64> = HashMap::new();
+    let mut max_seq = 0u64;
+    for &id in &ids {
+        let path = dir.join(format::segment_file_name(id));
+        let Some(data) = read_segment(io, &path, id)? else {
+            continue;
+        };
+        let (recs, end, _) = scan_segment(&data);
+        for r in &recs {
+            let h = r.h;
+            max_seq = max_seq.max(h.seq);
+            let force = match h.kind {
+                kind::NAMESPACE if namespace_record_counts(&data, r) => &mut ns_force,
+                kind::CLEAR if (h.ns as usize) < format::MAX_NAMESPACES => &mut clear_force,
+                _ => continue,
+            };
+            let s = force.entry(h.ns).or_insert(0);
+            *s = (*s).max(h.seq);
+        }
+        valid.push((id, end));
+    }
+    let (Some(&(victim, _)), Some(&(newest, newest_end))) = (valid.first(), valid.last()) else {
+        return Ok(None);
+    };
+    if victim == newest {
+        return Ok(None);
+    }
+    // Pass 2: the victim's records in force.
+    let victim_path = dir.join(format::segment_file_name(victim));
+    let Some(data) = read_segment(io, &victim_path, victim)? else {
+        return Ok(None);
+    };
+    let mut buf = Vec::new();
+    let mut seen: Vec<(u8, u32)> = Vec::new();
+    for r in scan_segment(&data).0 {
+        let h = r.h;
+        let in_force = match h.kind {
+            kind::NAMESPACE => ns_force.get(&h.ns) == Some(&h.seq),
+            kind::CLEAR => clear_force.get(&h.ns) == Some(&h.seq),
+            _ => false,
+        };
+        if !in_force || seen.contains(&(h.kind, h.ns)) {
+            continue;
+        }
+        seen.push((h.kind, h.ns));
+        let body = &data[r.off as usize..r.off as usize + h.body_len()];
+        if h.kind == kind::NAMESPACE {
+            let (key, value) = body[REC_HEADER_LEN..].split_at(h.klen as usize);
+            max_seq += 1;
+            format::encode_record(&mut buf, kind::NAMESPACE, h.ns, max_seq, 0, key, value);
+        } else {
+            buf.extend_from_slice(&data[r.off as usize..(r.off + h.size()) as usize]);
+        }
+    }
+    drop(data);
+    if !buf.is_empty() {
+        let path = dir.join(format::segment_file_name(newest));
+        let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+        let off = format::align8(newest_end.max(SEG_HEADER_LEN));
+        let need = off + buf.len() as u64;
+        let len = file.metadata()?.len();
+        if need > len {
+            let mut r = io.allocate(&file, len, need - len);
+            if r.as_ref().is_err_and(crate::space::io_is_full)
+                && crate::space::release_reserve_in(dir)
+            {
+                r = io.allocate(&file, len, need - len);
+            }
+            match r {
+                Ok(()) => {}
+                Err(e) if crate::space::io_is_full(&e) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        io.write_at(&file, &buf, off)?;
+        // The copies are on disk before the original goes.
+        io.sync(&file)?;
+    }
+    match std::fs::remove_file(&victim_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    if let Some(old) = old {
+        if let Some(row) = old.seg_row(victim) {
+            old.seg(row, segr::ID).store(0, Ordering::Release);
+        }
+        old.h(hdr::EPOCH).fetch_add(1, Ordering::AcqRel);
+    }
+    Ok(Some(victim))
+}
+
+/// Whether a `NAMESPACE` record counts in a rebuild: a definition (a valid
+/// name and limits) or a removal (a valid name, no value), of a row in range.
+fn namespace_record_counts(data: &[u8], r: &Scanned) -> bool {
+    let h = r.h;
+    if h.ns as usize >= format::MAX_NAMESPACES
+        || h.klen == 0
+        || h.klen as usize > format::MAX_NAME_LEN
+    {
+        return false;
+    }
+    let body = &data[r.off as usize..r.off as usize + h.body_len()];
+    h.vlen == 0 || format::decode_limits(&body[REC_HEADER_LEN + h.klen as usize..]).is_some()
 }

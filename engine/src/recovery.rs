@@ -69,14 +69,15 @@ pub(crate) fn open_or_rebuild_index(
         match IndexMap::open(&path) {
             Ok(idx) if trusted(&idx)? => Ok((Arc::new(idx), false)),
             Ok(old) => {
-                let new = rebuild_index(dir, opts, Some(&old), boot)?;
+                let new = rebuild_index(dir, opts, Some(&old), boot, &|_| {})?;
                 old.hset(hdr::RETIRED, 1);
                 Ok((Arc::new(new), true))
             }
             Err(IndexProblem::Io(e)) => Err(Error::Io(e)),
-            Err(IndexProblem::Missing | IndexProblem::Invalid(_)) => {
-                Ok((Arc::new(rebuild_index(dir, opts, None, boot)?), true))
-            }
+            Err(IndexProblem::Missing | IndexProblem::Invalid(_)) => Ok((
+                Arc::new(rebuild_index(dir, opts, None, boot, &|_| {})?),
+                true,
+            )),
         }
     })();
     let _ = crate::sys::funlock(lock_file);
@@ -141,9 +142,59 @@ struct Latest {
     put: bool,
 }
 
+/// At most this many segments are evicted to make room for one rebuild.
+const MAX_REBUILD_EVICTIONS: usize = 64;
+
 /// Builds a new index from the log and renames it into place. `old`, if
 /// readable, donates its hit/miss/eviction counters.
+///
+/// On a full disk (no room for the new file), the reserve file is deleted
+/// and the rebuild tried again; then the oldest segments are evicted one at
+/// a time ([`crate::evict::evict_oldest_before_rebuild`]), each followed by
+/// another try, while an eviction frees space. `forget` is told of every
+/// evicted segment (the caller drops its map of it, so that its blocks are
+/// freed). FORMAT.md, "Full disk".
 pub(crate) fn rebuild_index(
+    dir: &Path,
+    opts: &Options,
+    old: Option<&IndexMap>,
+    boot: (u64, u64),
+    forget: &dyn Fn(u32),
+) -> Result<IndexMap> {
+    let mut released = false;
+    let mut evicted = 0;
+    loop {
+        let e = match rebuild_once(dir, opts, old, boot) {
+            Err(e) if crate::space::is_full(&e) => e,
+            r => return r,
+        };
+        if !released {
+            released = true;
+            if crate::space::release_reserve_in(dir) {
+                continue;
+            }
+        }
+        if evicted >= MAX_REBUILD_EVICTIONS {
+            return Err(e);
+        }
+        let free = |d: &Path| crate::sys::fs_space(d).map_or(0, |(_, f)| f);
+        let before = free(dir);
+        match crate::evict::evict_oldest_before_rebuild(dir, opts, old, boot)? {
+            Some(id) => forget(id),
+            None => return Err(e),
+        }
+        evicted += 1;
+        // Another process that maps the evicted segment keeps its blocks
+        // until it lets go (at its next operation): evicting more would
+        // free nothing now. The next writer tries again.
+        if free(dir) <= before {
+            return Err(e);
+        }
+    }
+}
+
+/// One attempt of [`rebuild_index`].
+fn rebuild_once(
     dir: &Path,
     opts: &Options,
     old: Option<&IndexMap>,
@@ -301,7 +352,11 @@ pub(crate) fn rebuild_index(
         random_generation(),
         crate::files::Modes::new(opts.group_access),
         opts.io.as_ref(),
-    )?;
+    )
+    .inspect_err(|_| {
+        // A full disk: whatever was allocated of it goes.
+        let _ = std::fs::remove_file(&tmp);
+    })?;
     let build = (|| {
         idx.hset(hdr::NEXT_SEQ, max_seq + 1);
         idx.hset(hdr::BOOT_ID, boot.0);
@@ -402,15 +457,21 @@ impl Writer<'_> {
                 "its index must be rebuilt from the log, which needs write access",
             ));
         }
+        let inner = self.inner;
         let new = Arc::new(rebuild_index(
-            &self.inner.dir,
-            &self.inner.opts,
+            &inner.dir,
+            &inner.opts,
             Some(&self.idx),
-            self.inner.boot_id,
+            inner.boot_id,
+            &|id| {
+                inner.segs.write().remove(&id);
+            },
         )?);
         self.idx.hset(hdr::RETIRED, 1);
         self.idx = new;
         self.inner.install_index(self.idx.clone());
+        // Deleted to make room for the new index, if the disk was full.
+        self.inner.ensure_reserve();
         self.begin()?;
         self.enforce_all()?;
         self.ensure_active_segment()

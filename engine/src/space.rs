@@ -32,7 +32,8 @@ pub(crate) fn is_full(e: &Error) -> bool {
     }
 }
 
-fn io_is_full(e: &io::Error) -> bool {
+/// Whether an I/O error says the filesystem is full.
+pub(crate) fn io_is_full(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ENOSPC)
         || e.raw_os_error() == Some(libc::EDQUOT)
         || e.kind() == io::ErrorKind::StorageFull
@@ -78,6 +79,11 @@ pub(crate) fn allocate_fitting(
     }
 }
 
+/// Deletes the reserve file of the store in `dir`; whether there was one.
+pub(crate) fn release_reserve_in(dir: &Path) -> bool {
+    std::fs::remove_file(dir.join(RESERVE_FILE)).is_ok()
+}
+
 impl Inner {
     /// Creates the reserve file if it is missing or short (a crash while it
     /// was being allocated; best effort: on a full disk there is none until
@@ -99,7 +105,7 @@ impl Inner {
 
     /// Deletes the reserve file, freeing its space for the store's own use.
     pub(crate) fn release_reserve(&self) -> bool {
-        std::fs::remove_file(self.dir.join(RESERVE_FILE)).is_ok()
+        release_reserve_in(&self.dir)
     }
 
     /// Runs `op`; if it fails because the filesystem is full, frees what

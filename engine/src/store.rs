@@ -184,10 +184,14 @@ impl Store {
         // an earlier build) counts from now.
         let now = inner.use_clock();
         if !read_only {
-            inner.with_writer(|w| {
-                w.after_open(rebuilt)?;
-                w.stamp_unknown_last_use(now);
-                Ok(())
+            // On a full disk (the active segment does not fit, after a
+            // rebuild that took the room), space is freed as for a put.
+            inner.retry_if_full(false, || {
+                inner.with_writer(|w| {
+                    w.after_open(rebuilt)?;
+                    w.stamp_unknown_last_use(now);
+                    Ok(())
+                })
             })?;
             inner.ensure_reserve();
         }
