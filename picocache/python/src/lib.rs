@@ -34,6 +34,7 @@ use picocache::Limits;
 mod digest;
 mod front;
 mod keys;
+mod misskey;
 mod sealer;
 mod store;
 mod tier;
@@ -179,6 +180,9 @@ struct Namespace {
     tier: Mutex<Tier>,
     /// `loads`, the miss sentinel and `keep`, for `lookup_decoded`.
     decoder: std::sync::OnceLock<(PyObject, PyObject, bool)>,
+    /// The key of the last missed `lookup_decoded`, for the `key` of the
+    /// same call that follows (one encoding per miss).
+    miss_key: misskey::MissKey,
 }
 
 /// Longest encoded key looked up verbatim; the Python side digests longer
@@ -240,6 +244,22 @@ impl Namespace {
 }
 
 impl Namespace {
+    /// The stored bytes under the encoded key `k` (see `lookup`).
+    fn lookup_key(&self, py: Python<'_>, k: &[u8]) -> PyResult<Option<Vec<u8>>> {
+        if self.local {
+            // The hit path, without a GIL round trip. (No Python code runs
+            // inside the engine call.)
+            let fast = guarded(|| self.current()?.get(k));
+            match fast {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if !is_forked(&e) => return Err(to_py(e)),
+                Ok(Err(_)) => {} // reopened below
+                Err(p) => return Err(panic_err(p)),
+            }
+        }
+        self.run(py, |ns| ns.get(k))
+    }
+
     /// The decoded value under the encoded key `k`, or `miss` (see
     /// `lookup_decoded`).
     ///
@@ -384,6 +404,9 @@ impl Namespace {
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
+        if let Some(k) = self.miss_key.take(args, kwargs) {
+            return Ok(PyBytes::new(py, &k));
+        }
         let k = self.encode_call(py, args, kwargs)?;
         Ok(PyBytes::new(py, &k))
     }
@@ -397,18 +420,12 @@ impl Namespace {
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let k = self.encode_call(py, args, kwargs)?;
-        if self.local {
-            // The hit path, without a GIL round trip. (No Python code runs
-            // inside the engine call.)
-            let fast = guarded(|| self.current()?.get(&k));
-            match fast {
-                Ok(Ok(v)) => return Ok(v.map(|v| PyBytes::new(py, &v))),
-                Ok(Err(e)) if !is_forked(&e) => return Err(to_py(e)),
-                Ok(Err(_)) => {} // reopened below
-                Err(p) => return Err(panic_err(p)),
-            }
+        let v = self.lookup_key(py, &k)?;
+        if v.is_none() {
+            self.miss_key.remember(args, kwargs, &k);
+        } else {
+            self.miss_key.forget();
         }
-        let v = self.run(py, |ns| ns.get(&k))?;
         Ok(v.map(|v| PyBytes::new(py, &v)))
     }
 
@@ -441,10 +458,17 @@ impl Namespace {
         };
         let (loads, miss) = (loads.bind(py), miss.bind(py));
         let k = self.encode_call(py, args, kwargs)?;
-        if k.len() > MAX_KEY {
-            return Ok(miss.clone().unbind());
+        let v = if k.len() > MAX_KEY {
+            miss.clone().unbind()
+        } else {
+            self.fetch(py, &k, loads, miss, *keep, false)?
+        };
+        if v.is(miss) {
+            self.miss_key.remember(args, kwargs, &k);
+        } else {
+            self.miss_key.forget();
         }
-        self.fetch(py, &k, loads, miss, *keep, false)
+        Ok(v)
     }
 
     /// Takes the per-key lease (waiting up to `wait` seconds), then looks

@@ -425,6 +425,7 @@ impl Store {
                 ..Tier::default()
             }),
             decoder: std::sync::OnceLock::new(),
+            miss_key: Default::default(),
         })
     }
 

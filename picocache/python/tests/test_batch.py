@@ -203,3 +203,50 @@ def test_max_bytes_is_refused_where_the_store_cannot_bound_bytes(tmp_path):
         return x
 
     assert f.cache_parameters()["max_bytes"] == 1 << 20
+
+
+class _Counted:
+    """An argument that counts how often its key is taken."""
+
+    calls = 0
+
+    def __init__(self, v: int) -> None:
+        self.v = v
+
+    def __picocache_key__(self) -> int:
+        _Counted.calls += 1
+        return self.v
+
+
+def test_a_miss_encodes_its_arguments_once(tmp_path):
+    """A miss on the local engine encodes the call's key once (a 100 MB
+    array's key is a 25 ms digest): the key of the failed lookup is reused
+    by the look under the lease, for the same argument tuple on the same
+    thread; anything else is encoded again."""
+    c = pc.LocalCache(str(tmp_path / "store"))
+    runs = []
+
+    @c
+    def f(x):
+        runs.append(x.v)
+        return x.v * 2
+
+    _Counted.calls = 0
+    assert f(_Counted(21)) == 42
+    assert (runs, _Counted.calls) == ([21], 1)
+    assert f(_Counted(21)) == 42  # a hit: one encoding, no run
+    assert (runs, _Counted.calls) == ([21], 2)
+    # The kept key is never reused for other arguments, in this thread or
+    # another, nor after the argument changed.
+    a = _Counted(5)
+    assert f(a) == 10
+    a.v = 6
+    assert f(a) == 12 and runs == [21, 5, 6]
+    results = []
+    ts = [threading.Thread(target=lambda i=i: results.append(f(_Counted(100 + i % 3)))) for i in range(12)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert sorted(results) == sorted(2 * (100 + i % 3) for i in range(12))
+    assert sorted(runs[3:]) == [100, 101, 102]
