@@ -34,6 +34,7 @@ use picocache::Limits;
 mod digest;
 mod front;
 mod keys;
+mod maintain;
 mod misskey;
 mod sealer;
 mod store;
@@ -723,6 +724,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(keys::encode_call, m)?)?;
     m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
     m.add_function(wrap_pyfunction!(default_local_path, m)?)?;
+    m.add_function(wrap_pyfunction!(maintain::prune_local, m)?)?;
+    m.add_function(wrap_pyfunction!(maintain::inspect_local, m)?)?;
     m.add_class::<digest::Blake3>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -68,6 +68,16 @@ impl Spec {
 /// forked child): every cache object on one path shares its maps and file
 /// descriptors, as every `Memo` on one URL does in Rust.
 pub(crate) fn shared_local(path: &str, group: bool) -> picocache::Result<Arc<dyn Backend>> {
+    let b: Arc<dyn Backend> = shared_local_backend(path, group)?;
+    Ok(b)
+}
+
+/// [`shared_local`] as the local backend it is (whose engine store
+/// `maintain` reaches).
+pub(crate) fn shared_local_backend(
+    path: &str,
+    group: bool,
+) -> picocache::Result<Arc<picocache::LocalBackend>> {
     type Shared =
         HashMap<(std::path::PathBuf, bool), (u64, std::sync::Weak<picocache::LocalBackend>)>;
     static OPEN: std::sync::OnceLock<Mutex<Shared>> = std::sync::OnceLock::new();
@@ -427,6 +437,21 @@ impl Store {
             decoder: std::sync::OnceLock::new(),
             miss_key: Default::default(),
         })
+    }
+
+    /// The namespaces of a local store unused for `unused_for` seconds
+    /// (rounded up to whole seconds; > 0): removed, or only listed if
+    /// `dry_run`. A list of dicts with `name`, `entries`, `bytes` and
+    /// `last_used` (Unix seconds, None if unknown). Other backends raise
+    /// `CacheInvalidArgument`. See `maintain`.
+    #[pyo3(signature = (unused_for, dry_run=false))]
+    pub(crate) fn prune_unused<'py>(
+        &self,
+        py: Python<'py>,
+        unused_for: f64,
+        dry_run: bool,
+    ) -> PyResult<Bound<'py, pyo3::types::PyList>> {
+        crate::maintain::prune_handle(py, &self.inner, unused_for, dry_run)
     }
 
     pub(crate) fn __repr__(&self) -> String {
