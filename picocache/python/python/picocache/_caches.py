@@ -7,6 +7,7 @@ import _thread  # threading's C core: threading itself costs ~1.5 ms at import
 import weakref
 TYPE_CHECKING = False  # typing is imported by type checkers only (import time)
 if TYPE_CHECKING:
+    import datetime
     from typing import Any, Callable, Optional
 
 from . import _native
@@ -110,8 +111,49 @@ class LocalCache(_NativeCache):
     def _open_store(self) -> "_native.Store":
         return _native.Store.local(self.path, self.group_access, secrets=self._secrets)
 
+    def prune(self, unused_for: "float | datetime.timedelta", *, dry_run: bool = False) -> "list[dict[str, Any]]":
+        """Removes the namespaces of this store that no process has used for
+        ``unused_for`` (seconds, an int or float, or a ``datetime.timedelta``;
+        > 0, counted in whole seconds, rounded up), with their entries, and
+        returns them: one dict per namespace, with ``name``, ``entries``,
+        ``bytes`` (the bytes its live records held) and ``last_used`` (Unix
+        seconds; None if unknown). ``dry_run=True`` only lists them.
+
+        Every edit of a cached function names a new namespace (the name
+        carries a digest of its code), so the old ones stop being used; this
+        is how they leave the store (``python -m picocache prune DIR
+        --unused-for 30d`` from a shell). A namespace is used when a process
+        opens it (decorates and calls the function), writes to it or looks a
+        key up in it; lookups refresh its last use at most once a minute, so
+        pass ``unused_for`` of minutes or more. A namespace whose last use is
+        unknown is never removed. A function still running in another process
+        whose namespace is removed starts again empty. The space of the
+        removed entries is reclaimed by the store's compaction.
+        """
+        return self.store.prune_unused(_unused_for_seconds(unused_for), dry_run=bool(dry_run))
+
     def __repr__(self) -> str:
         return f"LocalCache({self.path!r})"
+
+
+def _unused_for_seconds(unused_for: Any) -> float:
+    """``unused_for`` of :meth:`LocalCache.prune` as seconds: a number or a
+    ``datetime.timedelta``, > 0."""
+    import datetime
+
+    if isinstance(unused_for, datetime.timedelta):
+        seconds = unused_for.total_seconds()
+    elif isinstance(unused_for, (int, float)) and not isinstance(unused_for, bool):
+        try:
+            seconds = float(unused_for)
+        except OverflowError:
+            raise ValueError(f"unused_for {unused_for!r} is too long") from None
+    else:
+        raise TypeError(f"unused_for must be seconds (int or float) or a datetime.timedelta, "
+                        f"not {type(unused_for).__name__}")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"unused_for must be a finite duration > 0, not {unused_for!r}")
+    return seconds
 
 
 def _memory_database(owner: Any) -> str:
