@@ -7,67 +7,12 @@
 //! - `clear()` on a full disk frees space and caching resumes;
 //! - `compact()` on a full disk reclaims what it can instead of failing.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
 use std::time::Duration;
 
-use picocache_engine::{Error, Limits, Options, Store};
-
-/// A tmpfs of `mib` MiB mounted on a temporary directory; unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(kib: u64) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().ok()?;
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            println!(
-                "SKIPPED: cannot mount a tmpfs (not root, or no mount permission): \
-                 the full-disk behaviour was NOT tested"
-            );
-            return None;
-        }
-        Some(Tmpfs { dir })
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
-fn is_full(e: &Error) -> bool {
-    match e {
-        Error::Io(e) => e.raw_os_error() == Some(libc::ENOSPC),
-        _ => false,
-    }
-}
-
-fn free_bytes(path: &Path) -> u64 {
-    let out = Command::new("df")
-        .args(["-B1", "--output=avail"])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .nth(1)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
+use common::{free_bytes, is_full, Tmpfs};
+use picocache_engine::{Limits, Options, Store};
 
 fn value(k: u64, len: usize) -> Vec<u8> {
     let mut v = format!("value of {k}/").into_bytes();
@@ -95,7 +40,7 @@ fn opts() -> Options {
 #[test]
 fn clear_on_a_full_disk_frees_space_and_caching_resumes() {
     for mib in [8u64, 16] {
-        let Some(fs) = Tmpfs::mount(mib << 10) else {
+        let Some(fs) = Tmpfs::mount(mib << 10, "the full-disk behaviour") else {
             return;
         };
         let store = Store::open(fs.path(), opts()).unwrap();
@@ -138,7 +83,7 @@ fn clear_on_a_full_disk_frees_space_and_caching_resumes() {
 #[test]
 fn compact_on_a_full_disk_reclaims_what_it_can() {
     for mib in [8u64, 16] {
-        let Some(fs) = Tmpfs::mount(mib << 10) else {
+        let Some(fs) = Tmpfs::mount(mib << 10, "the full-disk behaviour") else {
             return;
         };
         let store = Store::open(fs.path(), opts()).unwrap();
@@ -209,7 +154,7 @@ fn a_store_opens_on_a_tiny_filesystem() {
     // The smallest index (1,024 buckets, 768 entries) is 610 KiB; segments
     // shrink to 64 KiB and preallocation to what a write needs.
     for (kib, len, at_least) in [(1024u64, 1000usize, 200u64), (2048, 1000, 700)] {
-        let Some(fs) = Tmpfs::mount(kib) else {
+        let Some(fs) = Tmpfs::mount(kib, "the full-disk behaviour") else {
             return;
         };
         let store = Store::open(fs.path(), opts()).unwrap();

@@ -10,13 +10,16 @@
 //! CI). Where `mount` is not allowed the tests say so on stdout and check
 //! nothing.
 
+mod common;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use common::{free_bytes, Tmpfs};
 use picocache_engine::format::{hdr, STATE_MUTATING};
 use picocache_engine::{Io, Limits, Options, RealIo, Store};
 
@@ -27,56 +30,6 @@ const FS_KIB: u64 = 8 << 10;
 /// The index needs this much room; the test leaves less free, reserve
 /// included.
 const INDEX_BYTES: u64 = 600 << 10;
-
-/// A tmpfs of `kib` KiB mounted on a temporary directory; unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(kib: u64) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().ok()?;
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            println!(
-                "SKIPPED: cannot mount a tmpfs (not root, or no mount permission): \
-                 a rebuild on a full disk was NOT tested"
-            );
-            return None;
-        }
-        Some(Tmpfs { dir })
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
-/// Free bytes of the filesystem holding `path`.
-fn free_bytes(path: &Path) -> u64 {
-    let out = Command::new("df")
-        .args(["-B1", "--output=avail"])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .nth(1)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
 
 /// The value of key `k` in namespace `ns` (it names both, so a value served
 /// for another key or namespace is caught).
@@ -149,7 +102,7 @@ fn mutating(dir: &Path) -> bool {
 
 #[test]
 fn a_writer_killed_mid_mutation_on_a_full_disk_is_recovered_from() {
-    let Some(fs) = Tmpfs::mount(FS_KIB) else {
+    let Some(fs) = Tmpfs::mount(FS_KIB, "a rebuild on a full disk") else {
         return;
     };
     let dir = fs.path();

@@ -11,74 +11,20 @@
 //! Where `mount` is not allowed the test says so on stdout and checks
 //! nothing.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use picocache_engine::{Error, Limits, Options, Store};
+use common::{free_bytes, is_full, Tmpfs};
+use picocache_engine::{Limits, Options, Store};
 
 const CHILD_ENV: &str = "PICOCACHE_FULL_DISK_WRITER_DIR";
 const WRITERS: usize = 4;
 const KEYS: u64 = 400;
 const SECS: u64 = 10;
-
-/// A tmpfs of `kib` KiB mounted on a temporary directory; unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(kib: u64) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().ok()?;
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            println!(
-                "SKIPPED: cannot mount a tmpfs (not root, or no mount permission): \
-                 the full-disk behaviour with several writers was NOT tested"
-            );
-            return None;
-        }
-        Some(Tmpfs { dir })
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
-fn is_full(e: &Error) -> bool {
-    match e {
-        Error::Io(e) => e.raw_os_error() == Some(libc::ENOSPC),
-        _ => false,
-    }
-}
-
-/// Free bytes of the filesystem holding `path`.
-fn free_bytes(path: &Path) -> u64 {
-    let out = Command::new("df")
-        .args(["-B1", "--output=avail"])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .nth(1)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
 
 /// Bytes allocated to the store's files.
 fn store_bytes(dir: &Path) -> u64 {
@@ -150,7 +96,7 @@ fn full_disk_writer_child_entry() {
 
 #[test]
 fn several_writers_fill_the_disk_and_caching_resumes() {
-    let Some(fs) = Tmpfs::mount(16 << 10) else {
+    let Some(fs) = Tmpfs::mount(16 << 10, "the full-disk behaviour with several writers") else {
         return;
     };
     let dir = fs.path();
