@@ -184,8 +184,8 @@ def test_the_command_shows_last_use_and_prunes(aged, tmp_path):
     assert abs(k["last_used"] - time.time()) <= UNUSED_FOR + 1
 
 
-@pytest.mark.parametrize("bad", [0, -1, -0.5, 0.0, math.nan, math.inf, datetime.timedelta(0),
-                                 datetime.timedelta(seconds=-5), 10**400])
+@pytest.mark.parametrize("bad", [0, -1, -0.5, 0.0, math.nan, math.inf, -math.inf, datetime.timedelta(0),
+                                 datetime.timedelta(seconds=-5), -10**400])
 def test_prune_refuses_a_duration_that_is_not_positive(tmp_path, bad):
     cache = picocache.LocalCache(str(tmp_path / "s"))
     with pytest.raises(ValueError):
@@ -210,6 +210,16 @@ def test_the_native_side_refuses_bad_durations_and_other_backends(tmp_path):
         sql.prune_unused(60.0)
 
 
+def test_a_duration_longer_than_anything_removes_nothing(tmp_path):
+    cache = picocache.LocalCache(str(tmp_path / "s"))
+    cache(name="prunetest.long")(_old)(1)
+    for long in (10**400, 1e300, datetime.timedelta.max, 2**64):
+        assert cache.prune(long) == [] and cache.prune(long, dry_run=True) == []
+    r = run_cli("prune", str(tmp_path / "s"), "--unused-for", "18446744073709551615s", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout == f"no namespace of {tmp_path / 's'} unused for 18446744073709551615s\n"
+    assert names(str(tmp_path / "s")) == {"prunetest.long": 1}
+
+
 def test_a_fraction_of_a_second_counts_as_a_whole_second(tmp_path):
     cache = picocache.LocalCache(str(tmp_path / "s"))
     cache(name="prunetest.frac")(_old)(1)
@@ -228,13 +238,14 @@ def test_durations_are_read_as_the_rust_tool_reads_them(text, seconds):
 
 
 @pytest.mark.parametrize("text,message", [
-    ("30", "'30' needs a unit: s, m, h, d or w (e.g. 30d)"),
-    ("30x", "'30x': unknown unit 'x' (use s, m, h, d or w, e.g. 30d)"),
-    ("-1d", "'-1d' is not a duration such as 30d, 12h, 90m or 3600s"),
-    ("d", "'d' is not a duration such as 30d, 12h, 90m or 3600s"),
-    ("0d", "'0d': the duration must be longer than 0"),
-    ("1.5d", "'1.5d': unknown unit '.5d'"),
-    ("99999999999999999999w", "is too long"),
+    ("30", '"30" needs a unit: s, m, h, d or w (e.g. 30d)'),
+    ("30x", '"30x": unknown unit "x" (use s, m, h, d or w, e.g. 30d)'),
+    ("-1d", '"-1d" is not a duration such as 30d, 12h, 90m or 3600s'),
+    ("d", '"d" is not a duration such as 30d, 12h, 90m or 3600s'),
+    ("0d", '"0d": the duration must be longer than 0'),
+    ("1.5d", '"1.5d": unknown unit ".5d"'),
+    ("99999999999999999999w", '"99999999999999999999w" is not a duration such as 30d'),
+    ("300000000000000d", '"300000000000000d" is too long'),
 ])
 def test_a_bad_duration_exits_2_with_a_message(tmp_path, capsys, text, message):
     from picocache.__main__ import main
@@ -252,7 +263,7 @@ def test_a_bad_duration_exits_2_from_a_shell(tmp_path):
     picocache.LocalCache(str(tmp_path / "s"))
     r = run_cli("prune", str(tmp_path / "s"), "--unused-for", "30", cwd=tmp_path)
     assert r.returncode == 2 and r.stdout == ""
-    assert "error: argument --unused-for: '30' needs a unit" in r.stderr
+    assert 'error: argument --unused-for: "30" needs a unit' in r.stderr
     r = run_cli("prune", str(tmp_path / "s"), cwd=tmp_path)
     assert r.returncode == 2 and "--unused-for" in r.stderr
 
@@ -286,3 +297,13 @@ def test_the_readme_names_a_command_a_wheel_installs(tmp_path):
     assert r.returncode == 0 and r.stdout == f"no namespace of {store} unused for 30d\n"
     r = run_cli("stats", store, cwd=tmp_path)
     assert r.returncode == 0 and "prunetest.readme" in r.stdout
+
+
+def test_sizes_ages_and_ttls_print_as_the_rust_tool_prints_them():
+    from picocache.__main__ import _ttl, age, human_bytes
+
+    assert [human_bytes(n) for n in (0, 1023, 1536, 5 * 2**20)] == ["0 B", "1023 B", "1.5 KiB", "5.0 MiB"]
+    assert [age(t, 1000_000) for t in (None, 1000_000, 999_955, 999_280, 982_000, 740_800)] == \
+        ["unknown", "0s", "45s", "12m", "5h", "3d"]
+    assert [_ttl(v) for v in (None, 60.0, 1.5, 0.5, 0.0015, 86400.0)] == ["-", "60s", "1.5s", "500ms", "1.5ms",
+                                                                          "86400s"]

@@ -40,16 +40,18 @@ def parse_duration(text: str) -> int:
     split = next((i for i, c in enumerate(t) if not ("0" <= c <= "9")), len(t))
     num, unit = t[:split], t[split:]
     if not num:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 30d, 12h, 90m or 3600s")
+        raise argparse.ArgumentTypeError(f"{_q(text)} is not a duration such as 30d, 12h, 90m or 3600s")
     if not unit:
-        raise argparse.ArgumentTypeError(f"{text!r} needs a unit: s, m, h, d or w (e.g. 30d)")
+        raise argparse.ArgumentTypeError(f"{_q(text)} needs a unit: s, m, h, d or w (e.g. 30d)")
     if unit not in _UNITS:
-        raise argparse.ArgumentTypeError(f"{text!r}: unknown unit {unit!r} (use s, m, h, d or w, e.g. 30d)")
+        raise argparse.ArgumentTypeError(f"{_q(text)}: unknown unit {_q(unit)} (use s, m, h, d or w, e.g. 30d)")
     seconds = int(num) * _UNITS[unit]
     if seconds == 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: the duration must be longer than 0")
+        raise argparse.ArgumentTypeError(f"{_q(text)}: the duration must be longer than 0")
+    if int(num) >= 2**64:  # what a u64 holds, as the Rust tool reads it
+        raise argparse.ArgumentTypeError(f"{_q(text)} is not a duration such as 30d, 12h, 90m or 3600s")
     if seconds >= 2**64:
-        raise argparse.ArgumentTypeError(f"{text!r} is too long")
+        raise argparse.ArgumentTypeError(f"{_q(text)} is too long")
     return seconds
 
 
@@ -91,7 +93,20 @@ def _limit(v: Optional[int]) -> str:
 
 
 def _ttl(v: Optional[float]) -> str:
-    return "-" if v is None else f"{v:g}s"
+    """Seconds as Rust prints a Duration: ``60s``, ``1.5s``, ``500ms``."""
+    if v is None:
+        return "-"
+    for unit, scale in (("s", 1), ("ms", 1e3), ("µs", 1e6)):
+        if v * scale >= 1:
+            break
+    else:
+        unit, scale = "ns", 1e9
+    return f"{v * scale:.9f}".rstrip("0").rstrip(".") + unit
+
+
+def _q(text: str) -> str:
+    """``text`` quoted as the Rust tool quotes it (``"30x"``)."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 def print_table(header: Sequence[str], rows: List[List[str]]) -> None:
@@ -119,7 +134,7 @@ def stats(path: str, as_json: bool) -> int:
         doc = {"path": path, **{k: s[k] for k in ("segments", "log_bytes", "dead_bytes", "index_bytes",
                                                     "disk_bytes", "entries", "compactions")},
                "namespaces": ns}
-        print(json.dumps(doc, indent=2))
+        print(json.dumps(doc, indent=2, sort_keys=True))
         return 0
     dead_pct = s["dead_bytes"] * 100.0 / s["log_bytes"] if s["log_bytes"] else 0.0
     print(f"store      {path}")
@@ -144,10 +159,12 @@ def stats(path: str, as_json: bool) -> int:
 def prune(path: str, unused_for: int, dry_run: bool, as_json: bool) -> int:
     from . import _native
 
-    found = _native.prune_local(path, unused_for, dry_run=dry_run)
+    # (Nothing was used more than 2**62 seconds ago: the same answer for
+    # longer durations, which a float of seconds may not carry exactly.)
+    found = _native.prune_local(path, min(unused_for, 2**62), dry_run=dry_run)
     if as_json:
         print(json.dumps({"path": path, "unused_for_secs": unused_for, "dry_run": dry_run,
-                          "removed": found}, indent=2))
+                          "removed": found}, indent=2, sort_keys=True))
         return 0
     now = int(time.time())
     verb = "would remove" if dry_run else "removed"

@@ -142,18 +142,16 @@ def _unused_for_seconds(unused_for: Any) -> float:
     import datetime
 
     if isinstance(unused_for, datetime.timedelta):
-        seconds = unused_for.total_seconds()
+        seconds: Any = unused_for.total_seconds()
     elif isinstance(unused_for, (int, float)) and not isinstance(unused_for, bool):
-        try:
-            seconds = float(unused_for)
-        except OverflowError:
-            raise ValueError(f"unused_for {unused_for!r} is too long") from None
+        seconds = unused_for
     else:
         raise TypeError(f"unused_for must be seconds (int or float) or a datetime.timedelta, "
                         f"not {type(unused_for).__name__}")
     if not seconds > 0 or seconds == float("inf"):
         raise ValueError(f"unused_for must be a finite duration > 0, not {unused_for!r}")
-    return seconds
+    # Nothing was used more than 2**62 seconds ago: longer is the same.
+    return float(min(seconds, 2**62))
 
 
 def _memory_database(owner: Any) -> str:
