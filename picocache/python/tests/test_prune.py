@@ -166,6 +166,12 @@ def test_the_command_shows_last_use_and_prunes(aged, tmp_path):
     assert lines[1:] == [f"1 namespace(s) unused for {UNUSED_FOR}s removed; the store's compaction reclaims "
                          f"their space"]
     assert names(s.path) == {"prunetest.kept1": 5, "prunetest.kept2": 5}
+    # This process's handles see the other process's removal: the old
+    # function computes again, the others still hit.
+    before = CALLS.copy()
+    assert s.old(1) == ("old", 1) and CALLS["old", 1] == before["old", 1] + 1
+    assert s.kept[0](1) == ("kept1", 1) and CALLS["kept1", 1] == before["kept1", 1]
+    assert names(s.path) == {"prunetest.old": 1, "prunetest.kept1": 5, "prunetest.kept2": 5}
 
     r = run_cli("--json", "prune", s.path, "--unused-for", "1h", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -176,11 +182,11 @@ def test_the_command_shows_last_use_and_prunes(aged, tmp_path):
     r = run_cli("stats", s.path, "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert doc["path"] == s.path and doc["entries"] == 10
+    assert doc["path"] == s.path and doc["entries"] == 11
     got = {n["name"]: n for n in doc["namespaces"]}
-    assert set(got) == {"prunetest.kept1", "prunetest.kept2"}
+    assert set(got) == set(NAMES)
     k = got["prunetest.kept1"]
-    assert (k["entries"], k["misses"], k["maxsize"], k["ttl_ms"]) == (5, 5, None, None)
+    assert (k["entries"], k["hits"], k["misses"], k["maxsize"], k["ttl_ms"]) == (5, 1, 5, None, None)
     assert abs(k["last_used"] - time.time()) <= UNUSED_FOR + 1
 
 
