@@ -196,16 +196,13 @@ def test_answers_just_under_the_timeout_cost_a_call_a_bounded_delay(kind, caplog
         proxy.close()
 
 
-@pytest.mark.xfail(strict=True, reason="known bug (issue 13 follow-up): threads whose first calls wait on "
-                   "_state.py namespace()'s ns_lock while the store is unreachable each try to open it in "
-                   "turn (retry_at is not checked again under the lock), so the n-th waits n x "
-                   "(connect_timeout + timeout)")
 def test_first_calls_of_many_threads_on_a_black_hole_cost_one_bounded_delay(hole):
     """16 threads make their function's first call at once against a black
     hole (Redis URL): each must return within the README's per-call bound
-    (connect_timeout + 6 x timeout) plus the margin. Measured before a fix:
-    the n-th thread waits about n x 0.63 s (10.2 s for the 16th). The same
-    happens on PostgreSQL (n x 0.26 s), but there new connections fail at
+    (connect_timeout + 6 x timeout) plus the margin. Before the fix (threads
+    waiting for the function's open lock each tried the store in turn):
+    the n-th thread waited about n x 0.63 s (10.2 s for the 16th). The same
+    happened on PostgreSQL (n x 0.26 s), but there new connections fail at
     once after 16 abandoned ones (sql/worker.rs MAX_STUCK): 4.2 s at most
     with these timeouts, too close to the bound to fail reliably."""
     kind = "redis"

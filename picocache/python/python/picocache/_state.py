@@ -234,15 +234,13 @@ class _FunctionState:
             return ns
         if self.unnamed is not None:
             raise self.unnamed
-        now = time.monotonic()
-        if now < self.retry_at:
-            if self.read_only_open is not None:
-                raise self.read_only_open  # said once (failed() knows it)
-            raise _native.CacheUnavailable(
-                f"picocache: the store of {self.label} is unavailable (retrying shortly)"
-            )
+        self._raise_while_waiting()
         with self.ns_lock:
             if self.ns is None:
+                # Another thread may have failed to open the store while this
+                # one waited for the lock: it waits for the retry window too,
+                # instead of trying in turn (n threads would take n opens).
+                self._raise_while_waiting()
                 try:
                     name = self.name
                 except IdentityError as e:
@@ -287,6 +285,16 @@ class _FunctionState:
                     raise
                 self.open_failures = 0
             return self.ns
+
+    def _raise_while_waiting(self) -> None:
+        """Raises while the store is not to be tried again yet (after a
+        failed open)."""
+        if time.monotonic() < self.retry_at:
+            if self.read_only_open is not None:
+                raise self.read_only_open  # said once (failed() knows it)
+            raise _native.CacheUnavailable(
+                f"picocache: the store of {self.label} is unavailable (retrying shortly)"
+            )
 
     def failed(self, e: BaseException, what: str, strict: Optional[bool] = None) -> None:
         """A cache operation failed: raise if strict, else warn (at most once
