@@ -13,6 +13,10 @@ use crate::txn::Writer;
 
 const PREALLOC_CHUNK: u64 = 4 << 20;
 
+/// A record given in parts up to this size is joined and written at once;
+/// a larger one is written part by part, without the copy.
+const JOIN_PARTS_UP_TO: u64 = 64 << 10;
+
 /// Allocated room that ordinary appends leave past the active segment's
 /// append offset: when a write would need it, it allocates more or fails
 /// with `ENOSPC`. Only the records in force of a segment evicted on a full
@@ -245,6 +249,18 @@ impl Writer<'_> {
                 match recs {
                     Records::Buf(buf) => {
                         io.write_at(&seg.file, &buf[pos..pos + bytes as usize], off)?
+                    }
+                    Records::Parts { head, parts, .. } if bytes <= JOIN_PARTS_UP_TO => {
+                        // One small record: joined, one write (a write is a
+                        // system call of a few microseconds; the copy of a
+                        // small value costs less).
+                        let mut buf = Vec::with_capacity(bytes as usize);
+                        buf.extend_from_slice(head);
+                        for p in parts {
+                            buf.extend_from_slice(p);
+                        }
+                        buf.resize(bytes as usize, 0);
+                        io.write_at(&seg.file, &buf, off)?
                     }
                     Records::Parts { head, parts, .. } => {
                         // One record (`sizes` has one): its head, its
