@@ -16,6 +16,8 @@
 //! - [`UrlSettings`]: `timeout=`, `connect_timeout=` (seconds, fractions
 //!   allowed) and `max_value_size=` (bytes) taken out of a URL's query.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -296,6 +298,10 @@ pub(crate) struct BoundedPool<T> {
     freed: Condvar,
     max: usize,
     wait: Duration,
+    /// Connections given up on (a timeout) whose threads are still blocked:
+    /// the server still holds them, so they keep their places in the pool
+    /// until they end (`worker.rs`).
+    lingering: Arc<AtomicUsize>,
 }
 
 /// A connection taken from a [`BoundedPool`]; dropping it closes it (and
@@ -346,7 +352,27 @@ impl<T> BoundedPool<T> {
             freed: Condvar::new(),
             max: max.max(1),
             wait,
+            lingering: Arc::default(),
         }
+    }
+
+    /// This pool, counting `lingering` as its abandoned connections still
+    /// open (a count shared with other pools to the same server).
+    pub(crate) fn sharing_lingering(mut self, lingering: Arc<AtomicUsize>) -> Self {
+        self.lingering = lingering;
+        self
+    }
+
+    /// The count of this pool's abandoned connections still open (given to
+    /// each connection's worker).
+    pub(crate) fn lingering(&self) -> &Arc<AtomicUsize> {
+        &self.lingering
+    }
+
+    /// Whether another connection may be opened: the open ones and those
+    /// still lingering stay under the pool's size.
+    fn has_room(&self, open: usize) -> bool {
+        open + self.lingering.load(Ordering::Acquire) < self.max
     }
 
     /// The most connections open at once.
@@ -386,7 +412,7 @@ impl<T> BoundedPool<T> {
                     reused: true,
                 });
             }
-            if s.open < self.max {
+            if self.has_room(s.open) {
                 s.open += 1;
                 drop(s);
                 return match connect() {
@@ -403,7 +429,7 @@ impl<T> BoundedPool<T> {
             }
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() || self.freed.wait_for(&mut s, left).timed_out() {
-                if !s.idle.is_empty() || s.open < self.max {
+                if !s.idle.is_empty() || self.has_room(s.open) {
                     continue;
                 }
                 return Err(unavailable(
@@ -559,5 +585,21 @@ mod tests {
         drop(b); // closed: frees its place
         let d = pool.checkout(|| Ok(5)).unwrap();
         assert!(!d.reused);
+    }
+
+    #[test]
+    fn lingering_connections_keep_their_places() {
+        let pool: BoundedPool<u32> = BoundedPool::new("test", 2, Duration::from_millis(20));
+        let a = pool.checkout(|| Ok(1)).unwrap();
+        // `a` timed out: closed on our side, its thread still blocked.
+        pool.lingering().fetch_add(1, Ordering::AcqRel);
+        drop(a);
+        let b = pool.checkout(|| Ok(2)).unwrap();
+        let busy = pool.checkout(|| Ok(3));
+        assert!(matches!(busy, Err(Error::Unavailable { source, .. }) if source.is::<PoolBusy>()));
+        pool.lingering().fetch_sub(1, Ordering::AcqRel); // its thread ended
+        let c = pool.checkout(|| Ok(4)).unwrap();
+        assert!(!c.reused);
+        drop((b, c));
     }
 }

@@ -57,7 +57,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -243,7 +243,9 @@ pub(crate) trait Conn: Send {
 /// Opens connections of one database.
 pub(crate) trait Driver: Send + Sync {
     fn dialect(&self) -> Dialect;
-    fn connect(&self) -> Result<Box<dyn Conn>>;
+    /// A new connection; one that is given up on while its thread is still
+    /// blocked counts in `lingering` (its pool's) until the thread ends.
+    fn connect(&self, lingering: &Arc<AtomicUsize>) -> Result<Box<dyn Conn>>;
     /// The database's address without password, for messages.
     fn describe(&self) -> String;
 }

@@ -10,6 +10,8 @@
 //! once per connection) is not sent: it fails with [`Error::TooLarge`], and
 //! so does one the server refuses as too large.
 
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mysql::prelude::Queryable;
@@ -139,10 +141,10 @@ impl Driver for MysqlDriver {
         Dialect::Mysql
     }
 
-    fn connect(&self) -> Result<Box<dyn Conn>> {
+    fn connect(&self, lingering: &Arc<AtomicUsize>) -> Result<Box<dyn Conn>> {
         let t = self.timeout;
         let opts = self.opts.clone();
-        let worker = Worker::spawn(KIND, self.connect_timeout, move || {
+        let worker = Worker::spawn(KIND, self.connect_timeout, lingering.clone(), move || {
             let mut conn = mysql::Conn::new(opts).map_err(|e| convert_timed(e, t))?;
             let (max_packet, version): (u64, String) = conn
                 .query_first("SELECT @@max_allowed_packet, VERSION()")

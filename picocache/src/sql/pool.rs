@@ -5,7 +5,12 @@
 use super::guard::{self, BoundedPool, Breaker, Budget};
 use super::{Conn, Driver};
 use crate::{Error, Result};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 pub(crate) struct Pool {
     pub(crate) driver: Box<dyn Driver>,
@@ -28,9 +33,11 @@ impl Pool {
             super::Dialect::Sqlite => options.timeout.max(super::sqlite::busy_timeout(options)),
             _ => options.timeout,
         };
+        let conns = BoundedPool::new(kind, options.pool_size as usize, wait)
+            .sharing_lingering(lingering_for(&driver.describe()));
         Pool {
             driver,
-            conns: BoundedPool::new(kind, options.pool_size as usize, wait),
+            conns,
             breaker: Breaker::new(kind, options.backoff, options.backoff_max),
             op_timeout: wait,
             connect_timeout: options.connect_timeout,
@@ -75,7 +82,7 @@ impl Pool {
         mut f: impl FnMut(&mut dyn Conn) -> Result<T>,
     ) -> Result<T> {
         self.breaker.call(|| {
-            let connect = || budget.connecting(|| self.driver.connect());
+            let connect = || budget.connecting(|| self.driver.connect(self.conns.lingering()));
             let mut c = self.conns.checkout_by(budget.deadline(), connect)?;
             c.conn().set_deadline(budget.deadline());
             let r = f(c.conn().as_mut());
@@ -107,4 +114,17 @@ impl Pool {
             c.put_back();
         }
     }
+}
+
+/// The count of abandoned connections still open to one server (by its
+/// description), shared by every pool of this process to it: a store opened
+/// again after a failure (a new pool) counts what the old one left behind.
+fn lingering_for(server: &str) -> Arc<AtomicUsize> {
+    static BY_SERVER: OnceLock<Mutex<HashMap<String, Arc<AtomicUsize>>>> = OnceLock::new();
+    BY_SERVER
+        .get_or_init(Default::default)
+        .lock()
+        .entry(server.to_owned())
+        .or_default()
+        .clone()
 }

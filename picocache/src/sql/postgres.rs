@@ -9,7 +9,7 @@
 
 use std::error::Error as _;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -125,7 +125,7 @@ impl Driver for PgDriver {
         Dialect::Postgres
     }
 
-    fn connect(&self) -> Result<Box<dyn Conn>> {
+    fn connect(&self, lingering: &Arc<AtomicUsize>) -> Result<Box<dyn Conn>> {
         let pooler = self.pooler.clone();
         let config = if pooler.load(Ordering::Relaxed) {
             self.plain.clone()
@@ -133,7 +133,7 @@ impl Driver for PgDriver {
             self.config.clone()
         };
         let plain = self.plain.clone();
-        let worker = Worker::spawn(KIND, self.connect_timeout, move || {
+        let worker = Worker::spawn(KIND, self.connect_timeout, lingering.clone(), move || {
             let client = match config.connect(NoTls) {
                 Ok(c) => c,
                 // A pooler that takes no startup options: without the

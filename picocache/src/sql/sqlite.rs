@@ -1,6 +1,8 @@
 //! SQLite through `rusqlite` (bundled), in WAL mode with a busy timeout.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -54,7 +56,7 @@ impl Driver for SqliteDriver {
         Dialect::Sqlite
     }
 
-    fn connect(&self) -> Result<Box<dyn Conn>> {
+    fn connect(&self, _lingering: &Arc<AtomicUsize>) -> Result<Box<dyn Conn>> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;

@@ -7,9 +7,13 @@
 //! timeout for the answer. If none comes, the caller fails with
 //! [`TimedOut`] and abandons the connection: its thread ends when the
 //! blocked operation does (the socket closes, or TCP's keepalive or user
-//! timeout gives up on it). At most [`MAX_STUCK`] abandoned threads exist at
-//! once in the process; while that many are stuck, new connections fail at
-//! once instead of starting more.
+//! timeout gives up on it). Until then the server still holds the
+//! connection: an abandoned thread is counted in its pool's `lingering`
+//! count, which keeps its place in the pool (the pool opens no connection
+//! in its stead), so the server never sees more connections from a pool
+//! than its size. At most [`MAX_STUCK`] abandoned threads exist at once in
+//! the process; while that many are stuck, new connections fail at once
+//! instead of starting more.
 
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -42,8 +46,9 @@ struct TooManyStuck(usize);
 #[error("the connection's thread ended")]
 struct Gone;
 
-/// Marks the thread's end; un-counts it from [`STUCK`] if it was abandoned.
-struct Exit(Arc<AtomicU8>);
+/// Marks the thread's end; un-counts it from [`STUCK`] and from its pool's
+/// lingering count if it was abandoned.
+struct Exit(Arc<AtomicU8>, Arc<AtomicUsize>);
 
 impl Drop for Exit {
     fn drop(&mut self) {
@@ -53,6 +58,7 @@ impl Drop for Exit {
             .is_err()
         {
             STUCK.fetch_sub(1, Ordering::AcqRel);
+            self.1.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -62,14 +68,18 @@ pub(crate) struct Worker<S> {
     backend: &'static str,
     jobs: Option<mpsc::Sender<Job<S>>>,
     state: Arc<AtomicU8>,
+    /// The pool's count of abandoned connections still open.
+    lingering: Arc<AtomicUsize>,
 }
 
 impl<S: 'static> Worker<S> {
     /// Starts a thread that opens the connection with `open`, waiting at
-    /// most `timeout` for it.
+    /// most `timeout` for it. If it is abandoned, it counts in `lingering`
+    /// (its pool's) until its thread ends.
     pub(crate) fn spawn(
         backend: &'static str,
         timeout: Duration,
+        lingering: Arc<AtomicUsize>,
         open: impl FnOnce() -> Result<S> + Send + 'static,
     ) -> Result<Worker<S>> {
         let stuck = STUCK.load(Ordering::Acquire);
@@ -79,7 +89,7 @@ impl<S: 'static> Worker<S> {
         let (jobs, queue) = mpsc::channel::<Job<S>>();
         let (opened_tx, opened) = mpsc::sync_channel::<Result<()>>(1);
         let state = Arc::new(AtomicU8::new(RUNNING));
-        let exit = Exit(state.clone());
+        let exit = Exit(state.clone(), lingering.clone());
         std::thread::Builder::new()
             .name(format!("picocache-{backend}"))
             .spawn(move || {
@@ -103,6 +113,7 @@ impl<S: 'static> Worker<S> {
             backend,
             jobs: Some(jobs),
             state,
+            lingering,
         };
         match opened.recv_timeout(timeout) {
             Ok(Ok(())) => Ok(w),
@@ -162,6 +173,7 @@ impl<S: 'static> Worker<S> {
     fn abandon(&mut self) {
         self.jobs = None;
         STUCK.fetch_add(1, Ordering::AcqRel);
+        self.lingering.fetch_add(1, Ordering::AcqRel);
         if self
             .state
             .compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
@@ -169,6 +181,7 @@ impl<S: 'static> Worker<S> {
         {
             // It had ended already.
             STUCK.fetch_sub(1, Ordering::AcqRel);
+            self.lingering.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -183,9 +196,25 @@ pub(crate) fn stuck() -> usize {
 mod tests {
     use super::*;
 
+    /// Waits (up to 5 s) until `n` is zero.
+    fn settles(n: &AtomicUsize) -> bool {
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while n.load(Ordering::Acquire) != 0 {
+            if std::time::Instant::now() > end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
     #[test]
     fn answers_and_timeouts() {
-        let mut w = Worker::spawn("test", Duration::from_secs(5), || Ok(41u32)).unwrap();
+        let lingering = Arc::new(AtomicUsize::new(0));
+        let mut w = Worker::spawn("test", Duration::from_secs(5), lingering.clone(), || {
+            Ok(41u32)
+        })
+        .unwrap();
         assert_eq!(w.run(Duration::from_secs(5), |n| *n + 1).unwrap(), 42);
         let (release, wait) = mpsc::channel::<()>();
         let start = std::time::Instant::now();
@@ -195,11 +224,23 @@ mod tests {
         assert!(r.is_err());
         assert!(start.elapsed() < Duration::from_secs(2));
         assert!(w.run(Duration::from_secs(1), |_| ()).is_err(), "abandoned");
+        // The abandoned connection keeps its place in the pool while its
+        // thread is blocked.
+        assert_eq!(lingering.load(Ordering::Acquire), 1);
+        drop(w);
+        assert_eq!(lingering.load(Ordering::Acquire), 1, "still blocked");
         drop(release); // the blocked job returns; the thread ends
-        let slow = Worker::spawn("test", Duration::from_millis(50), || {
+        assert!(settles(&lingering), "its place is given back when it ends");
+        let slow = Worker::spawn("test", Duration::from_millis(50), lingering.clone(), || {
             std::thread::sleep(Duration::from_millis(300));
             Ok(())
         });
         assert!(slow.is_err());
+        assert_eq!(
+            lingering.load(Ordering::Acquire),
+            1,
+            "a connect still running"
+        );
+        assert!(settles(&lingering));
     }
 }
