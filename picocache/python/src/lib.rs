@@ -405,10 +405,11 @@ impl Namespace {
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        if let Some(k) = self.miss_key.take(args, kwargs) {
-            return Ok(PyBytes::new(py, &k));
-        }
-        let k = self.encode_call(py, args, kwargs)?;
+        let k = match self.miss_key.take(args, kwargs) {
+            Some(k) => k,
+            None => self.encode_call(py, args, kwargs)?,
+        };
+        self.miss_key.keyed(args, kwargs, &k);
         Ok(PyBytes::new(py, &k))
     }
 
@@ -566,6 +567,8 @@ impl Namespace {
                     self.tier
                         .lock()
                         .insert(h, key, at, obj.clone().unbind(), value.len());
+                    // For the front table of the call that computed it.
+                    self.miss_key.stored(key, at, value.len(), obj);
                 }
             }
         }

@@ -147,7 +147,22 @@ impl Wrapper {
                         Some(k) => k.clone(),
                         None => PyDict::new(py),
                     };
-                    return self.compute.call1(py, (args, kw));
+                    let v = self.compute.call1(py, (args, kw))?;
+                    if let Some(kinds) = kinds {
+                        // The value this miss stored (immutable, kept in the
+                        // tier) is served by its arguments from the next
+                        // call on, as a hit's would be.
+                        if let Some(s) = ns.get().miss_key.take_stored(args) {
+                            if s.obj.is(&v) {
+                                let seen = Seen::Kept {
+                                    at: s.at,
+                                    bytes: s.bytes,
+                                };
+                                let _ = self.front.insert(py, ns.get(), args, kinds, seen, &v);
+                            }
+                        }
+                    }
+                    return Ok(v);
                 }
                 Err(_) => {} // met again, and handled, below
             }

@@ -50,14 +50,18 @@ def test_repeat_hits_are_served_by_the_arguments_and_counted(tmp_path):
         calls.append((i, s))
         return ("r", i, s)
 
+    f(0, "first")  # the function's first call opens its store (the Python path)
+    assert f._front_len() == 0
     a = f(1, "k")
-    assert f._front_len() == 0, "a miss keeps nothing by arguments"
-    b = f(1, "k")  # a hit: kept by its arguments now
+    # The miss stored an immutable result: kept by its arguments at once
+    # (no hit counted for it).
     assert f._front_len() == 1
-    c = f(1, "k")  # served by them
-    assert a == b == c == ("r", 1, "k") and b is c
-    assert calls == [(1, "k")]
-    assert f.cache_info().hits == 2 and f.cache_info().misses == 1
+    assert f.cache_info().hits == 0 and f.cache_stats()["hits"] == 0
+    b = f(1, "k")  # served by them
+    c = f(1, "k")
+    assert a == b == c == ("r", 1, "k") and a is b is c
+    assert calls == [(0, "first"), (1, "k")]
+    assert f.cache_info().hits == 2 and f.cache_info().misses == 2
     # Every hit counted in the shared store too (other processes see them).
     assert f.cache_stats()["hits"] == 2
     for _ in range(5):
