@@ -242,12 +242,25 @@ fn rebuild_once(
                 end = cut;
             }
         }
+        // The victim's records before the journal's `done` were dealt with
+        // by committed chunks: what had to survive of them was copied (a live
+        // PUT under a fresh seq, a tombstone, the CLEAR and NAMESPACE in
+        // force) and the rest dropped, and the compaction that the carried
+        // journal resumes unlinks the victim without looking at them again.
+        // So they count here only for `next_seq` and the lowest PUT seq: a
+        // PUT that a chunk dropped without a tombstone (an evicted key, no
+        // older PUT elsewhere) would otherwise come back as an entry pointing
+        // into the victim, dangling once it is unlinked.
+        let settled = journal.filter(|j| j.victim == id).map_or(0, |j| j.done);
         let mut min_put = 0u64;
         for r in recs {
             let h = r.h;
             max_seq = max_seq.max(h.seq);
             if h.kind == kind::PUT && (min_put == 0 || h.seq < min_put) {
                 min_put = h.seq;
+            }
+            if r.off < settled {
+                continue;
             }
             let body = &data[r.off as usize..r.off as usize + h.body_len()];
             let key = &body[REC_HEADER_LEN..REC_HEADER_LEN + h.klen as usize];
