@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod core;
 mod error;
 pub mod keyfmt;
 pub mod local;

@@ -37,7 +37,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyInt, PyList, PySet, PyString, PyTuple};
 
 use crate::tier::{immutable, TIER_MAX_BYTES, TIER_MAX_ENTRIES};
-use crate::{fork_gen, CacheInvalidArgument, Namespace, MAX_KEY};
+use crate::{fork_gen, Namespace, MAX_KEY};
 
 /// Most positional arguments of a call the front table serves.
 const MAX_ARGS: usize = 16;
@@ -329,21 +329,19 @@ impl Namespace {
         py: Python<'_>,
         args: &Bound<'_, PyTuple>,
         seen: &mut Seen,
-    ) -> PyResult<PyObject> {
-        let Some((loads, miss, keep)) = self.decoder.get() else {
-            return Err(CacheInvalidArgument::new_err(
-                "lookup_decoded before set_decoder",
-            ));
-        };
-        let (loads, miss) = (loads.bind(py), miss.bind(py));
+    ) -> PyResult<(PyObject, Option<Vec<u8>>)> {
+        let (loads, miss, keep) = self.decoder(py)?;
         let k = self.encode_call(py, args, None)?;
         if k.len() > MAX_KEY {
-            return Ok(miss.clone().unbind());
+            return Ok((miss.clone().unbind(), Some(k)));
         }
-        if !*keep {
+        let v = if !keep {
             // A custom serializer: its loads sees every hit from the store.
-            return self.fetch(py, &k, loads, miss, false, false);
-        }
-        self.fetch_checked(py, &k, loads, miss, true, false, Some(seen))
+            self.fetch(py, &k, loads, miss, false, false)?
+        } else {
+            self.fetch_checked(py, &k, loads, miss, true, false, Some(seen))?
+        };
+        let k = v.is(miss).then_some(k);
+        Ok((v, k))
     }
 }

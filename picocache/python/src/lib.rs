@@ -21,7 +21,6 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
 use pyo3::create_exception;
@@ -32,9 +31,12 @@ use pyo3::types::{PyBytes, PyDict, PyTuple};
 use picocache::Limits;
 
 mod digest;
+mod fetch;
 mod front;
 mod keys;
+mod lease;
 mod maintain;
+mod miss;
 mod misskey;
 mod sealer;
 mod store;
@@ -42,8 +44,9 @@ mod tier;
 mod wrapper;
 
 use keys::Encoder;
+use lease::Lease;
 use store::{secs, Store, StoreInner};
-use tier::{immutable, Tier};
+use tier::Tier;
 
 create_exception!(
     _native,
@@ -244,151 +247,6 @@ impl Namespace {
     }
 }
 
-impl Namespace {
-    /// The stored bytes under the encoded key `k` (see `lookup`).
-    fn lookup_key(&self, py: Python<'_>, k: &[u8]) -> PyResult<Option<Vec<u8>>> {
-        if self.local {
-            // The hit path, without a GIL round trip. (No Python code runs
-            // inside the engine call.)
-            let fast = guarded(|| self.current()?.get(k));
-            match fast {
-                Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) if !is_forked(&e) => return Err(to_py(e)),
-                Ok(Err(_)) => {} // reopened below
-                Err(p) => return Err(panic_err(p)),
-            }
-        }
-        self.run(py, |ns| ns.get(k))
-    }
-
-    /// The decoded value under the encoded key `k`, or `miss` (see
-    /// `lookup_decoded`).
-    ///
-    /// `recheck`: the look again after taking the lease; an entry that fails
-    /// its seal check is then a miss (the first lookup reported it).
-    fn fetch(
-        &self,
-        py: Python<'_>,
-        k: &[u8],
-        loads: &Bound<'_, PyAny>,
-        miss: &Bound<'_, PyAny>,
-        keep: bool,
-        recheck: bool,
-    ) -> PyResult<PyObject> {
-        match self.fetch_checked(py, k, loads, miss, keep, recheck, None) {
-            Err(e) if recheck && e.is_instance_of::<CacheRejected>(py) => Ok(miss.clone().unbind()),
-            r => r,
-        }
-    }
-
-    /// `recheck`: on the local engine a miss is not counted again (the
-    /// lookup before the lease counted it; one call, one miss) and a hit is.
-    /// `seen`: where a hit of the local engine's fast path says which
-    /// record its value came from (for the wrapper's front table).
-    #[allow(clippy::too_many_arguments)]
-    fn fetch_checked(
-        &self,
-        py: Python<'_>,
-        k: &[u8],
-        loads: &Bound<'_, PyAny>,
-        miss: &Bound<'_, PyAny>,
-        keep: bool,
-        recheck: bool,
-        seen: Option<&mut front::Seen>,
-    ) -> PyResult<PyObject> {
-        let by_first = loads.downcast::<wrapper::ByFirstByte>().ok();
-        let decode = |raw: Bound<'_, PyBytes>| -> PyResult<Option<PyObject>> {
-            let got = match &by_first {
-                Some(d) => d.get().decode(py, &raw),
-                None => loads.call1((raw,)).map(Bound::unbind),
-            };
-            match got {
-                Ok(v) => Ok(Some(v)),
-                Err(e) if e.is_instance_of::<PyException>(py) => Ok(None),
-                Err(e) => Err(e),
-            }
-        };
-        if self.local && (keep || recheck) && k.len() <= MAX_KEY {
-            let fast = guarded(|| {
-                let ns = self.current()?;
-                let Some(loc) = ns.locate() else {
-                    return Ok(None);
-                };
-                let h = loc.key_hash(k);
-                let cached = if !keep {
-                    None
-                } else {
-                    let tier = self.tier.lock();
-                    match tier.map.get(&h) {
-                        Some(te) if tier.fork_gen == fork_gen() && te.key.as_slice() == k => {
-                            Some((te.at, te.value.clone_ref(py), te.bytes))
-                        }
-                        _ => None,
-                    }
-                };
-                if let Some((at, v, n)) = cached {
-                    if loc.confirm_located(&at)? {
-                        return Ok(Some(Ok((v, at, n))));
-                    }
-                    self.tier.lock().remove(h);
-                }
-                // The sealing layer checks the stored bytes before Python
-                // sees them.
-                let mut got = None;
-                let mut open = |v: &[u8], at| got = Some((PyBytes::new(py, v), at));
-                if recheck {
-                    loc.read_located(k, false, &mut open)?;
-                    if let Some((_, at)) = &got {
-                        loc.confirm_located(at)?; // the hit, counted as a lookup would
-                    }
-                } else {
-                    loc.read_located(k, true, &mut open)?;
-                }
-                Ok(Some(Err((h, got))))
-            });
-            match fast {
-                Ok(Ok(Some(Ok((v, at, n))))) => {
-                    if let Some(s) = seen {
-                        *s = front::Seen::Kept { at, bytes: n };
-                    }
-                    return Ok(v);
-                }
-                Ok(Ok(Some(Err((_, None))))) => return Ok(miss.clone().unbind()),
-                Ok(Ok(Some(Err((h, Some((raw, at))))))) => {
-                    let n = raw.as_bytes().len();
-                    let kept_raw = seen.is_some().then(|| raw.clone().unbind());
-                    let Some(v) = decode(raw)? else {
-                        return Ok(miss.clone().unbind());
-                    };
-                    let still = keep && immutable(v.bind(py), 0);
-                    if still {
-                        self.tier.lock().insert(h, k, at, v.clone_ref(py), n);
-                    }
-                    if let (Some(s), Some(raw)) = (seen, kept_raw) {
-                        *s = if still {
-                            front::Seen::Kept { at, bytes: n }
-                        } else {
-                            front::Seen::Raw { at, raw }
-                        };
-                    }
-                    return Ok(v);
-                }
-                Ok(Ok(None)) => {}
-                Ok(Err(e)) if !is_forked(&e) => return Err(to_py(e)),
-                Ok(Err(_)) => {} // reopened below
-                Err(p) => return Err(panic_err(p)),
-            }
-        }
-        // A look again counts a hit, not a second miss (`recheck`).
-        match self.run(py, |ns| if recheck { ns.recheck(k) } else { ns.get(k) })? {
-            Some(raw) => {
-                Ok(decode(PyBytes::new(py, &raw))?.unwrap_or_else(|| miss.clone().unbind()))
-            }
-            None => Ok(miss.clone().unbind()),
-        }
-    }
-}
-
 #[pymethods]
 impl Namespace {
     /// The namespace's name.
@@ -453,31 +311,18 @@ impl Namespace {
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyObject> {
-        let Some((loads, miss, keep)) = self.decoder.get() else {
-            return Err(CacheInvalidArgument::new_err(
-                "lookup_decoded before set_decoder",
-            ));
-        };
-        let (loads, miss) = (loads.bind(py), miss.bind(py));
-        let k = self.encode_call(py, args, kwargs)?;
-        let v = if k.len() > MAX_KEY {
-            miss.clone().unbind()
-        } else {
-            self.fetch(py, &k, loads, miss, *keep, false)?
-        };
-        if v.is(miss) {
-            self.miss_key.remember(args, kwargs, &k);
-        } else {
-            self.miss_key.forget();
+        let (v, k) = self.lookup_call(py, args, kwargs)?;
+        match k {
+            Some(k) => self.miss_key.remember(args, kwargs, &k),
+            None => self.miss_key.forget(),
         }
         Ok(v)
     }
 
     /// Takes the per-key lease (waiting up to `wait` seconds), then looks
-    /// `key` up as `lookup_decoded` does: (the lease, or None if it timed out,
-    /// in which case no lookup is made and the value is `miss`; the value or
-    /// `miss`). On the local engine an uncontended lease and the lookup are
-    /// taken without releasing the GIL (no wait, one system call).
+    /// `key` up as `lookup_decoded` does: (the lease, or None if it timed out
+    /// or this thread holds it already, in which case no lookup is made and
+    /// the value is `miss`; the value or `miss`). See `lease.rs`.
     #[pyo3(signature = (key, wait, loads, miss, keep=true))]
     fn lease_fetch(
         &self,
@@ -489,25 +334,8 @@ impl Namespace {
         keep: bool,
     ) -> PyResult<(Option<Lease>, PyObject)> {
         let wait = secs(Some(wait))?.unwrap_or_default();
-        let mut held = None;
-        if self.local {
-            // A try without waiting; any trouble goes the ordinary way.
-            if let Ok(Ok(l)) = guarded(|| self.current()?.lease(key, Duration::ZERO)) {
-                held = l;
-            }
-        }
-        let held = match held {
-            Some(l) => Some(l),
-            None => self.run(py, |ns| ns.lease(key, wait))?,
-        };
-        let Some(held) = held else {
-            return Ok((None, miss.clone().unbind()));
-        };
-        let lease = Lease {
-            inner: Mutex::new(Some(held)),
-        };
-        let v = self.fetch(py, key, loads, miss, keep, true)?;
-        Ok((Some(lease), v))
+        let (held, v) = self.lease_look(py, key, wait, loads, miss, keep)?;
+        Ok((held.map(Lease::new), v))
     }
 
     /// The value under `key`, or None. An entry that fails its seal check
@@ -548,29 +376,9 @@ impl Namespace {
         obj: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let ttl = secs(ttl)?;
-        self.run(py, |ns| ns.put(key, value, ttl))?;
-        if self.local && key.len() <= MAX_KEY {
-            if let Some(obj) = obj.filter(|o| immutable(o, 0)) {
-                // Where the record landed (a peek: no hit counted). Best
-                // effort: without it the value is decoded at its next hit.
-                let found = guarded(|| {
-                    let ns = self.current()?;
-                    let mut same = None;
-                    if let Some(loc) = ns.locate() {
-                        loc.read_located(key, false, &mut |v, at| {
-                            same = (v == value).then_some((at.key_hash(), at));
-                        })?;
-                    }
-                    Ok(same)
-                });
-                if let Ok(Ok(Some((h, at)))) = found {
-                    self.tier
-                        .lock()
-                        .insert(h, key, at, obj.clone().unbind(), value.len());
-                    // For the front table of the call that computed it.
-                    self.miss_key.stored(key, at, value.len(), obj);
-                }
-            }
+        if let (Some(at), Some(obj)) = (self.put_kept(py, key, value, ttl, obj)?, obj) {
+            // For the front table of the call that computed it.
+            self.miss_key.stored(key, at, value.len(), obj);
         }
         Ok(())
     }
@@ -648,41 +456,11 @@ impl Namespace {
     fn lease(&self, py: Python<'_>, key: &[u8], wait: f64) -> PyResult<Option<Lease>> {
         let wait = secs(Some(wait))?.unwrap_or_default();
         let l = self.run(py, |ns| ns.lease(key, wait))?;
-        Ok(l.map(|l| Lease {
-            inner: Mutex::new(Some(l)),
-        }))
+        Ok(l.map(Lease::new))
     }
 
     fn __repr__(&self) -> String {
         format!("<picocache._native.Namespace {:?}>", self.name)
-    }
-}
-
-/// A held per-key lease; `release()` or leaving the `with` block frees it.
-#[pyclass(module = "picocache._native", frozen)]
-struct Lease {
-    inner: Mutex<Option<picocache::Lease>>,
-}
-
-#[pymethods]
-impl Lease {
-    /// Releases the lease (idempotent).
-    fn release(&self, py: Python<'_>) {
-        let l = self.inner.lock().take();
-        // A Redis or SQL lease talks to the server on drop.
-        py.allow_threads(move || {
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(l)));
-        });
-    }
-
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> bool {
-        self.release(py);
-        false
     }
 }
 
@@ -691,6 +469,7 @@ impl Lease {
 #[pyfunction]
 fn _after_fork_in_child() {
     FORK_GEN.fetch_add(1, Ordering::AcqRel);
+    miss::forget_flights();
 }
 
 /// The default directory of a local store (`$PICOCACHE_DIR` or `.picocache`).
@@ -721,7 +500,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CacheTooLarge", py.get_type::<CacheTooLarge>())?;
     m.add_class::<sealer::Sealer>()?;
     m.add_class::<wrapper::Wrapper>()?;
-    m.add_class::<wrapper::Hits>()?;
+    m.add_class::<wrapper::Counts>()?;
+    m.add_class::<miss::FlightHandle>()?;
+    m.add_function(wrap_pyfunction!(miss::flight_join, m)?)?;
     m.add_class::<wrapper::ByFirstByte>()?;
     m.add_function(wrap_pyfunction!(keys::encode, m)?)?;
     m.add_function(wrap_pyfunction!(keys::encode_call, m)?)?;

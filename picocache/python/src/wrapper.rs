@@ -22,8 +22,6 @@
 //!    Python wrapper `slow`, which meets the same case and handles it (opens
 //!    the store, explains a key that does not encode, warns and computes).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
@@ -31,7 +29,19 @@ use pyo3::types::{PyBytes, PyDict, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::front::{self, Front, Seen};
+use crate::miss::MissCtx;
 use crate::Namespace;
+
+/// The Python side's `native_miss` tuple (see [`Wrapper::new`]).
+type NativeMissArgs = (
+    PyObject,
+    PyObject,
+    PyObject,
+    PyObject,
+    u64,
+    bool,
+    Option<PyObject>,
+);
 
 /// The native part of a cached function (see the module docs).
 #[pyclass(module = "picocache._native", subclass, frozen)]
@@ -44,62 +54,82 @@ pub(crate) struct Wrapper {
     miss: PyObject,
     /// The open namespace, once the Python side has opened it.
     ns: Mutex<Option<Py<Namespace>>>,
-    /// Hits answered here (the Python side counts its own; it holds this
-    /// counter too, so the count outlives the wrapper).
-    hits: Py<Hits>,
+    /// The function's counts (its Python state holds them too, so they
+    /// outlive the wrapper).
+    counts: Py<Counts>,
+    /// The native miss path's needs, if the function takes it (see
+    /// `miss.rs`); else a miss calls `compute`.
+    native_miss: Option<MissCtx>,
     /// Results kept by the call's argument objects.
     front: Front,
 }
 
-/// A count of hits, shared by a [`Wrapper`] and its function's state.
+/// This process's hits and misses of a function (`picocache::core::counts`),
+/// shared by its [`Wrapper`] and its Python state. Every change is made
+/// with the GIL held.
 #[pyclass(module = "picocache._native", frozen)]
-pub(crate) struct Hits(AtomicU64);
+pub(crate) struct Counts(picocache::core::counts::Counts);
 
 #[pymethods]
-impl Hits {
+impl Counts {
     #[new]
     fn new() -> Self {
-        Hits(AtomicU64::new(0))
+        Counts(Default::default())
     }
 
-    /// The count.
-    fn value(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+    /// Counts a call answered without running the function.
+    pub(crate) fn hit(&self) {
+        self.0.hit_serialized();
+    }
+
+    /// Counts a call that ran the function.
+    pub(crate) fn miss(&self) {
+        self.0.miss();
+    }
+
+    /// (hits, misses).
+    fn value(&self) -> (u64, u64) {
+        self.0.get()
     }
 
     /// Back to zero.
     fn reset(&self) {
-        self.0.store(0, Ordering::Relaxed);
-    }
-}
-
-impl Hits {
-    /// Counts one hit while the GIL is held: every change of the count
-    /// holds it (none is made with it released), so a load and a store
-    /// lose nothing and cost less than a locked add on the hit path.
-    #[inline]
-    fn count_under_gil(&self) {
-        self.0
-            .store(self.0.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.0.reset();
     }
 }
 
 #[pymethods]
 impl Wrapper {
+    /// `native_miss`: `(func, dumps, fail, state, cache_id, keep,
+    /// plain_dumps)` for the native miss path (see `miss.rs`), or None.
     #[new]
+    #[pyo3(signature = (slow, compute, miss, counts, native_miss=None))]
     fn new(
         py: Python<'_>,
         slow: PyObject,
         compute: PyObject,
         miss: PyObject,
-        hits: Py<Hits>,
+        counts: Py<Counts>,
+        native_miss: Option<NativeMissArgs>,
     ) -> Self {
+        let native_miss = native_miss.map(
+            |(func, dumps, fail, state, cache, keep, plain_dumps)| MissCtx {
+                func,
+                dumps,
+                fail,
+                state,
+                cache,
+                keep,
+                plain_dumps,
+            },
+        );
         Wrapper {
             slow,
             compute,
             miss,
             ns: Mutex::new(None),
-            hits,
+            counts,
+            native_miss,
             front: Front::new(py),
         }
     }
@@ -117,50 +147,45 @@ impl Wrapper {
         };
         if let Some(kinds) = kinds {
             if let Some(v) = self.front.get(py, args, kinds) {
-                self.hits.get().count_under_gil();
+                self.counts.get().hit();
                 return Ok(v);
             }
         }
         let ns = self.ns.lock().as_ref().map(|n| n.clone_ref(py));
         if let Some(ns) = ns {
+            let mut seen = Seen::Nothing;
             let got = match kinds {
-                Some(kinds) => {
-                    let mut seen = Seen::Nothing;
-                    let got = ns.get().lookup_front(py, args, &mut seen);
-                    if let Ok(v) = &got {
-                        if !v.is(&self.miss) {
-                            // Best effort: without it the next call takes this path.
-                            let _ = self.front.insert(py, ns.get(), args, kinds, seen, v);
-                        }
-                    }
-                    got
-                }
-                None => ns.get().lookup_decoded(py, args, kwargs),
+                Some(_) => ns.get().lookup_front(py, args, &mut seen),
+                None => ns.get().lookup_call(py, args, kwargs),
             };
             match got {
-                Ok(v) if !v.is(&self.miss) => {
-                    self.hits.get().count_under_gil();
+                Ok((v, _)) if !v.is(&self.miss) => {
+                    if let Some(kinds) = kinds {
+                        // Best effort: without it the next call takes this path.
+                        let _ = self.front.insert(py, ns.get(), args, kinds, seen, &v);
+                    }
+                    self.counts.get().hit();
                     return Ok(v);
                 }
-                Ok(_) => {
-                    let kw = match kwargs {
-                        Some(k) => k.clone(),
-                        None => PyDict::new(py),
+                Ok((_, key)) => {
+                    let (v, stored) = match (&self.native_miss, key) {
+                        (Some(cx), Some(key)) if key.len() <= crate::MAX_KEY => crate::miss::run(
+                            py,
+                            cx,
+                            self.counts.get(),
+                            ns.get(),
+                            args,
+                            kwargs,
+                            key,
+                        )?,
+                        _ => self.compute(py, ns.get(), args, kwargs)?,
                     };
-                    let v = self.compute.call1(py, (args, kw))?;
-                    if let Some(kinds) = kinds {
+                    if let (Some(kinds), Some((at, bytes))) = (kinds, stored) {
                         // The value this miss stored (immutable, kept in the
                         // tier) is served by its arguments from the next
                         // call on, as a hit's would be.
-                        if let Some(s) = ns.get().miss_key.take_stored(args) {
-                            if s.obj.is(&v) {
-                                let seen = Seen::Kept {
-                                    at: s.at,
-                                    bytes: s.bytes,
-                                };
-                                let _ = self.front.insert(py, ns.get(), args, kinds, seen, &v);
-                            }
-                        }
+                        let seen = Seen::Kept { at, bytes };
+                        let _ = self.front.insert(py, ns.get(), args, kinds, seen, &v);
                     }
                     return Ok(v);
                 }
@@ -210,12 +235,46 @@ impl Wrapper {
         visit.call(&self.slow)?;
         visit.call(&self.compute)?;
         visit.call(&self.miss)?;
-        visit.call(&self.hits)?;
+        visit.call(&self.counts)?;
+        if let Some(cx) = &self.native_miss {
+            visit.call(&cx.func)?;
+            visit.call(&cx.dumps)?;
+            visit.call(&cx.fail)?;
+            visit.call(&cx.state)?;
+            if let Some(p) = &cx.plain_dumps {
+                visit.call(p)?;
+            }
+        }
         visit.call(self.front.dict())?;
         if let Some(ns) = self.ns.try_lock().as_deref().and_then(Option::as_ref) {
             visit.call(ns)?;
         }
         Ok(())
+    }
+}
+
+impl Wrapper {
+    /// A miss through the Python `compute` (the function takes no native
+    /// miss path, or its key is too long to use verbatim), and what it
+    /// stored for the front table.
+    fn compute(
+        &self,
+        py: Python<'_>,
+        ns: &crate::Namespace,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<crate::miss::Missed> {
+        let kw = match kwargs {
+            Some(k) => k.clone(),
+            None => PyDict::new(py),
+        };
+        let v = self.compute.call1(py, (args, kw))?;
+        let stored = ns
+            .miss_key
+            .take_stored(args)
+            .filter(|s| s.obj.is(&v))
+            .map(|s| (s.at, s.bytes));
+        Ok((v, stored))
     }
 }
 

@@ -1,6 +1,5 @@
 //! [`MemoBuilder`]: the options of a [`Memo`], and building it.
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -8,7 +7,7 @@ use parking_lot::Mutex;
 
 use super::source::Source;
 use super::tier::Tier;
-use super::{namespace_name, Memo, OpenState, WarnState};
+use super::{namespace_name, Memo, OpenState};
 use crate::backend::{Backend, Limits};
 
 /// Options of a [`Memo`]; made by [`Memo::builder`].
@@ -120,11 +119,10 @@ impl MemoBuilder {
             secrets: self.secrets,
             ns: OnceLock::new(),
             open_state: Mutex::new(OpenState::default()),
-            flights: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            flights: Default::default(),
             tier: Tier::new(),
-            warned: Mutex::new(WarnState::default()),
-            hits: std::sync::atomic::AtomicU64::new(0),
-            misses: std::sync::atomic::AtomicU64::new(0),
+            warned: Default::default(),
+            counts: Default::default(),
         }
     }
 }

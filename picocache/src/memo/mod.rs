@@ -143,7 +143,6 @@
 
 mod batch;
 mod builder;
-mod flight;
 mod lease;
 mod source;
 mod tier;
@@ -158,12 +157,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use self::builder::MemoBuilder;
-use self::flight::{FlightGuard, Outcome, Role, Shard};
-use self::lease::{HeldLease, Lease};
+use self::lease::Lease;
 pub use self::source::default_backend;
 use self::source::{backend_for_url, Source};
 use self::tier::Tier;
 use crate::backend::{Backend, Limits, Locate, Namespace};
+use crate::core::counts::Counts;
+use crate::core::flight::{FlightGuard, Flights, Role};
+use crate::core::report::{Reporter, Verdict};
 use crate::sealed::SealedBackend;
 use crate::{Error, Result};
 
@@ -171,8 +172,6 @@ use crate::{Error, Result};
 const MAX_NAME_LEN: usize = picocache_engine::MAX_NAME_LEN;
 /// How long a failure to open the store is remembered before trying again.
 const REOPEN_AFTER: Duration = Duration::from_secs(1);
-/// In-flight map shards.
-const SHARDS: usize = 16;
 
 /// Statistics of a memoized function, like Python's `functools` `CacheInfo`.
 ///
@@ -235,12 +234,6 @@ struct OpenState {
     last_error: String,
 }
 
-#[derive(Default)]
-struct WarnState {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
 /// The cache of one memoized function. See the [module docs](self).
 ///
 /// A `Memo` is `Send + Sync`; keep one per function (the macro keeps it in a
@@ -254,15 +247,14 @@ pub struct Memo {
     secrets: Option<Vec<Vec<u8>>>,
     ns: OnceLock<Arc<dyn Namespace>>,
     open_state: Mutex<OpenState>,
-    flights: [Shard; SHARDS],
+    /// This process's computations in flight (the encoded results).
+    flights: Flights<Arc<Vec<u8>>>,
     /// Results read from a store that locates its records, kept in the
     /// process (see [`tier`]).
     tier: Tier,
-    warned: Mutex<WarnState>,
-    /// This process's calls answered without running the function.
-    hits: std::sync::atomic::AtomicU64,
-    /// This process's calls that ran the function.
-    misses: std::sync::atomic::AtomicU64,
+    warned: Reporter,
+    /// This process's hits and misses.
+    counts: Counts,
 }
 
 impl fmt::Debug for Memo {
@@ -363,28 +355,18 @@ impl Memo {
     /// Handles a cache failure: an error in strict mode, else a log message
     /// (at most one a second, with a count of the ones left out).
     pub(crate) fn failed(&self, e: Error, what: &str) -> Result<()> {
-        if self.strict {
-            return Err(e);
-        }
-        let mut w = self.warned.lock();
-        if w.last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
-            w.suppressed += 1;
-            return Ok(());
-        }
-        let more = std::mem::take(&mut w.suppressed);
-        w.last = Some(Instant::now());
-        drop(w);
-        if more > 0 {
-            log::warn!(
-                "picocache: {what} failed for {}: {e} ({more} similar failures not logged); \
-                 the function's own result is used",
-                self.ns_name
-            );
-        } else {
-            log::warn!(
+        match self.warned.verdict(self.strict) {
+            Verdict::Raise => return Err(e),
+            Verdict::Quiet => {}
+            Verdict::Warn { suppressed: 0 } => log::warn!(
                 "picocache: {what} failed for {}: {e}; the function's own result is used",
                 self.ns_name
-            );
+            ),
+            Verdict::Warn { suppressed } => log::warn!(
+                "picocache: {what} failed for {}: {e} ({suppressed} similar failures not logged); \
+                 the function's own result is used",
+                self.ns_name
+            ),
         }
         Ok(())
     }
@@ -429,12 +411,7 @@ impl Memo {
     /// Counts a call: a miss if it ran the function, else a hit (if it
     /// returned a value).
     pub(crate) fn count(&self, ran: bool, ok: bool) {
-        use std::sync::atomic::Ordering::Relaxed;
-        if ran {
-            self.misses.fetch_add(1, Relaxed);
-        } else if ok {
-            self.hits.fetch_add(1, Relaxed);
-        }
+        self.counts.call(ran, ok);
     }
 
     fn call_counted<A, R, F>(&self, args: A, f: F) -> Result<R>
@@ -471,12 +448,12 @@ impl Memo {
             }
         }
         loop {
-            let flight = match self.join(&key) {
+            let flight = match self.flights.join(&key) {
                 Role::Leader(guard) => return self.lead(ns.as_ref(), &key, guard, args, f),
                 Role::Waiter(flight) => flight,
                 Role::Reentrant => return Ok(f(args)),
             };
-            if let Outcome::Value(bytes) = flight.wait() {
+            if let Some(bytes) = flight.wait() {
                 // Read the stored result, as a hit.
                 match ns.get(&key) {
                     Ok(Some(v)) => match decode(&v) {
@@ -528,7 +505,7 @@ impl Memo {
         &self,
         ns: &dyn Namespace,
         key: &[u8],
-        guard: FlightGuard<'_>,
+        guard: FlightGuard<Arc<Vec<u8>>>,
         args: A,
         f: F,
     ) -> Result<R>
@@ -540,7 +517,7 @@ impl Memo {
         match ns.get(key) {
             Ok(Some(bytes)) => match decode::<R>(&bytes) {
                 Ok(r) => {
-                    guard.complete(Outcome::Value(Arc::new(bytes)));
+                    guard.complete(Arc::new(bytes));
                     return Ok(r);
                 }
                 Err(e) => self.failed(e, "decoding a cached value")?,
@@ -562,10 +539,10 @@ impl Memo {
         };
         let lease = match lease {
             Lease::Found(r, bytes) => {
-                guard.complete(Outcome::Value(Arc::new(bytes)));
+                guard.complete(Arc::new(bytes));
                 return Ok(r);
             }
-            Lease::Held(l) => Some(HeldLease::new(&self.ns_name, key, l)),
+            Lease::Held(l) => Some(l),
             Lease::None => None,
         };
         let r = f(args);
@@ -583,7 +560,7 @@ impl Memo {
             Ok(())
         };
         drop(lease);
-        guard.complete(Outcome::Value(bytes));
+        guard.complete(bytes);
         if let Err(e) = stored {
             self.failed(e, "storing the result")?;
         }
@@ -610,10 +587,10 @@ impl Memo {
     }
 
     fn counts(&self) -> CacheInfo {
-        use std::sync::atomic::Ordering::Relaxed;
+        let (hits, misses) = self.counts.get();
         CacheInfo {
-            hits: self.hits.load(Relaxed),
-            misses: self.misses.load(Relaxed),
+            hits,
+            misses,
             maxsize: self.limits.maxsize,
             currsize: 0,
         }
@@ -639,9 +616,7 @@ impl Memo {
 
     /// Like [`Memo::cache_clear`], returning the failure.
     pub fn try_cache_clear(&self) -> Result<()> {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.hits.store(0, Relaxed);
-        self.misses.store(0, Relaxed);
+        self.counts.reset();
         self.tier.clear();
         self.namespace()?.clear()
     }

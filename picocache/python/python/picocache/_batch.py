@@ -32,7 +32,7 @@ def run_batch(st: Any, func: Callable, calls: List[Tuple[tuple, dict]], key_of: 
     if ns is None or st.maxsize == 0:
         out = []
         for a, kw in calls:
-            next(st.misses)
+            st.counts.miss()
             out.append(func(*a, **kw))
         return out
     keys = [key_of(ns, a, kw) for a, kw in calls]  # TypeError: as a call would raise
@@ -98,9 +98,9 @@ def run_batch(st: Any, func: Callable, calls: List[Tuple[tuple, dict]], key_of: 
             break
         if k in uncounted:
             uncounted.discard(k)
-            next(st.misses)
+            st.counts.miss()
         else:
-            next(st.hits)
+            st.counts.hit()
         out.append(values[k])
     if error is not None:
         raise error

@@ -29,13 +29,10 @@ from ._state import (
     _UNSET,
     CacheInfo as CacheInfo,  # re-exported: picocache.CacheInfo
     _CachedFunction,
-    _Flight,
     _FunctionState,
     _arg_names,
-    _counter_value,
     _digest_key,
     _explain_key_error,
-    _flights,
     _is_coroutine_function,
     logger as logger,  # re-exported for _open
 )
@@ -312,43 +309,37 @@ class BaseCache:
                 k = encode_or_explain(ns, args, kwargs)
             except CacheError as e:
                 fail(e, "opening the store")
-                next(st.misses)
+                st.counts.miss()
                 return func(*args, **kwargs)
             while True:
-                # The store counts: two functions of one name in two stores
-                # must not hand each other their results.
-                fkey = (id(st.cache), st._name, k)
-                with _flights.lock:
-                    fl = _flights.table.get(fkey)
-                    leader = fl is None
-                    if leader:
-                        fl = _flights.table[fkey] = _Flight()
-                if leader:
+                # One table for the process (native, shared with the native
+                # miss path), by cache, namespace and key: two functions of
+                # one name in two stores must not hand each other results.
+                role, fl = _native.flight_join(id(st.cache), st._name, k)
+                if role == 0:
                     break
-                if fl.owner == _thread.get_ident():
+                if role == 2:
                     # Re-entrant: this thread is computing this key already
                     # (the function calls itself with the same arguments).
                     # Run the body, as functools.lru_cache does: a recursion
                     # that ends returns its value, one that does not raises
                     # RecursionError; waiting here would never return.
-                    next(st.misses)
+                    st.counts.miss()
                     return func(*args, **kwargs)
-                fl.wait()
-                if fl.ok:
-                    next(st.hits)
-                    return fl.value
+                ok, value = fl.wait()
+                if ok:
+                    st.counts.hit()
+                    return value
                 # The leader raised: compute again (exceptions are not cached).
             if st.read_only:  # nothing can be stored: no lease, no store
+                st.counts.miss()
                 try:
-                    next(st.misses)
                     value = func(*args, **kwargs)
-                    fl.value, fl.ok = value, True
-                    return value
-                finally:
-                    with _flights.lock:
-                        if _flights.table.get(fkey) is fl:
-                            del _flights.table[fkey]
-                    fl.done.release()
+                except BaseException:
+                    fl.fail()  # the waiters try again
+                    raise
+                fl.complete(value)
+                return value
             lease = None
             try:
                 try:
@@ -357,8 +348,8 @@ class BaseCache:
                         # stored the value while we waited (one native call).
                         lease, v = ns.lease_fetch(k, owner.lease_timeout, loads, _MISS, keep)
                         if v is not _MISS:
-                            next(st.hits)
-                            fl.value, fl.ok = v, True
+                            st.counts.hit()
+                            fl.complete(v)
                             return v
                     else:
                         lease = ns.lease(k, owner.lease_timeout)
@@ -368,26 +359,23 @@ class BaseCache:
                         if raw is not None:
                             v = decode(raw, ns, k)
                             if v is not _MISS:
-                                next(st.hits)
-                                fl.value, fl.ok = v, True
+                                st.counts.hit()
+                                fl.complete(v)
                                 return v
                 except CacheError as e:
                     fail(e, "taking a lease")
-                next(st.misses)
+                st.counts.miss()
                 value = func(*args, **kwargs)
                 store(ns, k, value)
-                fl.value, fl.ok = value, True
+                if lease is not None:
+                    lease.release()
+                    lease = None
+                fl.complete(value)
                 return value
             finally:
                 if lease is not None:
-                    try:
-                        lease.release()
-                    except CacheError as e:  # pragma: no cover - release is best effort
-                        fail(e, "releasing a lease")
-                with _flights.lock:
-                    if _flights.table.get(fkey) is fl:
-                        del _flights.table[fkey]
-                fl.done.release()
+                    lease.release()
+                fl.fail()  # (nothing if completed)
 
         if _is_coroutine_function(func):
             import asyncio  # only for async functions (importing it costs ~40 ms)
@@ -403,7 +391,7 @@ class BaseCache:
 
             async def awrapper(*args: Any, **kwargs: Any) -> Any:
                 if st.maxsize == 0 or st.unnamed is not None:
-                    next(st.misses)
+                    st.counts.miss()
                     return await func(*args, **kwargs)
                 try:
                     k, raw = await io(lookup_raw, args, kwargs)
@@ -417,13 +405,13 @@ class BaseCache:
                     k, raw = None, None
                 except CacheError as e:
                     fail(e, "a lookup")
-                    next(st.misses)
+                    st.counts.miss()
                     return await func(*args, **kwargs)
                 ns = st.ns
                 if raw is not None:
                     v = decode(raw, ns, k)
                     if v is not _MISS:
-                        next(st.hits)
+                        st.counts.hit()
                         return v
                 if k is None:
                     k = encode_or_explain(ns, args, kwargs)
@@ -436,13 +424,13 @@ class BaseCache:
                     if leader_task is task:
                         # Re-entrant: this task awaits its own computation of
                         # this key; run the body (see compute_sync).
-                        next(st.misses)
+                        st.counts.miss()
                         return await func(*args, **kwargs)
                     try:
                         v = await asyncio.shield(fut)
                     except BaseException:  # noqa: BLE001 - the leader failed: compute ourselves
                         continue
-                    next(st.hits)
+                    st.counts.hit()
                     return v
                 fut = loop.create_future()
                 st.async_inflight[k] = (fut, task)
@@ -456,10 +444,10 @@ class BaseCache:
                     if raw is not None:
                         v = decode(raw, ns, k)
                         if v is not _MISS:
-                            next(st.hits)
+                            st.counts.hit()
                             fut.set_result(v)
                             return v
-                    next(st.misses)
+                    st.counts.miss()
                     value = await func(*args, **kwargs)
                     await io(store, ns, k, value)
                     fut.set_result(value)
@@ -476,7 +464,7 @@ class BaseCache:
         else:
             def swrapper(*args: Any, **kwargs: Any) -> Any:
                 if st.maxsize == 0:
-                    next(st.misses)
+                    st.counts.miss()
                     return func(*args, **kwargs)
                 lv = st.lookup_value
                 if lv is not None and fast:
@@ -490,11 +478,11 @@ class BaseCache:
                         fail(e, "a lookup")
                         v = _MISS
                     if v is not _MISS:
-                        next(st.hits)
+                        st.counts.hit()
                         return v
                     return compute_sync(args, kwargs)
                 if st.unnamed is not None:
-                    next(st.misses)
+                    st.counts.miss()
                     return func(*args, **kwargs)
                 try:
                     k, raw = lookup_raw(args, kwargs)
@@ -508,13 +496,17 @@ class BaseCache:
                 if raw is not None:
                     v = decode(raw, st.ns, k)
                     if v is not _MISS:
-                        next(st.hits)
+                        st.counts.hit()
                         return v
                 return compute_sync(args, kwargs)
 
             wrapper = swrapper
             if fast and st.maxsize != 0:
-                wrapper = _CachedFunction(swrapper, compute_sync, _MISS, st.native_hits_count)
+                # A miss of a native namespace runs natively too (flights,
+                # lease, the function, store: _native's miss.rs).
+                native_miss = (func, dumps, fail, st, id(self), keep,
+                               _values.plain_dumps if self.value_serializer is None else None)
+                wrapper = _CachedFunction(swrapper, compute_sync, _MISS, st.counts, native_miss)
                 st.fast_wrapper = weakref.ref(wrapper)
 
         functools.update_wrapper(wrapper, func)
@@ -625,8 +617,9 @@ class BaseCache:
         if st._name is None or st.ns is None:
             return  # never stored anything
         g = self._gone.setdefault(st._name, {"hits": 0, "misses": 0})
-        g["hits"] += _counter_value(st.hits) + st.native_hits()
-        g["misses"] += _counter_value(st.misses)
+        hits, misses = st.counts.value()
+        g["hits"] += hits
+        g["misses"] += misses
         g["open"] = (st.maxsize, st.ttl, st.typed, st.max_bytes)
 
     def _gone_namespaces(self, live: list) -> list:

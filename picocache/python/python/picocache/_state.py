@@ -6,7 +6,6 @@ logger, the sentinels, the fork hook)."""
 from __future__ import annotations
 
 import collections
-import itertools
 import os
 import sys
 import _thread  # threading's C core: threading itself costs ~1.5 ms at import
@@ -72,29 +71,8 @@ def _is_coroutine_function(func: Any) -> bool:
     return inspect is not None and inspect.iscoroutinefunction(func)
 
 
-class _Flights:
-    """The computations in flight in this process, by (namespace name, key):
-    one table for every wrapper, so two wrappers of one namespace (name=
-    given twice, two equal closures) wait for each other, and a thread that
-    re-enters its own computation through either is seen doing so."""
-
-    def __init__(self) -> None:
-        self.lock = _thread.allocate_lock()
-        self.table: dict = {}
-
-    def reset(self) -> None:
-        """After a fork: threads that were computing in the parent do not
-        exist in the child."""
-        self.lock = _thread.allocate_lock()
-        self.table = {}
-
-
-_flights = _Flights()
-
-
 def _after_fork_in_child() -> None:
-    _flights.reset()
-    _native._after_fork_in_child()
+    _native._after_fork_in_child()  # (also forgets the computations in flight)
     for st in list(_STATES):
         st.reset_after_fork()
     for c in list(_CACHES):
@@ -103,31 +81,6 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _counter_value(c: "itertools.count[int]") -> int:
-    return c.__reduce__()[1][0]  # type: ignore[index]
-
-
-class _Flight:
-    """One in-process computation of a key that other threads wait for."""
-
-    __slots__ = ("done", "ok", "value", "owner")
-
-    def __init__(self) -> None:
-        #: The thread computing: a call of the same key from that thread is
-        #: re-entrant (waiting would deadlock).
-        self.owner = _thread.get_ident()
-        # Held by the leader until it finishes; waiters block on it. (A
-        # plain lock: a threading.Event costs a Condition per miss.)
-        self.done = _thread.allocate_lock()
-        self.done.acquire()
-        self.ok = False
-        self.value: Any = None
-
-    def wait(self) -> None:
-        self.done.acquire()
-        self.done.release()
 
 
 def _decoding_lookup(ns: Any, loads: Callable[[bytes], Any]) -> Callable[[tuple, dict], Any]:
@@ -190,10 +143,10 @@ class _FunctionState:
         #: serves hits once the namespace is open, if the function has one,
         #: and the count of the hits it served.
         self.fast_wrapper: Any = None
-        self.native_hits_count = _native.Hits()
+        #: This process's hits and misses (picocache::core::counts), shared
+        #: with the native wrapper.
+        self.counts = _native.Counts()
         self.ns_lock = _thread.allocate_lock()
-        self.hits = itertools.count()
-        self.misses = itertools.count()
         self.async_inflight: dict = {}
         self.last_warn = 0.0
         self.suppressed = 0
@@ -334,12 +287,8 @@ class _FunctionState:
                 self.failed(e, "cache_info")
             except TypeError:  # a function that cannot be named caches nothing
                 pass
-        return CacheInfo(_counter_value(self.hits) + self.native_hits(), _counter_value(self.misses),
-                         self.maxsize, currsize)
-
-    def native_hits(self) -> int:
-        """Hits the native wrapper answered (0 without one)."""
-        return int(self.native_hits_count.value())
+        hits, misses = self.counts.value()
+        return CacheInfo(hits, misses, self.maxsize, currsize)
 
     def clear(self) -> None:
         w = self.fast_wrapper() if self.fast_wrapper is not None else None
@@ -352,9 +301,7 @@ class _FunctionState:
             self.failed(e, "cache_clear")
         except TypeError:  # a function that cannot be named caches nothing
             pass
-        self.hits = itertools.count()
-        self.misses = itertools.count()
-        self.native_hits_count.reset()
+        self.counts.reset()
 
 
 class _CachedFunction(_native.Wrapper):

@@ -1,0 +1,336 @@
+//! The miss path of a cached synchronous function, in Rust, over the core
+//! the Rust `Memo` uses too (`picocache::core`): one computation per key in
+//! the process (`core::flight`; the table is shared with the Python miss
+//! path through [`flight_join`]), the store's lease and the look again
+//! (`core::lease`, in `lease.rs`), the function, the encoding and storing
+//! of its result, and the counts (`core::counts`). Failures go to the
+//! function's Python `fail(error, what)` (the policy of `core::report`,
+//! with the Python package's once-only notices), which raises when the
+//! function is strict.
+//!
+//! A miss of a function on a native store is two crossings of the GIL-held
+//! boundary with no Python frame: the lookup (which also gives the encoded
+//! key) and [`run`] (lease and look again, the function, store, release).
+
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
+use picocache::core::flight::{Flight, FlightGuard, Flights, Role};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use crate::lease::release;
+use crate::tier::immutable;
+use crate::wrapper::Counts;
+use crate::{fork_gen, guarded, CacheError, Namespace, MAX_KEY};
+
+/// What a leader hands its waiters: the function's result object.
+type Shared = Arc<PyObject>;
+
+/// The process's computations in flight, by (cache, namespace, key): one
+/// table for every wrapper and for the Python miss path, so two wrappers of
+/// one namespace wait for each other and a thread re-entering its own
+/// computation through either is seen doing so. Its locks are taken only
+/// with the GIL held, so none is held by another thread at a `fork()`.
+fn flights() -> &'static Flights<Shared> {
+    static FLIGHTS: OnceLock<Flights<Shared>> = OnceLock::new();
+    FLIGHTS.get_or_init(Flights::default)
+}
+
+/// In a forked child: the threads computing in the parent do not exist.
+pub(crate) fn forget_flights() {
+    flights().forget_all();
+}
+
+/// The flight table's key of `key` in namespace `name` of the cache `cache`
+/// (its Python `id`: two caches on one store may hold one name apart).
+fn flight_key(cache: u64, name: &str, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + name.len() + 1 + key.len());
+    k.extend_from_slice(&cache.to_le_bytes());
+    k.extend_from_slice(name.as_bytes());
+    k.push(0xff); // never in a name (UTF-8)
+    k.extend_from_slice(key);
+    k
+}
+
+/// A leader's guard made in this process: in a forked child (the function
+/// forked while computing) it is forgotten, neither completed nor failed,
+/// since the flight's waiters and locks belong to the parent.
+struct Leading {
+    guard: Option<FlightGuard<Shared>>,
+    gen: u64,
+}
+
+impl Leading {
+    fn new(g: FlightGuard<Shared>) -> Self {
+        Leading {
+            guard: Some(g),
+            gen: fork_gen(),
+        }
+    }
+
+    fn complete(mut self, py: Python<'_>, v: &PyObject) {
+        if let Some(g) = self.guard.take() {
+            if self.gen == fork_gen() {
+                g.complete(Arc::new(v.clone_ref(py)));
+            } else {
+                std::mem::forget(g);
+            }
+        }
+    }
+}
+
+impl Drop for Leading {
+    fn drop(&mut self) {
+        if let Some(g) = self.guard.take() {
+            if self.gen != fork_gen() {
+                std::mem::forget(g);
+            } // else dropped: failed, the waiters try again
+        }
+    }
+}
+
+/// Waits (GIL released) for another thread's computation: its result, or
+/// None if it failed.
+fn wait(py: Python<'_>, f: &Flight<Shared>) -> Option<PyObject> {
+    py.allow_threads(|| f.wait()).map(|v| v.clone_ref(py))
+}
+
+/// A flight handle for the Python miss path (`_core.compute_sync`).
+#[pyclass(module = "picocache._native", frozen)]
+pub(crate) struct FlightHandle {
+    leading: Mutex<Option<Leading>>,
+    waiting: Option<Arc<Flight<Shared>>>,
+}
+
+#[pymethods]
+impl FlightHandle {
+    /// The leader: hands `value` to the waiters.
+    fn complete(&self, py: Python<'_>, value: PyObject) {
+        if let Some(l) = self.leading.lock().take() {
+            l.complete(py, &value);
+        }
+    }
+
+    /// The leader: failed (raised); the waiters try again.
+    fn fail(&self) {
+        drop(self.leading.lock().take());
+    }
+
+    /// A waiter: (True, the leader's value), or (False, None) if it failed.
+    fn wait(&self, py: Python<'_>) -> (bool, Option<PyObject>) {
+        match self.waiting.as_ref().and_then(|f| wait(py, f)) {
+            Some(v) => (true, Some(v)),
+            None => (false, None),
+        }
+    }
+}
+
+/// Joins the computation of `key` in namespace `name` of the cache whose
+/// `id` is `cache`: (0, handle) to lead (complete or fail the handle),
+/// (1, handle) to wait, (2, None) for re-entry (this thread computes it).
+#[pyfunction]
+pub(crate) fn flight_join(cache: u64, name: &str, key: &[u8]) -> (u8, Option<FlightHandle>) {
+    match flights().join(&flight_key(cache, name, key)) {
+        Role::Leader(g) => (
+            0,
+            Some(FlightHandle {
+                leading: Mutex::new(Some(Leading::new(g))),
+                waiting: None,
+            }),
+        ),
+        Role::Waiter(f) => (
+            1,
+            Some(FlightHandle {
+                leading: Mutex::new(None),
+                waiting: Some(f),
+            }),
+        ),
+        Role::Reentrant => (2, None),
+    }
+}
+
+impl Namespace {
+    /// Stores `value` under `key`; `obj`, if given, is the object it
+    /// encodes: on the local engine an immutable one is kept in the tier,
+    /// and where its record landed is returned (for the front table).
+    pub(crate) fn put_kept(
+        &self,
+        py: Python<'_>,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<std::time::Duration>,
+        obj: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<picocache::Located>> {
+        self.run(py, |ns| ns.put(key, value, ttl))?;
+        if !self.local || key.len() > MAX_KEY {
+            return Ok(None);
+        }
+        let Some(obj) = obj.filter(|o| immutable(o, 0)) else {
+            return Ok(None);
+        };
+        // Where the record landed (a peek: no hit counted). Best effort:
+        // without it the value is decoded at its next hit.
+        let found = guarded(|| {
+            let ns = self.current()?;
+            let mut same = None;
+            if let Some(loc) = ns.locate() {
+                loc.read_located(key, false, &mut |v, at| {
+                    same = (v == value).then_some((at.key_hash(), at));
+                })?;
+            }
+            Ok(same)
+        });
+        let Ok(Ok(Some((h, at)))) = found else {
+            return Ok(None);
+        };
+        self.tier
+            .lock()
+            .insert(h, key, at, obj.clone().unbind(), value.len());
+        Ok(Some(at))
+    }
+}
+
+/// What the native miss path needs of the Python side of a function.
+pub(crate) struct MissCtx {
+    /// The user's function.
+    pub(crate) func: PyObject,
+    /// `dumps(value) -> bytes`.
+    pub(crate) dumps: PyObject,
+    /// `fail(error, what)`: reports a cache failure (raises when strict).
+    pub(crate) fail: PyObject,
+    /// The function's `_FunctionState` (`read_only`, `cache.lease_timeout`).
+    pub(crate) state: PyObject,
+    /// `id` of the cache object (the flight table's key).
+    pub(crate) cache: u64,
+    /// Whether results are kept in the process (the default serializer).
+    pub(crate) keep: bool,
+    /// With the default serializer: C pickle's `dumps` at protocol 5, which
+    /// gives the same bytes as `dumps` for an immutable result (no buffer
+    /// to keep out of band) without a Python frame.
+    pub(crate) plain_dumps: Option<PyObject>,
+}
+
+impl MissCtx {
+    fn fail(&self, py: Python<'_>, e: PyErr, what: &str) -> PyResult<()> {
+        self.fail.call1(py, (e.into_value(py), what)).map(drop)
+    }
+}
+
+/// The result of a miss, and where it was stored if it was kept (for the
+/// front table).
+pub(crate) type Missed = (PyObject, Option<(picocache::Located, usize)>);
+
+/// A call whose lookup missed `key` (see the module).
+pub(crate) fn run(
+    py: Python<'_>,
+    cx: &MissCtx,
+    counts: &Counts,
+    ns: &Namespace,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+    key: Vec<u8>,
+) -> PyResult<Missed> {
+    let call = || cx.func.call(py, args.clone(), kwargs);
+    let fkey = flight_key(cx.cache, &ns.name, &key);
+    let lead = loop {
+        match flights().join(&fkey) {
+            Role::Leader(g) => break Leading::new(g),
+            Role::Waiter(f) => {
+                if let Some(v) = wait(py, &f) {
+                    counts.hit();
+                    return Ok((v, None));
+                }
+                // The leader raised: compute again (exceptions are not cached).
+            }
+            Role::Reentrant => {
+                // This thread computes this key already (the function calls
+                // itself with the same arguments): run it, as lru_cache does.
+                counts.miss();
+                return Ok((call()?, None));
+            }
+        }
+    };
+    let state = cx.state.bind(py);
+    if state.getattr(pyo3::intern!(py, "read_only"))?.is_truthy()? {
+        // Nothing can be stored: no lease, no store.
+        counts.miss();
+        let v = call()?;
+        lead.complete(py, &v);
+        return Ok((v, None));
+    }
+    let (loads, miss, keep) = ns.decoder(py)?;
+    let wait_for: f64 = state
+        .getattr(pyo3::intern!(py, "cache"))?
+        .getattr(pyo3::intern!(py, "lease_timeout"))?
+        .extract()?;
+    let wait_for = crate::store::secs(Some(wait_for))?.unwrap_or_default();
+    let mut held = None;
+    match ns.lease_look(py, &key, wait_for, loads, miss, keep) {
+        Ok((l, v)) if !v.is(miss) => {
+            // Another process stored it while this one waited.
+            release(py, l);
+            counts.hit();
+            lead.complete(py, &v);
+            return Ok((v, None));
+        }
+        Ok((l, _)) => held = l,
+        Err(e) if e.is_instance_of::<CacheError>(py) => cx.fail(py, e, "taking a lease")?,
+        Err(e) => return Err(e),
+    }
+    counts.miss();
+    let v = match call() {
+        Ok(v) => v,
+        Err(e) => {
+            release(py, held);
+            return Err(e); // `lead` dropped: the waiters try again
+        }
+    };
+    let stored = store(py, cx, ns, &key, &v);
+    release(py, held);
+    let at = stored?;
+    lead.complete(py, &v);
+    Ok((v, at))
+}
+
+/// Encodes and stores `v` under `key`; a failure goes to `fail` (an error
+/// only when it raises: strict).
+fn store(
+    py: Python<'_>,
+    cx: &MissCtx,
+    ns: &Namespace,
+    key: &[u8],
+    v: &PyObject,
+) -> PyResult<Option<(picocache::Located, usize)>> {
+    let dumps = match &cx.plain_dumps {
+        Some(plain) if immutable(v.bind(py), 0) => plain,
+        _ => &cx.dumps,
+    };
+    let data = match dumps.call1(py, (v,)) {
+        Ok(d) => d,
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyException>(py) => {
+            let msg = format!("the result cannot be serialized: {}", e.value(py).repr()?);
+            cx.fail(py, CacheError::new_err(msg), "storing a result")?;
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let data = data.bind(py);
+    let bytes: &[u8] = match data.downcast::<pyo3::types::PyBytes>() {
+        Ok(b) => b.as_bytes(),
+        Err(_) => {
+            let msg = "the serializer did not return bytes".to_owned();
+            cx.fail(py, CacheError::new_err(msg), "storing a result")?;
+            return Ok(None);
+        }
+    };
+    let obj = cx.keep.then(|| v.bind(py));
+    match ns.put_kept(py, key, bytes, None, obj) {
+        Ok(at) => Ok(at.map(|at| (at, bytes.len()))),
+        Err(e) if e.is_instance_of::<CacheError>(py) => {
+            cx.fail(py, e, "storing a result")?;
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,212 @@
+//! In-process deduplication: concurrent calls with the same key compute
+//! once; the others wait for the computing caller (the leader) and take its
+//! result. A call from the leader's own thread is re-entry (the function
+//! calls itself with the same arguments): waiting would never end, so it is
+//! told apart and runs uncached, as `functools.lru_cache` does.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::ThreadId;
+
+use parking_lot::{Condvar, Mutex};
+
+const SHARDS: usize = 16;
+
+type Shard<T> = Mutex<HashMap<Vec<u8>, Arc<Flight<T>>>>;
+
+/// The computations in flight, by key. `T` is what a leader hands to its
+/// waiters (the encoded result in Rust, the result object in Python).
+pub struct Flights<T> {
+    shards: Arc<[Shard<T>]>,
+}
+
+impl<T: Clone> Default for Flights<T> {
+    fn default() -> Self {
+        Flights {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Flights<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n: usize = self.shards.iter().map(|s| s.lock().len()).sum();
+        f.debug_struct("Flights").field("in_flight", &n).finish()
+    }
+}
+
+/// One in-process computation of a key, which other callers wait for.
+pub struct Flight<T> {
+    owner: ThreadId,
+    outcome: Mutex<Option<Option<T>>>,
+    cv: Condvar,
+}
+
+impl<T: Clone> Flight<T> {
+    /// Waits for the leader: its result, or `None` if it failed (raised,
+    /// panicked): the waiter then tries again, maybe leading.
+    pub fn wait(&self) -> Option<T> {
+        let mut o = self.outcome.lock();
+        loop {
+            if let Some(o) = &*o {
+                return o.clone();
+            }
+            self.cv.wait(&mut o);
+        }
+    }
+}
+
+/// What a caller is to do with a key.
+pub enum Role<T> {
+    /// Compute, then [`FlightGuard::complete`] (dropping the guard fails the
+    /// flight: the waiters try again).
+    Leader(FlightGuard<T>),
+    /// Wait for the leader ([`Flight::wait`]).
+    Waiter(Arc<Flight<T>>),
+    /// This thread is computing the key already: run without the cache.
+    Reentrant,
+}
+
+impl<T: Clone> Flights<T> {
+    /// Joins the computation of `key`, or starts one.
+    pub fn join(&self, key: &[u8]) -> Role<T> {
+        let me = std::thread::current().id();
+        let shard = xxhash_rust::xxh3::xxh3_64(key) as usize % self.shards.len();
+        let mut map = self.shards[shard].lock();
+        if let Some(f) = map.get(key) {
+            if f.owner == me {
+                return Role::Reentrant;
+            }
+            return Role::Waiter(f.clone());
+        }
+        let flight = Arc::new(Flight {
+            owner: me,
+            outcome: Mutex::new(None),
+            cv: Condvar::new(),
+        });
+        map.insert(key.to_vec(), flight.clone());
+        Role::Leader(FlightGuard {
+            shards: self.shards.clone(),
+            shard,
+            key: key.to_vec(),
+            flight,
+            done: false,
+        })
+    }
+
+    /// Forgets every computation (after a fork: the threads computing them
+    /// do not exist in the child). Callers must make sure no lock of the
+    /// table was held at the fork (the Python adapter takes them only while
+    /// holding the GIL, which the forking thread holds).
+    pub fn forget_all(&self) {
+        for s in self.shards.iter() {
+            s.lock().clear();
+        }
+    }
+}
+
+/// The leader's hold on a flight: completing it (or dropping it, on a
+/// failure or a panic) removes it from the table and wakes the waiters.
+pub struct FlightGuard<T> {
+    shards: Arc<[Shard<T>]>,
+    shard: usize,
+    key: Vec<u8>,
+    flight: Arc<Flight<T>>,
+    done: bool,
+}
+
+impl<T> FlightGuard<T> {
+    /// Hands `value` to the waiters.
+    pub fn complete(mut self, value: T) {
+        self.finish(Some(value));
+    }
+
+    fn finish(&mut self, outcome: Option<T>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        {
+            let mut map = self.shards[self.shard].lock();
+            if map
+                .get(&self.key)
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+            {
+                map.remove(&self.key);
+            }
+        }
+        *self.flight.outcome.lock() = Some(outcome);
+        self.flight.cv.notify_all();
+    }
+}
+
+impl<T> Drop for FlightGuard<T> {
+    fn drop(&mut self) {
+        self.finish(None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_thread_waits_and_takes_the_leaders_value() {
+        let f: Arc<Flights<u32>> = Arc::default();
+        let Role::Leader(g) = f.join(b"k") else {
+            panic!("first caller leads")
+        };
+        assert!(
+            matches!(f.join(b"k"), Role::Reentrant),
+            "same thread: re-entry"
+        );
+        let f2 = f.clone();
+        let t = std::thread::spawn(move || match f2.join(b"k") {
+            Role::Waiter(w) => w.wait(),
+            _ => panic!("second thread waits"),
+        });
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        g.complete(7);
+        assert_eq!(t.join().unwrap(), Some(7));
+        assert!(
+            matches!(f.join(b"k"), Role::Leader(_)),
+            "done: the key leads again"
+        );
+    }
+
+    #[test]
+    fn a_dropped_leader_fails_its_waiters() {
+        let f: Arc<Flights<u32>> = Arc::default();
+        let Role::Leader(g) = f.join(b"k") else {
+            panic!()
+        };
+        let f2 = f.clone();
+        let t = std::thread::spawn(move || match f2.join(b"k") {
+            Role::Waiter(w) => w.wait(),
+            _ => panic!("second thread waits"),
+        });
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        drop(g);
+        assert_eq!(t.join().unwrap(), None);
+    }
+
+    #[test]
+    fn forgetting_all_leaves_a_finishing_leader_harmless() {
+        let f: Flights<u32> = Flights::default();
+        let Role::Leader(old) = f.join(b"k") else {
+            panic!()
+        };
+        f.forget_all();
+        let Role::Leader(new) = f.join(b"k") else {
+            panic!("forgotten: leads again")
+        };
+        old.complete(1); // must not remove the new flight
+        let f_ref = &f;
+        let t = std::thread::scope(|s| {
+            s.spawn(move || matches!(f_ref.join(b"k"), Role::Waiter(_)))
+                .join()
+        });
+        assert!(t.unwrap(), "the new flight is still in the table");
+        new.complete(2);
+    }
+}
