@@ -16,6 +16,20 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+/// Whether `dir` is a directory that holds a store (an index or a log
+/// segment). For tools that must not create a store where none is: opening
+/// one creates it.
+pub fn is_store(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        name == "index" || crate::format::parse_segment_file_name(&name).is_some()
+    })
+}
+
 /// Whether an existing store directory is shared with its group (it has
 /// group permissions); `None` if it does not exist.
 pub(crate) fn dir_is_group_shared(dir: &Path) -> Option<bool> {
@@ -79,5 +93,28 @@ impl Modes {
                 .open(path),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_store;
+
+    #[test]
+    fn a_store_is_told_from_other_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!is_store(dir.path()), "empty");
+        assert!(!is_store(&dir.path().join("missing")), "missing");
+        std::fs::write(dir.path().join("seg-xyz.log"), b"").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"").unwrap();
+        assert!(!is_store(dir.path()), "no store file names");
+        let store = dir.path().join("s");
+        drop(crate::Store::open(&store, crate::Options::default()).unwrap());
+        assert!(is_store(&store));
+        std::fs::remove_file(store.join("index")).unwrap();
+        assert!(
+            is_store(&store),
+            "the log alone is a store (the index is rebuilt)"
+        );
     }
 }

@@ -98,6 +98,7 @@ mod verify;
 mod writer;
 
 pub use error::{Error, Result};
+pub use files::is_store;
 /// The most namespaces one store holds.
 pub use format::MAX_NAMESPACES;
 /// The longest namespace name, in bytes.

@@ -92,22 +92,9 @@ pub(crate) fn prune_handle<'py>(
     prune_store(py, move || engine_store(&inner), unused_for_secs, dry_run)
 }
 
-/// True if `path` is a directory that holds a store (an index or a log
-/// segment): checked before opening, because opening creates a store.
-fn is_store(path: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return false;
-    };
-    entries.flatten().any(|e| {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        name == "index" || (name.starts_with("seg-") && name.ends_with(".log"))
-    })
-}
-
 /// Opens the existing store at `path` (never creates one) with `options`.
 fn open_existing(path: &str, options: engine::Options) -> picocache::Result<engine::Store> {
-    if !is_store(Path::new(path)) {
+    if !engine::is_store(Path::new(path)) {
         return Err(picocache::Error::InvalidArgument(format!(
             "no PicoCache store at {path}"
         )));

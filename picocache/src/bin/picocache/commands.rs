@@ -11,7 +11,8 @@ use crate::output::{
     age, duration_text, escaped, hex, human_bytes, limit_text, print_json, print_table, unix_now,
     with_spinner,
 };
-use crate::{is_store, namespace, open, open_inspect, Failure};
+use crate::{namespace, open, open_inspect, Failure};
+use picocache_engine::is_store;
 
 pub(crate) fn stats(path: &Path, json: bool) -> Result<ExitCode, Failure> {
     let store = open_inspect(path)?;

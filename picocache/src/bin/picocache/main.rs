@@ -162,22 +162,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// True if `path` is a directory that holds a store (an index or a log
-/// segment). Checked before opening, because opening creates a store.
-pub(crate) fn is_store(path: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return false;
-    };
-    entries.flatten().any(|e| {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        name == "index" || (name.starts_with("seg-") && name.ends_with(".log"))
-    })
-}
-
 /// Opens an existing store (never creates one).
 pub(crate) fn open(path: &Path) -> Result<Store, Failure> {
-    if !is_store(path) {
+    if !picocache_engine::is_store(path) {
         return Err(Failure(format!("no PicoCache store at {}", path.display())));
     }
     Store::open(path, Options::default().background_compaction(false)).map_err(|e| {
@@ -192,7 +179,7 @@ pub(crate) fn open(path: &Path) -> Result<Store, Failure> {
 /// creates, rebuilds or writes any file; a store that would need a rebuild is
 /// an error that says to run `picocache repair`.
 pub(crate) fn open_inspect(path: &Path) -> Result<Store, Failure> {
-    if !is_store(path) {
+    if !picocache_engine::is_store(path) {
         return Err(Failure(format!("no PicoCache store at {}", path.display())));
     }
     Store::open(path, Options::default().inspect_only(true)).map_err(|e| match e {
