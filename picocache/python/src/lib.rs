@@ -267,7 +267,6 @@ impl Namespace {
             Some(k) => k,
             None => self.encode_call(py, args, kwargs)?,
         };
-        self.miss_key.keyed(args, kwargs, &k);
         Ok(PyBytes::new(py, &k))
     }
 
@@ -376,10 +375,7 @@ impl Namespace {
         obj: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let ttl = secs(ttl)?;
-        if let (Some(at), Some(obj)) = (self.put_kept(py, key, value, ttl, obj)?, obj) {
-            // For the front table of the call that computed it.
-            self.miss_key.stored(key, at, value.len(), obj);
-        }
+        self.put_kept(py, key, value, ttl, obj)?;
         Ok(())
     }
 

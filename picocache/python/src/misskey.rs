@@ -13,11 +13,8 @@
 //! The tuple is held until then, or until the namespace's next lookup
 //! (one tuple per namespace at most).
 //!
-//! The key `key` gives for an argument tuple is noted too, and the value
-//! `put` then stores under it on the same thread (an immutable result,
-//! kept in the tier): the native wrapper takes it after the miss and keeps
-//! it in its front table, so the next call with those arguments is served
-//! by them, as after a hit (no extra lookup, no hit counted).
+//! (The native wrapper's own miss path, `miss.rs`, takes the key from its
+//! lookup directly; this is for the Python miss path.)
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::ThreadId;
@@ -33,31 +30,12 @@ struct Kept {
     key: Vec<u8>,
 }
 
-/// The key `key` last gave for an argument tuple (no keyword arguments),
-/// and what `put` then stored under it on the same thread.
-struct Keyed {
-    thread: ThreadId,
-    args: Py<PyTuple>,
-    key: Vec<u8>,
-    put: Option<Stored>,
-}
-
-/// A value `put` kept in the tier: where its record landed, its stored
-/// size, the object.
-pub(crate) struct Stored {
-    pub(crate) at: picocache::Located,
-    pub(crate) bytes: usize,
-    pub(crate) obj: PyObject,
-}
-
-/// The key of the last missed lookup of a namespace, and the last value
-/// stored by a miss (see the module).
+/// The key of the last missed lookup of a namespace (see the module).
 #[derive(Default)]
 pub(crate) struct MissKey {
     /// Whether `kept` holds anything (a hit checks only this).
     set: AtomicBool,
     kept: Mutex<Option<Kept>>,
-    keyed: Mutex<Option<Keyed>>,
 }
 
 fn no_kwargs(k: Option<&Bound<'_, PyDict>>) -> bool {
@@ -120,61 +98,5 @@ impl MissKey {
         self.set.store(false, Ordering::Release);
         drop(kept);
         Some(k.key)
-    }
-}
-
-impl MissKey {
-    /// Notes that `key` was given for `args` (no keyword arguments) on this
-    /// thread: the decorator takes the lease with it, and stores the result
-    /// under it.
-    pub(crate) fn keyed(
-        &self,
-        args: &Bound<'_, PyTuple>,
-        kwargs: Option<&Bound<'_, PyDict>>,
-        key: &[u8],
-    ) {
-        let new = no_kwargs(kwargs).then(|| Keyed {
-            thread: std::thread::current().id(),
-            args: args.clone().unbind(),
-            key: key.to_vec(),
-            put: None,
-        });
-        let old = std::mem::replace(&mut *self.keyed.lock(), new);
-        drop(old); // (references dropped outside the lock)
-    }
-
-    /// Notes that this thread stored `obj` under `key`, its record at `at`
-    /// (kept only if it is the key `key` last gave on this thread).
-    pub(crate) fn stored(
-        &self,
-        key: &[u8],
-        at: picocache::Located,
-        bytes: usize,
-        obj: &Bound<'_, PyAny>,
-    ) {
-        let mut g = self.keyed.lock();
-        if let Some(k) = g.as_mut() {
-            if k.thread == std::thread::current().id() && k.key == key && k.put.is_none() {
-                k.put = Some(Stored {
-                    at,
-                    bytes,
-                    obj: obj.clone().unbind(),
-                });
-            }
-        }
-    }
-
-    /// What this thread stored for this very `args` tuple, if anything (then
-    /// no longer kept): the value a miss computed and stored, for the front
-    /// table.
-    pub(crate) fn take_stored(&self, args: &Bound<'_, PyTuple>) -> Option<Stored> {
-        let mut g = self.keyed.lock();
-        let k = g.as_ref()?;
-        if k.thread != std::thread::current().id() || !k.args.bind(args.py()).is(args) {
-            return None;
-        }
-        let k = g.take()?;
-        drop(g);
-        k.put
     }
 }

@@ -178,7 +178,7 @@ impl Wrapper {
                             kwargs,
                             key,
                         )?,
-                        _ => self.compute(py, ns.get(), args, kwargs)?,
+                        _ => self.compute(py, args, kwargs)?,
                     };
                     if let (Some(kinds), Some((at, bytes))) = (kinds, stored) {
                         // The value this miss stored (immutable, kept in the
@@ -255,12 +255,11 @@ impl Wrapper {
 
 impl Wrapper {
     /// A miss through the Python `compute` (the function takes no native
-    /// miss path, or its key is too long to use verbatim), and what it
-    /// stored for the front table.
+    /// miss path, or its key is too long to use verbatim: the Python side
+    /// digests it). Nothing is kept for the front table.
     fn compute(
         &self,
         py: Python<'_>,
-        ns: &crate::Namespace,
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<crate::miss::Missed> {
@@ -268,13 +267,7 @@ impl Wrapper {
             Some(k) => k.clone(),
             None => PyDict::new(py),
         };
-        let v = self.compute.call1(py, (args, kw))?;
-        let stored = ns
-            .miss_key
-            .take_stored(args)
-            .filter(|s| s.obj.is(&v))
-            .map(|s| (s.at, s.bytes));
-        Ok((v, stored))
+        Ok((self.compute.call1(py, (args, kw))?, None))
     }
 }
 
