@@ -38,6 +38,7 @@ mod lease;
 mod maintain;
 mod miss;
 mod misskey;
+mod report;
 mod sealer;
 mod store;
 mod tier;
@@ -498,6 +499,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<wrapper::Wrapper>()?;
     m.add_class::<wrapper::Counts>()?;
     m.add_class::<miss::FlightHandle>()?;
+    m.add_class::<report::Reporter>()?;
     m.add_function(wrap_pyfunction!(miss::flight_join, m)?)?;
     m.add_class::<wrapper::ByFirstByte>()?;
     m.add_function(wrap_pyfunction!(keys::encode, m)?)?;

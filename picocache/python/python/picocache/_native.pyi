@@ -7,7 +7,7 @@ from typing_extensions import disjoint_base, final
 # Checked against the built module by mypy.stubtest (tests/test_typing.py).
 __all__ = [
     "Store", "Namespace", "Lease", "CacheError", "CacheUnavailable", "CacheCorrupted", "CacheFull",
-    "CacheInvalidArgument", "CacheRejected", "CacheReadOnly", "CacheTooLarge", "Sealer", "Wrapper", "Counts", "FlightHandle", "flight_join", "ByFirstByte",
+    "CacheInvalidArgument", "CacheRejected", "CacheReadOnly", "CacheTooLarge", "Sealer", "Wrapper", "Counts", "FlightHandle", "Reporter", "flight_join", "ByFirstByte",
     "encode", "encode_call", "_after_fork_in_child", "default_local_path", "Blake3", "__version__",
     "prune_local", "inspect_local",
 ]
@@ -74,6 +74,13 @@ class FlightHandle:
     def complete(self, value: Any) -> None: ...
     def fail(self) -> None: ...
     def wait(self) -> Tuple[bool, Any]: ...
+
+@final
+class Reporter:
+    """A function's warning rate (picocache::core::report)."""
+
+    def __new__(cls) -> "Reporter": ...
+    def warn_now(self) -> Optional[int]: ...
 
 def flight_join(cache: int, name: str, key: bytes) -> Tuple[int, Optional[FlightHandle]]:
     """Joins the computation of ``key``: (0, handle) lead, (1, handle) wait, (2, None) re-entry."""

@@ -148,8 +148,8 @@ class _FunctionState:
         self.counts = _native.Counts()
         self.ns_lock = _thread.allocate_lock()
         self.async_inflight: dict = {}
-        self.last_warn = 0.0
-        self.suppressed = 0
+        #: The failure policy's warning rate (picocache::core::report).
+        self.reporter = _native.Reporter()
         self.retry_at = 0.0
         _STATES.add(self)
 
@@ -268,15 +268,11 @@ class _FunctionState:
                 logger.warning("picocache: %s; %s serves the entries stored there and stores nothing",
                                e, self.label)
             return
-        now = time.monotonic()
-        if now - self.last_warn >= 1.0:
-            extra = f" ({self.suppressed} more suppressed)" if self.suppressed else ""
+        suppressed = self.reporter.warn_now()  # the core's rate: one a second
+        if suppressed is not None:
+            extra = f" ({suppressed} more suppressed)" if suppressed else ""
             logger.warning("picocache: %s failed for %s in %r: %s%s; the function's own result is returned",
                            what, self.label, self.cache, e, extra)
-            self.last_warn = now
-            self.suppressed = 0
-        else:
-            self.suppressed += 1
 
     def info(self) -> CacheInfo:
         currsize = 0
