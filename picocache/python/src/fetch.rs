@@ -17,6 +17,7 @@ impl Namespace {
     /// `lookup_decoded`), and on a miss the encoded key (one too long to
     /// look up verbatim, over `MAX_KEY`, is a miss: the Python side digests
     /// those).
+    #[inline(never)] // (see miss.rs: the stack of a recursion)
     pub(crate) fn lookup_call(
         &self,
         py: Python<'_>,
@@ -67,6 +68,7 @@ impl Namespace {
     ///
     /// `recheck`: the look again after taking the lease; an entry that fails
     /// its seal check is then a miss (the first lookup reported it).
+    #[inline(never)] // (see miss.rs: the stack of a recursion)
     pub(crate) fn fetch(
         &self,
         py: Python<'_>,
@@ -87,6 +89,7 @@ impl Namespace {
     /// `seen`: where a hit of the local engine's fast path says which
     /// record its value came from (for the wrapper's front table).
     #[allow(clippy::too_many_arguments)]
+    #[inline(never)] // (see miss.rs: the stack of a recursion)
     pub(crate) fn fetch_checked(
         &self,
         py: Python<'_>,

@@ -182,7 +182,7 @@ impl Front {
 
     /// The kept result of a call with `args` (of `kinds`), if its record is
     /// still live (the hit counted in the store); None otherwise.
-    #[inline]
+    #[inline(never)] // (see miss.rs: the stack of a recursion)
     pub(crate) fn get(
         &self,
         py: Python<'_>,
@@ -212,6 +212,7 @@ impl Front {
 
     /// Keeps what `seen` describes, the result of a call with `args` (of
     /// `kinds`) that `ns` answered with `value`.
+    #[inline(never)] // (see miss.rs: the stack of a recursion)
     pub(crate) fn insert(
         &self,
         py: Python<'_>,
@@ -324,6 +325,7 @@ impl Namespace {
 
     /// `lookup_decoded` of a call without keyword arguments, also saying
     /// in `seen` which record a hit's value came from.
+    #[inline(never)] // (see miss.rs: the stack of a recursion)
     pub(crate) fn lookup_front(
         &self,
         py: Python<'_>,

@@ -64,6 +64,7 @@ impl Namespace {
     /// function re-entered itself): the value is then `miss`. On the local
     /// engine an uncontended lease and the look again are taken without
     /// releasing the GIL (no wait, one system call).
+    #[inline(never)] // (see miss.rs: the stack of a recursion)
     pub(crate) fn lease_look(
         &self,
         py: Python<'_>,

@@ -141,6 +141,9 @@ impl Wrapper {
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyObject> {
+        // This frame stays on the stack while the function runs on a miss:
+        // the lookup and the front table's work are out of line (see
+        // miss.rs on recursion).
         let kinds = match kwargs {
             Some(k) if !k.is_empty() => None,
             _ => front::kinds(args),
@@ -151,48 +154,22 @@ impl Wrapper {
                 return Ok(v);
             }
         }
-        let ns = self.ns.lock().as_ref().map(|n| n.clone_ref(py));
-        if let Some(ns) = ns {
-            let mut seen = Seen::Nothing;
-            let got = match kinds {
-                Some(_) => ns.get().lookup_front(py, args, &mut seen),
-                None => ns.get().lookup_call(py, args, kwargs),
-            };
-            match got {
-                Ok((v, _)) if !v.is(&self.miss) => {
-                    if let Some(kinds) = kinds {
-                        // Best effort: without it the next call takes this path.
-                        let _ = self.front.insert(py, ns.get(), args, kinds, seen, &v);
-                    }
-                    self.counts.get().hit();
-                    return Ok(v);
+        match self.look(py, args, kwargs, kinds) {
+            Looked::Hit(v) => Ok(v),
+            Looked::Miss(ns, key) => {
+                let Some(cx) = &self.native_miss else {
+                    return self.compute(py, args, kwargs);
+                };
+                let (v, stored) =
+                    crate::miss::run(py, cx, self.counts.get(), ns.get(), args, kwargs, key)?;
+                if let (Some(kinds), Some(stored)) = (kinds, stored) {
+                    self.keep_missed(py, ns.get(), args, kinds, stored, &v);
                 }
-                Ok((_, key)) => {
-                    let (v, stored) = match (&self.native_miss, key) {
-                        (Some(cx), Some(key)) if key.len() <= crate::MAX_KEY => crate::miss::run(
-                            py,
-                            cx,
-                            self.counts.get(),
-                            ns.get(),
-                            args,
-                            kwargs,
-                            key,
-                        )?,
-                        _ => self.compute(py, args, kwargs)?,
-                    };
-                    if let (Some(kinds), Some((at, bytes))) = (kinds, stored) {
-                        // The value this miss stored (immutable, kept in the
-                        // tier) is served by its arguments from the next
-                        // call on, as a hit's would be.
-                        let seen = Seen::Kept { at, bytes };
-                        let _ = self.front.insert(py, ns.get(), args, kinds, seen, &v);
-                    }
-                    return Ok(v);
-                }
-                Err(_) => {} // met again, and handled, below
+                Ok(v)
             }
+            Looked::Compute => self.compute(py, args, kwargs),
+            Looked::Slow => self.slow.call(py, args.clone(), kwargs),
         }
-        self.slow.call(py, args.clone(), kwargs)
     }
 
     /// A method: bound to the instance, as a function would be.
@@ -253,7 +230,70 @@ impl Wrapper {
     }
 }
 
+/// What [`Wrapper::look`] found.
+enum Looked {
+    /// A hit, counted.
+    Hit(PyObject),
+    /// A miss of this encoded key in this namespace.
+    Miss(Py<crate::Namespace>, Vec<u8>),
+    /// A miss the Python `compute` takes (a key too long to use verbatim).
+    Compute,
+    /// Anything else: the Python wrapper meets it again and handles it.
+    Slow,
+}
+
 impl Wrapper {
+    /// Looks the call up in the open namespace: a hit is counted and kept in
+    /// the front table (when its arguments can key it).
+    #[inline(never)] // (see miss.rs: the stack of a recursion)
+    fn look(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+        kinds: Option<u64>,
+    ) -> Looked {
+        let Some(ns) = self.ns.lock().as_ref().map(|n| n.clone_ref(py)) else {
+            return Looked::Slow;
+        };
+        let mut seen = Seen::Nothing;
+        let got = match kinds {
+            Some(_) => ns.get().lookup_front(py, args, &mut seen),
+            None => ns.get().lookup_call(py, args, kwargs),
+        };
+        match got {
+            Ok((v, _)) if !v.is(&self.miss) => {
+                if let Some(kinds) = kinds {
+                    // Best effort: without it the next call takes this path.
+                    let _ = self.front.insert(py, ns.get(), args, kinds, seen, &v);
+                }
+                self.counts.get().hit();
+                Looked::Hit(v)
+            }
+            Ok((_, Some(key))) if key.len() <= crate::MAX_KEY => Looked::Miss(ns, key),
+            Ok(_) => Looked::Compute,
+            Err(_) => Looked::Slow, // met again, and handled, by the Python wrapper
+        }
+    }
+
+    /// Keeps the value a miss stored (immutable, kept in the tier) in the
+    /// front table: served by its arguments from the next call on, as a
+    /// hit's would be. Best effort.
+    #[inline(never)] // (see miss.rs: the stack of a recursion)
+    fn keep_missed(
+        &self,
+        py: Python<'_>,
+        ns: &crate::Namespace,
+        args: &Bound<'_, PyTuple>,
+        kinds: u64,
+        (at, bytes): (picocache::Located, usize),
+        v: &PyObject,
+    ) {
+        let _ = self
+            .front
+            .insert(py, ns, args, kinds, Seen::Kept { at, bytes }, v);
+    }
+
     /// A miss through the Python `compute` (the function takes no native
     /// miss path, or its key is too long to use verbatim: the Python side
     /// digests it). Nothing is kept for the front table.
@@ -262,12 +302,12 @@ impl Wrapper {
         py: Python<'_>,
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<crate::miss::Missed> {
+    ) -> PyResult<PyObject> {
         let kw = match kwargs {
             Some(k) => k.clone(),
             None => PyDict::new(py),
         };
-        Ok((self.compute.call1(py, (args, kw))?, None))
+        self.compute.call1(py, (args, kw))
     }
 }
 
