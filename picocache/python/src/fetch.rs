@@ -4,7 +4,7 @@
 
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyTuple};
 
 use crate::tier::immutable;
 use crate::{
@@ -101,10 +101,13 @@ impl Namespace {
         seen: Option<&mut front::Seen>,
     ) -> PyResult<PyObject> {
         let by_first = loads.downcast::<wrapper::ByFirstByte>().ok();
-        let decode = |raw: Bound<'_, PyBytes>| -> PyResult<Option<PyObject>> {
-            let got = match &by_first {
-                Some(d) => d.get().decode(py, &raw),
-                None => loads.call1((raw,)).map(Bound::unbind),
+        let framed_once = by_first.is_some();
+        let decode = |raw: Raw<'_>| -> PyResult<Option<PyObject>> {
+            let got = match (&by_first, raw) {
+                (Some(d), Raw::Framed(b)) => d.get().decode_framed(py, &b),
+                (Some(d), Raw::Bytes(b)) => d.get().decode(py, &b),
+                (None, Raw::Bytes(b)) => loads.call1((b,)).map(Bound::unbind),
+                (None, Raw::Framed(b)) => loads.call1((b,)).map(Bound::unbind), // (never made)
             };
             match got {
                 Ok(v) => Ok(Some(v)),
@@ -139,7 +142,7 @@ impl Namespace {
                 // The sealing layer checks the stored bytes before Python
                 // sees them.
                 let mut got = None;
-                let mut open = |v: &[u8], at| got = Some((PyBytes::new(py, v), at));
+                let mut open = |v: &[u8], at| got = Some((Raw::new(py, v, framed_once), at));
                 if recheck {
                     loc.read_located(k, false, &mut open)?;
                     if let Some((_, at)) = &got {
@@ -159,8 +162,8 @@ impl Namespace {
                 }
                 Ok(Ok(Some(Err((_, None))))) => return Ok(miss.clone().unbind()),
                 Ok(Ok(Some(Err((h, Some((raw, at))))))) => {
-                    let n = raw.as_bytes().len();
-                    let kept_raw = seen.is_some().then(|| raw.clone().unbind());
+                    let n = raw.len();
+                    let kept_raw = seen.as_ref().and_then(|_| raw.bytes());
                     let Some(v) = decode(raw)? else {
                         return Ok(miss.clone().unbind());
                     };
@@ -186,9 +189,49 @@ impl Namespace {
         // A look again counts a hit, not a second miss (`recheck`).
         match self.run(py, |ns| if recheck { ns.recheck(k) } else { ns.get(k) })? {
             Some(raw) => {
-                Ok(decode(PyBytes::new(py, &raw))?.unwrap_or_else(|| miss.clone().unbind()))
+                Ok(decode(Raw::new(py, &raw, framed_once))?
+                    .unwrap_or_else(|| miss.clone().unbind()))
             }
             None => Ok(miss.clone().unbind()),
+        }
+    }
+}
+
+/// Stored bytes handed to the decoder. A framed value (FORMAT.md "Framed
+/// values": its first byte is zero) of at least [`FRAMED_ONCE_MIN`] bytes,
+/// for the package's own decoder, is copied once into a `bytearray` whose
+/// memory its arrays then use (writable, or read-only views with
+/// `mmap_mode="r"`), instead of into `bytes` that the decoder copies again.
+enum Raw<'py> {
+    Bytes(Bound<'py, PyBytes>),
+    Framed(Bound<'py, PyByteArray>),
+}
+
+/// The smallest framed value copied once (below, the second copy is cheap
+/// and `bytes` can be kept by the front table).
+const FRAMED_ONCE_MIN: usize = 1 << 20;
+
+impl<'py> Raw<'py> {
+    fn new(py: Python<'py>, v: &[u8], framed_once: bool) -> Self {
+        if framed_once && v.len() >= FRAMED_ONCE_MIN && v.first() == Some(&0) {
+            Raw::Framed(PyByteArray::new(py, v))
+        } else {
+            Raw::Bytes(PyBytes::new(py, v))
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Raw::Bytes(b) => b.as_bytes().len(),
+            Raw::Framed(b) => b.len(),
+        }
+    }
+
+    /// The `bytes`, for the front table (a framed value is not kept there).
+    fn bytes(&self) -> Option<Py<PyBytes>> {
+        match self {
+            Raw::Bytes(b) => Some(b.clone().unbind()),
+            Raw::Framed(_) => None,
         }
     }
 }

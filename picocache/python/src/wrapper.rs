@@ -342,6 +342,15 @@ impl ByFirstByte {
 }
 
 impl ByFirstByte {
+    /// The value of a framed value copied into `data` (see `fetch.rs`).
+    pub(crate) fn decode_framed(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, pyo3::types::PyByteArray>,
+    ) -> PyResult<PyObject> {
+        self.framed.call1(py, (data,))
+    }
+
     /// The value `data` encodes (the namespace's fetch calls this directly).
     pub(crate) fn decode(&self, py: Python<'_>, data: &Bound<'_, PyBytes>) -> PyResult<PyObject> {
         let f = if data.as_bytes().first() == Some(&0) {

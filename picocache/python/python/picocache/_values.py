@@ -19,7 +19,10 @@ them before ``loads`` sees any (``picocache/src/seal.rs``), as for any value.
 ``loads`` gives the buffers to ``pickle.loads`` as slices of one writable
 ``bytearray`` copy of the stored value (arrays come back writable, as with
 plain pickle); ``loads_readonly`` (``mmap_mode="r"``) gives read-only
-slices of the stored bytes themselves: no copy, read-only arrays.
+slices of the stored bytes themselves: no copy, read-only arrays. The local
+engine hands a large framed value over as a private ``bytearray`` copied
+once from its file (``picocache/python/src/fetch.rs``), which ``loads``
+then uses as is.
 """
 
 from __future__ import annotations
@@ -182,15 +185,16 @@ def _split(view: memoryview) -> tuple:
     return stream, bufs
 
 
-def _framed_loads(data: bytes) -> Any:
-    """The value ``dumps`` stored; arrays writable (one copy of the data)."""
+def _framed_loads(data: Any) -> Any:
+    """The value ``dumps`` stored; arrays writable (one copy of the data:
+    ``data`` itself when the store hands over a private ``bytearray``)."""
     if data[:1] != MAGIC[:1] or data[:8] != MAGIC:
         return _loads(data)
-    stream, bufs = _split(memoryview(bytearray(data)))
+    stream, bufs = _split(memoryview(data if type(data) is bytearray else bytearray(data)))
     return _loads(stream, buffers=bufs)
 
 
-def _framed_loads_readonly(data: bytes) -> Any:
+def _framed_loads_readonly(data: Any) -> Any:
     """As ``loads``, but the buffers are read-only views of ``data`` itself
     (no copy): numpy arrays come back read-only (``mmap_mode="r"``)."""
     if data[:1] != MAGIC[:1] or data[:8] != MAGIC:
