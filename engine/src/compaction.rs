@@ -81,12 +81,20 @@ impl Journal {
     /// boot (after a power loss its words may disagree with what reached the
     /// log), and a chunk in progress only if a writer died mid-mutation.
     /// `segments` are the segment files found.
+    ///
+    /// Never from a retired index: another rebuild (or a resize) already
+    /// took its journal over, and the log has moved on since (a rebuild
+    /// leaves the retired index's `STATE` and journal words as they were, so
+    /// a chunk it shows in progress was discarded long ago, and what lies
+    /// after its `dest` now is records written since, which a rebuild taking
+    /// that journal would zero). Without a journal nothing is discarded: at
+    /// worst a chunk's copies are kept beside their originals.
     pub(crate) fn for_rebuild(
         old: Option<&IndexMap>,
         boot: (u64, u64),
         segments: &[u32],
     ) -> Option<Journal> {
-        let old = old?;
+        let old = old.filter(|o| !o.retired())?;
         if boot == (0, 0) || (old.hget(hdr::BOOT_ID), old.hget(hdr::BOOT_ID + 8)) != boot {
             return None;
         }

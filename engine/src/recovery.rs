@@ -509,10 +509,19 @@ impl Writer<'_> {
     pub(crate) fn recover_if_needed(&mut self) -> Result<()> {
         if self.idx.retired() {
             match IndexMap::open_mode(&self.inner.dir.join("index"), !self.inner.read_only) {
-                Ok(m) if !m.retired() && m.hget(hdr::STATE) & format::STATE_MUTATING == 0 => {
+                Ok(m) if !m.retired() => {
+                    // The index that replaced ours. If a writer died while
+                    // mutating it, it is the one the rebuild below replaces
+                    // (its journal, its counters), not ours, whose words
+                    // stopped counting when it was retired.
+                    let mutating = m.hget(hdr::STATE) & format::STATE_MUTATING != 0;
                     self.idx = Arc::new(m);
-                    self.inner.install_index(self.idx.clone());
+                    if !mutating {
+                        self.inner.install_index(self.idx.clone());
+                    }
                 }
+                // No usable index: rebuilt with ours as the old one, whose
+                // journal `Journal::for_rebuild` ignores (it is retired).
                 _ => return self.rebuild(),
             }
         }
