@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::ctx::{now_ms, read_only_error};
 use crate::error::{Error, Result};
 use crate::format::{self, ent, hdr, kind, nsr, segr, REC_HEADER_LEN, SEG_HEADER_LEN};
 use crate::hash::key_hash;
 use crate::index::table::set_loc;
 use crate::index::IndexMap;
 use crate::log::{read_segment, scan_segment, Scanned};
-use crate::shared::{now_ms, read_only_error, Inner};
+use crate::shared::Inner;
 use crate::txn::Writer;
 
 /// Records per chunk (one writer-lock hold each).
@@ -81,12 +82,20 @@ impl Journal {
     /// boot (after a power loss its words may disagree with what reached the
     /// log), and a chunk in progress only if a writer died mid-mutation.
     /// `segments` are the segment files found.
+    ///
+    /// Never from a retired index: another rebuild (or a resize) already
+    /// took its journal over, and the log has moved on since (a rebuild
+    /// leaves the retired index's `STATE` and journal words as they were, so
+    /// a chunk it shows in progress was discarded long ago, and what lies
+    /// after its `dest` now is records written since, which a rebuild taking
+    /// that journal would zero). Without a journal nothing is discarded: at
+    /// worst a chunk's copies are kept beside their originals.
     pub(crate) fn for_rebuild(
         old: Option<&IndexMap>,
         boot: (u64, u64),
         segments: &[u32],
     ) -> Option<Journal> {
-        let old = old?;
+        let old = old.filter(|o| !o.retired())?;
         if boot == (0, 0) || (old.hget(hdr::BOOT_ID), old.hget(hdr::BOOT_ID + 8)) != boot {
             return None;
         }
@@ -127,7 +136,7 @@ impl Writer<'_> {
     /// The sealed segment most worth compacting among those with an id below
     /// `below`.
     pub(crate) fn pick_victim(&self, force: bool, below: u64) -> Option<u32> {
-        let threshold = self.inner.opts.compaction_threshold;
+        let threshold = self.ctx.opts().compaction_threshold;
         let mut best: Option<(f64, u32)> = None;
         for (row, id) in self.idx.seg_rows() {
             if self.idx.seg(row, segr::STATE).load(Ordering::Acquire) != 2 {
@@ -252,7 +261,7 @@ impl Writer<'_> {
             match h.kind {
                 kind::PUT | kind::REMOVE => {
                     let found =
-                        self.inner
+                        self.ctx
                             .find(&idx, h.ns, key, key_hash(h.ns, key), &mut self.st.scratch);
                     let mut live = found.is_some();
                     if let (Some((e, _)), kind::PUT) = (found, h.kind) {
@@ -358,7 +367,7 @@ impl Writer<'_> {
         // row (its lowest PUT seq no longer counted) could hold PUTs that
         // tombstones dropped since would have shadowed, and a rebuild reads
         // every segment file. If it cannot be removed, it stays tracked.
-        match std::fs::remove_file(self.inner.dir.join(format::segment_file_name(victim))) {
+        match std::fs::remove_file(self.ctx.dir().join(format::segment_file_name(victim))) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
@@ -372,7 +381,7 @@ impl Writer<'_> {
         }
         self.idx.h(hdr::EPOCH).fetch_add(1, Ordering::AcqRel);
         self.idx.h(hdr::COMPACTIONS).fetch_add(1, Ordering::AcqRel);
-        self.inner.segs.write().remove(&victim);
+        self.ctx.forget_segment(victim);
         Ok(())
     }
 }
@@ -395,8 +404,8 @@ pub(crate) fn compact_segment_on_full_disk(inner: &Inner, victim: u32) -> Result
 }
 
 fn compact_segment_with(inner: &Inner, victim: u32, on_full_disk: bool) -> Result<()> {
-    let path = inner.dir.join(format::segment_file_name(victim));
-    let data = match read_segment(inner.opts.io.as_ref(), &path, victim) {
+    let path = inner.ctx.dir().join(format::segment_file_name(victim));
+    let data = match read_segment(inner.ctx.io(), &path, victim) {
         Ok(Some(d)) => d,
         Ok(None) => Vec::new(),
         Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -424,7 +433,7 @@ fn compact_segment_with(inner: &Inner, victim: u32, on_full_disk: bool) -> Resul
             let r = w.compact_chunk(victim, &data, chunk);
             w.st.use_headroom = false;
             match r {
-                Err(e) if crate::space::is_full(&e) && w.inner.release_reserve() => {
+                Err(e) if crate::space::is_full(&e) && w.ctx.release_reserve() => {
                     w.compact_chunk(victim, &data, chunk)
                 }
                 r => r,
@@ -437,7 +446,7 @@ fn compact_segment_with(inner: &Inner, victim: u32, on_full_disk: bool) -> Resul
             // Best effort: the victim's room is free, and no other writer
             // can take it before this lock hold ends.
             let _ = w.restore_headroom();
-            w.inner.ensure_reserve();
+            w.ctx.ensure_reserve();
         }
         Ok(())
     })
@@ -452,14 +461,14 @@ impl Inner {
         let lock = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .open(self.dir.join("lock"))?;
+            .open(self.ctx.dir().join("lock"))?;
         while !crate::sys::ofd_try_lock(&lock, 0)? {
             if !wait {
                 return Ok(None);
             }
             // Segments retired meanwhile are freed only when every process
             // lets go of its maps: a full disk needs that room.
-            self.prune_segments(&self.index.read().clone());
+            self.ctx.prune_segments(&self.ctx.index());
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         Ok(Some(lock))
@@ -532,8 +541,8 @@ impl Inner {
         // (the kernel drops it if the holder dies); the background compactor
         // skips a round when it is taken, `Store::compact` waits.
         self.check_fork()?;
-        if self.read_only {
-            return Err(read_only_error(&self.dir, "it cannot be compacted"));
+        if self.ctx.read_only() {
+            return Err(read_only_error(self.ctx.dir(), "it cannot be compacted"));
         }
         let Some(_lock) = self.take_compaction_lock(force)? else {
             return Ok(0);

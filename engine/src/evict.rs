@@ -19,7 +19,7 @@
 //! - its `CLEAR` and `NAMESPACE` records in force are copied by the usual
 //!   compaction of the (now entirely dead) segment: a few small records,
 //!   which fit in the headroom that ordinary appends leave in the active
-//!   segment (see `log/append.rs`), or else in the reserve file's room,
+//!   segment (see `writer/append.rs`), or else in the reserve file's room,
 //!   released under the writer lock so no other writer takes it.
 //!
 //! A crash between the evictions and the deletion leaves the records in the
@@ -71,7 +71,7 @@ impl Writer<'_> {
         if id as u64 >= active || self.idx.seg(row, segr::STATE).load(Ordering::Acquire) != 2 {
             return Ok(None);
         }
-        let files = crate::log::list_segments(&self.inner.dir)?;
+        let files = crate::log::list_segments(self.ctx.dir())?;
         if files.iter().any(|&f| f < id) {
             return Ok(None);
         }

@@ -1,9 +1,10 @@
 //! Expiry: sweeping namespaces of entries whose TTL has passed, inline under
 //! the writer lock for small namespaces and in chunks for large ones.
 
+use crate::ctx::now_ms;
 use crate::error::Result;
 use crate::format::{self, ent, hdr, nsr};
-use crate::shared::{now_ms, Inner};
+use crate::shared::Inner;
 use crate::txn::Writer;
 
 /// The largest namespace that a put or `stats` sweeps of expired entries
@@ -57,7 +58,7 @@ impl Writer<'_> {
             if loc == 0 || idx.ns_size(e).0 != ns {
                 continue;
             }
-            let Some(h) = self.inner.read_header(loc) else {
+            let Some(h) = self.ctx.read_header(loc) else {
                 continue;
             };
             if h.expire_ms == 0 {

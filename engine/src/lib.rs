@@ -23,21 +23,30 @@
 //! The on-disk format is specified in `FORMAT.md` at the repository root.
 //!
 //! # Layout of the source
-//! One concern per module, each depending only on those listed before it:
+//! One concern per module; each module's imports point down this list
+//! (method calls between `impl` blocks of one type aside: `txn` runs
+//! `recovery`'s steps before a mutation):
 //!
 //! - `error`, `format` (the on-disk layout), `hash`, `options` (the public
 //!   value types), `io`, `sys`, `files`;
 //! - `index` (the mapped index file) with `index/table.rs` (hash table, entry
 //!   slots) and `index/lru.rs` (per-namespace LRU lists);
 //! - `log` (listing and scanning segments) with `log/segment.rs` (segment
-//!   maps) and `log/append.rs` (appends and rolls, under the writer lock);
-//! - `shared` (the state every handle of a store shares);
-//! - `read` (lookups) and `txn` (the writer lock, recovery before a
-//!   mutation, group commit) with `writer` (mutations of the index);
-//! - `recovery` (opening or rebuilding the index), `compaction`, `expiry`,
-//!   `verify`, `repair`, `space` (full disks), `trust`, `lifecycle`;
-//! - `store` ([`Store`]) and `namespace` ([`Namespace`], [`Lease`]): the
-//!   public API.
+//!   maps, and the table of them, `Segments`);
+//! - `ctx` (`WriteCtx`: the directory, options, segment maps, the index slot
+//!   and name cache, group commit; the writer's only view of the store);
+//! - `shared` (`Inner`: the `WriteCtx` plus the writer mutex, the lock file,
+//!   the fork generation, the lease descriptions);
+//! - `read` (lookups: `WriteCtx::find`, `Inner::lookup_at`, [`Located`]);
+//! - `txn` (the `Writer`, which reaches only a `WriteCtx`; the writer lock,
+//!   recovery before a mutation, begin and end of a mutation) with `writer`
+//!   (mutations of the index), `writer/append.rs` (appends and rolls) and
+//!   `writer/parts.rs` (puts of values in parts);
+//! - `expiry`, `space` (full disks, the reserve file), `compaction`,
+//!   `evict`, `trust`, `recovery` (opening or rebuilding the index),
+//!   `verify`: each a part of the writer and the driver that runs it;
+//! - `store` ([`Store`]), `namespace` ([`Namespace`], [`Lease`], [`Watch`]),
+//!   `lifecycle`, `repair`: the public API.
 //!
 //! # Example
 //! ```
@@ -63,6 +72,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod compaction;
+mod ctx;
 mod error;
 mod evict;
 mod expiry;
@@ -106,8 +116,8 @@ pub use format::MAX_NAME_LEN;
 pub(crate) use hash::name_hash;
 pub use hash::{IdHash, IdHasher};
 pub use io::{FaultIo, Io, RealIo};
-pub use namespace::{Lease, Namespace};
+pub use namespace::{Lease, Namespace, Watch};
 pub use options::{Durability, Limits, NamespaceStats, Options, StoreStats, VerifyReport};
-pub use read::{Located, Watch};
+pub use read::Located;
 pub use repair::RepairReport;
 pub use store::Store;

@@ -55,7 +55,7 @@ impl Writer<'_> {
         idx.ns_set(id, nsr::LAST_USED, 0);
         idx.ns_set(id, nsr::DEF_SEQ, seq);
         idx.hset(hdr::NS_COUNT, idx.hget(hdr::NS_COUNT).saturating_sub(1));
-        self.inner.forget_names();
+        self.ctx.forget_names();
         Ok(())
     }
 }
@@ -82,7 +82,7 @@ impl Namespace {
     /// [`Namespace::row`] for a use (a put): also records the use.
     pub(crate) fn used_row(&self, w: &mut Writer<'_>) -> Result<u32> {
         let id = self.row(w)?;
-        touch(&w.idx, id, w.inner.use_clock());
+        touch(&w.idx, id, w.ctx.use_clock());
         Ok(id)
     }
 }
@@ -147,6 +147,9 @@ impl Store {
 
     /// The last-use time before which a namespace is unused for `unused_for`.
     fn unused_cutoff(&self, unused_for: Duration) -> u64 {
-        self.inner.use_clock().saturating_sub(unused_for.as_secs())
+        self.inner
+            .ctx
+            .use_clock()
+            .saturating_sub(unused_for.as_secs())
     }
 }

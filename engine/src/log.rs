@@ -1,6 +1,6 @@
 //! The log: segment files of checksummed records (FORMAT.md, "Segments"):
-//! listing, reading and scanning them here, their maps in [`segment`],
-//! appends in [`append`].
+//! listing, reading and scanning them here, their maps in [`segment`].
+//! Appends are the writer's (`writer/append.rs`).
 
 use std::fs::File;
 use std::path::Path;
@@ -9,8 +9,6 @@ use crate::error::{Error, Result};
 use crate::format::{self, RecordHeader, SegHeaderCheck, REC_HEADER_LEN, SEG_HEADER_LEN};
 use crate::io::Io;
 
-pub(crate) mod append;
-pub(crate) mod parts;
 pub(crate) mod segment;
 
 /// One scanned record.

@@ -1,4 +1,5 @@
-//! The public per-namespace API: [`Namespace`] and its [`Lease`].
+//! The public per-namespace API: [`Namespace`], its [`Lease`], and the
+//! [`Watch`] that confirms its [`Located`] tokens.
 
 use std::fs::File;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -7,12 +8,14 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::ctx::{now_ms, read_only_error};
 use crate::error::{Error, Result};
-use crate::format::{self, nsr};
+use crate::format::{self, ent, hdr, nsr};
 use crate::hash::key_hash;
+use crate::index::IndexMap;
 use crate::options::{Limits, NamespaceStats};
 use crate::read::Located;
-use crate::shared::{now_ms, ns_stats, read_only_error};
+use crate::shared::ns_stats;
 use crate::store::Store;
 use crate::sys;
 
@@ -83,7 +86,7 @@ impl Namespace {
         let inner = &self.store.inner;
         let id = self.id.load(Ordering::Relaxed);
         {
-            let idx = inner.index.read();
+            let idx = inner.ctx.index_guard();
             if idx.ns_get(id, nsr::NAME_HASH) == self.name_hash && !idx.retired() {
                 return Ok(id);
             }
@@ -92,7 +95,7 @@ impl Namespace {
         if idx.ns_get(id, nsr::NAME_HASH) == self.name_hash {
             return Ok(id);
         }
-        inner.forget_names();
+        inner.ctx.forget_names();
         inner.with_writer(|w| self.row(w))
     }
 
@@ -162,7 +165,7 @@ impl Namespace {
         )
     }
 
-    /// A [`Watch`](crate::Watch) on the store's current index, which
+    /// A [`Watch`] on the store's current index, which
     /// confirms this namespace's [`Located`] tokens without their keys.
     pub fn watch(&self) -> Result<crate::Watch> {
         self.store.inner.check_fork()?;
@@ -273,7 +276,7 @@ impl Namespace {
     /// (picocache's seal): [`NamespaceStats::rejected`], in every process,
     /// reset by [`Namespace::clear`].
     pub fn count_rejected(&self) -> Result<()> {
-        if self.store.inner.read_only {
+        if self.store.inner.ctx.read_only() {
             return Ok(()); // nothing is counted in a read-only store
         }
         let id = self.id()?;
@@ -306,7 +309,7 @@ impl Namespace {
     /// a namespace without limits, where hits are not ranked, most recently
     /// written first).
     pub fn keys(&self) -> Result<Vec<(Vec<u8>, usize)>> {
-        if self.store.inner.read_only {
+        if self.store.inner.ctx.read_only() {
             let id = self.id()?;
             return self.store.inner.with_writer_ro(|w| Ok(w.keys(id)));
         }
@@ -324,13 +327,16 @@ impl Namespace {
         self.store.inner.check_fork()?;
         let h = key_hash(self.id.load(Ordering::Relaxed), key) ^ self.name_hash;
         let inner = &self.store.inner;
-        if inner.read_only {
-            return Err(read_only_error(&inner.dir, "no lease can be taken"));
+        if inner.ctx.read_only() {
+            return Err(read_only_error(inner.ctx.dir(), "no lease can be taken"));
         }
         let pooled = inner.lease_files.lock().pop();
         let file = match pooled {
             Some(f) => f,
-            None => inner.modes().open(&inner.dir.join("leases"), false)?,
+            None => inner
+                .ctx
+                .modes()
+                .open(&inner.ctx.dir().join("leases"), false)?,
         };
         let at = h & ((1 << 40) - 1);
         let start = Instant::now();
@@ -392,8 +398,8 @@ impl Store {
         }
         let name_hash = crate::name_hash(name.as_bytes());
         let enc = limits.encode();
-        if let Some(&id) = self.inner.names.read().get(name) {
-            let idx = self.inner.index.read().clone();
+        if let Some(id) = self.inner.ctx.cached_name(name) {
+            let idx = self.inner.ctx.index();
             if idx.ns_get(id, nsr::NAME_HASH) == name_hash
                 && (
                     idx.ns_get(id, nsr::MAXSIZE),
@@ -401,8 +407,8 @@ impl Store {
                     idx.ns_get(id, nsr::TTL_MS),
                 ) == enc
             {
-                if !self.inner.read_only {
-                    crate::index::touch(&idx, id, self.inner.use_clock());
+                if !self.inner.ctx.read_only() {
+                    crate::index::touch(&idx, id, self.inner.ctx.use_clock());
                 }
                 return Ok(Namespace {
                     store: self.clone(),
@@ -413,12 +419,12 @@ impl Store {
                 });
             }
         }
-        if self.inner.read_only {
+        if self.inner.ctx.read_only() {
             // Nothing can be defined: an existing namespace opens with the
             // limits it has.
             return self.existing_namespace(name)?.ok_or_else(|| {
                 read_only_error(
-                    &self.inner.dir,
+                    self.inner.ctx.dir(),
                     &format!("namespace {name:?} does not exist and cannot be created"),
                 )
             });
@@ -426,11 +432,11 @@ impl Store {
         let id = self.inner.retry_if_full(false, || {
             self.inner.with_writer(|w| {
                 let id = w.define_namespace(name.as_bytes(), enc)?;
-                crate::index::touch(&w.idx, id, w.inner.use_clock());
+                crate::index::touch(&w.idx, id, w.ctx.use_clock());
                 Ok(id)
             })
         })?;
-        self.inner.names.write().insert(name.to_owned(), id);
+        self.inner.ctx.cache_name(name, id);
         Ok(Namespace {
             store: self.clone(),
             id: Arc::new(AtomicU32::new(id)),
@@ -465,5 +471,80 @@ impl Store {
             }
         }
         Ok(None)
+    }
+}
+
+/// A watch on a store's index: confirms [`Located`] tokens without the key,
+/// for an in-process cache that keys its entries by something else (the
+/// Python wrapper keys them by the call's argument objects).
+///
+/// [`Watch::hit`] answers as [`Namespace::hit_located`](crate::Namespace::hit_located)
+/// does, reading the index entry the token names instead of probing the
+/// bucket array for the key: a location is never reused within an index
+/// lineage, so an entry that still points at the token's location is that
+/// record's live entry. A watch made before a fork, or on an index that was
+/// since replaced, confirms nothing (the caller looks the key up again and
+/// takes a new watch).
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// use picocache_engine::{Limits, Options, Store};
+/// let store = Store::open(dir.path(), Options::default()).unwrap();
+/// let ns = store.namespace("f", Limits::default()).unwrap();
+/// ns.put(b"k", b"v1").unwrap();
+/// let at = ns.get_located(b"k", |_, at| at).unwrap().unwrap();
+/// let watch = ns.watch().unwrap();
+/// assert!(watch.hit(&at)); // counted as a hit
+/// assert_eq!(ns.stats().unwrap().hits, 2);
+/// ns.put(b"k", b"v2").unwrap(); // a new record: the token is stale
+/// assert!(!watch.hit(&at));
+/// let at = ns.get_located(b"k", |_, at| at).unwrap().unwrap();
+/// ns.clear().unwrap(); // so is every token of the namespace
+/// assert!(!watch.hit(&at));
+/// ```
+#[derive(Clone)]
+pub struct Watch {
+    pub(crate) store: Store,
+    pub(crate) idx: Arc<IndexMap>,
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch").finish_non_exhaustive()
+    }
+}
+
+impl Watch {
+    /// Whether the record `at` names is still its key's live, unexpired
+    /// entry in the index this watch reads; if so, counts a hit on it (the
+    /// namespace's hit counter, and recency where the namespace has a limit)
+    /// as a lookup would. Never an error: anything unusual answers false.
+    #[inline]
+    pub fn hit(&self, at: &Located) -> bool {
+        let inner = &self.store.inner;
+        if sys::fork_generation() != inner.fork_gen {
+            return false;
+        }
+        if at.expire_ms != 0 && now_ms() >= at.expire_ms {
+            return false;
+        }
+        let idx: &IndexMap = &self.idx;
+        if idx.retired()
+            || idx.hget(hdr::GENERATION) != at.lineage
+            || !idx.valid_entry(at.entry)
+            || idx.eget(at.entry, ent::LOC) != at.loc
+        {
+            return false;
+        }
+        if !inner.ctx.read_only() {
+            crate::read::count_hit(idx, at.ns, at.entry, inner.ctx.use_clock());
+        }
+        true
+    }
+
+    /// Whether this watch still reads the store's current index (false
+    /// once the index was replaced, or after a fork: take a new one).
+    pub fn current(&self) -> bool {
+        sys::fork_generation() == self.store.inner.fork_gen && !self.idx.retired()
     }
 }

@@ -4,14 +4,12 @@
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 
+use crate::ctx::{now_ms, WriteCtx};
 use crate::error::Result;
 use crate::format::{ent, hdr, kind, nsr, RecordHeader, REC_HEADER_LEN};
 use crate::hash::key_hash;
 use crate::index::IndexMap;
-use crate::shared::{now_ms, Inner};
-use crate::store::Store;
-use crate::sys;
-use std::sync::Arc;
+use crate::shared::Inner;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -23,7 +21,7 @@ thread_local! {
 /// namespace skips the stamp, a store into a third cache line of the lookup;
 /// see FORMAT.md, "Hits and recency".)
 #[inline]
-fn count_hit(idx: &IndexMap, ns: u32, e: u32, now: u64) {
+pub(crate) fn count_hit(idx: &IndexMap, ns: u32, e: u32, now: u64) {
     idx.ns_add(ns, nsr::HITS, 1);
     crate::index::touch_coarse(idx, ns, now);
     if idx.ns_get(ns, nsr::MAXSIZE) == u64::MAX && idx.ns_get(ns, nsr::MAX_BYTES) == u64::MAX {
@@ -45,13 +43,13 @@ fn count_hit(idx: &IndexMap, ns: u32, e: u32, now: u64) {
 /// in-process cache of decoded values may serve it again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Located {
-    lineage: u64,
-    loc: u64,
-    expire_ms: u64,
+    pub(crate) lineage: u64,
+    pub(crate) loc: u64,
+    pub(crate) expire_ms: u64,
     /// The namespace row and the index entry that held the record when it
-    /// was found ([`Watch::hit`] checks that entry directly).
-    ns: u32,
-    entry: u32,
+    /// was found ([`Watch::hit`](crate::Watch::hit) checks that entry directly).
+    pub(crate) ns: u32,
+    pub(crate) entry: u32,
 }
 
 /// Outcome of one lookup.
@@ -61,7 +59,7 @@ enum Found {
     Expired,
 }
 
-impl Inner {
+impl WriteCtx {
     /// Finds the live PUT record of `key` in `ns`: (entry, header), with the
     /// record body left in `buf`.
     pub(crate) fn find(
@@ -75,7 +73,7 @@ impl Inner {
         self.find_at(idx, ns, key, h, buf).map(|(e, rh, _)| (e, rh))
     }
 
-    /// [`Inner::find`], also returning the record's location.
+    /// [`WriteCtx::find`], also returning the record's location.
     pub(crate) fn find_at(
         &self,
         idx: &IndexMap,
@@ -112,7 +110,9 @@ impl Inner {
         }
         None
     }
+}
 
+impl Inner {
     pub(crate) fn lookup<R>(
         &self,
         ns: u32,
@@ -133,19 +133,19 @@ impl Inner {
     ) -> Result<Option<R>> {
         self.check_fork()?;
         // A read-only store counts nothing: its index is mapped read-only.
-        let count = count && !self.read_only;
+        let count = count && !self.ctx.read_only();
         let h = key_hash(ns, key);
         SCRATCH.with(|cell| {
             let mut buf = cell.borrow_mut();
             loop {
-                let guard = self.index.read();
+                let guard = self.ctx.index_guard();
                 let idx: &IndexMap = &guard;
                 if idx.retired() {
                     drop(guard);
                     self.current_index()?;
                     continue;
                 }
-                self.prune_segments(idx);
+                self.ctx.prune_segments(idx);
                 let mut hit_entry = None;
                 let mut located = Located {
                     lineage: 0,
@@ -154,7 +154,7 @@ impl Inner {
                     ns,
                     entry: 0,
                 };
-                let found = match self.find_at(idx, ns, key, h, &mut buf) {
+                let found = match self.ctx.find_at(idx, ns, key, h, &mut buf) {
                     Some((e, rh, loc)) => {
                         if rh.expire_ms != 0 && now_ms() >= rh.expire_ms {
                             Found::Expired
@@ -181,7 +181,7 @@ impl Inner {
                     Found::Hit => {
                         if count {
                             if let Some(e) = hit_entry {
-                                count_hit(idx, ns, e, self.use_clock());
+                                count_hit(idx, ns, e, self.ctx.use_clock());
                             }
                         }
                         let klen = buf
@@ -192,7 +192,7 @@ impl Inner {
                     Found::Miss | Found::Expired => {
                         if count {
                             idx.ns_add(ns, nsr::MISSES, 1);
-                            crate::index::touch_coarse(idx, ns, self.use_clock());
+                            crate::index::touch_coarse(idx, ns, self.ctx.use_clock());
                         }
                         None
                     }
@@ -214,7 +214,7 @@ impl Inner {
         if at.expire_ms != 0 && now_ms() >= at.expire_ms {
             return Ok(false);
         }
-        let guard = self.index.read();
+        let guard = self.ctx.index_guard();
         let idx: &IndexMap = &guard;
         if idx.retired()
             || idx.hget(hdr::GENERATION) != at.lineage
@@ -234,87 +234,12 @@ impl Inner {
             }
             let e = (w as u32).wrapping_sub(1);
             if idx.valid_entry(e) && idx.bucket_loc(pos).load(Ordering::Acquire) == at.loc {
-                if !self.read_only {
-                    count_hit(idx, ns, e, self.use_clock());
+                if !self.ctx.read_only() {
+                    count_hit(idx, ns, e, self.ctx.use_clock());
                 }
                 return Ok(true);
             }
         }
         Ok(false)
-    }
-}
-
-/// A watch on a store's index: confirms [`Located`] tokens without the key,
-/// for an in-process cache that keys its entries by something else (the
-/// Python wrapper keys them by the call's argument objects).
-///
-/// [`Watch::hit`] answers as [`Namespace::hit_located`](crate::Namespace::hit_located)
-/// does, reading the index entry the token names instead of probing the
-/// bucket array for the key: a location is never reused within an index
-/// lineage, so an entry that still points at the token's location is that
-/// record's live entry. A watch made before a fork, or on an index that was
-/// since replaced, confirms nothing (the caller looks the key up again and
-/// takes a new watch).
-///
-/// ```
-/// # let dir = tempfile::tempdir().unwrap();
-/// use picocache_engine::{Limits, Options, Store};
-/// let store = Store::open(dir.path(), Options::default()).unwrap();
-/// let ns = store.namespace("f", Limits::default()).unwrap();
-/// ns.put(b"k", b"v1").unwrap();
-/// let at = ns.get_located(b"k", |_, at| at).unwrap().unwrap();
-/// let watch = ns.watch().unwrap();
-/// assert!(watch.hit(&at)); // counted as a hit
-/// assert_eq!(ns.stats().unwrap().hits, 2);
-/// ns.put(b"k", b"v2").unwrap(); // a new record: the token is stale
-/// assert!(!watch.hit(&at));
-/// let at = ns.get_located(b"k", |_, at| at).unwrap().unwrap();
-/// ns.clear().unwrap(); // so is every token of the namespace
-/// assert!(!watch.hit(&at));
-/// ```
-#[derive(Clone)]
-pub struct Watch {
-    pub(crate) store: Store,
-    pub(crate) idx: Arc<IndexMap>,
-}
-
-impl std::fmt::Debug for Watch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Watch").finish_non_exhaustive()
-    }
-}
-
-impl Watch {
-    /// Whether the record `at` names is still its key's live, unexpired
-    /// entry in the index this watch reads; if so, counts a hit on it (the
-    /// namespace's hit counter, and recency where the namespace has a limit)
-    /// as a lookup would. Never an error: anything unusual answers false.
-    #[inline]
-    pub fn hit(&self, at: &Located) -> bool {
-        let inner = &self.store.inner;
-        if sys::fork_generation() != inner.fork_gen {
-            return false;
-        }
-        if at.expire_ms != 0 && now_ms() >= at.expire_ms {
-            return false;
-        }
-        let idx: &IndexMap = &self.idx;
-        if idx.retired()
-            || idx.hget(hdr::GENERATION) != at.lineage
-            || !idx.valid_entry(at.entry)
-            || idx.eget(at.entry, ent::LOC) != at.loc
-        {
-            return false;
-        }
-        if !inner.read_only {
-            count_hit(idx, at.ns, at.entry, inner.use_clock());
-        }
-        true
-    }
-
-    /// Whether this watch still reads the store's current index (false
-    /// once the index was replaced, or after a fork: take a new one).
-    pub fn current(&self) -> bool {
-        sys::fork_generation() == self.store.inner.fork_gen && !self.idx.retired()
     }
 }

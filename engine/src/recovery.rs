@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::ctx::now_ms;
 use crate::error::{Error, Result};
 use crate::format::{self, hdr, kind, nsr, segr, REC_HEADER_LEN, SEG_HEADER_LEN};
 use crate::hash::key_hash;
@@ -15,7 +16,6 @@ use crate::index::table::add_entry;
 use crate::index::{buckets_for, random_generation, tmp_index_path, IndexMap, IndexProblem};
 use crate::log::{list_segments, read_segment, scan_segment, zero_fill};
 use crate::options::Options;
-use crate::shared::now_ms;
 use crate::txn::Writer;
 
 // ---------------------------------------------------------------------------
@@ -60,7 +60,7 @@ pub(crate) fn open_or_rebuild_index(
                     path: dir.to_owned(),
                     what: format!("its index is damaged ({why})"),
                 }),
-                _ => Err(crate::shared::read_only_error(
+                _ => Err(crate::ctx::read_only_error(
                     dir,
                     "its index must be rebuilt from the log, which needs write access",
                 )),
@@ -387,7 +387,7 @@ fn rebuild_once(
         for (&ns, &seq) in &removals {
             idx.ns_set(ns, nsr::DEF_SEQ, seq);
         }
-        let use_now = crate::shared::use_clock(opts);
+        let use_now = crate::ctx::use_clock(opts);
         for (&ns, (seq, name, (m, b, t))) in &defs {
             idx.ns_set_name(ns, name);
             idx.ns_set(ns, nsr::MAXSIZE, *m);
@@ -464,27 +464,25 @@ fn rebuild_once(
 impl Writer<'_> {
     /// Rebuilds the index from the log and installs it.
     pub(crate) fn rebuild(&mut self) -> Result<()> {
-        if self.inner.read_only {
-            return Err(crate::shared::read_only_error(
-                &self.inner.dir,
+        if self.ctx.read_only() {
+            return Err(crate::ctx::read_only_error(
+                self.ctx.dir(),
                 "its index must be rebuilt from the log, which needs write access",
             ));
         }
-        let inner = self.inner;
+        let ctx = self.ctx;
         let new = Arc::new(rebuild_index(
-            &inner.dir,
-            &inner.opts,
+            ctx.dir(),
+            ctx.opts(),
             Some(&self.idx),
-            inner.boot_id,
-            &|id| {
-                inner.segs.write().remove(&id);
-            },
+            ctx.boot_id(),
+            &|id| ctx.forget_segment(id),
         )?);
         self.idx.hset(hdr::RETIRED, 1);
         self.idx = new;
-        self.inner.install_index(self.idx.clone());
+        self.ctx.install_index(self.idx.clone());
         // Deleted to make room for the new index, if the disk was full.
-        self.inner.ensure_reserve();
+        self.ctx.ensure_reserve();
         self.begin()?;
         self.enforce_all()?;
         self.ensure_active_segment()
@@ -508,15 +506,24 @@ impl Writer<'_> {
 
     pub(crate) fn recover_if_needed(&mut self) -> Result<()> {
         if self.idx.retired() {
-            match IndexMap::open_mode(&self.inner.dir.join("index"), !self.inner.read_only) {
-                Ok(m) if !m.retired() && m.hget(hdr::STATE) & format::STATE_MUTATING == 0 => {
+            match IndexMap::open_mode(&self.ctx.dir().join("index"), !self.ctx.read_only()) {
+                Ok(m) if !m.retired() => {
+                    // The index that replaced ours. If a writer died while
+                    // mutating it, it is the one the rebuild below replaces
+                    // (its journal, its counters), not ours, whose words
+                    // stopped counting when it was retired.
+                    let mutating = m.hget(hdr::STATE) & format::STATE_MUTATING != 0;
                     self.idx = Arc::new(m);
-                    self.inner.install_index(self.idx.clone());
+                    if !mutating {
+                        self.ctx.install_index(self.idx.clone());
+                    }
                 }
+                // No usable index: rebuilt with ours as the old one, whose
+                // journal `Journal::for_rebuild` ignores (it is retired).
                 _ => return self.rebuild(),
             }
         }
-        if needs_rebuild(&self.idx, self.inner.boot_id) {
+        if needs_rebuild(&self.idx, self.ctx.boot_id()) {
             return self.rebuild();
         }
         Ok(())

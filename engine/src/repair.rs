@@ -52,9 +52,9 @@ impl Store {
     pub fn repair(&self) -> Result<RepairReport> {
         let inner = &self.inner;
         inner.check_fork()?;
-        if inner.read_only {
-            return Err(crate::shared::read_only_error(
-                &inner.dir,
+        if inner.ctx.read_only() {
+            return Err(crate::ctx::read_only_error(
+                inner.ctx.dir(),
                 "it cannot be repaired",
             ));
         }
@@ -87,21 +87,21 @@ impl Store {
 /// `damaged/`. Returns their new paths.
 fn move_aside_invalid(inner: &Inner) -> Result<Vec<PathBuf>> {
     let mut moved = Vec::new();
-    for id in list_segments(&inner.dir)? {
-        let path = inner.dir.join(format::segment_file_name(id));
+    for id in list_segments(inner.ctx.dir())? {
+        let path = inner.ctx.dir().join(format::segment_file_name(id));
         let mut head = [0u8; SEG_HEADER_LEN as usize];
         let valid = std::fs::File::open(&path)
             .and_then(|f| {
-                inner.opts.io.read_at(&f, &mut head, 0)?;
+                inner.ctx.io().read_at(&f, &mut head, 0)?;
                 Ok(matches!(format::check_segment_header(&head), SegHeaderCheck::Ok(h) if h == id))
             })
             .unwrap_or(false);
         if valid {
             continue;
         }
-        let aside = inner.dir.join("damaged");
+        let aside = inner.ctx.dir().join("damaged");
         if !aside.exists() {
-            inner.modes().create_dir(&aside)?;
+            inner.ctx.modes().create_dir(&aside)?;
         }
         let to = aside.join(format::segment_file_name(id));
         std::fs::rename(&path, &to).map_err(Error::from)?;
@@ -116,9 +116,9 @@ fn damaged_segments(inner: &Inner) -> Result<Vec<u32>> {
     let (active, off) =
         inner.with_writer_ro(|w| Ok((w.idx.hget(hdr::ACTIVE_SEG), w.idx.hget(hdr::ACTIVE_OFF))))?;
     let mut out = Vec::new();
-    for id in list_segments(&inner.dir)? {
-        let path = inner.dir.join(format::segment_file_name(id));
-        let Some(data) = crate::log::read_segment(inner.opts.io.as_ref(), &path, id)? else {
+    for id in list_segments(inner.ctx.dir())? {
+        let path = inner.ctx.dir().join(format::segment_file_name(id));
+        let Some(data) = crate::log::read_segment(inner.ctx.io(), &path, id)? else {
             continue;
         };
         let (_, _, damage) = scan_segment(&data);

@@ -15,6 +15,7 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
+use crate::ctx::WriteCtx;
 use crate::error::{Error, Result};
 use crate::io::Io;
 use crate::shared::Inner;
@@ -84,13 +85,13 @@ pub(crate) fn release_reserve_in(dir: &Path) -> bool {
     std::fs::remove_file(dir.join(RESERVE_FILE)).is_ok()
 }
 
-impl Inner {
+impl WriteCtx {
     /// Creates the reserve file if it is missing or short (a crash while it
     /// was being allocated; best effort: on a full disk there is none until
     /// space is freed). It holds only zeros: its size is all that counts.
     pub(crate) fn ensure_reserve(&self) {
-        let path = self.dir.join(RESERVE_FILE);
-        let len = reserve_len(&self.dir);
+        let path = self.dir().join(RESERVE_FILE);
+        let len = reserve_len(self.dir());
         if std::fs::metadata(&path).is_ok_and(|m| m.len() >= len) {
             return;
         }
@@ -105,9 +106,11 @@ impl Inner {
 
     /// Deletes the reserve file, freeing its space for the store's own use.
     pub(crate) fn release_reserve(&self) -> bool {
-        release_reserve_in(&self.dir)
+        release_reserve_in(self.dir())
     }
+}
 
+impl Inner {
     /// Runs `op`; if it fails because the filesystem is full, frees what
     /// space compaction can and runs it once more. The reserve file is
     /// deleted first, so that compaction has room for a new segment and the
@@ -121,17 +124,17 @@ impl Inner {
         match op() {
             Err(e) if is_full(&e) => {
                 // Maps of retired segments keep their blocks allocated.
-                self.prune_segments(&self.index.read().clone());
-                self.release_reserve();
+                self.ctx.prune_segments(&self.ctx.index());
+                self.ctx.release_reserve();
                 let compacted = self.compact(true);
                 if !frees_space {
-                    self.ensure_reserve();
+                    self.ctx.ensure_reserve();
                 }
                 let r = compacted.and_then(|_| op());
                 // Still full: every segment holds live entries, and there is
                 // no room to copy them. Evict the oldest segments.
                 let r = self.evict_until(r, &mut op);
-                self.ensure_reserve();
+                self.ctx.ensure_reserve();
                 r
             }
             r => r,

@@ -3,20 +3,20 @@
 //! `namespace.rs`, lookups in `read.rs`, the writer lock in `txn.rs`, the
 //! shared state in `shared.rs`.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex};
 
 use crate::compaction::compactor_loop;
+use crate::ctx::{WriteCtx, WriterState};
 use crate::error::{Error, Result};
 use crate::format::{self, hdr, nsr, segr};
 use crate::options::{Options, StoreStats, VerifyReport};
-use crate::shared::{ns_stats, CommitState, Inner, WriterState};
+use crate::shared::{ns_stats, Inner};
 use crate::sys::{self};
 
 struct Background {
@@ -66,7 +66,7 @@ pub struct Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("dir", &self.inner.dir)
+            .field("dir", &self.inner.ctx.dir())
             .finish()
     }
 }
@@ -164,25 +164,16 @@ impl Store {
         let (index, rebuilt) =
             crate::recovery::open_or_rebuild_index(&dir, &lock_file, &opts, boot_id, read_only)?;
         let inner = Arc::new(Inner {
-            dir,
-            commit: Mutex::new(CommitState::default()),
-            sync_lock: Mutex::new(()),
+            ctx: WriteCtx::new(dir, opts, boot_id, read_only, index),
             lock_file,
-            index: RwLock::new(index),
-            segs: RwLock::new(HashMap::default()),
             writer: Mutex::new(WriterState::default()),
             fork_gen,
-            epoch_seen: AtomicU64::new(0),
-            boot_id,
-            read_only,
-            names: RwLock::new(HashMap::new()),
             lease_files: Arc::new(Mutex::new(Vec::new())),
-            opts,
         });
         // Make sure there is an active segment, and that a rebuilt index
         // honours every namespace's limits; an unknown last use (an index of
         // an earlier build) counts from now.
-        let now = inner.use_clock();
+        let now = inner.ctx.use_clock();
         if !read_only {
             // On a full disk (the active segment does not fit, after a
             // rebuild that took the room), space is freed as for a put.
@@ -193,13 +184,13 @@ impl Store {
                     Ok(())
                 })
             })?;
-            inner.ensure_reserve();
+            inner.ctx.ensure_reserve();
         }
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let thread = if inner.opts.background_compaction && !read_only {
+        let thread = if inner.ctx.opts().background_compaction && !read_only {
             let weak = Arc::downgrade(&inner);
             let stop2 = stop.clone();
-            let interval = inner.opts.compaction_interval;
+            let interval = inner.ctx.opts().compaction_interval;
             Some(
                 std::thread::Builder::new()
                     .name("picocache-compactor".into())
@@ -218,7 +209,7 @@ impl Store {
 
     /// The store's directory.
     pub fn path(&self) -> &Path {
-        &self.inner.dir
+        self.inner.ctx.dir()
     }
 
     /// True if the store was opened read-only: its filesystem is read-only or
@@ -226,7 +217,7 @@ impl Store {
     /// counting hits, misses or recency); every write fails with
     /// [`Error::ReadOnly`].
     pub fn is_read_only(&self) -> bool {
-        self.inner.read_only
+        self.inner.ctx.read_only()
     }
 
     /// Names of every namespace.
@@ -290,7 +281,7 @@ impl Store {
     /// Total bytes of the store's files on disk (allocated lengths).
     pub fn disk_usage(&self) -> Result<u64> {
         let mut total = 0;
-        for e in std::fs::read_dir(&self.inner.dir)? {
+        for e in std::fs::read_dir(self.inner.ctx.dir())? {
             let e = e?;
             total += e.metadata()?.len();
         }

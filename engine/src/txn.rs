@@ -5,16 +5,20 @@
 use std::fs::File;
 use std::sync::Arc;
 
+use crate::ctx::{read_only_error, WriteCtx, WriterState};
 use crate::error::{Error, Result};
 use crate::format::{self, hdr};
 use crate::index::IndexMap;
 use crate::options::Durability;
-use crate::shared::{read_only_error, Inner, WriterState};
+use crate::shared::Inner;
 use crate::sys;
 
 /// The writer: holds the in-process mutex and the cross-process flock.
+///
+/// It works through the store's [`WriteCtx`] only (see `ctx.rs`): the locks
+/// it holds, and the rest of [`Inner`], are out of its reach.
 pub(crate) struct Writer<'a> {
-    pub(crate) inner: &'a Inner,
+    pub(crate) ctx: &'a WriteCtx,
     pub(crate) idx: Arc<IndexMap>,
     pub(crate) st: &'a mut WriterState,
 }
@@ -41,48 +45,10 @@ impl Inner {
         f: impl FnMut(&mut Writer<'_>) -> Result<R>,
     ) -> Result<R> {
         let r = self.writer_op_locked(mutating, f)?;
-        if mutating && self.opts.durability == Durability::PowerLoss {
-            let mine = self.commit.lock().appended;
-            self.group_sync(mine)?;
+        if mutating && self.ctx.opts().durability == Durability::PowerLoss {
+            self.ctx.group_sync(self.ctx.appended())?;
         }
         Ok(r)
-    }
-
-    /// Makes every append numbered up to `upto` durable. Callers arriving
-    /// while another thread syncs wait for it and are usually covered by its
-    /// fsync: several writers committing together share one.
-    pub(crate) fn group_sync(&self, upto: u64) -> Result<()> {
-        if self.commit.lock().synced >= upto {
-            return Ok(());
-        }
-        let _g = self.sync_lock.lock();
-        if self.commit.lock().synced >= upto {
-            return Ok(());
-        }
-        self.sync_pending()
-    }
-
-    /// Syncs every segment with unsynced appends.
-    pub(crate) fn sync_pending(&self) -> Result<()> {
-        let (target, pending) = {
-            let mut c = self.commit.lock();
-            (c.appended, std::mem::take(&mut c.pending))
-        };
-        for (i, &id) in pending.iter().enumerate() {
-            if let Some(seg) = self.segment(id) {
-                if let Err(e) = self.opts.io.sync(&seg.file) {
-                    // Whatever was not synced stays pending.
-                    self.commit
-                        .lock()
-                        .pending
-                        .extend(pending.iter().skip(i).copied());
-                    return Err(e.into());
-                }
-            }
-        }
-        let mut c = self.commit.lock();
-        c.synced = c.synced.max(target);
-        Ok(())
     }
 
     fn writer_op_locked<R>(
@@ -91,16 +57,16 @@ impl Inner {
         mut f: impl FnMut(&mut Writer<'_>) -> Result<R>,
     ) -> Result<R> {
         self.check_fork()?;
-        if mutating && self.read_only {
-            return Err(read_only_error(&self.dir, "it cannot be written"));
+        if mutating && self.ctx.read_only() {
+            return Err(read_only_error(self.ctx.dir(), "it cannot be written"));
         }
         let mut st = self.writer.lock();
         let _flock = FlockGuard::new(&self.lock_file)?;
-        let mut idx = self.index.read().clone();
+        let mut idx = self.ctx.index();
         let mut rebuilt = false;
         loop {
             let mut w = Writer {
-                inner: self,
+                ctx: &self.ctx,
                 idx: idx.clone(),
                 st: &mut st,
             };
@@ -158,13 +124,13 @@ impl Writer<'_> {
     pub(crate) fn begin(&mut self) -> Result<()> {
         let was_clean = self.idx.hget(hdr::STATE) & format::STATE_CLEAN_SYNCED != 0;
         self.idx.hset(hdr::STATE, format::STATE_MUTATING);
-        let (a, b) = self.inner.boot_id;
+        let (a, b) = self.ctx.boot_id();
         if (self.idx.hget(hdr::BOOT_ID), self.idx.hget(hdr::BOOT_ID + 8)) != (a, b) {
             self.idx.hset(hdr::BOOT_ID, a);
             self.idx.hset(hdr::BOOT_ID + 8, b);
         }
         if was_clean {
-            self.idx.flush_header(self.inner.opts.io.as_ref())?;
+            self.idx.flush_header(self.ctx.io())?;
         }
         Ok(())
     }
@@ -172,7 +138,7 @@ impl Writer<'_> {
     pub(crate) fn end(&mut self) {
         if std::mem::take(&mut self.st.mark_clean) {
             self.idx.hset(hdr::STATE, format::STATE_CLEAN_SYNCED);
-            let _ = self.idx.flush(self.inner.opts.io.as_ref());
+            let _ = self.idx.flush(self.ctx.io());
         } else {
             self.idx.hset(hdr::STATE, 0);
         }

@@ -53,13 +53,13 @@ impl Writer<'_> {
                 let (ens, size) = idx.ns_size(cur);
                 let loc = idx.eget(cur, ent::LOC);
                 rep.entries += 1;
-                match self.inner.read_record(loc, &mut self.st.scratch) {
+                match self.ctx.read_record(loc, &mut self.st.scratch) {
                     Some(h) if h.kind == kind::PUT && h.ns == ns && ens == ns && h.size() == size as u64 => {
                         let key = &self.st.scratch[REC_HEADER_LEN..REC_HEADER_LEN + h.klen as usize];
                         let hash = key_hash(ns, key);
                         if hash != idx.eget(cur, ent::HASH) {
                             rep.problems.push(format!("namespace {name}: entry {cur} has a wrong hash"));
-                        } else if self.inner.find(&idx, ns, key, hash, &mut Vec::new()).map(|f| f.0)
+                        } else if self.ctx.find(&idx, ns, key, hash, &mut Vec::new()).map(|f| f.0)
                             != Some(cur)
                         {
                             rep.problems.push(format!("namespace {name}: entry {cur} is not reachable by its key"));
@@ -91,9 +91,9 @@ impl Writer<'_> {
                 idx.hget(hdr::ENTRY_COUNT)
             ));
         }
-        for id in list_segments(&self.inner.dir)? {
-            let path = self.inner.dir.join(format::segment_file_name(id));
-            match read_segment(self.inner.opts.io.as_ref(), &path, id) {
+        for id in list_segments(self.ctx.dir())? {
+            let path = self.ctx.dir().join(format::segment_file_name(id));
+            match read_segment(self.ctx.io(), &path, id) {
                 Ok(Some(data)) => {
                     let (recs, _, damage) = scan_segment(&data);
                     rep.records += recs.len() as u64;
@@ -131,7 +131,7 @@ impl Writer<'_> {
             }
         }
         for (_, id) in idx.seg_rows() {
-            if !self.inner.dir.join(format::segment_file_name(id)).exists() {
+            if !self.ctx.dir().join(format::segment_file_name(id)).exists() {
                 rep.problems.push(format!(
                     "segment {id} is in the index but its file is missing"
                 ));

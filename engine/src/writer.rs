@@ -1,6 +1,7 @@
 //! The writer's mutations of the index, under the writer lock (`txn.rs`):
 //! defining namespaces, puts, removals, clears, LRU eviction and limits, and
-//! growing the index. Appends to the log are in `log/append.rs`, recovery in
+//! growing the index. Appends to the log are in `writer/append.rs` (puts of
+//! values in parts in `writer/parts.rs`), recovery in
 //! `recovery.rs`, expiry sweeps in `expiry.rs`, compaction in
 //! `compaction.rs`, verify in `verify.rs`.
 
@@ -8,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::ctx::now_ms;
 use crate::error::{Error, Result};
 use crate::expiry::SWEEP_INLINE_MAX;
 use crate::format::{self, ent, hdr, kind, nsr, segr, REC_HEADER_LEN};
@@ -15,8 +17,10 @@ use crate::hash::key_hash;
 use crate::index::lru::{lru_insert_sorted, lru_push_head, lru_unlink};
 use crate::index::table::{add_entry, bucket_insert, bucket_remove, free_entry, set_loc};
 use crate::index::{buckets_for, check_e, corrupt, tmp_index_path, At, IndexMap, NIL};
-use crate::shared::now_ms;
 use crate::txn::Writer;
+
+pub(crate) mod append;
+pub(crate) mod parts;
 
 // ---------------------------------------------------------------------------
 // The writer
@@ -35,14 +39,14 @@ impl Writer<'_> {
     /// Copies the index into a new file with `buckets` buckets.
     fn resize(&mut self, buckets: u64) -> Result<()> {
         let old = self.idx.clone();
-        let tmp = tmp_index_path(&self.inner.dir);
+        let tmp = tmp_index_path(self.ctx.dir());
         // Same log, same locations: the lineage (generation) carries over.
         let new = IndexMap::create(
             &tmp,
             buckets,
             old.hget(hdr::GENERATION),
-            self.inner.modes(),
-            self.inner.opts.io.as_ref(),
+            self.ctx.modes(),
+            self.ctx.io(),
         )?;
         let copy = (|| {
             // Entries keep their numbers, so the header words (free list and
@@ -98,11 +102,11 @@ impl Writer<'_> {
             return Err(e);
         }
         new.hset(hdr::STATE, format::STATE_MUTATING);
-        std::fs::rename(&tmp, self.inner.dir.join("index"))?;
+        std::fs::rename(&tmp, self.ctx.dir().join("index"))?;
         old.hset(hdr::RETIRED, 1);
         old.hset(hdr::STATE, 0);
         self.idx = Arc::new(new);
-        self.inner.install_index(self.idx.clone());
+        self.ctx.install_index(self.idx.clone());
         Ok(())
     }
 
@@ -147,7 +151,7 @@ impl Writer<'_> {
         let size = format::record_size(name.len(), lim.len());
         self.append(&[size])?;
         let idx = self.idx.clone();
-        let now = self.inner.use_clock();
+        let now = self.ctx.use_clock();
         if found.is_none() {
             // CLEAR_SEQ stays: a row freed by a removal keeps shadowing the
             // records of its earlier namespace (zero in a never used row).
@@ -220,7 +224,7 @@ impl Writer<'_> {
         let idx = self.idx.clone();
         let h = key_hash(ns, key);
         let stamp = idx.ns(ns, nsr::CLOCK).fetch_add(1, Ordering::AcqRel) + 1;
-        if let Some((e, _)) = self.inner.find(&idx, ns, key, h, &mut self.st.scratch) {
+        if let Some((e, _)) = self.ctx.find(&idx, ns, key, h, &mut self.st.scratch) {
             let (_, old_size) = idx.ns_size(e);
             self.mark_dead(idx.eget(e, ent::LOC), old_size as u64);
             set_loc(&idx, e, loc)?;
@@ -336,7 +340,7 @@ impl Writer<'_> {
     pub(crate) fn remove(&mut self, ns: u32, key: &[u8]) -> Result<bool> {
         let idx = self.idx.clone();
         let h = key_hash(ns, key);
-        let found = self.inner.find(&idx, ns, key, h, &mut self.st.scratch);
+        let found = self.ctx.find(&idx, ns, key, h, &mut self.st.scratch);
         // Written even when the key has no entry: an evicted or expired PUT
         // of it may still be in the log, and an index rebuild would bring it
         // back.
@@ -392,7 +396,7 @@ impl Writer<'_> {
                 break;
             }
             if let Some(h) = self
-                .inner
+                .ctx
                 .read_record(idx.eget(cur, ent::LOC), &mut self.st.scratch)
             {
                 let k = self.st.scratch[REC_HEADER_LEN..REC_HEADER_LEN + h.klen as usize].to_vec();

@@ -1,10 +1,18 @@
-//! A mapped log segment, and the store's table of open segment maps.
+//! A mapped log segment ([`Segment`]), and the store's table of open
+//! segment maps ([`Segments`]). Depends on `format`, `hash`, `sys` and (to
+//! prune maps of retired segments) `index`.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use crate::format::{self, RecordHeader, REC_HEADER_LEN};
+use parking_lot::RwLock;
+
+use crate::format::{self, hdr, RecordHeader, REC_HEADER_LEN};
+use crate::hash::IdHasher;
+use crate::index::IndexMap;
 use crate::sys::SharedMap;
 
 /// A mapped log segment.
@@ -101,5 +109,93 @@ impl Segment {
             return Ok(None);
         }
         Ok(Some(h))
+    }
+}
+
+/// The store's table of open segment maps (one per process), opened on
+/// first use and dropped when compaction retires a segment.
+pub(crate) struct Segments {
+    dir: PathBuf,
+    /// The least length each segment is mapped with (so that appends do not
+    /// need a new map at once).
+    reserve: u64,
+    writable: bool,
+    maps: RwLock<HashMap<u32, Arc<Segment>, IdHasher>>,
+    /// The index epoch (`hdr::EPOCH`) the table was last pruned at.
+    epoch_seen: AtomicU64,
+}
+
+impl Segments {
+    pub(crate) fn new(dir: &Path, reserve: u64, writable: bool) -> Segments {
+        Segments {
+            dir: dir.to_owned(),
+            reserve,
+            writable,
+            maps: RwLock::new(HashMap::default()),
+            epoch_seen: AtomicU64::new(0),
+        }
+    }
+
+    /// Runs `f` on segment `id`, opening or remapping it as needed.
+    pub(crate) fn with_segment<R>(
+        &self,
+        id: u32,
+        mut f: impl FnMut(&Segment) -> std::result::Result<R, ()>,
+    ) -> Option<R> {
+        if id == 0 {
+            return None;
+        }
+        {
+            let maps = self.maps.read();
+            if let Some(s) = maps.get(&id) {
+                if let Ok(r) = f(s) {
+                    return Some(r);
+                }
+            }
+        }
+        // Not open yet, or its map is too short: (re)open it.
+        let seg = Arc::new(Segment::open(&self.dir, id, self.reserve, self.writable).ok()?);
+        let r = f(&seg).ok();
+        self.maps.write().insert(id, seg);
+        r
+    }
+
+    /// Segment `id`, opened if needed.
+    pub(crate) fn get(&self, id: u32) -> Option<Arc<Segment>> {
+        if let Some(s) = self.maps.read().get(&id) {
+            return Some(s.clone());
+        }
+        self.with_segment(id, |_| Ok(()))?;
+        self.maps.read().get(&id).cloned()
+    }
+
+    /// Reads the (unchecked) header of the record at `loc`.
+    pub(crate) fn read_header(&self, loc: u64) -> Option<RecordHeader> {
+        self.with_segment((loc >> 32) as u32, |s| s.read_header(loc & 0xffff_ffff))
+            .flatten()
+    }
+
+    /// Reads and checks the record at `loc` into `buf`.
+    pub(crate) fn read_record(&self, loc: u64, buf: &mut Vec<u8>) -> Option<RecordHeader> {
+        let seg = (loc >> 32) as u32;
+        let off = loc & 0xffff_ffff;
+        self.with_segment(seg, |s| s.read_record(off, buf))
+            .flatten()
+    }
+
+    /// Drops the map of segment `id` (retired, or evicted for a rebuild), so
+    /// that its blocks are freed once no other process maps it.
+    pub(crate) fn forget(&self, id: u32) {
+        self.maps.write().remove(&id);
+    }
+
+    /// Drops maps of segments that compaction retired: those `idx` no longer
+    /// has a row for, once its epoch moved.
+    pub(crate) fn prune(&self, idx: &IndexMap) {
+        let epoch = idx.hget(hdr::EPOCH);
+        if self.epoch_seen.load(Ordering::Relaxed) != epoch {
+            self.epoch_seen.store(epoch, Ordering::Relaxed);
+            self.maps.write().retain(|&id, _| idx.seg_row(id).is_some());
+        }
     }
 }

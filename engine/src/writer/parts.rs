@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
+use crate::ctx::now_ms;
 use crate::error::Result;
 use crate::format::{self, kind, nsr, REC_HEADER_LEN};
-use crate::shared::now_ms;
 use crate::txn::Writer;
 
 impl Writer<'_> {

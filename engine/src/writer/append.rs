@@ -25,7 +25,7 @@ const JOIN_PARTS_UP_TO: u64 = 64 << 10;
 /// the oldest segment never needs a block the filesystem no longer has
 /// (FORMAT.md, "Full disk").
 ///
-/// [`WriterState::use_headroom`]: crate::shared::WriterState
+/// [`WriterState::use_headroom`]: crate::ctx::WriterState
 pub(crate) const HEADROOM: u64 = 4096;
 
 /// What [`Writer::append_from`] writes: encoded records in a buffer, or one
@@ -43,7 +43,7 @@ enum Records<'a> {
 impl Writer<'_> {
     pub(crate) fn ensure_active_segment(&mut self) -> Result<()> {
         let id = self.idx.hget(hdr::ACTIVE_SEG) as u32;
-        if id == 0 || self.idx.seg_row(id).is_none() || self.inner.segment(id).is_none() {
+        if id == 0 || self.idx.seg_row(id).is_none() || self.ctx.segment(id).is_none() {
             self.roll(0)?;
         }
         Ok(())
@@ -65,7 +65,7 @@ impl Writer<'_> {
                 id += 1;
                 continue;
             }
-            let path = self.inner.dir.join(format::segment_file_name(id as u32));
+            let path = self.ctx.dir().join(format::segment_file_name(id as u32));
             if path.exists() {
                 id += 1;
                 continue;
@@ -73,11 +73,11 @@ impl Writer<'_> {
             // The segment is prepared under a temporary name and renamed into
             // place complete, so a crash never leaves a headerless segment.
             // Only the lock holder uses the temporary name.
-            let tmp = self.inner.dir.join(format!("seg-{:08x}.tmp", id as u32));
-            let file = self.inner.modes().open(&tmp, true)?;
-            let io = &self.inner.opts.io;
+            let tmp = self.ctx.dir().join(format!("seg-{:08x}.tmp", id as u32));
+            let file = self.ctx.modes().open(&tmp, true)?;
+            let io = &self.ctx.opts().io;
             let init =
-                (min_len + SEG_HEADER_LEN).max(PREALLOC_CHUNK.min(self.inner.opts.segment_size));
+                (min_len + SEG_HEADER_LEN).max(PREALLOC_CHUNK.min(self.ctx.opts().segment_size));
             // On a full filesystem, only what the first records need, and
             // the headroom.
             let need = format::align8(min_len + SEG_HEADER_LEN).max(4096) + HEADROOM;
@@ -89,7 +89,7 @@ impl Writer<'_> {
                     Ok(len)
                 });
             let r = r.map_err(Error::from).and_then(|len| {
-                if self.inner.opts.durability == Durability::PowerLoss {
+                if self.ctx.opts().durability == Durability::PowerLoss {
                     zero_fill(io.as_ref(), &file, SEG_HEADER_LEN, len)?;
                 }
                 Ok(())
@@ -97,8 +97,8 @@ impl Writer<'_> {
             let r = r
                 .and_then(|_| std::fs::rename(&tmp, &path).map_err(Error::from))
                 .and_then(|_| {
-                    if self.inner.opts.durability == Durability::PowerLoss {
-                        File::open(&self.inner.dir).and_then(|d| d.sync_all())?;
+                    if self.ctx.opts().durability == Durability::PowerLoss {
+                        File::open(self.ctx.dir()).and_then(|d| d.sync_all())?;
                     }
                     Ok(())
                 });
@@ -150,7 +150,7 @@ impl Writer<'_> {
 
     fn append_from(&mut self, sizes: &[u64], recs: Records<'_>) -> Result<Vec<u64>> {
         let mut locs = Vec::with_capacity(sizes.len());
-        let seg_size = self.inner.opts.segment_size;
+        let seg_size = self.ctx.opts().segment_size;
         let headroom = if self.st.use_headroom { 0 } else { HEADROOM };
         let mut i = 0;
         let mut pos = 0usize;
@@ -159,7 +159,7 @@ impl Writer<'_> {
                 self.ensure_active_segment()?;
                 let seg_id = self.idx.hget(hdr::ACTIVE_SEG) as u32;
                 let off = self.idx.hget(hdr::ACTIVE_OFF);
-                let seg = self.inner.segment(seg_id).ok_or_else(|| {
+                let seg = self.ctx.segment(seg_id).ok_or_else(|| {
                     corrupt(
                         &self.idx,
                         At::Header(hdr::ACTIVE_SEG),
@@ -191,7 +191,7 @@ impl Writer<'_> {
                 if off + bytes > u32::MAX as u64 {
                     return Err(Error::InvalidArgument("record too large".into()));
                 }
-                let io = &self.inner.opts.io;
+                let io = &self.ctx.opts().io;
                 let need = off + bytes + headroom;
                 if need > seg.known_len.load(Ordering::Acquire) {
                     let len = seg.file.metadata()?.len();
@@ -207,7 +207,7 @@ impl Writer<'_> {
                             target,
                             need,
                         )?;
-                        if self.inner.opts.durability == Durability::PowerLoss {
+                        if self.ctx.opts().durability == Durability::PowerLoss {
                             // fallocate leaves "unwritten" extents: the first
                             // write into each turns fdatasync into a journal
                             // commit. Zeroing the range once makes later
@@ -289,13 +289,13 @@ impl Writer<'_> {
                         .seg(row, segr::TOTAL)
                         .store(off + bytes, Ordering::Release);
                 }
-                self.inner.commit.lock().pending.insert(seg_id);
+                self.ctx.note_pending(seg_id);
                 i += run;
                 pos += bytes as usize;
             }
-            // Durable commits are synced by `Inner::group_sync` after the
+            // Durable commits are synced by `WriteCtx::group_sync` after the
             // writer lock is released, so that concurrent writers share fsyncs.
-            self.inner.commit.lock().appended += 1;
+            self.ctx.count_commit();
             Ok(())
         })();
         r.map(|_| locs)
@@ -306,15 +306,15 @@ impl Writer<'_> {
     /// deleted the evicted segment, so its room is there.
     pub(crate) fn restore_headroom(&mut self) -> Result<()> {
         let id = self.idx.hget(hdr::ACTIVE_SEG) as u32;
-        let Some(seg) = self.inner.segment(id) else {
+        let Some(seg) = self.ctx.segment(id) else {
             return Ok(());
         };
         let need = self.idx.hget(hdr::ACTIVE_OFF) + HEADROOM;
         let len = seg.file.metadata()?.len();
         if need > len {
-            let io = &self.inner.opts.io;
+            let io = &self.ctx.opts().io;
             io.allocate(&seg.file, len, need - len)?;
-            if self.inner.opts.durability == Durability::PowerLoss {
+            if self.ctx.opts().durability == Durability::PowerLoss {
                 zero_fill(io.as_ref(), &seg.file, len, need)?;
             }
             seg.known_len.fetch_max(need, Ordering::AcqRel);
@@ -323,12 +323,12 @@ impl Writer<'_> {
     }
 
     pub(crate) fn sync_log(&mut self) -> Result<()> {
-        self.inner.sync_pending()
+        self.ctx.sync_pending()
     }
 
     pub(crate) fn sync_all(&mut self) -> Result<()> {
         self.sync_log()?;
-        self.idx.flush(self.inner.opts.io.as_ref())?;
+        self.idx.flush(self.ctx.io())?;
         self.st.mark_clean = true;
         Ok(())
     }
