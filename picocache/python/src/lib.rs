@@ -501,6 +501,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<miss::FlightHandle>()?;
     m.add_class::<report::Reporter>()?;
     m.add_function(wrap_pyfunction!(miss::flight_join, m)?)?;
+    m.add_function(wrap_pyfunction!(miss::is_immutable, m)?)?;
     m.add_class::<wrapper::ByFirstByte>()?;
     m.add_function(wrap_pyfunction!(keys::encode, m)?)?;
     m.add_function(wrap_pyfunction!(keys::encode_call, m)?)?;

@@ -79,12 +79,19 @@ impl Leading {
         }
     }
 
+    /// Hands `v` to the waiters if it is immutable. A mutable result is
+    /// never shared: the flight fails instead, and each waiter, trying
+    /// again, finds the stored value under the lease and decodes its own
+    /// copy (or computes, if nothing was stored), so that no caller's
+    /// change of its result reaches another's (as at a hit).
     fn complete(mut self, py: Python<'_>, v: &PyObject) {
         if let Some(g) = self.guard.take() {
-            if self.gen == fork_gen() {
+            if self.gen != fork_gen() {
+                std::mem::forget(g);
+            } else if immutable(v.bind(py), 0) {
                 g.complete(Arc::new(v.clone_ref(py)));
             } else {
-                std::mem::forget(g);
+                drop(g);
             }
         }
     }
@@ -115,7 +122,8 @@ pub(crate) struct FlightHandle {
 
 #[pymethods]
 impl FlightHandle {
-    /// The leader: hands `value` to the waiters.
+    /// The leader: hands `value` to the waiters if it is immutable; else
+    /// they look again (see `Leading::complete`).
     fn complete(&self, py: Python<'_>, value: PyObject) {
         if let Some(l) = self.leading.lock().take() {
             l.complete(py, &value);
@@ -127,13 +135,22 @@ impl FlightHandle {
         drop(self.leading.lock().take());
     }
 
-    /// A waiter: (True, the leader's value), or (False, None) if it failed.
+    /// A waiter: (True, the leader's value), or (False, None) if it failed or
+    /// its result is mutable: look again.
     fn wait(&self, py: Python<'_>) -> (bool, Option<PyObject>) {
         match self.waiting.as_ref().and_then(|f| wait(py, f)) {
             Some(v) => (true, Some(v)),
             None => (false, None),
         }
     }
+}
+
+/// Whether `obj` is immutable as the in-process tier counts it (exact None,
+/// bool, int, float, complex, str, bytes, and tuples and frozensets of
+/// them): the Python async path shares only such results between waiters.
+#[pyfunction]
+pub(crate) fn is_immutable(obj: &Bound<'_, PyAny>) -> bool {
+    immutable(obj, 0)
 }
 
 /// Joins the computation of `key` in namespace `name` of the cache whose

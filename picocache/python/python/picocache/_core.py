@@ -430,6 +430,10 @@ class BaseCache:
                         v = await asyncio.shield(fut)
                     except BaseException:  # noqa: BLE001 - the leader failed: compute ourselves
                         continue
+                    if not _native.is_immutable(v):
+                        # Never the leader's own mutable object: look again,
+                        # and decode a copy of the stored value (or compute).
+                        continue
                     st.counts.hit()
                     return v
                 fut = loop.create_future()

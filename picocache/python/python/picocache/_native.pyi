@@ -7,7 +7,7 @@ from typing_extensions import disjoint_base, final
 # Checked against the built module by mypy.stubtest (tests/test_typing.py).
 __all__ = [
     "Store", "Namespace", "Lease", "CacheError", "CacheUnavailable", "CacheCorrupted", "CacheFull",
-    "CacheInvalidArgument", "CacheRejected", "CacheReadOnly", "CacheTooLarge", "Sealer", "Wrapper", "Counts", "FlightHandle", "Reporter", "flight_join", "ByFirstByte",
+    "CacheInvalidArgument", "CacheRejected", "CacheReadOnly", "CacheTooLarge", "Sealer", "Wrapper", "Counts", "FlightHandle", "Reporter", "is_immutable", "flight_join", "ByFirstByte",
     "encode", "encode_call", "_after_fork_in_child", "default_local_path", "Blake3", "__version__",
     "prune_local", "inspect_local",
 ]
@@ -81,6 +81,9 @@ class Reporter:
 
     def __new__(cls) -> "Reporter": ...
     def warn_now(self) -> Optional[int]: ...
+
+def is_immutable(obj: Any) -> bool:
+    """Whether ``obj`` is an immutable result the in-process tier keeps (exact scalars, tuples, frozensets)."""
 
 def flight_join(cache: int, name: str, key: bytes) -> Tuple[int, Optional[FlightHandle]]:
     """Joins the computation of ``key``: (0, handle) lead, (1, handle) wait, (2, None) re-entry."""
