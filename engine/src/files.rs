@@ -16,17 +16,29 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-/// Whether `dir` is a directory that holds a store (an index or a log
-/// segment). For tools that must not create a store where none is: opening
-/// one creates it.
+/// Whether `dir` is a directory that holds a store: an `index` file or a
+/// log segment (`seg-XXXXXXXX.log`) that starts with its magic. For tools
+/// that must not create a store where none is (opening one creates it, and
+/// would take over a foreign file named `index`).
 pub fn is_store(dir: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return false;
     };
+    let starts_with = |path: &Path, magic: &[u8; 8]| {
+        let mut head = [0u8; 8];
+        File::open(path)
+            .and_then(|mut f| io::Read::read_exact(&mut f, &mut head))
+            .is_ok_and(|_| head == *magic)
+    };
     entries.flatten().any(|e| {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        name == "index" || crate::format::parse_segment_file_name(&name).is_some()
+        if name == "index" {
+            starts_with(&e.path(), &crate::format::INDEX_MAGIC)
+        } else {
+            crate::format::parse_segment_file_name(&name).is_some()
+                && starts_with(&e.path(), &crate::format::SEG_MAGIC)
+        }
     })
 }
 
@@ -108,6 +120,9 @@ mod tests {
         std::fs::write(dir.path().join("seg-xyz.log"), b"").unwrap();
         std::fs::write(dir.path().join("notes.txt"), b"").unwrap();
         assert!(!is_store(dir.path()), "no store file names");
+        std::fs::write(dir.path().join("index"), b"a user's own file").unwrap();
+        std::fs::write(dir.path().join("seg-00000001.log"), b"PICOSEX\0 not ours").unwrap();
+        assert!(!is_store(dir.path()), "store names, foreign bytes");
         let store = dir.path().join("s");
         drop(crate::Store::open(&store, crate::Options::default()).unwrap());
         assert!(is_store(&store));
