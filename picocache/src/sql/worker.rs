@@ -10,12 +10,19 @@
 //! timeout gives up on it). Until then the server still holds the
 //! connection: an abandoned thread is counted in its pool's `lingering`
 //! count, which keeps its place in the pool (the pool opens no connection
-//! in its stead), so the server never sees more connections from a pool
-//! than its size. At most [`MAX_STUCK`] abandoned threads exist at once in
-//! the process; while that many are stuck, new connections fail at once
-//! instead of starting more.
+//! in its stead), so the server does not see more connections from a pool
+//! than its size while it is slow. Not forever: a connection the server
+//! keeps open and silent (a stuck backend behind a proxy ACKs TCP, so no
+//! keepalive fires) would hold its place for good and the pool would never
+//! serve again although the server answers new connections; so a place is
+//! given back [`LINGER`] after the abandon (the thread, still blocked,
+//! stays counted in [`MAX_STUCK`]). At most [`MAX_STUCK`] abandoned threads
+//! exist at once in the process; while that many are stuck, new
+//! connections fail at once instead of starting more: a server that stops
+//! answering sees at most a pool's size plus [`MAX_STUCK`] connections of
+//! a process.
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +34,25 @@ use crate::Result;
 pub(crate) const MAX_STUCK: usize = 16;
 
 static STUCK: AtomicUsize = AtomicUsize::new(0);
+
+/// How long an abandoned connection keeps its place in its pool (if its
+/// thread has not ended before).
+pub(crate) const LINGER: Duration = Duration::from_secs(10);
+
+/// One abandoned connection's place in its pool's lingering count, given
+/// back once: when its thread ends or after [`LINGER`], whichever is first.
+struct Place {
+    lingering: Arc<AtomicUsize>,
+    held: AtomicBool,
+}
+
+impl Place {
+    fn give_back(&self) {
+        if self.held.swap(false, Ordering::AcqRel) {
+            self.lingering.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
 
 const RUNNING: u8 = 0;
 const ABANDONED: u8 = 1;
@@ -46,9 +72,9 @@ struct TooManyStuck(usize);
 #[error("the connection's thread ended")]
 struct Gone;
 
-/// Marks the thread's end; un-counts it from [`STUCK`] and from its pool's
-/// lingering count if it was abandoned.
-struct Exit(Arc<AtomicU8>, Arc<AtomicUsize>);
+/// Marks the thread's end; un-counts it from [`STUCK`] and gives its place
+/// in the pool back if it was abandoned.
+struct Exit(Arc<AtomicU8>, Arc<Place>);
 
 impl Drop for Exit {
     fn drop(&mut self) {
@@ -58,7 +84,7 @@ impl Drop for Exit {
             .is_err()
         {
             STUCK.fetch_sub(1, Ordering::AcqRel);
-            self.1.fetch_sub(1, Ordering::AcqRel);
+            self.1.give_back();
         }
     }
 }
@@ -68,8 +94,9 @@ pub(crate) struct Worker<S> {
     backend: &'static str,
     jobs: Option<mpsc::Sender<Job<S>>>,
     state: Arc<AtomicU8>,
-    /// The pool's count of abandoned connections still open.
-    lingering: Arc<AtomicUsize>,
+    /// This connection's place in its pool's count of abandoned
+    /// connections still open.
+    place: Arc<Place>,
 }
 
 impl<S: 'static> Worker<S> {
@@ -89,7 +116,11 @@ impl<S: 'static> Worker<S> {
         let (jobs, queue) = mpsc::channel::<Job<S>>();
         let (opened_tx, opened) = mpsc::sync_channel::<Result<()>>(1);
         let state = Arc::new(AtomicU8::new(RUNNING));
-        let exit = Exit(state.clone(), lingering.clone());
+        let place = Arc::new(Place {
+            lingering,
+            held: AtomicBool::new(false),
+        });
+        let exit = Exit(state.clone(), place.clone());
         std::thread::Builder::new()
             .name(format!("picocache-{backend}"))
             .spawn(move || {
@@ -113,7 +144,7 @@ impl<S: 'static> Worker<S> {
             backend,
             jobs: Some(jobs),
             state,
-            lingering,
+            place,
         };
         match opened.recv_timeout(timeout) {
             Ok(Ok(())) => Ok(w),
@@ -173,7 +204,8 @@ impl<S: 'static> Worker<S> {
     fn abandon(&mut self) {
         self.jobs = None;
         STUCK.fetch_add(1, Ordering::AcqRel);
-        self.lingering.fetch_add(1, Ordering::AcqRel);
+        self.place.lingering.fetch_add(1, Ordering::AcqRel);
+        self.place.held.store(true, Ordering::Release);
         if self
             .state
             .compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
@@ -181,8 +213,17 @@ impl<S: 'static> Worker<S> {
         {
             // It had ended already.
             STUCK.fetch_sub(1, Ordering::AcqRel);
-            self.lingering.fetch_sub(1, Ordering::AcqRel);
+            self.place.give_back();
+            return;
         }
+        // The place comes back after LINGER even if the thread stays blocked.
+        let place = self.place.clone();
+        let _ = std::thread::Builder::new()
+            .name("picocache-linger".into())
+            .spawn(move || {
+                std::thread::sleep(LINGER);
+                place.give_back();
+            });
     }
 }
 
@@ -242,5 +283,32 @@ mod tests {
             "a connect still running"
         );
         assert!(settles(&lingering));
+    }
+
+    #[test]
+    fn a_connection_that_never_answers_gives_its_place_back_after_linger() {
+        let lingering = Arc::new(AtomicUsize::new(0));
+        let mut w = Worker::spawn("test", Duration::from_secs(5), lingering.clone(), || {
+            Ok(0u32)
+        })
+        .unwrap();
+        let (release, wait) = mpsc::channel::<()>();
+        assert!(w
+            .run(Duration::from_millis(50), move |_| {
+                let _ = wait.recv();
+            })
+            .is_err());
+        let at = std::time::Instant::now();
+        assert_eq!(lingering.load(Ordering::Acquire), 1, "its place is kept");
+        assert!(stuck() >= 1);
+        while lingering.load(Ordering::Acquire) != 0 {
+            assert!(at.elapsed() < LINGER * 2, "never given back");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(at.elapsed() >= LINGER - Duration::from_millis(100));
+        assert!(stuck() >= 1, "the blocked thread still counts as stuck");
+        drop(release); // the thread ends: nothing is given back twice
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(lingering.load(Ordering::Acquire), 0);
     }
 }
