@@ -182,7 +182,7 @@ impl Front {
 
     /// The kept result of a call with `args` (of `kinds`), if its record is
     /// still live (the hit counted in the store); None otherwise.
-    #[inline(never)] // (see miss.rs: the stack of a recursion)
+    #[inline]
     pub(crate) fn get(
         &self,
         py: Python<'_>,
