@@ -596,18 +596,39 @@ fn inspecting_a_store_with_a_garbage_index_changes_nothing() {
     assert_eq!(run(&["verify", p(dir.path())]).status.code(), Some(0));
 }
 
+/// Runs `verify`, `stats`, `ls` and `prune` on `dir`, which holds files
+/// with a store's names but not its magic, and checks that each says there
+/// is no store there and changes nothing (a foreign file named `index` is
+/// not taken for a damaged index: `repair` or `prune` would rewrite it).
+fn refused_as_no_store(dir: &Path) {
+    let before = snapshot(dir);
+    for args in [
+        vec!["verify", p(dir)],
+        vec!["stats", "--json", p(dir)],
+        vec!["ls", p(dir), "cli::square"],
+        vec!["prune", p(dir), "--unused-for", "1d", "--dry-run"],
+        vec!["prune", p(dir), "--unused-for", "1d"],
+    ] {
+        let o = run(&args);
+        assert_ne!(o.status.code(), Some(0), "{args:?}: {}", stdout(&o));
+        let said = format!("{}{}", stdout(&o), stderr(&o));
+        assert!(said.contains("no PicoCache store"), "{args:?}: {said}");
+        assert_eq!(snapshot(dir), before, "{args:?} changed the directory");
+    }
+}
+
 #[test]
 fn inspecting_a_garbage_directory_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("index"), b"not an index at all").unwrap();
     std::fs::write(dir.path().join("notes.txt"), b"hello").unwrap();
-    inspection_changes_nothing(dir.path());
+    refused_as_no_store(dir.path());
     // A short garbage index with a garbage segment and no lock file.
     std::fs::write(dir.path().join("seg-00000001.log"), vec![7u8; 300]).unwrap();
-    inspection_changes_nothing(dir.path());
+    refused_as_no_store(dir.path());
     // No index, only a segment.
     std::fs::remove_file(dir.path().join("index")).unwrap();
-    inspection_changes_nothing(dir.path());
+    refused_as_no_store(dir.path());
 }
 
 #[test]
