@@ -35,6 +35,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyInt, PyList, PySet, PyString, PyTuple};
+use pyo3::Borrowed;
 
 use crate::tier::{immutable, TIER_MAX_BYTES, TIER_MAX_ENTRIES};
 use crate::{fork_gen, Namespace, MAX_KEY};
@@ -105,18 +106,21 @@ pub(crate) enum Seen {
     },
 }
 
-/// The kinds of a call's positional arguments, four bits each (the tuple's
+/// The kinds of a call's positional arguments, four bits each (the call's
 /// length says how many), or None if one is not of an exact type whose
 /// `==` agrees with the canonical key: `None`, `bool`, `int`, `str`, `bytes`.
 /// (For these, two arguments of one kind are `==` exactly when they encode
 /// to the same key bytes, typed or not; `True == 1` is told apart by kind.)
 #[inline]
-pub(crate) fn kinds(args: &Bound<'_, PyTuple>) -> Option<u64> {
-    if args.len() > MAX_ARGS {
+pub(crate) fn kinds<'a, 'py: 'a>(
+    len: usize,
+    args: impl Iterator<Item = Borrowed<'a, 'py, PyAny>>,
+) -> Option<u64> {
+    if len > MAX_ARGS {
         return None;
     }
     let mut k = 0u64;
-    for (i, a) in args.iter_borrowed().enumerate() {
+    for (i, a) in args.enumerate() {
         let t = if a.is_exact_instance_of::<PyInt>() {
             1
         } else if a.is_exact_instance_of::<PyString>() {
@@ -133,6 +137,26 @@ pub(crate) fn kinds(args: &Bound<'_, PyTuple>) -> Option<u64> {
         k |= t << (4 * i);
     }
     Some(k)
+}
+
+/// The kinds of the arguments in `args` ([`kinds`]).
+#[inline]
+pub(crate) fn tuple_kinds(args: &Bound<'_, PyTuple>) -> Option<u64> {
+    kinds(args.len(), args.iter_borrowed())
+}
+
+/// The front table's key of a call with the arguments `args`: the argument
+/// itself for a call of one (as `functools.lru_cache` keys it; never a
+/// tuple, so never equal to the key of a call of another length), else the
+/// tuple.
+#[inline]
+pub(crate) fn key<'a, 'py>(args: &'a Bound<'py, PyTuple>) -> Borrowed<'a, 'py, PyAny> {
+    match args.len() {
+        1 => args
+            .get_borrowed_item(0)
+            .unwrap_or_else(|_| args.as_any().as_borrowed()),
+        _ => args.as_any().as_borrowed(),
+    }
 }
 
 /// One call's kept result (see the module docs).
@@ -180,17 +204,18 @@ impl Front {
         }
     }
 
-    /// The kept result of a call with `args` (of `kinds`), if its record is
-    /// still live (the hit counted in the store); None otherwise.
+    /// The kept result of a call whose arguments (of `kinds`) have the
+    /// front table's `key` ([`key`]), if its record is still live (the hit
+    /// counted in the store); None otherwise.
     #[inline]
     pub(crate) fn get(
         &self,
         py: Python<'_>,
-        args: &Bound<'_, PyTuple>,
+        key: &Bound<'_, PyAny>,
         kinds: u64,
     ) -> Option<PyObject> {
         let d = self.dict.bind(py);
-        let e = d.get_item(args).ok()??;
+        let e = d.get_item(key).ok()??;
         let e = e.downcast::<FrontEntry>().ok()?.get();
         if e.kinds != kinds || !e.watch.hit(&e.at) {
             return None;
@@ -278,12 +303,13 @@ impl Front {
         // (No Python code runs from here on: the keys and values are of
         // builtin types, and the entry was allocated above.)
         let d = self.dict.bind(py);
+        let key = key(args);
         let mut st = self.state.lock();
         if how == How::Decode && st.loads.is_none() {
             st.loads = ns.decoder.get().map(|(l, _, _)| l.clone_ref(py));
         }
         let old = d
-            .get_item(args)?
+            .get_item(key)?
             .and_then(|o| o.downcast::<FrontEntry>().ok().map(|o| o.get().bytes));
         if let Some(b) = old {
             st.bytes = st.bytes.saturating_sub(b);
@@ -293,7 +319,7 @@ impl Front {
             d.clear();
             st.bytes = 0;
         }
-        d.set_item(args, entry)?;
+        d.set_item(key, entry)?;
         st.bytes += bytes;
         Ok(())
     }

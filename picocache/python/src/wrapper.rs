@@ -5,19 +5,24 @@
 //! `Wrapper` is the base of `picocache._core._CachedFunction` (a Python
 //! subclass: it carries the instance `__dict__` that `functools.wraps` and
 //! the `cache_info`/`cache_clear`/... attributes use, and CPython traverses
-//! that dictionary for the garbage collector). A call goes:
+//! that dictionary for the garbage collector). CPython calls it through the
+//! vectorcall protocol (`vcall.rs`: the arguments in an array; the
+//! `__call__` below serves callers that hold a tuple, and the stable-ABI
+//! build). A call goes:
 //!
 //! 0. a call whose arguments the front table can key (`front.rs`: exact
 //!    `int`, `str`, `bytes`, `None`, `bool`, no keyword arguments) and that
 //!    it holds, its record confirmed live by the store's watch: returned
 //!    (an immutable result as kept, a mutable one decoded from its kept
-//!    bytes), counted.
+//!    bytes), counted. A call of one argument is looked up by the argument
+//!    itself: no tuple is made.
 //! 1. if the function's namespace is open on a native store
 //!    ([`Wrapper::_set_namespace`]): its `lookup_decoded` (encode the
 //!    arguments, look up, decode; repeat hits of immutable results from the
 //!    in-process tier). A value is a hit: counted here, kept in the front
 //!    table where step 0 can serve it, returned.
-//! 2. a miss: the Python `compute` (lease, run the function, store).
+//! 2. a miss: natively (`miss.rs`: flight, lease, the function, store), or
+//!    the Python `compute` for what that path does not take.
 //! 3. anything else (the namespace not open yet, a lookup that raised): the
 //!    Python wrapper `slow`, which meets the same case and handles it (opens
 //!    the store, explains a key that does not encode, warns and computes).
@@ -62,6 +67,9 @@ pub(crate) struct Wrapper {
     native_miss: Option<MissCtx>,
     /// Results kept by the call's argument objects.
     front: Front,
+    /// CPython's way in (see `vcall.rs`).
+    #[cfg(not(feature = "abi3"))]
+    slot: crate::vcall::Slot,
 }
 
 /// This process's hits and misses of a function (`picocache::core::counts`),
@@ -131,6 +139,8 @@ impl Wrapper {
             counts,
             native_miss,
             front: Front::new(py),
+            #[cfg(not(feature = "abi3"))]
+            slot: crate::vcall::Slot::new(),
         }
     }
 
@@ -141,34 +151,32 @@ impl Wrapper {
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyObject> {
-        // This frame stays on the stack while the function runs on a miss:
-        // the lookup and the front table's work are out of line (see
-        // miss.rs on recursion).
         let kinds = match kwargs {
             Some(k) if !k.is_empty() => None,
-            _ => front::kinds(args),
+            _ => front::tuple_kinds(args),
         };
         if let Some(kinds) = kinds {
-            if let Some(v) = self.front.get(py, args, kinds) {
+            if let Some(v) = self.front.get(py, &front::key(args), kinds) {
                 self.counts.get().hit();
                 return Ok(v);
             }
         }
-        match self.look(py, args, kwargs, kinds) {
-            Looked::Hit(v) => Ok(v),
-            Looked::Miss(ns, key) => {
-                let Some(cx) = &self.native_miss else {
-                    return self.compute(py, args, kwargs);
-                };
-                let (v, stored) =
-                    crate::miss::run(py, cx, self.counts.get(), ns.get(), args, kwargs, key)?;
-                if let (Some(kinds), Some(stored)) = (kinds, stored) {
-                    self.keep_missed(py, ns.get(), args, kinds, stored, &v);
-                }
-                Ok(v)
-            }
-            Looked::Compute => self.compute(py, args, kwargs),
-            Looked::Slow => self.slow.call(py, args.clone(), kwargs),
+        self.call_after_front(py, args, kwargs, kinds)
+    }
+
+    /// Makes CPython call this function (and every other of its class)
+    /// through the vectorcall protocol (`vcall.rs`): the arguments in an
+    /// array, no tuple. Returns whether it does (not in the stable-ABI
+    /// build, nor for a subclass that defines `__call__`).
+    fn _install_vectorcall(slf: &Bound<'_, Self>) -> bool {
+        #[cfg(not(feature = "abi3"))]
+        {
+            crate::vcall::install(slf).is_ok()
+        }
+        #[cfg(feature = "abi3")]
+        {
+            let _ = slf;
+            false
         }
     }
 
@@ -243,6 +251,74 @@ enum Looked {
 }
 
 impl Wrapper {
+    /// Where CPython's vectorcall lands (`vcall.rs`): the front table for a
+    /// call of positional arguments it can key, else the tuple path.
+    #[cfg(not(feature = "abi3"))]
+    pub(crate) fn vectorcall(
+        &self,
+        py: Python<'_>,
+        call: &crate::vcall::Call<'_, '_>,
+    ) -> PyResult<PyObject> {
+        let n = call.len();
+        let kinds = match call.has_keywords() {
+            true => None,
+            false => front::kinds(n, (0..n).map(|i| call.arg(i))),
+        };
+        if let (Some(kinds), 1) = (kinds, n) {
+            // The key of a call of one argument is the argument: no tuple.
+            if let Some(v) = self.front.get(py, &call.arg(0), kinds) {
+                self.counts.get().hit();
+                return Ok(v);
+            }
+            return self.call_after_front(py, &call.args()?, None, Some(kinds));
+        }
+        let args = call.args()?;
+        let kwargs = call.kwargs()?;
+        if let Some(kinds) = kinds {
+            if let Some(v) = self.front.get(py, &front::key(&args), kinds) {
+                self.counts.get().hit();
+                return Ok(v);
+            }
+        }
+        self.call_after_front(py, &args, kwargs.as_ref(), kinds)
+    }
+
+    /// The instance's vectorcall slot (`vcall::install`).
+    #[cfg(not(feature = "abi3"))]
+    pub(crate) fn slot(&self) -> &crate::vcall::Slot {
+        &self.slot
+    }
+
+    /// A call the front table did not answer (`kinds`: its arguments'
+    /// kinds, if the front table can key it): the store, then the function.
+    fn call_after_front(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+        kinds: Option<u64>,
+    ) -> PyResult<PyObject> {
+        // This frame stays on the stack while the function runs on a miss:
+        // the lookup and the front table's work are out of line (see
+        // miss.rs on recursion).
+        match self.look(py, args, kwargs, kinds) {
+            Looked::Hit(v) => Ok(v),
+            Looked::Miss(ns, key) => {
+                let Some(cx) = &self.native_miss else {
+                    return self.compute(py, args, kwargs);
+                };
+                let (v, stored) =
+                    crate::miss::run(py, cx, self.counts.get(), ns.get(), args, kwargs, key)?;
+                if let (Some(kinds), Some(stored)) = (kinds, stored) {
+                    self.keep_missed(py, ns.get(), args, kinds, stored, &v);
+                }
+                Ok(v)
+            }
+            Looked::Compute => self.compute(py, args, kwargs),
+            Looked::Slow => self.slow.call(py, args.clone(), kwargs),
+        }
+    }
+
     /// Looks the call up in the open namespace: a hit is counted and kept in
     /// the front table (when its arguments can key it).
     #[inline(never)] // (see miss.rs: the stack of a recursion)

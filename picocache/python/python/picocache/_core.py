@@ -511,6 +511,7 @@ class BaseCache:
                 native_miss = (func, dumps, fail, st, id(self), keep,
                                _values.plain_dumps if self.value_serializer is None else None)
                 wrapper = _CachedFunction(swrapper, compute_sync, _MISS, st.counts, native_miss)
+                wrapper._install_vectorcall()  # calls without a tuple (once per class)
                 st.fast_wrapper = weakref.ref(wrapper)
 
         functools.update_wrapper(wrapper, func)
