@@ -14,6 +14,18 @@ Django's cache framework (:class:`DjangoCache`)::
         return n if n < 2 else fib(n - 1) + fib(n - 2)
 """
 
+from . import _native
+
+if _native.__dict__.get("Wrapper") is None:
+    # A program that embeds Python, finalized it and initialized it again in
+    # the same process: PyO3 hands back the module object of the first
+    # interpreter, whose attributes finalization set to None. Nothing of it
+    # may be used (its types belong to the finalized interpreter).
+    raise ImportError(
+        "picocache cannot be imported again in this process: its native module was initialized by an "
+        "interpreter that has since been finalized (PyO3 extension modules initialize once per process)"
+    )
+
 from ._native import (
     CacheCorrupted,
     CacheError,
