@@ -143,6 +143,24 @@ impl FlightHandle {
             None => (false, None),
         }
     }
+
+    /// A waiter that must not block (an event loop's task): `callback()` is
+    /// called once the leader finishes, at once if it has (then `wait`
+    /// returns without blocking). It is called in the leader's thread:
+    /// `loop.call_soon_threadsafe` is what it should do; an exception it
+    /// raises is reported as unraisable.
+    fn when_done(&self, callback: PyObject) {
+        let Some(f) = &self.waiting else {
+            return;
+        };
+        f.when_done(move || {
+            Python::with_gil(|py| {
+                if let Err(e) = callback.call0(py) {
+                    e.write_unraisable(py, None);
+                }
+            })
+        });
+    }
 }
 
 /// Whether `obj` is immutable as the in-process tier counts it (exact None,
@@ -155,10 +173,22 @@ pub(crate) fn is_immutable(obj: &Bound<'_, PyAny>) -> bool {
 
 /// Joins the computation of `key` in namespace `name` of the cache whose
 /// `id` is `cache`: (0, handle) to lead (complete or fail the handle),
-/// (1, handle) to wait, (2, None) for re-entry (this thread computes it).
+/// (1, handle) to wait, (2, None) for re-entry (this thread, or the event
+/// loop's task whose `id` is `task`, computes it).
 #[pyfunction]
-pub(crate) fn flight_join(cache: u64, name: &str, key: &[u8]) -> (u8, Option<FlightHandle>) {
-    match flights().join(&flight_key(cache, name, key)) {
+#[pyo3(signature = (cache, name, key, task=None))]
+pub(crate) fn flight_join(
+    cache: u64,
+    name: &str,
+    key: &[u8],
+    task: Option<u64>,
+) -> (u8, Option<FlightHandle>) {
+    let k = flight_key(cache, name, key);
+    let role = match task {
+        Some(t) => flights().join_task(&k, t),
+        None => flights().join(&k),
+    };
+    match role {
         Role::Leader(g) => (
             0,
             Some(FlightHandle {

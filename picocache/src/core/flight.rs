@@ -1,8 +1,12 @@
 //! In-process deduplication: concurrent calls with the same key compute
 //! once; the others wait for the computing caller (the leader) and take its
-//! result. A call from the leader's own thread is re-entry (the function
-//! calls itself with the same arguments): waiting would never end, so it is
-//! told apart and runs uncached, as `functools.lru_cache` does.
+//! result. A call from the leader itself is re-entry (the function calls
+//! itself with the same arguments): waiting would never end, so it is told
+//! apart and runs uncached, as `functools.lru_cache` does.
+//!
+//! A caller is a thread ([`Flights::join`]: it waits by blocking) or a task
+//! of an event loop ([`Flights::join_task`]: many on one thread; it waits
+//! by [`Flight::when_done`], a callback the leader runs as it finishes).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,24 +39,63 @@ impl<T> std::fmt::Debug for Flights<T> {
     }
 }
 
+/// Who leads a flight: re-entry is a join by the same owner.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Owner {
+    Thread(ThreadId),
+    Task(u64),
+}
+
+/// A callback run when a flight finishes ([`Flight::when_done`]).
+type Callback = Box<dyn FnOnce() + Send>;
+
 /// One in-process computation of a key, which other callers wait for.
 pub struct Flight<T> {
-    owner: ThreadId,
-    outcome: Mutex<Option<Option<T>>>,
+    owner: Owner,
+    state: Mutex<FlightState<T>>,
     cv: Condvar,
+}
+
+struct FlightState<T> {
+    /// `None` while in flight; then the leader's result, or `None` if it
+    /// failed.
+    outcome: Option<Option<T>>,
+    /// Run once the outcome is set.
+    callbacks: Vec<Callback>,
 }
 
 impl<T: Clone> Flight<T> {
     /// Waits for the leader: its result, or `None` if it failed (raised,
     /// panicked): the waiter then tries again, maybe leading.
     pub fn wait(&self) -> Option<T> {
-        let mut o = self.outcome.lock();
+        let mut st = self.state.lock();
         loop {
-            if let Some(o) = &*o {
+            if let Some(o) = &st.outcome {
                 return o.clone();
             }
-            self.cv.wait(&mut o);
+            self.cv.wait(&mut st);
         }
+    }
+
+    /// The outcome without waiting: `None` while the leader computes, else
+    /// what [`Flight::wait`] returns.
+    pub fn outcome(&self) -> Option<Option<T>> {
+        self.state.lock().outcome.clone()
+    }
+
+    /// Runs `f` once the leader finishes (completes or fails): at once, in
+    /// this thread, if it has; else in the leader's thread as it finishes,
+    /// after the outcome is set and no lock of the table is held. For a
+    /// waiter that must not block (an event loop's task): `f` wakes it,
+    /// and it reads [`Flight::outcome`].
+    pub fn when_done(&self, f: impl FnOnce() + Send + 'static) {
+        let mut st = self.state.lock();
+        if st.outcome.is_none() {
+            st.callbacks.push(Box::new(f));
+            return;
+        }
+        drop(st);
+        f();
     }
 }
 
@@ -68,9 +111,21 @@ pub enum Role<T> {
 }
 
 impl<T: Clone> Flights<T> {
-    /// Joins the computation of `key`, or starts one.
+    /// Joins the computation of `key`, or starts one, as this thread.
     pub fn join(&self, key: &[u8]) -> Role<T> {
-        let me = std::thread::current().id();
+        self.join_as(key, Owner::Thread(std::thread::current().id()))
+    }
+
+    /// Joins the computation of `key`, or starts one, as the event loop's
+    /// task `task` (an id unique among the tasks alive): re-entry is this
+    /// task's own computation; another task of the same thread waits (with
+    /// [`Flight::when_done`], not [`Flight::wait`], which would block its
+    /// event loop and the leader with it).
+    pub fn join_task(&self, key: &[u8], task: u64) -> Role<T> {
+        self.join_as(key, Owner::Task(task))
+    }
+
+    fn join_as(&self, key: &[u8], me: Owner) -> Role<T> {
         let shard = xxhash_rust::xxh3::xxh3_64(key) as usize % self.shards.len();
         let mut map = self.shards[shard].lock();
         if let Some(f) = map.get(key) {
@@ -81,7 +136,10 @@ impl<T: Clone> Flights<T> {
         }
         let flight = Arc::new(Flight {
             owner: me,
-            outcome: Mutex::new(None),
+            state: Mutex::new(FlightState {
+                outcome: None,
+                callbacks: Vec::new(),
+            }),
             cv: Condvar::new(),
         });
         map.insert(key.to_vec(), flight.clone());
@@ -135,8 +193,15 @@ impl<T> FlightGuard<T> {
                 map.remove(&self.key);
             }
         }
-        *self.flight.outcome.lock() = Some(outcome);
+        let callbacks = {
+            let mut st = self.flight.state.lock();
+            st.outcome = Some(outcome);
+            std::mem::take(&mut st.callbacks)
+        };
         self.flight.cv.notify_all();
+        for f in callbacks {
+            f();
+        }
     }
 }
 
@@ -171,6 +236,52 @@ mod tests {
         assert!(
             matches!(f.join(b"k"), Role::Leader(_)),
             "done: the key leads again"
+        );
+    }
+
+    #[test]
+    fn tasks_of_one_thread_wait_for_each_other_by_callback() {
+        let f: Flights<u32> = Flights::default();
+        let Role::Leader(g) = f.join_task(b"k", 1) else {
+            panic!("first task leads")
+        };
+        assert!(matches!(f.join_task(b"k", 1), Role::Reentrant));
+        let Role::Waiter(w) = f.join_task(b"k", 2) else {
+            panic!("another task of the same thread waits")
+        };
+        let Role::Waiter(w2) = f.join(b"k") else {
+            panic!("so does a thread")
+        };
+        assert_eq!(w.outcome(), None);
+        let woken = Arc::new(Mutex::new(Vec::new()));
+        let w_ = woken.clone();
+        w.when_done(move || w_.lock().push("before"));
+        assert!(woken.lock().is_empty(), "not run while in flight");
+        g.complete(5);
+        assert_eq!(*woken.lock(), ["before"], "run as the leader finished");
+        assert_eq!((w.outcome(), w2.wait()), (Some(Some(5)), Some(5)));
+        let w_ = woken.clone();
+        w.when_done(move || w_.lock().push("after"));
+        assert_eq!(*woken.lock(), ["before", "after"], "done: run at once");
+    }
+
+    #[test]
+    fn a_failed_leader_wakes_its_callbacks_too() {
+        let f: Flights<u32> = Flights::default();
+        let Role::Leader(g) = f.join_task(b"k", 1) else {
+            panic!()
+        };
+        let Role::Waiter(w) = f.join_task(b"k", 2) else {
+            panic!()
+        };
+        let woken = Arc::new(Mutex::new(0));
+        let w_ = woken.clone();
+        w.when_done(move || *w_.lock() += 1);
+        drop(g);
+        assert_eq!((*woken.lock(), w.outcome()), (1, Some(None)));
+        assert!(
+            matches!(f.join_task(b"k", 2), Role::Leader(_)),
+            "then leads"
         );
     }
 

@@ -41,6 +41,23 @@ if TYPE_CHECKING:
     from ._typing import CachedFunction, P, R
 
 
+def _waker(loop: Any, done: Any) -> Callable[[], None]:
+    """What a flight's leader calls as it finishes (in its own thread) to
+    wake a task of ``loop`` waiting on the future ``done``."""
+
+    def resolve() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def wake() -> None:
+        try:
+            loop.call_soon_threadsafe(resolve)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    return wake
+
+
 class BaseCache:
     """The base of every cache class: a decorator factory.
 
@@ -415,29 +432,37 @@ class BaseCache:
                         return v
                 if k is None:
                     k = encode_or_explain(ns, args, kwargs)
+                # The process's flight table (the one the synchronous paths
+                # use), joined as this task: another task of this event loop,
+                # or of another thread's, computing the key is waited for
+                # with a callback, never by blocking the loop.
                 loop = asyncio.get_running_loop()
-                task = asyncio.current_task()
+                task = id(asyncio.current_task())
                 while True:
-                    fut, leader_task = st.async_inflight.get(k, (None, None))
-                    if fut is None or fut.get_loop() is not loop:
+                    role, fl = _native.flight_join(id(st.cache), st._name, k, task)
+                    if role == 0:
                         break
-                    if leader_task is task:
+                    if role == 2:
                         # Re-entrant: this task awaits its own computation of
                         # this key; run the body (see compute_sync).
                         st.counts.miss()
                         return await func(*args, **kwargs)
+                    done = loop.create_future()
+                    fl.when_done(_waker(loop, done))
                     try:
-                        v = await asyncio.shield(fut)
-                    except BaseException:  # noqa: BLE001 - the leader failed: compute ourselves
-                        continue
-                    if not _native.is_immutable(v):
-                        # Never the leader's own mutable object: look again,
-                        # and decode a copy of the stored value (or compute).
-                        continue
-                    st.counts.hit()
-                    return v
-                fut = loop.create_future()
-                st.async_inflight[k] = (fut, task)
+                        # Bounded: a leader that never finishes (one forked
+                        # away mid-computation) is not waited for longer than
+                        # another process's lease would be.
+                        await asyncio.wait_for(asyncio.shield(done), owner.lease_timeout)
+                    except asyncio.TimeoutError:
+                        fl = None  # compute without leading
+                        break
+                    ok, v = fl.wait()  # done: does not block
+                    if ok:  # (only immutable results are handed over)
+                        st.counts.hit()
+                        return v
+                    # The leader failed, or its result is mutable: look again,
+                    # and decode a copy of the stored value (or compute).
                 try:
                     # Another leader may have finished since our lookup.
                     try:
@@ -449,20 +474,18 @@ class BaseCache:
                         v = decode(raw, ns, k)
                         if v is not _MISS:
                             st.counts.hit()
-                            fut.set_result(v)
+                            if fl is not None:
+                                fl.complete(v)
                             return v
                     st.counts.miss()
                     value = await func(*args, **kwargs)
                     await io(store, ns, k, value)
-                    fut.set_result(value)
+                    if fl is not None:
+                        fl.complete(value)
                     return value
-                except BaseException as e:
-                    fut.set_exception(e if isinstance(e, Exception) else asyncio.CancelledError())
-                    fut.exception()  # retrieved: no "never retrieved" warning
-                    raise
                 finally:
-                    if st.async_inflight.get(k, (None,))[0] is fut:
-                        del st.async_inflight[k]
+                    if fl is not None:
+                        fl.fail()  # (nothing if completed): the waiters try again
 
             wrapper: Callable = awrapper
         else:

@@ -147,7 +147,6 @@ class _FunctionState:
         #: with the native wrapper.
         self.counts = _native.Counts()
         self.ns_lock = _thread.allocate_lock()
-        self.async_inflight: dict = {}
         #: The failure policy's warning rate (picocache::core::report).
         self.reporter = _native.Reporter()
         self.retry_at = 0.0
@@ -172,8 +171,8 @@ class _FunctionState:
             pass
 
     def reset_after_fork(self) -> None:
-        # Threads that were computing in the parent do not exist here.
-        self.async_inflight = {}
+        # Threads that were computing in the parent do not exist here (the
+        # flight table forgets them: _native._after_fork_in_child).
         self.ns_lock = _thread.allocate_lock()
 
     @property
