@@ -1,6 +1,7 @@
 //! The canonical key of a call: Python arguments encoded to bytes, equal
 //! for equal arguments in every process (see [`Encoder`]).
 
+use picocache::core::codec::KeyCodec;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::*;
@@ -20,6 +21,23 @@ const MAX_DEPTH: usize = 64;
 pub(crate) struct Encoder<'a, 'py> {
     pub(crate) typed: bool,
     pub(crate) fallback: Option<&'a Bound<'py, PyAny>>,
+}
+
+/// A call's argument objects: what the [`Encoder`] encodes as the
+/// [`KeyCodec`] of the Python package (`picocache::core::codec`).
+pub(crate) struct CallArgs<'a, 'py> {
+    pub(crate) args: &'a Bound<'py, PyTuple>,
+    pub(crate) kwargs: Option<&'a Bound<'py, PyDict>>,
+}
+
+impl KeyCodec<CallArgs<'_, '_>> for Encoder<'_, '_> {
+    type Error = PyErr;
+
+    fn encode_key(&self, call: &CallArgs<'_, '_>) -> PyResult<Vec<u8>> {
+        let mut out = Vec::with_capacity(32);
+        self.call(call.args, call.kwargs, &mut out)?;
+        Ok(out)
+    }
 }
 
 fn put_len(out: &mut Vec<u8>, n: usize) {
@@ -365,7 +383,6 @@ pub(crate) fn encode_call<'py>(
     fallback: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let enc = Encoder { typed, fallback };
-    let mut out = Vec::new();
-    enc.call(args, kwargs, &mut out)?;
+    let out = enc.encode_key(&CallArgs { args, kwargs })?;
     Ok(PyBytes::new(py, &out))
 }

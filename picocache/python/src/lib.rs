@@ -28,6 +28,7 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
+use picocache::core::codec::KeyCodec;
 use picocache::Limits;
 
 mod digest;
@@ -244,9 +245,7 @@ impl Namespace {
             typed: self.typed,
             fallback: self.fallback.as_ref().map(|f| f.bind(py)),
         };
-        let mut out = Vec::with_capacity(32);
-        enc.call(args, kwargs, &mut out)?;
-        Ok(out)
+        enc.encode_key(&keys::CallArgs { args, kwargs })
     }
 }
 

@@ -13,14 +13,16 @@
 //!   at most once a second per function, with a count of the ones left out;
 //! - [`counts`]: this process's hits and misses of a function, the meaning
 //!   of `cache_info()` in both languages (the store's entry count is its
-//!   `currsize`).
+//!   `currsize`);
+//! - [`codec`]: the pluggable encoders of keys and values ([`codec::Bincode`]
+//!   in Rust by default; the Python canonical key encoder is one).
 //!
-//! What differs by language stays with the adapter: how keys and values are
-//! encoded (bincode in Rust, the canonical key encoder and pickle in Python)
-//! and how a warning is emitted (the `log` crate, Python's `logging`).
+//! What differs by language stays with the adapter: how a warning is
+//! emitted (the `log` crate, Python's `logging`) and how a thread waits.
 //!
 //! [`Memo`]: crate::Memo
 
+pub mod codec;
 pub mod counts;
 pub mod flight;
 pub mod lease;

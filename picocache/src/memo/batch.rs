@@ -1,12 +1,10 @@
 //! [`Memo::call_many`]: many calls in one round trip to the store.
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-
-use super::{decode, encode, Memo};
+use super::Memo;
+use crate::core::codec::MemoCodec;
 use crate::Result;
 
-impl Memo {
+impl<C> Memo<C> {
     /// `f(a)` for every `a` of `args`, in order: every key looked up in one
     /// `get_many`, only the misses computed (each distinct argument once,
     /// in order), their results stored in one `put_many`.
@@ -20,14 +18,14 @@ impl Memo {
         mut f: F,
     ) -> Result<Vec<R>>
     where
-        A: Serialize,
-        R: Serialize + DeserializeOwned + Clone,
+        C: MemoCodec<A, R>,
+        R: Clone,
         F: FnMut(A) -> R,
     {
         let args: Vec<A> = args.into_iter().collect();
         let mut keys = Vec::with_capacity(args.len());
         for a in &args {
-            keys.push(encode(a)?);
+            keys.push(self.codec.encode_key(a)?);
         }
         let ns = match self.namespace() {
             Ok(ns) => ns,
@@ -67,13 +65,13 @@ impl Memo {
         };
         let mut values: Vec<Option<R>> = got
             .into_iter()
-            .map(|v| v.and_then(|b| decode(&b).ok()))
+            .map(|v| v.and_then(|b| self.codec.decode_value(&b).ok()))
             .collect();
         let mut fresh: Vec<(usize, Vec<u8>)> = Vec::new();
         for (a, &i) in args.into_iter().zip(&slot) {
             if values[i].is_none() {
                 let r = f(a);
-                match encode(&r) {
+                match self.codec.encode_value(&r) {
                     Ok(b) => fresh.push((i, b)),
                     Err(e) => self.failed(e, "encoding a result")?,
                 }
@@ -108,8 +106,8 @@ impl Memo {
     /// In strict mode, when the cache fails.
     pub fn call_many<A, R, F>(&self, args: impl IntoIterator<Item = A>, f: F) -> Vec<R>
     where
-        A: Serialize,
-        R: Serialize + DeserializeOwned + Clone,
+        C: MemoCodec<A, R>,
+        R: Clone,
         F: FnMut(A) -> R,
     {
         match self.try_call_many(args, f) {

@@ -9,11 +9,13 @@ use super::source::Source;
 use super::tier::Tier;
 use super::{namespace_name, Memo, OpenState};
 use crate::backend::{Backend, Limits};
+use crate::core::codec::Bincode;
 
-/// Options of a [`Memo`]; made by [`Memo::builder`].
+/// Options of a [`Memo`]; made by [`Memo::builder`]. `C` is the codec of
+/// keys and values ([`MemoBuilder::codec`]).
 #[derive(Debug)]
 #[must_use]
-pub struct MemoBuilder {
+pub struct MemoBuilder<C = Bincode> {
     pub(super) name: String,
     pub(super) version: Option<String>,
     pub(super) limits: Limits,
@@ -21,9 +23,28 @@ pub struct MemoBuilder {
     pub(super) lease_timeout: Duration,
     pub(super) source: Source,
     pub(super) secrets: Option<Vec<Vec<u8>>>,
+    pub(super) codec: C,
 }
 
-impl MemoBuilder {
+impl<C> MemoBuilder<C> {
+    /// How keys and values become bytes and back (default [`Bincode`]); any
+    /// [`KeyCodec`](crate::core::codec::KeyCodec) of the arguments and
+    /// [`ValueCodec`](crate::core::codec::ValueCodec) of the results whose
+    /// errors are [`crate::Error`]. Two `Memo`s of one namespace must use
+    /// one codec.
+    pub fn codec<C2>(self, codec: C2) -> MemoBuilder<C2> {
+        MemoBuilder {
+            name: self.name,
+            version: self.version,
+            limits: self.limits,
+            strict: self.strict,
+            lease_timeout: self.lease_timeout,
+            source: self.source,
+            secrets: self.secrets,
+            codec,
+        }
+    }
+
     /// The most entries kept, least recently used evicted first (`None`:
     /// unlimited; `Some(0)`: nothing is cached, every call is a miss). The
     /// default is 128, like `functools.lru_cache`.
@@ -109,7 +130,7 @@ impl MemoBuilder {
     }
 
     /// The memoizer. Nothing is opened until the first call.
-    pub fn build(self) -> Memo {
+    pub fn build(self) -> Memo<C> {
         Memo {
             ns_name: namespace_name(&self.name, self.version.as_deref()),
             limits: self.limits,
@@ -123,6 +144,7 @@ impl MemoBuilder {
             tier: Tier::new(),
             warned: Default::default(),
             counts: Default::default(),
+            codec: self.codec,
         }
     }
 }

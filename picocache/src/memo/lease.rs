@@ -2,21 +2,19 @@
 //! key's lease after a miss and, if another process held it, look again
 //! before computing.
 
-use serde::de::DeserializeOwned;
-
-use super::{decode, Memo};
+use super::Memo;
 use crate::backend::Namespace;
+use crate::core::codec::ValueCodec;
 use crate::core::lease::{self, Acquired, HeldLease};
-use crate::Result;
+use crate::{Error, Result};
 
-impl Memo {
+impl<C> Memo<C> {
     /// Takes the key's lease after a miss. If another process holds it, waits
     /// for it and looks again: that process has probably stored the value.
-    pub(super) fn lease<R: DeserializeOwned>(
-        &self,
-        ns: &dyn Namespace,
-        key: &[u8],
-    ) -> Result<Lease<R>> {
+    pub(super) fn lease<R>(&self, ns: &dyn Namespace, key: &[u8]) -> Result<Lease<R>>
+    where
+        C: ValueCodec<R, Error = Error>,
+    {
         let acquired = match lease::acquire(ns, &self.ns_name, key, self.lease_timeout, None) {
             Ok(a) => a,
             Err(e) => {
@@ -41,7 +39,7 @@ impl Memo {
         // The lookup before counted the miss: a look again counts a hit
         // only (one computed call, one miss).
         match ns.recheck(key) {
-            Ok(Some(bytes)) => match decode::<R>(&bytes) {
+            Ok(Some(bytes)) => match self.codec.decode_value(&bytes) {
                 Ok(r) => return Ok(Lease::Found(r, bytes)),
                 Err(e) => self.failed(e, "decoding a cached value")?,
             },

@@ -71,7 +71,9 @@
 //! # Keys, values and identity
 //!
 //! The key of a call is its arguments encoded with serde + bincode; the value
-//! is the result encoded the same way. The function's identity is the
+//! is the result encoded the same way (the default codec,
+//! [`Bincode`](crate::core::codec::Bincode); [`MemoBuilder::codec`] plugs in
+//! another, for types without serde or another format). The function's identity is the
 //! namespace name, so two functions never share entries and
 //! [`Memo::cache_clear`] clears only its own function. A `Memo` is named by
 //! the name given to [`Memo::builder`], plus `@version` if a version is set.
@@ -151,7 +153,6 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use bincode::Options;
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -162,6 +163,7 @@ pub use self::source::default_backend;
 use self::source::{backend_for_url, Source};
 use self::tier::Tier;
 use crate::backend::{Backend, Limits, Locate, Namespace};
+use crate::core::codec::{Bincode, KeyCodec, MemoCodec, ValueCodec};
 use crate::core::counts::Counts;
 use crate::core::flight::{FlightGuard, Flights, Role};
 use crate::core::report::{Reporter, Verdict};
@@ -210,22 +212,16 @@ pub fn namespace_name(name: &str, version: Option<&str>) -> String {
     format!("{}{hash}", &full[..cut])
 }
 
-fn codec() -> impl Options {
-    bincode::DefaultOptions::new()
-}
-
-/// Encodes arguments or a result the way [`Memo`] stores them (bincode,
-/// variable-length integers).
+/// Encodes arguments or a result the way a [`Memo`] with the default codec
+/// stores them ([`Bincode`]: variable-length integers).
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-    Ok(codec().serialize(value)?)
+    Bincode.encode_key(value)
 }
 
-/// Decodes a stored value; every byte must be used.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    Ok(codec()
-        .with_limit(bytes.len() as u64)
-        .reject_trailing_bytes()
-        .deserialize(bytes)?)
+/// Decodes a value stored by a [`Memo`] with the default codec; every byte
+/// must be used.
+pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    Bincode.decode_value(bytes)
 }
 
 #[derive(Default)]
@@ -237,8 +233,10 @@ struct OpenState {
 /// The cache of one memoized function. See the [module docs](self).
 ///
 /// A `Memo` is `Send + Sync`; keep one per function (the macro keeps it in a
-/// `static`) so that concurrent callers share its in-flight table.
-pub struct Memo {
+/// `static`) so that concurrent callers share its in-flight table. `C` is
+/// its codec of keys and values ([`crate::core::codec`]; [`Bincode`] unless
+/// [`MemoBuilder::codec`] chose another).
+pub struct Memo<C = Bincode> {
     ns_name: String,
     limits: Limits,
     strict: bool,
@@ -255,9 +253,11 @@ pub struct Memo {
     warned: Reporter,
     /// This process's hits and misses.
     counts: Counts,
+    /// Keys and values to bytes and back.
+    codec: C,
 }
 
-impl fmt::Debug for Memo {
+impl<C> fmt::Debug for Memo<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Memo")
             .field("namespace", &self.ns_name)
@@ -283,9 +283,12 @@ impl Memo {
             lease_timeout: Duration::from_secs(60),
             source: Source::Default,
             secrets: None,
+            codec: Bincode,
         }
     }
+}
 
+impl<C> Memo<C> {
     /// The namespace the entries are kept in.
     pub fn namespace_name(&self) -> &str {
         &self.ns_name
@@ -380,8 +383,7 @@ impl Memo {
     /// In strict mode, when the cache fails.
     pub fn call<A, R, F>(&self, args: A, f: F) -> R
     where
-        A: Serialize,
-        R: Serialize + DeserializeOwned,
+        C: MemoCodec<A, R>,
         F: FnOnce(A) -> R,
     {
         match self.try_call(args, f) {
@@ -395,8 +397,7 @@ impl Memo {
     /// is then lost; it has run if the failure came after the lookup).
     pub fn try_call<A, R, F>(&self, args: A, f: F) -> Result<R>
     where
-        A: Serialize,
-        R: Serialize + DeserializeOwned,
+        C: MemoCodec<A, R>,
         F: FnOnce(A) -> R,
     {
         let mut ran = false;
@@ -416,11 +417,10 @@ impl Memo {
 
     fn call_counted<A, R, F>(&self, args: A, f: F) -> Result<R>
     where
-        A: Serialize,
-        R: Serialize + DeserializeOwned,
+        C: MemoCodec<A, R>,
         F: FnOnce(A) -> R,
     {
-        let key = match encode(&args) {
+        let key = match self.codec.encode_key(&args) {
             Ok(k) => k,
             Err(e) => {
                 self.failed(e, "encoding the arguments")?;
@@ -456,7 +456,7 @@ impl Memo {
             if let Some(bytes) = flight.wait() {
                 // Read the stored result, as a hit.
                 match ns.get(&key) {
-                    Ok(Some(v)) => match decode(&v) {
+                    Ok(Some(v)) => match self.codec.decode_value(&v) {
                         Ok(r) => return Ok(r),
                         Err(e) => self.failed(e, "decoding a cached value")?,
                     },
@@ -465,7 +465,7 @@ impl Memo {
                 }
                 // Not stored (evicted already, or the store failed): use the
                 // value the computing caller handed over.
-                if let Ok(r) = decode(&bytes) {
+                if let Ok(r) = self.codec.decode_value(&bytes) {
                     return Ok(r);
                 }
             }
@@ -477,11 +477,14 @@ impl Memo {
     /// process if its record is still the key's live entry, else read in
     /// place (a peek, counted as a hit once found). `Ok(None)`: not found
     /// (nothing counted: the lookup that follows counts the miss).
-    fn located_hit<R: DeserializeOwned>(&self, loc: &dyn Locate, key: &[u8]) -> Result<Option<R>> {
+    fn located_hit<R>(&self, loc: &dyn Locate, key: &[u8]) -> Result<Option<R>>
+    where
+        C: ValueCodec<R, Error = Error>,
+    {
         let h = loc.key_hash(key);
         if let Some((at, bytes)) = self.tier.get(h, key) {
             if loc.confirm_located(&at)? {
-                if let Ok(r) = decode(&bytes) {
+                if let Ok(r) = self.codec.decode_value(&bytes) {
                     return Ok(Some(r));
                 }
             }
@@ -489,7 +492,7 @@ impl Memo {
         }
         let mut found = None;
         loc.read_located(key, false, &mut |bytes, at| {
-            if let Ok(r) = decode::<R>(bytes) {
+            if let Ok(r) = self.codec.decode_value(bytes) {
                 self.tier.insert(key, at, bytes);
                 found = Some((r, at));
             }
@@ -510,12 +513,12 @@ impl Memo {
         f: F,
     ) -> Result<R>
     where
-        R: Serialize + DeserializeOwned,
+        C: ValueCodec<R, Error = Error>,
         F: FnOnce(A) -> R,
     {
         let mut usable = true;
         match ns.get(key) {
-            Ok(Some(bytes)) => match decode::<R>(&bytes) {
+            Ok(Some(bytes)) => match self.codec.decode_value(&bytes) {
                 Ok(r) => {
                     guard.complete(Arc::new(bytes));
                     return Ok(r);
@@ -546,7 +549,7 @@ impl Memo {
             Lease::None => None,
         };
         let r = f(args);
-        let bytes = match encode(&r) {
+        let bytes = match self.codec.encode_value(&r) {
             Ok(b) => Arc::new(b),
             Err(e) => {
                 drop(lease);
