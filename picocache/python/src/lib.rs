@@ -16,7 +16,7 @@
 //! closed, so no inherited socket or lock is touched).
 
 #![warn(missing_docs)]
-#![deny(unsafe_code)] // but in vcall.rs
+#![deny(unsafe_code)] // but in ffi/
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +33,8 @@ use picocache::Limits;
 
 mod digest;
 mod fetch;
+#[cfg(not(feature = "abi3"))]
+mod ffi;
 mod front;
 mod keys;
 mod lease;
@@ -43,8 +45,6 @@ mod report;
 mod sealer;
 mod store;
 mod tier;
-#[cfg(not(feature = "abi3"))]
-mod vcall;
 mod wrapper;
 
 use keys::Encoder;
@@ -194,7 +194,7 @@ struct Namespace {
 }
 
 /// Longest encoded key looked up verbatim; the Python side digests longer
-/// ones (`_core._MAX_KEY`).
+/// ones (`_native.MAX_KEY`: this constant, the one definition).
 const MAX_KEY: usize = 64 * 1024;
 impl Namespace {
     fn current(&self) -> picocache::Result<Arc<dyn picocache::Namespace>> {
@@ -511,6 +511,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(maintain::prune_local, m)?)?;
     m.add_function(wrap_pyfunction!(maintain::inspect_local, m)?)?;
     m.add_class::<digest::Blake3>()?;
+    #[cfg(not(feature = "abi3"))]
+    m.add_function(wrap_pyfunction!(digest::blake3_buffer, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("MAX_KEY", MAX_KEY)?;
     Ok(())
 }

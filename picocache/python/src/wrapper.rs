@@ -6,7 +6,7 @@
 //! subclass: it carries the instance `__dict__` that `functools.wraps` and
 //! the `cache_info`/`cache_clear`/... attributes use, and CPython traverses
 //! that dictionary for the garbage collector). CPython calls it through the
-//! vectorcall protocol (`vcall.rs`: the arguments in an array; the
+//! vectorcall protocol (`ffi/vcall.rs`: the arguments in an array; the
 //! `__call__` below serves callers that hold a tuple, and the stable-ABI
 //! build). A call goes:
 //!
@@ -67,9 +67,9 @@ pub(crate) struct Wrapper {
     native_miss: Option<MissCtx>,
     /// Results kept by the call's argument objects.
     front: Front,
-    /// CPython's way in (see `vcall.rs`).
+    /// CPython's way in (see `ffi/vcall.rs`).
     #[cfg(not(feature = "abi3"))]
-    slot: crate::vcall::Slot,
+    slot: crate::ffi::vcall::Slot,
 }
 
 /// This process's hits and misses of a function (`picocache::core::counts`),
@@ -140,7 +140,7 @@ impl Wrapper {
             native_miss,
             front: Front::new(py),
             #[cfg(not(feature = "abi3"))]
-            slot: crate::vcall::Slot::new(),
+            slot: crate::ffi::vcall::Slot::new(),
         }
     }
 
@@ -165,13 +165,13 @@ impl Wrapper {
     }
 
     /// Makes CPython call this function (and every other of its class)
-    /// through the vectorcall protocol (`vcall.rs`): the arguments in an
+    /// through the vectorcall protocol (`ffi/vcall.rs`): the arguments in an
     /// array, no tuple. Returns whether it does (not in the stable-ABI
     /// build, nor for a subclass that defines `__call__`).
     fn _install_vectorcall(slf: &Bound<'_, Self>) -> bool {
         #[cfg(not(feature = "abi3"))]
         {
-            crate::vcall::install(slf).is_ok()
+            crate::ffi::vcall::install(slf).is_ok()
         }
         #[cfg(feature = "abi3")]
         {
@@ -251,13 +251,13 @@ enum Looked {
 }
 
 impl Wrapper {
-    /// Where CPython's vectorcall lands (`vcall.rs`): the front table for a
+    /// Where CPython's vectorcall lands (`ffi/vcall.rs`): the front table for a
     /// call of positional arguments it can key, else the tuple path.
     #[cfg(not(feature = "abi3"))]
     pub(crate) fn vectorcall(
         &self,
         py: Python<'_>,
-        call: &crate::vcall::Call<'_, '_>,
+        call: &crate::ffi::vcall::Call<'_, '_>,
     ) -> PyResult<PyObject> {
         let n = call.len();
         let kinds = match call.has_keywords() {
@@ -285,7 +285,7 @@ impl Wrapper {
 
     /// The instance's vectorcall slot (`vcall::install`).
     #[cfg(not(feature = "abi3"))]
-    pub(crate) fn slot(&self) -> &crate::vcall::Slot {
+    pub(crate) fn slot(&self) -> &crate::ffi::vcall::Slot {
         &self.slot
     }
 

@@ -250,3 +250,24 @@ def test_a_miss_encodes_its_arguments_once(tmp_path):
         t.join()
     assert sorted(results) == sorted(2 * (100 + i % 3) for i in range(12))
     assert sorted(runs[3:]) == [100, 101, 102]
+
+
+@pytest.mark.parametrize("n", [1025, 256 * 1024 + 3, (8 << 20) - 1, 8 << 20, (8 << 20) + 1, (12 << 20) + 12345, 16 << 20])
+def test_the_in_place_digest_is_the_blockwise_one(n):
+    """The buffer read in place (a large one hashed on two threads, joined
+    as BLAKE3's tree) gives the digest the block-by-block hasher gives, the
+    one the stable-ABI build uses: keys agree between the builds."""
+    if not hasattr(_native, "blake3_buffer"):
+        pytest.skip("the stable-ABI build reads no buffer in place")
+    data = (np.arange(n, dtype=np.uint64) * 2654435761 % 251).astype(np.uint8)
+    h = _native.Blake3()
+    for at in range(0, n, 1 << 20):
+        h.update(data[at:at + (1 << 20)].tobytes())
+    assert _native.blake3_buffer(data) == h.digest()
+    assert _native.blake3_buffer(data.tobytes()) == h.digest()
+    assert _native.blake3_buffer(memoryview(data)) == h.digest()
+    with pytest.raises(BufferError):
+        _native.blake3_buffer(data[::2])  # not contiguous
+    with pytest.raises((BufferError, TypeError)):
+        _native.blake3_buffer(np.zeros(4, dtype=np.float64))  # not bytes
+

@@ -7,10 +7,12 @@ order. So a view and a copy of the same data are one key, as are a Fortran-
 ordered and a C-ordered array of the same values, and a big-endian array and
 a little-endian one of the same values; arrays that differ in dtype or shape
 are not. Data over ``INLINE_BYTES`` is replaced by its BLAKE3 digest
-(``_native.Blake3``, fed blocks of ``BLOCK`` bytes that stay in the CPU
-cache, each hashed with the GIL released), so a 100 MB argument costs about
-what a numpy copy of it costs, and a 40-byte key part; a collision would
-need a BLAKE3 collision. (SHA-256 took two to three times as long as the
+(``_native.blake3_buffer``: read in place through the buffer protocol, the
+GIL released, a large one on two threads; in the stable-ABI build, which has
+no buffer protocol, ``_native.Blake3`` fed blocks of ``BLOCK`` bytes that
+stay in the CPU cache), so a 100 MB argument costs less than a numpy copy of
+it, and a 40-byte key part; a collision would need a BLAKE3 collision. Both
+ways give the same digest. (SHA-256 took two to three times as long as the
 copy: BENCHMARKS.md, "Batch jobs of arrays".)
 
 Only exact ``numpy.ndarray`` is keyed this way: subclasses (masked arrays,
@@ -31,8 +33,8 @@ if TYPE_CHECKING:
 
 #: Data up to this size is part of the key itself; beyond, its digest.
 INLINE_BYTES = 1024
-#: Bytes hashed per step (copied out as one ``bytes``: the extension is
-#: built for a stable ABI without the buffer protocol).
+#: Bytes hashed per step where the buffer cannot be read in place (copied
+#: out as one ``bytes``: the stable-ABI build has no buffer protocol).
 BLOCK = 256 * 1024
 
 
@@ -43,6 +45,12 @@ def _data(raw: Any, nbytes: int) -> bytes:
         return bytes(raw)
     from . import _native
 
+    in_place = getattr(_native, "blake3_buffer", None)
+    if in_place is not None:
+        try:
+            return in_place(raw)  # type: ignore[no-any-return]
+        except (BufferError, TypeError, ValueError):
+            pass  # not a C-contiguous buffer of bytes: block by block
     view = memoryview(raw)
     h = _native.Blake3()
     update = h.update

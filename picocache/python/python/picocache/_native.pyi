@@ -8,11 +8,13 @@ from typing_extensions import disjoint_base, final
 __all__ = [
     "Store", "Namespace", "Lease", "CacheError", "CacheUnavailable", "CacheCorrupted", "CacheFull",
     "CacheInvalidArgument", "CacheRejected", "CacheReadOnly", "CacheTooLarge", "Sealer", "Wrapper", "Counts", "FlightHandle", "Reporter", "is_immutable", "flight_join", "ByFirstByte",
-    "encode", "encode_call", "_after_fork_in_child", "default_local_path", "Blake3", "__version__",
+    "encode", "encode_call", "_after_fork_in_child", "default_local_path", "Blake3", "blake3_buffer", "__version__", "MAX_KEY",
     "prune_local", "inspect_local",
 ]
 
 __version__: str
+#: Longest encoded key used verbatim (longer ones are digested).
+MAX_KEY: int
 
 class CacheError(Exception): ...
 class CacheUnavailable(CacheError): ...
@@ -36,6 +38,10 @@ class Blake3:
     def __new__(cls) -> "Blake3": ...
     def update(self, block: bytes) -> None: ...
     def digest(self) -> bytes: ...
+
+def blake3_buffer(obj: Any) -> bytes:
+    """BLAKE3 of a C-contiguous byte buffer, read in place (not in the abi3 build)."""
+    ...
 
 @disjoint_base
 class Wrapper:

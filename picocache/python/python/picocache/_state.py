@@ -53,8 +53,8 @@ _UNSET: Any = object()
 _MISS: Any = object()
 
 #: Longest key kept verbatim; longer keys are replaced by a digest prefixed
-#: with a marker (the engine limits keys to 1 MiB).
-_MAX_KEY = 64 * 1024
+#: with a marker (the engine limits keys to 1 MiB). Defined once, natively.
+_MAX_KEY: int = _native.MAX_KEY
 
 #: Every live function state, to reset per-process state after fork.
 _STATES: "weakref.WeakSet[_FunctionState]" = weakref.WeakSet()

@@ -1,7 +1,7 @@
 //! Vectorcall for a cached function (issue 16): CPython calls the wrapper
 //! with its arguments in a C array, as it calls `functools.lru_cache`'s C
 //! wrapper, instead of packing them into a tuple (and a dict) for PyO3's
-//! `__call__`. The crate's only `unsafe` code.
+//! `__call__`.
 //!
 //! A [`Wrapper`] carries a [`Slot`]: the pointer to [`call`], at the same
 //! offset in every instance. [`install`] tells the instance's type that
@@ -11,14 +11,12 @@
 //! arguments ([`Call`]) to [`Wrapper::vectorcall`]. The wrapper's
 //! `__call__` (`tp_call`) stays for callers that hold a tuple and a dict
 //! (`PyObject_Call`), and is all there is in the stable-ABI build (feature
-//! `abi3`: the type object is opaque there, and this module is left out).
+//! `abi3`: the type object is opaque there, and `ffi` is left out).
 //!
 //! Python 3.12 clears the flag when a class's `__call__` is assigned;
 //! 3.8-3.11 do not, so [`install`] refuses a type whose `tp_call` is not
 //! the wrapper's own (a subclass that defines `__call__`), and nothing
 //! assigns `__call__` on the package's private class afterwards.
-
-#![allow(unsafe_code)]
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
