@@ -25,7 +25,8 @@ pub(crate) struct IndexMap {
     pub(crate) map: SharedMap,
     pub(crate) layout: IndexLayout,
     pub(crate) path: PathBuf,
-    file: File,
+    /// (Last: the mapping is dropped first; see `closer`.)
+    file: crate::closer::Closing,
 }
 
 fn header_crc(map: &SharedMap) -> u32 {
@@ -113,7 +114,7 @@ impl IndexMap {
             map,
             layout,
             path: path.to_owned(),
-            file,
+            file: crate::closer::Closing::new(file),
         })
     }
 
@@ -160,7 +161,7 @@ impl IndexMap {
             map,
             layout,
             path: path.to_owned(),
-            file,
+            file: crate::closer::Closing::new(file),
         };
         for i in 0..format::MAX_NAMESPACES as u32 {
             idx.ns_set(i, nsr::LRU_HEAD, NIL as u64);

@@ -71,6 +71,7 @@
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod closer;
 mod compaction;
 mod ctx;
 mod error;

@@ -3,7 +3,7 @@
 //! prune maps of retired segments) `index`.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,8 +17,10 @@ use crate::sys::SharedMap;
 
 /// A mapped log segment.
 pub(crate) struct Segment {
-    pub(crate) file: File,
+    /// (Before `file`: fields drop in order, and the mapping must be gone
+    /// before the closer thread's close is the file's last reference.)
     pub(crate) map: SharedMap,
+    pub(crate) file: crate::closer::Closing,
     /// A length the file is known to have reached (it never shrinks).
     pub(crate) known_len: AtomicU64,
 }
@@ -36,8 +38,8 @@ impl Segment {
         let map_len = len.max(reserve).div_ceil(4096) * 4096;
         let map = SharedMap::map_ro(&file, map_len as usize)?;
         Ok(Segment {
-            file,
             map,
+            file: crate::closer::Closing::new(file),
             known_len: AtomicU64::new(len),
         })
     }
