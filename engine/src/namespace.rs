@@ -482,9 +482,14 @@ impl Store {
 /// does, reading the index entry the token names instead of probing the
 /// bucket array for the key: a location is never reused within an index
 /// lineage, so an entry that still points at the token's location is that
-/// record's live entry. A watch made before a fork, or on an index that was
-/// since replaced, confirms nothing (the caller looks the key up again and
-/// takes a new watch).
+/// record's live entry. A watch made before a fork confirms nothing (the
+/// caller looks the key up again and takes a new watch). Once its index file
+/// is replaced, [`Watch::current`] is false (take a new watch for new
+/// tokens), but a token it was given still confirms through the process's
+/// current index when the file was replaced by a resize, which keeps the
+/// lineage, the entries' numbers and the locations (a rebuild or a
+/// compaction starts a new lineage, or moves the records: their tokens no
+/// longer confirm).
 ///
 /// ```
 /// # let dir = tempfile::tempdir().unwrap();
@@ -499,7 +504,12 @@ impl Store {
 /// ns.put(b"k", b"v2").unwrap(); // a new record: the token is stale
 /// assert!(!watch.hit(&at));
 /// let at = ns.get_located(b"k", |_, at| at).unwrap().unwrap();
-/// ns.clear().unwrap(); // so is every token of the namespace
+/// for i in 0..5000u32 {
+///     ns.put(&i.to_le_bytes(), b"x").unwrap(); // the index grows into a new file
+/// }
+/// assert!(!watch.current()); // new tokens want a new watch,
+/// assert!(watch.hit(&at)); // old ones still confirm (a resize moves no record)
+/// ns.clear().unwrap(); // every token of the namespace is stale now
 /// assert!(!watch.hit(&at));
 /// ```
 #[derive(Clone)]
@@ -528,7 +538,16 @@ impl Watch {
         if at.expire_ms != 0 && now_ms() >= at.expire_ms {
             return false;
         }
-        let idx: &IndexMap = &self.idx;
+        // A resize copies the index into a new file with the same lineage,
+        // entry numbers and locations: a token of the retired file still
+        // names its record in the process's current one.
+        let current;
+        let idx: &IndexMap = if self.idx.retired() {
+            current = inner.ctx.index_guard();
+            &current
+        } else {
+            &self.idx
+        };
         if idx.retired()
             || idx.hget(hdr::GENERATION) != at.lineage
             || !idx.valid_entry(at.entry)
@@ -543,7 +562,8 @@ impl Watch {
     }
 
     /// Whether this watch still reads the store's current index (false
-    /// once the index was replaced, or after a fork: take a new one).
+    /// once the index was replaced, or after a fork: take a new one for new
+    /// tokens; see the type's docs for the old ones).
     pub fn current(&self) -> bool {
         sys::fork_generation() == self.store.inner.fork_gen && !self.idx.retired()
     }

@@ -248,8 +248,9 @@ pub trait Locate: Send + Sync {
 
 /// A cheap, lock-free confirmation of [`Located`] tokens ([`Locate::watch`]):
 /// the local engine's [`picocache_engine::Watch`]. It reads one index file;
-/// once that file is replaced, or in a forked child, it confirms nothing and
-/// [`Watch::current`] is false: take a new one.
+/// once that file is replaced, [`Watch::current`] is false: take a new one
+/// for new tokens (the old ones still confirm if a resize replaced it); in a
+/// forked child it confirms nothing.
 #[derive(Clone, Debug)]
 pub struct Watch(picocache_engine::Watch);
 
