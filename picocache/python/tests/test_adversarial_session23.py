@@ -653,6 +653,42 @@ t.join()
 """
 
 
+@pytest.mark.parametrize("kind", ["local", "sqlite"])
+def test_reentry_with_the_same_arguments_and_a_clear_mid_call(kind, tmp_path):
+    """Held: a function that calls itself with the same arguments runs its
+    body again (as lru_cache), the outer result is what is stored and
+    served; one that clears its own cache mid-call still returns and stores
+    its value; a mutable result of the re-entered call is not the outer
+    call's."""
+    cache = make_cache(kind, tmp_path)
+    depth = [0]
+    inner: list = []
+
+    @cache(name="re" + uid())
+    def f(x):
+        depth[0] += 1
+        try:
+            if depth[0] < 3:
+                r = f(x)
+                inner.append(r)
+                return [r[0] + 1]
+            return [x]
+        finally:
+            depth[0] -= 1
+
+    @cache(name="cl" + uid())
+    def g(x):
+        g.cache_clear()
+        return (x, "g")
+
+    assert f(10) == [12]
+    assert inner == [[10], [11]]
+    inner[0].append("mutated")
+    assert f(10) == [12] and f(10) is not f(10)
+    assert g(1) == g(1) == (1, "g")
+    assert g.cache_info().currsize == 1
+
+
 @pytest.mark.xfail(strict=True, reason="BUG: a thread waiting for another thread's computation "
                    "(flight) cannot be interrupted: signals (Ctrl-C) wait for the leader")
 def test_a_signal_interrupts_a_wait_for_another_threads_computation(tmp_path):
