@@ -264,12 +264,18 @@ impl Front {
         if n > TIER_MAX_BYTES / 16 {
             return Ok(());
         }
+        // The entry's share of the budget: the value's stored size, the
+        // arguments' own memory (an int or str argument may be large: its
+        // `__sizeof__`, as `sys.getsizeof` counts it), some overhead.
         let mut bytes = n + 96;
         for a in args.iter_borrowed() {
-            bytes += 16;
-            if a.is_exact_instance_of::<PyString>() || a.is_exact_instance_of::<PyBytes>() {
-                bytes += a.len().unwrap_or(0);
-            }
+            bytes += match a.call_method0(pyo3::intern!(py, "__sizeof__")) {
+                Ok(s) => s.extract::<usize>().unwrap_or(TIER_MAX_BYTES),
+                Err(_) => TIER_MAX_BYTES, // (not kept)
+            };
+        }
+        if bytes > TIER_MAX_BYTES / 16 {
+            return Ok(());
         }
         let watch = {
             let mut st = self.state.lock();

@@ -4,10 +4,10 @@
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use picocache::core::lease::{self, HeldLease};
+use picocache::core::lease::{self, Acquired, HeldLease};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
@@ -83,9 +83,7 @@ impl Namespace {
         }
         let held = match held {
             Some(l) => Some(l),
-            None => self
-                .run(py, |ns| lease::acquire(ns, &self.name, key, wait, None))?
-                .into_held(),
+            None => self.acquire_interruptibly(py, key, wait)?,
         };
         let Some(held) = held else {
             return Ok((None, miss.clone().unbind()));
@@ -98,5 +96,26 @@ impl Namespace {
             }
         };
         Ok((Some(held), v))
+    }
+
+    /// `core::lease::acquire` for up to `wait`, in slices of
+    /// `SIGNAL_CHECK` with the GIL released, running the signal handlers
+    /// between them: Ctrl-C ends a wait for another process's lease (which
+    /// may take `lease_timeout`, a minute by default) at once.
+    fn acquire_interruptibly(
+        &self,
+        py: Python<'_>,
+        key: &[u8],
+        wait: Duration,
+    ) -> PyResult<Option<HeldLease>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let slice = left.min(crate::miss::SIGNAL_CHECK);
+            match self.run(py, |ns| lease::acquire(ns, &self.name, key, slice, None))? {
+                Acquired::TimedOut if slice < left => py.check_signals()?,
+                got => return Ok(got.into_held()),
+            }
+        }
     }
 }

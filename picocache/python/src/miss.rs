@@ -107,10 +107,19 @@ impl Drop for Leading {
     }
 }
 
+/// How long a wait runs with the GIL released before it looks for signals.
+pub(crate) const SIGNAL_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Waits (GIL released) for another thread's computation: its result, or
-/// None if it failed.
-fn wait(py: Python<'_>, f: &Flight<Shared>) -> Option<PyObject> {
-    py.allow_threads(|| f.wait()).map(|v| v.clone_ref(py))
+/// None if it failed. Interruptible: every [`SIGNAL_CHECK`] it runs the
+/// signal handlers, whose exception (KeyboardInterrupt) ends the wait.
+fn wait(py: Python<'_>, f: &Flight<Shared>) -> PyResult<Option<PyObject>> {
+    loop {
+        if let Some(o) = py.allow_threads(|| f.wait_for(SIGNAL_CHECK)) {
+            return Ok(o.map(|v| v.clone_ref(py)));
+        }
+        py.check_signals()?;
+    }
 }
 
 /// A flight handle for the Python miss path (`_core.compute_sync`).
@@ -137,11 +146,15 @@ impl FlightHandle {
 
     /// A waiter: (True, the leader's value), or (False, None) if it failed or
     /// its result is mutable: look again.
-    fn wait(&self, py: Python<'_>) -> (bool, Option<PyObject>) {
-        match self.waiting.as_ref().and_then(|f| wait(py, f)) {
+    fn wait(&self, py: Python<'_>) -> PyResult<(bool, Option<PyObject>)> {
+        let got = match &self.waiting {
+            Some(f) => wait(py, f)?,
+            None => None,
+        };
+        Ok(match got {
             Some(v) => (true, Some(v)),
             None => (false, None),
-        }
+        })
     }
 
     /// A waiter that must not block (an event loop's task): `callback()` is
@@ -338,7 +351,7 @@ fn begin(
         match flights().join(&fkey) {
             Role::Leader(g) => break Leading::new(g),
             Role::Waiter(f) => {
-                if let Some(v) = wait(py, &f) {
+                if let Some(v) = wait(py, &f)? {
                     counts.hit();
                     return Ok(Begun::Answered(v));
                 }

@@ -2,13 +2,15 @@
 //! path, again after a fork), the sealed handle every namespace of a store
 //! shares (`StoreInner`), and the `Store` class the Python package opens.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::sync::GILProtected;
 
 use picocache::{Backend, Limits};
 
@@ -74,33 +76,45 @@ pub(crate) fn shared_local(path: &str, group: bool) -> picocache::Result<Arc<dyn
 
 /// [`shared_local`] as the local backend it is (whose engine store
 /// `maintain` reaches).
+///
+/// The registry of open stores is guarded by the GIL, taken only for the
+/// look-up and the insertion, never across the open (file I/O): a `fork()`
+/// needs the GIL in the forking thread, so no thread can hold the registry
+/// at a fork (a lock held across the open by another thread was left held
+/// in the child, whose first open then hung forever:
+/// `test_adversarial_session23.py`).
 pub(crate) fn shared_local_backend(
     path: &str,
     group: bool,
 ) -> picocache::Result<Arc<picocache::LocalBackend>> {
     type Shared =
-        HashMap<(std::path::PathBuf, bool), (u64, std::sync::Weak<picocache::LocalBackend>)>;
-    static OPEN: std::sync::OnceLock<Mutex<Shared>> = std::sync::OnceLock::new();
+        BTreeMap<(std::path::PathBuf, bool), (u64, std::sync::Weak<picocache::LocalBackend>)>;
+    static OPEN: GILProtected<RefCell<Shared>> = GILProtected::new(RefCell::new(BTreeMap::new()));
     let key = (
         std::fs::canonicalize(path).unwrap_or_else(|_| std::path::PathBuf::from(path)),
         group,
     );
     let gen = fork_gen();
-    let mut open = OPEN.get_or_init(|| Mutex::new(HashMap::new())).lock();
-    if let Some((g, weak)) = open.get(&key) {
-        if *g == gen {
-            if let Some(b) = weak.upgrade() {
-                return Ok(b);
-            }
-        }
+    let live = |open: &Shared| match open.get(&key) {
+        Some((g, weak)) if *g == gen => weak.upgrade(),
+        _ => None,
+    };
+    if let Some(b) = Python::with_gil(|py| live(&OPEN.get(py).borrow())) {
+        return Ok(b);
     }
     let b = Arc::new(picocache::LocalBackend::open_with(
         path,
         picocache_engine::Options::default().group_access(group),
     )?);
-    open.retain(|_, (g, w)| *g == gen && w.strong_count() > 0);
-    open.insert(key, (gen, Arc::downgrade(&b)));
-    Ok(b)
+    Ok(Python::with_gil(|py| {
+        let mut open = OPEN.get(py).borrow_mut();
+        if let Some(theirs) = live(&open) {
+            return theirs; // another thread opened it meanwhile: one handle per process
+        }
+        open.retain(|_, (g, w)| *g == gen && w.strong_count() > 0);
+        open.insert(key.clone(), (gen, Arc::downgrade(&b)));
+        b
+    }))
 }
 
 pub(crate) struct StoreInner {

@@ -6,8 +6,9 @@ servers (swapped sealed values, garbage values, hostile or trickling
 Redis answers, black holes behind TLS and Unix sockets).
 
 Tests marked ``xfail(strict=True, reason="BUG: ...")`` show a bug that is
-still there (each docstring gives the diagnosis); the others cover cases
-that held."""
+still there (each docstring gives the diagnosis); those whose docstring
+starts "BUG (fixed)" failed before the fixes made in the same session; the
+others cover cases that held."""
 
 from __future__ import annotations
 
@@ -421,10 +422,8 @@ def test_gc_callbacks_and_finalizers_that_call_or_clear_the_function_mid_call(tm
     assert bad == 0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a finalizer or gc callback that calls the function "
-                   "during its first call deadlocks on _FunctionState.ns_lock (not re-entrant)")
 def test_a_finalizer_calling_the_function_during_its_first_call_does_not_deadlock(tmp_path):
-    """BUG: the first call of a function opens its namespace holding
+    """BUG (fixed): the first call of a function opens its namespace holding
     ``_FunctionState.ns_lock`` (_state.py ``namespace()``, a plain
     ``_thread`` lock) while it names the function (``function_name``:
     code digest, module name), which allocates. An allocation can start a
@@ -448,7 +447,7 @@ def test_a_finalizer_calling_the_function_during_its_first_call_does_not_deadloc
         st = f.__picocache_state__
         fired = []
         def cb(phase, info):
-            if phase == "start" and not fired and st.ns_lock.locked():
+            if phase == "start" and not fired and st.ns_lock._is_owned():
                 fired.append(f(2))
         gc.callbacks.append(cb)
         gc.set_threshold(1)
@@ -461,10 +460,8 @@ def test_a_finalizer_calling_the_function_during_its_first_call_does_not_deadloc
     assert r.returncode == 0 and r.stdout.split() == ["OK", "2", "[4]"], r.stderr[-2000:]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the front table counts an int argument as 16 bytes "
-                   "whatever its size: it keeps far more than its 64 MiB budget of arguments alive")
 def test_the_front_table_keeps_to_its_byte_budget_with_large_int_arguments(tmp_path):
-    """BUG: front.rs ``Front::insert`` accounts an entry as its value's
+    """BUG (fixed): front.rs ``Front::insert`` accounts an entry as its value's
     stored size + 96 + 16 per argument, adding the length only of str and
     bytes arguments (str by ``len()``, characters, not bytes: up to 4x
     under). An int argument of 62 KB (a key under the 64 KiB verbatim
@@ -689,10 +686,8 @@ def test_reentry_with_the_same_arguments_and_a_clear_mid_call(kind, tmp_path):
     assert g.cache_info().currsize == 1
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a thread waiting for another thread's computation "
-                   "(flight) cannot be interrupted: signals (Ctrl-C) wait for the leader")
 def test_a_signal_interrupts_a_wait_for_another_threads_computation(tmp_path):
-    """BUG: a call that waits for another thread's computation of the same
+    """BUG (fixed): a call that waits for another thread's computation of the same
     key (miss.rs `wait`: `py.allow_threads(|| f.wait())`, and
     `FlightHandle.wait` on the Python path) waits on a condition variable
     with the GIL released and never returns to check for signals: a signal
@@ -723,10 +718,8 @@ slow(1)
 """
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a call waiting for another process's lease cannot be "
-                   "interrupted: signals (Ctrl-C) wait for the lease (up to lease_timeout, 60 s)")
 def test_a_signal_interrupts_a_wait_for_another_processs_lease(tmp_path):
-    """BUG: waiting for the key's lease held by another process
+    """BUG (fixed): waiting for the key's lease held by another process
     (lease.rs `lease_look` -> `Namespace::run` -> engine `lease()`: a
     sleep loop with the GIL released) never checks for signals: Ctrl-C
     or any signal handler is deferred until the lease comes free or
@@ -765,10 +758,8 @@ def test_a_signal_interrupts_a_wait_for_another_processs_lease(tmp_path):
     assert r.stdout.split() == ["INTERRUPTED", "leader-holds"], r.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: cancelling an async call that waits for another "
-                   "task's computation of its key is swallowed: it waits and returns the value")
 def test_cancelling_an_async_call_that_waits_for_another_task_cancels_it(tmp_path):
-    """BUG: _core.py ``awrapper``: a task waiting for another task's
+    """BUG (fixed): _core.py ``awrapper``: a task waiting for another task's
     computation of the same key does ``await asyncio.shield(fut)`` inside
     ``except BaseException: continue`` (meant for the leader's failure).
     The task's own cancellation (``task.cancel()``, ``asyncio.wait_for``'s
@@ -806,10 +797,8 @@ def test_cancelling_an_async_call_that_waits_for_another_task_cancels_it(tmp_pat
     assert asyncio.run(main()) == ("cancelled", None, False)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: f.map / f.starmap hand one mutable result object to "
-                   "every repeat of an input: a mutation of one reaches the others")
 def test_map_gives_each_input_its_own_mutable_result(tmp_path):
-    """BUG: _batch.py ``run_batch`` computes or decodes each distinct key
+    """BUG (fixed): _batch.py ``run_batch`` computes or decodes each distinct key
     once (``values[k]``) and puts that one object in the output for every
     input with that key. ``f.map`` is documented as ``[f(x) for x in
     iterable]`` and a repeat counts as a hit, but separate calls would give
@@ -884,11 +873,8 @@ print("HUNG", hung, "FAILED", failed, "FORKS", i + 1)
 """
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a fork while another thread opens a LocalCache "
-                   "leaves the store registry's lock (store.rs OPEN) held in the child: "
-                   "its first call hangs forever")
 def test_a_fork_while_another_thread_opens_a_store_never_hangs_the_child(tmp_path):
-    """BUG: store.rs `shared_local_backend` holds the process-wide `OPEN`
+    """BUG (fixed): store.rs `shared_local_backend` holds the process-wide `OPEN`
     mutex (parking_lot) across `LocalBackend::open_with` (file I/O, with
     the GIL released by `open_store`). A `fork()` made by another thread
     meanwhile leaves `OPEN` locked in the child, where no thread will

@@ -77,6 +77,21 @@ impl<T: Clone> Flight<T> {
         }
     }
 
+    /// [`Flight::wait`] for at most `d`: `None` if the leader is still
+    /// computing then (a caller that must look for signals between waits).
+    pub fn wait_for(&self, d: std::time::Duration) -> Option<Option<T>> {
+        let deadline = std::time::Instant::now() + d;
+        let mut st = self.state.lock();
+        loop {
+            if let Some(o) = &st.outcome {
+                return Some(o.clone());
+            }
+            if self.cv.wait_until(&mut st, deadline).timed_out() {
+                return st.outcome.clone();
+            }
+        }
+    }
+
     /// The outcome without waiting: `None` while the leader computes, else
     /// what [`Flight::wait`] returns.
     pub fn outcome(&self) -> Option<Option<T>> {
@@ -253,6 +268,7 @@ mod tests {
             panic!("so does a thread")
         };
         assert_eq!(w.outcome(), None);
+        assert_eq!(w.wait_for(std::time::Duration::from_millis(10)), None);
         let woken = Arc::new(Mutex::new(Vec::new()));
         let w_ = woken.clone();
         w.when_done(move || w_.lock().push("before"));
@@ -260,6 +276,7 @@ mod tests {
         g.complete(5);
         assert_eq!(*woken.lock(), ["before"], "run as the leader finished");
         assert_eq!((w.outcome(), w2.wait()), (Some(Some(5)), Some(5)));
+        assert_eq!(w.wait_for(std::time::Duration::ZERO), Some(Some(5)));
         let w_ = woken.clone();
         w.when_done(move || w_.lock().push("after"));
         assert_eq!(*woken.lock(), ["before", "after"], "done: run at once");

@@ -13,6 +13,8 @@ two processes mapping the same new inputs at once may both compute them.
 
 from __future__ import annotations
 
+from . import _native
+
 TYPE_CHECKING = False  # typing is imported by type checkers only (import time)
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, List, Optional, Tuple
@@ -54,10 +56,12 @@ def run_batch(st: Any, func: Callable, calls: List[Tuple[tuple, dict]], key_of: 
     except cache_error as e:
         fail(e, "a lookup")
         got = [None] * len(first)
+    raws: dict = {}  # the stored bytes of each value, to decode a copy for a repeat
     for k, raw in zip(first, got):
         if raw is not None:
             try:
                 values[k] = loads(raw)
+                raws[k] = raw
             except Exception:  # noqa: BLE001 - an unreadable value is a miss
                 pass
     todo = [k for k in first if k not in values]
@@ -83,7 +87,9 @@ def run_batch(st: Any, func: Callable, calls: List[Tuple[tuple, dict]], key_of: 
     items = []
     for k in fresh:
         try:
-            items.append((k, dumps(values[k])))
+            data = dumps(values[k])
+            items.append((k, data))
+            raws[k] = data
         except Exception as e:  # noqa: BLE001
             fail(cache_error(f"the result cannot be serialized: {e!r}"), "storing a result")
     if items:
@@ -93,6 +99,7 @@ def run_batch(st: Any, func: Callable, calls: List[Tuple[tuple, dict]], key_of: 
             fail(e, "storing results")
     out = []
     uncounted = set(fresh)  # a set: `in` on the list made 100,000 inputs take minutes
+    given: set = set()
     for k in keys:
         if k not in values:  # not reached: an earlier call raised
             break
@@ -101,10 +108,32 @@ def run_batch(st: Any, func: Callable, calls: List[Tuple[tuple, dict]], key_of: 
             st.counts.miss()
         else:
             st.counts.hit()
-        out.append(values[k])
+        v = values[k]
+        if k in given and not _native.is_immutable(v):
+            # A repeat of an input gets its own copy, as a separate call's
+            # hit would: a caller's change of one result never reaches another.
+            v = _copy_of(v, raws.get(k), loads)
+        given.add(k)
+        out.append(v)
     if error is not None:
         raise error
     return out
+
+
+def _copy_of(v: Any, raw: Any, loads: Callable) -> Any:
+    """A new copy of the mutable result ``v``: decoded again from its stored
+    bytes ``raw``, or a deep copy."""
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        try:
+            return loads(raw)
+        except Exception:  # noqa: BLE001 - fall back to a deep copy
+            pass
+    import copy
+
+    try:
+        return copy.deepcopy(v)
+    except Exception:  # noqa: BLE001 - nothing better: the same object, as before
+        return v
 
 
 def as_calls(iterable: Iterable[Any], star: bool) -> List[Tuple[tuple, dict]]:

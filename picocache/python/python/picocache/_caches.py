@@ -54,7 +54,7 @@ class _NativeCache(BaseCache):
         self._strict_given = strict_given(kwargs)
         super().__init__(**kwargs)
         self._store: Optional[_native.Store] = None
-        self._store_lock = _thread.allocate_lock()
+        self._store_lock = _thread.RLock()  # (see _FunctionState.ns_lock)
 
     def _open_store(self) -> "_native.Store":
         raise NotImplementedError
@@ -78,7 +78,7 @@ class _NativeCache(BaseCache):
                                     max_bytes=max_bytes)
 
     def _after_fork_in_child(self) -> None:
-        self._store_lock = _thread.allocate_lock()
+        self._store_lock = _thread.RLock()  # (see _FunctionState.ns_lock)
 
     def namespace_names(self) -> list:
         """Every namespace (memoized function) in the store."""

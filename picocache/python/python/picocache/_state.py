@@ -146,7 +146,7 @@ class _FunctionState:
         #: This process's hits and misses (picocache::core::counts), shared
         #: with the native wrapper.
         self.counts = _native.Counts()
-        self.ns_lock = _thread.allocate_lock()
+        self.ns_lock = _thread.RLock()  # (re-entered by a finalizer or gc callback that calls the function)
         #: The failure policy's warning rate (picocache::core::report).
         self.reporter = _native.Reporter()
         self.retry_at = 0.0
@@ -173,7 +173,7 @@ class _FunctionState:
     def reset_after_fork(self) -> None:
         # Threads that were computing in the parent do not exist here (the
         # flight table forgets them: _native._after_fork_in_child).
-        self.ns_lock = _thread.allocate_lock()
+        self.ns_lock = _thread.RLock()  # (re-entered by a finalizer or gc callback that calls the function)
 
     @property
     def label(self) -> str:
