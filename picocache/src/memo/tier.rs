@@ -8,7 +8,9 @@
 //! hit and refreshes recency in the shared index, as a read would). So a
 //! value changed, removed, evicted, expired or cleared by any process is
 //! never served from here, and a hit skips the copy of the record and the
-//! check of its seal (made once, when the entry was read). The tier is
+//! check of its seal (made once, when the entry was read or stored). A result
+//! the memoizer computes is kept as it is stored ([`Tier::put`]), with the
+//! token the put returns: its next hit is confirmed, not read. The tier is
 //! bounded: each shard starts over when it holds too many entries or bytes
 //! (cheap, and hot keys come back at their next hit).
 
@@ -18,7 +20,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use picocache_engine::IdHasher;
 
-use crate::backend::Located;
+use crate::backend::{Located, Namespace};
+use crate::Result;
 
 /// Shards of the tier (by key hash).
 const SHARDS: usize = 16;
@@ -88,6 +91,21 @@ impl Tier {
         }
     }
 
+    /// Stores `value` (an encoded result) under `key` in `ns`, with the
+    /// namespace's TTL. On a store that locates its records the put returns
+    /// the new record's token ([`Locate::put_located`](crate::Locate::put_located)),
+    /// and the value is kept with it: no second lookup to learn where it
+    /// landed, and no read at its next hit.
+    pub(super) fn put(&self, ns: &dyn Namespace, key: &[u8], value: &[u8]) -> Result<()> {
+        let Some(loc) = ns.locate() else {
+            return ns.put(key, value, None);
+        };
+        if let Some(at) = loc.put_located(key, value, None)? {
+            self.insert(key, at, value);
+        }
+        Ok(())
+    }
+
     /// Forgets the entry of the key whose hash is `h`.
     pub(super) fn remove(&self, h: u64) {
         let mut shard = self.shard(h).lock();
@@ -145,5 +163,31 @@ mod tests {
         assert!(held <= SHARD_ENTRIES * SHARDS, "{held}");
         tier.clear();
         assert!(tier.shards.iter().all(|s| s.lock().map.is_empty()));
+    }
+
+    #[test]
+    fn a_stored_value_is_kept_with_its_records_token() {
+        use crate::{Backend, LocalBackend, SealedBackend, Secrets};
+        let dir = tempfile::tempdir().unwrap();
+        let raw: Arc<dyn Backend> = Arc::new(LocalBackend::open(dir.path()).unwrap());
+        let secrets = Arc::new(Secrets::new(&[b"tier"]).unwrap());
+        let sealed = SealedBackend::new(raw, secrets, crate::secret::SecretSource::Explicit);
+        let ns = sealed
+            .namespace("t", picocache_engine::Limits::default())
+            .unwrap();
+        let loc = ns.locate().unwrap();
+        let tier = Tier::new();
+        tier.put(ns.as_ref(), b"k", b"v").unwrap();
+        let (at, v) = tier.get(loc.key_hash(b"k"), b"k").expect("kept");
+        assert_eq!(&*v, b"v");
+        assert!(loc.confirm_located(&at).unwrap());
+        assert_eq!(ns.get(b"k").unwrap().unwrap(), b"v");
+        // Nothing stored (maxsize 0): nothing kept.
+        let zero = sealed
+            .namespace("z", picocache_engine::Limits::maxsize(Some(0)))
+            .unwrap();
+        tier.put(zero.as_ref(), b"z", b"v").unwrap();
+        let h = zero.locate().unwrap().key_hash(b"z");
+        assert!(tier.get(h, b"z").is_none());
     }
 }
