@@ -35,7 +35,9 @@ const MAX_VALUE: usize = 64 << 10;
 struct Entry {
     key: Box<[u8]>,
     at: Located,
-    value: Arc<[u8]>,
+    /// The encoded result: on a miss, the very buffer the result was
+    /// encoded into and stored from (shared, not copied).
+    value: Arc<Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -57,12 +59,17 @@ impl Tier {
         }
     }
 
+    /// The shard of the key whose hash is `h`, by bits 32..36: the map
+    /// places an entry by the low bits of `h` and tells entries apart in a
+    /// group by the top 7, so neither is constant within a shard (a shard
+    /// by the top bits left 4 distinct tags in each map, and lookups in a
+    /// full shard compared many entries).
     fn shard(&self, h: u64) -> &Mutex<Shard> {
-        &self.shards[(h >> 59) as usize % SHARDS]
+        &self.shards[(h >> 32) as usize % SHARDS]
     }
 
     /// The token and bytes kept for `key` (whose hash is `h`), unconfirmed.
-    pub(super) fn get(&self, h: u64, key: &[u8]) -> Option<(Located, Arc<[u8]>)> {
+    pub(super) fn get(&self, h: u64, key: &[u8]) -> Option<(Located, Arc<Vec<u8>>)> {
         let shard = self.shard(h).lock();
         let e = shard.map.get(&h)?;
         (*e.key == *key).then(|| (e.at, e.value.clone()))
@@ -70,6 +77,13 @@ impl Tier {
 
     /// Keeps `value`, read for `key` from the record `at`.
     pub(super) fn insert(&self, key: &[u8], at: Located, value: &[u8]) {
+        if value.len() <= MAX_VALUE {
+            self.keep(key, at, Arc::new(value.to_vec()));
+        }
+    }
+
+    /// Keeps `value` (not copied), read or stored for `key` as the record `at`.
+    fn keep(&self, key: &[u8], at: Located, value: Arc<Vec<u8>>) {
         if value.len() > MAX_VALUE {
             return;
         }
@@ -83,7 +97,7 @@ impl Tier {
         let entry = Entry {
             key: key.into(),
             at,
-            value: value.into(),
+            value,
         };
         shard.bytes += bytes;
         if let Some(old) = shard.map.insert(h, entry) {
@@ -96,12 +110,12 @@ impl Tier {
     /// the new record's token ([`Locate::put_located`](crate::Locate::put_located)),
     /// and the value is kept with it: no second lookup to learn where it
     /// landed, and no read at its next hit.
-    pub(super) fn put(&self, ns: &dyn Namespace, key: &[u8], value: &[u8]) -> Result<()> {
+    pub(super) fn put(&self, ns: &dyn Namespace, key: &[u8], value: &Arc<Vec<u8>>) -> Result<()> {
         let Some(loc) = ns.locate() else {
             return ns.put(key, value, None);
         };
         if let Some(at) = loc.put_located(key, value, None)? {
-            self.insert(key, at, value);
+            self.keep(key, at, value.clone());
         }
         Ok(())
     }
@@ -177,7 +191,8 @@ mod tests {
             .unwrap();
         let loc = ns.locate().unwrap();
         let tier = Tier::new();
-        tier.put(ns.as_ref(), b"k", b"v").unwrap();
+        tier.put(ns.as_ref(), b"k", &Arc::new(b"v".to_vec()))
+            .unwrap();
         let (at, v) = tier.get(loc.key_hash(b"k"), b"k").expect("kept");
         assert_eq!(&*v, b"v");
         assert!(loc.confirm_located(&at).unwrap());
@@ -186,7 +201,8 @@ mod tests {
         let zero = sealed
             .namespace("z", picocache_engine::Limits::maxsize(Some(0)))
             .unwrap();
-        tier.put(zero.as_ref(), b"z", b"v").unwrap();
+        tier.put(zero.as_ref(), b"z", &Arc::new(b"v".to_vec()))
+            .unwrap();
         let h = zero.locate().unwrap().key_hash(b"z");
         assert!(tier.get(h, b"z").is_none());
     }
