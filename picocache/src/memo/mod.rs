@@ -249,8 +249,8 @@ pub struct Memo {
     open_state: Mutex<OpenState>,
     /// This process's computations in flight (the encoded results).
     flights: Flights<Arc<Vec<u8>>>,
-    /// Results read from, or stored in, a store that locates its records,
-    /// kept in the process (see [`tier`]).
+    /// Results read from a store that locates its records, kept in the
+    /// process (see [`tier`]).
     tier: Tier,
     warned: Reporter,
     /// This process's hits and misses.
@@ -555,7 +555,7 @@ impl Memo {
             }
         };
         let stored = if usable {
-            self.tier.put(ns, key, &bytes)
+            ns.put(key, &bytes, None)
         } else {
             Ok(())
         };

@@ -8,9 +8,7 @@
 //! hit and refreshes recency in the shared index, as a read would). So a
 //! value changed, removed, evicted, expired or cleared by any process is
 //! never served from here, and a hit skips the copy of the record and the
-//! check of its seal (made once, when the entry was read or stored). A result
-//! the memoizer computes is kept as it is stored ([`Tier::put`]), with the
-//! token the put returns: its next hit is confirmed, not read. The tier is
+//! check of its seal (made once, when the entry was read). The tier is
 //! bounded: each shard starts over when it holds too many entries or bytes
 //! (cheap, and hot keys come back at their next hit).
 
@@ -20,8 +18,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use picocache_engine::IdHasher;
 
-use crate::backend::{Located, Namespace};
-use crate::Result;
+use crate::backend::Located;
 
 /// Shards of the tier (by key hash).
 const SHARDS: usize = 16;
@@ -35,9 +32,7 @@ const MAX_VALUE: usize = 64 << 10;
 struct Entry {
     key: Box<[u8]>,
     at: Located,
-    /// The encoded result: on a miss, the very buffer the result was
-    /// encoded into and stored from (shared, not copied).
-    value: Arc<Vec<u8>>,
+    value: Arc<[u8]>,
 }
 
 #[derive(Default)]
@@ -59,17 +54,12 @@ impl Tier {
         }
     }
 
-    /// The shard of the key whose hash is `h`, by bits 32..36: the map
-    /// places an entry by the low bits of `h` and tells entries apart in a
-    /// group by the top 7, so neither is constant within a shard (a shard
-    /// by the top bits left 4 distinct tags in each map, and lookups in a
-    /// full shard compared many entries).
     fn shard(&self, h: u64) -> &Mutex<Shard> {
-        &self.shards[(h >> 32) as usize % SHARDS]
+        &self.shards[(h >> 59) as usize % SHARDS]
     }
 
     /// The token and bytes kept for `key` (whose hash is `h`), unconfirmed.
-    pub(super) fn get(&self, h: u64, key: &[u8]) -> Option<(Located, Arc<Vec<u8>>)> {
+    pub(super) fn get(&self, h: u64, key: &[u8]) -> Option<(Located, Arc<[u8]>)> {
         let shard = self.shard(h).lock();
         let e = shard.map.get(&h)?;
         (*e.key == *key).then(|| (e.at, e.value.clone()))
@@ -77,13 +67,6 @@ impl Tier {
 
     /// Keeps `value`, read for `key` from the record `at`.
     pub(super) fn insert(&self, key: &[u8], at: Located, value: &[u8]) {
-        if value.len() <= MAX_VALUE {
-            self.keep(key, at, Arc::new(value.to_vec()));
-        }
-    }
-
-    /// Keeps `value` (not copied), read or stored for `key` as the record `at`.
-    fn keep(&self, key: &[u8], at: Located, value: Arc<Vec<u8>>) {
         if value.len() > MAX_VALUE {
             return;
         }
@@ -97,27 +80,12 @@ impl Tier {
         let entry = Entry {
             key: key.into(),
             at,
-            value,
+            value: value.into(),
         };
         shard.bytes += bytes;
         if let Some(old) = shard.map.insert(h, entry) {
             shard.bytes -= old.key.len() + old.value.len() + 64;
         }
-    }
-
-    /// Stores `value` (an encoded result) under `key` in `ns`, with the
-    /// namespace's TTL. On a store that locates its records the put returns
-    /// the new record's token ([`Locate::put_located`](crate::Locate::put_located)),
-    /// and the value is kept with it: no second lookup to learn where it
-    /// landed, and no read at its next hit.
-    pub(super) fn put(&self, ns: &dyn Namespace, key: &[u8], value: &Arc<Vec<u8>>) -> Result<()> {
-        let Some(loc) = ns.locate() else {
-            return ns.put(key, value, None);
-        };
-        if let Some(at) = loc.put_located(key, value, None)? {
-            self.keep(key, at, value.clone());
-        }
-        Ok(())
     }
 
     /// Forgets the entry of the key whose hash is `h`.
@@ -177,33 +145,5 @@ mod tests {
         assert!(held <= SHARD_ENTRIES * SHARDS, "{held}");
         tier.clear();
         assert!(tier.shards.iter().all(|s| s.lock().map.is_empty()));
-    }
-
-    #[test]
-    fn a_stored_value_is_kept_with_its_records_token() {
-        use crate::{Backend, LocalBackend, SealedBackend, Secrets};
-        let dir = tempfile::tempdir().unwrap();
-        let raw: Arc<dyn Backend> = Arc::new(LocalBackend::open(dir.path()).unwrap());
-        let secrets = Arc::new(Secrets::new(&[b"tier"]).unwrap());
-        let sealed = SealedBackend::new(raw, secrets, crate::secret::SecretSource::Explicit);
-        let ns = sealed
-            .namespace("t", picocache_engine::Limits::default())
-            .unwrap();
-        let loc = ns.locate().unwrap();
-        let tier = Tier::new();
-        tier.put(ns.as_ref(), b"k", &Arc::new(b"v".to_vec()))
-            .unwrap();
-        let (at, v) = tier.get(loc.key_hash(b"k"), b"k").expect("kept");
-        assert_eq!(&*v, b"v");
-        assert!(loc.confirm_located(&at).unwrap());
-        assert_eq!(ns.get(b"k").unwrap().unwrap(), b"v");
-        // Nothing stored (maxsize 0): nothing kept.
-        let zero = sealed
-            .namespace("z", picocache_engine::Limits::maxsize(Some(0)))
-            .unwrap();
-        tier.put(zero.as_ref(), b"z", &Arc::new(b"v".to_vec()))
-            .unwrap();
-        let h = zero.locate().unwrap().key_hash(b"z");
-        assert!(tier.get(h, b"z").is_none());
     }
 }
