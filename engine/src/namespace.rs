@@ -185,16 +185,40 @@ impl Namespace {
 
     /// Like [`Namespace::put`] with an explicit TTL (`None`: the namespace's default).
     pub fn put_with_ttl(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        self.put_located(key, value, ttl).map(|at| at.is_some())
+    }
+
+    /// Like [`Namespace::put_with_ttl`], returning the [`Located`] token of
+    /// the record written (`None` where that returns false: nothing was
+    /// stored). It is the token a [`Namespace::peek_located`] of the key
+    /// would return now, without that second lookup: a memoizer keeping
+    /// the value in its process uses it.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use picocache_engine::{Limits, Options, Store};
+    /// let store = Store::open(dir.path(), Options::default()).unwrap();
+    /// let ns = store.namespace("f", Limits::default()).unwrap();
+    /// let at = ns.put_located(b"k", b"v1", None).unwrap().unwrap();
+    /// assert_eq!(ns.peek_located(b"k", |_, at| at).unwrap(), Some(at));
+    /// assert!(ns.hit_located(ns.key_hash(b"k"), &at).unwrap());
+    /// ns.put(b"k", b"v2").unwrap(); // a new record: the token is stale
+    /// assert!(!ns.hit_located(ns.key_hash(b"k"), &at).unwrap());
+    /// ```
+    pub fn put_located(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<Option<Located>> {
         check_kv(key, value)?;
         let inner = &self.store.inner;
-        inner
-            .retry_if_full(false, || {
-                inner.with_writer(|w| {
-                    let id = self.used_row(w)?;
-                    w.put_batch(id, &[(key, value)], ttl)
-                })
+        inner.retry_if_full(false, || {
+            inner.with_writer(|w| {
+                let id = self.used_row(w)?;
+                Ok(w.put_batch(id, &[(key, value)], ttl)?.1)
             })
-            .map(|n| n == 1)
+        })
     }
 
     /// Like [`Namespace::put_with_ttl`], the value being the concatenation
@@ -211,6 +235,18 @@ impl Namespace {
     /// assert_eq!(ns.get(b"k").unwrap().unwrap(), b"head:value");
     /// ```
     pub fn put_parts(&self, key: &[u8], parts: &[&[u8]], ttl: Option<Duration>) -> Result<bool> {
+        self.put_parts_located(key, parts, ttl)
+            .map(|at| at.is_some())
+    }
+
+    /// Like [`Namespace::put_parts`], returning the record's [`Located`]
+    /// token as [`Namespace::put_located`] does.
+    pub fn put_parts_located(
+        &self,
+        key: &[u8],
+        parts: &[&[u8]],
+        ttl: Option<Duration>,
+    ) -> Result<Option<Located>> {
         let vlen = parts
             .iter()
             .try_fold(0usize, |n, p| n.checked_add(p.len()))
@@ -224,14 +260,12 @@ impl Namespace {
             });
         }
         let inner = &self.store.inner;
-        inner
-            .retry_if_full(false, || {
-                inner.with_writer(|w| {
-                    let id = self.used_row(w)?;
-                    w.put_parts(id, key, parts, ttl)
-                })
+        inner.retry_if_full(false, || {
+            inner.with_writer(|w| {
+                let id = self.used_row(w)?;
+                w.put_parts(id, key, parts, ttl)
             })
-            .map(|n| n == 1)
+        })
     }
 
     /// Stores many entries under one lock and, with
@@ -244,7 +278,7 @@ impl Namespace {
         inner.retry_if_full(false, || {
             inner.with_writer(|w| {
                 let id = self.used_row(w)?;
-                w.put_batch(id, items, None)
+                Ok(w.put_batch(id, items, None)?.0)
             })
         })
     }

@@ -52,6 +52,21 @@ pub struct Located {
     pub(crate) entry: u32,
 }
 
+impl Located {
+    /// The token of the record at `loc` (expiring at `expire_ms`, 0: never)
+    /// held by entry `e` of namespace `ns` in `idx`: what a lookup that
+    /// finds it returns, and what a put that wrote it returns.
+    pub(crate) fn of(idx: &IndexMap, ns: u32, e: u32, loc: u64, expire_ms: u64) -> Located {
+        Located {
+            lineage: idx.hget(hdr::GENERATION),
+            loc,
+            expire_ms,
+            ns,
+            entry: e,
+        }
+    }
+}
+
 /// Outcome of one lookup.
 enum Found {
     Hit,
@@ -160,13 +175,7 @@ impl Inner {
                             Found::Expired
                         } else {
                             hit_entry = Some(e);
-                            located = Located {
-                                lineage: idx.hget(hdr::GENERATION),
-                                loc,
-                                expire_ms: rh.expire_ms,
-                                ns,
-                                entry: e,
-                            };
+                            located = Located::of(idx, ns, e, loc, rh.expire_ms);
                             Found::Hit
                         }
                     }

@@ -17,6 +17,7 @@ use crate::hash::key_hash;
 use crate::index::lru::{lru_insert_sorted, lru_push_head, lru_unlink};
 use crate::index::table::{add_entry, bucket_insert, bucket_remove, free_entry, set_loc};
 use crate::index::{buckets_for, check_e, corrupt, tmp_index_path, At, IndexMap, NIL};
+use crate::read::Located;
 use crate::txn::Writer;
 
 pub(crate) mod append;
@@ -170,25 +171,47 @@ impl Writer<'_> {
         Ok(id)
     }
 
+    /// The expiry time of a record put now in `ns` with `ttl` (`None`: the
+    /// namespace's default TTL); 0 if it never expires.
+    pub(crate) fn expire_at(&self, ns: u32, ttl: Option<Duration>) -> u64 {
+        let ttl_ms = ttl.map_or(self.idx.ns_get(ns, nsr::TTL_MS), |t| {
+            (t.as_millis() as u64).max(1)
+        });
+        if ttl_ms == 0 {
+            0
+        } else {
+            now_ms().saturating_add(ttl_ms)
+        }
+    }
+
+    /// Notes in `ns`'s row that a record expiring at `expire` (0: never) was
+    /// written, so that the sweep comes for it in time.
+    pub(crate) fn note_expiry(&self, ns: u32, expire: u64) {
+        if expire != 0 {
+            let next = self.idx.ns_get(ns, nsr::NEXT_EXPIRY);
+            if next == 0 || expire < next {
+                self.idx.ns_set(ns, nsr::NEXT_EXPIRY, expire);
+            }
+        }
+    }
+
+    /// Stores `items` in `ns`, each with `ttl` (`None`: the namespace's
+    /// default), then enforces the limits. Returns how many were stored
+    /// (an item whose record is larger than `max_bytes` is not, nor any
+    /// when `maxsize` is 0) and the [`Located`] token of the last one
+    /// stored: what a lookup of its key would return now.
     pub(crate) fn put_batch(
         &mut self,
         ns: u32,
         items: &[(&[u8], &[u8])],
         ttl: Option<Duration>,
-    ) -> Result<usize> {
+    ) -> Result<(usize, Option<Located>)> {
         let maxsize = self.idx.ns_get(ns, nsr::MAXSIZE);
         let max_bytes = self.idx.ns_get(ns, nsr::MAX_BYTES);
         if maxsize == 0 || items.is_empty() {
-            return Ok(0);
+            return Ok((0, None));
         }
-        let ttl_ms = ttl.map_or(self.idx.ns_get(ns, nsr::TTL_MS), |t| {
-            (t.as_millis() as u64).max(1)
-        });
-        let expire = if ttl_ms == 0 {
-            0
-        } else {
-            now_ms().saturating_add(ttl_ms)
-        };
+        let expire = self.expire_at(ns, ttl);
         self.reserve(items.len() as u64)?;
         self.st.buf.clear();
         let mut sizes = Vec::with_capacity(items.len());
@@ -204,23 +227,30 @@ impl Writer<'_> {
             kept.push(*k);
         }
         if kept.is_empty() {
-            return Ok(0);
+            return Ok((0, None));
         }
         let locs = self.append(&sizes)?;
-        if expire != 0 {
-            let next = self.idx.ns_get(ns, nsr::NEXT_EXPIRY);
-            if next == 0 || expire < next {
-                self.idx.ns_set(ns, nsr::NEXT_EXPIRY, expire);
-            }
-        }
+        self.note_expiry(ns, expire);
+        let mut last = (0, 0);
         for ((k, loc), size) in kept.iter().zip(&locs).zip(&sizes) {
-            self.index_put(ns, k, *loc, *size as u32)?;
+            last = (self.index_put(ns, k, *loc, *size as u32)?, *loc);
         }
         self.enforce(ns)?;
-        Ok(kept.len())
+        Ok((kept.len(), Some(self.located(ns, last.0, last.1, expire))))
     }
 
-    pub(crate) fn index_put(&mut self, ns: u32, key: &[u8], loc: u64, size: u32) -> Result<()> {
+    /// The token of the record at `loc` that this writer just indexed in
+    /// entry `e` of `ns`. Taken after the limits were enforced, from the
+    /// index the writer holds then (a copy into a larger file keeps the
+    /// lineage and the entry numbers; a rebuild makes a new lineage, and
+    /// then the whole operation ran again on the new index).
+    pub(crate) fn located(&self, ns: u32, e: u32, loc: u64, expire: u64) -> Located {
+        Located::of(&self.idx, ns, e, loc, expire)
+    }
+
+    /// Points `key`'s entry in `ns` at the record at `loc` (of padded size
+    /// `size`), making one if the key has none. Returns the entry.
+    pub(crate) fn index_put(&mut self, ns: u32, key: &[u8], loc: u64, size: u32) -> Result<u32> {
         let idx = self.idx.clone();
         let h = key_hash(ns, key);
         let stamp = idx.ns(ns, nsr::CLOCK).fetch_add(1, Ordering::AcqRel) + 1;
@@ -235,7 +265,7 @@ impl Writer<'_> {
             idx.ns_add(ns, nsr::LIVE_BYTES, size as u64);
             lru_unlink(&idx, ns, e)?;
             lru_push_head(&idx, ns, e)?;
-            return Ok(());
+            return Ok(e);
         }
         // A new key: make room first (as `lru_cache` does), so that readers
         // in other processes never see the namespace over its `maxsize`.

@@ -1,10 +1,13 @@
 //! A proptest state machine: the engine against a model of `functools.lru_cache`
 //! (a map plus a recency list per namespace), over put, get, remove, clear,
-//! reopen, compaction and index rebuilds, checking every value and eviction.
+//! reopen, compaction and index rebuilds, checking every value and eviction,
+//! and the `Located` tokens that `put_located` returns: each confirms (by
+//! `hit_located` or a `Watch`, counted as a hit) exactly while the model
+//! holds the value it stored.
 
 use std::collections::HashMap;
 
-use picocache_engine::{Limits, Options, Store};
+use picocache_engine::{Limits, Located, Namespace, Options, Store};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -14,6 +17,8 @@ enum Op {
     /// A memoized call: get, and on a miss put (what `lru_cache` does).
     Call(u8, u8),
     Remove(u8, u8),
+    /// Confirms the token of the key's last `put_located`, if any.
+    Confirm(u8, u8),
     Clear(u8),
     Reopen,
     Compact,
@@ -26,6 +31,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (0..2u8, 0..12u8).prop_map(|(n, k)| Op::Get(n, k)),
         8 => (0..2u8, 0..12u8).prop_map(|(n, k)| Op::Call(n, k)),
         1 => (0..2u8, 0..12u8).prop_map(|(n, k)| Op::Remove(n, k)),
+        4 => (0..2u8, 0..12u8).prop_map(|(n, k)| Op::Confirm(n, k)),
         1 => (0..2u8).prop_map(Op::Clear),
         1 => Just(Op::Reopen),
         1 => Just(Op::Compact),
@@ -68,6 +74,45 @@ fn value(k: u8, v: u16) -> Vec<u8> {
     out
 }
 
+/// Tokens of `put_located` per namespace and key, each with whether it
+/// must confirm (its record is the key's live entry in the model) or must
+/// not (stale). A live token whose fate the model cannot tell (after a
+/// compaction, which may or may not move the record) is dropped.
+type Tokens = [HashMap<u8, (Located, bool)>; 2];
+
+fn stale(tokens: &mut HashMap<u8, (Located, bool)>, keys: impl IntoIterator<Item = u8>) {
+    for k in keys {
+        if let Some(t) = tokens.get_mut(&k) {
+            t.1 = false;
+        }
+    }
+}
+
+/// Puts `val` under key `k` of `ns`, by `put_located` when `located` (its
+/// token, checked against a peek's, is kept), else by `put`; mirrored in
+/// the model, whose evictions make tokens stale.
+fn put(
+    ns: &Namespace,
+    m: &mut ModelNs,
+    tokens: &mut HashMap<u8, (Located, bool)>,
+    k: u8,
+    val: Vec<u8>,
+    maxsize: usize,
+    located: bool,
+) {
+    stale(tokens, [k]);
+    if located {
+        let at = ns.put_located(&[k], &val, None).unwrap().expect("stored");
+        let peeked = ns.peek_located(&[k], |v, at| (v.to_vec(), at)).unwrap();
+        assert_eq!(peeked, Some((val.clone(), at)), "put_located token of {k}");
+        tokens.insert(k, (at, true));
+    } else {
+        ns.put(&[k], &val).unwrap();
+    }
+    let evicted = m.put(k, val, maxsize);
+    stale(tokens, evicted);
+}
+
 fn open(dir: &std::path::Path) -> Store {
     Store::open(
         dir,
@@ -86,6 +131,7 @@ fn run(ops: Vec<Op>, maxsizes: [usize; 2]) {
     // Every value ever written per key: after an index rebuild, anything the
     // store returns must be the latest value written for that key.
     let mut latest: [HashMap<u8, Vec<u8>>; 2] = Default::default();
+    let mut tokens: Tokens = Default::default();
     for op in ops {
         let nss: Vec<_> = (0..2)
             .map(|i| store.namespace(&format!("ns{i}"), limits(i)).unwrap())
@@ -93,8 +139,9 @@ fn run(ops: Vec<Op>, maxsizes: [usize; 2]) {
         match op {
             Op::Put(n, k, v) => {
                 let (n, val) = (n as usize, value(k, v));
-                nss[n].put(&[k], &val).unwrap();
-                model[n].put(k, val.clone(), maxsizes[n]);
+                let located = v % 2 == 0;
+                let (m, t) = (&mut model[n], &mut tokens[n]);
+                put(&nss[n], m, t, k, val.clone(), maxsizes[n], located);
                 latest[n].insert(k, val);
             }
             Op::Get(n, k) | Op::Call(n, k) => {
@@ -108,9 +155,10 @@ fn run(ops: Vec<Op>, maxsizes: [usize; 2]) {
                 } else {
                     model[n].misses += 1;
                     if matches!(op, Op::Call(..)) {
+                        // A memoizer's miss: stored, located.
                         let val = value(k, k as u16 * 31);
-                        nss[n].put(&[k], &val).unwrap();
-                        model[n].put(k, val.clone(), maxsizes[n]);
+                        let (m, t) = (&mut model[n], &mut tokens[n]);
+                        put(&nss[n], m, t, k, val.clone(), maxsizes[n], true);
                         latest[n].insert(k, val);
                     }
                 }
@@ -121,25 +169,55 @@ fn run(ops: Vec<Op>, maxsizes: [usize; 2]) {
                 assert_eq!(was, model[n].values.remove(&k).is_some());
                 model[n].order.retain(|&x| x != k);
                 latest[n].remove(&k);
+                stale(&mut tokens[n], [k]);
+            }
+            Op::Confirm(n, k) => {
+                let n = n as usize;
+                if let Some(&(at, live)) = tokens[n].get(&k) {
+                    // By key, or by a watch (on the current index).
+                    let got = if k % 2 == 0 {
+                        nss[n].hit_located(nss[n].key_hash(&[k]), &at).unwrap()
+                    } else {
+                        nss[n].watch().unwrap().hit(&at)
+                    };
+                    assert_eq!(got, live, "token of ns{n} key {k}");
+                    if live {
+                        model[n].touch(k);
+                        model[n].hits += 1;
+                    }
+                }
             }
             Op::Clear(n) => {
                 let n = n as usize;
                 nss[n].clear().unwrap();
                 model[n] = ModelNs::default();
                 latest[n].clear();
+                stale(&mut tokens[n], 0..12);
             }
             Op::Reopen => {
                 drop(nss);
                 drop(store);
                 store = open(dir.path());
+                for t in &mut tokens {
+                    t.retain(|_, (_, live)| !*live);
+                }
                 continue;
             }
-            Op::Compact => store.compact().unwrap(),
+            Op::Compact => {
+                store.compact().unwrap();
+                for t in &mut tokens {
+                    t.retain(|_, (_, live)| !*live);
+                }
+            }
             Op::Rebuild => {
                 drop(nss);
                 drop(store);
                 std::fs::remove_file(dir.path().join("index")).unwrap();
                 store = open(dir.path());
+                // A new lineage: no token confirms.
+                for t in &mut tokens {
+                    stale(t, 0..12);
+                }
                 // Recency is not logged, so after a rebuild the order is the
                 // order of the puts, and entries evicted earlier may return.
                 // Re-sync the model with what the store holds, checking that

@@ -176,8 +176,9 @@ pub trait Namespace: Send + Sync + fmt::Debug {
 /// Where a [`Locate`] read found a key's record: a token that
 /// [`Locate::confirm_located`] checks later. It names one record, not a key:
 /// once the key is overwritten, removed, evicted, expired, compacted or
-/// cleared (by any process), the token no longer confirms.
-#[derive(Debug, Clone, Copy)]
+/// cleared (by any process), the token no longer confirms. Two tokens are
+/// equal when they name the same record of the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Located {
     key_hash: u64,
     at: picocache_engine::Located,
@@ -235,6 +236,31 @@ pub trait Locate: Send + Sync {
     /// [`Namespace::get`] would, without reading or checking the value again;
     /// if not, changes nothing (the caller reads the key again).
     fn confirm_located(&self, at: &Located) -> Result<bool>;
+
+    /// Stores the concatenation of `parts` under `key` as
+    /// [`Namespace::put_parts`] does (sealed where the namespace seals), and
+    /// returns the token of the record written: the one a
+    /// [`Locate::read_located`] of the key would give now, without that
+    /// second lookup, so a memoizer can keep the value it stored. `None`
+    /// when nothing was stored (the limits keep the value out: `maxsize` 0,
+    /// a record larger than `max_bytes`).
+    fn put_parts_located(
+        &self,
+        key: &[u8],
+        parts: &[&[u8]],
+        ttl: Option<Duration>,
+    ) -> Result<Option<Located>>;
+
+    /// [`Locate::put_parts_located`] of one value: stores `value` under
+    /// `key` as [`Namespace::put`] does and returns the new record's token.
+    fn put_located(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<Option<Located>> {
+        self.put_parts_located(key, &[value], ttl)
+    }
 
     /// A [`Watch`] that confirms this namespace's tokens without their
     /// keys, as [`Locate::confirm_located`] does (counting the hit), or

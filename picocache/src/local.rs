@@ -162,6 +162,26 @@ impl Locate for LocalNamespace {
         Ok(self.ns.hit_located(at.key_hash(), at.at())?)
     }
 
+    fn put_parts_located(
+        &self,
+        key: &[u8],
+        parts: &[&[u8]],
+        ttl: Option<Duration>,
+    ) -> Result<Option<Located>> {
+        let at = self.ns.put_parts_located(key, parts, ttl)?;
+        Ok(at.map(|at| Located::engine(self.ns.key_hash(key), at)))
+    }
+
+    fn put_located(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<Option<Located>> {
+        let at = self.ns.put_located(key, value, ttl)?;
+        Ok(at.map(|at| Located::engine(self.ns.key_hash(key), at)))
+    }
+
     fn watch(&self) -> Option<Watch> {
         self.ns.watch().ok().map(Watch::engine)
     }

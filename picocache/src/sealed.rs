@@ -120,6 +120,30 @@ impl SealedNamespace {
 }
 
 impl SealedNamespace {
+    /// Seals the concatenation of `parts` for `key` and hands `store` the
+    /// stored parts: the seal's head, computed over the parts (no copy of
+    /// them), in front of them. Once stored, an earlier rejection of the key
+    /// is forgotten (the next one is counted again).
+    fn put_sealed<R>(
+        &self,
+        key: &[u8],
+        parts: &[&[u8]],
+        store: impl FnOnce(&[&[u8]]) -> Result<R>,
+    ) -> Result<R> {
+        let head = self.secrets.seal_head(self.inner.name(), key, parts);
+        let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+        all.push(&head);
+        all.extend_from_slice(parts);
+        let r = store(&all)?;
+        let _ = self.last_rejected.compare_exchange(
+            key_tag(key),
+            0,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        Ok(r)
+    }
+
     /// The payload of a stored entry, checked.
     fn opened(&self, key: &[u8], stored: Option<Vec<u8>>) -> Result<Option<Vec<u8>>> {
         match stored {
@@ -181,18 +205,7 @@ impl Namespace for SealedNamespace {
     /// handed down in front of them: the local engine writes them without
     /// joining; other backends join once.
     fn put_parts(&self, key: &[u8], parts: &[&[u8]], ttl: Option<Duration>) -> Result<()> {
-        let head = self.secrets.seal_head(self.inner.name(), key, parts);
-        let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
-        all.push(&head);
-        all.extend_from_slice(parts);
-        self.inner.put_parts(key, &all, ttl)?;
-        let _ = self.last_rejected.compare_exchange(
-            key_tag(key),
-            0,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
-        Ok(())
+        self.put_sealed(key, parts, |all| self.inner.put_parts(key, all, ttl))
     }
 
     fn put_many(&self, items: &[(&[u8], &[u8])], ttl: Option<Duration>) -> Result<()> {
@@ -273,6 +286,23 @@ impl Locate for SealedNamespace {
             Some(inner) => inner.confirm_located(at),
             None => Ok(false),
         }
+    }
+
+    /// Seals, then stores through the namespace underneath: the token is
+    /// the sealed record's, and [`Locate::read_located`] of it unseals as
+    /// for any record. (Over a namespace that does not locate its records,
+    /// the value is stored as [`Namespace::put_parts`] stores it, and the
+    /// answer is `None`: no token.)
+    fn put_parts_located(
+        &self,
+        key: &[u8],
+        parts: &[&[u8]],
+        ttl: Option<Duration>,
+    ) -> Result<Option<Located>> {
+        self.put_sealed(key, parts, |all| match self.inner.locate() {
+            Some(inner) => inner.put_parts_located(key, all, ttl),
+            None => self.inner.put_parts(key, all, ttl).map(|()| None),
+        })
     }
 
     /// The namespace underneath's: a token comes from a read whose seal

@@ -107,6 +107,7 @@ pub(crate) fn free_entry(idx: &IndexMap, e: u32) {
 }
 
 /// Adds a new entry at the head of its namespace's list (index builders).
+/// Returns its number.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn add_entry(
     idx: &IndexMap,
@@ -116,7 +117,7 @@ pub(crate) fn add_entry(
     size: u32,
     stamp: u64,
     list_stamp: u64,
-) -> Result<()> {
+) -> Result<u32> {
     let Some(e) = alloc_entry(idx)? else {
         return Err(Error::InvalidArgument("index sized too small".into()));
     };
@@ -130,5 +131,5 @@ pub(crate) fn add_entry(
     idx.ns_add(ns, nsr::ENTRIES, 1);
     idx.ns_add(ns, nsr::LIVE_BYTES, size as u64);
     idx.hset(hdr::ENTRY_COUNT, idx.hget(hdr::ENTRY_COUNT) + 1);
-    Ok(())
+    Ok(e)
 }

@@ -7,50 +7,39 @@
 
 use std::time::Duration;
 
-use crate::ctx::now_ms;
 use crate::error::Result;
 use crate::format::{self, kind, nsr, REC_HEADER_LEN};
+use crate::read::Located;
 use crate::txn::Writer;
 
 impl Writer<'_> {
     /// Stores the concatenation of `parts` under `key` in namespace `ns`, as
-    /// `put_batch` stores one item. Returns 1, or 0 when the limits keep it
-    /// from being stored (`maxsize` 0, or a record larger than `max_bytes`).
+    /// `put_batch` stores one item. Returns the [`Located`] token of the
+    /// record, or `None` when the limits keep it from being stored
+    /// (`maxsize` 0, or a record larger than `max_bytes`).
     pub(crate) fn put_parts(
         &mut self,
         ns: u32,
         key: &[u8],
         parts: &[&[u8]],
         ttl: Option<Duration>,
-    ) -> Result<usize> {
+    ) -> Result<Option<Located>> {
         let maxsize = self.idx.ns_get(ns, nsr::MAXSIZE);
         let max_bytes = self.idx.ns_get(ns, nsr::MAX_BYTES);
         let vlen: usize = parts.iter().map(|p| p.len()).sum();
         let size = format::record_size(key.len(), vlen);
         if maxsize == 0 || size > max_bytes {
-            return Ok(0);
+            return Ok(None);
         }
-        let ttl_ms = ttl.map_or(self.idx.ns_get(ns, nsr::TTL_MS), |t| {
-            (t.as_millis() as u64).max(1)
-        });
-        let expire = if ttl_ms == 0 {
-            0
-        } else {
-            now_ms().saturating_add(ttl_ms)
-        };
+        let expire = self.expire_at(ns, ttl);
         self.reserve(1)?;
         let seq = self.next_seq();
         let mut head = Vec::with_capacity(REC_HEADER_LEN + key.len());
         format::encode_record_head(&mut head, kind::PUT, ns, seq, expire, key, parts);
         let loc = self.append_parts(&head, parts, size, seq)?;
-        if expire != 0 {
-            let next = self.idx.ns_get(ns, nsr::NEXT_EXPIRY);
-            if next == 0 || expire < next {
-                self.idx.ns_set(ns, nsr::NEXT_EXPIRY, expire);
-            }
-        }
-        self.index_put(ns, key, loc, size as u32)?;
+        self.note_expiry(ns, expire);
+        let e = self.index_put(ns, key, loc, size as u32)?;
         self.enforce(ns)?;
-        Ok(1)
+        Ok(Some(self.located(ns, e, loc, expire)))
     }
 }
