@@ -32,7 +32,7 @@ use pyo3::types::{PyDict, PyTuple};
 use crate::lease::release;
 use crate::tier::immutable;
 use crate::wrapper::Counts;
-use crate::{fork_gen, guarded, CacheError, Namespace, MAX_KEY};
+use crate::{fork_gen, CacheError, Namespace, MAX_KEY};
 
 /// What a leader hands its waiters: the function's result object.
 type Shared = Arc<PyObject>;
@@ -233,28 +233,18 @@ impl Namespace {
         ttl: Option<std::time::Duration>,
         obj: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Option<picocache::Located>> {
-        self.run(py, |ns| ns.put(key, value, ttl))?;
-        if !self.local || key.len() > MAX_KEY {
-            return Ok(None);
-        }
-        let Some(obj) = obj.filter(|o| immutable(o, 0)) else {
-            return Ok(None);
-        };
-        // Where the record landed (a peek: no hit counted). Best effort:
-        // without it the value is decoded at its next hit.
-        let found = guarded(|| {
-            let ns = self.current()?;
-            let mut same = None;
-            if let Some(loc) = ns.locate() {
-                loc.read_located(key, false, &mut |v, at| {
-                    same = (v == value).then_some((at.key_hash(), at));
-                })?;
-            }
-            Ok(same)
-        });
-        let Ok(Ok(Some((h, at)))) = found else {
+        // On the local engine the put says where its record landed (no
+        // second probe); the token names this very record, and stops
+        // confirming once anyone overwrites it.
+        let local = self.local && key.len() <= MAX_KEY;
+        let at = self.run(py, |ns| match ns.locate() {
+            Some(loc) if local => loc.put_located(key, value, ttl),
+            _ => ns.put(key, value, ttl).map(|()| None),
+        })?;
+        let (Some(at), Some(obj)) = (at, obj.filter(|o| immutable(o, 0))) else {
             return Ok(None);
         };
+        let h = at.key_hash();
         self.tier
             .lock()
             .insert(h, key, at, obj.clone().unbind(), value.len());
