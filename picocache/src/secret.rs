@@ -58,14 +58,29 @@ pub fn resolve(explicit: Option<&[Vec<u8>]>) -> Result<(Arc<Secrets>, SecretSour
     }
     let path = user_file()?;
     // One read per path and process.
+    // The lock is never held across the file's I/O: a fork by another
+    // thread meanwhile would leave it held in the child, for good.
     static LOADED: Mutex<Vec<(PathBuf, Arc<Secrets>)>> = Mutex::new(Vec::new());
-    let mut loaded = LOADED.lock();
-    if let Some((_, s)) = loaded.iter().find(|(p, _)| *p == path) {
-        return Ok((s.clone(), SecretSource::UserFile(path)));
+    let find = |loaded: &[(PathBuf, Arc<Secrets>)]| {
+        loaded
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, s)| s.clone())
+    };
+    if let Some(s) = find(&LOADED.lock()) {
+        return Ok((s, SecretSource::UserFile(path)));
     }
     let secret = load_or_create(&path)?;
     let s = Arc::new(Secrets::new(&[secret]).expect("a non-empty secret"));
-    loaded.push((path.clone(), s.clone()));
+    let mut loaded = LOADED.lock();
+    let s = match find(&loaded) {
+        Some(theirs) => theirs, // another thread read it meanwhile
+        None => {
+            loaded.push((path.clone(), s.clone()));
+            s
+        }
+    };
+    drop(loaded);
     Ok((s, SecretSource::UserFile(path)))
 }
 

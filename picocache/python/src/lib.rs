@@ -197,13 +197,21 @@ struct Namespace {
 /// ones (`_native.MAX_KEY`: this constant, the one definition).
 const MAX_KEY: usize = 64 * 1024;
 impl Namespace {
+    /// The namespace handle, opened again in a forked child; the lock is
+    /// not held across the open (see `StoreInner::backend`).
     fn current(&self) -> picocache::Result<Arc<dyn picocache::Namespace>> {
         let gen = fork_gen();
+        {
+            let st = self.state.lock();
+            if st.0 == gen {
+                return Ok(st.1.clone());
+            }
+        }
+        let fresh = open_ns(&self.store, &self.name, self.limits)?;
         let mut st = self.state.lock();
         if st.0 != gen {
-            let fresh = open_ns(&self.store, &self.name, self.limits)?;
             let old = std::mem::replace(&mut *st, (gen, fresh));
-            std::mem::forget(old);
+            std::mem::forget(old); // the parent's: never closed here
         }
         Ok(st.1.clone())
     }

@@ -139,16 +139,26 @@ pub(crate) fn open_sealed(
 }
 
 impl StoreInner {
+    /// The backend, opened again in a forked child. The state's lock is
+    /// never held across the open (file or network I/O, the GIL released):
+    /// a `fork()` by another thread meanwhile would leave it held in the
+    /// child, whose every call would then wait forever.
     pub(crate) fn backend(&self) -> picocache::Result<Arc<dyn Backend>> {
         let gen = fork_gen();
+        {
+            let st = self.state.lock();
+            if st.0 == gen {
+                return Ok(st.1.clone());
+            }
+        }
+        let fresh = open_sealed(&self.spec, self.secrets.as_deref())?;
         let mut st = self.state.lock();
         if st.0 != gen {
-            let fresh = open_sealed(&self.spec, self.secrets.as_deref())?;
             let old = std::mem::replace(&mut *st, (gen, fresh));
             // The parent's connections and maps belong to the parent: never
             // close them from the child.
             std::mem::forget(old);
-        }
+        } // else another thread opened it meanwhile: ours is dropped
         Ok(st.1.clone())
     }
 
