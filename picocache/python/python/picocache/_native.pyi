@@ -95,7 +95,7 @@ class Reporter:
 def is_immutable(obj: Any) -> bool:
     """Whether ``obj`` is an immutable result the in-process tier keeps (exact scalars, tuples, frozensets)."""
 
-def flight_join(cache: int, name: str, key: bytes) -> Tuple[int, Optional[FlightHandle]]:
+def flight_join(cache: int, name: str, key: bytes, task: Optional[int] = None) -> Tuple[int, Optional[FlightHandle]]:
     """Joins the computation of ``key``: (0, handle) lead, (1, handle) wait, (2, None) re-entry."""
 
 @final
