@@ -220,6 +220,11 @@ impl Front {
         if e.kinds != kinds || !e.watch.hit(&e.at) {
             return None;
         }
+        if !e.watch.current() {
+            // Confirmed through the store's current index (the entry's was
+            // resized away): point the entry at the current watch.
+            self.refresh(py, key, e);
+        }
         match e.how {
             How::Same => return Some(e.value.clone_ref(py)),
             How::Copy => return copy_of(e.value.bind(py)).ok().map(Bound::unbind),
@@ -233,6 +238,26 @@ impl Front {
             Err(_) => loads.call1(py, (raw,)),
         };
         got.ok()
+    }
+
+    /// Makes `e` (kept under `key`) use the front table's current watch, if
+    /// it has one, so its hits stop going the long way. Best effort.
+    #[inline(never)]
+    fn refresh(&self, py: Python<'_>, key: &Bound<'_, PyAny>, e: &FrontEntry) {
+        let Some(watch) = self.state.lock().watch.clone().filter(|w| w.current()) else {
+            return;
+        };
+        let entry = FrontEntry {
+            watch,
+            at: e.at,
+            kinds: e.kinds,
+            value: e.value.clone_ref(py),
+            how: e.how,
+            bytes: e.bytes,
+        };
+        if let Ok(entry) = Py::new(py, entry) {
+            let _ = self.dict.bind(py).set_item(key, entry);
+        }
     }
 
     /// Keeps what `seen` describes, the result of a call with `args` (of
