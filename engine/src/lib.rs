@@ -117,7 +117,7 @@ pub use format::MAX_NAME_LEN;
 pub(crate) use hash::name_hash;
 pub use hash::{IdHash, IdHasher};
 pub use io::{FaultIo, Io, RealIo};
-pub use namespace::{Lease, Namespace, Watch};
+pub use namespace::{Confirmed, Lease, Namespace, Watch};
 pub use options::{Durability, Limits, NamespaceStats, Options, StoreStats, VerifyReport};
 pub use read::Located;
 pub use repair::RepairReport;

@@ -508,6 +508,18 @@ impl Store {
     }
 }
 
+/// What [`Watch::confirm`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmed {
+    /// Not the key's live entry (or a fork, a damaged token, ...).
+    No,
+    /// Live, in the index the watch reads.
+    Live,
+    /// Live, through the process's current index: the watch's own was
+    /// replaced by a resize ([`Watch::current`] is false).
+    InNewerIndex,
+}
+
 /// A watch on a store's index: confirms [`Located`] tokens without the key,
 /// for an in-process cache that keys its entries by something else (the
 /// Python wrapper keys them by the call's argument objects).
@@ -565,34 +577,43 @@ impl Watch {
     /// as a lookup would. Never an error: anything unusual answers false.
     #[inline]
     pub fn hit(&self, at: &Located) -> bool {
+        self.confirm(at) != Confirmed::No
+    }
+
+    /// [`Watch::hit`], telling a token confirmed in this watch's index from
+    /// one confirmed through the process's current index, the watch's own
+    /// having been resized away (the caller may then re-point what it keeps
+    /// at a current watch, so later hits take the short way).
+    #[inline]
+    pub fn confirm(&self, at: &Located) -> Confirmed {
         let inner = &self.store.inner;
         if sys::fork_generation() != inner.fork_gen {
-            return false;
+            return Confirmed::No;
         }
         if at.expire_ms != 0 && now_ms() >= at.expire_ms {
-            return false;
+            return Confirmed::No;
         }
         // A resize copies the index into a new file with the same lineage,
         // entry numbers and locations: a token of the retired file still
         // names its record in the process's current one.
         let current;
-        let idx: &IndexMap = if self.idx.retired() {
+        let (idx, how): (&IndexMap, _) = if self.idx.retired() {
             current = inner.ctx.index_guard();
-            &current
+            (&current, Confirmed::InNewerIndex)
         } else {
-            &self.idx
+            (&self.idx, Confirmed::Live)
         };
         if idx.retired()
             || idx.hget(hdr::GENERATION) != at.lineage
             || !idx.valid_entry(at.entry)
             || idx.eget(at.entry, ent::LOC) != at.loc
         {
-            return false;
+            return Confirmed::No;
         }
         if !inner.ctx.read_only() {
             crate::read::count_hit(idx, at.ns, at.entry, inner.ctx.use_clock());
         }
-        true
+        how
     }
 
     /// Whether this watch still reads the store's current index (false

@@ -290,6 +290,13 @@ impl Watch {
         self.0.hit(at.at())
     }
 
+    /// [`Watch::hit`], saying whether the token was confirmed through a
+    /// newer index than the watch's own ([`picocache_engine::Watch::confirm`]).
+    #[inline]
+    pub fn confirm(&self, at: &Located) -> picocache_engine::Confirmed {
+        self.0.confirm(at.at())
+    }
+
     /// Whether this watch still reads the store's current index.
     pub fn current(&self) -> bool {
         self.0.current()

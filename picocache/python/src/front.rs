@@ -37,6 +37,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyInt, PyList, PySet, PyString, PyTuple};
 use pyo3::Borrowed;
 
+use picocache_engine::Confirmed;
+
 use crate::tier::{immutable, TIER_MAX_BYTES, TIER_MAX_ENTRIES};
 use crate::{fork_gen, Namespace, MAX_KEY};
 
@@ -217,13 +219,15 @@ impl Front {
         let d = self.dict.bind(py);
         let e = d.get_item(key).ok()??;
         let e = e.downcast::<FrontEntry>().ok()?.get();
-        if e.kinds != kinds || !e.watch.hit(&e.at) {
+        if e.kinds != kinds {
             return None;
         }
-        if !e.watch.current() {
+        match e.watch.confirm(&e.at) {
+            Confirmed::Live => {}
             // Confirmed through the store's current index (the entry's was
             // resized away): point the entry at the current watch.
-            self.refresh(py, key, e);
+            Confirmed::InNewerIndex => self.refresh(py, key, e),
+            _ => return None,
         }
         match e.how {
             How::Same => return Some(e.value.clone_ref(py)),
