@@ -39,11 +39,26 @@ impl<T> std::fmt::Debug for Flights<T> {
     }
 }
 
-/// Who leads a flight: re-entry is a join by the same owner.
+/// Who leads a flight: a thread, or a task of an event loop running on a
+/// thread.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Owner {
     Thread(ThreadId),
-    Task(u64),
+    Task(u64, ThreadId),
+}
+
+impl Owner {
+    /// Whether a join by `self` of a flight `leader` leads is re-entry:
+    /// waiting would never end. The same owner; or a thread and a task of
+    /// the event loop it runs, either way round (a thread that blocks
+    /// waits for a task its own loop can no longer run; a task awaits a
+    /// thread that is itself running the task's loop).
+    fn reenters(self, leader: Owner) -> bool {
+        match (self, leader) {
+            (Owner::Thread(a), Owner::Task(_, b)) | (Owner::Task(_, a), Owner::Thread(b)) => a == b,
+            _ => self == leader,
+        }
+    }
 }
 
 /// A callback run when a flight finishes ([`Flight::when_done`]).
@@ -132,19 +147,21 @@ impl<T: Clone> Flights<T> {
     }
 
     /// Joins the computation of `key`, or starts one, as the event loop's
-    /// task `task` (an id unique among the tasks alive): re-entry is this
-    /// task's own computation; another task of the same thread waits (with
+    /// task `task` (an id unique among the tasks alive) on this thread:
+    /// re-entry is this task's own computation, or this thread's (which
+    /// runs the loop); another task of the same thread waits (with
     /// [`Flight::when_done`], not [`Flight::wait`], which would block its
-    /// event loop and the leader with it).
+    /// event loop and the leader with it). A thread that joins a flight a
+    /// task of its own loop leads is re-entry too.
     pub fn join_task(&self, key: &[u8], task: u64) -> Role<T> {
-        self.join_as(key, Owner::Task(task))
+        self.join_as(key, Owner::Task(task, std::thread::current().id()))
     }
 
     fn join_as(&self, key: &[u8], me: Owner) -> Role<T> {
         let shard = xxhash_rust::xxh3::xxh3_64(key) as usize % self.shards.len();
         let mut map = self.shards[shard].lock();
         if let Some(f) = map.get(key) {
-            if f.owner == me {
+            if me.reenters(f.owner) {
                 return Role::Reentrant;
             }
             return Role::Waiter(f.clone());
@@ -256,7 +273,7 @@ mod tests {
 
     #[test]
     fn tasks_of_one_thread_wait_for_each_other_by_callback() {
-        let f: Flights<u32> = Flights::default();
+        let f: Arc<Flights<u32>> = Arc::default();
         let Role::Leader(g) = f.join_task(b"k", 1) else {
             panic!("first task leads")
         };
@@ -264,9 +281,17 @@ mod tests {
         let Role::Waiter(w) = f.join_task(b"k", 2) else {
             panic!("another task of the same thread waits")
         };
-        let Role::Waiter(w2) = f.join(b"k") else {
-            panic!("so does a thread")
-        };
+        let f2 = f.clone();
+        let (joined, has_joined) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let role = f2.join(b"k");
+            joined.send(()).unwrap();
+            match role {
+                Role::Waiter(w2) => w2.wait(),
+                _ => panic!("so does another thread"),
+            }
+        });
+        has_joined.recv().unwrap();
         assert_eq!(w.outcome(), None);
         assert_eq!(w.wait_for(std::time::Duration::from_millis(10)), None);
         let woken = Arc::new(Mutex::new(Vec::new()));
@@ -275,11 +300,41 @@ mod tests {
         assert!(woken.lock().is_empty(), "not run while in flight");
         g.complete(5);
         assert_eq!(*woken.lock(), ["before"], "run as the leader finished");
-        assert_eq!((w.outcome(), w2.wait()), (Some(Some(5)), Some(5)));
+        assert_eq!(
+            (w.outcome(), thread.join().unwrap()),
+            (Some(Some(5)), Some(5))
+        );
         assert_eq!(w.wait_for(std::time::Duration::ZERO), Some(Some(5)));
         let w_ = woken.clone();
         w.when_done(move || w_.lock().push("after"));
         assert_eq!(*woken.lock(), ["before", "after"], "done: run at once");
+    }
+
+    #[test]
+    fn a_thread_and_a_task_of_its_own_loop_reenter_each_other() {
+        let f: Arc<Flights<u32>> = Arc::default();
+        let Role::Leader(g) = f.join_task(b"k", 1) else {
+            panic!()
+        };
+        assert!(
+            matches!(f.join(b"k"), Role::Reentrant),
+            "a blocking wait here would stop the loop that runs the leader"
+        );
+        let f2 = f.clone();
+        let other = std::thread::spawn(move || matches!(f2.join(b"k"), Role::Waiter(_)));
+        assert!(other.join().unwrap(), "another thread waits");
+        drop(g);
+        let Role::Leader(g) = f.join(b"j") else {
+            panic!()
+        };
+        assert!(matches!(f.join_task(b"j", 7), Role::Reentrant));
+        let f2 = f.clone();
+        let other = std::thread::spawn(move || matches!(f2.join_task(b"j", 8), Role::Waiter(_)));
+        assert!(
+            other.join().unwrap(),
+            "a task of another thread's loop waits"
+        );
+        drop(g);
     }
 
     #[test]
