@@ -640,7 +640,7 @@ def test_no_stale_value_while_other_process_churns(tmp_path):
     keys 0..19 continuously. Every value read is one a process wrote
     (generation >= 0, never negative: this process's own compute returns
     -1 only when the store has no entry) and, after the churner ends, the
-    final generation is seen for every key."""
+    final generation (4) is seen for every key."""
     d = str(tmp_path / "s")
     c = pc.LocalCache(d)
 
@@ -651,7 +651,7 @@ def test_no_stale_value_while_other_process_churns(tmp_path):
     churn = subprocess.Popen([PY, "-c", textwrap.dedent(f"""
         import picocache as pc
         c = pc.LocalCache({d!r})
-        for g in range(1, 7):
+        for g in range(1, 5):
             @c(name="f")
             def f(x, g=g):
                 return (g, x)
@@ -680,7 +680,7 @@ def test_no_stale_value_while_other_process_churns(tmp_path):
     final = {x: f(x) for x in range(20)}
     print("generations seen while churning:", sorted(seen_gens), "compactions:",
           c.stats().get("compactions") if hasattr(c, "stats") else "?")
-    stale = {x: v for x, v in final.items() if v[0] not in (6, -1)}
+    stale = {x: v for x, v in final.items() if v[0] not in (4, -1)}
     assert not stale, f"stale after the churn ended: {stale}"
 
 
@@ -1021,7 +1021,7 @@ def test_async_and_sync_function_sharing_a_name_on_one_loop_thread(tmp_path):
     p = subprocess.Popen([PY, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=_env())
     try:
-        out, err = p.communicate(timeout=8)
+        out, err = p.communicate(timeout=6)
     except subprocess.TimeoutExpired:
         p.kill()
         p.communicate()
@@ -1192,7 +1192,7 @@ def test_no_stale_value_across_compaction(tmp_path):
 
 def test_concurrent_readers_never_go_back_a_generation_during_compactions(tmp_path):
     """Four threads here read f(0..19) continuously while another process
-    runs three rounds of clear + rewrite (generations 1, 2, 3) + 200 MB of
+    runs two rounds of clear + rewrite (generations 1, 2) + 200 MB of
     dead data (compactions, index resizes). Per thread and key, the
     generations read never decrease (-1 is this process's own compute of
     a cleared key, allowed); open fds settle back afterwards."""
@@ -1225,7 +1225,7 @@ def test_concurrent_readers_never_go_back_a_generation_during_compactions(tmp_pa
     for t in ts:
         t.start()
     try:
-        for gen in (1, 2, 3):
+        for gen in (1, 2):
             r = _run(_COMPACT_OTHER, d, str(gen))
             assert r.stdout.strip() == "done", r.stderr
     finally:
@@ -1235,8 +1235,66 @@ def test_concurrent_readers_never_go_back_a_generation_during_compactions(tmp_pa
     print("reads:", reads[0], "errors:", errs[:5])
     assert not errs, f"a reader went back a generation: {errs[:5]}"
     final = [f(x)[0] for x in range(20)]
-    assert set(final) <= {3, -1}, final
+    assert set(final) <= {2, -1}, final
     time.sleep(1.0)  # the closer thread
     after = _fds()
     print("fds before", before, "after", after)
     assert after <= before + 6
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: an in-process wait for another thread's computation has no "
+                   "bound: a leader that joins a thread calling the same key deadlocks forever")
+def test_sync_leader_joining_a_thread_that_calls_the_same_key(tmp_path):
+    """BUG. The body of f(7) starts a thread that calls f(7) and joins it.
+    ``functools.lru_cache`` computes the inner call and returns; across
+    processes the same shape (a child process calling f(7)) waits at most
+    ``lease_timeout``; the async shape (test_asyncio_run_in_a_thread_joined_
+    from_the_leader, test_async_task_awaiting_itself_through_gather) is
+    bounded by ``lease_timeout`` too. Here it never returns, with
+    ``lease_timeout=1``.
+
+    Repro::
+
+        c = pc.LocalCache(d, lease_timeout=1)
+        @c(name="f")
+        def f(x):
+            if first call:
+                t = threading.Thread(target=lambda: f(x)); t.start(); t.join()
+            ...
+        f(7)   # hangs forever (Ctrl-C works)
+
+    Diagnosis: the inner thread joins the flight table as
+    ``Owner::Thread(other)`` (picocache/src/core/flight.rs ``join_as``), is
+    not re-entry, and blocks in picocache/python/src/miss.rs ``wait``, a
+    loop of ``Flight::wait_for(SIGNAL_CHECK)`` + ``check_signals`` with no
+    deadline, while the leader blocks in ``join()``. README ("A function
+    that calls itself with the same arguments runs its body again ...
+    waiting for its own result would never end") and priority (1) ("never a
+    hang"). Fix: bound the in-process wait by ``lease_timeout`` as the async
+    path (``_core.awrapper``) and the lease wait do, then compute without
+    leading."""
+    code = f"""
+        import threading, picocache as pc
+        c = pc.LocalCache({str(tmp_path / 's')!r}, lease_timeout=1)
+        depth = [0]
+        @c(name="f")
+        def f(x):
+            depth[0] += 1
+            if depth[0] == 1:
+                box = {{}}
+                t = threading.Thread(target=lambda: box.setdefault("v", f(x)))
+                t.start()
+                t.join()
+                return ("outer", box["v"])
+            return ("inner", x)
+        print(f(7))
+    """
+    p = subprocess.Popen([PY, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        out, err = p.communicate(timeout=6)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        pytest.fail("f(7) deadlocked: the inner thread waits without bound for its joiner")
+    assert out.strip() == "('outer', ('inner', 7))", out + err
