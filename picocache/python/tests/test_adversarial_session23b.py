@@ -1546,3 +1546,44 @@ def test_signal_storm_during_a_lease_wait(tmp_path):
     """, timeout=30)
     a.wait(20)
     assert b.stdout.strip() == "('A', 1) [] True", b.stdout + b.stderr
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "postgres", "django-db"])
+def test_async_many_loops_on_other_backends(tmp_path, kind):
+    """Three threads' loops x 10 tasks on 2 keys of an async function on a
+    remote/SQL backend (blocking clients run in the loop's executor): each
+    key computed once, right values, mutable results not shared."""
+    from conftest import make_cache
+
+    c = make_cache(kind, tmp_path)
+    calls: dict = {}
+    lock = threading.Lock()
+
+    @c(name="f")
+    async def f(x):
+        with lock:
+            calls[x] = calls.get(x, 0) + 1
+        await asyncio.sleep(0.3)
+        return {"x": x}
+
+    outs = []
+
+    def w():
+        async def main():
+            return await asyncio.gather(*(f(i % 2) for i in range(10)))
+        r = asyncio.run(main())
+        with lock:
+            outs.extend(r)
+
+    def run_all():
+        ts = [threading.Thread(target=w) for _ in range(3)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+
+    _in_thread(run_all, 30)
+    assert len(outs) == 30 and all(o in ({"x": 0}, {"x": 1}) for o in outs)
+    assert len({id(o) for o in outs}) == 30
+    print(kind, "computes per key:", calls)
+    assert calls == {0: 1, 1: 1}
