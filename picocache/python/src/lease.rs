@@ -108,9 +108,11 @@ impl Namespace {
         key: &[u8],
         wait: Duration,
     ) -> PyResult<Option<HeldLease>> {
-        let deadline = Instant::now() + wait;
+        let deadline = Instant::now().checked_add(wait); // None: no end
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
             let slice = left.min(crate::miss::SIGNAL_CHECK);
             match self.run(py, |ns| lease::acquire(ns, &self.name, key, slice, None))? {
                 Acquired::TimedOut if slice < left => py.check_signals()?,

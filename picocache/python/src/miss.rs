@@ -23,6 +23,7 @@
 //! 8 MB.
 
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use picocache::core::flight::{Flight, FlightGuard, Flights, Role};
@@ -110,16 +111,37 @@ impl Drop for Leading {
 /// How long a wait runs with the GIL released before it looks for signals.
 pub(crate) const SIGNAL_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Waits (GIL released) for another thread's computation: its result, or
-/// None if it failed. Interruptible: every [`SIGNAL_CHECK`] it runs the
-/// signal handlers, whose exception (KeyboardInterrupt) ends the wait.
-fn wait(py: Python<'_>, f: &Flight<Shared>) -> PyResult<Option<PyObject>> {
+/// Waits (GIL released) for another thread's computation, at most `limit`
+/// (the function's `lease_timeout`: a leader may never finish, e.g. if it
+/// waits for a thread that calls the function with the same arguments):
+/// its result, or None if it failed, handed over nothing (a mutable
+/// result), or took too long. Interruptible: every [`SIGNAL_CHECK`] it runs
+/// the signal handlers, whose exception (KeyboardInterrupt) ends the wait.
+fn wait(py: Python<'_>, f: &Flight<Shared>, limit: Duration) -> PyResult<Option<PyObject>> {
+    let deadline = Instant::now().checked_add(limit); // None: no limit
     loop {
-        if let Some(o) = py.allow_threads(|| f.wait_for(SIGNAL_CHECK)) {
+        let left = deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        if let Some(o) = py.allow_threads(|| f.wait_for(left.min(SIGNAL_CHECK))) {
             return Ok(o.map(|v| v.clone_ref(py)));
+        }
+        if left <= SIGNAL_CHECK {
+            return Ok(None);
         }
         py.check_signals()?;
     }
+}
+
+/// The function's `lease_timeout` (how long a call waits for another's
+/// computation).
+fn lease_timeout(py: Python<'_>, state: &PyObject) -> PyResult<Duration> {
+    let secs: f64 = state
+        .bind(py)
+        .getattr(pyo3::intern!(py, "cache"))?
+        .getattr(pyo3::intern!(py, "lease_timeout"))?
+        .extract()?;
+    Ok(crate::store::secs(Some(secs))?.unwrap_or_default())
 }
 
 /// A flight handle for the Python miss path (`_core.compute_sync`).
@@ -144,11 +166,14 @@ impl FlightHandle {
         drop(self.leading.lock().take());
     }
 
-    /// A waiter: (True, the leader's value), or (False, None) if it failed or
-    /// its result is mutable: look again.
-    fn wait(&self, py: Python<'_>) -> PyResult<(bool, Option<PyObject>)> {
+    /// A waiter: (True, the leader's value), or (False, None) if it failed,
+    /// its result is mutable, or it did not finish within `timeout` seconds
+    /// (default: no limit): look again, and compute without leading.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<(bool, Option<PyObject>)> {
+        let limit = crate::store::secs(timeout)?.unwrap_or(Duration::MAX);
         let got = match &self.waiting {
-            Some(f) => wait(py, f)?,
+            Some(f) => wait(py, f, limit)?,
             None => None,
         };
         Ok(match got {
@@ -320,7 +345,9 @@ enum Begun {
 
 /// What the leader holds while the function runs.
 struct Lead {
-    flight: Leading,
+    /// The flight it leads (None: it computes without leading, after
+    /// another's computation failed or took too long).
+    flight: Option<Leading>,
     lease: Option<picocache::core::lease::HeldLease>,
     /// Whether to store the result (not on a read-only store).
     store: bool,
@@ -337,23 +364,44 @@ fn begin(
     key: &[u8],
 ) -> PyResult<Begun> {
     let fkey = flight_key(cx.cache, &ns.name, key);
-    let flight = loop {
-        match flights().join(&fkey) {
-            Role::Leader(g) => break Leading::new(g),
-            Role::Waiter(f) => {
-                if let Some(v) = wait(py, &f)? {
+    let wait_for = lease_timeout(py, &cx.state)?;
+    let read_only = cx
+        .state
+        .bind(py)
+        .getattr(pyo3::intern!(py, "read_only"))?
+        .is_truthy()?;
+    let flight = match flights().join(&fkey) {
+        Role::Leader(g) => Leading::new(g),
+        Role::Waiter(f) => {
+            if let Some(v) = wait(py, &f, wait_for)? {
+                counts.hit();
+                return Ok(Begun::Answered(v));
+            }
+            // The leader raised, handed over nothing (a mutable result: it
+            // is stored), or took longer than `lease_timeout`: look again,
+            // then compute without leading (no flight, no lease), so the
+            // waiters of a failing computation fail side by side, not one
+            // after the other.
+            if !read_only {
+                let (loads, miss, keep) = ns.decoder(py)?;
+                let v = ns.fetch(py, key, loads, miss, keep, true)?;
+                if !v.is(miss) {
                     counts.hit();
                     return Ok(Begun::Answered(v));
                 }
-                // The leader raised: compute again (exceptions are not cached).
             }
-            // This thread computes this key already (the function calls
-            // itself with the same arguments): run it, as lru_cache does.
-            Role::Reentrant => return Ok(Begun::Uncached),
+            return Ok(Begun::Lead(Box::new(Lead {
+                flight: None,
+                lease: None,
+                store: !read_only,
+            })));
         }
+        // This thread computes this key already (the function calls
+        // itself with the same arguments): run it, as lru_cache does.
+        Role::Reentrant => return Ok(Begun::Uncached),
     };
-    let state = cx.state.bind(py);
-    if state.getattr(pyo3::intern!(py, "read_only"))?.is_truthy()? {
+    let flight = Some(flight);
+    if read_only {
         // Nothing can be stored: no lease, no store.
         return Ok(Begun::Lead(Box::new(Lead {
             flight,
@@ -362,18 +410,15 @@ fn begin(
         })));
     }
     let (loads, miss, keep) = ns.decoder(py)?;
-    let wait_for: f64 = state
-        .getattr(pyo3::intern!(py, "cache"))?
-        .getattr(pyo3::intern!(py, "lease_timeout"))?
-        .extract()?;
-    let wait_for = crate::store::secs(Some(wait_for))?.unwrap_or_default();
     let mut lease = None;
     match ns.lease_look(py, key, wait_for, loads, miss, keep) {
         Ok((l, v)) if !v.is(miss) => {
             // Another process stored it while this one waited.
             release(py, l);
             counts.hit();
-            flight.complete(py, &v);
+            if let Some(f) = flight {
+                f.complete(py, &v);
+            }
             return Ok(Begun::Answered(v));
         }
         Ok((l, _)) => lease = l,
@@ -418,7 +463,9 @@ fn finish(
     };
     release(py, lease);
     let at = stored?;
-    flight.complete(py, &v);
+    if let Some(f) = flight {
+        f.complete(py, &v);
+    }
     Ok((v, at))
 }
 

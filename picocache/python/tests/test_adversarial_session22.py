@@ -879,8 +879,9 @@ def test_bound_methods_callable_objects_and_lambdas_keep_apart(tmp_path):
 
 def test_waiters_of_a_leader_that_raised_compute_again(tmp_path):
     """Held: five threads on one key; the leader raises: it alone sees the
-    exception, one of the others computes again and the rest get its
-    value."""
+    exception, and the others compute again, side by side (since session
+    23; one of them computed and the rest waited for it before, which
+    serialized the waiters of a function that keeps failing)."""
     c = pc.LocalCache(tmp_path / "s")
     n = [0]
     lock = threading.Lock()
@@ -911,7 +912,7 @@ def test_waiters_of_a_leader_that_raised_compute_again(tmp_path):
     for t in ts:
         t.join()
     assert sorted(out) == [("ok", 1)] * 4 + [("raised", "first")]
-    assert n[0] == 3
+    assert 3 <= n[0] <= 6
 
 
 def _pool_work(x):

@@ -7,7 +7,8 @@ resizes (another process clearing and rewriting keys while this one holds
 front entries), files closed on a background thread (fd counts), and
 concurrent opening of one store.
 
-Tests marked ``xfail(strict=True, reason="BUG: ...")`` show a bug that is
+Tests whose docstring starts "BUG (fixed)" failed before the fixes made in
+the same session. Tests marked ``xfail(strict=True, reason="BUG: ...")`` show a bug that is
 still there (each docstring gives the diagnosis); the others cover cases
 that held. Three bugs, all "never a hang" / latency, none a wrong value:
 an in-process wait for a thread-led flight has no bound (a leader that
@@ -157,7 +158,9 @@ def test_async_cancelled_leader_lets_a_waiter_compute(tmp_path):
     t.join(20)
     assert res == [("ok", 1)] * 5
     assert other["v"] == ("ok", 1)
-    assert n["c"] == 2, n  # the cancelled leader, then one waiter
+    # The cancelled leader, then the waiters side by side (each computes:
+    # the waiters of a failed computation do not queue behind one another).
+    assert 2 <= n["c"] <= 7, n
 
 
 def test_async_cancellation_storm(tmp_path):
@@ -218,8 +221,10 @@ def test_async_raising_leader_is_not_cached_and_waiters_retry(tmp_path):
 
     rs = _in_thread(lambda: asyncio.run(main()), 20)
     assert isinstance(rs[0], KeyError)
-    assert all(r == (5, 2) for r in rs[1:]), rs
-    assert n["c"] == 2
+    # the waiters compute side by side after the failure: each gets a value
+    # the function returned (none the exception, nothing cached from it)
+    assert all(isinstance(r, tuple) and r[0] == 5 and r[1] >= 2 for r in rs[1:]), rs
+    assert 2 <= n["c"] <= 10
 
 
 def test_async_waiter_loop_closed_mid_wait_does_not_break_the_leader(tmp_path):
@@ -982,10 +987,8 @@ def test_process_exit_and_fork_with_files_queued_for_closing(tmp_path):
     assert "panic" not in r.stderr.lower()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a sync call waits without bound for a flight led by "
-                   "a task of its own thread's event loop (permanent hang)")
 def test_async_and_sync_function_sharing_a_name_on_one_loop_thread(tmp_path):
-    """BUG. A sync and an async function share a name (and so entries and
+    """BUG (fixed). A sync and an async function share a name (and so entries and
     flights). A task leads the async one's key and awaits; another task of
     the same loop calls the sync one with that key: the sync call must not
     block the loop forever waiting for a leader that only this (blocked)
@@ -1249,10 +1252,8 @@ def test_concurrent_readers_never_go_back_a_generation_during_compactions(tmp_pa
     assert after <= before + 6
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an in-process wait for another thread's computation has no "
-                   "bound: a leader that joins a thread calling the same key deadlocks forever")
 def test_sync_leader_joining_a_thread_that_calls_the_same_key(tmp_path):
-    """BUG. The body of f(7) starts a thread that calls f(7) and joins it.
+    """BUG (fixed). The body of f(7) starts a thread that calls f(7) and joins it.
     ``functools.lru_cache`` computes the inner call and returns; across
     processes the same shape (a child process calling f(7)) waits at most
     ``lease_timeout``; the async shape (test_asyncio_run_in_a_thread_joined_
@@ -1410,11 +1411,8 @@ def test_prune_by_another_process_is_not_hidden_by_the_front_table(tmp_path):
     assert not bad, f"removed entries served: {bad[:5]}"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: callers of a key whose computation keeps raising are "
-                   "serialized: N concurrent callers take N times the function's time, waits not "
-                   "bounded by lease_timeout")
 def test_concurrent_callers_of_a_raising_function_are_not_serialized(tmp_path):
-    """BUG. 12 tasks await f(1), which raises after 0.3 s every time (an
+    """BUG (fixed). 12 tasks await f(1), which raises after 0.3 s every time (an
     upstream timing out). Without a cache, or with ``functools.lru_cache``,
     they all fail after ~0.3 s. Here one leads, the others wait; the leader
     raises, one waiter becomes the leader and computes, the others wait

@@ -112,7 +112,11 @@ def test_waiters_compute_again_when_the_leader_raises(native_cache):
         w.join(30)
     assert len(errors) == 1
     assert out == [("v", 5)] * 3
-    assert calls.count(5) == 2  # the failed leader, then one waiter
+    # The failed leader, then the waiters side by side: each of those waiting
+    # when it failed computes (one that came late may find a stored value);
+    # before session 23 they retried one after the other, which made N
+    # callers of a failing function wait N times its time.
+    assert 2 <= calls.count(5) <= 4
 
 
 def test_an_unserializable_result_warns_or_raises_when_strict(native_cache, caplog):

@@ -95,7 +95,9 @@ impl<T: Clone> Flight<T> {
     /// [`Flight::wait`] for at most `d`: `None` if the leader is still
     /// computing then (a caller that must look for signals between waits).
     pub fn wait_for(&self, d: std::time::Duration) -> Option<Option<T>> {
-        let deadline = std::time::Instant::now() + d;
+        let Some(deadline) = std::time::Instant::now().checked_add(d) else {
+            return Some(self.wait()); // (a wait too long to have an end)
+        };
         let mut st = self.state.lock();
         loop {
             if let Some(o) = &st.outcome {

@@ -41,6 +41,19 @@ if TYPE_CHECKING:
     from ._typing import CachedFunction, P, R
 
 
+class _NoFlight:
+    """The flight handle of a call that computes without leading one."""
+
+    def complete(self, value: Any) -> None:
+        pass
+
+    def fail(self) -> None:
+        pass
+
+
+_NO_FLIGHT = _NoFlight()
+
+
 def _waker(loop: Any, done: Any) -> Callable[[], None]:
     """What a flight's leader calls as it finishes (in its own thread) to
     wake a task of ``loop`` waiting on the future ``done``."""
@@ -328,26 +341,28 @@ class BaseCache:
                 fail(e, "opening the store")
                 st.counts.miss()
                 return func(*args, **kwargs)
-            while True:
-                # One table for the process (native, shared with the native
-                # miss path), by cache, namespace and key: two functions of
-                # one name in two stores must not hand each other results.
-                role, fl = _native.flight_join(id(st.cache), st._name, k)
-                if role == 0:
-                    break
-                if role == 2:
-                    # Re-entrant: this thread is computing this key already
-                    # (the function calls itself with the same arguments).
-                    # Run the body, as functools.lru_cache does: a recursion
-                    # that ends returns its value, one that does not raises
-                    # RecursionError; waiting here would never return.
-                    st.counts.miss()
-                    return func(*args, **kwargs)
-                ok, value = fl.wait()
+            # One table for the process (native, shared with the native
+            # miss path), by cache, namespace and key: two functions of
+            # one name in two stores must not hand each other results.
+            role, fl = _native.flight_join(id(st.cache), st._name, k)
+            if role == 2:
+                # Re-entrant: this thread is computing this key already
+                # (the function calls itself with the same arguments).
+                # Run the body, as functools.lru_cache does: a recursion
+                # that ends returns its value, one that does not raises
+                # RecursionError; waiting here would never return.
+                st.counts.miss()
+                return func(*args, **kwargs)
+            if role == 1:
+                ok, value = fl.wait(owner.lease_timeout)
                 if ok:
                     st.counts.hit()
                     return value
-                # The leader raised: compute again (exceptions are not cached).
+                # The leader raised, handed over nothing (a mutable result,
+                # stored: the look again below finds it) or took longer than
+                # lease_timeout: compute without leading (waiters of a
+                # failing computation fail side by side).
+                fl = _NO_FLIGHT
             if st.read_only:  # nothing can be stored: no lease, no store
                 st.counts.miss()
                 try:
@@ -461,8 +476,12 @@ class BaseCache:
                     if ok:  # (only immutable results are handed over)
                         st.counts.hit()
                         return v
-                    # The leader failed, or its result is mutable: look again,
-                    # and decode a copy of the stored value (or compute).
+                    # The leader failed, or its result is mutable: look again
+                    # (a copy of the stored value), else compute without
+                    # leading: the waiters of a failing computation fail side
+                    # by side, not one after the other.
+                    fl = None
+                    break
                 try:
                     # Another leader may have finished since our lookup.
                     try:
