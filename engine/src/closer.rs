@@ -32,7 +32,9 @@ impl Deref for Closing {
     // panics (`ManuallyDrop::take` would need `unsafe` for the same).
     #[allow(clippy::expect_used)]
     fn deref(&self) -> &File {
-        self.0.as_ref().expect("a Closing holds its file until dropped")
+        self.0
+            .as_ref()
+            .expect("a Closing holds its file until dropped")
     }
 }
 
