@@ -35,19 +35,7 @@ import pytest
 
 import picocache as pc
 
-PY = sys.executable
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    pkg = os.path.dirname(os.path.dirname(pc.__file__))
-    env["PYTHONPATH"] = pkg + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def _run(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
-                          env=_env(), timeout=timeout)
+from _subproc import PY, child_env as _env, run_code as _run  # noqa: E402
 
 
 def _in_thread(fn, timeout: float):
