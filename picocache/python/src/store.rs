@@ -174,10 +174,17 @@ pub(crate) struct Store {
     pub(crate) inner: Arc<StoreInner>,
 }
 
+/// The longest duration kept (about 136 years): a longer one (a finite
+/// `1e300` seconds) means "no end" as well, and converting it as it is
+/// would overflow (`Duration::from_secs_f64` panics past `u64::MAX` s).
+const LONGEST: Duration = Duration::from_secs(1 << 32);
+
 pub(crate) fn secs(s: Option<f64>) -> PyResult<Option<Duration>> {
     match s {
         None => Ok(None),
-        Some(v) if v.is_finite() && v >= 0.0 => Ok(Some(Duration::from_secs_f64(v))),
+        Some(v) if v.is_finite() && v >= 0.0 => Ok(Some(
+            Duration::try_from_secs_f64(v).map_or(LONGEST, |d| d.min(LONGEST)),
+        )),
         Some(v) => Err(PyValueError::new_err(format!(
             "a duration must be a finite number of seconds >= 0, got {v}"
         ))),

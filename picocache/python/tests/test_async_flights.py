@@ -175,3 +175,22 @@ def test_a_waiter_whose_loop_is_gone_does_not_break_the_leader(tmp_path):
 
 
 # Re-entry (a task awaiting its own key): test_identity.py::test_reentrant_same_key_async_call_never_hangs.
+
+
+def test_a_huge_lease_timeout_means_no_end_not_a_crash(tmp_path):
+    """A finite but huge lease_timeout (1e300 s) panicked converting it to a
+    Duration (a CacheError "internal error" from every miss); now it waits
+    as long as it takes, as an unbounded timeout would."""
+    cache = pc.LocalCache(tmp_path / "s", lease_timeout=1e300, strict=True)
+
+    @cache
+    def f(x):
+        return x + 1
+
+    @cache
+    async def g(x):
+        return x + 2
+
+    assert (f(1), f(1)) == (2, 2)
+    assert asyncio.run(g(1)) == 3
+    assert f.cache_info().hits == 1
