@@ -93,3 +93,87 @@ def test_a_zero_dimensional_array_is_not_keyed_as_a_one_element_vector(typed, tm
     assert describe(np.array([5])) == ((1,), [5])
     assert describe(np.array(2.5)) == ((), 2.5)
     assert describe(np.array([2.5])) == ((1,), [2.5])
+
+
+_RAW = (lambda v: v, lambda b: b)  # a value serializer that stores bytes as they are
+
+
+class _MkdirOnLoad:
+    """A pickle that, loaded, creates a directory (a stand-in for any command)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+def _two_serializers(kind, tmp_path, first, second):
+    """Two cache objects on one store, with the value serializers given."""
+    if kind == "local":
+        return (pc.LocalCache(tmp_path / "s", value_serializer=first),
+                pc.LocalCache(tmp_path / "s", value_serializer=second))
+    if kind == "sqlite":
+        t = "t_" + uid()
+        return (pc.SQLiteCache(tmp_path / "c.db", table_name=t, value_serializer=first),
+                pc.SQLiteCache(tmp_path / "c.db", table_name=t, value_serializer=second))
+    ns = "t" + uid()
+    url = need("PICOCACHE_REDIS_URL", REDIS)
+    return (pc.RedisCache(url, namespace=ns, value_serializer=first),
+            pc.RedisCache(url, namespace=ns, value_serializer=second))
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: bytes a function returned, stored by a wrapper with "
+                                       "a raw value_serializer, are unpickled by a pickle wrapper "
+                                       "of the same name: code runs, wrong value")
+@pytest.mark.parametrize("kind", ["local", "sqlite", "redis"])
+def test_bytes_stored_raw_are_never_unpickled_by_a_pickle_wrapper(kind, tmp_path):
+    """BUG (code from the store): a function returning bytes that come from
+    outside (a download, a message body) is cached by one deployment with
+    ``value_serializer=(identity, identity)`` (bytes stored as they are, as
+    tests/test_adversarial_session11.py's IDENT) and by another with the
+    default pickle, under one name (same function name and digest, or
+    ``name=``) and one secret. The entry is sealed with the right secret (it
+    IS what the function returned), so the pickle wrapper's call unpickles
+    those attacker-chosen bytes: here ``os.mkdir`` runs and the call returns
+    its ``None`` instead of the function's ``b"safe"``. Every time, on every
+    backend. The README promises that someone who only controls data cannot
+    "run code in your application". Suggested fix: seal (or frame) the value
+    with the serializer that made it (a tag: pickle / plain / custom, part of
+    the MAC input), and treat another tag as a miss; or keep the serializer
+    in the namespace identity."""
+    marker = str(tmp_path / "pwned")
+    raw, pickled = _two_serializers(kind, tmp_path, _RAW, None)
+    name = "download-" + uid()
+    import pickle
+    payload = pickle.dumps(_MkdirOnLoad(marker))
+
+    @raw(name=name)
+    def download_a(url):
+        return payload
+
+    @pickled(name=name)
+    def download_b(url):
+        return b"safe"
+
+    assert download_a("https://example.com/f") == payload
+    got = download_b("https://example.com/f")
+    assert not os.path.exists(marker), "a planted pickle ran"
+    assert got == b"safe"
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a raw value_serializer wrapper returns another "
+                                       "wrapper's pickle bytes as the value")
+@pytest.mark.parametrize("kind", ["local", "sqlite", "redis"])
+def test_a_raw_serializer_never_returns_another_serializers_bytes(kind, tmp_path):
+    """BUG (wrong value, the mirror of the test above): the pickle wrapper
+    stores f("u") = b"data"; the raw wrapper of the same name returns the
+    pickle of it (``b'\\x80\\x05\\x95...C\\x04data\\x94.'``) as if the function
+    had returned that. Every time. Same fix (the serializer in the seal or in
+    the namespace identity)."""
+    pickled, raw = _two_serializers(kind, tmp_path, None, _RAW)
+    name = "data-" + uid()
+    a = pickled(name=name)(lambda url: b"data")
+    b = raw(name=name)(lambda url: b"data")
+    assert a("u") == b"data"
+    assert b("u") == b"data"
