@@ -283,3 +283,64 @@ def test_redis_clear_under_real_eviction_serves_no_old_value(private_redis):
     print(f"stale values after cache_clear(): {stale} of {n}; evicted keys: "
           f"{r.info('stats')['evicted_keys']}")
     assert stale == 0
+
+
+def test_redis_flushall_and_oom_mid_run_never_give_a_wrong_value_or_hang(private_redis, caplog):
+    """Held: four threads call f (30 keys) while the server is FLUSHALLed
+    every 20 ms (values, lru sets, meta hashes and leases vanish mid-script),
+    then while it refuses writes (maxmemory 1 byte, ``noeviction``: every
+    store and lease fails with OOM): every call returns the function's own
+    value, none raises, none hangs (bounded at 60 s), and the cache serves
+    hits again once the server accepts writes."""
+    url, r = private_redis
+    cache = pc.RedisCache(url, namespace="fl", timeout=2.0, lease_timeout=5.0)
+
+    @cache(name="f")
+    def f(i):
+        return ("v", i, [i] * 10)
+
+    stop = threading.Event()
+    bad: list = []
+
+    def caller(seed):
+        k = seed
+        while not stop.is_set():
+            k = (k * 7 + 3) % 30
+            try:
+                v = f(k)
+            except BaseException as e:  # noqa: BLE001 - any exception is a failure here
+                bad.append(repr(e))
+                return
+            if v != ("v", k, [k] * 10):
+                bad.append((k, v))
+
+    def flusher():
+        while not stop.is_set():
+            r.flushall()
+            time.sleep(0.02)
+
+    with caplog.at_level(logging.ERROR, logger="picocache"):
+        ts = [threading.Thread(target=caller, args=(s,)) for s in range(4)]
+        fl = threading.Thread(target=flusher)
+        for t in ts + [fl]:
+            t.start()
+        time.sleep(2.0)
+        r.config_set("maxmemory-policy", "noeviction")
+        r.config_set("maxmemory", "1")
+        time.sleep(1.5)
+        stop.set()
+        for t in ts + [fl]:
+            t.join(60)
+            assert not t.is_alive(), "a call hung"
+    assert bad == []
+    r.config_set("maxmemory", "0")
+    time.sleep(1.2)  # past the back-off window of a failed server
+    for i in range(30):
+        assert f(i) == ("v", i, [i] * 10)
+    before = f.cache_info().hits
+    deadline = time.monotonic() + 20  # the longest back-off window is 10 s
+    while f.cache_info().hits == before and time.monotonic() < deadline:
+        for i in range(30):
+            assert f(i) == ("v", i, [i] * 10)
+        time.sleep(0.2)
+    assert f.cache_info().hits > before, "no hit after the server recovered"
