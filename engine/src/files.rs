@@ -42,6 +42,91 @@ pub fn is_store(dir: &Path) -> bool {
     })
 }
 
+/// Why the existing directory `dir` must not be made a store: a file in it
+/// under a name the store writes or deletes (`index`, `reserve`, a log
+/// segment's `seg-XXXXXXXX.log`) holds bytes no store wrote, and `dir` is
+/// not a store ([`is_store`]), so opening it would overwrite or delete a
+/// user's file. None if `dir` is a store, or holds nothing a store would
+/// take over. (A store's own damaged index is not foreign: its log says
+/// the directory is a store, and the index is rebuilt from it.)
+pub(crate) fn foreign_file(dir: &Path) -> Option<String> {
+    if head(&dir.join("index")).is_some_and(|h| h == crate::format::INDEX_MAGIC) || is_store(dir) {
+        return None;
+    }
+    let entries = std::fs::read_dir(dir).ok()?;
+    entries.flatten().find_map(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let path = e.path();
+        let ours = if name == "index" {
+            head(&path).is_none_or(|h| partly(&h, &crate::format::INDEX_MAGIC))
+        } else if crate::format::parse_segment_file_name(&name).is_some() {
+            head(&path).is_none_or(|h| partly(&h, &crate::format::SEG_MAGIC))
+        } else if name == crate::space::RESERVE_FILE {
+            only_zeros(&path)
+        } else {
+            true
+        };
+        (!ours).then(|| {
+            format!(
+                "{} is not a PicoCache store, and its file {name} is not a store's:                  opening a store there would overwrite or delete it (use an empty or                  new directory)",
+                dir.display()
+            )
+        })
+    })
+}
+
+/// The first 8 bytes of the regular file `path` (zeros past its end), or
+/// None if it is not a regular file that can be read.
+fn head(path: &Path) -> Option<[u8; 8]> {
+    let mut f = File::open(path).ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut h = [0u8; 8];
+    let mut got = 0;
+    while got < h.len() {
+        match io::Read::read(&mut f, &mut h[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    Some(h)
+}
+
+/// Whether `head` is what a store's file starting with `magic` may hold:
+/// the magic, or a beginning of it followed by zeros (a file whose header
+/// was not yet written when its writer died).
+fn partly(head: &[u8; 8], magic: &[u8; 8]) -> bool {
+    (0..=8).any(|k| head[..k] == magic[..k] && head[k..].iter().all(|&b| b == 0))
+}
+
+/// Whether the file at `path` holds only zeros (a reserve file's bytes);
+/// false for one that cannot be read, or larger than a reserve can be.
+fn only_zeros(path: &Path) -> bool {
+    let Ok(mut f) = File::open(path) else {
+        return false;
+    };
+    if !f
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.len() <= 2 * crate::format::MAX_RESERVE)
+    {
+        return false;
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match io::Read::read(&mut f, &mut buf) {
+            Ok(0) => return true,
+            Ok(n) if buf[..n].iter().all(|&b| b == 0) => {}
+            Ok(_) => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+}
+
 /// Whether an existing store directory is shared with its group (it has
 /// group permissions); `None` if it does not exist.
 pub(crate) fn dir_is_group_shared(dir: &Path) -> Option<bool> {
@@ -131,5 +216,34 @@ mod tests {
             is_store(&store),
             "the log alone is a store (the index is rebuilt)"
         );
+    }
+
+    #[test]
+    fn a_users_files_under_a_stores_names_are_foreign() {
+        use super::foreign_file;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        assert_eq!(foreign_file(d), None, "empty");
+        std::fs::write(d.join("notes.txt"), b"mine").unwrap();
+        std::fs::write(d.join("lock"), b"x").unwrap();
+        assert_eq!(foreign_file(d), None, "names a store does not take over");
+        std::fs::write(d.join("reserve"), vec![0u8; 8192]).unwrap();
+        std::fs::write(d.join("index"), b"PICO\0\0\0\0").unwrap();
+        std::fs::write(d.join("seg-00000001.log"), b"").unwrap();
+        assert_eq!(
+            foreign_file(d),
+            None,
+            "a store's files before their headers"
+        );
+        for (name, bytes) in [
+            ("index", &b"my precious notes"[..]),
+            ("reserve", &b"\0\0\0\0\0\0\0\0\0\0\x01"[..]),
+            ("seg-00000002.log", &b"PICOSEX\0"[..]),
+        ] {
+            let e = tempfile::tempdir().unwrap();
+            std::fs::write(e.path().join(name), bytes).unwrap();
+            let why = foreign_file(e.path()).expect(name);
+            assert!(why.contains(name), "{why}");
+        }
     }
 }

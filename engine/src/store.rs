@@ -107,7 +107,10 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::NetworkFilesystem`] on NFS/CIFS unless allowed,
-    /// [`Error::Version`] for a log of another format version, [`Error::Io`].
+    /// [`Error::Version`] for a log of another format version,
+    /// [`Error::InvalidArgument`] for an existing directory that is not a
+    /// store and holds a file under a name the store would overwrite or
+    /// delete (`index`, `reserve`, `seg-XXXXXXXX.log`), [`Error::Io`].
     /// A damaged or missing index is not an error: it is rebuilt from the log.
     pub fn open(path: impl AsRef<Path>, mut opts: Options) -> Result<Store> {
         let dir = path.as_ref().to_path_buf();
@@ -118,6 +121,13 @@ impl Store {
             opts.group_access = shared;
         }
         let modes = crate::files::Modes::new(opts.group_access);
+        // A directory of the user's that is not a store, with a file under a
+        // name the store would overwrite or delete: refused, untouched.
+        if existing.is_some() && !opts.inspect_only {
+            if let Some(why) = crate::files::foreign_file(&dir) {
+                return Err(Error::InvalidArgument(why));
+            }
+        }
         if existing.is_none() {
             if opts.inspect_only {
                 return Err(Error::Io(std::io::Error::new(
