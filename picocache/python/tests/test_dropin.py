@@ -258,3 +258,35 @@ def test_a_wrong_local_path_is_named(tmp_path, caplog):
     # A path where nothing can be created: said at construction too.
     with pytest.raises(pc.CacheError, match="/proc/picocache-cannot-be-here"):
         pc.LocalCache("/proc/picocache-cannot-be-here")
+
+
+@pytest.mark.parametrize("name", ["index", "reserve", "seg-00000001.log"])
+def test_a_users_directory_is_never_taken_over(tmp_path, name):
+    """LocalCache(dir) on a directory of the user's holding a file named
+    ``index`` overwrote it with a store's index (the notes were gone, no
+    word said). Such a directory is refused at construction, every file
+    left as it was; other files beside a store are fine."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / name).write_text("my precious notes\n")
+    with pytest.raises(pc.CacheInvalidArgument, match=f"not a PicoCache store.*{name}"):
+        pc.LocalCache(str(mine))
+    assert (mine / name).read_text() == "my precious notes\n"
+    assert sorted(p.name for p in mine.iterdir()) == [name]
+    # strict=False: warned, and the functions run uncached (the file kept).
+    c = pc.LocalCache(str(mine), strict=False)
+    runs = []
+
+    @c
+    def f(x):
+        runs.append(x)
+        return x * 2
+
+    assert (f(2), f(2)) == (4, 4) and runs == [2, 2]
+    assert (mine / name).read_text() == "my precious notes\n"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("kept")
+    c = pc.LocalCache(str(other))
+    assert c(lambda x: x + 1)(1) == 2
+    assert (other / "notes.txt").read_text() == "kept"
