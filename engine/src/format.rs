@@ -21,6 +21,8 @@
 //!                                     40  key, value, zero padding to 8
 //! ```
 
+pub mod record2;
+
 /// Magic bytes at the start of every segment.
 pub const SEG_MAGIC: [u8; 8] = *b"PICOSEG\0";
 /// Magic bytes at the start of the index file.
