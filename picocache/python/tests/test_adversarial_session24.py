@@ -477,3 +477,36 @@ def test_a_new_cache_object_opens_the_store_now_at_its_path(how, tmp_path):
         return ("C", i)
 
     assert [fc(i) for i in range(3)] == [("B", i) for i in range(3)]
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a ttl=0.5 wrapper serves an entry another wrapper of "
+                                       "the same function stored without a ttl, 1 s old")
+@pytest.mark.parametrize("kind", ["local", "sqlite", "redis"])
+def test_a_ttl_wrapper_never_serves_an_entry_older_than_its_ttl(kind, tmp_path):
+    """BUG (stale value; the options-mixing class of the typed bug above):
+    ``ttl`` is applied when an entry is written, not when it is read, and is
+    not part of the namespace identity. A wrapper with ``ttl=0.5`` (a price
+    that must be at most half a second old) serves an entry that a wrapper
+    of the same function without a ttl (an older deploy, a batch script, a
+    ``name=`` shared) stored 1 s earlier. Every time, every backend. README:
+    ttl is "seconds an entry lives"; the reader's promise is broken.
+    Suggested fix: keep the write time in the entry (the engine already has
+    it for expiry) and have a lookup treat an entry older than the caller's
+    own ttl as a miss; or put ttl in the namespace identity."""
+    name = "rate-" + uid()
+    if kind == "local":
+        ca, cb = pc.LocalCache(tmp_path / "s"), pc.LocalCache(tmp_path / "s")
+    elif kind == "sqlite":
+        t = "t_" + uid()
+        ca = pc.SQLiteCache(tmp_path / "c.db", table_name=t)
+        cb = pc.SQLiteCache(tmp_path / "c.db", table_name=t)
+    else:
+        url, ns = need("PICOCACHE_REDIS_URL", REDIS), "t" + uid()
+        ca, cb = pc.RedisCache(url, namespace=ns), pc.RedisCache(url, namespace=ns)
+    fresh = ca(name=name, ttl=0.5)(lambda x: ("fresh", time.time()))
+    untimed = cb(name=name)(lambda x: ("untimed", time.time()))
+    untimed(1)
+    time.sleep(1.0)
+    tag, at = fresh(1)
+    print(f"{kind}: the ttl=0.5 wrapper got a {tag!r} value {time.time() - at:.2f} s old")
+    assert time.time() - at < 0.5
