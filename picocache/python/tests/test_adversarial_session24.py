@@ -17,11 +17,13 @@ import decimal
 import fractions
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 
@@ -510,3 +512,168 @@ def test_a_ttl_wrapper_never_serves_an_entry_older_than_its_ttl(kind, tmp_path):
     tag, at = fresh(1)
     print(f"{kind}: the ttl=0.5 wrapper got a {tag!r} value {time.time() - at:.2f} s old")
     assert time.time() - at < 0.5
+
+
+# ---------------------------------------------------------------------------
+# 5. Processes killed at random moments, with clears and mixed maxsize
+# ---------------------------------------------------------------------------
+
+_KILL_WORKER = """
+import os, random, sys, picocache as pc
+kind, where, maxsize = sys.argv[1], sys.argv[2], sys.argv[3]
+maxsize = None if maxsize == "None" else int(maxsize)
+if kind == "local":
+    cache = pc.LocalCache(where, secret="kill24")
+else:
+    cache = pc.SQLiteCache(where, secret="kill24")
+@cache(name="kill24.blob", maxsize=maxsize)
+def blob(i):
+    return [i, bytes([i % 251]) * (100 + 37 * i)]
+@cache(name="kill24.pair", maxsize=maxsize, typed=True)
+def pair(a, b=0):
+    return (type(a).__name__, a, b)
+rng = random.Random(os.getpid())
+n = 0
+while True:
+    i = rng.randrange(200)
+    r = rng.random()
+    if r < 0.03:
+        blob.cache_clear()
+    elif r < 0.05:
+        pair.cache_clear()
+    elif r < 0.5:
+        if blob(i) != [i, bytes([i % 251]) * (100 + 37 * i)]:
+            print("WRONG blob", i, flush=True); os._exit(3)
+    else:
+        a = [i, float(i), str(i)][i % 3]
+        if pair(a, b=i % 5) != (type(a).__name__, a, i % 5):
+            print("WRONG pair", a, flush=True); os._exit(3)
+    n += 1
+    if n % 50 == 0:
+        print("alive", n, flush=True)
+"""
+
+_KILL_CHECK = """
+import sys, picocache as pc
+kind, where, lt = sys.argv[1], sys.argv[2], float(sys.argv[3])
+if kind == "local":
+    cache = pc.LocalCache(where, secret="kill24", lease_timeout=lt)
+else:
+    cache = pc.SQLiteCache(where, secret="kill24", lease_timeout=lt)
+runs = []
+@cache(name="kill24.blob")
+def blob(i):
+    runs.append(i)
+    return [i, bytes([i % 251]) * (100 + 37 * i)]
+@cache(name="kill24.pair", typed=True)
+def pair(a, b=0):
+    runs.append(a)
+    return (type(a).__name__, a, b)
+for _ in range(2):
+    for i in range(200):
+        assert blob(i) == [i, bytes([i % 251]) * (100 + 37 * i)], i
+        a = [i, float(i), str(i)][i % 3]
+        assert pair(a, b=i % 5) == (type(a).__name__, a, i % 5), a
+print(len(runs))
+"""
+
+
+@pytest.mark.parametrize("kind", ["local", "sqlite"])
+def test_sigkill_at_random_moments_with_clears_and_mixed_maxsize(kind, tmp_path):
+    """Held: four processes (maxsize None, 10, 50, 3: evictions by some,
+    none by others) call two functions (one typed, with int/float/str
+    arguments and keywords) and clear them at random, while one of them is
+    SIGKILLed every 0.05-0.3 s for 8 s (inside stores, clears, evictions,
+    lease waits). No live process ever gets a wrong value; a fresh process
+    afterwards gets every value right (twice: the second round from the
+    store). LocalCache: the check does not wait for the leases of the killed
+    processes (their holders are seen dead at once). SQLite: a killed
+    process's lease is waited for until ``lease_timeout`` (as documented;
+    the check gives 2 s: test_sqlite_lease_of_a_killed_process_... below);
+    with the default of 60 s the check took 60 s.)"""
+    where = str(tmp_path / ("s" if kind == "local" else "c.db"))
+    sizes = ["None", "10", "50", "3"]
+    rng = random.Random(24)
+    procs: list = [None] * 4
+    kills = 0
+    deadline = time.monotonic() + 8
+
+    def start(n):
+        return subprocess.Popen([PY, "-c", _KILL_WORKER, kind, where, sizes[n]],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=child_env())
+
+    try:
+        while time.monotonic() < deadline:
+            for n, p in enumerate(procs):
+                if p is not None and p.poll() is not None:
+                    out, err = p.communicate()
+                    assert p.returncode in (-signal.SIGKILL,), f"rc={p.returncode}: {out[-500:]} {err[-2000:]}"
+                    procs[n] = None
+                if procs[n] is None:
+                    procs[n] = start(n)
+            time.sleep(rng.uniform(0.05, 0.3))
+            victim = procs[rng.randrange(4)]
+            if victim.poll() is None:
+                victim.kill()
+                kills += 1
+    finally:
+        for p in procs:
+            if p is not None:
+                if p.poll() is None:
+                    p.kill()
+                out, err = p.communicate()
+                assert p.returncode in (-signal.SIGKILL,), f"rc={p.returncode}: {out[-500:]} {err[-2000:]}"
+    t0 = time.monotonic()
+    c = run_code(_KILL_CHECK, kind, where, "60" if kind == "local" else "2", timeout=120)
+    took = time.monotonic() - t0
+    assert c.returncode == 0, c.stderr[-3000:]
+    print(f"{kind}: {kills} kills in 8 s; the check recomputed {c.stdout.strip()} of 800 calls "
+          f"in {took:.1f} s")
+    assert took < 30, "the check waited for a killed process's lease"
+
+
+@pytest.mark.xfail(strict=True, reason="BUG (latency): SQLite waits lease_timeout for the lease of "
+                                       "a SIGKILLed process on the same machine; LocalCache sees "
+                                       "the holder dead at once")
+def test_sqlite_lease_of_a_killed_process_is_not_waited_for(tmp_path):
+    """BUG (latency, bounded by lease_timeout as documented, so not a hang):
+    a process computing f(1) on an SQLiteCache is SIGKILLed (OOM killer, a
+    deploy); the next caller of f(1) on the same machine waits the whole
+    ``lease_timeout`` (60 s by default: 58.5 s measured after a kill 1.5 s
+    into the computation; the kill test above took 60 s to check 800 calls)
+    before computing. LocalCache, in the same situation, computes at once
+    (0.00 s). Every time. An SQLite file is on this machine, like a
+    LocalCache directory: its leases could carry the holder's pid and boot
+    id (or be an fcntl lock on a byte of a side file, released by the
+    kernel at death), so a dead holder's lease is broken at once. Here
+    ``lease_timeout=6``: the caller must not wait more than 3 s."""
+    db = str(tmp_path / "c.db")
+    holder = subprocess.Popen([PY, "-c", textwrap.dedent(f"""
+        import time, picocache as pc
+        c = pc.SQLiteCache({db!r})
+        @c(name="slow")
+        def slow(x):
+            print("computing", flush=True)
+            time.sleep(60)
+            return x
+        slow(1)
+    """)], stdout=subprocess.PIPE, text=True, env=child_env())
+    try:
+        assert holder.stdout.readline().strip() == "computing"
+    finally:
+        holder.kill()
+        holder.wait()
+    t0 = time.monotonic()
+    r = run_code(f"""
+        import picocache as pc
+        c = pc.SQLiteCache({db!r}, lease_timeout=6)
+        @c(name="slow")
+        def slow(x):
+            return ("mine", x)
+        assert slow(1) == ("mine", 1)
+    """)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    print(f"the caller after the kill waited {took:.2f} s (lease_timeout=6)")
+    assert took < 3
