@@ -677,3 +677,54 @@ def test_sqlite_lease_of_a_killed_process_is_not_waited_for(tmp_path):
     assert r.returncode == 0, r.stderr
     print(f"the caller after the kill waited {took:.2f} s (lease_timeout=6)")
     assert took < 3
+
+
+# ---------------------------------------------------------------------------
+# 6. HANGS: re-entry through the key
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a __picocache_key__ that calls a cached method of "
+                                       "self never returns (each level's failed native lookup is "
+                                       "redone by the Python wrapper: 2**depth encodes)")
+def test_a_key_that_recurses_into_the_cached_method_raises_recursion_error():
+    """BUG (hang): ``__picocache_key__`` returns ``self.checksum()`` and
+    ``checksum`` is itself a cached method: keying ``checksum(self)`` calls
+    ``__picocache_key__``, which calls ``checksum(self)``, ... The same code
+    with ``functools.lru_cache`` and ``__hash__`` raises RecursionError in
+    1 ms. Here the call never returns (observed: still running after 20 s,
+    more than a million ``__picocache_key__`` calls in 8 s, CPU bound, the
+    body never run); the same with a key that calls ``f(self)`` directly.
+    Every time. Cause: wrapper.rs ``lookup``: a native lookup that raised
+    gives ``Looked::Slow`` ("met again, and handled, by the Python
+    wrapper"), and the Python wrapper encodes the key again: every level of
+    the recursion is done twice when the RecursionError unwinds, so the
+    unwinding costs 2**(recursion limit) encodes. Suggested fix: have the
+    native lookup raise what the encoder raised (or hand the exception to
+    ``slow`` so it does not encode again); at least never retry after a
+    RecursionError or a BaseException. Run in a child, bounded at 5 s."""
+    r = run_code("""
+        import os, sys, tempfile, threading, picocache as pc
+        cache = pc.LocalCache(tempfile.mkdtemp())
+        class DS:
+            def __init__(self, rows):
+                self.rows = rows
+            @cache
+            def checksum(self):
+                return sum(self.rows)
+            def __picocache_key__(self):
+                return ("ds", self.checksum())
+        out = {}
+        def run():
+            try:
+                out["value"] = DS([1, 2]).checksum()
+            except BaseException as e:
+                out["raised"] = type(e).__name__
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        t.join(5)
+        print("hung" if t.is_alive() else out, flush=True)
+        os._exit(0)
+    """, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "{'raised': 'RecursionError'}"
