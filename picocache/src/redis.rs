@@ -27,10 +27,12 @@
 //! reconnects by itself when the server comes back. Connecting times out
 //! after [`RedisOptions::connect_timeout`], and every operation (all of its
 //! commands, a script's `EVALSHA` and `EVAL`, a pool wait) after
-//! [`RedisOptions::timeout`] in total, with [`Error::Unavailable`]; after
-//! such a failure the backend is skipped for a back-off window (calls fail
-//! at once, then one call tries the server again with the same timeouts). Keys
-//! plus values above [`RedisOptions::max_value_size`] are not sent
+//! [`RedisOptions::timeout`] in total (every socket read and write ends by
+//! the operation's deadline, on the backend's own connection type,
+//! `redis_conn.rs`: an answer that trickles in is cut too), with
+//! [`Error::Unavailable`]; after such a failure the backend is skipped for a
+//! back-off window (calls fail at once, then one call tries the server again
+//! with the same timeouts). Keys plus values above [`RedisOptions::max_value_size`] are not sent
 //! ([`Error::TooLarge`]).
 //! `rediss://` connects with TLS (rustls, pure Rust; the system's trusted
 //! certificates are read at run time by rustls-native-certs):
@@ -42,7 +44,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ::redis::{Client, Connection, ConnectionLike, RedisError};
+use ::redis::{Client, ConnectionLike, RedisError};
 
 use crate::backend::{Backend, Lease, Limits, Namespace, Stats};
 use crate::{Error, Result};
@@ -60,7 +62,15 @@ use guard::{BoundedPool, Breaker, Budget, Checked, TimedOut};
 
 #[path = "redis_call.rs"]
 mod call;
-use call::{Lua, Timed};
+use call::Timed;
+
+#[path = "redis_conn.rs"]
+mod conn;
+use conn::{Connector, RedisConn};
+
+#[path = "redis_lua.rs"]
+mod lua;
+use lua::Scripts;
 
 const KIND: &str = "redis";
 
@@ -129,10 +139,10 @@ pub struct RedisBackend {
 }
 
 struct Inner {
-    client: Client,
+    connector: Connector,
     url: String,
     options: RedisOptions,
-    pool: BoundedPool<Connection>,
+    pool: BoundedPool<RedisConn>,
     breaker: Breaker,
     scripts: Scripts,
 }
@@ -210,7 +220,7 @@ impl RedisBackend {
             .map_err(|e| Error::InvalidArgument(format!("Redis URL {}: {e}", redact(url))))?;
         let backend = RedisBackend {
             inner: Arc::new(Inner {
-                client,
+                connector: Connector::new(client.get_connection_info().clone()),
                 url: redact(url),
                 pool: BoundedPool::new(KIND, options.pool_size as usize, options.timeout),
                 breaker: Breaker::new(KIND, options.backoff, options.backoff_max),
@@ -272,15 +282,10 @@ impl RedisBackend {
 }
 
 impl Inner {
-    fn fresh(&self) -> Result<Connection> {
-        let c = self
-            .client
-            .get_connection_with_timeout(self.options.connect_timeout)
-            .map_err(|e| self.convert(e, "connecting", self.options.connect_timeout))?;
-        let t = Some(self.options.timeout);
-        c.set_read_timeout(t).map_err(convert)?;
-        c.set_write_timeout(t).map_err(convert)?;
-        Ok(c)
+    fn fresh(&self) -> Result<RedisConn> {
+        self.connector
+            .connect(self.options.connect_timeout)
+            .map_err(|e| self.convert(e, "connecting", self.options.connect_timeout))
     }
 
     /// [`convert`], with a timeout reported as [`TimedOut`].
@@ -332,7 +337,7 @@ impl Inner {
         })
     }
 
-    fn put_back(&self, mut conn: Checked<'_, Connection>) {
+    fn put_back(&self, mut conn: Checked<'_, RedisConn>) {
         if conn.conn().is_open() {
             conn.put_back();
         }
@@ -366,177 +371,6 @@ fn ms(d: Duration) -> i64 {
 
 fn limit_arg(v: Option<u64>) -> i64 {
     v.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX))
-}
-
-const COMMON: &str = r#"
-if redis.replicate_commands then pcall(redis.replicate_commands) end
-local pre = ARGV[1]
-local meta, lru, exp, sizes = pre..'meta', pre..'lru', pre..'exp', pre..'sizes'
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function drop(k)
-  local sz = redis.call('HGET', sizes, k)
-  if sz then
-    redis.call('HINCRBY', meta, 'bytes', -tonumber(sz))
-    redis.call('HDEL', sizes, k)
-  end
-  redis.call('ZREM', lru, k)
-  redis.call('ZREM', exp, k)
-  redis.call('DEL', pre..'v:'..k)
-  return sz ~= false
-end
-local function purge(now)
-  local dead = redis.call('ZRANGEBYSCORE', exp, '-inf', now)
-  for _, k in ipairs(dead) do drop(k) end
-end
-local function num(f)
-  local v = redis.call('HGET', meta, f)
-  if v then return tonumber(v) end
-  return -1
-end
-local function evict()
-  local maxsize, maxb = num('maxsize'), num('max_bytes')
-  local n = 0
-  while true do
-    local count = redis.call('ZCARD', lru)
-    local bytes = tonumber(redis.call('HGET', meta, 'bytes') or '0')
-    if count == 0 then break end
-    if not ((maxsize >= 0 and count > maxsize) or (maxb >= 0 and bytes > maxb)) then break end
-    drop(redis.call('ZRANGE', lru, 0, 0)[1])
-    n = n + 1
-  end
-  if n > 0 then redis.call('HINCRBY', meta, 'evictions', n) end
-end
-local function stamp() return redis.call('HINCRBY', meta, 'clock', 1) end
-"#;
-
-const GET: &str = r#"
-purge(now_ms())
-local out = {}
-local hits, misses = 0, 0
-for i = 2, #ARGV do
-  local k = ARGV[i]
-  local v = redis.call('GET', pre..'v:'..k)
-  if v then
-    redis.call('ZADD', lru, stamp(), k)
-    hits = hits + 1
-    out[i - 1] = v
-  else
-    misses = misses + 1
-    out[i - 1] = false
-  end
-end
-if hits > 0 then redis.call('HINCRBY', meta, 'hits', hits) end
-if misses > 0 then redis.call('HINCRBY', meta, 'misses', misses) end
-return out
-"#;
-
-/// [`GET`] of one key by a caller that counted its miss already: a hit
-/// counts, a miss does not (`Namespace::recheck`).
-const RECHECK: &str = r#"
-purge(now_ms())
-local k = ARGV[2]
-local v = redis.call('GET', pre..'v:'..k)
-if v then
-  redis.call('ZADD', lru, stamp(), k)
-  redis.call('HINCRBY', meta, 'hits', 1)
-end
-return v
-"#;
-
-const PUT: &str = r#"
-if redis.call('HEXISTS', meta, 'maxsize') == 0 then
-  -- The namespace's record is gone (a restart without persistence, a
-  -- FLUSHDB): restore it from the limits this client knows.
-  redis.call('HSET', meta, 'maxsize', ARGV[3], 'max_bytes', ARGV[4], 'ttl', ARGV[5])
-  redis.call('SADD', ARGV[6], ARGV[7])
-end
-local now = now_ms()
-purge(now)
-local maxsize, maxb = num('maxsize'), num('max_bytes')
-if maxsize == 0 then return 0 end
-local ttl = tonumber(ARGV[2])
-if ttl < 0 then ttl = num('ttl') end
-for i = 8, #ARGV, 2 do
-  local k, v = ARGV[i], ARGV[i + 1]
-  drop(k)
-  local sz = #k + #v
-  if (maxb < 0 or sz <= maxb) and ttl ~= 0 then
-    if ttl > 0 then
-      redis.call('SET', pre..'v:'..k, v, 'PX', ttl)
-      redis.call('ZADD', exp, now + ttl, k)
-    else
-      redis.call('SET', pre..'v:'..k, v)
-    end
-    redis.call('HSET', sizes, k, sz)
-    redis.call('HINCRBY', meta, 'bytes', sz)
-    redis.call('ZADD', lru, stamp(), k)
-  end
-end
-evict()
-return 1
-"#;
-
-const REMOVE: &str = r#"
-purge(now_ms())
-if drop(ARGV[2]) then return 1 end
-return 0
-"#;
-
-const CLEAR: &str = r#"
-local keys = redis.call('ZRANGE', lru, 0, -1)
-for _, k in ipairs(keys) do redis.call('DEL', pre..'v:'..k) end
-redis.call('DEL', lru, exp, sizes)
-redis.call('HSET', meta, 'bytes', 0, 'hits', 0, 'misses', 0, 'evictions', 0)
-return 1
-"#;
-
-const STATS: &str = r#"
-purge(now_ms())
-local function n(f) return tonumber(redis.call('HGET', meta, f) or '0') end
-return {redis.call('ZCARD', lru), n('bytes'), n('hits'), n('misses'), n('evictions')}
-"#;
-
-const SET_LIMITS: &str = r#"
-redis.call('HSET', meta, 'maxsize', ARGV[2], 'max_bytes', ARGV[3], 'ttl', ARGV[4])
-redis.call('SADD', ARGV[5], ARGV[6])
-purge(now_ms())
-evict()
-return 1
-"#;
-
-const RELEASE: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"#;
-
-struct Scripts {
-    get: Lua,
-    recheck: Lua,
-    put: Lua,
-    remove: Lua,
-    clear: Lua,
-    stats: Lua,
-    set_limits: Lua,
-    release: Lua,
-}
-
-impl Scripts {
-    fn new() -> Scripts {
-        let s = |body: &str| Lua::new(format!("{COMMON}{body}"));
-        Scripts {
-            get: s(GET),
-            recheck: s(RECHECK),
-            put: s(PUT),
-            remove: s(REMOVE),
-            clear: s(CLEAR),
-            stats: s(STATS),
-            set_limits: s(SET_LIMITS),
-            release: Lua::new(RELEASE.to_string()),
-        }
-    }
 }
 
 impl Backend for RedisBackend {

@@ -1,12 +1,15 @@
-//! Commands of one Redis operation within one deadline: before each command
-//! the connection's read and write timeouts are set to what is left of the
-//! operation's timeout, so an operation that sends several (a script the
-//! server has not cached: `EVALSHA`, then `EVAL`) still ends within its
-//! timeout in total.
+//! Commands of one Redis operation within one deadline: every socket read
+//! and write of each command ends by the operation's deadline (the
+//! connection, `redis_conn.rs`, sets what is left as the socket's timeout
+//! before each one), so an operation that sends several commands (a script
+//! the server has not cached: `EVALSHA`, then `EVAL`) or whose answer
+//! trickles in still ends within its timeout in total.
 
 use std::time::Instant;
 
-use ::redis::{cmd, Cmd, Connection, ErrorKind, FromRedisValue, RedisResult, ServerErrorKind};
+use ::redis::{cmd, Cmd, ErrorKind, FromRedisValue, RedisResult, ServerErrorKind};
+
+use super::conn::RedisConn;
 
 /// A Lua script: its code, and the SHA-1 that `EVALSHA` names it by.
 pub(super) struct Lua {
@@ -23,12 +26,12 @@ impl Lua {
 
 /// A connection during one operation, which must have ended by `deadline`.
 pub(super) struct Timed<'a> {
-    conn: &'a mut Connection,
+    conn: &'a mut RedisConn,
     deadline: Instant,
 }
 
 impl<'a> Timed<'a> {
-    pub(super) fn new(conn: &'a mut Connection, deadline: Instant) -> Timed<'a> {
+    pub(super) fn new(conn: &'a mut RedisConn, deadline: Instant) -> Timed<'a> {
         Timed { conn, deadline }
     }
 
@@ -43,8 +46,7 @@ impl<'a> Timed<'a> {
             )
             .into());
         }
-        self.conn.set_read_timeout(Some(left))?;
-        self.conn.set_write_timeout(Some(left))?;
+        self.conn.set_deadline(self.deadline);
         command.query(self.conn)
     }
 
