@@ -1,0 +1,886 @@
+//! Adversarial tests (session 24) of the Rust side: what earlier sessions
+//! (adversarial_session12, memoize_naming, reentrant_calls, memo*, sealed,
+//! cli) did not try.
+//!
+//! - `#[memoize]` identity: two nested functions with one name in one
+//!   module, and a result type edited outside the function's tokens;
+//! - argument encodings that collide (`#[serde(untagged)]`);
+//! - user code (a `Deserialize`) that calls a memoized function while the
+//!   engine is reading a value;
+//! - `fork()` while another thread computes;
+//! - a process killed while holding a key's lease, and a panic in the
+//!   function, on every backend;
+//! - rows swapped between keys in SQLite behind the memoizer's back;
+//! - servers that accept a connection and never answer;
+//! - the CLI's writing commands on a directory that is not a store, and
+//!   `repair` run twice on files named like a segment.
+//!
+//! A server that is not there fails the test under `CI=true` and skips it
+//! (saying so on stderr) otherwise. Child processes are this test binary run
+//! again (`child` below, selected by `S24_ROLE`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use picocache::secret::SecretSource;
+use picocache::{Backend, LocalBackend, Memo, SealedBackend, Secrets};
+use serde::{Deserialize, Serialize};
+
+const SECRET: &[u8] = b"adversarial session 24 secret";
+
+// ---------------------------------------------------------------------------
+// Shared helpers.
+// ---------------------------------------------------------------------------
+
+/// One temporary directory for the whole test binary.
+fn temp_root() -> &'static Path {
+    static DIR: LazyLock<tempfile::TempDir> = LazyLock::new(|| tempfile::tempdir().unwrap());
+    DIR.path()
+}
+
+/// A local store sealed with [`SECRET`] (so no per-user secret is read),
+/// one for the whole binary: what the `#[memoize]` functions below use.
+fn sealed_store() -> Arc<dyn Backend> {
+    static B: LazyLock<Arc<dyn Backend>> = LazyLock::new(|| {
+        let dir = temp_root().join("macro-store");
+        std::fs::create_dir_all(&dir).unwrap();
+        seal(Arc::new(LocalBackend::open(&dir).unwrap()))
+    });
+    B.clone()
+}
+
+fn seal(raw: Arc<dyn Backend>) -> Arc<dyn Backend> {
+    let secrets = Arc::new(Secrets::new(&[SECRET]).unwrap());
+    Arc::new(SealedBackend::new(raw, secrets, SecretSource::Explicit))
+}
+
+/// A name no other run of this binary uses (remote stores outlive a run).
+fn unique(what: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "s24::{what}::{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// The URL in `var`, or `None` after saying the test part is skipped.
+fn server_url(var: &str, test: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            assert!(
+                !ci(),
+                "{var} is not set; CI=true: every server must be there \
+                 (tests/servers/start.sh, then source /tmp/picocache-servers/env.sh)"
+            );
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: {test}: {var} is not set (run `bash tests/servers/start.sh` \
+                 and `source /tmp/picocache-servers/env.sh`)"
+            );
+            None
+        }
+    }
+}
+
+/// Every backend to run a probe on: `(label, url or local path)`. The local
+/// engine and SQLite always; the servers when their URLs are set.
+fn every_backend(test: &str) -> Vec<(&'static str, String)> {
+    let dir = temp_root().join(unique("backends").replace("::", "_"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut out = vec![
+        ("local", dir.join("local").display().to_string()),
+        (
+            "sqlite",
+            format!("sqlite:///{}", dir.join("c.sqlite").display()),
+        ),
+    ];
+    for (label, var) in [
+        ("postgres", "PICOCACHE_POSTGRES_URL"),
+        ("mysql", "PICOCACHE_MYSQL_URL"),
+        ("redis", "PICOCACHE_REDIS_URL"),
+    ] {
+        if let Some(u) = server_url(var, test) {
+            out.push((label, u));
+        }
+    }
+    out
+}
+
+/// A `Memo` named `name` over `target` (a local path or a URL).
+fn memo_on(target: &str, name: &str, lease_timeout: Duration) -> Memo {
+    let b = Memo::builder(name)
+        .secret(SECRET)
+        .maxsize(None)
+        .lease_timeout(lease_timeout);
+    if target.contains("://") {
+        b.url(target).build()
+    } else {
+        std::fs::create_dir_all(target).unwrap();
+        b.backend(Arc::new(LocalBackend::open(target).unwrap()))
+            .build()
+    }
+}
+
+/// Runs this test binary again as `role`, with `envs`; its output.
+fn child_command(role: &str, envs: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args(["child", "--exact", "--test-threads=1", "--nocapture"])
+        .env("S24_ROLE", role);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c
+}
+
+/// The child's side (a no-op when run as an ordinary test).
+#[test]
+fn child() {
+    let Ok(role) = std::env::var("S24_ROLE") else {
+        return;
+    };
+    let var = |k: &str| std::env::var(k).unwrap();
+    match role.as_str() {
+        // Takes the lease of key 1 and computes forever (until killed).
+        "hold" => {
+            let m = memo_on(&var("S24_TARGET"), &var("S24_NAME"), Duration::from_secs(5));
+            m.call(1u64, |_| {
+                println!("S24 COMPUTING");
+                std::io::stdout().flush().unwrap();
+                std::thread::sleep(Duration::from_secs(300));
+                0u64
+            });
+        }
+        "fork" => fork_probe(&var("S24_TARGET"), &var("S24_PROBE")),
+        other => panic!("unknown role {other}"),
+    }
+    println!("S24 CHILD DONE");
+}
+
+// ---------------------------------------------------------------------------
+// `#[memoize]` identity.
+// ---------------------------------------------------------------------------
+
+mod nested_by_digest {
+    /// `x + K` with this function's own `K`.
+    pub fn plus_one(x: u64) -> u64 {
+        const K: u64 = 1;
+        #[picocache::memoize(backend = crate::sealed_store())]
+        fn add_k(x: u64) -> u64 {
+            x + K
+        }
+        add_k(x)
+    }
+
+    /// The same tokens as in `plus_one`, with another `K`.
+    pub fn plus_thousand(x: u64) -> u64 {
+        const K: u64 = 1000;
+        #[picocache::memoize(backend = crate::sealed_store())]
+        fn add_k(x: u64) -> u64 {
+            x + K
+        }
+        add_k(x)
+    }
+}
+
+/// Two nested `#[memoize]` functions with the same name and the same tokens
+/// in two functions of one module (each adding its own enclosing function's
+/// `const K`) get the same namespace, `module::add_k#DIGEST`
+/// (`module_path!()` does not name the enclosing function), so the second
+/// is served the first's results: `plus_thousand(5)` returns 6, not 1005,
+/// every time, in one process. Suggested fix: a process-wide registry of
+/// the names each `#[memoize]` site (its `static`) claims, so that a second
+/// site claiming a taken default name warns and runs uncached; or mix
+/// `file!()`, `line!()` and `column!()` into the default name of a function
+/// declared inside a block (not at module level).
+#[test]
+#[ignore = "BUG: nested #[memoize] fns with one name and body in one module share results"]
+fn nested_functions_with_one_name_and_body_get_their_own_results() {
+    assert_eq!(nested_by_digest::plus_one(5), 6);
+    assert_eq!(nested_by_digest::plus_one(5), 6);
+    assert_eq!(nested_by_digest::plus_thousand(5), 1005);
+}
+
+mod nested_pinned {
+    pub fn doubled(x: u64) -> u64 {
+        #[picocache::memoize(backend = crate::sealed_store(), version = 1)]
+        fn scale(x: u64) -> u64 {
+            x * 2
+        }
+        scale(x)
+    }
+
+    pub fn tripled(x: u64) -> u64 {
+        #[picocache::memoize(backend = crate::sealed_store(), version = 1)]
+        fn scale(x: u64) -> u64 {
+            x * 3
+        }
+        scale(x)
+    }
+}
+
+/// With `version =`, two nested functions with one name in one module share
+/// `module::scale@1` whatever their bodies: `tripled(5)` returns 10 (the
+/// other function's `5 * 2`), not 15, every time. Suggested fix: as for
+/// `nested_functions_with_one_name_and_body_get_their_own_results` (a
+/// pinned name is meant to survive edits of the body, so the fix cannot be
+/// the digest; a registry of claimed names per process catches it).
+#[test]
+#[ignore = "BUG: nested #[memoize(version)] fns with one name in one module share results"]
+fn nested_pinned_functions_with_one_name_get_their_own_results() {
+    assert_eq!(nested_pinned::doubled(5), 10);
+    assert_eq!(nested_pinned::tripled(5), 15);
+}
+
+mod layout {
+    use serde::{Deserialize, Serialize};
+
+    /// The result type as this build declares it (an earlier build
+    /// declared `lo` first: see `OldRange`).
+    #[derive(Serialize, Deserialize, Debug, PartialEq, Clone, Copy)]
+    pub struct Range {
+        pub hi: u32,
+        pub lo: u32,
+    }
+
+    /// Was `u64` in an earlier build.
+    pub type Count = i64;
+
+    #[picocache::memoize(backend = crate::sealed_store())]
+    pub fn range_of(x: u32) -> Range {
+        Range { lo: x, hi: x + 100 }
+    }
+
+    #[picocache::memoize(backend = crate::sealed_store())]
+    pub fn count_of(x: u32) -> Count {
+        Count::from(x)
+    }
+}
+
+/// The earlier build's `layout::Range`.
+#[derive(Serialize, Deserialize)]
+struct OldRange {
+    lo: u32,
+    hi: u32,
+}
+
+/// A result type edited outside the function's tokens (its struct's fields
+/// reordered, or a type alias from `u64` to `i64`) keeps the default
+/// `#[memoize]` name (the digest covers only the function's own tokens), and
+/// bincode decodes the earlier build's bytes as the new type without an
+/// error: `range_of(7)` returns `Range { hi: 7, lo: 107 }` (the fields
+/// swapped) and `count_of(5)` returns -3 (zigzag of 5), every time, with no
+/// warning. The earlier build is played by a `Memo` of the same name storing
+/// the old type (what that build stored). The docs warn that a change in
+/// code the function uses is not seen, but `core::codec` asks a value codec
+/// to reject bytes another version of the program made, and the Memo docs
+/// promise that a changed result type is a decoding failure (the function
+/// runs). Severity: silent wrong values after an ordinary refactor.
+/// Suggested fix: mix a fingerprint of the result (and argument) types into
+/// the namespace name: e.g. trace the `Deserialize` impl at `Memo` build time
+/// (serde-reflection's `Tracer::trace_simple_type`, field names and types
+/// included) and hash the format, so a changed layout is a new namespace;
+/// at the least `std::any::type_name` of `R` and `A`.
+#[test]
+#[ignore = "BUG: a result type edited outside the fn (fields reordered, alias changed) serves old bytes as wrong values"]
+fn an_edited_result_type_never_reads_the_old_layout() {
+    let old_range = Memo::builder(layout::range_of_cache().namespace_name())
+        .backend(sealed_store())
+        .build();
+    old_range.call(7u32, |x| OldRange { lo: x, hi: x + 100 });
+    let old_count = Memo::builder(layout::count_of_cache().namespace_name())
+        .backend(sealed_store())
+        .build();
+    old_count.call(5u32, u64::from);
+
+    let got = (layout::range_of(7), layout::count_of(5));
+    println!(
+        "S24 edited result type: range_of(7) = {:?}, count_of(5) = {}",
+        got.0, got.1
+    );
+    assert_eq!(got, (layout::Range { lo: 7, hi: 107 }, 5));
+}
+
+// ---------------------------------------------------------------------------
+// Argument encodings.
+// ---------------------------------------------------------------------------
+
+/// An argument type whose variants serialize alike (`untagged`).
+#[derive(Serialize, Clone, Copy, Debug)]
+#[serde(untagged)]
+enum Shape {
+    Circle(u32),
+    Square(u32),
+}
+
+fn area(s: Shape) -> u32 {
+    match s {
+        Shape::Circle(r) => 3 * r * r,
+        Shape::Square(a) => a * a,
+    }
+}
+
+/// An `#[serde(untagged)]` enum argument: `Circle(2)` and `Square(2)` are
+/// both encoded as the bare `2`, so the second call is served the first's
+/// result: `area(Square(2))` returns 12, not 4 (every time; the same for
+/// `#[serde(skip)]` fields, `#[serde(flatten)]` and any `Serialize` that is
+/// not one-to-one). `core::codec` says a codec "must not let unequal
+/// arguments share bytes", but the default `Bincode` codec cannot see it.
+/// Severity: a wrong value from a type the docs accept ("any type that
+/// implements Serialize"). Suggested fix: document the requirement where
+/// `#[memoize]` lists what arguments must be (a `Serialize` that tells
+/// unequal values apart: no untagged enums, skipped or flattened fields);
+/// optionally a debug-build check that decodes nothing but compares
+/// `serde_json` shapes is not possible for untagged, so the docs are the fix.
+#[test]
+#[ignore = "BUG: #[serde(untagged)] enum arguments share keys: area(Square(2)) returns Circle(2)'s result"]
+fn untagged_enum_arguments_never_share_a_result() {
+    let dir = temp_root().join("untagged");
+    let m = memo_on(
+        &dir.display().to_string(),
+        &unique("untagged"),
+        Duration::from_secs(5),
+    );
+    assert_eq!(m.call(Shape::Circle(2), area), 12);
+    let square = m.call(Shape::Square(2), area);
+    println!("S24 untagged: area(Square(2)) = {square}");
+    assert_eq!(square, 4);
+}
+
+/// Held: `-0.0` and `0.0` (equal as floats) are different keys, and NaNs
+/// with different payloads too, so a function that tells them apart
+/// (`1 / x`, the sign bit) gets its own result for each.
+#[test]
+fn signed_zeros_and_nan_payloads_are_different_arguments() {
+    let dir = temp_root().join("floats");
+    let m = memo_on(
+        &dir.display().to_string(),
+        &unique("floats"),
+        Duration::from_secs(5),
+    );
+    let recip = |x: f64| (1.0 / x).to_bits();
+    assert_eq!(m.call(0.0f64, recip), f64::INFINITY.to_bits());
+    assert_eq!(m.call(-0.0f64, recip), f64::NEG_INFINITY.to_bits());
+    let bits = |x: f64| x.to_bits();
+    let nan_a = f64::from_bits(0x7ff8_0000_0000_0001);
+    let nan_b = f64::from_bits(0x7ff8_0000_0000_0002);
+    assert_eq!(m.call(nan_a, bits), nan_a.to_bits());
+    assert_eq!(m.call(nan_b, bits), nan_b.to_bits());
+    assert_eq!(m.call(nan_a, bits), nan_a.to_bits());
+}
+
+// ---------------------------------------------------------------------------
+// User code run while the engine reads a value.
+// ---------------------------------------------------------------------------
+
+/// The lookup `Derived`'s `Deserialize` does: a memoized function on the
+/// same store.
+fn lookup_memo() -> &'static Memo {
+    static M: LazyLock<Memo> = LazyLock::new(|| {
+        Memo::builder(unique("lookup"))
+            .backend(sealed_store())
+            .build()
+    });
+    &M
+}
+
+/// A result whose `extra` is derived when it is read back (`#[serde(from)]`
+/// style): its `Deserialize` calls a memoized function.
+#[derive(Debug, PartialEq)]
+struct Derived {
+    raw: u64,
+    extra: u64,
+}
+
+impl Serialize for Derived {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.raw.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Derived {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = u64::deserialize(d)?;
+        Ok(Derived {
+            raw,
+            extra: lookup_memo().call(raw, |r| r + 1),
+        })
+    }
+}
+
+/// A result type whose `Deserialize` calls a memoized function on the local
+/// store (a `From<Raw>` that looks something up): the outer hit decodes the
+/// value inside the engine's read callback (`Memo::located_hit` ->
+/// `Locate::read_located` -> `engine::read::lookup_at`), which holds the
+/// thread's `SCRATCH` `RefCell` borrowed (and the index `RwLock` read);
+/// the inner memoized call's own lookup borrows `SCRATCH` again and panics
+/// ("already borrowed"), out of the user's call. Every time, on the second
+/// call (the first hit). (The index read lock taken twice on one thread can
+/// also deadlock with a writer waiting in between: parking_lot's `read` is
+/// not recursive.) Suggested fix: decode after the engine's callback
+/// returns (copy the payload out, or take the scratch buffer out of its
+/// cell with `mem::take` and drop the index guard before calling `f`).
+#[test]
+#[ignore = "BUG: a Deserialize that calls a memoized fn panics (RefCell already borrowed) on a hit"]
+fn a_deserialize_that_calls_a_memoized_function_works() {
+    let outer = Memo::builder(unique("derived"))
+        .backend(sealed_store())
+        .build();
+    let first = outer.call(7u64, |x| Derived {
+        raw: x * 3,
+        extra: 0,
+    });
+    assert_eq!(first.raw, 21);
+    let second = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        outer.call(7u64, |x| Derived {
+            raw: x * 3,
+            extra: 0,
+        })
+    }));
+    match &second {
+        Ok(v) => println!("S24 derived: second call {v:?}"),
+        Err(p) => println!(
+            "S24 derived: second call panicked: {:?}",
+            p.downcast_ref::<String>()
+                .map(String::as_str)
+                .or(p.downcast_ref::<&str>().copied())
+        ),
+    }
+    assert_eq!(second.ok(), Some(Derived { raw: 21, extra: 22 }));
+}
+
+// ---------------------------------------------------------------------------
+// fork().
+// ---------------------------------------------------------------------------
+
+#[allow(non_camel_case_types)]
+type pid_t = i32;
+extern "C" {
+    fn fork() -> pid_t;
+    fn waitpid(pid: pid_t, status: *mut i32, options: i32) -> pid_t;
+    fn kill(pid: pid_t, sig: i32) -> i32;
+    fn _exit(code: i32) -> !;
+}
+const WNOHANG: i32 = 1;
+const SIGKILL: i32 = 9;
+
+/// In a child process of its own: a thread computes `f(1)`, and meanwhile
+/// the main thread forks; the forked process calls `f(probe)` (1: the
+/// arguments in flight in the parent's thread; 2: other arguments) and exits
+/// 0 with the right value. Prints what became of it within 10 s.
+fn fork_probe(target: &str, probe: &str) {
+    let m = Arc::new(memo_on(target, "s24::fork", Duration::from_secs(2)));
+    let (started_tx, started) = mpsc::channel();
+    let (go, go_rx) = mpsc::channel::<()>();
+    let m2 = m.clone();
+    let computing = std::thread::spawn(move || {
+        m2.call(1u64, move |x| {
+            started_tx.send(()).unwrap();
+            let _ = go_rx.recv();
+            x * 10
+        })
+    });
+    started.recv().unwrap();
+    let arg: u64 = probe.parse().unwrap();
+    // SAFETY: the forked process runs only the call below and `_exit`s.
+    let pid = unsafe { fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let v = m.call(arg, |x| x * 10);
+        // SAFETY: ends the forked process without running anything else.
+        unsafe { _exit(if v == arg * 10 { 0 } else { 3 }) };
+    }
+    let forked = Instant::now();
+    let deadline = forked + Duration::from_secs(10);
+    let mut status = 0;
+    let outcome = loop {
+        // SAFETY: waits for the process forked above.
+        let r = unsafe { waitpid(pid, &mut status, WNOHANG) };
+        if r == pid {
+            break if (status >> 8) & 0xff == 0 && status & 0x7f == 0 {
+                "ok"
+            } else {
+                "wrong"
+            };
+        }
+        if Instant::now() > deadline {
+            // SAFETY: the process forked above, then reaped.
+            unsafe {
+                kill(pid, SIGKILL);
+                waitpid(pid, &mut status, 0);
+            }
+            break "hung";
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    go.send(()).unwrap();
+    assert_eq!(computing.join().unwrap(), 10);
+    println!(
+        "\nS24 FORK {outcome} status={status} after {:?}",
+        forked.elapsed()
+    );
+}
+
+fn run_fork_probe(probe: &str) -> String {
+    let dir = temp_root().join(unique("fork").replace("::", "_"));
+    let out = child_command(
+        "fork",
+        &[
+            ("S24_TARGET", &dir.display().to_string()),
+            ("S24_PROBE", probe),
+        ],
+    )
+    .output()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && text.contains("S24 CHILD DONE"),
+        "fork probe failed: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("S24 FORK "))
+        .unwrap_or_else(|| panic!("no outcome: {text}"))
+        .to_owned();
+    println!("S24 fork probe {probe}: {line}");
+    line
+}
+
+/// Held: a process forked while another thread of its parent computes
+/// `f(1)` gets the right value for other arguments, `f(2)`, at once.
+#[test]
+fn a_forked_child_computes_other_arguments() {
+    assert!(run_fork_probe("2").starts_with("S24 FORK ok"));
+}
+
+/// A process forked while another thread of its parent computes `f(1)`
+/// calls `f(1)`: its copy of the `Memo`'s in-flight table says a thread
+/// leads `f(1)`, a thread that does not exist in the child, and
+/// `Flight::wait` has no end: the child hangs forever (killed here after
+/// 10 s), every time. `Flights::forget_all` exists for this, but only the
+/// Python adapter calls it after a fork; the Rust `Memo` never does.
+/// Severity: a hang (fork without exec in a threaded Rust program is rare,
+/// but a server that forks workers after warming a cache does it).
+/// Suggested fix: record the pid in `Flights` (or in each flight) and treat
+/// flights of another pid as absent (`forget_all` on the first join in a new
+/// process, as the engine's `check_fork` does for the store); or a
+/// `pthread_atfork` child handler.
+#[test]
+#[ignore = "BUG: a forked child calling the arguments a parent thread computes hangs forever"]
+fn a_forked_child_never_waits_for_a_thread_of_its_parent() {
+    assert!(run_fork_probe("1").starts_with("S24 FORK ok"));
+}
+
+// ---------------------------------------------------------------------------
+// Leases: a killed holder, a panicking function.
+// ---------------------------------------------------------------------------
+
+/// Held: a process killed (SIGKILL) while computing `f(1)` holds the key's
+/// lease; another process's call of `f(1)` with `lease_timeout` 2 s returns
+/// the right value within a bounded time (at most the lease timeout and a
+/// margin; 30 s asserted) on every backend.
+#[test]
+fn a_killed_lease_holder_costs_at_most_the_lease_timeout() {
+    for (label, target) in every_backend("a_killed_lease_holder_costs_at_most_the_lease_timeout") {
+        let name = unique("killed");
+        let mut child = child_command("hold", &[("S24_TARGET", &target), ("S24_NAME", &name)])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("S24 COMPUTING") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let started = rx.recv_timeout(Duration::from_secs(30));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(started.is_ok(), "{label}: the child never computed");
+
+        let m = memo_on(&target, &name, Duration::from_secs(2));
+        let t = Instant::now();
+        let v = m.call(1u64, |x| x * 10);
+        let took = t.elapsed();
+        println!("S24 killed holder {label}: f(1) = {v} after {took:?}");
+        assert_eq!(v, 10, "{label}");
+        assert!(took < Duration::from_secs(30), "{label}: {took:?}");
+    }
+}
+
+/// Held: the function panicking while its call holds the key's lease (in the
+/// process and in the store) leaves nothing held: the next call, in this
+/// `Memo` and through another `Memo` of the same name (which takes the
+/// store's lease), computes at once (lease timeout 60 s, bound 20 s), on
+/// every backend.
+#[test]
+fn a_panicking_function_leaves_no_lease_held() {
+    for (label, target) in every_backend("a_panicking_function_leaves_no_lease_held") {
+        let name = unique("panics");
+        let m = memo_on(&target, &name, Duration::from_secs(60));
+        let other = memo_on(&target, &name, Duration::from_secs(60));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            m.call(1u64, |_| -> u64 { panic!("s24: the function fails") })
+        }));
+        assert!(r.is_err(), "{label}: the panic is the function's");
+        let t = Instant::now();
+        assert_eq!(other.call(1u64, |x| x * 10), 10, "{label}");
+        assert_eq!(m.call(1u64, |x| x * 10 + 1), 10, "{label}");
+        let took = t.elapsed();
+        println!("S24 panicking function {label}: next calls after {took:?}");
+        assert!(took < Duration::from_secs(20), "{label}: {took:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A hostile SQL store.
+// ---------------------------------------------------------------------------
+
+/// Held: rows swapped between two keys of a namespace, a value truncated,
+/// and a value copied from another namespace's row for the same key, all
+/// by an UPDATE in the SQLite file behind the memoizer's back, are rejected
+/// (the seal covers namespace and key): each call returns its own function's
+/// value.
+#[test]
+fn tampered_sqlite_rows_are_never_served() {
+    let dir = temp_root().join(unique("sqlite").replace("::", "_"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("c.sqlite");
+    let url = format!("sqlite:///{}", file.display());
+    let (na, nb) = (unique("sql_a"), unique("sql_b"));
+    let a = memo_on(&url, &na, Duration::from_secs(5));
+    let b = memo_on(&url, &nb, Duration::from_secs(5));
+    for x in 1..=3u64 {
+        assert_eq!(a.call(x, |x| x * 10), x * 10);
+        assert_eq!(b.call(x, |x| x * 1000), x * 1000);
+    }
+    let db = rusqlite::Connection::open(&file).unwrap();
+    let key = |x: u64| picocache::memo::encode(&x).unwrap();
+    let ns_id = |name: &str| -> i64 {
+        db.query_row("SELECT id FROM picocache_ns WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    let (ida, idb) = (ns_id(&na), ns_id(&nb));
+    let value = |ns: i64, x: u64| -> Vec<u8> {
+        db.query_row(
+            "SELECT v FROM picocache WHERE ns = ?1 AND k = ?2",
+            rusqlite::params![ns, key(x)],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let set = |ns: i64, x: u64, v: &[u8]| {
+        let n = db
+            .execute(
+                "UPDATE picocache SET v = ?1, size = ?2 WHERE ns = ?3 AND k = ?4",
+                rusqlite::params![v, v.len() as i64, ns, key(x)],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    };
+    // Swap keys 1 and 2 of `a`; truncate 3 of `a`; copy `b`'s 1 into... `b`'s
+    // 2 gets `a`'s 2 (another namespace, another key) and `b`'s 3 gets `a`'s
+    // 3 (another namespace, the same key).
+    let (a1, a2, a3, b3) = (value(ida, 1), value(ida, 2), value(ida, 3), value(idb, 3));
+    set(ida, 1, &a2);
+    set(ida, 2, &a1);
+    set(ida, 3, &a3[..a3.len() - 1]);
+    set(idb, 2, &a2);
+    set(idb, 3, &a3);
+    let _ = b3;
+    drop(db);
+    for x in 1..=3u64 {
+        assert_eq!(a.call(x, |x| x * 10), x * 10, "a({x})");
+        assert_eq!(b.call(x, |x| x * 1000), x * 1000, "b({x})");
+    }
+    let rejected = a.stats().unwrap().rejected + b.stats().unwrap().rejected;
+    println!("S24 tampered sqlite: {rejected} rejected");
+    assert!(rejected >= 4, "{rejected}");
+}
+
+// ---------------------------------------------------------------------------
+// Servers that accept and never answer.
+// ---------------------------------------------------------------------------
+
+/// A listener that accepts connections and never answers (nor closes).
+fn black_hole() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    port
+}
+
+/// Held: a memoized call whose backend URL points at a server that accepts
+/// the connection and never says a word (PostgreSQL, MySQL, Redis, with
+/// `connect_timeout=1&timeout=1`) returns the function's value within a
+/// bounded time (30 s asserted), the first call and the next.
+#[test]
+fn a_server_that_never_answers_costs_a_bounded_time() {
+    for scheme in [
+        "postgresql://u:p@127.0.0.1:{port}/db?connect_timeout=1&timeout=1",
+        "mysql://u:p@127.0.0.1:{port}/db?connect_timeout=1&timeout=1",
+        "redis://127.0.0.1:{port}/0?connect_timeout=1&timeout=1",
+    ] {
+        let url = scheme.replace("{port}", &black_hole().to_string());
+        let m = Memo::builder(unique("hole"))
+            .secret(SECRET)
+            .url(&url)
+            .build();
+        for round in 0..2 {
+            let t = Instant::now();
+            let v = m.call(3u64, |x| x + 1);
+            let took = t.elapsed();
+            println!("S24 black hole {url} call {round}: {took:?}");
+            assert_eq!(v, 4);
+            assert!(took < Duration::from_secs(30), "{url}: {took:?}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The CLI.
+// ---------------------------------------------------------------------------
+
+fn cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_picocache"))
+        .args(args)
+        .output()
+        .expect("run picocache")
+}
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Held: the writing commands (`clear`, `clear NS`, `compact`, `repair`,
+/// `prune`) on a user's directory that is not a store (a file named `index`
+/// that is not one, a file named like a segment, a note), on a regular file
+/// and on a path with a newline and non-UTF-8 bytes, refuse with "no
+/// PicoCache store" and change nothing.
+#[test]
+fn writing_commands_on_a_users_directory_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index"), b"my index of recipes").unwrap();
+    std::fs::write(dir.path().join("seg-00000001.log"), b"my log").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"hello").unwrap();
+    let file = dir.path().join("notes.txt");
+    use std::os::unix::ffi::OsStrExt;
+    let odd = dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"odd\nname \xff"));
+    std::fs::create_dir(&odd).unwrap();
+    std::fs::write(odd.join("index"), b"x").unwrap();
+    let before = snapshot(dir.path());
+    for path in [dir.path(), file.as_path(), odd.as_path()] {
+        for args in [
+            vec!["clear"],
+            vec!["clear", "some::ns"],
+            vec!["compact"],
+            vec!["repair"],
+            vec!["prune", "--unused-for", "0s"],
+        ] {
+            let out = Command::new(env!("CARGO_BIN_EXE_picocache"))
+                .arg(args[0])
+                .arg(path)
+                .args(&args[1..])
+                .output()
+                .unwrap();
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(out.status.code(), Some(2), "{args:?} {path:?}: {said}");
+            assert!(
+                said.contains("no PicoCache store"),
+                "{args:?} {path:?}: {said}"
+            );
+            assert_eq!(
+                snapshot(dir.path()),
+                before,
+                "{args:?} {path:?} changed files"
+            );
+        }
+    }
+}
+
+/// `repair` moves a file named like a segment that is not one into
+/// `damaged/` ("nothing is deleted"), by `rename` to `damaged/<same name>`:
+/// a second repair that finds another such file under the same name
+/// replaces the first one moved aside, which is then lost. Every time.
+/// Severity: loss of a file the repair promised to keep (a damaged segment
+/// whose bytes someone may want to recover, or a user's file). Suggested
+/// fix: move to a name that does not exist yet (`seg-00000077.log.1`, or a
+/// time-stamped subdirectory per repair); never rename over a file.
+#[test]
+#[ignore = "BUG: a second `picocache repair` overwrites the file the first moved into damaged/"]
+fn a_second_repair_keeps_what_the_first_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let m = memo_on(
+            &dir.path().display().to_string(),
+            "s24::repair",
+            Duration::from_secs(5),
+        );
+        m.call(1u64, |x| x + 1);
+    }
+    let p = dir.path().to_str().unwrap();
+    let stray = dir.path().join("seg-00000077.log");
+    std::fs::write(&stray, b"first stray: bytes to keep").unwrap();
+    let o = cli(&["repair", p]);
+    println!("S24 repair 1: {}", String::from_utf8_lossy(&o.stdout));
+    std::fs::write(&stray, b"second stray").unwrap();
+    let o = cli(&["repair", p]);
+    println!("S24 repair 2: {}", String::from_utf8_lossy(&o.stdout));
+    let kept: Vec<Vec<u8>> = snapshot(dir.path())
+        .into_iter()
+        .filter(|(path, _)| path.starts_with(dir.path().join("damaged")))
+        .map(|(_, bytes)| bytes)
+        .collect();
+    println!("S24 repair: damaged/ holds {} files", kept.len());
+    assert!(
+        kept.iter().any(|b| b == b"first stray: bytes to keep"),
+        "the first file moved aside is gone"
+    );
+    assert!(kept.iter().any(|b| b == b"second stray"));
+}
