@@ -19,20 +19,20 @@ use std::time::{Duration, Instant};
 use picocache::redis::{RedisBackend, RedisOptions};
 use picocache::{Backend, Error, Limits, Namespace};
 
-/// The server's URL, or `None` after saying the test is skipped.
-fn redis_url() -> Option<String> {
-    match std::env::var("PICOCACHE_REDIS_URL") {
+/// The server's URL in `var`, or `None` after saying the test is skipped.
+fn server_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
         Ok(u) if !u.is_empty() => Some(u),
         _ => {
             let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
             assert!(
                 !ci,
-                "PICOCACHE_REDIS_URL is not set; CI=true: every server must be there \
+                "{var} is not set; CI=true: every server must be there \
                  (tests/servers/start.sh, then source /tmp/picocache-servers/env.sh)"
             );
             let _ = writeln!(
                 std::io::stderr(),
-                "SKIPPED: redis_deadline: PICOCACHE_REDIS_URL is not set (run \
+                "SKIPPED: redis_deadline: {var} is not set (run \
                  `bash tests/servers/start.sh` and `source /tmp/picocache-servers/env.sh`)"
             );
             None
@@ -40,13 +40,18 @@ fn redis_url() -> Option<String> {
     }
 }
 
-/// `url` (`redis://[auth@]host:port[/db]`) split around its `host:port`.
+fn redis_url() -> Option<String> {
+    server_url("PICOCACHE_REDIS_URL")
+}
+
+/// `url` (`redis[s]://[auth@]host:port[/db][#insecure]`) split around its
+/// `host:port`.
 fn split_url(url: &str) -> (String, String, String) {
-    let rest = url.strip_prefix("redis://").expect("a redis:// URL");
+    let (scheme, rest) = url.split_once("://").expect("a redis:// URL");
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let start = rest[..end].rfind('@').map_or(0, |a| a + 1);
     (
-        format!("redis://{}", &rest[..start]),
+        format!("{scheme}://{}", &rest[..start]),
         rest[start..end].to_string(),
         rest[end..].to_string(),
     )
@@ -172,13 +177,29 @@ fn namespace(b: &RedisBackend, tag: &str) -> Arc<dyn Namespace> {
 #[test]
 fn a_trickling_answer_costs_the_timeout_only() {
     let Some(url) = redis_url() else { return };
-    let (head, hostport, tail) = split_url(&url);
-    let proxy = Trickle::new(&hostport);
-    let purl = format!("{head}127.0.0.1:{}{tail}", proxy.port);
-    let purl = match purl.split_once('?') {
-        Some(_) => format!("{purl}&timeout=0.2&connect_timeout=0.2"),
-        None => format!("{purl}?timeout=0.2&connect_timeout=0.2"),
+    trickled("plain", &url);
+}
+
+/// The same over TLS: rustls's reads of the socket are bounded too.
+#[test]
+fn a_trickling_tls_answer_costs_the_timeout_only() {
+    let Some(url) = server_url("PICOCACHE_REDIS_TLS_URL") else {
+        return;
     };
+    trickled("tls", &url);
+}
+
+/// `url` with `timeout=0.2&connect_timeout=0.2` (before its fragment).
+fn with_short_timeouts(url: &str) -> String {
+    let (main, fragment) = url.split_at(url.find('#').unwrap_or(url.len()));
+    let sep = if main.contains('?') { '&' } else { '?' };
+    format!("{main}{sep}timeout=0.2&connect_timeout=0.2{fragment}")
+}
+
+fn trickled(tag: &str, url: &str) {
+    let (head, hostport, tail) = split_url(url);
+    let proxy = Trickle::new(&hostport);
+    let purl = with_short_timeouts(&format!("{head}127.0.0.1:{}{tail}", proxy.port));
     let options = RedisOptions {
         pool_size: 1,
         backoff: Duration::from_millis(50),
@@ -186,7 +207,7 @@ fn a_trickling_answer_costs_the_timeout_only() {
         ..RedisOptions::default()
     };
     let b = RedisBackend::connect(&purl, options).unwrap();
-    let ns = namespace(&b, "trickle");
+    let ns = namespace(&b, &format!("trickle_{tag}"));
     let value = vec![b'v'; 450];
     let other = vec![b'o'; 20];
     ns.put(b"k", &value, None).unwrap();
@@ -199,7 +220,7 @@ fn a_trickling_answer_costs_the_timeout_only() {
     let r = ns.get(b"k");
     let took = t.elapsed();
     let shown = r.as_ref().map(|v| v.as_ref().map(Vec::len));
-    println!("FIGURE trickled redis hit (timeout 0.2 s): {took:?}, {shown:?} (bytes)");
+    println!("FIGURE trickled redis hit ({tag}, timeout 0.2 s): {took:?}, {shown:?} (bytes)");
     assert!(
         matches!(&r, Err(Error::Unavailable { .. })),
         "a trickling answer fails as unavailable: {shown:?}"
@@ -280,4 +301,25 @@ fn the_handshake_selects_the_database_and_a_refused_password_is_an_error() {
         let r = RedisBackend::connect(&format!("redis://someone:wrong@{hostport}/0"), options());
         assert!(matches!(r, Err(Error::Backend { .. })), "{r:?}");
     }
+}
+
+/// Without `#insecure`, a `rediss://` server's certificate is checked (the
+/// test server's is self-signed): connecting fails, promptly, as an error.
+#[test]
+fn tls_checks_the_certificate_unless_insecure() {
+    let Some(url) = server_url("PICOCACHE_REDIS_TLS_URL") else {
+        return;
+    };
+    let checked = url.trim_end_matches("#insecure");
+    let t = Instant::now();
+    let r = RedisBackend::connect(checked, RedisOptions::default());
+    println!(
+        "FIGURE verified TLS to a self-signed server: {:?}, {r:?}",
+        t.elapsed()
+    );
+    assert!(
+        matches!(r, Err(Error::Unavailable { .. } | Error::Backend { .. })),
+        "{r:?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(5));
 }
