@@ -293,13 +293,16 @@ def test_redis_flushall_and_oom_mid_run_never_give_a_wrong_value_or_hang(private
     then while it refuses writes (maxmemory 1 byte, ``noeviction``: every
     store and lease fails with OOM): every call returns the function's own
     value, none raises, none hangs (bounded at 60 s), and the cache serves
-    hits again once the server accepts writes."""
+    hits again once the server accepts writes. The results are immutable
+    (handed to waiting threads directly): with a list in them, 2 runs of 5
+    failed, a waiting thread raising CacheError (the bug of
+    test_a_waiter_never_raises_a_cache_error_when_the_store_fails)."""
     url, r = private_redis
     cache = pc.RedisCache(url, namespace="fl", timeout=2.0, lease_timeout=5.0)
 
     @cache(name="f")
     def f(i):
-        return ("v", i, [i] * 10)
+        return ("v", i, (i,) * 10)
 
     stop = threading.Event()
     bad: list = []
@@ -310,10 +313,11 @@ def test_redis_flushall_and_oom_mid_run_never_give_a_wrong_value_or_hang(private
             k = (k * 7 + 3) % 30
             try:
                 v = f(k)
-            except BaseException as e:  # noqa: BLE001 - any exception is a failure here
-                bad.append(repr(e))
+            except BaseException:  # noqa: BLE001 - any exception is a failure here
+                import traceback
+                bad.append(traceback.format_exc())
                 return
-            if v != ("v", k, [k] * 10):
+            if v != ("v", k, (k,) * 10):
                 bad.append((k, v))
 
     def flusher():
@@ -338,14 +342,75 @@ def test_redis_flushall_and_oom_mid_run_never_give_a_wrong_value_or_hang(private
     r.config_set("maxmemory", "0")
     time.sleep(1.2)  # past the back-off window of a failed server
     for i in range(30):
-        assert f(i) == ("v", i, [i] * 10)
+        assert f(i) == ("v", i, (i,) * 10)
     before = f.cache_info().hits
     deadline = time.monotonic() + 20  # the longest back-off window is 10 s
     while f.cache_info().hits == before and time.monotonic() < deadline:
         for i in range(30):
-            assert f(i) == ("v", i, [i] * 10)
+            assert f(i) == ("v", i, (i,) * 10)
         time.sleep(0.2)
     assert f.cache_info().hits > before, "no hit after the server recovered"
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a thread waiting for another thread's computation "
+                                       "of a mutable result raises CacheError/CacheUnavailable "
+                                       "when the store fails meanwhile (strict=False)")
+@pytest.mark.parametrize("how", ["oom", "server-killed"])
+def test_a_waiter_never_raises_a_cache_error_when_the_store_fails(how, private_redis):
+    """BUG (a cache failure breaks the user's call; found by the FLUSHALL/OOM
+    test below, which failed in 2 runs of 5 before it was made to report
+    tracebacks): thread A computes f(1) (a dict or list result, 0.6 s);
+    thread B calls f(1) and waits for A; meanwhile the server refuses writes
+    (``maxmemory`` reached, ``noeviction``: every script that writes,
+    GET's included, fails with OOM) or dies (SIGKILL: a restart, a
+    failover). A gets its value (its store failure is a warning), but B's
+    call RAISES ``CacheError: redis: "OOM": command not allowed ...`` /
+    ``CacheUnavailable: redis unavailable: skipped for another 999 ms``,
+    with strict=False: README "Failures (server down ...): the function's
+    value is returned and a warning logged". Every time. Cause: miss.rs
+    ``begin``, the Waiter branch: a leader hands a mutable result over by
+    the store, so the waiter "looks again" with ``ns.fetch(...)?``, and the
+    ``?`` raises the CacheError instead of passing it to ``cx.fail`` (as the
+    lease path does just below). Suggested fix: ``match ns.fetch(..) { Err(e)
+    if e.is_instance_of::<CacheError>(py) => cx.fail(py, e, "a lookup")?,
+    ... }`` then compute; the same for the other ``?`` on store calls in that
+    branch."""
+    import signal as _signal
+
+    url, r = private_redis
+    cache = pc.RedisCache(url, namespace="w")
+
+    @cache(name="f")
+    def f(i):
+        time.sleep(0.6)
+        return {"v": i}
+
+    assert f(0) == {"v": 0}  # the namespace is open
+    out: dict = {}
+
+    def call(tag):
+        try:
+            out[tag] = f(1)
+        except BaseException as e:  # noqa: BLE001
+            out[tag] = f"RAISED {type(e).__name__}: {e}"
+
+    leader = threading.Thread(target=call, args=("leader",))
+    leader.start()
+    time.sleep(0.15)
+    waiter = threading.Thread(target=call, args=("waiter",))
+    waiter.start()
+    time.sleep(0.15)
+    if how == "oom":
+        r.config_set("maxmemory-policy", "noeviction")
+        r.config_set("maxmemory", "1")
+    else:
+        pid = r.info("server")["process_id"]
+        os.kill(pid, _signal.SIGKILL)
+    leader.join(30)
+    waiter.join(30)
+    assert not leader.is_alive() and not waiter.is_alive()
+    print(out)
+    assert out == {"leader": {"v": 1}, "waiter": {"v": 1}}
 
 
 # ---------------------------------------------------------------------------
@@ -695,7 +760,8 @@ def test_a_key_that_recurses_into_the_cached_method_raises_recursion_error():
     1 ms. Here the call never returns (observed: still running after 20 s,
     more than a million ``__picocache_key__`` calls in 8 s, CPU bound, the
     body never run); the same with a key that calls ``f(self)`` directly.
-    Every time. Cause: wrapper.rs ``lookup``: a native lookup that raised
+    Every time. Likely cause (from reading the code, not traced): wrapper.rs
+    ``lookup``: a native lookup that raised
     gives ``Looked::Slow`` ("met again, and handled, by the Python
     wrapper"), and the Python wrapper encodes the key again: every level of
     the recursion is done twice when the RecursionError unwinds, so the
@@ -728,3 +794,167 @@ def test_a_key_that_recurses_into_the_cached_method_raises_recursion_error():
     """, timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "{'raised': 'RecursionError'}"
+
+
+# ---------------------------------------------------------------------------
+# 7. HELD
+# ---------------------------------------------------------------------------
+
+
+def test_equal_values_of_other_types_are_apart_with_typed(tmp_path):
+    """Held: with typed=True, each of these pairs (equal by ==, so one
+    lru_cache(typed=False) entry) gets its own result, in both orders:
+    namedtuple/tuple, str-Enum/str, IntEnum/IntFlag/int, int subclass/int,
+    numpy scalars/Python scalars, Decimal/Fraction/int, bool/int, complex/int.
+    (Under typed=False numpy scalars, Decimal and Fraction are keyed apart
+    from int too: extra misses, never a wrong value.)"""
+    import collections
+    import enum
+
+    np = pytest.importorskip("numpy")
+    NT = collections.namedtuple("NT", "a b")
+
+    class S(str, enum.Enum):
+        A = "x"
+
+    class IE(enum.IntEnum):
+        ONE = 1
+
+    class IF(enum.IntFlag):
+        ONE = 1
+
+    class MyInt(int):
+        pass
+
+    pairs = [(NT(1, 2), (1, 2)), (S.A, "x"), (IE.ONE, 1), (IF.ONE, 1), (IE.ONE, IF.ONE),
+             (MyInt(1), 1), (np.int64(1), 1), (np.float64(1.0), 1.0), (np.float32(0.5), 0.5),
+             (np.bool_(True), True), (np.str_("x"), "x"), (np.bytes_(b"x"), b"x"),
+             (decimal.Decimal(1), 1), (fractions.Fraction(1), 1), (True, 1), (1 + 0j, 1),
+             (decimal.Decimal("1.0"), fractions.Fraction(1))]
+    cache = pc.LocalCache(tmp_path / "s")
+    for i, (a, b) in enumerate(pairs):
+        assert a == b
+        for n, (x, y) in enumerate([(a, b), (b, a)]):
+            f = cache(name=f"p{i}-{n}", typed=True)(_body)
+            assert f(x) == _body(x)
+            assert f(y) == _body(y), (x, y)
+            assert f(x) == _body(x)
+
+
+def test_arguments_mutated_by_the_call_are_keyed_as_they_were_passed(tmp_path):
+    """Held: a function that mutates its argument (a dataclass, a list) is
+    keyed by the argument as it was when called, not as the call left it:
+    by a call, by ``map`` and by an async call. (A key taken after the call
+    would store the result under the mutated state.)"""
+    import asyncio
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Box:
+        v: int
+
+    cache = pc.LocalCache(tmp_path / "s")
+
+    @cache
+    def bump(b, lst):
+        r = (b.v, list(lst))
+        b.v += 100
+        lst.append(9)
+        return r
+
+    assert bump(Box(1), [1]) == (1, [1])
+    assert bump(Box(101), [1, 9]) == (101, [1, 9])
+    assert bump(Box(1), [1]) == (1, [1])
+
+    @cache
+    def take(b):
+        r = b.v
+        b.v += 100
+        return r
+
+    assert take.map([Box(5), Box(6)]) == [5, 6]
+    assert take(Box(105)) == 105 and take(Box(5)) == 5
+
+    @cache
+    async def atake(b):
+        r = b.v
+        await asyncio.sleep(0)
+        b.v += 100
+        return r
+
+    assert asyncio.run(atake(Box(7))) == 7
+    assert asyncio.run(atake(Box(107))) == 107
+
+
+def test_defaults_edited_between_runs_are_a_new_namespace(tmp_path):
+    """Held: a script edited between two runs so that only a default changes
+    (a positional default, a keyword-only default, a functools.partial
+    default) gets its new results, not the first run's. (A module global
+    read by the body is not part of the name: documented, README lists what
+    the digest covers; the same script with ``SCALE`` edited serves the old
+    result, as it would from any persistent memoizer.)"""
+    script = tmp_path / "edited.py"
+    store = tmp_path / "s"
+    template = """
+import functools, picocache as pc
+c = pc.LocalCache({store!r})
+@c
+def kwonly(x, *, scale={v}):
+    return x * scale
+@c
+def posdef(x, scale={v}):
+    return x * scale
+@c
+def pdef(x, f=functools.partial(pow, {v})):
+    return f(x)
+print(kwonly(10), posdef(10), pdef(2))
+"""
+    outs = []
+    for v in (2, 3):
+        script.write_text(template.format(store=str(store), v=v))
+        r = subprocess.run([PY, str(script)], capture_output=True, text=True, env=child_env(),
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        outs.append(r.stdout.split())
+    assert outs == [["20", "20", "4"], ["30", "30", "9"]]
+
+
+def test_results_that_cannot_be_stored_are_fresh_each_call(tmp_path, caplog):
+    """Held: a sync function returning a coroutine, a lambda, a lock or a
+    future, and an async generator function: a warning, and every call gets
+    a fresh, working object of its own (never one another call consumed)."""
+    import asyncio
+
+    cache = pc.LocalCache(tmp_path / "s")
+
+    async def co(x):
+        return x * 2
+
+    @cache
+    def returns_coro(x):
+        return co(x)
+
+    @cache
+    def returns_lambda(x):
+        return lambda: x
+
+    @cache
+    def returns_lock(x):
+        return threading.Lock()
+
+    @cache
+    async def agen(x):
+        yield x
+        yield x + 1
+
+    async def main():
+        a = await returns_coro(1)
+        b = await returns_coro(1)
+        return a, b, [v async for v in agen(1)], [v async for v in agen(1)]
+
+    with caplog.at_level(logging.WARNING, logger="picocache"):
+        assert asyncio.run(main()) == (2, 2, [1, 2], [1, 2])
+        assert returns_lambda(1)() == 1 and returns_lambda(1)() == 1
+        l1, l2 = returns_lock(1), returns_lock(1)
+        assert l1 is not l2 and l1.acquire(False) and l2.acquire(False)
+    assert any("cannot be" in r.getMessage() for r in caplog.records)
