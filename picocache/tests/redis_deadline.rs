@@ -294,6 +294,16 @@ fn the_handshake_selects_the_database_and_a_refused_password_is_an_error() {
     assert_eq!(other.get(b"k").unwrap(), None);
     ns.clear().unwrap();
 
+    // RESP3 (`HELLO 3`) when the URL asks for it.
+    let resp3 =
+        RedisBackend::connect(&format!("{head}{hostport}/3?protocol=resp3"), options()).unwrap();
+    let ns3 = resp3.namespace("only_in_3", Limits::default()).unwrap();
+    ns3.put(b"k3", b"v3", None).unwrap();
+    assert_eq!(ns3.get(b"k3").unwrap().as_deref(), Some(&b"v3"[..]));
+    assert_eq!(ns3.get(b"absent").unwrap(), None);
+    assert_eq!(ns3.stats().unwrap().entries, 1);
+    ns3.clear().unwrap();
+
     // The test server has no password: AUTH is refused.
     if head == "redis://" {
         let r = RedisBackend::connect(&format!("redis://:wrong@{hostport}/0"), options());
