@@ -12,6 +12,11 @@
 //!   uncontended; a holder that dies is reported to the next locker with
 //!   `EOWNERDEAD`, as the kernel releases an `fcntl`/`flock` lock), the same
 //!   `pwrite`;
+//! - `words + map`: the words, the record copied through a shared map of
+//!   the preallocated segment instead of `pwrite`;
+//!
+//! each round appending to a fresh, preallocated (`fallocate`d) segment, so
+//! every page is touched for the first time, as in a store's active segment;
 //! - each without the `pwrite` (the locks alone), and the `pwrite` alone.
 //!
 //! `cargo run --release -p picocache-benches --bin miss_locks` (least of 7
@@ -148,6 +153,57 @@ mod shm {
         unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &fl) == 0 }
     }
 
+    /// A writable shared map of the first `len` bytes of `file`.
+    pub struct Map {
+        base: *mut u8,
+        len: usize,
+    }
+
+    impl Map {
+        /// Maps `len` bytes of `file` (already that long), shared.
+        pub fn new(file: &File, len: usize) -> Map {
+            // SAFETY: as in `Mutexes::new`.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    file.as_raw_fd(),
+                    0,
+                )
+            };
+            assert!(p != libc::MAP_FAILED, "mmap");
+            Map {
+                base: p as *mut u8,
+                len,
+            }
+        }
+
+        /// Copies `b` to offset `at` of the map (the way an append through
+        /// the map would write a record).
+        pub fn write(&self, at: usize, b: &[u8]) {
+            assert!(at + b.len() <= self.len);
+            // SAFETY: the range is inside the live map (checked); the file
+            // is this benchmark's own, preallocated, never truncated.
+            unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), self.base.add(at), b.len()) };
+        }
+    }
+
+    impl Drop for Map {
+        fn drop(&mut self) {
+            // SAFETY: unmaps the map made in `new`, no longer used.
+            unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+        }
+    }
+
+    /// `fallocate` of the whole file (blocks allocated: a write through the
+    /// map cannot find the disk full).
+    pub fn preallocate(f: &File, len: u64) {
+        // SAFETY: a plain system call on a live descriptor.
+        assert_eq!(unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len as i64) }, 0);
+    }
+
     /// `fork()`: Some(0) in the child, the child's pid in the parent.
     pub fn fork() -> i32 {
         // SAFETY: the parent is single-threaded here; the child only runs
@@ -164,11 +220,29 @@ mod shm {
 }
 
 struct Files {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     lock: File,
     leases: File,
-    seg: File,
     words: shm::Mutexes,
+}
+
+/// A fresh, preallocated segment for one round (every append touches new
+/// pages, as appends to a store's active segment do), and its map.
+fn segment(f: &Files, tag: u64) -> (File, shm::Map) {
+    let path = f.dir.path().join(format!("seg-{}-{tag}", std::process::id()));
+    let seg = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .expect("open");
+    let len = N * 128;
+    seg.set_len(len).expect("set_len");
+    shm::preallocate(&seg, len);
+    std::fs::remove_file(&path).expect("unlink");
+    let map = shm::Map::new(&seg, len as usize);
+    (seg, map)
 }
 
 fn files() -> Files {
@@ -183,14 +257,12 @@ fn files() -> Files {
             .open(dir.path().join(n))
             .expect("open")
     };
-    let (lock, leases, seg) = (open("lock"), open("leases"), open("seg"));
-    seg.set_len(64 << 20).expect("set_len");
+    let (lock, leases) = (open("lock"), open("leases"));
     let words = shm::Mutexes::new(&open("words"), 1 + SLOTS as usize);
     Files {
-        _dir: dir,
+        dir,
         lock,
         leases,
-        seg,
         words,
     }
 }
@@ -199,11 +271,15 @@ fn files() -> Files {
 enum Way {
     V1,
     Words,
+    /// The words, and the record copied through a shared map of the
+    /// (preallocated) segment instead of `pwrite`.
+    WordsMap,
 }
 
 fn misses(f: &Files, way: Way, write: bool, seed: u64) -> f64 {
     let rec = [7u8; 128];
     let mut h = seed | 1;
+    let (seg, map) = segment(f, seed);
     let t = Instant::now();
     for i in 0..N {
         h ^= h << 13;
@@ -215,22 +291,23 @@ fn misses(f: &Files, way: Way, write: bool, seed: u64) -> f64 {
                 while !shm::ofd(&f.leases, slot, true) {}
                 shm::flock(&f.lock, libc::LOCK_EX);
             }
-            Way::Words => {
+            Way::Words | Way::WordsMap => {
                 while !f.words.try_lock(1 + slot as usize) {}
                 f.words.lock(0);
             }
         }
-        if write {
-            f.seg
-                .write_all_at(&rec, (i * 128) % (60 << 20))
-                .expect("pwrite");
+        let at = i * 128;
+        if write && way == Way::WordsMap {
+            map.write(at as usize, &rec);
+        } else if write {
+            seg.write_all_at(&rec, at).expect("pwrite");
         }
         match way {
             Way::V1 => {
                 shm::flock(&f.lock, libc::LOCK_UN);
                 shm::ofd(&f.leases, slot, false);
             }
-            Way::Words => {
+            Way::Words | Way::WordsMap => {
                 f.words.unlock(0);
                 f.words.unlock(1 + slot as usize);
             }
@@ -241,11 +318,10 @@ fn misses(f: &Files, way: Way, write: bool, seed: u64) -> f64 {
 
 fn pwrites(f: &Files) -> f64 {
     let rec = [7u8; 128];
+    let (seg, _map) = segment(f, 0);
     let t = Instant::now();
     for i in 0..N {
-        f.seg
-            .write_all_at(&rec, (i * 128) % (60 << 20))
-            .expect("pwrite");
+        seg.write_all_at(&rec, i * 128).expect("pwrite");
     }
     t.elapsed().as_nanos() as f64 / N as f64
 }
@@ -258,11 +334,13 @@ fn table(f: &Files, label: &str) {
     println!("{label} (ns per miss, least of {ROUNDS} rounds of {N}):");
     let v1 = least(|| misses(f, Way::V1, true, 1));
     let words = least(|| misses(f, Way::Words, true, 1));
+    let words_map = least(|| misses(f, Way::WordsMap, true, 1));
     let v1_locks = least(|| misses(f, Way::V1, false, 1));
     let words_locks = least(|| misses(f, Way::Words, false, 1));
     let pw = least(|| pwrites(f));
     println!("  v1 (ofd lease + flock + pwrite)     {v1:8.0}");
     println!("  words (robust mutexes + pwrite)     {words:8.0}");
+    println!("  words + write through the map       {words_map:8.0}");
     println!("  v1 locks alone                      {v1_locks:8.0}");
     println!("  words locks alone                   {words_locks:8.0}");
     println!("  pwrite alone                        {pw:8.0}");
@@ -280,7 +358,7 @@ fn main() {
     // rounds (contended locks: waits where one holds what the other wants).
     let pid = shm::fork();
     if pid == 0 {
-        for way in [Way::V1, Way::Words] {
+        for way in [Way::V1, Way::Words, Way::WordsMap] {
             for _ in 0..ROUNDS {
                 misses(&f, way, true, 2);
             }
@@ -288,9 +366,13 @@ fn main() {
         std::process::exit(0);
     }
     println!("two processes (this one measured; the child does the same):");
-    for way in [Way::V1, Way::Words] {
+    for way in [Way::V1, Way::Words, Way::WordsMap] {
         let t = least(|| misses(&f, way, true, 1));
-        let name = if way == Way::V1 { "v1" } else { "words" };
+        let name = match way {
+            Way::V1 => "v1",
+            Way::Words => "words",
+            Way::WordsMap => "words + map",
+        };
         println!("  {name:34}  {t:8.0}");
     }
     shm::wait(pid);
