@@ -1174,3 +1174,193 @@ fn a_name_with_an_at_sign_never_meets_a_versioned_name() {
     assert_eq!(f.call(2u64, |x| x * 10), 20);
     assert_eq!(g.call(2u64, |x| x * 1000), 2000);
 }
+
+// ---------------------------------------------------------------------------
+// Hostile remote stores: tables dropped, keys of the wrong type.
+// ---------------------------------------------------------------------------
+
+/// A table name of its own (so that dropping it disturbs no one else).
+fn own_table() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "s24_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Runs `f(1..=3)` four times with the same function, checking each value
+/// and the time each round takes; returns the rounds' times.
+fn rounds(m: &Memo, label: &str) -> Vec<Duration> {
+    (0..4)
+        .map(|_| {
+            let t = Instant::now();
+            for x in 1..=3u64 {
+                assert_eq!(m.call(x, |x| x * 11), x * 11, "{label} f({x})");
+            }
+            let took = t.elapsed();
+            assert!(took < Duration::from_secs(30), "{label}: {took:?}");
+            took
+        })
+        .collect()
+}
+
+/// Held: the SQL backends' tables dropped by someone else while a memoizer
+/// uses them (SQLite, PostgreSQL, MySQL; a table of its own each): every
+/// call still returns the function's value, within a bounded time. Whether
+/// the backend recreates its tables and caches again is printed.
+#[test]
+fn dropped_sql_tables_never_break_a_call() {
+    let dir = temp_root().join(unique("dropped").replace("::", "_"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut targets = vec![(
+        "sqlite",
+        format!("sqlite:///{}", dir.join("c.sqlite").display()),
+    )];
+    for (label, var) in [
+        ("postgres", "PICOCACHE_POSTGRES_URL"),
+        ("mysql", "PICOCACHE_MYSQL_URL"),
+    ] {
+        if let Some(u) = server_url(var, "dropped_sql_tables_never_break_a_call") {
+            targets.push((label, u));
+        }
+    }
+    for (label, url) in targets {
+        let table = own_table();
+        let options = picocache::SqlOptions {
+            table: table.clone(),
+            ..Default::default()
+        };
+        let backend = picocache::SqlBackend::connect(&url, options).unwrap();
+        let m = Memo::builder(unique("dropped"))
+            .secret(SECRET)
+            .backend(Arc::new(backend))
+            .build();
+        let before = rounds(&m, label);
+        let drops: Vec<String> = ["", "_ns", "_meta", "_lease"]
+            .iter()
+            .map(|suffix| format!("DROP TABLE {table}{suffix}"))
+            .collect();
+        match label {
+            "sqlite" => {
+                let db = rusqlite::Connection::open(dir.join("c.sqlite")).unwrap();
+                for d in &drops {
+                    db.execute(d, []).unwrap();
+                }
+            }
+            "postgres" => {
+                let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                for d in &drops {
+                    c.batch_execute(d).unwrap();
+                }
+            }
+            _ => {
+                use mysql::prelude::Queryable;
+                let mut c = mysql::Conn::new(mysql::Opts::from_url(&url).unwrap()).unwrap();
+                for d in &drops {
+                    c.query_drop(d).unwrap();
+                }
+            }
+        }
+        let after = rounds(&m, label);
+        let info = m.cache_info();
+        println!(
+            "S24 dropped {label}: rounds before {before:?}, after {after:?}; \
+             cache_info after: {info:?}"
+        );
+    }
+}
+
+/// The Redis backend's key of `name`'s `part` under `prefix`.
+fn redis_key(prefix: &str, name: &str, part: &str) -> String {
+    let mut esc = String::new();
+    for ch in name.chars() {
+        match ch {
+            '%' => esc.push_str("%25"),
+            ':' => esc.push_str("%3A"),
+            '{' => esc.push_str("%7B"),
+            '}' => esc.push_str("%7D"),
+            c => esc.push(c),
+        }
+    }
+    format!("{prefix}:{{{esc}}}:{part}")
+}
+
+/// Held: a namespace's Redis keys replaced by keys of the wrong type (its
+/// `meta` hash by a string, its `lru` sorted set by a list, a value by a
+/// hash) and then deleted while a memoizer uses it (a key prefix of its
+/// own): every call still returns the function's value, within a bounded
+/// time.
+#[test]
+fn redis_keys_of_the_wrong_type_never_break_a_call() {
+    let Some(url) = server_url(
+        "PICOCACHE_REDIS_URL",
+        "redis_keys_of_the_wrong_type_never_break_a_call",
+    ) else {
+        return;
+    };
+    let prefix = own_table();
+    let options = picocache::RedisOptions {
+        prefix: prefix.clone(),
+        ..Default::default()
+    };
+    let backend = picocache::RedisBackend::connect(&url, options).unwrap();
+    let name = unique("wrongtype");
+    let m = Memo::builder(name.clone())
+        .secret(SECRET)
+        .backend(Arc::new(backend))
+        .build();
+    let before = rounds(&m, "redis");
+    let mut c = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let key1 = picocache::memo::encode(&1u64).unwrap();
+    let mut v1 = redis_key(&prefix, &name, "v:").into_bytes();
+    v1.extend_from_slice(&key1);
+    let meta = redis_key(&prefix, &name, "meta");
+    let lru = redis_key(&prefix, &name, "lru");
+    let _: () = redis::cmd("DEL")
+        .arg(&meta)
+        .arg(&lru)
+        .arg(&v1)
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&meta)
+        .arg("garbage")
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("RPUSH")
+        .arg(&lru)
+        .arg("x")
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(&v1)
+        .arg("f")
+        .arg("v")
+        .query(&mut c)
+        .unwrap();
+    let wrong = rounds(&m, "redis wrong types");
+    let _: () = redis::cmd("DEL")
+        .arg(&meta)
+        .arg(&lru)
+        .arg(&v1)
+        .query(&mut c)
+        .unwrap();
+    let deleted = rounds(&m, "redis deleted");
+    println!(
+        "S24 redis wrong types: rounds before {before:?}, wrong types {wrong:?}, \
+         deleted {deleted:?}; {:?}",
+        m.cache_info()
+    );
+    // Leave nothing behind.
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut c)
+        .unwrap();
+    for k in keys {
+        let _: () = redis::cmd("DEL").arg(k).query(&mut c).unwrap();
+    }
+}
