@@ -201,7 +201,10 @@ mod shm {
     /// map cannot find the disk full).
     pub fn preallocate(f: &File, len: u64) {
         // SAFETY: a plain system call on a live descriptor.
-        assert_eq!(unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len as i64) }, 0);
+        assert_eq!(
+            unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len as i64) },
+            0
+        );
     }
 
     /// `fork()`: Some(0) in the child, the child's pid in the parent.
@@ -229,7 +232,10 @@ struct Files {
 /// A fresh, preallocated segment for one round (every append touches new
 /// pages, as appends to a store's active segment do), and its map.
 fn segment(f: &Files, tag: u64) -> (File, shm::Map) {
-    let path = f.dir.path().join(format!("seg-{}-{tag}", std::process::id()));
+    let path = f
+        .dir
+        .path()
+        .join(format!("seg-{}-{tag}", std::process::id()));
     let seg = OpenOptions::new()
         .read(true)
         .write(true)
