@@ -1028,3 +1028,31 @@ def test_pandas_attrs_are_part_of_the_key(tmp_path):
     metres.attrs["unit"] = "m"
     assert unit(plain) == "none"
     assert unit(metres) == "m"
+
+
+@pytest.mark.xfail(strict=True, reason="BUG (minor): value_serializer=picocache.plain turns a "
+                                       "bytearray result into bytes on hits")
+def test_plain_never_changes_a_results_type(tmp_path):
+    """BUG (minor, wrong type): with ``value_serializer=picocache.plain`` a
+    function returning a ``bytearray`` (alone or inside a list) returns
+    ``bytes`` from the second call on: immutable, ``.append`` fails,
+    ``isinstance(r, bytearray)`` is False. README: plain stores "None,
+    bool, int, float, str, bytes, lists, tuples and dicts of them"; every
+    other type it refuses with a warning (OrderedDict, frozenset, set,
+    complex, IntEnum, str/list subclasses, namedtuple: all held here), so
+    bytearray should be refused too (or round-trip as bytearray). Every
+    time. Suggested fix: _serial.py plain ``dumps``: accept exact ``bytes``
+    only (``type(v) is bytes``; the encoder is in picocache.plain / the
+    native plain codec)."""
+    cache = pc.LocalCache(tmp_path / "s", value_serializer=pc.plain)
+
+    @cache
+    def buf(n):
+        return bytearray(b"a" * n)
+
+    @cache
+    def bufs(n):
+        return [bytearray(b"b" * n)]
+
+    assert type(buf(2)) is bytearray and type(buf(2)) is bytearray
+    assert type(bufs(2)[0]) is bytearray and type(bufs(2)[0]) is bytearray
