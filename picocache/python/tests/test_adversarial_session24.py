@@ -1041,9 +1041,12 @@ def test_plain_never_changes_a_results_type(tmp_path):
     other type it refuses with a warning (OrderedDict, frozenset, set,
     complex, IntEnum, str/list subclasses, namedtuple: all held here), so
     bytearray should be refused too (or round-trip as bytearray). Every
-    time. Suggested fix: _serial.py plain ``dumps``: accept exact ``bytes``
-    only (``type(v) is bytes``; the encoder is in picocache.plain / the
-    native plain codec)."""
+    time. plain.py's docstring says it on purpose ("bytearray and
+    memoryview are stored as bytes"), but the README does not, and the first
+    rule (a cached call returns what the function returns) is broken.
+    Suggested fix: plain.py ``dumps``: take exact ``bytes`` only (refuse
+    bytearray and memoryview like the other non-plain types), or give
+    bytearray its own tag."""
     cache = pc.LocalCache(tmp_path / "s", value_serializer=pc.plain)
 
     @cache
