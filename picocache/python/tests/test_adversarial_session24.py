@@ -1117,8 +1117,9 @@ def test_a_database_written_by_picocache_1_4_keeps_working(kind, tmp_path):
     are named from the same table_name and CREATE TABLE IF NOT EXISTS keeps
     1.4's table. Every time (checked with the real picocache 1.4.0 from PyPI
     writing the file, and here with its schema). README, "Coming from
-    picocache 1.4": "entries written by 1.4 are read ... each is recomputed
-    once and overwritten"; a drop-in must not break the import. (A table of
+    picocache 1.4", on entries written by 1.4: "they are not sealed: each
+    is recomputed once and overwritten"; a drop-in must not break the
+    import. (A table of
     the user's own with that name raising is test_adversarial_session12's
     choice; 1.4's table is not the user's.) Suggested fix: recognise 1.4's
     schema (exactly key/value/last_accessed) and replace it (it is a cache)
