@@ -70,7 +70,7 @@ use conn::{Connector, RedisConn};
 
 #[path = "redis_lua.rs"]
 mod lua;
-use lua::Scripts;
+use lua::{escape, limit_arg, ms, Scripts};
 
 const KIND: &str = "redis";
 
@@ -346,31 +346,6 @@ impl Inner {
     fn registry(&self) -> String {
         format!("{}:namespaces", self.options.prefix)
     }
-}
-
-/// Escapes a namespace name so that it holds no `:`, `{`, `}`.
-fn escape(name: &str) -> String {
-    let mut s = String::with_capacity(name.len());
-    for ch in name.chars() {
-        match ch {
-            '%' => s.push_str("%25"),
-            ':' => s.push_str("%3A"),
-            '{' => s.push_str("%7B"),
-            '}' => s.push_str("%7D"),
-            c => s.push(c),
-        }
-    }
-    s
-}
-
-fn ms(d: Duration) -> i64 {
-    let m = d.as_millis();
-    let m = if m == 0 && !d.is_zero() { 1 } else { m };
-    i64::try_from(m).unwrap_or(i64::MAX)
-}
-
-fn limit_arg(v: Option<u64>) -> i64 {
-    v.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 impl Backend for RedisBackend {

@@ -1,9 +1,39 @@
 //! The Lua scripts of the Redis backend (`redis.rs`): one per operation,
 //! each after [`COMMON`] (its helpers: the namespace's keys from `ARGV[1]`,
 //! the server's clock, dropping an entry, forgetting the expired ones,
-//! evicting down to the limits). The key layout is described in `redis.rs`.
+//! evicting down to the limits), and the forms of their arguments. The key
+//! layout is described in `redis.rs`.
+
+use std::time::Duration;
 
 use super::call::Lua;
+
+/// Escapes a namespace name so that it holds no `:`, `{`, `}`.
+pub(super) fn escape(name: &str) -> String {
+    let mut s = String::with_capacity(name.len());
+    for ch in name.chars() {
+        match ch {
+            '%' => s.push_str("%25"),
+            ':' => s.push_str("%3A"),
+            '{' => s.push_str("%7B"),
+            '}' => s.push_str("%7D"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+/// `d` in whole milliseconds (at least 1 if not zero), as a script takes it.
+pub(super) fn ms(d: Duration) -> i64 {
+    let m = d.as_millis();
+    let m = if m == 0 && !d.is_zero() { 1 } else { m };
+    i64::try_from(m).unwrap_or(i64::MAX)
+}
+
+/// A limit as a script takes it: `-1` for none.
+pub(super) fn limit_arg(v: Option<u64>) -> i64 {
+    v.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX))
+}
 
 const COMMON: &str = r#"
 if redis.replicate_commands then pcall(redis.replicate_commands) end
