@@ -94,6 +94,15 @@ pub(crate) struct TimedOut {
     pub(crate) after: Duration,
 }
 
+/// A statement the server cancelled for time: its statement or lock timeout
+/// (set from the operation's `timeout`) ran out, or a lock wait did. The
+/// operation's time is spent: a timeout, as [`TimedOut`] (the backend is
+/// skipped for its back-off window, and the statement is not tried again on
+/// a fresh connection).
+#[derive(Debug, thiserror::Error)]
+#[error("the server cancelled a statement for time: {0}")]
+pub(crate) struct CancelledForTime(pub(crate) String);
+
 /// Every connection of the pool stayed in use while a caller waited.
 #[derive(Debug, thiserror::Error)]
 #[error("all {max} pooled connections stayed in use for {waited:?}")]
@@ -169,6 +178,7 @@ pub(crate) fn is_timeout(e: &Error) -> bool {
     match e {
         Error::Unavailable { source, .. } => {
             source.is::<TimedOut>()
+                || source.is::<CancelledForTime>()
                 || source.downcast_ref::<std::io::Error>().is_some_and(|io| {
                     matches!(
                         io.kind(),

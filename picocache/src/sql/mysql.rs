@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use mysql::prelude::Queryable;
 use mysql::{Opts, OptsBuilder, Params, Value};
 
-use super::guard::{time_left, unavailable, TimedOut};
+use super::guard::{time_left, unavailable, CancelledForTime, TimedOut};
 use super::worker::Worker;
 use super::{url::redact, Conn, Dialect, Driver, Retryable, SqlOptions, Val};
 use crate::{Error, Result};
@@ -108,10 +108,18 @@ fn convert(e: mysql::Error) -> Error {
     }
     match &e {
         mysql::Error::MySqlError(m) => match m.code {
-            // Deadlock, lock wait timeout.
-            1213 | 1205 => Error::Backend {
+            // Deadlock: worth another try.
+            1213 => Error::Backend {
                 backend: KIND,
                 source: Box::new(Retryable(e.into())),
+            },
+            // A lock wait or a statement that ran out of the operation's time
+            // (innodb_lock_wait_timeout, lock_wait_timeout; MySQL's
+            // max_execution_time, MariaDB's max_statement_time): its time is
+            // spent, the later operations of the call skipped.
+            1205 | 3024 | 1969 => Error::Unavailable {
+                backend: KIND,
+                source: Box::new(CancelledForTime(e.to_string())),
             },
             // Server shutdown, connection killed, too many connections, gone away, lost.
             1053 | 1927 | 1040 | 2006 | 2013 => Error::Unavailable {

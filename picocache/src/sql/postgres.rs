@@ -18,7 +18,7 @@ use postgres::error::SqlState;
 use postgres::types::{IsNull, ToSql, Type};
 use postgres::{Client, Config, NoTls};
 
-use super::guard::time_left;
+use super::guard::{time_left, CancelledForTime};
 use super::worker::Worker;
 use super::{url::redact, Conn, Dialect, Driver, Retryable, SqlOptions, Val};
 use crate::{Error, Result};
@@ -84,6 +84,14 @@ fn convert(e: postgres::Error) -> Error {
             };
         }
         let c = code.code();
+        if *code == SqlState::QUERY_CANCELED || *code == SqlState::LOCK_NOT_AVAILABLE {
+            // The server-side statement or lock timeout (the operation's):
+            // its time is spent, the later operations of the call skipped.
+            return Error::Unavailable {
+                backend: KIND,
+                source: Box::new(CancelledForTime(format!("{db} (SQLSTATE {c})"))),
+            };
+        }
         if c.starts_with("54") {
             // program_limit_exceeded and the like: a value too large.
             return Error::TooLarge {
