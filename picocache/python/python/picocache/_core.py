@@ -16,7 +16,7 @@ else:
         return func
 
 from . import _native
-from ._naming import function_name
+from ._naming import function_name, serializer_identity
 from ._batch import as_calls, run_batch
 from ._seal import secret_list
 from . import _values
@@ -153,6 +153,14 @@ class BaseCache:
         # it is made again in each process, not sent to one.
         raise TypeError(f"cannot pickle a {type(self).__name__} object: it holds its open store; make the "
                         "cache in the process that uses it (at module level, which a spawn worker imports)")
+
+    def _value_identity(self) -> Optional[str]:
+        """The identity of the value serializer in namespace names (None for
+        the default: picocache._naming.serializer_identity), made once."""
+        vid = self.__dict__.get("_value_id", _UNSET)
+        if vid is _UNSET:
+            vid = self._value_id = serializer_identity(self.value_serializer)
+        return vid  # type: ignore[no-any-return]
 
     def _sealer(self) -> Any:
         """The sealer of the namespaces written in Python (made once)."""
@@ -344,7 +352,7 @@ class BaseCache:
             # One table for the process (native, shared with the native
             # miss path), by cache, namespace and key: two functions of
             # one name in two stores must not hand each other results.
-            role, fl = _native.flight_join(id(st.cache), st._name, k)
+            role, fl = _native.flight_join(id(st.cache), st.store_name, k)
             if role == 2:
                 # Re-entrant: this thread is computing this key already
                 # (the function calls itself with the same arguments).
@@ -454,7 +462,7 @@ class BaseCache:
                 loop = asyncio.get_running_loop()
                 task = id(asyncio.current_task())
                 while True:
-                    role, fl = _native.flight_join(id(st.cache), st._name, k, task)
+                    role, fl = _native.flight_join(id(st.cache), st.store_name, k, task)
                     if role == 0:
                         break
                     if role == 2:
@@ -661,9 +669,9 @@ class BaseCache:
 
     def _state_gone(self, st: _FunctionState) -> None:
         """Keeps what clear() and cache_info() need of a dropped function."""
-        if st._name is None or st.ns is None:
+        if st._store_name is None or st.ns is None:
             return  # never stored anything
-        g = self._gone.setdefault(st._name, {"hits": 0, "misses": 0})
+        g = self._gone.setdefault(st._store_name, {"hits": 0, "misses": 0})
         hits, misses = st.counts.value()
         g["hits"] += hits
         g["misses"] += misses
@@ -671,7 +679,7 @@ class BaseCache:
 
     def _gone_namespaces(self, live: list) -> list:
         """The namespaces of dropped functions that no live one shares."""
-        names = {st._name for st in live}
+        names = {st._store_name for st in live}
         out = []
         for name, g in list(self._gone.items()):
             if name in names:

@@ -25,6 +25,16 @@ given, then ``#DIGEST`` unless nothing but the name tells the function apart:
 - The digest depends on the Python version's bytecode: the same function
   under two Python minor versions has two namespaces (never a wrong value).
 
+The namespace a function's entries live in (:func:`store_name`) is that name,
+then ``;typed`` if ``typed=True`` (a typed key of an exact int, str or None is
+the bytes of the untyped key, which ``f(1.0)`` and ``f(True)`` share with
+``f(1)``), then ``;vs=`` and 16 hex digits of BLAKE2b of the identity of a
+custom ``value_serializer`` (:func:`serializer_identity`: its ``dumps`` and
+``loads``), so a value is only ever decoded by the serializer that made it
+(bytes a raw serializer stored are never unpickled). The default serializer
+(pickle) adds nothing: the entries stored before these suffixes stay readable.
+``name=`` is followed by the suffixes too.
+
 A closure, default or bound object that cannot be encoded as a key raises
 ``TypeError`` at the first call, naming it: such a function cannot be told
 apart from its siblings, so it is not cached; pass ``name=`` to name it.
@@ -35,7 +45,7 @@ from __future__ import annotations
 TYPE_CHECKING = False  # typing is imported by type checkers only (import time)
 if TYPE_CHECKING:
     import hashlib
-    from typing import Any, Callable
+    from typing import Any, Callable, Optional
 
 from . import _native
 from ._keys import IdentityError, fallback, function_identity, module_name
@@ -75,6 +85,36 @@ def function_name(func: Callable, version: Any = None, *, self_obj: object = Non
         return _shorten(name)
     enc = _native.encode(ident, False, fallback)
     return _shorten(name + "#" + _blake2b(enc, digest_size=8).hexdigest())
+
+
+def store_name(name: str, typed: bool, value_id: Optional[str]) -> str:
+    """The namespace of a function named ``name`` (see the module
+    docstring): ``name``, then ``;typed`` if typed, then ``;vs=ID`` for a
+    custom value serializer of identity ``value_id``."""
+    suffix = (";typed" if typed else "") + ("" if value_id is None else ";vs=" + value_id)
+    return _shorten(name + suffix) if suffix else name
+
+
+def serializer_identity(value_serializer: Any) -> Optional[str]:
+    """None for the default serializer (pickle), else 16 hex digits of
+    BLAKE2b over what tells a custom one apart: the module and qualified
+    name of its ``dumps`` and ``loads``, and, where they can be encoded,
+    their code, defaults and closures (two lambdas of one module differ)
+    or the object a method is bound to."""
+    if value_serializer is None:
+        return None
+    from ._serial import serializer_pair
+
+    parts = []
+    for f in serializer_pair(value_serializer):
+        mod = getattr(f, "__module__", None) or type(f).__module__
+        qual = getattr(f, "__qualname__", None) or getattr(f, "__name__", None) or type(f).__qualname__
+        parts.append(f"{mod}.{qual}")
+        try:
+            parts.append(_native.encode(function_identity(f, with_code=True), False, fallback).hex())
+        except (TypeError, ValueError, RecursionError):
+            parts.append("-")  # by its names alone
+    return _blake2b("\0".join(parts).encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
 #: Longest name kept whole, in UTF-8 bytes (the local engine takes up to

@@ -22,19 +22,23 @@ class _PickleSerializer:
     loads = staticmethod(_pickle_loads)
 
 
+def serializer_pair(vs: Any) -> tuple:
+    """The user's ``(dumps, loads)`` of a custom ``value_serializer``."""
+    if isinstance(vs, tuple) and len(vs) == 2:
+        return vs
+    if hasattr(vs, "dumps") and hasattr(vs, "loads"):
+        return vs.dumps, vs.loads
+    raise TypeError(
+        "value_serializer must have dumps() and loads() (like the pickle module) "
+        "or be a (dumps, loads) pair"
+    )
+
+
 def _value_serializer(vs: Any) -> tuple:
     if vs is None:
         # Pickle, large buffers (arrays) out of band: see picocache._values.
         return _values.dumps, _values.loads
-    if isinstance(vs, tuple) and len(vs) == 2:
-        dumps, loads = vs
-    elif hasattr(vs, "dumps") and hasattr(vs, "loads"):
-        dumps, loads = vs.dumps, vs.loads
-    else:
-        raise TypeError(
-            "value_serializer must have dumps() and loads() (like the pickle module) "
-            "or be a (dumps, loads) pair"
-        )
+    dumps, loads = serializer_pair(vs)
     return _bytes_dumps(dumps), _bytes_loads(loads)
 
 

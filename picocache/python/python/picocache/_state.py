@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 from . import _native
 from ._keys import IdentityError, fallback as _fallback
+from ._naming import store_name
 from ._native import CacheError, CacheReadOnly, CacheTooLarge
 
 class _Logger:
@@ -112,6 +113,9 @@ class _FunctionState:
         #: name_fn (a closure's contents are read then, not at decoration).
         self._name = name
         self._name_fn = name_fn
+        #: The namespace in the store: the name with the typed and value
+        #: serializer suffixes (picocache._naming.store_name), at first use.
+        self._store_name: Optional[str] = None
         #: The decorator's strict= (None: the cache's).
         self.strict = strict
         #: Set (to the error) if the function cannot be named, or its cache
@@ -161,6 +165,14 @@ class _FunctionState:
             n = self._name = self._name_fn()
         return n
 
+    @property
+    def store_name(self) -> str:
+        """The namespace the entries live in (raises as ``name``)."""
+        n = self._store_name
+        if n is None:
+            n = self._store_name = store_name(self.name, self.typed, self.cache._value_identity())
+        return n
+
     def __del__(self) -> None:
         # The function was dropped (a closure made per call, a redefined
         # function): its cache object keeps what clear() and cache_info()
@@ -194,7 +206,7 @@ class _FunctionState:
                 # instead of trying in turn (n threads would take n opens).
                 self._raise_while_waiting()
                 try:
-                    name = self.name
+                    name = self.store_name
                 except IdentityError as e:
                     if self.cache.strict if self.strict is None else self.strict:
                         raise
