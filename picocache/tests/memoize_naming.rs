@@ -157,3 +157,83 @@ fn the_functions_still_compute_and_cache() {
     let info = plain::scale_cache().cache_info();
     assert_eq!((info.hits, info.misses), (1, 1));
 }
+
+/// Nested functions of one name in one module (session 24).
+mod nested {
+    pub fn first(x: u64) -> (u64, &'static str) {
+        #[picocache::memoize(backend = crate::store(), version = 1)]
+        fn g(x: u64) -> u64 {
+            x + 1
+        }
+        (g(x), g_cache().namespace_name())
+    }
+
+    pub fn second(x: u64) -> (u64, &'static str) {
+        #[picocache::memoize(backend = crate::store(), version = 1)]
+        fn g(x: u64) -> u64 {
+            x + 2
+        }
+        (g(x), g_cache().namespace_name())
+    }
+
+    /// Two functions of one name in two blocks of one function: one path.
+    pub fn blocks(x: u64) -> [(u64, &'static str); 2] {
+        let a = {
+            #[picocache::memoize(backend = crate::store(), version = 1)]
+            fn h(x: u64) -> u64 {
+                x + 10
+            }
+            (h(x), h_cache().namespace_name())
+        };
+        let b = {
+            #[picocache::memoize(backend = crate::store(), version = 1)]
+            fn h(x: u64) -> u64 {
+                x + 20
+            }
+            (h(x), h_cache().namespace_name())
+        };
+        [a, b]
+    }
+}
+
+#[test]
+fn a_nested_function_is_named_after_its_enclosing_function() {
+    for _ in 0..2 {
+        assert_eq!(nested::first(5), (6, "memoize_naming::nested::first::g@1"));
+        assert_eq!(
+            nested::second(5),
+            (7, "memoize_naming::nested::second::g@1")
+        );
+    }
+}
+
+#[test]
+fn a_second_function_claiming_a_name_runs_uncached() {
+    for _ in 0..3 {
+        let [(a, na), (b, nb)] = nested::blocks(1);
+        assert_eq!((a, b), (11, 21));
+        assert_eq!(na, nb, "one scope, one name: the second is refused");
+    }
+}
+
+#[test]
+fn a_name_holding_an_at_sign_runs_uncached() {
+    let f = picocache::Memo::builder("memoize_naming::at@1")
+        .backend(store())
+        .build();
+    let g = picocache::Memo::builder("memoize_naming::at")
+        .version("1")
+        .backend(store())
+        .build();
+    assert_eq!(f.call(2u64, |x| x * 10), 20);
+    assert_eq!(g.call(2u64, |x| x * 1000), 2000);
+    assert_eq!(g.call(2u64, |x| x * 1000), 2000);
+    assert_eq!(f.call(2u64, |x| x * 10), 20);
+    assert_eq!(f.cache_info().hits, 0, "refused: never cached");
+    let strict = picocache::Memo::builder("memoize_naming::at@2")
+        .strict(true)
+        .backend(store())
+        .build();
+    let e = strict.try_call(1u64, |x| x).unwrap_err();
+    assert!(e.to_string().contains("'@'"), "{e}");
+}

@@ -102,7 +102,14 @@ struct Options {
 ///   version pins the identity: entries survive edits of the body until the
 ///   version changes;
 /// - with `name = "N"`: `N` (then `@V` if a version is given). Every function
-///   given that name shares entries.
+///   given that name shares entries. Neither may hold `@`.
+///
+/// `module_path!()` stands for the path of the scope: for a function
+/// declared in a function body, the module path and the enclosing functions
+/// (read at run time from `std::any::type_name` of a type declared in the
+/// accessor). A default name is claimed in the process by the first
+/// function to use it; another function with the same default name (one
+/// name in two blocks of one function) runs uncached, with a warning.
 #[proc_macro_attribute]
 pub fn memoize(attr: TokenStream, item: TokenStream) -> TokenStream {
     match expand(attr.into(), item.clone().into()) {
@@ -206,6 +213,18 @@ fn check(func: &ItemFn, opts: &Options) -> Result<(), Error> {
             "give `ttl_secs` or `ttl_ms`, not both",
         ));
     }
+    if opts.name.as_deref().is_some_and(|n| n.contains('@')) {
+        push(Error::new(
+            Span::call_site(),
+            "a `name` must not hold '@', which separates the version: give `version = ...`",
+        ));
+    }
+    if opts.version.as_ref().is_some_and(|v| v.0.contains('@')) {
+        push(Error::new(
+            Span::call_site(),
+            "a `version` must not hold '@', which separates it from the name",
+        ));
+    }
     if opts.path.is_some() && opts.backend.is_some() {
         push(Error::new(
             Span::call_site(),
@@ -245,20 +264,30 @@ fn generate(func: &ItemFn, opts: &Options) -> TokenStream2 {
         }
     }
 
+    // The default names start with the path of the scope the function is
+    // declared in (its module, and its enclosing functions if nested), read
+    // from the `type_name` of a type declared in the accessor; the function
+    // claims the name in this process (`.__site`).
+    let accessor_s = accessor.to_string();
+    let scoped = |leaf: String| {
+        quote!(::picocache::memo::__macro_name(
+            ::std::any::type_name::<__PicocacheSite>(),
+            ::std::module_path!(),
+            #accessor_s,
+            #leaf,
+        ))
+    };
     let name = match (&opts.name, &opts.version) {
         (Some(n), _) => quote!(#n),
         // The version pins the identity: entries survive edits of the body.
-        (None, Some(_)) => {
-            let s = ident.to_string();
-            quote!(::std::concat!(::std::module_path!(), "::", #s))
-        }
+        (None, Some(_)) => scoped(ident.to_string()),
         // The code names the function: a changed body is a new namespace.
-        (None, None) => {
-            let s = format!("{ident}#{:016x}", code_digest(sig, block));
-            quote!(::std::concat!(::std::module_path!(), "::", #s))
-        }
+        (None, None) => scoped(format!("{ident}#{:016x}", code_digest(sig, block))),
     };
     let mut builder = quote!(::picocache::Memo::builder(#name));
+    if opts.name.is_none() {
+        builder.extend(quote!(.__site(::std::ptr::addr_of!(MEMO) as usize)));
+    }
     if let Some(MaxSize(m)) = opts.maxsize {
         let m = match m {
             Some(n) => quote!(::std::option::Option::Some(#n)),
@@ -320,6 +349,9 @@ fn generate(func: &ItemFn, opts: &Options) -> TokenStream2 {
         #[doc = #doc]
         #[allow(dead_code)]
         #vis fn #accessor() -> &'static ::picocache::Memo {
+            /// Names the scope the function is declared in (`type_name`).
+            #[allow(dead_code)]
+            struct __PicocacheSite;
             static MEMO: ::std::sync::LazyLock<::picocache::Memo> =
                 ::std::sync::LazyLock::new(|| #builder.build());
             &MEMO

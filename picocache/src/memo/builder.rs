@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 
 use super::source::Source;
 use super::tier::Tier;
-use super::{namespace_name, Memo, OpenState};
+use super::{identity, namespace_name, Memo, OpenState};
 use crate::backend::{Backend, Limits};
 use crate::core::codec::Bincode;
 
@@ -24,6 +24,9 @@ pub struct MemoBuilder<C = Bincode> {
     pub(super) source: Source,
     pub(super) secrets: Option<Vec<Vec<u8>>>,
     pub(super) codec: C,
+    /// The `#[memoize]` function that builds it (the address of its
+    /// `static`), which claims the name in this process.
+    pub(super) site: Option<usize>,
 }
 
 impl<C> MemoBuilder<C> {
@@ -42,6 +45,7 @@ impl<C> MemoBuilder<C> {
             source: self.source,
             secrets: self.secrets,
             codec,
+            site: self.site,
         }
     }
 
@@ -129,10 +133,26 @@ impl<C> MemoBuilder<C> {
         self
     }
 
+    /// For `#[memoize]`: the function building it claims its name in this
+    /// process (see `identity`); `site` is the address of its `static`.
+    #[doc(hidden)]
+    pub fn __site(mut self, site: usize) -> Self {
+        self.site = Some(site);
+        self
+    }
+
     /// The memoizer. Nothing is opened until the first call.
+    ///
+    /// A name or version holding `@` (which separates the version) is
+    /// refused: the `Memo` then runs the function uncached, with a logged
+    /// warning on calls (an error in strict mode).
     pub fn build(self) -> Memo<C> {
+        let ns_name = namespace_name(&self.name, self.version.as_deref());
+        let refused = identity::refusal(&self.name, self.version.as_deref())
+            .or_else(|| self.site.and_then(|site| identity::claim(&ns_name, site)));
         Memo {
-            ns_name: namespace_name(&self.name, self.version.as_deref()),
+            ns_name,
+            refused,
             limits: self.limits,
             strict: self.strict,
             lease_timeout: self.lease_timeout,

@@ -93,6 +93,16 @@
 //! - `NAME` (then `@VERSION`) with `name = "NAME"`: the given name replaces
 //!   the identity, and every function given that name shares entries.
 //!
+//! A function declared inside a function body is named after the enclosing
+//! functions too (`app::outer::f#DIGEST`), read from `std::any::type_name`
+//! of a type the macro declares next to it. Two functions of one name left
+//! with one default name (in two blocks of one function) are told apart in
+//! the process: the first to be called claims the name, the other runs
+//! uncached with a logged warning (give it a `name`). A name or version
+//! holding `@` (which separates the version) is refused: a compile error in
+//! `#[memoize]`, and a `Memo` that runs its function uncached with a logged
+//! warning (an error in strict mode) from [`Memo::builder`].
+//!
 //! Names longer than the 232 bytes a namespace name may have are shortened,
 //! with a hash of the full name appended. A changed body or `version` starts
 //! from an empty namespace; the old one's entries stay until it is cleared
@@ -145,6 +155,7 @@
 
 mod batch;
 mod builder;
+mod identity;
 mod lease;
 mod source;
 mod tier;
@@ -158,6 +169,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use self::builder::MemoBuilder;
+#[doc(hidden)]
+pub use self::identity::macro_name as __macro_name;
 use self::lease::Lease;
 pub use self::source::default_backend;
 use self::source::{backend_for_url, Source};
@@ -238,6 +251,9 @@ struct OpenState {
 /// [`MemoBuilder::codec`] chose another).
 pub struct Memo<C = Bincode> {
     ns_name: String,
+    /// Why this `Memo` may not cache (a name it may not have): every call
+    /// runs the function, with a logged warning.
+    refused: Option<String>,
     limits: Limits,
     strict: bool,
     lease_timeout: Duration,
@@ -284,6 +300,7 @@ impl Memo {
             source: Source::Default,
             secrets: None,
             codec: Bincode,
+            site: None,
         }
     }
 }
@@ -374,6 +391,15 @@ impl<C> Memo<C> {
         Ok(())
     }
 
+    /// Reports why this `Memo` may not cache, if it may not (an error in
+    /// strict mode, else a logged warning).
+    pub(crate) fn check_refused(&self) -> Result<()> {
+        match &self.refused {
+            Some(why) => self.failed(Error::InvalidArgument(why.clone()), "naming the cache"),
+            None => Ok(()),
+        }
+    }
+
     /// `f(args)`, from the cache when `args` were seen before.
     ///
     /// Never fails: a cache failure is logged and `f` runs. In strict mode it
@@ -420,6 +446,10 @@ impl<C> Memo<C> {
         C: MemoCodec<A, R>,
         F: FnOnce(A) -> R,
     {
+        if self.refused.is_some() {
+            self.check_refused()?;
+            return Ok(f(args));
+        }
         let key = match self.codec.encode_key(&args) {
             Ok(k) => k,
             Err(e) => {
