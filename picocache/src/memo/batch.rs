@@ -23,33 +23,40 @@ impl<C> Memo<C> {
         F: FnMut(A) -> R,
     {
         let args: Vec<A> = args.into_iter().collect();
-        let mut keys = Vec::with_capacity(args.len());
+        if self.refused.is_some() {
+            self.check_refused()?;
+            return Ok(self.uncached(args, f));
+        }
+        // The key of each argument; `None`: its arguments do not encode, so
+        // it is computed uncached (as `call` does), the others still are.
+        let mut keys: Vec<Option<Vec<u8>>> = Vec::with_capacity(args.len());
         for a in &args {
-            keys.push(self.codec.encode_key(a)?);
+            match self.codec.encode_key(a) {
+                Ok(k) => keys.push(Some(k)),
+                Err(e) => {
+                    self.failed(e, "encoding the arguments")?;
+                    keys.push(None);
+                }
+            }
         }
         let ns = match self.namespace() {
             Ok(ns) => ns,
             Err(e) => {
                 self.failed(e, "opening the cache")?;
-                return Ok(args
-                    .into_iter()
-                    .map(|a| {
-                        self.count(true, true);
-                        f(a)
-                    })
-                    .collect());
+                return Ok(self.uncached(args, f));
             }
         };
         // One lookup of the distinct keys.
         let mut distinct: Vec<&[u8]> = Vec::new();
-        let mut slot = Vec::with_capacity(keys.len());
+        let mut slot: Vec<Option<usize>> = Vec::with_capacity(keys.len());
         let mut seen = std::collections::HashMap::new();
         for k in &keys {
-            let i = *seen.entry(k.as_slice()).or_insert_with(|| {
-                distinct.push(k.as_slice());
-                distinct.len() - 1
-            });
-            slot.push(i);
+            slot.push(k.as_ref().map(|k| {
+                *seen.entry(k.as_slice()).or_insert_with(|| {
+                    distinct.push(k.as_slice());
+                    distinct.len() - 1
+                })
+            }));
         }
         let got = match ns.get_many(&distinct) {
             Ok(got) => got,
@@ -68,7 +75,14 @@ impl<C> Memo<C> {
             .map(|v| v.and_then(|b| self.codec.decode_value(&b).ok()))
             .collect();
         let mut fresh: Vec<(usize, Vec<u8>)> = Vec::new();
-        for (a, &i) in args.into_iter().zip(&slot) {
+        // The results of arguments that do not encode, by position.
+        let mut unkeyed: Vec<Option<R>> = Vec::new();
+        for (n, (a, &i)) in args.into_iter().zip(&slot).enumerate() {
+            let Some(i) = i else {
+                unkeyed.resize_with(n + 1, || None);
+                unkeyed[n] = Some(f(a));
+                continue;
+            };
             if values[i].is_none() {
                 let r = f(a);
                 match self.codec.encode_value(&r) {
@@ -91,12 +105,29 @@ impl<C> Memo<C> {
         let fresh_slots: std::collections::HashSet<usize> = fresh.iter().map(|(i, _)| *i).collect();
         Ok(slot
             .into_iter()
-            .map(|i| {
-                let ran = fresh_slots.contains(&i) && !std::mem::replace(&mut counted[i], true);
-                self.count(ran, true);
-                values[i].clone().expect("computed above")
+            .enumerate()
+            .map(|(n, i)| match i {
+                Some(i) => {
+                    let ran = fresh_slots.contains(&i) && !std::mem::replace(&mut counted[i], true);
+                    self.count(ran, true);
+                    values[i].clone().expect("computed above")
+                }
+                None => {
+                    self.count(true, true);
+                    unkeyed[n].take().expect("computed above")
+                }
             })
             .collect())
+    }
+
+    /// `f(a)` for every `a` of `args`, without the cache (each a miss).
+    fn uncached<A, R>(&self, args: Vec<A>, mut f: impl FnMut(A) -> R) -> Vec<R> {
+        args.into_iter()
+            .map(|a| {
+                self.count(true, true);
+                f(a)
+            })
+            .collect()
     }
 
     /// [`Memo::try_call_many`], never failing (in strict mode it panics on
