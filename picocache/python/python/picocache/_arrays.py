@@ -94,6 +94,7 @@ def ndarray_key(np: Any, a: Any) -> tuple:
     # itemsize); others by their type string (kind, size, byte order, unit),
     # or repr where that says more (string and user dtypes).
     kind = repr(dt) if dt.fields or dt.kind not in "biufcmMSUV" else dt.str
+    shape = tuple(a.shape)  # before ascontiguousarray, which makes a 0-d array 1-d
     a = np.ascontiguousarray(a)
     flat = a.reshape(-1).view(np.uint8) if a.size else b""
     if a.size and dt.type in (np.longdouble, np.clongdouble):
@@ -103,7 +104,7 @@ def ndarray_key(np: Any, a: Any) -> tuple:
         used = 10 if np.finfo(np.longdouble).nmant == 63 else part
         if used < part:
             flat = np.ascontiguousarray(flat.reshape(-1, part)[:, :used]).reshape(-1)
-    return ("__ndarray__", kind, tuple(a.shape), _data(flat, flat.nbytes if a.size else 0))
+    return ("__ndarray__", kind, shape, _data(flat, flat.nbytes if a.size else 0))
 
 
 def buffer_key(obj: Any) -> tuple:
