@@ -122,3 +122,7 @@ pub use options::{Durability, Limits, NamespaceStats, Options, StoreStats, Verif
 pub use read::Located;
 pub use repair::RepairReport;
 pub use store::Store;
+/// A counter bumped in every child process right after `fork()` (a
+/// `pthread_atfork` handler): state of the parent's threads that a child
+/// must not trust (in-flight computations) is tagged with it.
+pub use sys::fork_generation;

@@ -482,7 +482,7 @@ extern "C" fn after_fork_in_child() {
 }
 
 /// A counter bumped in every child process right after `fork()`.
-pub(crate) fn fork_generation() -> u64 {
+pub fn fork_generation() -> u64 {
     ATFORK.call_once(|| {
         // SAFETY: registers a handler that only increments a static atomic,
         // which is async-signal-safe and valid in a freshly forked child.

@@ -4,6 +4,14 @@
 //! itself with the same arguments): waiting would never end, so it is told
 //! apart and runs uncached, as `functools.lru_cache` does.
 //!
+//! A flight is tagged with the process's fork generation
+//! ([`picocache_engine::fork_generation`]): in a child forked while a
+//! thread of its parent computed, that thread does not exist, so a flight
+//! of an earlier generation is treated as absent (the child computes).
+//! (A fork while another thread held one of the table's locks for the few
+//! instructions it does would still leave the child that lock held: the
+//! Python adapter forks holding them; Rust programs rarely fork threads.)
+//!
 //! A caller is a thread ([`Flights::join`]: it waits by blocking) or a task
 //! of an event loop ([`Flights::join_task`]: many on one thread; it waits
 //! by [`Flight::when_done`], a callback the leader runs as it finishes).
@@ -67,6 +75,8 @@ type Callback = Box<dyn FnOnce() + Send>;
 /// One in-process computation of a key, which other callers wait for.
 pub struct Flight<T> {
     owner: Owner,
+    /// The fork generation of the process that started it.
+    gen: u64,
     state: Mutex<FlightState<T>>,
     cv: Condvar,
 }
@@ -161,8 +171,11 @@ impl<T: Clone> Flights<T> {
 
     fn join_as(&self, key: &[u8], me: Owner) -> Role<T> {
         let shard = xxhash_rust::xxh3::xxh3_64(key) as usize % self.shards.len();
+        let gen = picocache_engine::fork_generation();
         let mut map = self.shards[shard].lock();
-        if let Some(f) = map.get(key) {
+        // (A flight of an earlier generation was started before a fork by a
+        // thread this process does not have: replaced.)
+        if let Some(f) = map.get(key).filter(|f| f.gen == gen) {
             if me.reenters(f.owner) {
                 return Role::Reentrant;
             }
@@ -170,6 +183,7 @@ impl<T: Clone> Flights<T> {
         }
         let flight = Arc::new(Flight {
             owner: me,
+            gen,
             state: Mutex::new(FlightState {
                 outcome: None,
                 callbacks: Vec::new(),
