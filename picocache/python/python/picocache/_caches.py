@@ -272,7 +272,9 @@ class SQLAlchemyCache(BaseCache):
     ``":memory:"`` URLs give one database per cache object, deleted with it.
     On the native (URL) path the connection options of ``RedisCache`` apply
     too: ``timeout``, ``connect_timeout``, ``pool_size``, ``max_value_size``,
-    ``backoff``, ``backoff_max``.
+    ``backoff``, ``backoff_max``; on the ``Engine`` path ``timeout`` bounds
+    each cache operation's statements and lock waits (PostgreSQL and
+    MySQL/MariaDB; see ``_sqlalchemy``) and the others are the Engine's own.
     """
 
     @property
@@ -346,7 +348,8 @@ class SQLAlchemyCache(BaseCache):
             else:
                 if self._sa is None:
                     from ._sqlalchemy import SAStore
-                    self._sa = SAStore(self.engine, self.table_name + "_sa")
+                    self._sa = SAStore(self.engine, self.table_name + "_sa",
+                                       timeout=self._remote.get("timeout", 1.0))
                 store = self._sa
         if self.engine is None:
             return store.namespace(name, maxsize=maxsize, ttl=ttl, typed=typed, fallback=_fallback,

@@ -7,6 +7,17 @@ used rows of that function only, in the same transaction. No cross-process
 lease on this path: concurrent processes may compute a key more than once
 (threads of one process still compute it once).
 
+Bounds: every transaction of a cache operation runs with the cache's
+``timeout`` (1 s by default) as its statement and lock timeout, so a table
+another session holds locked (a migration, a ``VACUUM FULL``) fails the
+operation after about that long instead of blocking the call:
+PostgreSQL by ``SET LOCAL statement_timeout, lock_timeout`` (this
+transaction only); MySQL/MariaDB by the session's ``lock_wait_timeout`` and
+``innodb_lock_wait_timeout``, set for the transaction and restored after it
+(the Engine's connections are the application's). SQLite waits for its own
+busy timeout (5 s by default in SQLAlchemy's driver); other dialects get
+no bound from picocache: give the Engine one (``connect_args``).
+
 Keys and values are LONGBLOB on MySQL/MariaDB (a BLOB holds 64 KiB: a longer
 key was never found again), and a table made with BLOB columns by an older
 version is widened on open. Processes that open the same new table at once
@@ -16,6 +27,7 @@ finds the table)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 import time
@@ -56,12 +68,13 @@ def _lost_race(e: Exception) -> bool:
 
 
 def _deadlock(e: Exception) -> bool:
-    """Whether the server rolled a transaction back for a deadlock or a lock
-    wait (MySQL 1213, 1205; PostgreSQL 40P01, 40001): worth another try."""
+    """Whether the server rolled a transaction back for a deadlock (MySQL
+    1213; PostgreSQL 40P01, 40001): worth another try. (Not a lock wait that
+    ran out, MySQL 1205: the operation's time is spent.)"""
     orig = getattr(e, "orig", None)
     code = getattr(orig, "args", [None])[0] if orig is not None else None
     pgcode = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    return code in (1213, 1205) or pgcode in ("40P01", "40001")
+    return code == 1213 or pgcode in ("40P01", "40001")
 
 
 #: How many times a write the server rolled back for a deadlock is tried
@@ -69,13 +82,33 @@ def _deadlock(e: Exception) -> bool:
 #: once on MySQL deadlocked 5 times in a row once, under load).
 _WRITE_TRIES = 10
 
+#: Seconds the operations of this path are skipped after one ran out of
+#: time or found the server away (see ``SAStore.tx``).
+_BACKOFF = 1.0
+
+
+def _timed_out_or_away(e: Exception) -> bool:
+    """Whether ``e`` says the operation's time ran out (PostgreSQL 57014,
+    55P03; MySQL 1205, 3024; MariaDB 1969) or the server is away (a
+    connection that failed or was lost: ``OperationalError``)."""
+    orig = getattr(e, "orig", None)
+    code = getattr(orig, "args", [None])[0] if orig is not None else None
+    pgcode = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if _deadlock(e):
+        return False  # (pymysql's deadlock is an OperationalError: tried again)
+    return (isinstance(e, sa.exc.OperationalError) or code in (1205, 3024, 1969)
+            or pgcode in ("57014", "55P03"))
+
+
 #: How many times a CREATE that lost a race is tried again.
 _CREATE_TRIES = 5
 
 
 class SAStore:
-    def __init__(self, engine: Any, table: str) -> None:
+    def __init__(self, engine: Any, table: str, timeout: float = 1.0) -> None:
         self.engine = engine
+        self.timeout = timeout
+        self.down_until = 0.0
         md = sa.MetaData()
         self.table = sa.Table(
             table, md,
@@ -91,6 +124,47 @@ class SAStore:
             self._create(md, table)
         except sa.exc.SQLAlchemyError as e:
             raise _native.CacheUnavailable(f"sqlalchemy: {e}") from e
+
+    @contextlib.contextmanager
+    def tx(self) -> Any:
+        """A transaction of one cache operation, bounded by ``timeout`` (see
+        the module docs). One that fails for time or for the server's
+        absence starts a back-off: the operations of the next second (the
+        rest of the call, and the other calls) fail at once, as on the native
+        path."""
+        if time.monotonic() < self.down_until:
+            raise _native.CacheUnavailable(
+                "sqlalchemy: skipped for a moment after an operation ran out of time or the server failed")
+        try:
+            with self._tx() as conn:
+                yield conn
+        except sa.exc.SQLAlchemyError as e:
+            if _timed_out_or_away(e):
+                self.down_until = time.monotonic() + _BACKOFF
+            raise
+
+    @contextlib.contextmanager
+    def _tx(self) -> Any:
+        with self.engine.begin() as conn:
+            name = conn.dialect.name
+            ms = max(1, int(self.timeout * 1000))
+            if name == "postgresql":
+                conn.execute(sa.text(f"SET LOCAL statement_timeout = {ms}"))
+                conn.execute(sa.text(f"SET LOCAL lock_timeout = {ms}"))
+                yield conn
+            elif name in ("mysql", "mariadb"):
+                secs = max(1, round(self.timeout))
+                old = conn.execute(sa.text(
+                    "SELECT @@SESSION.lock_wait_timeout, @@SESSION.innodb_lock_wait_timeout")).first()
+                conn.execute(sa.text(f"SET SESSION lock_wait_timeout = {secs}, innodb_lock_wait_timeout = {secs}"))
+                try:
+                    yield conn
+                finally:
+                    with contextlib.suppress(sa.exc.SQLAlchemyError):
+                        conn.execute(sa.text("SET SESSION lock_wait_timeout = :a, innodb_lock_wait_timeout = :b"),
+                                     {"a": int(old[0]), "b": int(old[1])})
+            else:
+                yield conn
 
     def _create(self, md: Any, table: str) -> None:
         lock = int.from_bytes(hashlib.blake2b(f"picocache sa schema {table}".encode(), digest_size=8).digest(),
@@ -146,7 +220,7 @@ class SANamespace:
     @_unavailable
     def get(self, key: bytes) -> Optional[bytes]:
         t, kh = self.t, self._kh(key)
-        with self.store.engine.connect() as conn:
+        with self.store.tx() as conn:
             row = conn.execute(sa.select(t.c.k, t.c.v, t.c.atime, t.c.expires)
                                .where(t.c.ns == self.name, t.c.kh == kh)).first()
         if row is None or bytes(row[0]) != key:
@@ -158,7 +232,7 @@ class SANamespace:
         if self.maxsize is not None:
             # The LRU order is exact, as lru_cache's: every hit is a use (a
             # write per hit; without maxsize nothing is ever evicted by it).
-            with self.store.engine.begin() as conn:
+            with self.store.tx() as conn:
                 conn.execute(sa.update(t).where(t.c.ns == self.name, t.c.kh == kh)
                              .values(atime=max(time.time_ns(), row[2] + 1)))
         return bytes(row[1])
@@ -183,7 +257,7 @@ class SANamespace:
 
     def _put(self, key: bytes, value: bytes, expires: Optional[float]) -> None:
         t, kh = self.t, self._kh(key)
-        with self.store.engine.begin() as conn:
+        with self.store.tx() as conn:
             conn.execute(sa.delete(t).where(t.c.ns == self.name, t.c.kh == kh))
             conn.execute(sa.insert(t).values(ns=self.name, kh=kh, k=key, v=value, atime=time.time_ns(),
                                              expires=expires))
@@ -197,19 +271,19 @@ class SANamespace:
 
     @_unavailable
     def remove(self, key: bytes) -> bool:
-        with self.store.engine.begin() as conn:
+        with self.store.tx() as conn:
             r = conn.execute(sa.delete(self.t).where(self.t.c.ns == self.name, self.t.c.kh == self._kh(key)))
             return bool(r.rowcount)
 
     @_unavailable
     def clear(self) -> None:
-        with self.store.engine.begin() as conn:
+        with self.store.tx() as conn:
             conn.execute(sa.delete(self.t).where(self.t.c.ns == self.name))
 
     @_unavailable
     def stats(self) -> dict:
         t = self.t
-        with self.store.engine.connect() as conn:
+        with self.store.tx() as conn:
             n = conn.execute(sa.select(sa.func.count()).select_from(t).where(
                 t.c.ns == self.name, sa.or_(t.c.expires.is_(None), t.c.expires > time.time()))).scalar()
         return {"entries": int(n or 0), "bytes": 0, "hits": 0, "misses": 0, "evictions": 0}
