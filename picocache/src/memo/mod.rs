@@ -520,17 +520,21 @@ impl<C> Memo<C> {
             }
             self.tier.remove(h);
         }
+        // Copied out and decoded after the engine's read returns: a
+        // `Deserialize` may call a memoized function (on this store too),
+        // which must not find the engine's read state taken.
         let mut found = None;
         loc.read_located(key, false, &mut |bytes, at| {
-            if let Ok(r) = self.codec.decode_value(bytes) {
-                self.tier.insert(key, at, bytes);
-                found = Some((r, at));
-            }
+            found = Some((bytes.to_vec(), at));
         })?;
-        match found {
-            Some((r, at)) if loc.confirm_located(&at)? => Ok(Some(r)),
-            _ => Ok(None),
-        }
+        let Some((bytes, at)) = found else {
+            return Ok(None);
+        };
+        let Ok(r) = self.codec.decode_value(&bytes) else {
+            return Ok(None);
+        };
+        self.tier.insert(key, at, &bytes);
+        Ok(loc.confirm_located(&at)?.then_some(r))
     }
 
     /// The leader's part: look up, take the lease, compute, store.
