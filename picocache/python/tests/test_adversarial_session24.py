@@ -212,6 +212,38 @@ def test_a_raw_serializer_never_returns_another_serializers_bytes(kind, tmp_path
     assert b("u") == b"data"
 
 
+@pytest.mark.xfail(strict=True, reason="BUG: lease_timeout=inf (or -1, NaN) is accepted by the "
+                                       "constructor, then every call of every function raises "
+                                       "ValueError")
+@pytest.mark.parametrize("lease_timeout", [float("inf"), -1.0, float("nan")])
+@pytest.mark.parametrize("kind", ["local", "sqlite"])
+def test_a_lease_timeout_out_of_range_never_breaks_calls(kind, lease_timeout, tmp_path):
+    """BUG (a cache setting breaks every call; strict=False): ``LocalCache(
+    lease_timeout=float("inf"))`` (the natural way to say "wait as long as
+    it takes"; 65e1899 made 1e300 work as ~136 years) and the out-of-range
+    -1 and NaN are accepted at construction, then EVERY call of every
+    function raises ``ValueError: a duration must be a finite number of
+    seconds >= 0, got inf`` from ``ns.lease_fetch`` (_core.py
+    ``compute_sync``) / the native miss path: the application's functions
+    no longer work at all. Every time. (``ttl=inf`` and ``ttl=-1``, by
+    contrast, warn and run the function: held.) Suggested fix: validate in
+    the constructor (TypeError/ValueError there, as for other bad options),
+    and take inf as the longest wait (as 1e300 is)."""
+    try:
+        cache = make_cache(kind, tmp_path, lease_timeout=lease_timeout)
+    except (ValueError, TypeError, pc.CacheError):
+        return  # refused at construction: fine
+    calls = []
+
+    @cache
+    def f(x):
+        calls.append(x)
+        return ("f", x)
+
+    assert f(1) == ("f", 1)
+    assert f(1) == ("f", 1)
+
+
 # ---------------------------------------------------------------------------
 # 2. A private Redis that evicts and is flushed
 # ---------------------------------------------------------------------------
