@@ -225,8 +225,10 @@ def test_a_lease_timeout_out_of_range_never_breaks_calls(kind, lease_timeout, tm
     function raises ``ValueError: a duration must be a finite number of
     seconds >= 0, got inf`` from ``ns.lease_fetch`` (_core.py
     ``compute_sync``) / the native miss path: the application's functions
-    no longer work at all. Every time. (``ttl=inf`` and ``ttl=-1``, by
-    contrast, warn and run the function: held.) Suggested fix: validate in
+    no longer work at all. Every time. (By contrast ``timeout``,
+    ``connect_timeout``, ``backoff`` of -1, NaN or inf are refused by the
+    constructor, and ``ttl=inf`` or ``ttl=-1`` warn and run the function:
+    held.) Suggested fix: validate in
     the constructor (TypeError/ValueError there, as for other bad options),
     and take inf as the longest wait (as 1e300 is)."""
     try:
