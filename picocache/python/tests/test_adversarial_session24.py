@@ -620,7 +620,9 @@ def test_a_new_cache_object_opens_the_store_now_at_its_path(how, tmp_path):
     it serves the old ("A", i) values, stores where no other process looks,
     and never sees another process's cache_clear(). Every time. (The first
     cache object keeps using the deleted files too, with no warning: a
-    long-running server never sees the reset.) Suggested fix: key the shared
+    long-running server never sees the reset.) SQLiteCache, by contrast,
+    opens the new file for a new cache object (held: checked by hand).
+    Suggested fix: key the shared
     handle by the directory's (st_dev, st_ino) as well, re-checked when a
     cache object is constructed, and have open handles notice (at a miss,
     or once a second) that the path no longer names their directory: warn
