@@ -7,7 +7,8 @@
 //!
 //! 1. moves aside, into `damaged/` in the store's directory, every file named
 //!    like a segment that is not one (a bad header, another segment's id):
-//!    the log is read without them anyway, and nothing is deleted;
+//!    the log is read without them anyway, and nothing is deleted (a name
+//!    taken there by an earlier repair gets a suffix `.1`, `.2`, ...);
 //! 2. rebuilds the index from the log, and finishes a compaction that the
 //!    journal says was interrupted;
 //! 3. compacts every segment holding damaged stretches (the active one is
@@ -103,11 +104,30 @@ fn move_aside_invalid(inner: &Inner) -> Result<Vec<PathBuf>> {
         if !aside.exists() {
             inner.ctx.modes().create_dir(&aside)?;
         }
-        let to = aside.join(format::segment_file_name(id));
+        let to = free_name(&aside, &format::segment_file_name(id))?;
         std::fs::rename(&path, &to).map_err(Error::from)?;
         moved.push(to);
     }
     Ok(moved)
+}
+
+/// `dir/name` if nothing is there, else the first of `dir/name.1`,
+/// `dir/name.2`, ... that is free: a file an earlier repair moved aside is
+/// never renamed over. (Repairs run under the compaction lock, one at a
+/// time, and nothing else writes into `damaged/`.)
+fn free_name(dir: &std::path::Path, name: &str) -> Result<PathBuf> {
+    for n in 0u64.. {
+        let to = match n {
+            0 => dir.join(name),
+            n => dir.join(format!("{name}.{n}")),
+        };
+        match std::fs::symlink_metadata(&to) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(to),
+            Err(e) => return Err(Error::from(e)),
+            Ok(_) => {}
+        }
+    }
+    unreachable!("a free name among 2^64")
 }
 
 /// Segments with damaged stretches (not counting the active segment's torn

@@ -154,3 +154,27 @@ fn index_damaged_while_in_use_is_repaired() {
         );
     }
 }
+
+/// A second repair that finds another stray file under the name of one an
+/// earlier repair moved aside keeps both (session 24): the newcomer takes
+/// `NAME.1`, never the earlier file's place.
+#[test]
+fn a_second_repair_keeps_what_the_first_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let stray = dir.path().join("seg-00000077.log");
+    let mut moved = Vec::new();
+    for bytes in [&b"first stray"[..], b"second stray", b"third stray"] {
+        std::fs::write(&stray, bytes).unwrap();
+        let rep = store.repair().unwrap();
+        assert!(rep.problems_after.is_empty(), "{:?}", rep.problems_after);
+        moved.extend(rep.moved_aside);
+    }
+    println!("moved aside: {moved:?}");
+    let aside = dir.path().join("damaged");
+    let names = ["seg-00000077.log", "seg-00000077.log.1", "seg-00000077.log.2"];
+    assert_eq!(moved, names.map(|n| aside.join(n)));
+    for (name, bytes) in names.iter().zip(["first stray", "second stray", "third stray"]) {
+        assert_eq!(std::fs::read(aside.join(name)).unwrap(), bytes.as_bytes());
+    }
+}
