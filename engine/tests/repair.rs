@@ -172,9 +172,16 @@ fn a_second_repair_keeps_what_the_first_moved_aside() {
     }
     println!("moved aside: {moved:?}");
     let aside = dir.path().join("damaged");
-    let names = ["seg-00000077.log", "seg-00000077.log.1", "seg-00000077.log.2"];
+    let names = [
+        "seg-00000077.log",
+        "seg-00000077.log.1",
+        "seg-00000077.log.2",
+    ];
     assert_eq!(moved, names.map(|n| aside.join(n)));
-    for (name, bytes) in names.iter().zip(["first stray", "second stray", "third stray"]) {
+    for (name, bytes) in names
+        .iter()
+        .zip(["first stray", "second stray", "third stray"])
+    {
         assert_eq!(std::fs::read(aside.join(name)).unwrap(), bytes.as_bytes());
     }
 }
