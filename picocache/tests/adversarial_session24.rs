@@ -251,7 +251,12 @@ mod nested_pinned {
 
 /// With `version =`, two nested functions with one name in one module share
 /// `module::scale@1` whatever their bodies: `tripled(5)` returns 10 (the
-/// other function's `5 * 2`), not 15, every time. Suggested fix: as for
+/// other function's `5 * 2`), not 15, every time. The same holds across
+/// programs: the default store is shared by every program of the user,
+/// and a pinned name is only `module_path!()::fn@version`, so two projects
+/// whose crates have one name (`app`, `server`, ...) and one function name
+/// (`app::db::lookup@1`) share results whatever their bodies (with the
+/// digest: whenever their tokens match). Suggested fix: as for
 /// `nested_functions_with_one_name_and_body_get_their_own_results` (a
 /// pinned name is meant to survive edits of the body, so the fix cannot be
 /// the digest; a registry of claimed names per process catches it).
@@ -1794,4 +1799,109 @@ fn a_frozen_writer_holding_the_store_lock_never_hangs_a_call() {
     let (v, took) = answer.expect("the miss was still blocked after 5 s");
     assert_eq!(v, 20);
     assert!(took < Duration::from_secs(5));
+}
+
+// ---------------------------------------------------------------------------
+// SQLite columns of the wrong type; a store deleted under a process.
+// ---------------------------------------------------------------------------
+
+/// Held: SQLite rows whose columns hold values of another type (SQLite
+/// types values, not columns: an integer or text value, text keys and key
+/// hashes, a negative or text size, an expiry in the past or of text, an
+/// access time at `i64::MAX`) and counters of the namespace set negative:
+/// every call returns its own value, and `stats`, `cache_info` and
+/// `cache_clear` answer without a panic (what they answer is printed).
+#[test]
+fn sqlite_columns_of_the_wrong_type_never_break_a_call() {
+    let dir = temp_root().join(unique("sqltypes").replace("::", "_"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("c.sqlite");
+    let url = format!("sqlite:///{}", file.display());
+    let name = unique("sqltypes");
+    let m = memo_on(&url, &name, Duration::from_secs(5));
+    for x in 1..=8u64 {
+        assert_eq!(m.call(x, |x| x * 9), x * 9);
+    }
+    let db = rusqlite::Connection::open(&file).unwrap();
+    let ns: i64 = db
+        .query_row(
+            "SELECT id FROM picocache_ns WHERE name = ?1",
+            [&name],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let key = |x: u64| picocache::memo::encode(&x).unwrap();
+    for (x, set) in [
+        (1u64, "v = 42"),
+        (2, "v = 'text value'"),
+        (3, "k = 'text key'"),
+        (4, "kh = 7"),
+        (5, "size = -5"),
+        (6, "size = 'big', expires = 'soon'"),
+        (7, "expires = -1"),
+        (8, "atime = 9223372036854775807"),
+    ] {
+        let n = db
+            .execute(
+                &format!("UPDATE picocache SET {set} WHERE ns = ?1 AND k = ?2"),
+                rusqlite::params![ns, key(x)],
+            )
+            .unwrap();
+        assert_eq!(n, 1, "{set}");
+    }
+    db.execute(
+        "UPDATE picocache_ns SET entries = -3, bytes = 'lots', hits = -1 WHERE id = ?1",
+        [ns],
+    )
+    .unwrap();
+    drop(db);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let values: Vec<u64> = (1..=9u64)
+            .chain(1..=9)
+            .map(|x| m.call(x, |x| x * 9))
+            .collect();
+        let stats = m.stats().map_err(|e| e.to_string());
+        let info = m.cache_info();
+        m.cache_clear();
+        let after: Vec<u64> = (1..=9u64).map(|x| m.call(x, |x| x * 9)).collect();
+        (values, stats, info, after)
+    }));
+    println!("S24 sqlite wrong types: {r:?}");
+    let (values, _, _, after) = r.expect("a call, stats, cache_info or cache_clear panicked");
+    let want: Vec<u64> = (1..=9u64).chain(1..=9).map(|x| x * 9).collect();
+    assert_eq!(values, want);
+    assert_eq!(after, want[..9].to_vec());
+}
+
+/// Held: a local store deleted (`rm -rf`) while a process uses it: the
+/// process's calls, cached and new, still return the function's values,
+/// without a panic; the CLI then says there is no store there.
+#[test]
+fn a_store_deleted_under_a_process_never_breaks_a_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let m = memo_on(
+        &store.display().to_string(),
+        &unique("deleted"),
+        Duration::from_secs(2),
+    );
+    for x in 0..20u64 {
+        assert_eq!(m.call(x, |x| x + 5), x + 5);
+    }
+    std::fs::remove_dir_all(&store).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        (0..40u64)
+            .map(|x| m.call(x, |x| x + 5))
+            .collect::<Vec<u64>>()
+    }));
+    let values = r.expect("a call panicked");
+    assert_eq!(values, (0..40u64).map(|x| x + 5).collect::<Vec<_>>());
+    let info = m.cache_info();
+    let o = cli(&["stats", store.to_str().unwrap()]);
+    println!(
+        "S24 deleted store: {info:?}; stats: {:?} {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(2));
 }
