@@ -7,7 +7,10 @@
 //!   in milliseconds, `-1` for none), the counters (`hits`, `misses`,
 //!   `evictions`, `bytes`) and the LRU `clock`;
 //! - `P:{NS}:lru`: a sorted set of the live keys scored by their last use
-//!   (a stamp from the namespace's clock, so the order is exact);
+//!   (a stamp from the namespace's clock, so the order is exact); a key is
+//!   an entry only while this set lists it: a value it does not list (the
+//!   server evicted the set under `maxmemory`, so a `CLEAR` could not see
+//!   the value) is deleted when read, a miss;
 //! - `P:{NS}:exp`: a sorted set of the keys that expire, scored by their
 //!   expiry time (server time, milliseconds);
 //! - `P:{NS}:sizes`: a hash of each key's size (key + value bytes);

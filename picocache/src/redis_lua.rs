@@ -77,6 +77,19 @@ local function evict()
   if n > 0 then redis.call('HINCRBY', meta, 'evictions', n) end
 end
 local function stamp() return redis.call('HINCRBY', meta, 'clock', 1) end
+-- The value of key k if it is an entry: its value AND its place in the LRU
+-- set. A value the set does not list is an orphan (the server evicted the
+-- set, or the value outlived a CLEAR that could not see it): deleted, a
+-- miss; else a CLEAR, which deletes the values the set lists, would leave
+-- it to be served.
+local function live(k)
+  local v = redis.call('GET', pre..'v:'..k)
+  if v and not redis.call('ZSCORE', lru, k) then
+    drop(k)
+    return false
+  end
+  return v
+end
 "#;
 
 const GET: &str = r#"
@@ -85,7 +98,7 @@ local out = {}
 local hits, misses = 0, 0
 for i = 2, #ARGV do
   local k = ARGV[i]
-  local v = redis.call('GET', pre..'v:'..k)
+  local v = live(k)
   if v then
     redis.call('ZADD', lru, stamp(), k)
     hits = hits + 1
@@ -105,7 +118,7 @@ return out
 const RECHECK: &str = r#"
 purge(now_ms())
 local k = ARGV[2]
-local v = redis.call('GET', pre..'v:'..k)
+local v = live(k)
 if v then
   redis.call('ZADD', lru, stamp(), k)
   redis.call('HINCRBY', meta, 'hits', 1)
