@@ -9,6 +9,13 @@
 //! [`SqlOptions::lease_ttl`](super::SqlOptions::lease_ttl): the next taker
 //! overwrites the row. Expired rows nobody takes again are deleted now and
 //! then.
+//!
+//! SQLite: the database is a file on this machine, so its leases say who
+//! holds them (the token starts with the boot id, the pid namespace, the pid
+//! and the process's start time; see [`holder`]): a taker that finds a lease
+//! whose holder, on this boot and in this pid namespace, is no longer
+//! running takes it over at once, as a `LocalCache` does (it waited
+//! `lease_ttl`, 60 s by default, after a SIGKILL).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,6 +36,47 @@ fn token() -> String {
         raw.copy_from_slice(&xxhash_rust::xxh3::xxh3_128(fallback.as_bytes()).to_le_bytes()[..12]);
     }
     raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Who this process is, as a lease token of SQLite says it: boot id, pid
+/// namespace, pid and start time (Linux's `/proc`); None where they cannot
+/// be read.
+fn holder() -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    let pid = std::process::id();
+    let start = start_time(pid)?;
+    Some(format!("{}/{}/{pid}/{start}/", boot.trim(), ns.display()))
+}
+
+/// The start time (in clock ticks after boot) of process `pid`, from
+/// `/proc/PID/stat`; None if there is no such process.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22; the command name (field 2) may hold spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// Whether the lease token `held` names a process of this boot and pid
+/// namespace that is no longer running (so its lease can be taken now).
+fn holder_is_gone(held: &str) -> bool {
+    let Some(me) = holder() else { return false };
+    let mut mine = me.splitn(5, '/');
+    let mut theirs = held.splitn(5, '/');
+    let (Some(boot), Some(ns)) = (mine.next(), mine.next()) else {
+        return false;
+    };
+    if theirs.next() != Some(boot) || theirs.next() != Some(ns) {
+        return false;
+    }
+    let (Some(Ok(pid)), Some(Ok(start))) = (
+        theirs.next().map(str::parse::<u32>),
+        theirs.next().map(str::parse::<u64>),
+    ) else {
+        return false;
+    };
+    start_time(pid) != Some(start)
 }
 
 /// The name of the lease of `key` in namespace `ns`: 8 bytes of a hash of
@@ -65,6 +113,27 @@ fn try_take(shared: &Shared, budget: &Budget, name: &[u8], token: &str) -> Resul
                      expires = excluded.expires WHERE {t}.expires <= ?"
                     ),
                     &params,
+                )?;
+                if n == 1 || shared.sql.dialect != Dialect::Sqlite {
+                    return Ok(n == 1);
+                }
+                // SQLite: a live row of a holder that is gone is taken over.
+                let rows = c.query(
+                    &format!("SELECT token FROM {t} WHERE name = ?"),
+                    &params[..1],
+                )?;
+                let held = match rows.first().and_then(|r| r.first()) {
+                    Some(Val::Text(held)) if holder_is_gone(held) => held.clone(),
+                    _ => return Ok(false),
+                };
+                let n = c.exec(
+                    &format!("UPDATE {t} SET token = ?, expires = ? WHERE name = ? AND token = ?"),
+                    &[
+                        params[1].clone(),
+                        params[2].clone(),
+                        params[0].clone(),
+                        Val::Text(held),
+                    ],
                 )?;
                 Ok(n == 1)
             }
@@ -124,7 +193,10 @@ pub(super) fn take(
     wait: Duration,
 ) -> Result<Option<Lease>> {
     let name = name(shared, ns, key);
-    let token = token();
+    let token = match shared.sql.dialect {
+        Dialect::Sqlite => holder().unwrap_or_default() + &token(),
+        _ => token(),
+    };
     let mut budget = shared.pool.budget();
     let taken = crate::backend::poll(wait, || {
         budget = shared.pool.budget();
@@ -164,5 +236,38 @@ impl Drop for SqlLease {
                 s.kind()
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{holder, holder_is_gone};
+
+    #[test]
+    fn a_holder_is_gone_only_when_this_boot_and_namespace_say_so() {
+        let Some(me) = holder() else {
+            eprintln!("SKIPPED: /proc cannot say who this process is");
+            return;
+        };
+        assert!(!holder_is_gone(&(me.clone() + "token")), "this process");
+        // A child that has exited: same boot and namespace, gone.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let start = super::start_time(pid);
+        child.wait().unwrap();
+        let parts: Vec<&str> = me.splitn(5, '/').collect();
+        let dead = format!(
+            "{}/{}/{pid}/{}/token",
+            parts[0],
+            parts[1],
+            start.unwrap_or(1)
+        );
+        assert!(holder_is_gone(&dead), "{dead}");
+        // Another boot, another pid namespace, or a random token: not known.
+        let other_boot = format!("00000000-0000/{}/{pid}/1/token", parts[1]);
+        assert!(!holder_is_gone(&other_boot));
+        let other_ns = format!("{}/pid:[1]/{pid}/1/token", parts[0]);
+        assert!(!holder_is_gone(&other_ns));
+        assert!(!holder_is_gone("0123456789abcdef01234567"));
     }
 }
