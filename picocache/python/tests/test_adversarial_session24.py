@@ -961,9 +961,10 @@ def test_a_fork_while_threads_use_the_cache_never_hangs_the_child(kind, tmp_path
     child sleeps in a nanosleep loop inside _native, apparently polling for
     something the parent's threads held at the fork: a pooled connection
     or a lock, which no thread of the child will ever release). README,
-    "Processes": "fork is safe (handles reopen in the child)". LocalCache,
-    RedisCache and SQLAlchemyCache (PostgreSQL) held in the same probe (0
-    of 40 forks hung). Suggested fix: reset the SQLite backend's pool and
+    "Processes": "fork is safe (handles reopen in the child)".
+    ``SQLAlchemyCache("sqlite:///...")`` (the same native backend) hangs
+    too (9 of 10). LocalCache, RedisCache and SQLAlchemyCache on PostgreSQL
+    (0 of 40 each) and MySQL (0 of 10) held in the same probe. Suggested fix: reset the SQLite backend's pool and
     its locks in the child (an ``os.register_at_fork(after_in_child=...)``
     or a pid check at checkout that drops every inherited connection and
     waiter count), and bound the wait for a pooled connection by
