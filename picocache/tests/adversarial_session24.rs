@@ -2122,7 +2122,8 @@ fn the_tier_never_serves_a_value_past_its_ttl() {
 /// OSC that sets the window title ended by a BEL, a carriage return and a
 /// newline that forge table rows) reaches the terminal as is. `ls` escapes
 /// keys (`\x1b`), and `--json` escapes everything; the table of `stats`
-/// (and `prune`'s list of names, by the same path) does not. Every time.
+/// does not (`prune`'s list of names not checked: the name here is not
+/// old enough to be listed). Every time.
 /// Severity: low (a name is chosen by whoever writes the store:
 /// `Memo::builder` takes any string), a terminal-injection cosmetic.
 /// Suggested fix: print names in tables escaped as `ls` prints keys.
