@@ -56,7 +56,7 @@ def test_typed_true_never_serves_an_untyped_entry_of_another_type(kind, tmp_path
     same function stored for ``f(1.0)`` (keyed as 1) is served to the
     ``typed=True`` wrapper's ``f(1)``: it returns ``('float', '1.0')`` for an
     int argument. Same for f(0) after an untyped f(False). Every time, on
-    every backend: the realistic way in is a deploy that turns typed on
+    every backend (DjangoCache too, checked by hand): the realistic way in is a deploy that turns typed on
     (``@cache`` -> ``@cache(typed=True)``: same name, same digest), or two
     services sharing a store, or ``name=`` shared by two wrappers (as here,
     which is the same in one process). Suggested fix: put ``typed`` in the
@@ -170,7 +170,8 @@ def test_bytes_stored_raw_are_never_unpickled_by_a_pickle_wrapper(kind, tmp_path
     IS what the function returned), so the pickle wrapper's call unpickles
     those attacker-chosen bytes: here ``os.mkdir`` runs and the call returns
     its ``None`` instead of the function's ``b"safe"``. Every time, on every
-    backend. The README promises that someone who only controls data cannot
+    backend (DjangoCache too, checked by hand: a raw wrapper's
+    ``b"\\x80\\x04K\\x07."`` came back as 7 from the pickle wrapper). The README promises that someone who only controls data cannot
     "run code in your application". Suggested fix: seal (or frame) the value
     with the serializer that made it (a tag: pickle / plain / custom, part of
     the MAC input), and treat another tag as a miss; or keep the serializer
