@@ -114,7 +114,9 @@ fn ls_shows_keys_and_value_sizes() {
     );
     assert_eq!(key["key"], "\\x07payload");
     // The stored bytes: the value and its seal.
-    let value_len = picocache::memo::encode(&"Z".repeat(5000)).unwrap().len();
+    let value_len = picocache::memo::encode_value(&"Z".repeat(5000))
+        .unwrap()
+        .len();
     assert_eq!(key["value_bytes"], value_len + picocache::seal::OVERHEAD);
 
     let o = run(&["ls", p(dir.path()), "cli::square"]);

@@ -56,18 +56,54 @@ impl<A: Serialize + ?Sized> KeyCodec<A> for Bincode {
     }
 }
 
+/// The first byte of a value that carries its type's layout fingerprint
+/// (never the first byte of a value stored before: see [`Bincode`]).
+const LAYOUT_MARK: u8 = 0xff;
+/// The mark and the fingerprint.
+const LAYOUT_LEN: usize = 9;
+
+/// Values are `0xff`, the 8-byte fingerprint of the result type's serde
+/// layout ([`super::layout`]: struct and field names in order, primitive
+/// kinds, enum variants), then the bincode bytes: bytes of another layout
+/// (a field reordered, `u64` become `i64`, a variant added) are rejected as
+/// a decoding failure, not decoded as a wrong value. Bytes that do not start
+/// with the mark are a value stored before the fingerprint (or planted with
+/// [`crate::memo::encode`]), decoded as they are; one that starts with it
+/// but carries another fingerprint is rejected (a result type whose
+/// encoding starts with `0xff`, a `u8` 255, is then computed again once).
 impl<V: Serialize + DeserializeOwned> ValueCodec<V> for Bincode {
     type Error = crate::Error;
 
     fn encode_value(&self, value: &V) -> crate::Result<Vec<u8>> {
-        Ok(options().serialize(value)?)
+        let mut out = Vec::with_capacity(LAYOUT_LEN + 8);
+        out.push(LAYOUT_MARK);
+        out.extend_from_slice(&super::layout::fingerprint::<V>().to_le_bytes());
+        options().serialize_into(&mut out, value)?;
+        Ok(out)
     }
 
     fn decode_value(&self, bytes: &[u8]) -> crate::Result<V> {
+        let body = match bytes {
+            [LAYOUT_MARK, rest @ ..] if rest.len() >= LAYOUT_LEN - 1 => {
+                let (fp, body) = rest.split_at(LAYOUT_LEN - 1);
+                if fp != super::layout::fingerprint::<V>().to_le_bytes() {
+                    return Err(crate::Error::Serialization(
+                        format!(
+                            "the value was stored for another layout of {} \
+                             (the type changed since)",
+                            std::any::type_name::<V>()
+                        )
+                        .into(),
+                    ));
+                }
+                body
+            }
+            _ => bytes,
+        };
         Ok(options()
-            .with_limit(bytes.len() as u64)
+            .with_limit(body.len() as u64)
             .reject_trailing_bytes()
-            .deserialize(bytes)?)
+            .deserialize(body)?)
     }
 }
 
@@ -98,8 +134,14 @@ mod tests {
         assert!(ValueCodec::<(u32, String)>::decode_value(&c, &longer).is_err());
         assert_eq!(
             c.encode_key(&(1u32, "x")).unwrap(),
-            b,
-            "a key is the same encoding"
+            b[LAYOUT_LEN..],
+            "a key is the same encoding, without the layout"
         );
+        // Stored before the layout fingerprint: read as it is.
+        let legacy: (u32, String) = c.decode_value(&b[LAYOUT_LEN..]).unwrap();
+        assert_eq!(legacy, (1, "x".to_string()));
+        // Another layout: rejected.
+        assert!(ValueCodec::<(i32, String)>::decode_value(&c, &b).is_err());
+        assert!(ValueCodec::<(u32, String)>::decode_value(&c, &b).is_ok());
     }
 }

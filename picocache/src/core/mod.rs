@@ -15,7 +15,9 @@
 //!   of `cache_info()` in both languages (the store's entry count is its
 //!   `currsize`);
 //! - [`codec`]: the pluggable encoders of keys and values ([`codec::Bincode`]
-//!   in Rust by default; the Python canonical key encoder is one).
+//!   in Rust by default; the Python canonical key encoder is one);
+//! - [`layout`]: the fingerprint of a result type's serde layout that
+//!   [`codec::Bincode`] stores with each value.
 //!
 //! What differs by language stays with the adapter: how a warning is
 //! emitted (the `log` crate, Python's `logging`) and how a thread waits.
@@ -25,5 +27,6 @@
 pub mod codec;
 pub mod counts;
 pub mod flight;
+pub mod layout;
 pub mod lease;
 pub mod report;

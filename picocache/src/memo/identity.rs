@@ -23,6 +23,27 @@
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 
+/// The longest namespace name the stores accept.
+const MAX_NAME_LEN: usize = picocache_engine::MAX_NAME_LEN;
+
+/// The namespace name of a function: `name`, plus `@version`; shortened with
+/// a hash of the whole name when longer than a namespace name may be.
+pub fn namespace_name(name: &str, version: Option<&str>) -> String {
+    let full = match version {
+        Some(v) => format!("{name}@{v}"),
+        None => name.to_owned(),
+    };
+    if full.len() <= MAX_NAME_LEN {
+        return full;
+    }
+    let hash = format!("~{:016x}", xxhash_rust::xxh3::xxh3_64(full.as_bytes()));
+    let mut cut = MAX_NAME_LEN - hash.len();
+    while !full.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{hash}", &full[..cut])
+}
+
 /// Why a `Memo` named `name` (with `version`) may not cache, if it may not.
 pub(super) fn refusal(name: &str, version: Option<&str>) -> Option<String> {
     if name.contains('@') {

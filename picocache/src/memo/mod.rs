@@ -59,7 +59,14 @@
 //!
 //! Each argument must be a plain name (`x: T` or `mut x: T`) of a type that
 //! implements `serde::Serialize` (references such as `&str` or `&[T]` are
-//! fine); the return type must implement `Serialize + DeserializeOwned`. The
+//! fine) and serializes unequal values to unequal output: the key is that
+//! output, so a `#[serde(untagged)]` enum whose variants hold alike data
+//! (`Circle(2)` and `Square(2)` are both `2`), a `#[serde(skip)]` field the
+//! result depends on, or a hand-written `Serialize` that leaves something
+//! out makes two calls share one result, and nothing can tell such a
+//! `Serialize` from a correct one (wrap the argument in a type whose
+//! `Serialize` tells them apart, or use [`MemoBuilder::codec`]). The
+//! return type must implement `Serialize + DeserializeOwned`. The
 //! macro rejects, with a compile error that says why: `self` arguments
 //! (methods), argument patterns, `impl Trait` arguments or results, type or
 //! const generics (every instantiation would share one cache: use `Memo`
@@ -87,6 +94,17 @@
 //!   the code it replaced. Only the function's own tokens count: a change in
 //!   a function or constant it uses is not seen (give a `version` and change
 //!   it when results depend on such code);
+//!
+//!   Each value also carries a fingerprint of the result type's serde layout
+//!   ([`crate::core::layout`]: struct, field and variant names in order,
+//!   primitive kinds), so a result type edited outside the function (fields
+//!   reordered, an alias from `u64` to `i64`) is a decoding failure, and the
+//!   function runs, not the old bytes decoded as a wrong value. Not seen: a
+//!   change of an argument type outside the function (its fields reordered:
+//!   old keys then mean other arguments), and a result type whose layout is
+//!   unchanged but whose meaning changed (a unit from seconds to
+//!   milliseconds): give a `version` and change it then. Values stored before
+//!   the fingerprint existed are read as they are;
 //! - `module_path!()::function@VERSION` with `version = ...`: no digest, the
 //!   version pins the identity, so entries survive edits of the body until
 //!   the version changes;
@@ -156,6 +174,7 @@
 mod batch;
 mod builder;
 mod identity;
+mod info;
 mod lease;
 mod source;
 mod tier;
@@ -171,6 +190,8 @@ use serde::Serialize;
 pub use self::builder::MemoBuilder;
 #[doc(hidden)]
 pub use self::identity::macro_name as __macro_name;
+pub use self::identity::namespace_name;
+pub use self::info::CacheInfo;
 use self::lease::Lease;
 pub use self::source::default_backend;
 use self::source::{backend_for_url, Source};
@@ -183,52 +204,20 @@ use crate::core::report::{Reporter, Verdict};
 use crate::sealed::SealedBackend;
 use crate::{Error, Result};
 
-/// The longest namespace name the stores accept.
-const MAX_NAME_LEN: usize = picocache_engine::MAX_NAME_LEN;
 /// How long a failure to open the store is remembered before trying again.
 const REOPEN_AFTER: Duration = Duration::from_secs(1);
 
-/// Statistics of a memoized function, like Python's `functools` `CacheInfo`.
-///
-/// `hits` and `misses` are this `Memo`'s calls in this process, counted as
-/// `functools.lru_cache` and the Python package count them (a call that ran
-/// the function is a miss, any other a hit); `currsize` is what the store
-/// holds for the function (every process). [`Memo::cache_clear`] resets the
-/// counts; [`Memo::stats`] gives the store's own counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
-pub struct CacheInfo {
-    /// Calls answered from the cache.
-    pub hits: u64,
-    /// Calls that ran the function.
-    pub misses: u64,
-    /// The most entries kept (`None`: unlimited).
-    pub maxsize: Option<u64>,
-    /// Entries currently held.
-    pub currsize: u64,
-}
-
-/// The namespace name of a function: `name`, plus `@version`; shortened with
-/// a hash of the whole name when longer than a namespace name may be.
-pub fn namespace_name(name: &str, version: Option<&str>) -> String {
-    let full = match version {
-        Some(v) => format!("{name}@{v}"),
-        None => name.to_owned(),
-    };
-    if full.len() <= MAX_NAME_LEN {
-        return full;
-    }
-    let hash = format!("~{:016x}", xxhash_rust::xxh3::xxh3_64(full.as_bytes()));
-    let mut cut = MAX_NAME_LEN - hash.len();
-    while !full.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}{hash}", &full[..cut])
-}
-
-/// Encodes arguments or a result the way a [`Memo`] with the default codec
-/// stores them ([`Bincode`]: variable-length integers).
+/// Encodes arguments the way a [`Memo`] with the default codec makes its
+/// keys ([`Bincode`]: variable-length integers); a stored result is this
+/// after a fingerprint of its type's layout ([`encode_value`]).
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     Bincode.encode_key(value)
+}
+
+/// Encodes a result the way a [`Memo`] with the default codec stores it:
+/// after the fingerprint of `T`'s layout ([`Bincode`]).
+pub fn encode_value<T: Serialize + DeserializeOwned>(value: &T) -> Result<Vec<u8>> {
+    Bincode.encode_value(value)
 }
 
 /// Decodes a value stored by a [`Memo`] with the default codec; every byte
@@ -602,59 +591,5 @@ impl<C> Memo<C> {
             self.failed(e, "storing the result")?;
         }
         Ok(r)
-    }
-
-    /// The namespace's statistics as the store keeps them, with
-    /// [`Stats::rejected`](crate::Stats::rejected): entries this process
-    /// found failing their seal check.
-    pub fn stats(&self) -> Result<crate::Stats> {
-        self.namespace()?.stats()
-    }
-
-    /// The function's statistics (zeros and a log message if the store
-    /// fails).
-    pub fn cache_info(&self) -> CacheInfo {
-        self.try_cache_info().unwrap_or_else(|e| {
-            log::warn!("picocache: cache_info failed for {}: {e}", self.ns_name);
-            CacheInfo {
-                currsize: 0,
-                ..self.counts()
-            }
-        })
-    }
-
-    fn counts(&self) -> CacheInfo {
-        let (hits, misses) = self.counts.get();
-        CacheInfo {
-            hits,
-            misses,
-            maxsize: self.limits.maxsize,
-            currsize: 0,
-        }
-    }
-
-    /// The function's statistics: this process's hits and misses, the
-    /// store's entries.
-    pub fn try_cache_info(&self) -> Result<CacheInfo> {
-        let s = self.namespace()?.stats()?;
-        Ok(CacheInfo {
-            currsize: s.entries,
-            ..self.counts()
-        })
-    }
-
-    /// Removes every entry of this function (in every process) and resets its
-    /// counters; other functions' entries stay. A failure is logged.
-    pub fn cache_clear(&self) {
-        if let Err(e) = self.try_cache_clear() {
-            log::warn!("picocache: cache_clear failed for {}: {e}", self.ns_name);
-        }
-    }
-
-    /// Like [`Memo::cache_clear`], returning the failure.
-    pub fn try_cache_clear(&self) -> Result<()> {
-        self.counts.reset();
-        self.tier.clear();
-        self.namespace()?.clear()
     }
 }
