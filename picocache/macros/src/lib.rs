@@ -97,7 +97,9 @@ struct Options {
 ///   old code's results; the old namespace stays until removed
 ///   (`picocache prune --unused-for`). Only the function's own tokens count:
 ///   a change in a function or constant it uses is not seen, so give a
-///   `version` (and change it) when results depend on such code;
+///   `version` (and change it) when results depend on such code. (A changed
+///   serde layout of the result type is seen: each value carries its
+///   fingerprint; a changed argument type is not.);
 /// - with `version = V`: `module_path!()::function@V`, with no digest. The
 ///   version pins the identity: entries survive edits of the body until the
 ///   version changes;
