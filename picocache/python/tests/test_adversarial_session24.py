@@ -171,7 +171,8 @@ def test_bytes_stored_raw_are_never_unpickled_by_a_pickle_wrapper(kind, tmp_path
     those attacker-chosen bytes: here ``os.mkdir`` runs and the call returns
     its ``None`` instead of the function's ``b"safe"``. Every time, on every
     backend (DjangoCache too, checked by hand: a raw wrapper's
-    ``b"\\x80\\x04K\\x07."`` came back as 7 from the pickle wrapper). The README promises that someone who only controls data cannot
+    ``b"\\x80\\x04K\\x07."`` came back as 7 from the pickle wrapper).
+    The README promises that someone who only controls data cannot
     "run code in your application". Suggested fix: seal (or frame) the value
     with the serializer that made it (a tag: pickle / plain / custom, part of
     the MAC input), and treat another tag as a miss; or keep the serializer
