@@ -2162,3 +2162,49 @@ fn control_characters_never_reach_the_terminal_raw() {
     }
     assert!(raw.is_empty(), "raw control characters from {raw:?}");
 }
+
+/// Held: a local store holds at most 1024 namespaces, and every edit of a
+/// `#[memoize]` function's body names a new one: functions opened past the
+/// limit (1100 here, one entry each) still return their values, without a
+/// panic. Whether the last ones cache (after the limit) is printed, with
+/// the error a strict memo gets.
+#[test]
+fn namespaces_past_the_stores_limit_never_break_a_call() {
+    let dir = temp_root().join(unique("many-ns").replace("::", "_"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let b: Arc<dyn Backend> = Arc::new(LocalBackend::open(&dir).unwrap());
+    let memos: Vec<Memo> = (0..1100u64)
+        .map(|i| {
+            Memo::builder(format!("s24::many::{i}"))
+                .secret(SECRET)
+                .backend(b.clone())
+                .build()
+        })
+        .collect();
+    for (i, m) in memos.iter().enumerate() {
+        let i = i as u64;
+        assert_eq!(m.call(i, |x| x * 2), i * 2);
+    }
+    let mut cached = 0;
+    for (i, m) in memos.iter().enumerate().skip(1050) {
+        let i = i as u64;
+        let mut ran = false;
+        assert_eq!(
+            m.call(i, |x| {
+                ran = true;
+                x * 2
+            }),
+            i * 2
+        );
+        cached += u32::from(!ran);
+    }
+    let strict = Memo::builder("s24::many::strict")
+        .secret(SECRET)
+        .strict(true)
+        .backend(b)
+        .build();
+    let e = strict.try_call(1u64, |x| x).map_err(|e| e.to_string());
+    println!(
+        "S24 many namespaces: {cached} of the last 50 cached; a strict memo past the limit: {e:?}"
+    );
+}
