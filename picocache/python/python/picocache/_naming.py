@@ -28,12 +28,15 @@ given, then ``#DIGEST`` unless nothing but the name tells the function apart:
 The namespace a function's entries live in (:func:`store_name`) is that name,
 then ``;typed`` if ``typed=True`` (a typed key of an exact int, str or None is
 the bytes of the untyped key, which ``f(1.0)`` and ``f(True)`` share with
-``f(1)``), then ``;vs=`` and 16 hex digits of BLAKE2b of the identity of a
-custom ``value_serializer`` (:func:`serializer_identity`: its ``dumps`` and
-``loads``), so a value is only ever decoded by the serializer that made it
-(bytes a raw serializer stored are never unpickled). The default serializer
-(pickle) adds nothing: the entries stored before these suffixes stay readable.
-``name=`` is followed by the suffixes too.
+``f(1)``), then ``;ttl=SECONDS`` if it has a ``ttl`` (a ttl is applied when
+an entry is written: a reader with a shorter one, or one written without,
+would serve entries older than its own), then ``;vs=`` and 16 hex digits of
+BLAKE2b of the identity of a custom ``value_serializer``
+(:func:`serializer_identity`: its ``dumps`` and ``loads``), so a value is
+only ever decoded by the serializer that made it (bytes a raw serializer
+stored are never unpickled). The default serializer (pickle), untyped and
+without a ttl, adds nothing: the entries stored before these suffixes stay
+readable. ``name=`` is followed by the suffixes too.
 
 A closure, default or bound object that cannot be encoded as a key raises
 ``TypeError`` at the first call, naming it: such a function cannot be told
@@ -87,11 +90,20 @@ def function_name(func: Callable, version: Any = None, *, self_obj: object = Non
     return _shorten(name + "#" + _blake2b(enc, digest_size=8).hexdigest())
 
 
-def store_name(name: str, typed: bool, value_id: Optional[str]) -> str:
+def store_name(name: str, typed: bool, value_id: Optional[str], ttl: Any = None) -> str:
     """The namespace of a function named ``name`` (see the module
-    docstring): ``name``, then ``;typed`` if typed, then ``;vs=ID`` for a
-    custom value serializer of identity ``value_id``."""
-    suffix = (";typed" if typed else "") + ("" if value_id is None else ";vs=" + value_id)
+    docstring): ``name``, then ``;typed`` if typed, then ``;ttl=SECONDS``
+    if it has a ttl, then ``;vs=ID`` for a custom value serializer of
+    identity ``value_id``."""
+    suffix = ";typed" if typed else ""
+    if ttl is not None:
+        try:
+            secs = float(ttl.total_seconds() if hasattr(ttl, "total_seconds") else ttl)
+            suffix += f";ttl={secs!r}"
+        except (TypeError, ValueError, OverflowError):
+            suffix += ";ttl=?"  # (the store refuses it)
+    if value_id is not None:
+        suffix += ";vs=" + value_id
     return _shorten(name + suffix) if suffix else name
 
 

@@ -170,7 +170,7 @@ class _FunctionState:
         """The namespace the entries live in (raises as ``name``)."""
         n = self._store_name
         if n is None:
-            n = self._store_name = store_name(self.name, self.typed, self.cache._value_identity())
+            n = self._store_name = store_name(self.name, self.typed, self.cache._value_identity(), self.ttl)
         return n
 
     def __del__(self) -> None:
