@@ -198,6 +198,9 @@ fn child() {
             assert_eq!(v, 400);
             println!("S24 OPEN {}", opened.lock().unwrap());
         }
+        // Forks after using a remote backend; parent and child then call at
+        // once over the connections the child inherited.
+        "fork_remote" => fork_remote_probe(&var("S24_TARGET")),
         // Calls f(x) = 7x + 3 for x in 0..40 over and over until
         // `S24_STOP` exists, checking every value.
         "caller_loop" => {
@@ -2207,4 +2210,104 @@ fn namespaces_past_the_stores_limit_never_break_a_call() {
     println!(
         "S24 many namespaces: {cached} of the last 50 cached; a strict memo past the limit: {e:?}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// fork() with pooled connections to a server.
+// ---------------------------------------------------------------------------
+
+/// 300 calls of f(x) = 13x + 1 over `xs`; how many returned a wrong value.
+fn wrong_of(m: &Memo, xs: impl Iterator<Item = u64>) -> u64 {
+    xs.filter(|&x| m.call(x, |x| 13 * x + 1) != 13 * x + 1)
+        .count() as u64
+}
+
+/// In a child process of its own: uses `target` (warming its connection
+/// pool), forks, and both processes call at once (different and shared
+/// keys) over what the child inherited. Prints the outcome.
+fn fork_remote_probe(target: &str) {
+    let m = memo_on(target, &unique("forkremote"), Duration::from_secs(2));
+    assert_eq!(wrong_of(&m, 0..20), 0);
+    // SAFETY: the forked process runs only the calls below and `_exit`s.
+    let pid = unsafe { fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let wrong = wrong_of(
+            &m,
+            (0..300).map(|i| if i % 3 == 0 { i % 20 } else { 1000 + i }),
+        );
+        // SAFETY: ends the forked process without running anything else.
+        unsafe { _exit(if wrong == 0 { 0 } else { 3 }) };
+    }
+    let t = Instant::now();
+    let wrong = wrong_of(
+        &m,
+        (0..300).map(|i| if i % 3 == 0 { i % 20 } else { 5000 + i }),
+    );
+    let parent_took = t.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut status = 0;
+    let child = loop {
+        // SAFETY: waits for the process forked above.
+        let r = unsafe { waitpid(pid, &mut status, WNOHANG) };
+        if r == pid {
+            break if status == 0 { "ok" } else { "wrong" };
+        }
+        if Instant::now() > deadline {
+            // SAFETY: the process forked above, then reaped.
+            unsafe {
+                kill(pid, SIGKILL);
+                waitpid(pid, &mut status, 0);
+            }
+            break "hung";
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    println!(
+        "\nS24 FORKREMOTE parent_wrong={wrong} parent_took={parent_took:?} child={child} \
+         child_status={status} total={:?}",
+        t.elapsed()
+    );
+}
+
+/// Held: a process that forks after using a PostgreSQL, MySQL or Redis
+/// backend (its pool holds open connections, which the child inherits),
+/// then parent and child both call at once: neither ever gets a wrong value
+/// (the seal binds a value to its key, so an answer read off a shared
+/// socket for the other process's command cannot pass as this one's), and
+/// both end within a bounded time (40 s asserted; the times are printed).
+#[test]
+fn a_fork_with_pooled_connections_never_gives_a_wrong_value() {
+    let mut targets = vec![];
+    for (label, var) in [
+        ("postgres", "PICOCACHE_POSTGRES_URL"),
+        ("mysql", "PICOCACHE_MYSQL_URL"),
+        ("redis", "PICOCACHE_REDIS_URL"),
+    ] {
+        if let Some(u) = server_url(
+            var,
+            "a_fork_with_pooled_connections_never_gives_a_wrong_value",
+        ) {
+            targets.push((label, u));
+        }
+    }
+    for (label, url) in targets {
+        let out = child_command("fork_remote", &[("S24_TARGET", &url)])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("S24 FORKREMOTE"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{label}: no outcome: {text}\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })
+            .to_owned();
+        println!("S24 fork with pooled connections {label}: {line}");
+        assert!(line.contains("parent_wrong=0"), "{label}: {line}");
+        assert!(line.contains("child=ok"), "{label}: {line}");
+    }
 }
