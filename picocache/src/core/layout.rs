@@ -13,6 +13,12 @@
 //! far as it lets itself be (an error it returns ends the trace, which is
 //! still deterministic).
 //!
+//! A fingerprint is computed once per type and process, and found again by
+//! the type's `std::any::type_name`: two types of one name (two versions of
+//! one crate in a build) share the first one's fingerprint, so their values
+//! are told apart only as bincode tells them (as before fingerprints).
+//! Argument types are not fingerprinted (only `Serialize` is asked of them).
+//!
 //! [`Bincode`]: super::codec::Bincode
 
 use std::cell::Cell;
