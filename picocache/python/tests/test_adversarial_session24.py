@@ -1258,3 +1258,68 @@ def test_a_database_written_by_picocache_1_4_keeps_working(kind, tmp_path):
 
     assert area(2, 3) == 6 and area(2, 3) == 6
     assert area.cache_info().hits >= 1
+
+
+def test_django_waiter_never_raises_when_the_backend_fails_mid_wait():
+    """Held (the DjangoCache counterpart of
+    test_a_waiter_never_raises_a_cache_error_when_the_store_fails): thread A
+    computes f(1) (a dict, 0.6 s), thread B waits for it; then every
+    operation of Django's cache backend raises ConnectionError (a server
+    that went away). Both threads get the function's value, and a later call
+    while the backend still fails returns the value too."""
+    from conftest import django_setup
+
+    django_setup()
+    from django.core.cache import caches
+
+    backend = type(caches["default"])
+    cache = pc.DjangoCache("default", version=uid())
+
+    @cache(name="f")
+    def f(i):
+        time.sleep(0.6)
+        return {"v": i}
+
+    assert f(0) == {"v": 0}
+    failing = threading.Event()
+    saved = {}
+    for meth in ("get", "get_many", "set", "set_many", "add", "delete", "delete_many", "incr",
+                 "touch", "has_key"):
+        if not hasattr(backend, meth):
+            continue
+        saved[meth] = backend.__dict__.get(meth)
+        orig = getattr(backend, meth)
+
+        def wrap(self, *a, _orig=orig, _m=meth, **k):
+            if failing.is_set():
+                raise ConnectionError(f"the cache server went away ({_m})")
+            return _orig(self, *a, **k)
+
+        setattr(backend, meth, wrap)
+    out: dict = {}
+
+    def call(tag):
+        try:
+            out[tag] = f(1)
+        except BaseException as e:  # noqa: BLE001
+            out[tag] = f"RAISED {type(e).__name__}: {e}"
+
+    try:
+        a = threading.Thread(target=call, args=("leader",))
+        a.start()
+        time.sleep(0.15)
+        b = threading.Thread(target=call, args=("waiter",))
+        b.start()
+        time.sleep(0.15)
+        failing.set()
+        a.join(30)
+        b.join(30)
+        later = f(5)
+    finally:
+        for meth, fn in saved.items():
+            if fn is None:
+                delattr(backend, meth)
+            else:
+                setattr(backend, meth, fn)
+    assert out == {"leader": {"v": 1}, "waiter": {"v": 1}}
+    assert later == {"v": 5}
