@@ -78,7 +78,8 @@
 //! # Keys, values and identity
 //!
 //! The key of a call is its arguments encoded with serde + bincode; the value
-//! is the result encoded the same way (the default codec,
+//! is the result encoded the same way after `0xff` and an 8-byte fingerprint
+//! of the result type's serde layout (the default codec,
 //! [`Bincode`](crate::core::codec::Bincode); [`MemoBuilder::codec`] plugs in
 //! another, for types without serde or another format). The function's identity is the
 //! namespace name, so two functions never share entries and
