@@ -23,9 +23,12 @@
 //!    table where step 0 can serve it, returned.
 //! 2. a miss: natively (`miss.rs`: flight, lease, the function, store), or
 //!    the Python `compute` for what that path does not take.
-//! 3. anything else (the namespace not open yet, a lookup that raised): the
-//!    Python wrapper `slow`, which meets the same case and handles it (opens
-//!    the store, explains a key that does not encode, warns and computes).
+//! 3. the namespace not open yet, or a lookup that raised a `TypeError` or
+//!    a `CacheError`: the Python wrapper `slow`, which meets the same case
+//!    and handles it (opens the store, explains a key that does not encode,
+//!    warns and computes). Any other exception of the lookup (from a
+//!    `__picocache_key__`, a `RecursionError`) is raised as it is: the
+//!    Python wrapper would raise it too, after encoding the key again.
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
@@ -246,8 +249,15 @@ enum Looked {
     Miss(Py<crate::Namespace>, Vec<u8>),
     /// A miss the Python `compute` takes (a key too long to use verbatim).
     Compute,
-    /// Anything else: the Python wrapper meets it again and handles it.
+    /// The namespace not open yet, or a lookup that raised a `TypeError` (a
+    /// key that does not encode) or a `CacheError`: the Python wrapper meets
+    /// it again and handles it (explains the key; warns and computes).
     Slow,
+    /// A lookup that raised anything else (a `__picocache_key__` that
+    /// raised, a `RecursionError`, `KeyboardInterrupt`): raised as it is,
+    /// as the Python wrapper would, but without encoding again (a key that
+    /// recurses into this function would be encoded 2**depth times).
+    Raise(PyErr),
 }
 
 impl Wrapper {
@@ -316,6 +326,7 @@ impl Wrapper {
             }
             Looked::Compute => self.compute(py, args, kwargs),
             Looked::Slow => self.slow.call(py, args.clone(), kwargs),
+            Looked::Raise(e) => Err(e),
         }
     }
 
@@ -348,7 +359,13 @@ impl Wrapper {
             }
             Ok((_, Some(key))) if key.len() <= crate::MAX_KEY => Looked::Miss(ns, key),
             Ok(_) => Looked::Compute,
-            Err(_) => Looked::Slow, // met again, and handled, by the Python wrapper
+            Err(e)
+                if e.is_instance_of::<pyo3::exceptions::PyTypeError>(py)
+                    || e.is_instance_of::<crate::CacheError>(py) =>
+            {
+                Looked::Slow // met again, and handled, by the Python wrapper
+            }
+            Err(e) => Looked::Raise(e),
         }
     }
 

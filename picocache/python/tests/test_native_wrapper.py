@@ -155,3 +155,31 @@ def test_a_recursive_function(tmp_path):
     assert fib.cache_info().misses == 201
     assert fib(200) == 280571172992510140037611932413038677189525
     assert fib.cache_info().hits == 198 + 1  # cold: fib(k - 2) is a hit for k = 3..200
+
+
+def test_a_key_that_raises_is_encoded_once(tmp_path):
+    """A ``__picocache_key__`` that raises (not a TypeError) is called once
+    per call, its exception raised as it is: the native lookup does not hand
+    the call to the Python wrapper, which would encode the key again (a key
+    that recurses into the function cost 2**depth encodes: a hang)."""
+    cache = pc.LocalCache(tmp_path / "s")
+    calls = []
+
+    class Bad:
+        def __picocache_key__(self):
+            calls.append(1)
+            raise ValueError("no key")
+
+    @cache
+    def f(x):
+        return 1
+
+    assert f(1) == 1  # the namespace is open: the native lookup from now on
+    for n in range(1, 4):
+        try:
+            f(Bad())
+        except ValueError as e:
+            assert str(e) == "no key"
+        else:
+            raise AssertionError("no ValueError")
+        assert len(calls) == n
