@@ -502,10 +502,10 @@ def _sql_admin(kind):
                             database=u.path[1:]), sa_url(url, "pymysql"))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: with the table locked, every call waits for two "
-                                       "statement timeouts of 1.8 s each (3.6 s with timeout=1): "
-                                       "an operation exceeds `timeout` and the later ones are "
-                                       "not skipped")
+@pytest.mark.xfail(strict=True, reason="BUG: with the table locked, every call takes 3.6 s with "
+                                       "timeout=1 (look-up 1.8 s, then the store 1.8 s): an "
+                                       "operation exceeds `timeout` and the later ones are not "
+                                       "skipped")
 @pytest.mark.parametrize("kind", ["postgres", "mysql"])
 def test_a_locked_table_costs_a_call_about_one_timeout(kind):
     """BUG (latency; bounded, not a hang): another session holds the cache
