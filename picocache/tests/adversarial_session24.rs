@@ -201,6 +201,15 @@ fn child() {
         // Forks after using a remote backend; parent and child then call at
         // once over the connections the child inherited.
         "fork_remote" => fork_remote_probe(&var("S24_TARGET")),
+        // A memo on the default store (`.picocache` in the working
+        // directory, or `$PICOCACHE_DIR`), whatever they are.
+        "default_store" => {
+            let m = Memo::builder(unique("default")).secret(SECRET).build();
+            let t = Instant::now();
+            let v = (m.call(4u64, |x| x * 3), m.call(4u64, |x| x * 3));
+            println!("S24 DEFAULT {v:?} {:?}", t.elapsed());
+            assert_eq!(v, (12, 12));
+        }
         // Calls f(x) = 7x + 3 for x in 0..40 over and over until
         // `S24_STOP` exists, checking every value.
         "caller_loop" => {
@@ -2522,4 +2531,57 @@ fn a_hashmap_argument_is_a_hit_when_seen_before() {
     }
     println!("S24 hashmap: 20 calls with equal maps ran the function {runs} times");
     assert_eq!(runs, 1);
+}
+
+/// Held: a memo on the default store where that store cannot be: the
+/// working directory not writable (`/proc`), `$PICOCACHE_DIR` naming a
+/// user's file, or a directory of user files with a foreign `index`:
+/// every call returns the function's value, and the user's files are left
+/// as they were.
+#[test]
+fn an_unusable_default_store_never_breaks_a_call_nor_touches_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, b"my notes").unwrap();
+    let users = dir.path().join("docs");
+    std::fs::create_dir(&users).unwrap();
+    std::fs::write(users.join("index"), b"my index").unwrap();
+    std::fs::write(users.join("report.txt"), b"report").unwrap();
+    let before = snapshot(dir.path());
+    for (what, cwd, env) in [
+        ("cwd /proc", PathBuf::from("/proc"), None),
+        (
+            "PICOCACHE_DIR a file",
+            dir.path().to_path_buf(),
+            Some(file.clone()),
+        ),
+        (
+            "PICOCACHE_DIR user files",
+            dir.path().to_path_buf(),
+            Some(users.clone()),
+        ),
+    ] {
+        let mut c = child_command("default_store", &[]);
+        c.current_dir(&cwd).env_remove("PICOCACHE_DIR");
+        if let Some(e) = &env {
+            c.env("PICOCACHE_DIR", e);
+        }
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find_map(|l| l.split_once("S24 DEFAULT ").map(|(_, r)| r.to_owned()))
+            .unwrap_or_default();
+        println!("S24 default store, {what}: {line}");
+        assert!(
+            out.status.success(),
+            "{what}: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            snapshot(dir.path()),
+            before,
+            "{what} changed the user's files"
+        );
+    }
 }
