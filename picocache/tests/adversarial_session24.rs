@@ -257,6 +257,9 @@ mod nested_by_digest {
     }
 }
 
+/// Held: was a bug found by this test, fixed in 714815c (nested functions
+/// are named after their enclosing functions).
+/// What happened before the fix:
 /// Two nested `#[memoize]` functions with the same name and the same tokens
 /// in two functions of one module (each adding its own enclosing function's
 /// `const K`) get the same namespace, `module::add_k#DIGEST`
@@ -268,7 +271,6 @@ mod nested_by_digest {
 /// `file!()`, `line!()` and `column!()` into the default name of a function
 /// declared inside a block (not at module level).
 #[test]
-#[ignore = "BUG: nested #[memoize] fns with one name and body in one module share results"]
 fn nested_functions_with_one_name_and_body_get_their_own_results() {
     assert_eq!(nested_by_digest::plus_one(5), 6);
     assert_eq!(nested_by_digest::plus_one(5), 6);
@@ -293,6 +295,9 @@ mod nested_pinned {
     }
 }
 
+/// Held: was a bug found by this test, fixed in 714815c (nested functions
+/// are named after their enclosing functions).
+/// What happened before the fix:
 /// With `version =`, two nested functions with one name in one module share
 /// `module::scale@1` whatever their bodies: `tripled(5)` returns 10 (the
 /// other function's `5 * 2`), not 15, every time. The same holds across
@@ -306,7 +311,6 @@ mod nested_pinned {
 /// pinned name is meant to survive edits of the body, so the fix cannot be
 /// the digest; a registry of claimed names per process catches it).
 #[test]
-#[ignore = "BUG: nested #[memoize(version)] fns with one name in one module share results"]
 fn nested_pinned_functions_with_one_name_get_their_own_results() {
     assert_eq!(nested_pinned::doubled(5), 10);
     assert_eq!(nested_pinned::tripled(5), 15);
@@ -344,6 +348,9 @@ struct OldRange {
     hi: u32,
 }
 
+/// Held: was a bug found by this test, fixed in ebe852b (values carry a
+/// fingerprint of the result type's serde layout).
+/// What happened before the fix:
 /// A result type edited outside the function's tokens (its struct's fields
 /// reordered, or a type alias from `u64` to `i64`) keeps the default
 /// `#[memoize]` name (the digest covers only the function's own tokens), and
@@ -362,7 +369,6 @@ struct OldRange {
 /// included) and hash the format, so a changed layout is a new namespace;
 /// at the least `std::any::type_name` of `R` and `A`.
 #[test]
-#[ignore = "BUG: a result type edited outside the fn (fields reordered, alias changed) serves old bytes as wrong values"]
 fn an_edited_result_type_never_reads_the_old_layout() {
     let old_range = Memo::builder(layout::range_of_cache().namespace_name())
         .backend(sealed_store())
@@ -413,7 +419,7 @@ fn area(s: Shape) -> u32 {
 /// optionally a debug-build check that decodes nothing but compares
 /// `serde_json` shapes is not possible for untagged, so the docs are the fix.
 #[test]
-#[ignore = "BUG: #[serde(untagged)] enum arguments share keys: area(Square(2)) returns Circle(2)'s result"]
+#[ignore = "BUG (documented as a limitation in 33c5ea1): #[serde(untagged)] enum arguments share keys: area(Square(2)) returns Circle(2)'s result"]
 fn untagged_enum_arguments_never_share_a_result() {
     let dir = temp_root().join("untagged");
     let m = memo_on(
@@ -488,6 +494,9 @@ impl<'de> Deserialize<'de> for Derived {
     }
 }
 
+/// Held: was a bug found by this test, fixed in 395f6c8 (a located hit is
+/// decoded after the engine's read returns).
+/// What happened before the fix:
 /// A result type whose `Deserialize` calls a memoized function on the local
 /// store (a `From<Raw>` that looks something up): the outer hit decodes the
 /// value inside the engine's read callback (`Memo::located_hit` ->
@@ -501,7 +510,6 @@ impl<'de> Deserialize<'de> for Derived {
 /// returns (copy the payload out, or take the scratch buffer out of its
 /// cell with `mem::take` and drop the index guard before calling `f`).
 #[test]
-#[ignore = "BUG: a Deserialize that calls a memoized fn panics (RefCell already borrowed) on a hit"]
 fn a_deserialize_that_calls_a_memoized_function_works() {
     let outer = Memo::builder(unique("derived"))
         .backend(sealed_store())
@@ -637,6 +645,9 @@ fn a_forked_child_computes_other_arguments() {
     assert!(run_fork_probe("2").starts_with("S24 FORK ok"));
 }
 
+/// Held: was a bug found by this test, fixed in 1f64862 (flights tagged
+/// with the fork generation).
+/// What happened before the fix:
 /// A process forked while another thread of its parent computes `f(1)`
 /// calls `f(1)`: its copy of the `Memo`'s in-flight table says a thread
 /// leads `f(1)`, a thread that does not exist in the child, and
@@ -650,7 +661,6 @@ fn a_forked_child_computes_other_arguments() {
 /// process, as the engine's `check_fork` does for the store); or a
 /// `pthread_atfork` child handler.
 #[test]
-#[ignore = "BUG: a forked child calling the arguments a parent thread computes hangs forever"]
 fn a_forked_child_never_waits_for_a_thread_of_its_parent() {
     assert!(run_fork_probe("1").starts_with("S24 FORK ok"));
 }
@@ -979,6 +989,9 @@ fn call_with_an_unencodable_argument_runs_the_function() {
     assert_eq!(m.call(Unencodable(4), |u| u.0 * 2 + 1), 9);
 }
 
+/// Held: was a bug found by this test, fixed in 0970b2b (an argument that
+/// does not encode is computed uncached).
+/// What happened before the fix:
 /// `Memo::call_many` (not strict) with an argument whose encoding fails
 /// panics with "picocache (strict mode): bincode: cannot encode": its key
 /// loop uses `?` on `encode_key`, which returns the error whether or not
@@ -990,7 +1003,6 @@ fn call_with_an_unencodable_argument_runs_the_function() {
 /// fix: on a key that fails to encode, `self.failed(e, "encoding the
 /// arguments")?` and compute that argument uncached (keep the others).
 #[test]
-#[ignore = "BUG: call_many (not strict) panics on an argument that fails to encode"]
 fn call_many_with_an_unencodable_argument_runs_the_function() {
     let dir = temp_root().join("unencodable-many");
     let m = memo_on(
@@ -1193,6 +1205,9 @@ fn maintenance_while_another_process_calls_never_gives_a_wrong_value() {
 // Names.
 // ---------------------------------------------------------------------------
 
+/// Held: was a bug found by this test, fixed in 714815c (a name or version
+/// holding '@' is refused: the memo runs uncached).
+/// What happened before the fix:
 /// `Memo::builder("f@1")` and `Memo::builder("f").version("1")` (or, with
 /// `#[memoize]`, `name = "app::f@1"` and `name = "app::f", version = 1`) are
 /// one namespace, `f@1`: two different functions share results (`g(2)`
@@ -1200,7 +1215,6 @@ fn maintenance_while_another_process_calls_never_gives_a_wrong_value() {
 /// Severity: low (a name with `@` is unusual), but silent. Suggested fix:
 /// refuse (or escape) `@` in names and versions given to the builder.
 #[test]
-#[ignore = "BUG: name \"f@1\" and name \"f\" + version \"1\" are one namespace"]
 fn a_name_with_an_at_sign_never_meets_a_versioned_name() {
     let dir = temp_root().join("at-sign").display().to_string();
     std::fs::create_dir_all(&dir).unwrap();
@@ -1640,6 +1654,9 @@ fn every_command_into_a_closed_pipe_ends_quietly() {
     }
 }
 
+/// Held: was a bug found by this test, fixed in ebe852b (the result type's
+/// layout fingerprint: an i32 value is not read as a u64).
+/// What happened before the fix:
 /// A `Memo`'s `call` is generic in the argument and result types at each
 /// call, and nothing ties a `Memo` (or a namespace) to one pair of types: a
 /// call with `0..40` (inferred `i32`) next to calls with `u64` shares keys
@@ -1656,7 +1673,6 @@ fn every_command_into_a_closed_pipe_ends_quietly() {
 /// fingerprint in the namespace suggested in
 /// `an_edited_result_type_never_reads_the_old_layout`.
 #[test]
-#[ignore = "BUG: one Memo called with i32 and u64 arguments mixes their entries: f(0) returns 2"]
 fn one_memo_called_with_two_argument_types_never_mixes_them() {
     let dir = temp_root().join("two-types");
     let m = memo_on(
