@@ -382,12 +382,18 @@ fn begin(
             // then compute without leading (no flight, no lease), so the
             // waiters of a failing computation fail side by side, not one
             // after the other.
+            // A store that fails meanwhile is a warning (an error only
+            // when strict), never this caller's failure: it computes.
             if !read_only {
                 let (loads, miss, keep) = ns.decoder(py)?;
-                let v = ns.fetch(py, key, loads, miss, keep, true)?;
-                if !v.is(miss) {
-                    counts.hit();
-                    return Ok(Begun::Answered(v));
+                match ns.fetch(py, key, loads, miss, keep, true) {
+                    Ok(v) if !v.is(miss) => {
+                        counts.hit();
+                        return Ok(Begun::Answered(v));
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.is_instance_of::<CacheError>(py) => cx.fail(py, e, "a lookup")?,
+                    Err(e) => return Err(e),
                 }
             }
             return Ok(Begun::Lead(Box::new(Lead {
