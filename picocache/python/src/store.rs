@@ -83,38 +83,74 @@ pub(crate) fn shared_local(path: &str, group: bool) -> picocache::Result<Arc<dyn
 /// at a fork (a lock held across the open by another thread was left held
 /// in the child, whose first open then hung forever:
 /// `test_adversarial_session23.py`).
+///
+/// A handle is reused only while `path` still names the directory it
+/// opened (its device and inode, that directory held open by the registry
+/// so that its inode number is not reused): a store deleted (`rm -rf`) or
+/// moved away, and made again at `path` by another process, is opened
+/// anew by the next cache object, never served from the old one's files.
 pub(crate) fn shared_local_backend(
     path: &str,
     group: bool,
 ) -> picocache::Result<Arc<picocache::LocalBackend>> {
-    type Shared =
-        BTreeMap<(std::path::PathBuf, bool), (u64, std::sync::Weak<picocache::LocalBackend>)>;
+    type Entry = (u64, DirId, std::sync::Weak<picocache::LocalBackend>);
+    type Shared = BTreeMap<(std::path::PathBuf, bool), Entry>;
     static OPEN: GILProtected<RefCell<Shared>> = GILProtected::new(RefCell::new(BTreeMap::new()));
     let key = (
         std::fs::canonicalize(path).unwrap_or_else(|_| std::path::PathBuf::from(path)),
         group,
     );
     let gen = fork_gen();
-    let live = |open: &Shared| match open.get(&key) {
-        Some((g, weak)) if *g == gen => weak.upgrade(),
+    let live = |open: &Shared, now: Option<(u64, u64)>| match open.get(&key) {
+        Some((g, dir, weak)) if *g == gen && Some(dir.id) == now => weak.upgrade(),
         _ => None,
     };
-    if let Some(b) = Python::with_gil(|py| live(&OPEN.get(py).borrow())) {
+    let now = DirId::at(path);
+    if let Some(b) = Python::with_gil(|py| live(&OPEN.get(py).borrow(), now)) {
         return Ok(b);
     }
     let b = Arc::new(picocache::LocalBackend::open_with(
         path,
         picocache_engine::Options::default().group_access(group),
     )?);
+    let Some(dir) = DirId::open(path) else {
+        return Ok(b); // (the path gone again already: this handle, not shared)
+    };
     Ok(Python::with_gil(|py| {
         let mut open = OPEN.get(py).borrow_mut();
-        if let Some(theirs) = live(&open) {
+        if let Some(theirs) = live(&open, Some(dir.id)) {
             return theirs; // another thread opened it meanwhile: one handle per process
         }
-        open.retain(|_, (g, w)| *g == gen && w.strong_count() > 0);
-        open.insert(key.clone(), (gen, Arc::downgrade(&b)));
+        open.retain(|_, (g, _, w)| *g == gen && w.strong_count() > 0);
+        open.insert(key.clone(), (gen, dir, Arc::downgrade(&b)));
         b
     }))
+}
+
+/// The identity of a store's directory: its (device, inode), with the
+/// directory held open so that the inode number stays its own.
+struct DirId {
+    id: (u64, u64),
+    _held: std::fs::File,
+}
+
+impl DirId {
+    /// The (device, inode) of what `path` names now, if anything.
+    fn at(path: &str) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+
+    /// The directory `path` names, held open.
+    fn open(path: &str) -> Option<DirId> {
+        use std::os::unix::fs::MetadataExt;
+        let f = std::fs::File::open(path).ok()?;
+        let m = f.metadata().ok()?;
+        Some(DirId {
+            id: (m.dev(), m.ino()),
+            _held: f,
+        })
+    }
 }
 
 pub(crate) struct StoreInner {
