@@ -37,9 +37,15 @@ const SECRET: &[u8] = b"adversarial session 24 secret";
 // Shared helpers.
 // ---------------------------------------------------------------------------
 
-/// One temporary directory for the whole test binary.
+/// One temporary directory for the whole test binary (a `static` is never
+/// dropped, so it lives under the target directory's `tmp`, not `/tmp`).
 fn temp_root() -> &'static Path {
-    static DIR: LazyLock<tempfile::TempDir> = LazyLock::new(|| tempfile::tempdir().unwrap());
+    static DIR: LazyLock<tempfile::TempDir> = LazyLock::new(|| {
+        tempfile::Builder::new()
+            .prefix("s24-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap()
+    });
     DIR.path()
 }
 
@@ -1331,6 +1337,27 @@ fn dropped_sql_tables_never_break_a_call() {
             "S24 dropped {label}: rounds before {before:?}, after {after:?}; \
              cache_info after: {info:?}"
         );
+        // Leave no table behind (in case the backend made them again).
+        let drops: Vec<String> = ["", "_ns", "_meta", "_lease"]
+            .iter()
+            .map(|suffix| format!("DROP TABLE IF EXISTS {table}{suffix}"))
+            .collect();
+        match label {
+            "postgres" => {
+                let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                for d in &drops {
+                    c.batch_execute(d).unwrap();
+                }
+            }
+            "mysql" => {
+                use mysql::prelude::Queryable;
+                let mut c = mysql::Conn::new(mysql::Opts::from_url(&url).unwrap()).unwrap();
+                for d in &drops {
+                    c.query_drop(d).unwrap();
+                }
+            }
+            _ => {}
+        }
     }
 }
 
@@ -2511,6 +2538,23 @@ fn tampered_postgres_and_mysql_rows_are_never_served() {
         }
         let rejected = a.stats().unwrap().rejected + b.stats().unwrap().rejected;
         println!("S24 tampered {label}: {rejected} rejected");
+        // Leave no table behind.
+        let drops: Vec<String> = ["", "_ns", "_meta", "_lease"]
+            .iter()
+            .map(|suffix| format!("DROP TABLE IF EXISTS {table}{suffix}"))
+            .collect();
+        if label == "postgres" {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            for d in &drops {
+                c.batch_execute(d).unwrap();
+            }
+        } else {
+            use mysql::prelude::Queryable;
+            let mut c = mysql::Conn::new(mysql::Opts::from_url(&url).unwrap()).unwrap();
+            for d in &drops {
+                c.query_drop(d).unwrap();
+            }
+        }
         assert!(rejected >= 4, "{label}: {rejected}");
     }
 }
