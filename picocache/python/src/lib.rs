@@ -476,6 +476,23 @@ impl Namespace {
 fn _after_fork_in_child() {
     FORK_GEN.fetch_add(1, Ordering::AcqRel);
     miss::forget_flights();
+    picocache::sql::fork::after_fork_in_child();
+}
+
+/// Called by the Python package just before a `fork()`: the SQLite
+/// backends' operations in other threads end (at most 2 s are waited for
+/// them) and new ones wait, so the child inherits no SQLite lock state of a
+/// transaction (`picocache::sql::fork`). The GIL is released meanwhile.
+#[pyfunction]
+fn _before_fork(py: Python<'_>) {
+    py.allow_threads(|| picocache::sql::fork::before_fork(std::time::Duration::from_secs(2)));
+}
+
+/// Called by the Python package in the parent after a `fork()`: the SQLite
+/// backends go on.
+#[pyfunction]
+fn _after_fork_in_parent() {
+    picocache::sql::fork::after_fork_in_parent();
 }
 
 /// The default directory of a local store (`$PICOCACHE_DIR` or `.picocache`).
@@ -515,6 +532,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(keys::encode, m)?)?;
     m.add_function(wrap_pyfunction!(keys::encode_call, m)?)?;
     m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
+    m.add_function(wrap_pyfunction!(_before_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(_after_fork_in_parent, m)?)?;
     m.add_function(wrap_pyfunction!(default_local_path, m)?)?;
     m.add_function(wrap_pyfunction!(maintain::prune_local, m)?)?;
     m.add_function(wrap_pyfunction!(maintain::inspect_local, m)?)?;

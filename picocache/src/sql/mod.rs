@@ -66,6 +66,7 @@ use parking_lot::Mutex;
 use crate::backend::{Backend, Limits, Namespace};
 use crate::{BoxError, Error, Result};
 
+pub mod fork;
 pub(crate) mod guard;
 mod lease;
 #[cfg(feature = "mysql")]
@@ -477,6 +478,10 @@ impl SqlBackend {
             commits: std::sync::atomic::AtomicU64::new(0),
         });
         shared.ensure_schema()?;
+        #[cfg(feature = "sqlite")]
+        if dialect == Dialect::Sqlite {
+            fork::register(&shared);
+        }
         Ok(SqlBackend { shared })
     }
 

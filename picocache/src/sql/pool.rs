@@ -49,6 +49,17 @@ impl Pool {
         self.conns.max()
     }
 
+    /// Stops new operations and waits, until `until` at the latest, for the
+    /// running ones (see `fork.rs`); whether they all ended.
+    pub(crate) fn quiesce(&self, until: std::time::Instant) -> bool {
+        self.conns.quiesce(until)
+    }
+
+    /// Ends a [`Pool::quiesce`].
+    pub(crate) fn resume(&self) {
+        self.conns.resume()
+    }
+
     /// Whether calls skip the server now (its back-off window).
     pub(crate) fn is_down(&self) -> bool {
         self.breaker.is_down()

@@ -81,7 +81,10 @@ def _after_fork_in_child() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    # Before: SQLite backends finish their operations (a child must not
+    # inherit SQLite's lock state of a transaction; see picocache::sql::fork).
+    os.register_at_fork(before=_native._before_fork, after_in_parent=_native._after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)
 
 
 def _decoding_lookup(ns: Any, loads: Callable[[bytes], Any]) -> Callable[[tuple, dict], Any]:
