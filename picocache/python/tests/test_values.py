@@ -282,3 +282,30 @@ def test_blake3_content_digest_is_blake3_and_sees_every_byte():
     k = _arrays.ndarray_key(np, big)
     assert k == _arrays.ndarray_key(np, big[::-1][::-1].copy()) and len(k[3]) == 32
     assert _arrays.buffer_key(memoryview(big))[3] == k[3]
+
+
+def test_options_that_change_what_an_entry_means_have_namespaces_of_their_own(tmp_path):
+    """Issue 24: the namespace is the name, then ``;typed``, ``;ttl=``,
+    ``;key=`` (ignore=, key=, key_serializer) and ``;vs=`` (a custom value
+    serializer); the default (pickle, untyped, no ttl, plain keys) is the
+    name alone, so what it stored before is still read. Two lambda
+    serializers of one module are told apart by their code."""
+
+    def ns(f):
+        return f.__picocache_state__.store_name
+
+    cache = pc.LocalCache(tmp_path / "s")
+    body = lambda x, y=0: (x, y)  # noqa: E731
+    assert ns(cache(name="n")(body)) == "n"
+    assert ns(cache(name="n", typed=True)(body)) == "n;typed"
+    assert ns(cache(name="n", ttl=2)(body)) == "n;ttl=2.0"
+    assert ns(cache(name="n", ttl=2.0, typed=True)(body)) == "n;typed;ttl=2.0"
+    by_gen = ns(cache(name="n", ignore=(a for a in ["y"]))(body))
+    assert by_gen.startswith("n;key=") and by_gen == ns(cache(name="n", ignore=["y"])(body))
+    assert ns(cache(name="n", key=lambda x, y=0: x)(body)) not in ("n", by_gen)
+    raw = pc.LocalCache(tmp_path / "s", value_serializer=(lambda v: v, lambda b: b))
+    pic = pc.LocalCache(tmp_path / "s", value_serializer=(lambda v: pickle.dumps(v),
+                                                         lambda b: pickle.loads(b)))
+    a, b = ns(raw(name="n")(body)), ns(pic(name="n")(body))
+    assert a.startswith("n;vs=") and b.startswith("n;vs=") and a != b
+    assert ns(pc.LocalCache(tmp_path / "s", value_serializer=pc.plain)(name="n")(body)).startswith("n;vs=")

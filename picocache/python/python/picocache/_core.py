@@ -264,6 +264,7 @@ class BaseCache:
 
         # Argument transformation: ignore= and key=.
         ignore = list(ignore or ())
+        st.shaping = (ignore, key, self.key_serializer)  # (part of the namespace's identity)
         transform = None
         if ignore or key is not None:
             names = _arg_names(func)

@@ -36,7 +36,10 @@ BLAKE2b of the identity of a custom ``value_serializer``
 only ever decoded by the serializer that made it (bytes a raw serializer
 stored are never unpickled). The default serializer (pickle), untyped and
 without a ttl, adds nothing: the entries stored before these suffixes stay
-readable. ``name=`` is followed by the suffixes too.
+readable. Likewise ``;key=`` and a digest (:func:`shaping_identity`) when
+``ignore=``, ``key=`` or a ``key_serializer`` shape the keys (a key of
+``f(1, debug=True)`` with ``debug`` ignored is ``f(1)``'s). ``name=`` is
+followed by the suffixes too.
 
 A closure, default or bound object that cannot be encoded as a key raises
 ``TypeError`` at the first call, naming it: such a function cannot be told
@@ -90,11 +93,13 @@ def function_name(func: Callable, version: Any = None, *, self_obj: object = Non
     return _shorten(name + "#" + _blake2b(enc, digest_size=8).hexdigest())
 
 
-def store_name(name: str, typed: bool, value_id: Optional[str], ttl: Any = None) -> str:
+def store_name(name: str, typed: bool, value_id: Optional[str], ttl: Any = None,
+               shape_id: Optional[str] = None) -> str:
     """The namespace of a function named ``name`` (see the module
     docstring): ``name``, then ``;typed`` if typed, then ``;ttl=SECONDS``
-    if it has a ttl, then ``;vs=ID`` for a custom value serializer of
-    identity ``value_id``."""
+    if it has a ttl, then ``;key=ID`` if ``ignore=``, ``key=`` or a
+    ``key_serializer`` shape its keys (:func:`shaping_identity`), then
+    ``;vs=ID`` for a custom value serializer of identity ``value_id``."""
     suffix = ";typed" if typed else ""
     if ttl is not None:
         try:
@@ -102,23 +107,23 @@ def store_name(name: str, typed: bool, value_id: Optional[str], ttl: Any = None)
             suffix += f";ttl={secs!r}"
         except (TypeError, ValueError, OverflowError):
             suffix += ";ttl=?"  # (the store refuses it)
+    if shape_id is not None:
+        suffix += ";key=" + shape_id
     if value_id is not None:
         suffix += ";vs=" + value_id
     return _shorten(name + suffix) if suffix else name
 
 
-def serializer_identity(value_serializer: Any) -> Optional[str]:
-    """None for the default serializer (pickle), else 16 hex digits of
-    BLAKE2b over what tells a custom one apart: the module and qualified
-    name of its ``dumps`` and ``loads``, and, where they can be encoded,
-    their code, defaults and closures (two lambdas of one module differ)
-    or the object a method is bound to."""
-    if value_serializer is None:
-        return None
-    from ._serial import serializer_pair
-
-    parts = []
-    for f in serializer_pair(value_serializer):
+def _callables_digest(head: str, callables: Any) -> str:
+    """16 hex digits of BLAKE2b over ``head`` and, for each callable, its
+    module and qualified name and, where they can be encoded, its code,
+    defaults and closure (two lambdas of one module differ) or the object a
+    method is bound to."""
+    parts = [head]
+    for f in callables:
+        if f is None:
+            parts.append("None")
+            continue
         mod = getattr(f, "__module__", None) or type(f).__module__
         qual = getattr(f, "__qualname__", None) or getattr(f, "__name__", None) or type(f).__qualname__
         parts.append(f"{mod}.{qual}")
@@ -127,6 +132,29 @@ def serializer_identity(value_serializer: Any) -> Optional[str]:
         except (TypeError, ValueError, RecursionError):
             parts.append("-")  # by its names alone
     return _blake2b("\0".join(parts).encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+def serializer_identity(value_serializer: Any) -> Optional[str]:
+    """None for the default serializer (pickle), else the digest of its
+    ``dumps`` and ``loads`` (:func:`_callables_digest`)."""
+    if value_serializer is None:
+        return None
+    from ._serial import serializer_pair
+
+    return _callables_digest("", serializer_pair(value_serializer))
+
+
+def shaping_identity(ignore: Any, key: Any, key_serializer: Any) -> Optional[str]:
+    """None when the keys are the arguments' own encoding, else the digest of
+    what shapes them: the ignored positions and names (in any order), the
+    ``key=`` function and the ``key_serializer`` (:func:`_callables_digest`):
+    a wrapper that ignores an argument, or keys by a function of them, never
+    shares entries with one that does not."""
+    ignore = list(ignore or ())
+    if not ignore and key is None and key_serializer is None:
+        return None
+    ig = sorted(repr(i) for i in ignore)
+    return _callables_digest("ignore=" + ",".join(ig), (key, key_serializer))
 
 
 #: Longest name kept whole, in UTF-8 bytes (the local engine takes up to

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 from . import _native
 from ._keys import IdentityError, fallback as _fallback
-from ._naming import store_name
+from ._naming import shaping_identity, store_name
 from ._native import CacheError, CacheReadOnly, CacheTooLarge
 
 class _Logger:
@@ -116,9 +116,12 @@ class _FunctionState:
         #: name_fn (a closure's contents are read then, not at decoration).
         self._name = name
         self._name_fn = name_fn
-        #: The namespace in the store: the name with the typed and value
-        #: serializer suffixes (picocache._naming.store_name), at first use.
+        #: The namespace in the store: the name with the typed, ttl, key and
+        #: value serializer suffixes (picocache._naming.store_name), at first use.
         self._store_name: Optional[str] = None
+        #: What shapes the keys: (ignore=, key=, key_serializer), for the
+        #: namespace's identity (picocache._naming.shaping_identity).
+        self.shaping: tuple = ((), None, None)
         #: The decorator's strict= (None: the cache's).
         self.strict = strict
         #: Set (to the error) if the function cannot be named, or its cache
@@ -173,7 +176,8 @@ class _FunctionState:
         """The namespace the entries live in (raises as ``name``)."""
         n = self._store_name
         if n is None:
-            n = self._store_name = store_name(self.name, self.typed, self.cache._value_identity(), self.ttl)
+            n = self._store_name = store_name(self.name, self.typed, self.cache._value_identity(),
+                                              self.ttl, shaping_identity(*self.shaping))
         return n
 
     def __del__(self) -> None:
