@@ -71,6 +71,15 @@ def _waker(loop: Any, done: Any) -> Callable[[], None]:
     return wake
 
 
+def _lease_timeout(v: Any) -> float:
+    """``lease_timeout`` checked at construction: seconds >= 0; infinity (wait
+    as long as it takes) is kept as about 136 years, as a huge finite value
+    is. Anything else raises here, not at every call."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+        raise ValueError(f"lease_timeout must be a number of seconds >= 0, not {v!r}")
+    return min(float(v), 2.0 ** 32)
+
+
 class BaseCache:
     """The base of every cache class: a decorator factory.
 
@@ -131,7 +140,7 @@ class BaseCache:
         self.default_mmap_mode = _values.check_mmap_mode(default_mmap_mode, value_serializer)
         self.strict = strict
         self.default_ttl = default_ttl
-        self.lease_timeout = lease_timeout
+        self.lease_timeout = _lease_timeout(lease_timeout)
         self.version = version
         #: The byte limit of each function unless the decorator gives one.
         self.default_max_bytes = default_max_bytes
