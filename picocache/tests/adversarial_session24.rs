@@ -2,18 +2,30 @@
 //! (adversarial_session12, memoize_naming, reentrant_calls, memo*, sealed,
 //! cli) did not try.
 //!
-//! - `#[memoize]` identity: two nested functions with one name in one
-//!   module, and a result type edited outside the function's tokens;
-//! - argument encodings that collide (`#[serde(untagged)]`);
-//! - user code (a `Deserialize`) that calls a memoized function while the
-//!   engine is reading a value;
-//! - `fork()` while another thread computes;
-//! - a process killed while holding a key's lease, and a panic in the
-//!   function, on every backend;
-//! - rows swapped between keys in SQLite behind the memoizer's back;
-//! - servers that accept a connection and never answer;
-//! - the CLI's writing commands on a directory that is not a store, and
-//!   `repair` run twice on files named like a segment.
+//! - `#[memoize]` identity: nested functions with one name in one module,
+//!   names holding `@`, result and argument types edited outside the
+//!   function's tokens, one `Memo` called with two types, and what the
+//!   result layout fingerprint (`core::layout`) does and does not trace;
+//! - argument encodings: `#[serde(untagged)]`, `HashMap`s, signed zeros and
+//!   NaN payloads, nested options; results bincode cannot encode or decode;
+//! - user code run by picocache at awkward moments: a `Deserialize` that
+//!   calls a memoized function, `Serialize`/`Deserialize` that panic, a call
+//!   from a thread-local's destructor, deep memoized recursion;
+//! - `fork()` while another thread computes, and with pooled connections;
+//! - leases: a killed holder, a panicking function, a frozen writer holding
+//!   the local store's lock, on every backend where it applies;
+//! - hostile stores: SQL rows swapped, truncated, retyped or their tables
+//!   dropped, Redis keys of the wrong type, a store deleted under a process,
+//!   namespaces past the store's limit, TTL edges, servers that never
+//!   answer, malformed URLs, odd names, an unusable default store;
+//! - many threads with evictions, clears and compactions at once;
+//! - the CLI: writing commands on a directory that is not a store,
+//!   maintenance while another process calls, closed pipes, control
+//!   characters, `repair` run twice.
+//!
+//! Tests of bugs are `#[ignore = "BUG: ..."]` with what happens and a
+//! suggested fix; tests of bugs this file found that are fixed since run as
+//! `Held:` regressions (their docs name the fixing commit).
 //!
 //! A server that is not there fails the test under `CI=true` and skips it
 //! (saying so on stderr) otherwise. Child processes are this test binary run
