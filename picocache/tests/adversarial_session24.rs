@@ -3143,3 +3143,57 @@ fn fingerprinting_never_runs_user_code_on_made_up_input() {
     assert_eq!(b, Enriched { id: 7, name: 1007 });
     assert!(!ran.contains(&0), "the lookup ran for {ran:?}");
 }
+
+// ---------------------------------------------------------------------------
+// A result whose Serialize skips fields (as JSON types do).
+// ---------------------------------------------------------------------------
+
+/// A result type written for JSON: `None` fields are left out of the
+/// output (`skip_serializing_if`, ubiquitous on API types).
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
+struct ApiReply {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<u8>,
+    code: u8,
+    count: u8,
+    body: Vec<u8>,
+}
+
+/// A result type whose `Serialize` leaves fields out
+/// (`#[serde(skip_serializing_if = "Option::is_none")]`, common on types
+/// written for JSON) is stored by bincode without them, and bincode, which
+/// has no field names, decodes the shorter bytes shifted: the function
+/// returns `ApiReply { note: None, code: 0, count: 5, body: [1, 7] }`, the
+/// next call returns `ApiReply { note: None, code: 5, count: 2, body: [7] }`
+/// (the bytes `[0, 5, 2, 1, 7]` read with `note` taking the first). Every
+/// time, in one build (no edit: the layout fingerprint matches). For most
+/// values the shifted read fails (a miss); for some it fits exactly and is
+/// a wrong value. Severity: a silent wrong value from a common serde
+/// attribute. Suggested fix: check, when a value is stored, that it decodes
+/// back to the same bytes (`encode(decode(bytes)) == bytes`; once per type
+/// and process would catch a type that skips fields only when it does,
+/// so per store, or per store of the first N values), and refuse to store
+/// (a warning) a type that fails; document that results must serialize
+/// every field.
+#[test]
+#[ignore = "BUG: a result with skip_serializing_if is read back shifted: code 0, count 5 comes back as code 5, count 2"]
+fn a_result_that_skips_fields_is_never_read_back_shifted() {
+    let dir = temp_root().join(unique("skip").replace("::", "_"));
+    let m = memo_on(
+        &dir.display().to_string(),
+        &unique("skip"),
+        Duration::from_secs(5),
+    );
+    let reply = ApiReply {
+        note: None,
+        code: 0,
+        count: 5,
+        body: vec![1, 7],
+    };
+    let r = reply.clone();
+    assert_eq!(m.call(1u64, move |_| r), reply);
+    let r = reply.clone();
+    let again = m.call(1u64, move |_| r);
+    println!("S24 skipped fields: stored {reply:?}, read back {again:?}");
+    assert_eq!(again, reply);
+}
