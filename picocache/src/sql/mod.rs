@@ -468,7 +468,7 @@ impl SqlBackend {
         options.max_value_size = settings.max_value_size.unwrap_or(options.max_value_size);
         let driver = url::driver(&url, &options)?;
         let dialect = driver.dialect();
-        let shared = Arc::new(Shared {
+        let mut shared = Shared {
             pool: pool::Pool::new(driver, &options),
             lease_ttl: options.lease_ttl,
             max_value_size: options.max_value_size,
@@ -476,7 +476,15 @@ impl SqlBackend {
             table: options.table.clone(),
             pending: Mutex::new(Pending::default()),
             commits: std::sync::atomic::AtomicU64::new(0),
-        });
+        };
+        if shared.holds_v14_table()? {
+            // picocache 1.4's table: this backend's tables go beside it.
+            let table = format!("{}_v2", options.table);
+            validate_table(&table)?;
+            shared.sql = Sql::new(dialect, &table);
+            shared.table = table;
+        }
+        let shared = Arc::new(shared);
         shared.ensure_schema()?;
         #[cfg(feature = "sqlite")]
         if dialect == Dialect::Sqlite {

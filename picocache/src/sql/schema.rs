@@ -132,7 +132,44 @@ impl Sql {
     }
 }
 
+/// The columns of picocache 1.4's table (the original Python package kept
+/// every entry in one table of that name: `key`, `value`, `last_accessed`).
+const V14_COLUMNS: [&str; 3] = ["key", "last_accessed", "value"];
+
 impl Shared {
+    /// Whether the table this backend would use is picocache 1.4's own (its
+    /// columns exactly [`V14_COLUMNS`]): the backend then keeps its tables
+    /// beside it, under `TABLE_v2` (README, "Coming from picocache 1.4":
+    /// 1.4's entries are recomputed once; its table is left as it was, for a
+    /// 1.4 process still running, and a user may drop it).
+    pub(super) fn holds_v14_table(&self) -> Result<bool> {
+        let sql = match self.sql.dialect {
+            Dialect::Sqlite => "SELECT name FROM pragma_table_info(?)",
+            Dialect::Postgres => {
+                "SELECT column_name::text FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = ?"
+            }
+            Dialect::Mysql => {
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?"
+            }
+        };
+        let budget = self.pool.opening_budget();
+        let rows = self
+            .pool
+            .with_conn_in(&budget, |c| c.query(sql, &[Val::Text(self.table.clone())]))?;
+        let mut cols: Vec<String> = rows
+            .iter()
+            .filter_map(|r| match r.first() {
+                Some(Val::Text(t)) => Some(t.to_lowercase()),
+                Some(Val::Bytes(b)) => Some(String::from_utf8_lossy(b).to_lowercase()),
+                _ => None,
+            })
+            .collect();
+        cols.sort();
+        Ok(cols == V14_COLUMNS)
+    }
+
     pub(super) fn ensure_schema(&self) -> Result<()> {
         let stmts = self.sql.schema(&self.table);
         // Connecting and every try: one operation (connect_timeout + timeout).
