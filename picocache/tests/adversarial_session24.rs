@@ -3197,3 +3197,54 @@ fn a_result_that_skips_fields_is_never_read_back_shifted() {
     println!("S24 skipped fields: stored {reply:?}, read back {again:?}");
     assert_eq!(again, reply);
 }
+
+/// Query parameters written for JSON: absent filters are left out.
+#[derive(Serialize, Clone, Copy, Debug)]
+struct Filters {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max: Option<u32>,
+}
+
+/// An argument struct whose optional fields are left out when `None`
+/// (`skip_serializing_if`, the usual attribute on types written for JSON):
+/// `Filters { min: Some(5), max: None }` and `Filters { min: None, max:
+/// Some(5) }` both encode as `[1, 5]`, one key, so `count(max = 5)` is
+/// served `count(min = 5)`'s result: 96 for 6 (the numbers 0..=100 at least
+/// 5, then at most 5). Every time. The docs (33c5ea1) require arguments to
+/// serialize unequal values to unequal output, with `#[serde(untagged)]` as
+/// the example; this attribute is far more common. Severity: a silent
+/// wrong value. Suggested fix: say so in the docs next to the untagged
+/// example; better, encode keys with a serializer that refuses (an error:
+/// the call runs uncached with a warning) a struct that serializes fewer
+/// fields than it declared (`serialize_struct(name, len)` gives `len`:
+/// count the `serialize_field` calls; `skip_field` is what serde calls for
+/// a skipped one, so it can be told apart too).
+#[test]
+#[ignore = "BUG: argument structs with skip_serializing_if share keys: count(max=5) returns count(min=5)'s 96 for 6"]
+fn arguments_that_skip_fields_never_share_a_result() {
+    let dir = temp_root().join(unique("skipargs").replace("::", "_"));
+    let m = memo_on(
+        &dir.display().to_string(),
+        &unique("skipargs"),
+        Duration::from_secs(5),
+    );
+    let count = |f: Filters| {
+        (0..=100u32)
+            .filter(|x| f.min.is_none_or(|m| *x >= m) && f.max.is_none_or(|m| *x <= m))
+            .count()
+    };
+    let min5 = Filters {
+        min: Some(5),
+        max: None,
+    };
+    let max5 = Filters {
+        min: None,
+        max: Some(5),
+    };
+    assert_eq!(m.call(min5, count), 96);
+    let got = m.call(max5, count);
+    println!("S24 skipped argument fields: count(max = 5) = {got} (want 6)");
+    assert_eq!(got, 6);
+}
