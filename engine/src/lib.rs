@@ -118,7 +118,9 @@ pub(crate) use hash::name_hash;
 pub use hash::{IdHash, IdHasher};
 pub use io::{FaultIo, Io, RealIo};
 pub use namespace::{Confirmed, Lease, Namespace, Watch};
-pub use options::{Durability, Limits, NamespaceStats, Options, StoreStats, VerifyReport};
+pub use options::{
+    Durability, Limits, NamespaceStats, Options, StoreStats, VerifyReport, DEFAULT_LOCK_TIMEOUT,
+};
 pub use read::Located;
 pub use repair::RepairReport;
 pub use store::Store;

@@ -48,6 +48,7 @@ pub struct Options {
     pub(crate) last_use_clock: Option<Arc<AtomicU64>>,
     pub(crate) group_access: bool,
     pub(crate) inspect_only: bool,
+    pub(crate) lock_timeout: Duration,
 }
 
 impl Default for Options {
@@ -64,11 +65,26 @@ impl Default for Options {
             last_use_clock: None,
             group_access: false,
             inspect_only: false,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
         }
     }
 }
 
+/// How long a write waits for the store's writer lock by default.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(3);
+
 impl Options {
+    /// How long a write (and an open that must recover the index) waits
+    /// for the store's writer lock, held by another thread or process
+    /// (default [`DEFAULT_LOCK_TIMEOUT`], 3 s): the lock is held for
+    /// microseconds by a write, longer by an index rebuild or resize; a
+    /// process stopped while holding it (Ctrl-Z, a debugger) would otherwise
+    /// block every writer for as long as it stays stopped. Past it the write
+    /// fails with [`Error::Locked`](crate::Error::Locked) and stores nothing.
+    pub fn lock_timeout(mut self, wait: Duration) -> Self {
+        self.lock_timeout = wait;
+        self
+    }
     /// Crash or power-loss durability (default [`Durability::Process`]).
     pub fn durability(mut self, d: Durability) -> Self {
         self.durability = d;

@@ -31,7 +31,9 @@ pub(crate) fn open_or_rebuild_index(
     boot: (u64, u64),
     read_only: bool,
 ) -> Result<(Arc<IndexMap>, bool)> {
-    crate::sys::flock(lock_file, true, false)?;
+    if !crate::sys::flock_within(lock_file, opts.lock_timeout)? {
+        return Err(crate::txn::locked(opts.lock_timeout));
+    }
     let r = (|| {
         let path = dir.join("index");
         // An index trusted across a reboot must not be behind the log.

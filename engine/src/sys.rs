@@ -356,6 +356,31 @@ pub(crate) fn flock(file: &File, exclusive: bool, nonblocking: bool) -> io::Resu
     }
 }
 
+/// Takes an exclusive `flock` of `file`, waiting at most `timeout` for
+/// another holder; whether it was taken. Tries without blocking, yields,
+/// then sleeps between tries (20 us, doubling to 1 ms): a blocking `flock`
+/// cannot be given a deadline.
+pub(crate) fn flock_within(file: &File, timeout: std::time::Duration) -> io::Result<bool> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut pause = std::time::Duration::from_micros(20);
+    for tries in 0u32.. {
+        if flock(file, true, true)? {
+            return Ok(true);
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return Ok(false);
+        }
+        if tries < 64 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(std::time::Duration::from_millis(1));
+        }
+    }
+    Ok(false)
+}
+
 /// Releases a `flock`.
 pub(crate) fn funlock(file: &File) -> io::Result<()> {
     // SAFETY: as in `flock`.

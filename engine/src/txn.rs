@@ -61,7 +61,7 @@ impl Inner {
             return Err(read_only_error(self.ctx.dir(), "it cannot be written"));
         }
         let mut st = self.writer.lock();
-        let _flock = FlockGuard::new(&self.lock_file)?;
+        let _flock = FlockGuard::new(&self.lock_file, self.ctx.opts().lock_timeout)?;
         let mut idx = self.ctx.index();
         let mut rebuilt = false;
         loop {
@@ -102,10 +102,22 @@ impl Inner {
 struct FlockGuard<'a>(&'a File);
 
 impl<'a> FlockGuard<'a> {
-    fn new(f: &'a File) -> Result<FlockGuard<'a>> {
-        sys::flock(f, true, false)?;
+    /// The writer lock, waited for at most `timeout` (see
+    /// [`Options::lock_timeout`](crate::Options::lock_timeout)).
+    fn new(f: &'a File, timeout: std::time::Duration) -> Result<FlockGuard<'a>> {
+        if !sys::flock_within(f, timeout)? {
+            return Err(locked(timeout));
+        }
         Ok(FlockGuard(f))
     }
+}
+
+/// The error of a writer lock not taken within `timeout`.
+pub(crate) fn locked(timeout: std::time::Duration) -> Error {
+    Error::Locked(format!(
+        "the store's writer lock stayed held by another process or thread for {timeout:?} \
+         (one stopped while writing?)"
+    ))
 }
 
 impl Drop for FlockGuard<'_> {

@@ -1,0 +1,71 @@
+//! A process stopped while holding the store's writer lock (Ctrl-Z, a
+//! debugger, mid-write) no longer blocks every other writer for as long as
+//! it stays stopped: a write waits at most `Options::lock_timeout` and fails
+//! with `Error::Locked`, storing nothing; reads go on; once the lock is
+//! free, writes work again. (A write waited forever before: a blocking
+//! `flock` with no deadline.) The holder here is another open file
+//! description of the `lock` file, as another process's would be.
+
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use picocache_engine::{Error, Limits, Options, Store};
+
+#[allow(unsafe_code)]
+fn flock(f: &std::fs::File, op: libc::c_int) {
+    // SAFETY: flock on a descriptor this test owns; no memory is passed.
+    assert_eq!(unsafe { libc::flock(f.as_raw_fd(), op) }, 0);
+}
+
+#[test]
+fn a_write_waits_for_a_held_writer_lock_at_most_the_lock_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = || {
+        Options::default()
+            .background_compaction(false)
+            .lock_timeout(Duration::from_millis(300))
+    };
+    let s = Store::open(dir.path(), opts()).unwrap();
+    let ns = s.namespace("f", Limits::default()).unwrap();
+    ns.put(b"a", b"1").unwrap();
+    let holder = std::fs::File::open(dir.path().join("lock")).unwrap();
+    flock(&holder, libc::LOCK_EX);
+    let t = Instant::now();
+    let r = ns.put(b"b", b"2");
+    let took = t.elapsed();
+    assert!(matches!(r, Err(Error::Locked(_))), "{r:?}");
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert_eq!(ns.get(b"a").unwrap(), Some(b"1".to_vec()), "reads go on");
+    assert_eq!(ns.get(b"b").unwrap(), None, "nothing stored");
+    flock(&holder, libc::LOCK_UN);
+    ns.put(b"b", b"2").unwrap();
+    assert_eq!(ns.get(b"b").unwrap(), Some(b"2".to_vec()));
+    println!("a write behind a held writer lock failed after {took:?}");
+}
+
+#[test]
+fn writers_that_contend_for_the_lock_all_get_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), Options::default().background_compaction(false)).unwrap();
+    let ns = s.namespace("f", Limits::default()).unwrap();
+    std::thread::scope(|sc| {
+        for t in 0..4u32 {
+            let ns = ns.clone();
+            sc.spawn(move || {
+                let s2 = Store::open(ns.store().path(), Options::default()).unwrap();
+                let ns2 = s2.namespace("f", Limits::default()).unwrap();
+                for i in 0..500u32 {
+                    let k = format!("{t}/{i}");
+                    ns2.put(k.as_bytes(), k.as_bytes()).unwrap();
+                }
+            });
+        }
+    });
+    for t in 0..4u32 {
+        for i in 0..500u32 {
+            let k = format!("{t}/{i}");
+            assert_eq!(ns.get(k.as_bytes()).unwrap(), Some(k.clone().into_bytes()));
+        }
+    }
+}
