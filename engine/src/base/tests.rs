@@ -431,16 +431,25 @@ fn entries() -> impl Strategy<Value = Vec<Gen>> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
+    /// `squeeze` > 1 sizes the base for a fraction of its cells: fewer
+    /// homes, long carries.
     #[test]
     fn a_built_base_matches_its_model(es in entries(), probes in proptest::collection::vec(
-        (1u16..=3, proptest::collection::vec(any::<u8>(), 0..24)), 0..100)) {
+        (1u16..=3, proptest::collection::vec(any::<u8>(), 0..24)), 0..100), squeeze in 1u64..6) {
         let dir = tempfile::tempdir().unwrap();
         let mut m = Model::new();
         for (ns, k, v, x) in es {
             m.insert((ns, k), (v, x, None));
         }
-        let (base, r) = build(dir.path(), &m);
+        let mut s = Sizing::default();
+        for ((_, k), (v, x, _)) in &m {
+            s.add(k.len(), v.len(), false, x.is_some());
+        }
+        let s = Sizing { cells: s.cells / squeeze, slot_bytes: s.slot_bytes / squeeze };
+        let (path, r) = build_with(&RealIo, dir.path(), &m, &[], Some(s)).unwrap();
+        let base = Base::open(&path, Some(1)).unwrap();
         prop_assert_eq!(r.header.cells, m.len() as u64);
+        prop_assert_eq!(r.header.homes, s.homes());
         check(&base, &m, &probes);
     }
 }
