@@ -21,10 +21,11 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::format::v2::{
-    bh, bucket_offset, cell_len_from_head, decode_cell, decode_heap_record, decode_lru_sections,
-    decode_ns_section, fingerprint, fp_matches, heap_record_len, home_of, slot_offset, BaseHeader,
-    CellBody, DirHead, HeaderFault, LruSection, NsRow, BASE_HEADER_LEN, BASE_VERSION, BUCKET_LEN,
-    CELL_HDR, DIR_HDR, MAX_CELLS, PREFETCH_AFTER, PREFETCH_BEFORE, SLOT_LEN,
+    bh, bucket_offset, cell_len_from_head, cf, decode_cell, decode_heap_record,
+    decode_lru_sections, decode_ns_section, fingerprint, fp_matches, heap_record_len, home_of,
+    slot_offset, BaseHeader, CellBody, DirHead, HeaderFault, LruSection, NsRow, BASE_HEADER_LEN,
+    BASE_VERSION, BUCKET_LEN, CELL_HDR, DIR_HDR, MAX_CELLS, PREFETCH_AFTER, PREFETCH_BEFORE,
+    SLOT_LEN,
 };
 use crate::hash::key_hash;
 use crate::sys::SharedMap;
@@ -72,6 +73,28 @@ fn corrupted(path: &Path, offset: u64, what: impl Into<String>) -> Error {
         file: path.to_owned(),
         offset,
         what: what.into(),
+    }
+}
+
+/// Where a candidate cell lies.
+#[derive(Clone, Copy)]
+struct Slot {
+    bucket: u64,
+    slot: usize,
+    /// The cell's offset in the file.
+    at: usize,
+    /// The most bytes it may take (to the bucket's `end`).
+    max_len: usize,
+}
+
+/// Makes `buf` `len` bytes long, without zeroing bytes it already had
+/// (the caller overwrites all of them).
+#[inline]
+fn set_len(buf: &mut Vec<u8>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len, 0);
+    } else {
+        buf.truncate(len);
     }
 }
 
@@ -174,6 +197,10 @@ impl Base {
 
     /// The slots of bucket `b` whose fingerprint is `fp`, each checked in
     /// full against `ns` and `key`; and the bucket's `reach`.
+    ///
+    /// The directory's second line (slots past 20) is read only when a
+    /// candidate's offset lies in it: an absent key, most often without a
+    /// candidate, then costs one line of the bucket.
     fn probe_bucket(
         &self,
         b: u64,
@@ -182,91 +209,94 @@ impl Base {
         key: &[u8],
         buf: &mut Vec<u8>,
     ) -> (Option<Found>, u64) {
+        const LINE: usize = 64;
         let at = bucket_offset(b) as usize;
         let mut dir = [0u8; DIR_HDR + SLOT_LEN * MAX_CELLS];
-        if !self.map.copy_out(at, &mut dir[..64]) {
+        if !self.map.copy_out(at, &mut dir[..LINE]) {
             return (None, 0);
         }
         let d = DirHead::parse(&dir);
         let dir_end = d.dir_end();
-        if dir_end > 64 && !self.map.copy_out(at + 64, &mut dir[64..dir_end]) {
-            return (None, 0);
+        let mut whole = dir_end <= LINE;
+        if DIR_HDR + d.n > LINE {
+            if !self.map.copy_out(at + LINE, &mut dir[LINE..dir_end]) {
+                return (None, d.reach);
+            }
+            whole = true;
         }
-        (self.match_slots(at, &dir, d, fp, ns, key, buf), d.reach)
-    }
-
-    /// The cells of the directory `dir` (of the bucket at `at`) whose
-    /// fingerprint is `fp`, each checked in full against `ns` and `key`.
-    #[allow(clippy::too_many_arguments)]
-    fn match_slots(
-        &self,
-        at: usize,
-        dir: &[u8],
-        d: DirHead,
-        fp: u8,
-        ns: u16,
-        key: &[u8],
-        buf: &mut Vec<u8>,
-    ) -> Option<Found> {
-        let (b, dir_end) = (((at - BASE_HEADER_LEN) / BUCKET_LEN) as u64, d.dir_end());
         let mut cand = fp_matches(&dir[DIR_HDR..DIR_HDR + d.n], fp);
         while cand != 0 {
             let slot = cand.trailing_zeros() as usize;
             cand &= cand - 1;
-            let off = slot_offset(dir, d.n, slot);
+            if !whole && DIR_HDR + d.n + 2 * slot + 2 > LINE {
+                if !self.map.copy_out(at + LINE, &mut dir[LINE..dir_end]) {
+                    return (None, d.reach);
+                }
+                whole = true;
+            }
+            let off = slot_offset(&dir, d.n, slot);
             if off < dir_end || off + CELL_HDR > d.end {
                 continue;
             }
-            let mut head = [0u8; CELL_HDR];
-            if !self.map.copy_out(at + off, &mut head) {
-                continue;
-            }
-            let Some(len) = cell_len_from_head(&head) else {
-                continue;
-            };
-            if off + len > d.end {
-                continue;
-            }
-            buf.clear();
-            buf.resize(len, 0);
-            if !self.map.copy_out(at + off, buf) {
-                continue;
-            }
-            let Some(cell) = decode_cell(buf) else {
-                continue;
-            };
-            if cell.ns != ns {
-                continue;
-            }
-            let mut found = Found {
-                value: 0..0,
-                expiry_ms: cell.expiry_ms,
-                entry: cell.entry,
+            let cell = Slot {
                 bucket: b,
                 slot,
-                heap: false,
+                at: at + off,
+                max_len: d.end - off,
             };
-            match cell.body {
-                CellBody::Inline { key: k, value } => {
-                    if k != key {
-                        continue;
-                    }
-                    found.value = len - value.len()..len;
-                }
-                CellBody::Heap { off, klen, vlen } => {
-                    if klen as usize != key.len() {
-                        continue;
-                    }
-                    let Some(v) = self.read_heap(off, key, vlen as usize, buf) else {
-                        continue;
-                    };
-                    found.value = v;
-                    found.heap = true;
-                }
+            if let Some(found) = self.check_cell(cell, ns, key, buf) {
+                return (Some(found), d.reach);
             }
-            return Some(found);
         }
-        None
+        (None, d.reach)
+    }
+
+    /// Copies the cell of `c` out and checks it against `ns` and `key`.
+    fn check_cell(&self, c: Slot, ns: u16, key: &[u8], buf: &mut Vec<u8>) -> Option<Found> {
+        let mut head = [0u8; CELL_HDR];
+        if !self.map.copy_out(c.at, &mut head) {
+            return None;
+        }
+        let len = cell_len_from_head(&head)?;
+        // (An inline cell of another key length cannot match: skip it
+        // before the copy. Only a hint: the checksum decides.)
+        let inline_klen = head[4] & cf::HEAP == 0 && head[5] as usize != key.len();
+        if len > c.max_len || inline_klen {
+            return None;
+        }
+        set_len(buf, len);
+        if !self.map.copy_out(c.at, buf) {
+            return None;
+        }
+        let cell = decode_cell(buf)?;
+        if cell.ns != ns {
+            return None;
+        }
+        let mut found = Found {
+            value: 0..0,
+            expiry_ms: cell.expiry_ms,
+            entry: cell.entry,
+            bucket: c.bucket,
+            slot: c.slot,
+            heap: false,
+        };
+        match cell.body {
+            CellBody::Inline { key: k, value } => {
+                if k != key {
+                    return None;
+                }
+                found.value = len - value.len()..len;
+            }
+            CellBody::Heap { off, klen, vlen } => {
+                if klen as usize != key.len() {
+                    return None;
+                }
+                let v = self.read_heap(off, key, vlen as usize, buf)?;
+                found.value = v;
+                found.heap = true;
+            }
+        }
+        Some(found)
     }
 
     /// Reads and checks the heap record at `off` (from the heap's start)
@@ -283,8 +313,7 @@ impl Base {
         if end > self.header.heap_len {
             return None;
         }
-        buf.clear();
-        buf.resize(len, 0);
+        set_len(buf, len);
         if !self
             .map
             .copy_out((self.header.heap_off + off) as usize, buf)

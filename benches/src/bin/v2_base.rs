@@ -5,7 +5,9 @@
 //! directory's filesystem, then read warm with the engine's lookup
 //! (`Base::get`: home bucket, predicted-line prefetch, directory, cell copy,
 //! checksum, namespace and key) beside a `std` `HashMap` and LMDB, in one
-//! run, with the same keys in the same order.
+//! run, with the same keys in the same order; and, over the same file, the
+//! prototype's probe (`v2_layout.rs`: the directory read in place, fewer
+//! checks), which prices the engine's layers.
 //!
 //! This is the base probe alone (FORMAT.md "Reading", step 5): not the
 //! index slot, the tail probe, the dead word or the hit counters of steps
@@ -38,6 +40,102 @@ fn key_hash(ns: u16, key: &[u8]) -> u64 {
 }
 
 type Reader<'a> = Box<dyn FnMut(&[u8; 16]) -> Option<usize> + 'a>;
+
+/// The prototype's base probe (`v2_layout.rs`, `Base::get`, without its
+/// index steps) over the engine-built file, for the cost of the engine's
+/// layers: the directory read in place from a plain map, the cell copied,
+/// its xxh3 sum, namespace and key checked. It trusts the header and the
+/// offsets (no bounds beyond the slice's), as the prototype did.
+struct Proto {
+    map: memmap2::Mmap,
+    homes: u64,
+    stored: u64,
+    first: usize,
+    span: usize,
+}
+
+impl Proto {
+    fn open(path: &std::path::Path, h: &picocache_engine::format::v2::BaseHeader) -> Proto {
+        let f = std::fs::File::open(path).expect("open");
+        // SAFETY: the benchmark's own file, written whole before and never
+        // written, truncated or shared afterwards; the map is read-only.
+        let map = unsafe { memmap2::MmapOptions::new().map(&f) }.expect("mmap");
+        Proto {
+            map,
+            homes: h.homes,
+            stored: h.stored,
+            first: h.pred_first as usize,
+            span: h.pred_span as usize,
+        }
+    }
+
+    #[inline]
+    fn get(&self, buf: &mut Vec<u8>, ns: u16, key: &[u8]) -> Option<usize> {
+        let h = key_hash(ns, key);
+        let fp = h as u8;
+        let home = ((h as u128 * self.homes as u128) >> 64) as usize;
+        let m = &self.map[..];
+        let at = 4096 + home * 4096;
+        let mid = self.first + fp as usize * self.span / 256;
+        for line in ((mid.saturating_sub(256) & !63)..(mid + 384).min(4096)).step_by(64) {
+            prefetch(&m[at + line]);
+        }
+        let mut reach = 0;
+        let mut b = home;
+        while b <= home + reach && (b as u64) < self.stored {
+            let at = 4096 + b * 4096;
+            let page = m.get(at..at + 4096)?;
+            let nc = (page[0] as usize).min(64);
+            let dir_end = 4 + 3 * nc;
+            for i in 0..nc {
+                if page[4 + i] != fp {
+                    continue;
+                }
+                let off = u16::from_le_bytes([page[4 + nc + 2 * i], page[5 + nc + 2 * i]]) as usize;
+                if off < dir_end || off + 10 > 4096 {
+                    continue;
+                }
+                let klen = page[off + 5] as usize;
+                let vlen = u16::from_le_bytes([page[off + 6], page[off + 7]]) as usize;
+                let end = off + 10 + klen + vlen;
+                if end > 4096 || klen != key.len() || page[off + 4] != 0 {
+                    continue;
+                }
+                buf.clear();
+                buf.extend_from_slice(&page[off..end]);
+                let sum = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+                if xxhash_rust::xxh3::xxh3_64_with_seed(&buf[4..], 0x5049_434f_5245_434b) as u32
+                    != sum
+                    || u16::from_le_bytes([buf[8], buf[9]]) != ns
+                    || &buf[10..10 + klen] != key
+                {
+                    continue;
+                }
+                return Some(vlen);
+            }
+            if b == home {
+                reach = page[1] as usize;
+            }
+            b += 1;
+        }
+        None
+    }
+}
+
+/// Asks for the line holding `b` (no fault, no effect on what is read).
+#[inline]
+fn prefetch(b: &u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it never faults and changes no memory;
+    // SSE is part of the x86_64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            b as *const u8 as *const i8,
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = b;
+}
 
 /// [`GETS`] random gets of present (or absent) keys; ns per get.
 fn round(n: u64, seed: u64, present: bool, get: &mut Reader<'_>) -> f64 {
@@ -136,7 +234,8 @@ fn main() {
     }
     let rtxn = env.read_txn().expect("rtxn");
 
-    let mut buf = Vec::new();
+    let proto = Proto::open(&dir.path().join(base_file_name(1)), &h);
+    let (mut buf, mut pbuf) = (Vec::new(), Vec::new());
     let mut readers: Vec<(&str, Reader<'_>)> = vec![
         (
             "HashMap",
@@ -149,6 +248,10 @@ fn main() {
         (
             "engine base lookup (Base::get)",
             Box::new(|k: &[u8; 16]| base.get(NS, k, &mut buf).map(|f| f.value.len())),
+        ),
+        (
+            "the prototype's base probe, same file",
+            Box::new(|k: &[u8; 16]| proto.get(&mut pbuf, NS, k)),
         ),
     ];
     for (_, r) in readers.iter_mut() {
