@@ -163,6 +163,53 @@ fn reads_back_every_key_and_misses_the_others() {
     assert_eq!(len, h.file_len);
 }
 
+#[test]
+fn an_empty_base_misses_and_a_base_is_shared_across_threads() {
+    fn shared<T: Send + Sync>(_: &T) {}
+    let dir = tempfile::tempdir().unwrap();
+    let (base, r) = build(dir.path(), &Model::new());
+    shared(&base);
+    assert_eq!((r.header.homes, r.header.stored, r.header.cells), (1, 1, 0));
+    assert_eq!(base.get(1, b"k", &mut Vec::new()), None);
+    assert_eq!(base.namespaces().unwrap().len(), 3);
+}
+
+#[test]
+fn open_checks_the_id_and_the_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Model::new();
+    m.insert((1, b"k".to_vec()), (b"v".to_vec(), None, None));
+    let (path, _) = build_with(&RealIo, dir.path(), &m, &[], None).unwrap();
+    let r = Base::open(&path, Some(2));
+    assert!(
+        matches!(r, Err(Error::Corrupted { offset: 16, .. })),
+        "{r:?}"
+    );
+    let mut h = std::fs::read(&path).unwrap()[..BASE_HEADER_LEN].to_vec();
+    h[8] = 3;
+    h[12..16].fill(0);
+    let sum = crate::format::v2::sum32(&h);
+    h[12..16].copy_from_slice(&sum.to_le_bytes());
+    File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .write_all_at(&h, 0)
+        .unwrap();
+    let r = Base::open(&path, Some(1));
+    assert!(
+        matches!(
+            r,
+            Err(Error::Version {
+                expected: 2,
+                got: 3,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+}
+
 /// `n` keys of ns 1 (values of `vlen` bytes) whose home is bucket 0 among
 /// the homes the builder sizes for `n + extra` such entries.
 fn colliding(n: usize, extra: usize, vlen: usize) -> (Model, u64) {
