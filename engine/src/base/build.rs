@@ -208,7 +208,8 @@ impl<'a> BaseBuilder<'a> {
     }
 
     /// Adds the next cell. Cells must come in non-decreasing order of their
-    /// key hash (`hash::key_hash(ns, key)`), each key once.
+    /// key hash (`hash::key_hash(ns, key)`), each key once. After an error
+    /// the builder (and its file) must be dropped.
     pub fn push(&mut self, c: NewCell<'_>) -> Result<()> {
         if c.key.len() > MAX_KEY_LEN || c.value.len() > MAX_VALUE_LEN {
             return Err(invalid("key or value too long"));
