@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Every decoder here takes untrusted bytes and returns `None` (or a
-//! [`HeaderFault`]) for anything the format does not allow; none panics.
+//! [`HeaderFault`](crate::format::v2::HeaderFault)) for anything the
+//! format does not allow; none panics.
 
 // Wired into the store by build step 4 (index version 3 and the lookup).
 #![cfg_attr(not(test), allow(dead_code))]
