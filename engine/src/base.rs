@@ -201,6 +201,7 @@ impl Base {
     /// The directory's second line (slots past 20) is read only when a
     /// candidate's offset lies in it: an absent key, most often without a
     /// candidate, then costs one line of the bucket.
+    #[inline]
     fn probe_bucket(
         &self,
         b: u64,
@@ -252,6 +253,7 @@ impl Base {
     }
 
     /// Copies the cell of `c` out and checks it against `ns` and `key`.
+    #[inline]
     fn check_cell(&self, c: Slot, ns: u16, key: &[u8], buf: &mut Vec<u8>) -> Option<Found> {
         let mut head = [0u8; CELL_HDR];
         if !self.map.copy_out(c.at, &mut head) {

@@ -129,6 +129,7 @@ pub fn encode_cell(
 /// A cell's full length from its first [`CELL_HDR`] bytes (unchecked:
 /// only to know how many bytes to copy before the checksum is tried);
 /// `None` if the flags are not a cell's.
+#[inline]
 pub fn cell_len_from_head(head: &[u8]) -> Option<usize> {
     let flags = *head.get(4)?;
     if flags & !cf::ALL != 0 {
@@ -139,6 +140,7 @@ pub fn cell_len_from_head(head: &[u8]) -> Option<usize> {
 
 /// Decodes and checks a whole cell (`b` is exactly the cell): its
 /// checksum first, then flags and lengths. `None` for anything else.
+#[inline]
 pub fn decode_cell(b: &[u8]) -> Option<Cell<'_>> {
     if cell_len_from_head(b)? != b.len() || sum32(&b[4..]) != le32(b, 0) {
         return None;
