@@ -54,6 +54,10 @@ pub const MAX_VALUE_LEN: usize = 1 << 30;
 /// Longest namespace name, in bytes.
 pub const MAX_NAME_LEN: usize = 232;
 
+/// Format version 2's base file (FORMAT.md, "Version 2"): constants,
+/// encoders and decoders. Not yet written or read by the store.
+pub mod v2;
+
 /// Record kinds.
 pub mod kind {
     /// A key's value.

@@ -71,6 +71,14 @@
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+/// Format version 2's base file (a mapped base and its lookup, and the
+/// builder): crate-private, and public only with the feature `test-hooks`,
+/// for the engine's tests and benchmarks; it is not an API.
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub mod base;
+#[cfg(not(feature = "test-hooks"))]
+mod base;
 mod closer;
 mod compaction;
 mod ctx;

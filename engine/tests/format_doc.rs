@@ -7,12 +7,16 @@ use picocache_engine::format::{self, ent, hdr, nsr, segr};
 use picocache_engine::{Limits, Options, Store};
 
 fn doc_constants() -> HashMap<String, String> {
+    doc_block("layout")
+}
+
+fn doc_block(tag: &str) -> HashMap<String, String> {
     let doc =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../FORMAT.md")).unwrap();
     let block = doc
-        .split("```layout\n")
+        .split(&format!("```{tag}\n"))
         .nth(1)
-        .expect("FORMAT.md has a layout block");
+        .unwrap_or_else(|| panic!("FORMAT.md has a {tag} block"));
     let block = block.split("```").next().unwrap();
     block
         .lines()
@@ -208,5 +212,181 @@ fn a_real_store_has_the_documented_bytes() {
         u64_at(&idx, seg_row + segr::MIN_PUT),
         u64_at(&seg, r2 + 24),
         "lowest PUT seq of the segment"
+    );
+}
+
+#[test]
+fn version_2_constants_match_the_document() {
+    use format::v2::{self, bh, cf};
+    let d = doc_block("layout-v2");
+    assert_eq!(
+        d["BASE_MAGIC"].replace("\\0", "\0").as_bytes(),
+        &v2::BASE_MAGIC
+    );
+    let code: &[(&str, u64)] = &[
+        ("BASE_VERSION", v2::BASE_VERSION as u64),
+        ("BASE_HEADER_LEN", v2::BASE_HEADER_LEN as u64),
+        ("BUCKET_LEN", v2::BUCKET_LEN as u64),
+        ("DIR_HDR", v2::DIR_HDR as u64),
+        ("SLOT_LEN", v2::SLOT_LEN as u64),
+        ("MAX_CELLS", v2::MAX_CELLS as u64),
+        ("MAX_REACH", v2::MAX_REACH),
+        ("MAX_BUCKETS", v2::MAX_BUCKETS),
+        ("CELL_HDR", v2::CELL_HDR as u64),
+        ("INLINE_MAX", v2::INLINE_MAX as u64),
+        ("INLINE_KEY_MAX", v2::INLINE_KEY_MAX as u64),
+        ("HEAP_REF_LEN", v2::HEAP_REF_LEN as u64),
+        ("HEAP_REC_HDR", v2::HEAP_REC_HDR as u64),
+        ("FILL_PERCENT", v2::FILL_PERCENT),
+        ("PREFETCH_BEFORE", v2::PREFETCH_BEFORE as u64),
+        ("PREFETCH_AFTER", v2::PREFETCH_AFTER as u64),
+        ("SUM_SEED", v2::SUM_SEED),
+        ("bh.ID", bh::ID as u64),
+        ("bh.BASE_SEQ", bh::BASE_SEQ as u64),
+        ("bh.ABSORBED", bh::ABSORBED as u64),
+        ("bh.HOMES", bh::HOMES as u64),
+        ("bh.STORED", bh::STORED as u64),
+        ("bh.CELLS", bh::CELLS as u64),
+        ("bh.HEAP_OFF", bh::HEAP_OFF as u64),
+        ("bh.HEAP_LEN", bh::HEAP_LEN as u64),
+        ("bh.NS_OFF", bh::NS_OFF as u64),
+        ("bh.NS_LEN", bh::NS_LEN as u64),
+        ("bh.LRU_OFF", bh::LRU_OFF as u64),
+        ("bh.LRU_CELLS", bh::LRU_CELLS as u64),
+        ("bh.FILE_LEN", bh::FILE_LEN as u64),
+        ("bh.UPGRADED_FROM", bh::UPGRADED_FROM as u64),
+        ("bh.BUCKET_LEN", bh::BUCKET_LEN as u64),
+        ("bh.PRED_FIRST", bh::PRED_FIRST as u64),
+        ("bh.PRED_SPAN", bh::PRED_SPAN as u64),
+        ("cf.ENTRY", cf::ENTRY as u64),
+        ("cf.EXPIRY", cf::EXPIRY as u64),
+        ("cf.HEAP", cf::HEAP as u64),
+    ];
+    for (k, v) in code {
+        let doc: u64 = d
+            .get(*k)
+            .unwrap_or_else(|| panic!("{k} missing"))
+            .parse()
+            .unwrap();
+        assert_eq!(doc, *v, "FORMAT.md says {k} = {doc}, the code {v}");
+    }
+    assert_eq!(d.len(), code.len() + 1, "every documented constant checked");
+}
+
+/// The golden bytes of a base: one namespace, an inline cell and a heap
+/// cell with an LRU ordinal and an expiry, built by the engine's builder.
+#[test]
+fn a_built_base_has_the_documented_bytes() {
+    use picocache_engine::base::build::{BaseBuilder, BaseParams, NewCell, Sizing};
+    use picocache_engine::format::v2::NsRow;
+    use picocache_engine::RealIo;
+    let sum = |b: &[u8]| xxhash_rust::xxh3::xxh3_64_with_seed(b, 0x5049_434f_5245_434b) as u32;
+    let hash = |k: &[u8]| xxhash_rust::xxh3::xxh3_64_with_seed(k, 1 ^ 0x9e37_79b9_7f4a_7c15);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("base-00000005");
+    let file = std::fs::File::create(&path).unwrap();
+    let big = vec![7u8; 2000];
+    let mut cells = [
+        (b"key".as_slice(), b"value".as_slice(), None, None),
+        (b"big".as_slice(), &big[..], Some(1234u64), Some(0u32)),
+    ];
+    cells.sort_by_key(|c| hash(c.0));
+    let mut sizing = Sizing::default();
+    for c in &cells {
+        sizing.add(c.0.len(), c.1.len(), c.3.is_some(), c.2.is_some());
+    }
+    let row = NsRow {
+        id: 1,
+        name: b"golden".to_vec(),
+        maxsize: 5,
+        max_bytes: u64::MAX,
+        ..Default::default()
+    };
+    let params = BaseParams {
+        id: 5,
+        base_seq: 42,
+        absorbed: 3,
+        upgraded_from: 0,
+    };
+    let mut b = BaseBuilder::new(&RealIo, &file, params, sizing, vec![row], &[(1, 1)]).unwrap();
+    for (key, value, expiry_ms, entry) in cells {
+        b.push(NewCell {
+            ns: 1,
+            key,
+            value,
+            expiry_ms,
+            entry,
+        })
+        .unwrap();
+    }
+    b.finish().unwrap();
+    let f = std::fs::read(&path).unwrap();
+    assert_eq!(&f[0..8], b"PICOBAS\0");
+    assert_eq!(u32_at(&f, 8), 2, "base version");
+    let mut hd = f[..4096].to_vec();
+    hd[12..16].fill(0);
+    assert_eq!(u32_at(&f, 12), sum(&hd), "header checksum");
+    let w = |at: usize| u64_at(&f, at);
+    assert_eq!((w(16), w(24), w(32)), (5, 42, 3), "id, base_seq, absorbed");
+    assert_eq!((w(40), w(48), w(56)), (1, 1, 2), "homes, stored, cells");
+    assert_eq!(w(64), 8192, "heap after the one bucket");
+    assert_eq!(w(72), 4 + 3 + 2000, "one heap record");
+    assert_eq!(w(80), 8192 + w(72), "namespaces after the heap");
+    assert_eq!(w(96), w(80) + w(88), "LRU sections after the namespaces");
+    assert_eq!((w(104), w(112)), (1, f.len() as u64), "lru_cells, file_len");
+    assert_eq!((u32_at(&f, 120), u32_at(&f, 124)), (0, 4096));
+    assert!(f[136..4096].iter().all(|&b| b == 0));
+    // The bucket: two cells, in fingerprint order.
+    let bk = &f[4096..8192];
+    assert_eq!((bk[0], bk[1]), (2, 0), "n, reach");
+    let mut fps: Vec<(u8, &[u8])> =
+        vec![(hash(b"key") as u8, b"key"), (hash(b"big") as u8, b"big")];
+    fps.sort_by_key(|c| c.0);
+    assert_eq!((bk[4], bk[5]), (fps[0].0, fps[1].0), "fingerprints");
+    let off = |i: usize| u16::from_le_bytes([bk[6 + 2 * i], bk[7 + 2 * i]]) as usize;
+    assert_eq!(off(0), 4 + 3 * 2, "cells after the directory");
+    let slot = |k: &[u8]| fps.iter().position(|c| c.1 == k).unwrap();
+    let c = off(slot(b"key"));
+    assert_eq!(
+        &bk[c + 4..c + 10],
+        &[0, 3, 5, 0, 1, 0],
+        "flags, klen, vlen, ns"
+    );
+    assert_eq!(&bk[c + 10..c + 18], b"keyvalue");
+    assert_eq!(u32_at(bk, c), sum(&bk[c + 4..c + 18]));
+    let c = off(slot(b"big"));
+    assert_eq!(
+        &bk[c + 4..c + 10],
+        &[1 | 2 | 4, 0, 16, 0, 1, 0],
+        "ENTRY|EXPIRY|HEAP"
+    );
+    assert_eq!(u32_at(bk, c + 10), 0, "LRU ordinal");
+    assert_eq!(u64_at(bk, c + 14), 1234, "expiry");
+    assert_eq!(u64_at(bk, c + 22), 0, "heap offset, from heap_off");
+    assert_eq!((u32_at(bk, c + 30), u32_at(bk, c + 34)), (3, 2000));
+    assert_eq!(u32_at(bk, c), sum(&bk[c + 4..c + 38]));
+    let end = u16::from_le_bytes([bk[2], bk[3]]) as usize;
+    assert_eq!(end, 10 + 18 + 38, "end of the last cell");
+    let h = 8192;
+    assert_eq!(&f[h + 4..h + 7], b"big");
+    assert_eq!(u32_at(&f, h), sum(&f[h + 4..h + 2007]));
+    // The namespace section and the LRU sections.
+    let n = w(80) as usize;
+    assert_eq!(u32_at(&f, n), sum(&f[n + 4..n + w(88) as usize]));
+    assert_eq!(u32_at(&f, n + 4), 1, "one row");
+    assert_eq!(&f[n + 8..n + 17], b"\x01\x00\x06golden");
+    assert_eq!((u64_at(&f, n + 17), u64_at(&f, n + 25)), (5, u64::MAX));
+    assert_eq!(
+        (u64_at(&f, n + 57), u64_at(&f, n + 65)),
+        (2, 2011),
+        "entries, bytes"
+    );
+    let l = w(96) as usize;
+    assert_eq!(u32_at(&f, l), sum(&f[l + 4..]));
+    assert_eq!(&f[l + 4..l + 14], &[1, 0, 0, 0, 1, 0, 1, 0, 0, 0]);
+    assert_eq!(
+        u32_at(&f, l + 14),
+        slot(b"big") as u32,
+        "bucket 0 << 6 | slot"
     );
 }
