@@ -56,54 +56,91 @@ impl<A: Serialize + ?Sized> KeyCodec<A> for Bincode {
     }
 }
 
-/// The first byte of a value that carries its type's layout fingerprint
-/// (never the first byte of a value stored before: see [`Bincode`]).
-const LAYOUT_MARK: u8 = 0xff;
-/// The mark and the fingerprint.
+/// The first byte of a value that carries the digest of its shape
+/// ([`super::layout`]).
+const SHAPE_MARK: u8 = 0xfe;
+/// The first byte of a value stored with the traced layout fingerprint of
+/// ebe852b (no longer made): rejected, so computed again once.
+const OLD_LAYOUT_MARK: u8 = 0xff;
+/// The mark and the digest.
 const LAYOUT_LEN: usize = 9;
 
-/// Values are `0xff`, the 8-byte fingerprint of the result type's serde
-/// layout ([`super::layout`]: struct and field names in order, primitive
-/// kinds, enum variants), then the bincode bytes: bytes of another layout
-/// (a field reordered, `u64` become `i64`, a variant added) are rejected as
-/// a decoding failure, not decoded as a wrong value. Bytes that do not start
-/// with the mark are a value stored before the fingerprint (or planted with
-/// [`crate::memo::encode`]), decoded as they are; one that starts with it
-/// but carries another fingerprint is rejected (a result type whose
-/// encoding starts with `0xff`, a `u8` 255, is then computed again once).
+fn serialization(msg: String) -> crate::Error {
+    crate::Error::Serialization(msg.into())
+}
+
+/// The value `body` decodes to; every byte must be used.
+fn decode_body<V: DeserializeOwned>(body: &[u8]) -> crate::Result<V> {
+    Ok(options()
+        .with_limit(body.len() as u64)
+        .reject_trailing_bytes()
+        .deserialize(body)?)
+}
+
+/// Values are `0xfe`, the 8-byte shape digest of the value
+/// ([`super::layout`]: struct, field and variant names in order, primitive
+/// kinds, from the value's own `Serialize`), then the bincode bytes. A value
+/// read back must have the shape it was stored with: bytes of another
+/// layout of the result type (a field reordered, `u64` become `i64`, a
+/// variant's payload retyped) are rejected as a decoding failure, not
+/// decoded as a wrong value.
+///
+/// A value is stored only if its bytes decode back to it (the same value
+/// digest: every name, kind and primitive value, the elements of maps and
+/// sequences in any order, as a `HashMap` decoded back has another): a `Serialize` that leaves fields out (`skip_serializing_if`) or
+/// a `Deserialize` that needs a self-describing format (`serde_json::Value`,
+/// untagged or internally tagged enums, flattened structs) is an encoding
+/// failure, so the function's value is used and nothing is stored.
+///
+/// Bytes that start with neither mark are a value stored before any
+/// fingerprint (or planted with [`crate::memo::encode`]), decoded as they
+/// are; bytes that start with `0xff` were stored with the earlier layout
+/// fingerprint and are rejected (computed again once).
 impl<V: Serialize + DeserializeOwned> ValueCodec<V> for Bincode {
     type Error = crate::Error;
 
     fn encode_value(&self, value: &V) -> crate::Result<Vec<u8>> {
+        let d = super::layout::digest(value).map_err(|e| serialization(e.to_string()))?;
         let mut out = Vec::with_capacity(LAYOUT_LEN + 8);
-        out.push(LAYOUT_MARK);
-        out.extend_from_slice(&super::layout::fingerprint::<V>().to_le_bytes());
+        out.push(SHAPE_MARK);
+        out.extend_from_slice(&d.shape.to_le_bytes());
         options().serialize_into(&mut out, value)?;
+        let body = &out[LAYOUT_LEN..];
+        let refused = |why: String| {
+            serialization(format!(
+                "a {} cannot be cached with bincode: {why} (results must serialize \
+                 every field, and bincode is not self-describing); not stored",
+                std::any::type_name::<V>()
+            ))
+        };
+        let back: V = decode_body(body).map_err(|e| refused(format!("it does not decode: {e}")))?;
+        let d2 = super::layout::digest(&back).map_err(|e| serialization(e.to_string()))?;
+        if d2 != d {
+            return Err(refused("its bytes decode to another value".into()));
+        }
         Ok(out)
     }
 
     fn decode_value(&self, bytes: &[u8]) -> crate::Result<V> {
-        let body = match bytes {
-            [LAYOUT_MARK, rest @ ..] if rest.len() >= LAYOUT_LEN - 1 => {
+        match bytes {
+            [SHAPE_MARK, rest @ ..] if rest.len() >= LAYOUT_LEN - 1 => {
                 let (fp, body) = rest.split_at(LAYOUT_LEN - 1);
-                if fp != super::layout::fingerprint::<V>().to_le_bytes() {
-                    return Err(crate::Error::Serialization(
-                        format!(
-                            "the value was stored for another layout of {} \
-                             (the type changed since)",
-                            std::any::type_name::<V>()
-                        )
-                        .into(),
-                    ));
+                let v: V = decode_body(body)?;
+                let d = super::layout::digest(&v).map_err(|e| serialization(e.to_string()))?;
+                if fp != d.shape.to_le_bytes() {
+                    return Err(serialization(format!(
+                        "the value was stored for another layout of {} \
+                         (the type changed since)",
+                        std::any::type_name::<V>()
+                    )));
                 }
-                body
+                Ok(v)
             }
-            _ => bytes,
-        };
-        Ok(options()
-            .with_limit(body.len() as u64)
-            .reject_trailing_bytes()
-            .deserialize(body)?)
+            [OLD_LAYOUT_MARK, rest @ ..] if rest.len() >= LAYOUT_LEN - 1 => Err(serialization(
+                "the value was stored with an earlier layout fingerprint".into(),
+            )),
+            _ => decode_body(bytes),
+        }
     }
 }
 
@@ -143,5 +180,34 @@ mod tests {
         // Another layout: rejected.
         assert!(ValueCodec::<(i32, String)>::decode_value(&c, &b).is_err());
         assert!(ValueCodec::<(u32, String)>::decode_value(&c, &b).is_ok());
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Skips {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        note: Option<u8>,
+        code: u8,
+        body: Vec<u8>,
+    }
+
+    #[test]
+    fn a_value_that_does_not_decode_back_is_refused_a_hash_map_is_not() {
+        let c = Bincode;
+        let skips = Skips {
+            note: None,
+            code: 0,
+            body: vec![1, 7],
+        };
+        assert!(c.encode_value(&skips).is_err(), "read back shifted");
+        let with_note = Skips {
+            note: Some(1),
+            ..skips
+        };
+        assert!(c.encode_value(&with_note).is_ok());
+        let m: std::collections::HashMap<String, u32> =
+            (0..100).map(|i| (i.to_string(), i)).collect();
+        let b = c.encode_value(&m).unwrap();
+        let back: std::collections::HashMap<String, u32> = c.decode_value(&b).unwrap();
+        assert_eq!(back, m);
     }
 }

@@ -16,8 +16,8 @@
 //!   `currsize`);
 //! - [`codec`]: the pluggable encoders of keys and values ([`codec::Bincode`]
 //!   in Rust by default; the Python canonical key encoder is one);
-//! - [`layout`]: the fingerprint of a result type's serde layout that
-//!   [`codec::Bincode`] stores with each value.
+//! - [`layout`]: digests of a value's serde layout and contents, taken from
+//!   its `Serialize`, that [`codec::Bincode`] stores and checks.
 //!
 //! What differs by language stays with the adapter: how a warning is
 //! emitted (the `log` crate, Python's `logging`) and how a thread waits.

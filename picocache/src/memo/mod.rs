@@ -78,8 +78,8 @@
 //! # Keys, values and identity
 //!
 //! The key of a call is its arguments encoded with serde + bincode; the value
-//! is the result encoded the same way after `0xff` and an 8-byte fingerprint
-//! of the result type's serde layout (the default codec,
+//! is the result encoded the same way after `0xfe` and an 8-byte digest
+//! of the value's serde layout (the default codec,
 //! [`Bincode`](crate::core::codec::Bincode); [`MemoBuilder::codec`] plugs in
 //! another, for types without serde or another format). The function's identity is the
 //! namespace name, so two functions never share entries and
@@ -96,16 +96,18 @@
 //!   a function or constant it uses is not seen (give a `version` and change
 //!   it when results depend on such code);
 //!
-//!   Each value also carries a fingerprint of the result type's serde layout
-//!   ([`crate::core::layout`]: struct, field and variant names in order,
-//!   primitive kinds), so a result type edited outside the function (fields
-//!   reordered, an alias from `u64` to `i64`) is a decoding failure, and the
+//!   Each value also carries a digest of its serde layout, taken from its
+//!   `Serialize` ([`crate::core::layout`]: struct, field and variant names in
+//!   order, primitive kinds), checked on every read, so a result type edited
+//!   outside the function (fields reordered, an alias from `u64` to `i64`, a
+//!   variant's payload retyped) is a decoding failure, and the
 //!   function runs, not the old bytes decoded as a wrong value. Not seen: a
 //!   change of an argument type outside the function (its fields reordered:
 //!   old keys then mean other arguments), and a result type whose layout is
 //!   unchanged but whose meaning changed (a unit from seconds to
-//!   milliseconds): give a `version` and change it then. Values stored before
-//!   the fingerprint existed are read as they are;
+//!   milliseconds): give a `version` and change it then. A result whose bytes
+//!   do not decode back to it (`skip_serializing_if`, `serde_json::Value`) is
+//!   not stored (a warning). Values stored before any digest are read as is;
 //! - `module_path!()::function@VERSION` with `version = ...`: no digest, the
 //!   version pins the identity, so entries survive edits of the body until
 //!   the version changes;
@@ -210,13 +212,14 @@ const REOPEN_AFTER: Duration = Duration::from_secs(1);
 
 /// Encodes arguments the way a [`Memo`] with the default codec makes its
 /// keys ([`Bincode`]: variable-length integers); a stored result is this
-/// after a fingerprint of its type's layout ([`encode_value`]).
+/// after a digest of its layout ([`encode_value`]).
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     Bincode.encode_key(value)
 }
 
 /// Encodes a result the way a [`Memo`] with the default codec stores it:
-/// after the fingerprint of `T`'s layout ([`Bincode`]).
+/// after the digest of its layout ([`Bincode`]); an error if its bytes
+/// do not decode back to it.
 pub fn encode_value<T: Serialize + DeserializeOwned>(value: &T) -> Result<Vec<u8>> {
     Bincode.encode_value(value)
 }
