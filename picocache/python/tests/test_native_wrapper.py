@@ -137,7 +137,8 @@ def test_a_dropped_closure_is_collected(tmp_path):
         gc.collect()
         assert ref() is None and big() is None, options
     info = cache.cache_info()
-    assert (info.hits, info.misses) == (3, 1) and info.currsize == 1
+    # (key= is part of the namespace's identity: the two share no entry.)
+    assert (info.hits, info.misses) == (2, 2) and info.currsize == 2
     cache.clear()
     f, _ = make(3)
     calls = f.cache_info()
