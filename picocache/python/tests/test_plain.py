@@ -21,7 +21,10 @@ def test_round_trip_keeps_types_and_values():
         assert got == v and type(got) is type(v), v
     assert math.copysign(1, plain.loads(plain.dumps(-0.0))) == -1
     assert math.isnan(plain.loads(plain.dumps(math.nan)))
-    assert plain.loads(plain.dumps(bytearray(b"ab"))) == b"ab"
+    got = plain.loads(plain.dumps([bytearray(b"ab"), b"cd"]))  # (issue 24: types kept)
+    assert got == [bytearray(b"ab"), b"cd"] and type(got[0]) is bytearray and type(got[1]) is bytes
+    with pytest.raises(TypeError, match="picocache.plain"):
+        plain.dumps(memoryview(b"ab"))
 
 
 def test_other_types_are_refused_on_the_way_in():

@@ -1,8 +1,9 @@
 """A pickle-free value serializer for plain data.
 
 ``value_serializer=picocache.plain`` stores results without pickle: None,
-bool, int (any size), float, str, bytes, and lists, tuples and dicts of them
-(dict keys of those types too). Anything else raises ``TypeError`` in
+bool, int (any size), float, str, bytes, bytearray, and lists, tuples and
+dicts of them (dict keys of those types too), each loaded as the type it was
+(a bytearray as a bytearray: a cached call returns what the function did). Anything else raises ``TypeError`` in
 :func:`dumps` (the cached function then returns its result unstored, with a
 warning). :func:`loads` only ever builds those types: bytes that are not a
 value it wrote raise ``ValueError`` (a miss), never run code, and nesting is
@@ -15,7 +16,8 @@ Layout: ``PCP1`` then one item; an item is a tag byte and its payload::
     i LEN BYTES  int: little-endian two's complement, LEN a 4-byte count
     f 8 BYTES    float: IEEE 754 binary64, little-endian
     s LEN UTF-8  str (lone surrogates kept: "surrogatepass")
-    b LEN BYTES  bytes (bytearray and memoryview are stored as bytes)
+    b LEN BYTES  bytes
+    B LEN BYTES  bytearray (since issue 24; a memoryview is refused)
     l COUNT ...  list of COUNT items
     t COUNT ...  tuple of COUNT items
     d COUNT ...  dict of COUNT key items, each followed by its value item
@@ -60,9 +62,8 @@ def _put(v: Any, out: List[bytes], depth: int) -> None:
     elif t is str:
         b = v.encode("utf-8", "surrogatepass")
         out += (b"s", _U32.pack(len(b)), b)
-    elif t in (bytes, bytearray, memoryview):
-        b = bytes(v)
-        out += (b"b", _U32.pack(len(b)), b)
+    elif t is bytes or t is bytearray:
+        out += (b"b" if t is bytes else b"B", _U32.pack(len(v)), bytes(v))
     elif t in (list, tuple):
         out += (b"l" if t is list else b"t", _U32.pack(len(v)))
         for x in v:
@@ -74,7 +75,8 @@ def _put(v: Any, out: List[bytes], depth: int) -> None:
             _put(x, out, depth + 1)
     else:
         raise TypeError(
-            f"picocache.plain stores None, bool, int, float, str, bytes, list, tuple and dict, "
+            f"picocache.plain stores None, bool, int, float, str, bytes, bytearray, list, tuple "
+            f"and dict, "
             f"not {t.__qualname__}"
         )
 
@@ -118,6 +120,8 @@ class _Reader:
             return self.take(self.count()).decode("utf-8", "surrogatepass")
         if tag == b"b":
             return self.take(self.count())
+        if tag == b"B":
+            return bytearray(self.take(self.count()))
         if tag in (b"l", b"t"):
             items = [self.item(depth + 1) for _ in range(self.count())]
             return items if tag == b"l" else tuple(items)
