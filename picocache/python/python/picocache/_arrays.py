@@ -141,11 +141,20 @@ def pandas_key(pd: Any, obj: Any) -> Optional[tuple]:
         return ("__pd_index__", type(obj).__name__, repr(obj.dtype), tuple(obj.names),
                 getattr(obj, "freqstr", None), _values_key(obj))
     if isinstance(obj, pd.Series):
-        return ("__pd_series__", repr(obj.dtype), obj.name, pandas_key(pd, obj.index), _values_key(obj.array))
+        return _with_attrs(obj, ("__pd_series__", repr(obj.dtype), obj.name, pandas_key(pd, obj.index),
+                                 _values_key(obj.array)))
     if isinstance(obj, pd.DataFrame):
         cols = [(repr(obj.dtypes.iloc[i]), _values_key(obj.iloc[:, i].array)) for i in range(obj.shape[1])]
-        return ("__pd_frame__", pandas_key(pd, obj.columns), pandas_key(pd, obj.index), cols)
+        return _with_attrs(obj, ("__pd_frame__", pandas_key(pd, obj.columns), pandas_key(pd, obj.index), cols))
     return None
+
+
+def _with_attrs(obj: Any, key: tuple) -> tuple:
+    """``key`` with the object's ``.attrs`` (pandas' metadata: a unit, a
+    source), encoded as any dict, when it has any: two Series that differ
+    only there are two keys. (Without attrs the key is as it was.)"""
+    attrs = getattr(obj, "attrs", None)
+    return key + (("__attrs__", dict(attrs)),) if attrs else key
 
 
 def content_key(obj: Any) -> Optional[tuple]:
