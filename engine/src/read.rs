@@ -150,8 +150,12 @@ impl Inner {
         // A read-only store counts nothing: its index is mapped read-only.
         let count = count && !self.ctx.read_only();
         let h = key_hash(ns, key);
-        SCRATCH.with(|cell| {
-            let mut buf = cell.borrow_mut();
+        // The thread's buffer, taken for the lookup and put back after (a
+        // new one when the thread-local is gone: a call from another
+        // thread-local's destructor as the thread exits).
+        let mut scratch = SCRATCH.try_with(RefCell::take).unwrap_or_default();
+        let buf = &mut scratch;
+        let found = (|| {
             loop {
                 let guard = self.ctx.index_guard();
                 let idx: &IndexMap = &guard;
@@ -169,7 +173,7 @@ impl Inner {
                     ns,
                     entry: 0,
                 };
-                let found = match self.ctx.find_at(idx, ns, key, h, &mut buf) {
+                let found = match self.ctx.find_at(idx, ns, key, h, buf) {
                     Some((e, rh, loc)) => {
                         if rh.expire_ms != 0 && now_ms() >= rh.expire_ms {
                             Found::Expired
@@ -207,7 +211,9 @@ impl Inner {
                     }
                 });
             }
-        })
+        })();
+        let _ = SCRATCH.try_with(|cell| cell.replace(scratch));
+        found
     }
 
     /// Whether the record `at` names is still the live entry of its key (and

@@ -34,7 +34,9 @@ impl std::fmt::Debug for HeldLease {
 
 impl HeldLease {
     fn new(ns_name: &str, key: &[u8], lease: Lease) -> Self {
-        LEASES_HELD.with(|h| h.borrow_mut().push((ns_name.to_owned(), key.to_vec())));
+        // (Not recorded once the thread-local is gone, in a call from another
+        // thread-local's destructor as the thread exits: no re-entry then.)
+        let _ = LEASES_HELD.try_with(|h| h.borrow_mut().push((ns_name.to_owned(), key.to_vec())));
         HeldLease {
             lease: Some(lease),
             ns_name: ns_name.to_owned(),
@@ -44,7 +46,9 @@ impl HeldLease {
 
     /// Whether this thread holds the lease of `key` in `ns_name`.
     pub fn held_here(ns_name: &str, key: &[u8]) -> bool {
-        LEASES_HELD.with(|h| h.borrow().iter().any(|(n, k)| n == ns_name && k == key))
+        LEASES_HELD
+            .try_with(|h| h.borrow().iter().any(|(n, k)| n == ns_name && k == key))
+            .unwrap_or(false)
     }
 }
 
