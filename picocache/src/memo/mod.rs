@@ -176,6 +176,7 @@
 
 mod batch;
 mod builder;
+mod encoding;
 mod identity;
 mod info;
 mod lease;
@@ -187,10 +188,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 pub use self::builder::MemoBuilder;
+pub use self::encoding::{decode, encode, encode_value};
 #[doc(hidden)]
 pub use self::identity::macro_name as __macro_name;
 pub use self::identity::namespace_name;
@@ -200,7 +200,7 @@ pub use self::source::default_backend;
 use self::source::{backend_for_url, Source};
 use self::tier::Tier;
 use crate::backend::{Backend, Limits, Locate, Namespace};
-use crate::core::codec::{Bincode, KeyCodec, MemoCodec, ValueCodec};
+use crate::core::codec::{Bincode, MemoCodec, ValueCodec};
 use crate::core::counts::Counts;
 use crate::core::flight::{FlightGuard, Flights, Role};
 use crate::core::report::{Reporter, Verdict};
@@ -209,26 +209,6 @@ use crate::{Error, Result};
 
 /// How long a failure to open the store is remembered before trying again.
 const REOPEN_AFTER: Duration = Duration::from_secs(1);
-
-/// Encodes arguments the way a [`Memo`] with the default codec makes its
-/// keys ([`Bincode`]: variable-length integers); a stored result is this
-/// after a digest of its layout ([`encode_value`]).
-pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-    Bincode.encode_key(value)
-}
-
-/// Encodes a result the way a [`Memo`] with the default codec stores it:
-/// after the digest of its layout ([`Bincode`]); an error if its bytes
-/// do not decode back to it.
-pub fn encode_value<T: Serialize + DeserializeOwned>(value: &T) -> Result<Vec<u8>> {
-    Bincode.encode_value(value)
-}
-
-/// Decodes a value stored by a [`Memo`] with the default codec; every byte
-/// must be used.
-pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    Bincode.decode_value(bytes)
-}
 
 #[derive(Default)]
 struct OpenState {
@@ -476,23 +456,33 @@ impl<C> Memo<C> {
                 Role::Waiter(flight) => flight,
                 Role::Reentrant => return Ok(f(args)),
             };
-            if let Some(bytes) = flight.wait() {
-                // Read the stored result, as a hit.
-                match ns.get(&key) {
-                    Ok(Some(v)) => match self.codec.decode_value(&v) {
-                        Ok(r) => return Ok(r),
-                        Err(e) => self.failed(e, "decoding a cached value")?,
-                    },
-                    Ok(None) => {}
-                    Err(e) => self.failed(e, "reading the cache")?,
+            let Some(bytes) = flight.wait() else {
+                // The computing caller failed (its function panicked, or its
+                // result cannot be encoded): compute side by side with the
+                // other waiters, not one after another as each leads, and
+                // store the result if it encodes (the leader said if not).
+                let r = f(args);
+                if let Ok(b) = self.codec.encode_value(&r) {
+                    if let Err(e) = ns.put(&key, &b, None) {
+                        self.failed(e, "storing the result")?;
+                    }
                 }
-                // Not stored (evicted already, or the store failed): use the
-                // value the computing caller handed over.
-                if let Ok(r) = self.codec.decode_value(&bytes) {
-                    return Ok(r);
-                }
+                return Ok(r);
+            };
+            // Read the stored result, as a hit.
+            match ns.get(&key) {
+                Ok(Some(v)) => match self.codec.decode_value(&v) {
+                    Ok(r) => return Ok(r),
+                    Err(e) => self.failed(e, "decoding a cached value")?,
+                },
+                Ok(None) => {}
+                Err(e) => self.failed(e, "reading the cache")?,
             }
-            // The computing caller failed: try again (maybe leading now).
+            // Not stored (evicted already, or the store failed): use the
+            // value the computing caller handed over, else try again.
+            if let Ok(r) = self.codec.decode_value(&bytes) {
+                return Ok(r);
+            }
         }
     }
 
