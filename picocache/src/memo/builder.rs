@@ -163,6 +163,7 @@ impl<C> MemoBuilder<C> {
             flights: Default::default(),
             tier: Tier::new(),
             warned: Default::default(),
+            unencodable: Default::default(),
             counts: Default::default(),
             codec: self.codec,
         }

@@ -184,6 +184,7 @@ mod source;
 mod tier;
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -240,6 +241,8 @@ pub struct Memo<C = Bincode> {
     /// process (see [`tier`]).
     tier: Tier,
     warned: Reporter,
+    /// Whether a result that cannot be encoded was reported.
+    unencodable: AtomicBool,
     /// This process's hits and misses.
     counts: Counts,
     /// Keys and values to bytes and back.
@@ -570,7 +573,11 @@ impl<C> Memo<C> {
             Ok(b) => Arc::new(b),
             Err(e) => {
                 drop(lease);
-                self.failed(e, "encoding the result")?;
+                // (Said once per function: a result type that cannot be
+                // cached fails the same way on every call.)
+                if self.strict || !self.unencodable.swap(true, Ordering::Relaxed) {
+                    self.failed(e, "encoding the result")?;
+                }
                 return Ok(r);
             }
         };
