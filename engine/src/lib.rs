@@ -99,6 +99,7 @@ mod format;
 pub(crate) mod hash;
 mod index;
 mod io;
+mod lease;
 mod lifecycle;
 mod log;
 mod namespace;
@@ -125,7 +126,8 @@ pub use format::MAX_NAME_LEN;
 pub(crate) use hash::name_hash;
 pub use hash::{IdHash, IdHasher};
 pub use io::{FaultIo, Io, RealIo};
-pub use namespace::{Confirmed, Lease, Namespace, Watch};
+pub use lease::Lease;
+pub use namespace::{Confirmed, Namespace, Watch};
 pub use options::{
     Durability, Limits, NamespaceStats, Options, StoreStats, VerifyReport, DEFAULT_LOCK_TIMEOUT,
 };

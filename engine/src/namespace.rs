@@ -1,12 +1,10 @@
-//! The public per-namespace API: [`Namespace`], its [`Lease`], and the
-//! [`Watch`] that confirms its [`Located`] tokens.
+//! The public per-namespace API: [`Namespace`], its leases
+//! ([`Lease`](crate::Lease), `lease.rs`), and the [`Watch`] that confirms
+//! its [`Located`] tokens.
 
-use std::fs::File;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use parking_lot::Mutex;
 
 use crate::ctx::{now_ms, read_only_error};
 use crate::error::{Error, Result};
@@ -30,43 +28,6 @@ pub struct Namespace {
     pub(crate) name_hash: u64,
     /// The limits to define the namespace with again if it is removed.
     pub(crate) limits: (u64, u64, u64),
-}
-
-/// A per-key lease: while it is held, no other holder of a lease on the same
-/// key (in any thread or process) gets one. The kernel releases it if the
-/// holding process dies.
-pub struct Lease {
-    file: Option<File>,
-    at: u64,
-    pool: Weak<Mutex<Vec<File>>>,
-    fork_gen: u64,
-}
-
-impl std::fmt::Debug for Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease").field("at", &self.at).finish()
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        let Some(file) = self.file.take() else { return };
-        // A forked child shares the description with its parent, whose lock
-        // it is: the child only closes its descriptor.
-        if sys::fork_generation() != self.fork_gen {
-            return;
-        }
-        // Unlocked, the description goes back to the pool; if the unlock
-        // fails, closing it releases the lock.
-        if sys::ofd_unlock(&file, self.at).is_ok() {
-            if let Some(pool) = self.pool.upgrade() {
-                let mut p = pool.lock();
-                if p.len() < 64 {
-                    p.push(file);
-                }
-            }
-        }
-    }
 }
 
 impl Namespace {
@@ -357,35 +318,27 @@ impl Namespace {
     ///
     /// Memoizers take it after a miss, look again, and compute only if the
     /// key is still missing, so concurrent callers compute a key once.
-    pub fn lease(&self, key: &[u8], wait: Duration) -> Result<Option<Lease>> {
+    pub fn lease(&self, key: &[u8], wait: Duration) -> Result<Option<crate::Lease>> {
         self.store.inner.check_fork()?;
         let h = key_hash(self.id.load(Ordering::Relaxed), key) ^ self.name_hash;
         let inner = &self.store.inner;
         if inner.ctx.read_only() {
             return Err(read_only_error(inner.ctx.dir(), "no lease can be taken"));
         }
-        let pooled = inner.lease_files.lock().pop();
-        let file = match pooled {
-            Some(f) => f,
-            None => inner
+        let open = || {
+            inner
                 .ctx
                 .modes()
-                .open(&inner.ctx.dir().join("leases"), false)?,
+                .open(&inner.ctx.dir().join("leases"), false)
         };
         let at = h & ((1 << 40) - 1);
         let start = Instant::now();
         let mut pause = Duration::from_micros(50);
         loop {
-            if sys::ofd_try_lock(&file, at)? {
-                return Ok(Some(Lease {
-                    file: Some(file),
-                    at,
-                    pool: Arc::downgrade(&inner.lease_files),
-                    fork_gen: sys::fork_generation(),
-                }));
+            if let Some(lease) = crate::lease::try_take(&inner.lease_files, at, open)? {
+                return Ok(Some(lease));
             }
             if start.elapsed() >= wait {
-                inner.lease_files.lock().push(file);
                 return Ok(None);
             }
             std::thread::sleep(pause.min(wait.saturating_sub(start.elapsed())));

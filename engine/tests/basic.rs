@@ -164,6 +164,54 @@ fn lease_excludes_threads() {
     assert!(ns.lease(b"k", Duration::from_millis(10)).unwrap().is_some());
 }
 
+/// Open descriptors of this process.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// Leases one thread holds at once share one descriptor (a recursion 500
+/// levels deep held 500, and a low `ulimit -n` failed the user's own
+/// `open`), still exclude other threads, and a byte held twice by one
+/// thread stays locked until both leases are released.
+#[test]
+fn nested_leases_of_one_thread_share_a_descriptor() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), opts()).unwrap();
+    let ns = s.namespace("l", Limits::default()).unwrap();
+    let _warm = ns.lease(b"warm", Duration::from_millis(10)).unwrap();
+    let before = open_fds();
+    let held: Vec<_> = (0..300u32)
+        .map(|i| {
+            ns.lease(&i.to_le_bytes(), Duration::from_millis(10))
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    let during = open_fds();
+    assert!(during <= before + 2, "{before} descriptors, then {during}");
+    let other = |k: u32| {
+        let ns = ns.clone();
+        std::thread::spawn(move || {
+            ns.lease(&k.to_le_bytes(), Duration::from_millis(30))
+                .unwrap()
+                .is_some()
+        })
+        .join()
+        .unwrap()
+    };
+    assert!(!other(7), "another thread waits for a held key");
+    // The same key twice in this thread: held until both are released.
+    let again = ns
+        .lease(&7u32.to_le_bytes(), Duration::from_millis(10))
+        .unwrap();
+    assert!(again.is_some(), "this thread's own lease is re-entered");
+    drop(held);
+    assert!(!other(7), "still held by the second lease");
+    drop(again);
+    assert!(other(7), "free once both are released");
+    assert!(other(8));
+}
+
 #[test]
 fn durable_group_commit_from_many_threads() {
     use picocache_engine::Durability;
