@@ -68,7 +68,7 @@ fn child() {
     let dir = std::path::PathBuf::from(std::env::var("S12_DIR").unwrap());
     let arg: u64 = std::env::var("S12_ARG").unwrap().parse().unwrap();
     let key = |x: u64| encode(&x).unwrap();
-    let val = |x: u64| encode(&x).unwrap();
+    let val = |x: u64| picocache::memo::encode_value(&x).unwrap();
     match role.as_str() {
         "overwrite" => sealed_ns(&dir, None).put(&key(7), &val(arg), None).unwrap(),
         "remove" => assert!(sealed_ns(&dir, None).remove(&key(7)).unwrap()),

@@ -112,7 +112,11 @@ fn ls_shows_keys_and_value_sizes() {
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
     );
-    assert_eq!(key["key"], "\\x07payload");
+    // The bincode bytes, then the 8-byte shape digest of a str (its kind).
+    assert_eq!(
+        key["key"],
+        "\\x07payload\\x0f\\x00\\x00\\x00\\x00\\x00\\x00\\x00"
+    );
     // The stored bytes: the value and its seal.
     let value_len = picocache::memo::encode_value(&"Z".repeat(5000))
         .unwrap()
@@ -126,8 +130,11 @@ fn ls_shows_keys_and_value_sizes() {
     let o = run(&["ls", p(dir.path()), "cli::square", "--hex", "--limit", "1"]);
     let text = stdout(&o);
     let row = text.lines().nth(1).unwrap();
+    // A key of a u32 argument: its bincode byte, then its shape (kind 9).
     assert!(
-        ["01 ", "02 ", "03 "].iter().any(|k| row.starts_with(k)),
+        ["01090", "02090", "03090"]
+            .iter()
+            .any(|k| row.starts_with(k)),
         "{text}"
     );
     assert!(text.contains("(1 of 3 keys shown)"), "{text}");

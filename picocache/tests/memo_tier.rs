@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use picocache::memo::{encode, namespace_name};
+use picocache::memo::{encode, encode_value, namespace_name};
 use picocache::{Backend, Limits, LocalBackend, Memo, SealedBackend, Secrets};
 
 const SECRET: &[u8] = b"tier test secret";
@@ -62,7 +62,9 @@ fn another_handles_changes_are_seen_at_the_next_call() {
     assert_eq!(call(&m, 7, &g), (70, false)); // served from the process
 
     // Overwritten by another handle: its value, not the kept one.
-    other.put(&key, &encode(&71u64).unwrap(), None).unwrap();
+    other
+        .put(&key, &encode_value(&71u64).unwrap(), None)
+        .unwrap();
     assert_eq!(call(&m, 7, &g), (71, false));
     assert_eq!(call(&m, 7, &g), (71, false));
 
@@ -93,8 +95,12 @@ fn a_planted_value_behind_a_kept_one_is_never_served() {
     let ns = raw
         .namespace(&namespace_name(NAME, Some("1")), Limits::maxsize(None))
         .unwrap();
-    ns.put(&encode(&5u64).unwrap(), &encode(&666u64).unwrap(), None)
-        .unwrap();
+    ns.put(
+        &encode(&5u64).unwrap(),
+        &encode_value(&666u64).unwrap(),
+        None,
+    )
+    .unwrap();
     g.store(1, Ordering::SeqCst);
     assert_eq!(call(&m, 5, &g), (51, true)); // rejected: computed
     assert_eq!(call(&m, 5, &g), (51, false));
@@ -113,7 +119,11 @@ fn evictions_and_expiry_are_seen() {
     let other = other_handle(dir.path(), Limits::maxsize(Some(2)));
     for k in [2u64, 3] {
         other
-            .put(&encode(&k).unwrap(), &encode(&(k * 10)).unwrap(), None)
+            .put(
+                &encode(&k).unwrap(),
+                &encode_value(&(k * 10)).unwrap(),
+                None,
+            )
             .unwrap();
     }
     g.store(1, Ordering::SeqCst);

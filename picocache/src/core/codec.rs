@@ -48,11 +48,23 @@ fn options() -> impl Options {
     bincode::DefaultOptions::new()
 }
 
+/// Keys are the bincode bytes of the arguments, then the 8-byte shape digest
+/// of the arguments ([`super::layout`]: struct, field and variant names in
+/// order, primitive kinds). bincode records no names, so without it two
+/// argument values of one struct that leave out different fields
+/// (`skip_serializing_if`: `Filters { min: Some(5) }` and `Filters { max:
+/// Some(5) }` both encode as `[1, 5]`) shared a key, and so did an argument
+/// struct's old and reordered layouts: a wrong value either way.
 impl<A: Serialize + ?Sized> KeyCodec<A> for Bincode {
     type Error = crate::Error;
 
     fn encode_key(&self, args: &A) -> crate::Result<Vec<u8>> {
-        Ok(options().serialize(args)?)
+        let mut key = options().serialize(args)?;
+        let shape = super::layout::digest(args)
+            .map_err(|e| serialization(e.to_string()))?
+            .shape;
+        key.extend_from_slice(&shape.to_le_bytes());
+        Ok(key)
     }
 }
 
@@ -169,11 +181,14 @@ mod tests {
         let mut longer = b.clone();
         longer.push(0);
         assert!(ValueCodec::<(u32, String)>::decode_value(&c, &longer).is_err());
+        let key = c.encode_key(&(1u32, "x")).unwrap();
+        let (args, shape) = key.split_at(key.len() - 8);
         assert_eq!(
-            c.encode_key(&(1u32, "x")).unwrap(),
-            b[LAYOUT_LEN..],
-            "a key is the same encoding, without the layout"
+            args,
+            &b[LAYOUT_LEN..],
+            "a key is the same encoding, then the shape"
         );
+        assert_eq!(shape, &b[1..LAYOUT_LEN], "the value's shape, as the key's");
         // Stored before the layout fingerprint: read as it is.
         let legacy: (u32, String) = c.decode_value(&b[LAYOUT_LEN..]).unwrap();
         assert_eq!(legacy, (1, "x".to_string()));
