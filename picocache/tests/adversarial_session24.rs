@@ -1872,7 +1872,7 @@ fn malformed_urls_never_break_a_call() {
 /// reports and steps aside from (the function's value returned, not
 /// stored).
 #[test]
-#[ignore = "BUG: a process frozen holding the local store's writer lock hangs every other process's miss"]
+// Fixed since: 60836ec (Options::lock_timeout); the doc above describes the bug as found.
 fn a_frozen_writer_holding_the_store_lock_never_hangs_a_call() {
     use std::os::fd::AsRawFd;
     let dir = temp_root().join(unique("frozen").replace("::", "_"));
@@ -2103,7 +2103,7 @@ fn memo_depth_fds(m: &Memo, n: u64, deepest: &AtomicU64) -> u64 {
 /// can hold many), or skip the store lease for re-entrant (nested) calls
 /// on a thread already holding one for the same namespace.
 #[test]
-#[ignore = "BUG: each nested memoized call holds an open descriptor (its lease): depth 1000 exhausts ulimit -n 1024"]
+// Fixed since: dd6ee69 (leases of one thread share a descriptor); the doc above describes the bug as found.
 fn deep_memoized_recursion_holds_no_descriptor_per_level() {
     let dir = temp_root().join(unique("fds").replace("::", "_"));
     let m = memo_on(
@@ -2700,7 +2700,7 @@ impl<'de> Deserialize<'de> for UnencodableResult {
 /// or hand them the leader's value itself (`Flight<T>` carrying `R` where it
 /// is `Clone`).
 #[test]
-#[ignore = "BUG: concurrent callers of a fn whose result cannot be encoded compute one after another"]
+// Fixed since: be2b66b; the doc above describes the bug as found.
 fn callers_of_an_unencodable_result_compute_in_parallel() {
     let dir = temp_root().join(unique("unenc-result").replace("::", "_"));
     let m = Arc::new(memo_on(
@@ -2867,7 +2867,7 @@ wide_enum!(OpAfter, i64);
 /// with a marker that the layout was not fully traced and refuse to cache
 /// (a warning) rather than to trust a partial trace.
 #[test]
-#[ignore = "BUG: an enum of 70 variants: a payload type change in variant 70 is not in the fingerprint: Last(5) read as Last(-3)"]
+// Fixed since: 21cdbe3 (shape digest); the doc above describes the bug as found.
 fn a_payload_change_in_a_wide_enum_never_reads_the_old_layout() {
     let name = unique("wide");
     let before = Memo::builder(name.clone()).backend(sealed_store()).build();
@@ -2988,7 +2988,7 @@ struct RectBefore {
 /// them as it goes, computed once per argument type for structs and per
 /// variant for enums), or name the namespace after that shape.
 #[test]
-#[ignore = "BUG (documented as not seen): an argument struct edited outside the fn (fields reordered) serves old results: 7 for 8"]
+// Fixed since: 175ffa4 (the shape digest in the key); the doc above describes the bug as found.
 fn an_edited_argument_type_never_meets_the_old_keys() {
     use edited_argument::{weighted_perimeter, weighted_perimeter_cache, Rect};
     let earlier = Memo::builder(weighted_perimeter_cache().namespace_name())
@@ -3049,7 +3049,7 @@ impl CallsOnDrop {
 /// treat as none held and skip recording), so the call works or steps
 /// aside.
 #[test]
-#[ignore = "BUG: a memoized call from a thread-local destructor at thread exit aborts the process (engine SCRATCH.with)"]
+// Fixed since: 2a79001 (try_with); the doc above describes the bug as found.
 fn a_memoized_call_from_a_thread_local_destructor_works() {
     let dir = temp_root().join(unique("tls").replace("::", "_"));
     let out = child_command("tls_drop", &[("S24_TARGET", &dir.display().to_string())])
@@ -3131,7 +3131,7 @@ impl<'de> Deserialize<'de> for Enriched {
 /// pure: it is run on made-up input"), and offer a way to give the
 /// fingerprint (a `version`, or a `layout = "..."` option) instead.
 #[test]
-#[ignore = "BUG: fingerprinting runs the result's Deserialize on made-up input: a memoized lookup in it ran for id 0, never asked for"]
+// Fixed since: 21cdbe3 (no user code on made-up input); the doc above describes the bug as found.
 fn fingerprinting_never_runs_user_code_on_made_up_input() {
     let m = Memo::builder(unique("enriched"))
         .backend(sealed_store())
@@ -3176,7 +3176,7 @@ struct ApiReply {
 /// (a warning) a type that fails; document that results must serialize
 /// every field.
 #[test]
-#[ignore = "BUG: a result with skip_serializing_if is read back shifted: code 0, count 5 comes back as code 5, count 2"]
+// Fixed since: 21cdbe3 (values that do not round-trip are not stored); the doc above describes the bug as found.
 fn a_result_that_skips_fields_is_never_read_back_shifted() {
     let dir = temp_root().join(unique("skip").replace("::", "_"));
     let m = memo_on(
@@ -3222,7 +3222,7 @@ struct Filters {
 /// count the `serialize_field` calls; `skip_field` is what serde calls for
 /// a skipped one, so it can be told apart too).
 #[test]
-#[ignore = "BUG: argument structs with skip_serializing_if share keys: count(max=5) returns count(min=5)'s 96 for 6"]
+// Fixed since: 175ffa4 (the shape digest in the key); the doc above describes the bug as found.
 fn arguments_that_skip_fields_never_share_a_result() {
     let dir = temp_root().join(unique("skipargs").replace("::", "_"));
     let m = memo_on(
