@@ -2211,7 +2211,7 @@ fn the_tier_never_serves_a_value_past_its_ttl() {
 /// Suggested fix: print names in tables escaped as `ls` prints keys, and
 /// escape type names in `keyfmt` (`{:?}` or `escape_default`).
 #[test]
-#[ignore = "BUG: `picocache stats` prints namespace names raw, `ls` Python type names raw: ESC/BEL/CR reach the terminal"]
+// Fixed since: outln! escapes control characters (output.rs printable).
 fn control_characters_never_reach_the_terminal_raw() {
     let dir = tempfile::tempdir().unwrap();
     let b: Arc<dyn Backend> = seal(Arc::new(LocalBackend::open(dir.path()).unwrap()));

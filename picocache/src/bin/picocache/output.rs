@@ -9,13 +9,36 @@ use std::time::Duration;
 /// `println!` that ends the program quietly (exit 0, as `head` expects)
 /// when stdout is closed, instead of panicking on a broken pipe.
 macro_rules! outln {
+    () => {
+        outln!("")
+    };
     ($($t:tt)*) => {{
         use std::io::Write as _;
+        let text = $crate::output::printable(&format!($($t)*));
         let mut o = std::io::stdout().lock();
-        if let Err(e) = writeln!(o, $($t)*) {
+        if let Err(e) = writeln!(o, "{text}") {
             $crate::output::stdout_failed(e);
         }
     }};
+}
+
+/// `text` with its control characters but newlines escaped (`\u{1b}`): a
+/// namespace's name, a key's type name or a path comes from whoever wrote
+/// the store, and an ESC, a BEL or a carriage return printed raw would
+/// drive the terminal (clear it, set its title, forge table rows).
+pub(crate) fn printable(text: &str) -> String {
+    if !text.chars().any(|c| c.is_control() && c != '\n') {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Stdout is gone: a closed pipe (`picocache ls | head`) ends the program
