@@ -6,10 +6,11 @@ serializers, stores deleted or replaced while in use, processes killed at
 random moments, and hostile servers (a private Redis flushed and evicting,
 PostgreSQL tables dropped, altered and locked mid-run).
 
-Tests marked ``xfail(strict=True, reason="BUG: ...")`` show a bug that is
-still there (each docstring says what happens, how often and a suggested
-fix); the others, whose docstring starts "Held:", cover cases that held.
-Frozen build tested: main 65e1899."""
+Tests whose docstring starts "BUG" describe a bug as this round found it
+(what happened, how often, a suggested fix) on the frozen build of main
+65e1899; every one was fixed in session 24 and runs as a regression test
+(the fixing commits name the test). The others, whose docstring starts
+"Held:", cover cases that held."""
 
 from __future__ import annotations
 
@@ -44,8 +45,6 @@ def _body(*a, **k):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: typed=True serves an entry stored by typed=False "
-                                       "for another type (f(1) returns f(1.0)'s result)")
 @pytest.mark.parametrize("kind", ["local", "sqlite", "redis"])
 def test_typed_true_never_serves_an_untyped_entry_of_another_type(kind, tmp_path):
     """BUG: typed=True must key f(1) and f(1.0) apart (README "Semantics",
@@ -71,9 +70,6 @@ def test_typed_true_never_serves_an_untyped_entry_of_another_type(kind, tmp_path
     assert typed(0) == (("int", "0"),)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ignore= and key= are not part of the namespace "
-                                       "identity: a wrapper without them serves entries keyed "
-                                       "by them")
 @pytest.mark.parametrize("option", ["ignore", "key"])
 def test_key_shaping_options_never_serve_another_wrappers_entries(option, tmp_path):
     """BUG (wrong value; same class as the typed bug above): ``ignore=`` and
@@ -102,8 +98,6 @@ def test_key_shaping_options_never_serve_another_wrappers_entries(option, tmp_pa
         assert plain("abc") == "abc"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a 0-d numpy array and a 1-element 1-d array share "
-                                       "one key (np.ascontiguousarray makes 0-d arrays 1-d)")
 @pytest.mark.parametrize("typed", [False, True])
 def test_a_zero_dimensional_array_is_not_keyed_as_a_one_element_vector(typed, tmp_path):
     """BUG: ``np.array(5)`` (shape ``()``) and ``np.array([5])`` (shape
@@ -155,9 +149,6 @@ def _two_serializers(kind, tmp_path, first, second):
             pc.RedisCache(url, namespace=ns, value_serializer=second))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: bytes a function returned, stored by a wrapper with "
-                                       "a raw value_serializer, are unpickled by a pickle wrapper "
-                                       "of the same name: code runs, wrong value")
 @pytest.mark.parametrize("kind", ["local", "sqlite", "redis"])
 def test_bytes_stored_raw_are_never_unpickled_by_a_pickle_wrapper(kind, tmp_path):
     """BUG (code from the store): a function returning bytes that come from
@@ -196,8 +187,6 @@ def test_bytes_stored_raw_are_never_unpickled_by_a_pickle_wrapper(kind, tmp_path
     assert got == b"safe"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a raw value_serializer wrapper returns another "
-                                       "wrapper's pickle bytes as the value")
 @pytest.mark.parametrize("kind", ["local", "sqlite", "redis"])
 def test_a_raw_serializer_never_returns_another_serializers_bytes(kind, tmp_path):
     """BUG (wrong value, the mirror of the test above): the pickle wrapper
@@ -213,9 +202,6 @@ def test_a_raw_serializer_never_returns_another_serializers_bytes(kind, tmp_path
     assert b("u") == b"data"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: lease_timeout=inf (or -1, NaN) is accepted by the "
-                                       "constructor, then every call of every function raises "
-                                       "ValueError")
 @pytest.mark.parametrize("lease_timeout", [float("inf"), -1.0, float("nan")])
 @pytest.mark.parametrize("kind", ["local", "sqlite"])
 def test_a_lease_timeout_out_of_range_never_breaks_calls(kind, lease_timeout, tmp_path):
@@ -289,9 +275,6 @@ def private_redis(tmp_path):
         proc.wait(timeout=30)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Redis: cache_clear() deletes only the values its "
-                                       "lru set lists; once the server evicted that set, "
-                                       "pre-clear values are served after the clear")
 def test_redis_clear_after_the_lru_set_was_evicted_serves_no_old_value(private_redis):
     """BUG (stale value after cache_clear()): redis.rs CLEAR deletes
     ``P:{NS}:v:KEY`` for the keys in ``P:{NS}:lru`` only. When the server
@@ -323,8 +306,6 @@ def test_redis_clear_after_the_lru_set_was_evicted_serves_no_old_value(private_r
     assert [f(i) for i in range(5)] == [(2, i) for i in range(5)]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Redis under maxmemory eviction: cache_clear() "
-                                       "leaves values whose lru entry was evicted")
 def test_redis_clear_under_real_eviction_serves_no_old_value(private_redis):
     """BUG (as above, by the server's own eviction): maxmemory 3 MB,
     ``allkeys-random``; 3000 entries of 2 KB; then cache_clear() and the
@@ -418,9 +399,6 @@ def test_redis_flushall_and_oom_mid_run_never_give_a_wrong_value_or_hang(private
     assert f.cache_info().hits > before, "no hit after the server recovered"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a thread waiting for another thread's computation "
-                                       "of a mutable result raises CacheError/CacheUnavailable "
-                                       "when the store fails meanwhile (strict=False)")
 @pytest.mark.parametrize("how", ["oom", "server-killed"])
 def test_a_waiter_never_raises_a_cache_error_when_the_store_fails(how, private_redis):
     """BUG (a cache failure breaks the user's call; found by the FLUSHALL/OOM
@@ -502,10 +480,6 @@ def _sql_admin(kind):
                             database=u.path[1:]), sa_url(url, "pymysql"))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: with the table locked, every call takes 3.6 s with "
-                                       "timeout=1 (look-up 1.8 s, then the store 1.8 s): an "
-                                       "operation exceeds `timeout` and the later ones are not "
-                                       "skipped")
 @pytest.mark.parametrize("kind", ["postgres", "mysql"])
 def test_a_locked_table_costs_a_call_about_one_timeout(kind):
     """BUG (latency; bounded, not a hang): another session holds the cache
@@ -554,9 +528,6 @@ def test_a_locked_table_costs_a_call_about_one_timeout(kind):
     assert max(took) < 2.5, "a call waited for more than about one timeout"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: SQLAlchemyCache(Engine): a call blocks for as long "
-                                       "as another session holds the table locked; timeout= is "
-                                       "accepted and ignored")
 def test_engine_path_call_is_bounded_while_the_table_is_locked():
     """BUG (hang class): on the SQLAlchemy-Engine path (``SQLAlchemyCache(
     engine)``, PostgreSQL) a session holding ``LOCK TABLE <t>_sa`` (a
@@ -605,9 +576,6 @@ def test_engine_path_call_is_bounded_while_the_table_is_locked():
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a LocalCache constructed for a path whose store "
-                                       "was deleted (or moved away) and re-created by another "
-                                       "process reuses this process's handle of the OLD store")
 @pytest.mark.parametrize("how", ["deleted", "moved-away"])
 def test_a_new_cache_object_opens_the_store_now_at_its_path(how, tmp_path):
     """BUG (processes silently stop sharing; stale values): this process
@@ -660,8 +628,6 @@ def test_a_new_cache_object_opens_the_store_now_at_its_path(how, tmp_path):
     assert [fc(i) for i in range(3)] == [("B", i) for i in range(3)]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a ttl=0.5 wrapper serves an entry another wrapper of "
-                                       "the same function stored without a ttl, 1 s old")
 @pytest.mark.parametrize("kind", ["local", "sqlite", "redis"])
 def test_a_ttl_wrapper_never_serves_an_entry_older_than_its_ttl(kind, tmp_path):
     """BUG (stale value; the options-mixing class of the typed bug above):
@@ -812,9 +778,6 @@ def test_sigkill_at_random_moments_with_clears_and_mixed_maxsize(kind, tmp_path)
     assert took < 30, "the check waited for a killed process's lease"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (latency): SQLite waits lease_timeout for the lease of "
-                                       "a SIGKILLed process on the same machine; LocalCache sees "
-                                       "the holder dead at once")
 def test_sqlite_lease_of_a_killed_process_is_not_waited_for(tmp_path):
     """BUG (latency, bounded by lease_timeout as documented, so not a hang):
     a process computing f(1) on an SQLiteCache is SIGKILLed (OOM killer, a
@@ -863,9 +826,6 @@ def test_sqlite_lease_of_a_killed_process_is_not_waited_for(tmp_path):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a __picocache_key__ that calls a cached method of "
-                                       "self never returns (each level's failed native lookup is "
-                                       "redone by the Python wrapper: 2**depth encodes)")
 def test_a_key_that_recurses_into_the_cached_method_raises_recursion_error():
     """BUG (hang): ``__picocache_key__`` returns ``self.checksum()`` and
     ``checksum`` is itself a cached method: keying ``checksum(self)`` calls
@@ -949,9 +909,7 @@ print(result, flush=True)
 
 
 @pytest.mark.parametrize("kind", [
-    pytest.param("sqlite", marks=pytest.mark.xfail(
-        strict=True, reason="BUG: a child forked while other threads use an SQLiteCache hangs at "
-                            "its first call (9 of 10 forks; > 45 s)")),
+    "sqlite",
     "local"])
 def test_a_fork_while_threads_use_the_cache_never_hangs_the_child(kind, tmp_path):
     """BUG (SQLite; hang): two threads call a cached function continuously;
@@ -1144,7 +1102,6 @@ def test_results_that_cannot_be_stored_are_fresh_each_call(tmp_path, caplog):
     assert any("cannot be" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (minor): pandas .attrs is not part of a Series' key")
 def test_pandas_attrs_are_part_of_the_key(tmp_path):
     """BUG (minor, wrong value): two Series with the same values, index and
     name but other ``.attrs`` (pandas' metadata dict, e.g. a unit:
@@ -1168,8 +1125,6 @@ def test_pandas_attrs_are_part_of_the_key(tmp_path):
     assert unit(metres) == "m"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (minor): value_serializer=picocache.plain turns a "
-                                       "bytearray result into bytes on hits")
 def test_plain_never_changes_a_results_type(tmp_path):
     """BUG (minor, wrong type): with ``value_serializer=picocache.plain`` a
     function returning a ``bytearray`` (alone or inside a list) returns
@@ -1209,9 +1164,6 @@ def test_plain_never_changes_a_results_type(tmp_path):
 _V14_TABLE = "CREATE TABLE {t} (key TEXT PRIMARY KEY, value BLOB, last_accessed REAL)"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (drop-in): a database holding picocache 1.4's own "
-                                       "table makes SQLiteCache / SQLAlchemyCache raise "
-                                       "CacheError at construction")
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_a_database_written_by_picocache_1_4_keeps_working(kind, tmp_path):
     """BUG (drop-in; the application fails at import): an application that
