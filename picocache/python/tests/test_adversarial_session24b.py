@@ -184,19 +184,27 @@ def test_fork_from_one_thread_while_others_write_sqlite(tmp_path):
     assert "hung" not in out and "'0': 40" in out
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: concurrent forks: one thread's after-fork resumes the pools another is about to fork with")
+@pytest.mark.xfail(strict=True, reason="BUG: the child's after-fork hook locks a pool mutex a parent thread held at the fork: child hangs")
 def test_forks_from_several_threads_at_once_hang_children(tmp_path):
-    """BUG (hang of the child, ~1 fork in 20-30): several threads forking at
-    once while others write an SQLiteCache. sql::fork keeps one global
-    STOPPED list: thread A's before_fork freezes the pools, thread B's
-    before_fork finds them frozen, A's after_fork_in_parent drains STOPPED
-    and resumes every pool, and B's fork() (still between its before hook
-    and fork) then happens while writer threads are mid-transaction: B's
-    child inherits SQLite's lock state and its first cached write waits
-    forever (killed after 6 s here). Seen 2 of 40 forks (4 forking threads),
-    1 of 30 (2 threads); 0 of 150 with one forking thread. Suggested fix: count
-    the forks being prepared (resume only when the last one's after hook
-    runs), or hold a process-wide fork lock from before_fork to the after
-    hooks so forks are serialized."""
+    """BUG (hang of the child, ~1 fork in 10-30 here): several threads
+    forking while three others write an SQLiteCache. The child hangs forever
+    in os.fork's after_in_child hook, before any user code: gdb on a hung
+    child shows its only thread in run_at_forkers -> _native
+    ._after_fork_in_child -> a futex wait (parking_lot lock).
+    sql::fork::after_fork_in_child locks STOPPED and calls pool.resume(),
+    which locks the pool's state mutex; at the fork instant a writer thread
+    of the parent (GIL released, in BoundedPool::checkout, which locks the
+    state, finds it frozen and goes to wait on the condvar, or wakes from
+    it) can hold that mutex, and in the child nobody ever releases it.
+    Serializing the forks with a lock does not help (3 of 90 hung); 0 of 150
+    with a single forking thread (the timing makes it rarer, not
+    impossible). A concurrent before_fork holding STOPPED at the fork
+    instant would do the same. Seen 4-5 hung children per run of 6 threads
+    x 15 forks (three runs). Suggested fix: the child must take no lock the
+    parent's other threads may hold: in after_fork_in_child do not
+    resume() the parent's pools (they are never used in the child; just
+    forget them) and take STOPPED with try_lock (or forget it too); also
+    count nested before_fork calls so a second fork's after hook does not
+    resume pools a first one is still forking with."""
     out = _run_forkers(tmp_path, 6, 15)
     assert "hung" not in out
