@@ -130,8 +130,27 @@ def _callables_digest(head: str, callables: Any) -> str:
         try:
             parts.append(_native.encode(function_identity(f, with_code=True), False, fallback).hex())
         except (TypeError, ValueError, RecursionError):
-            parts.append("-")  # by its names alone
+            parts.append(_state_digest(f))
     return _blake2b("\0".join(parts).encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+def _state_digest(f: Any) -> str:
+    """What tells a callable whose identity does not encode from others of
+    its names (two instances of one class with other state, a bound method
+    of either, a partial of unencodable arguments): the digest of its pickle
+    (an instance's state, a method's object, a partial's arguments). One
+    that does not pickle either raises IdentityError: the function is not
+    cached (one warning), as one that cannot be named; by its names alone,
+    two such objects shared entries (``Scaled(2)`` read ``Scaled(3)``'s)."""
+    import pickle
+
+    try:
+        return "pickle:" + _blake2b(pickle.dumps(f, protocol=4), digest_size=16).hexdigest()
+    except Exception as e:  # noqa: BLE001 - whatever pickling an arbitrary object raises
+        raise IdentityError(
+            f"{f!r} can be told apart from other objects of its kind neither by its code nor by its pickle "
+            f"({type(e).__name__}), so entries made with it could be read with another: give the "
+            "function a name= of its own") from None
 
 
 def serializer_identity(value_serializer: Any) -> Optional[str]:
