@@ -9,11 +9,6 @@ properties that held."""
 
 from __future__ import annotations
 
-import functools
-import os
-import signal
-import sys
-import threading
 import time
 
 import pytest
