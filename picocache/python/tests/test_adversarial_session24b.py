@@ -256,3 +256,53 @@ def test_sqlalchemy_mysql_session_timeouts_restored_after_lock_wait():
 
 def _triple(x):
     return x * 3
+
+
+def test_redis_values_just_stored_by_other_clients_are_hits():
+    """Held: four RedisCache clients (one namespace, name="shared") in four
+    threads each call f(0..1499) at once: no wrong value, 1500 computations
+    in all, and a second pass of every client over every key recomputes
+    nothing (a value stored by one client is in the LRU set the others'
+    `live` check reads: none read as a miss nor deleted)."""
+    import itertools
+    import threading
+    import uuid
+
+    from conftest import REDIS, need
+
+    url = need("PICOCACHE_REDIS_URL", REDIS)
+    ns = "adv24b" + uuid.uuid4().hex[:8]
+    calls = itertools.count()
+
+    def fn(x):
+        next(calls)
+        return ("v", x)
+
+    cs = [pc.RedisCache(url, namespace=ns) for _ in range(4)]
+    fs = [c(name="shared")(fn) for c in cs]
+    n = 1500
+    bad: list = []
+
+    def run(f):
+        for k in range(n):
+            v = f(k)
+            if v != ("v", k):
+                bad.append((k, v))
+
+    try:
+        ts = [threading.Thread(target=run, args=(f,)) for f in fs]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+        n1 = next(calls)
+        for f in fs:
+            for k in range(n):
+                assert f(k) == ("v", k)
+        n2 = next(calls)
+        print("bad", len(bad), "pass1 computes", n1, "pass2 recomputes", n2 - n1 - 1)
+        assert not bad
+        assert n2 - n1 - 1 == 0
+    finally:
+        for c in cs:
+            c.clear()
