@@ -15,6 +15,7 @@
 //! connections (its handles reopen); [`after_fork_in_child`] lets the
 //! parent's pools go without closing them.
 
+use std::cell::RefCell;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -25,44 +26,64 @@ use super::Shared;
 /// Every SQLite backend of this process.
 static SQLITE: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
 
-/// The backends [`before_fork`] stopped, until the fork is done.
-static STOPPED: Mutex<Vec<Arc<Shared>>> = Mutex::new(Vec::new());
+thread_local! {
+    /// The backends this thread's [`before_fork`] stopped, until its fork is
+    /// done (per thread: two threads may fork at once, and the child must
+    /// take no lock another thread of the parent may have held).
+    static STOPPED: RefCell<Vec<Arc<Shared>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How long the registry's lock is waited for: held for microseconds, it
+/// may be held forever in a child forked while another thread of the
+/// parent held it (a backend then goes unregistered rather than hang).
+const REGISTRY_WAIT: Duration = Duration::from_millis(100);
 
 /// Registers an SQLite backend.
 pub(super) fn register(shared: &Arc<Shared>) {
-    let mut all = SQLITE.lock();
-    all.retain(|w| w.strong_count() > 0);
-    all.push(Arc::downgrade(shared));
+    if let Some(mut all) = SQLITE.try_lock_for(REGISTRY_WAIT) {
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(shared));
+    }
 }
 
 /// Stops new operations of every SQLite backend of this process and waits
 /// at most `wait` for the running ones to end; whether they all did. Call
 /// just before `fork()`, then [`after_fork_in_parent`] in the parent and
-/// [`after_fork_in_child`] in the child. (Python's package does it through
-/// `os.register_at_fork`.)
+/// [`after_fork_in_child`] in the child, from the same thread. (Python's
+/// package does it through `os.register_at_fork`.) Forks of several
+/// threads at once each stop the pools; they go on when the last is done.
 pub fn before_fork(wait: Duration) -> bool {
-    let live: Vec<Arc<Shared>> = SQLITE.lock().iter().filter_map(Weak::upgrade).collect();
+    let live: Vec<Arc<Shared>> = match SQLITE.try_lock_for(REGISTRY_WAIT) {
+        Some(all) => all.iter().filter_map(Weak::upgrade).collect(),
+        None => return false,
+    };
     let until = Instant::now() + wait;
     let mut all_idle = true;
     for s in &live {
         all_idle &= s.pool.quiesce(until);
     }
-    STOPPED.lock().extend(live);
+    let _ = STOPPED.try_with(|st| st.borrow_mut().extend(live));
     all_idle
 }
 
-/// Lets the backends [`before_fork`] stopped go on (in the parent).
+/// Lets the backends this thread's [`before_fork`] stopped go on (in the
+/// parent).
 pub fn after_fork_in_parent() {
-    for s in STOPPED.lock().drain(..) {
+    let stopped = STOPPED
+        .try_with(|st| std::mem::take(&mut *st.borrow_mut()))
+        .unwrap_or_default();
+    for s in stopped {
         s.pool.resume();
     }
 }
 
-/// In the child: the parent's backends are the parent's (their connections
-/// are never used nor closed here); they are let go without being dropped.
+/// In the child: the parent's backends are the parent's: their pools are
+/// not touched (another thread of the parent may have held a pool's lock at
+/// the fork, and no thread here would release it), their connections never
+/// used nor closed; they are let go without being dropped.
 pub fn after_fork_in_child() {
-    for s in STOPPED.lock().drain(..) {
-        s.pool.resume();
-        std::mem::forget(s);
-    }
+    let stopped = STOPPED
+        .try_with(|st| std::mem::take(&mut *st.borrow_mut()))
+        .unwrap_or_default();
+    std::mem::forget(stopped);
 }

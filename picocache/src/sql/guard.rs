@@ -461,6 +461,9 @@ mod tests {
             });
             assert!(pool.quiesce(Instant::now() + Duration::from_secs(10)));
         });
+        // Two quiesces (two forks at once): lending resumes after both end.
+        pool.resume();
+        assert!(pool.checkout(|| Ok(3)).is_err(), "one fork still going");
         pool.resume();
         let mut c = pool.checkout(|| Ok(3)).unwrap();
         assert_eq!((*c.conn(), c.reused), (1, true));

@@ -16,8 +16,9 @@ struct PoolState<T> {
     idle: Vec<T>,
     /// Connections open: idle plus checked out plus being opened.
     open: usize,
-    /// Checkouts wait (a fork is being prepared: [`BoundedPool::quiesce`]).
-    frozen: bool,
+    /// Checkouts wait while this is not 0: forks being prepared
+    /// ([`BoundedPool::quiesce`]; several threads may fork at once).
+    freezes: u32,
 }
 
 /// At most `max` connections of type `T`, idle ones reused.
@@ -77,7 +78,7 @@ impl<T> BoundedPool<T> {
             state: Mutex::new(PoolState {
                 idle: Vec::new(),
                 open: 0,
-                frozen: false,
+                freezes: 0,
             }),
             freed: Condvar::new(),
             max: max.max(1),
@@ -135,7 +136,7 @@ impl<T> BoundedPool<T> {
         let until = deadline.min(start + self.wait);
         let mut s = self.state.lock();
         loop {
-            if s.frozen {
+            if s.freezes > 0 {
                 let left = until.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return Err(unavailable(
@@ -193,7 +194,7 @@ impl<T> BoundedPool<T> {
     /// did. [`BoundedPool::resume`] lets checkouts go on.
     pub(crate) fn quiesce(&self, until: Instant) -> bool {
         let mut s = self.state.lock();
-        s.frozen = true;
+        s.freezes += 1;
         loop {
             if s.open.saturating_sub(s.idle.len()) == 0 {
                 return true;
@@ -208,9 +209,12 @@ impl<T> BoundedPool<T> {
         }
     }
 
-    /// Ends a [`BoundedPool::quiesce`].
+    /// Ends a [`BoundedPool::quiesce`] (checkouts go on once every quiesce
+    /// has ended).
     pub(crate) fn resume(&self) {
-        self.state.lock().frozen = false;
+        let mut s = self.state.lock();
+        s.freezes = s.freezes.saturating_sub(1);
+        drop(s);
         self.freed.notify_all();
     }
 
