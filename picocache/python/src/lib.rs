@@ -199,16 +199,23 @@ const MAX_KEY: usize = 64 * 1024;
 impl Namespace {
     /// The namespace handle, opened again in a forked child; the lock is
     /// not held across the open (see `StoreInner::backend`).
+    /// (A lock not taken within `store::STUCK` is one a forked child
+    /// inherited held: the call uses a handle of its own; see
+    /// `StoreInner::backend`.)
     fn current(&self) -> picocache::Result<Arc<dyn picocache::Namespace>> {
         let gen = fork_gen();
         {
-            let st = self.state.lock();
+            let Some(st) = self.state.try_lock_for(store::STUCK) else {
+                return open_ns(&self.store, &self.name, self.limits);
+            };
             if st.0 == gen {
                 return Ok(st.1.clone());
             }
         }
         let fresh = open_ns(&self.store, &self.name, self.limits)?;
-        let mut st = self.state.lock();
+        let Some(mut st) = self.state.try_lock_for(store::STUCK) else {
+            return Ok(fresh);
+        };
         if st.0 != gen {
             let old = std::mem::replace(&mut *st, (gen, fresh));
             std::mem::forget(old); // the parent's: never closed here
@@ -230,7 +237,11 @@ impl Namespace {
                     Err(e) if is_forked(&e) => {
                         self.store.force_reopen();
                         let fresh = open_ns(&self.store, &self.name, self.limits)?;
-                        let old = std::mem::replace(&mut *self.state.lock(), (fork_gen(), fresh));
+                        let Some(mut st) = self.state.try_lock_for(store::STUCK) else {
+                            return f(&*fresh);
+                        };
+                        let old = std::mem::replace(&mut *st, (fork_gen(), fresh));
+                        drop(st);
                         std::mem::forget(old);
                         let ns = self.current()?;
                         f(&*ns)

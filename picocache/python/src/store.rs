@@ -179,16 +179,26 @@ impl StoreInner {
     /// never held across the open (file or network I/O, the GIL released):
     /// a `fork()` by another thread meanwhile would leave it held in the
     /// child, whose every call would then wait forever.
+    ///
+    /// Its lock is held for a few instructions, but by threads that may have
+    /// released the GIL, so a child forked meanwhile inherits it held by a
+    /// thread it does not have: past [`STUCK`] it is taken for such a lock,
+    /// and the child works with a backend of its own for the call (slower,
+    /// never a hang).
     pub(crate) fn backend(&self) -> picocache::Result<Arc<dyn Backend>> {
         let gen = fork_gen();
         {
-            let st = self.state.lock();
+            let Some(st) = self.state.try_lock_for(STUCK) else {
+                return open_sealed(&self.spec, self.secrets.as_deref());
+            };
             if st.0 == gen {
                 return Ok(st.1.clone());
             }
         }
         let fresh = open_sealed(&self.spec, self.secrets.as_deref())?;
-        let mut st = self.state.lock();
+        let Some(mut st) = self.state.try_lock_for(STUCK) else {
+            return Ok(fresh);
+        };
         if st.0 != gen {
             let old = std::mem::replace(&mut *st, (gen, fresh));
             // The parent's connections and maps belong to the parent: never
@@ -199,10 +209,16 @@ impl StoreInner {
     }
 
     pub(crate) fn force_reopen(&self) {
-        let mut st = self.state.lock();
-        st.0 = u64::MAX;
+        if let Some(mut st) = self.state.try_lock_for(STUCK) {
+            st.0 = u64::MAX;
+        }
     }
 }
+
+/// How long a handle's lock is waited for before it is taken for one a
+/// forked child inherited held (see [`StoreInner::backend`]): a live holder
+/// holds it for a few instructions.
+pub(crate) const STUCK: Duration = Duration::from_millis(250);
 
 /// One open store (a backend).
 #[pyclass(module = "picocache._native", frozen)]

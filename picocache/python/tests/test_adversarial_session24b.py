@@ -181,21 +181,16 @@ def test_fork_from_one_thread_while_others_write_sqlite(tmp_path):
     assert float(out.split("max_fork_s ")[1].split()[0]) < 10
 
 
-@pytest.mark.xfail(strict=False, reason="BUG (partly fixed): a child forked while another thread of the parent "
-                                        "held a namespace's or store's handle lock (taken with the GIL released, "
-                                        "StoreInner::backend / Namespace::current) hangs at its first call: about "
-                                        "1 run in 5 of 90 forks")
 def test_forks_from_several_threads_at_once_hang_children(tmp_path):
-    """BUG (hang of the child, ~1 fork in 10-30 here), partly fixed in the
-    same session: the after-fork hook no longer takes the pools' locks
-    (4-5 hung children a run before; 1 in about 5 runs of 90 forks after).
-    What is left: parent threads take a namespace's and a store's handle
-    lock (`Namespace::current`, `StoreInner::backend`, held for a few
-    instructions) with the GIL released, so one may be held at the fork and
-    the child's first call on that namespace waits for it forever. Fix:
-    take those locks only with the GIL held (the forking thread holds it),
-    as the flight table's are, and release the GIL only around the open.
-    Original report: several threads
+    """BUG (hang of the child, ~1 fork in 10-30 here), fixed in the same
+    session in two steps. (1) The after-fork hook took the pools' locks
+    (below): it no longer does (4-5 hung children a run before, about 1 in
+    5 runs after). (2) What was left (found with faulthandler in a hung
+    child): the child's first call imported hashlib lazily while the
+    parent's other thread had been importing it at the fork, and waited for
+    that module's import lock forever; the before-fork hook now finishes
+    those lazy imports first (0 of 450 forks hung). Original report:
+    several threads
     forking while three others write an SQLiteCache. The child hangs forever
     in os.fork's after_in_child hook, before any user code: gdb on a hung
     child shows its only thread in run_at_forkers -> _native

@@ -80,10 +80,27 @@ def _after_fork_in_child() -> None:
         c._after_fork_in_child()
 
 
+#: The modules a call may import at its first use (not at ``import
+#: picocache``: they cost milliseconds). Not logging (imported at the first
+#: warning): importing it here would register its own fork hooks in the
+#: middle of a fork.
+_LAZY_MODULES = ("hashlib", "pickle", "copyreg", "io")
+
+
+def _before_fork() -> None:
+    """Before a fork: the modules a call imports lazily are imported now
+    (waiting for another thread that is importing one: a child forked in the
+    middle of that import inherits the module's import lock held and its
+    first call waited for it forever), and SQLite backends finish their
+    operations (a child must not inherit SQLite's lock state of a
+    transaction; see picocache::sql::fork)."""
+    for m in _LAZY_MODULES:
+        __import__(m)
+    _native._before_fork()
+
+
 if hasattr(os, "register_at_fork"):
-    # Before: SQLite backends finish their operations (a child must not
-    # inherit SQLite's lock state of a transaction; see picocache::sql::fork).
-    os.register_at_fork(before=_native._before_fork, after_in_parent=_native._after_fork_in_parent,
+    os.register_at_fork(before=_before_fork, after_in_parent=_native._after_fork_in_parent,
                         after_in_child=_after_fork_in_child)
 
 
