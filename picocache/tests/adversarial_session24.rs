@@ -1321,11 +1321,7 @@ fn dropped_sql_tables_never_break_a_call() {
     }
     for (label, url) in targets {
         let table = own_table();
-        let options = picocache::SqlOptions {
-            table: table.clone(),
-            ..Default::default()
-        };
-        let backend = picocache::SqlBackend::connect(&url, options).unwrap();
+        let backend = picocache::SqlBackend::connect(&url, patient_sql(&table)).unwrap();
         let m = Memo::builder(unique("dropped"))
             .secret(SECRET)
             .backend(Arc::new(backend))
@@ -2459,6 +2455,20 @@ fn equal_but_differently_ordered_maps_and_nested_options_get_their_own_values() 
 /// another namespace's row (same key), by UPDATEs in PostgreSQL and MySQL
 /// behind the memoizer's back (a table of its own each), are rejected:
 /// each call returns its own function's value.
+/// SQL options for a test of what the backend stores and serves, not of
+/// its deadlines: the default 1 s `timeout` is too short on a loaded
+/// 2-core CI machine, where a fresh table's first statements on MariaDB
+/// took longer, the store was skipped, and the test found no row to tamper
+/// with (CI of stop 24).
+fn patient_sql(table: &str) -> picocache::SqlOptions {
+    picocache::SqlOptions {
+        table: table.to_string(),
+        timeout: Duration::from_secs(30),
+        connect_timeout: Duration::from_secs(30),
+        ..Default::default()
+    }
+}
+
 #[test]
 fn tampered_postgres_and_mysql_rows_are_never_served() {
     for (label, var) in [
@@ -2469,13 +2479,7 @@ fn tampered_postgres_and_mysql_rows_are_never_served() {
             continue;
         };
         let table = own_table();
-        let open = || {
-            let options = picocache::SqlOptions {
-                table: table.clone(),
-                ..Default::default()
-            };
-            Arc::new(picocache::SqlBackend::connect(&url, options).unwrap())
-        };
+        let open = || Arc::new(picocache::SqlBackend::connect(&url, patient_sql(&table)).unwrap());
         let (na, nb) = (unique("sql_a"), unique("sql_b"));
         let a = Memo::builder(na.clone())
             .secret(SECRET)
