@@ -67,13 +67,22 @@ def _lost_race(e: Exception) -> bool:
     return any(w in text for w in ("already exists", "duplicate", "1050", "1061"))
 
 
+def _server_codes(e: Exception) -> tuple[Any, Any]:
+    """The server's error codes under a SQLAlchemy error: the driver's
+    numeric code (MySQL and MariaDB drivers: ``args[0]``) and the SQLSTATE
+    (PostgreSQL drivers: ``sqlstate`` or ``pgcode``); ``None`` where absent."""
+    orig = getattr(e, "orig", None)
+    if orig is None:
+        return None, None
+    args = getattr(orig, "args", None) or [None]
+    return args[0], getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+
+
 def _deadlock(e: Exception) -> bool:
     """Whether the server rolled a transaction back for a deadlock (MySQL
     1213; PostgreSQL 40P01, 40001): worth another try. (Not a lock wait that
     ran out, MySQL 1205: the operation's time is spent.)"""
-    orig = getattr(e, "orig", None)
-    code = getattr(orig, "args", [None])[0] if orig is not None else None
-    pgcode = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    code, pgcode = _server_codes(e)
     return code == 1213 or pgcode in ("40P01", "40001")
 
 
@@ -91,9 +100,7 @@ def _timed_out_or_away(e: Exception) -> bool:
     """Whether ``e`` says the operation's time ran out (PostgreSQL 57014,
     55P03; MySQL 1205, 3024; MariaDB 1969) or the server is away (a
     connection that failed or was lost: ``OperationalError``)."""
-    orig = getattr(e, "orig", None)
-    code = getattr(orig, "args", [None])[0] if orig is not None else None
-    pgcode = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    code, pgcode = _server_codes(e)
     if _deadlock(e):
         return False  # (pymysql's deadlock is an OperationalError: tried again)
     return (isinstance(e, sa.exc.OperationalError) or code in (1205, 3024, 1969)
