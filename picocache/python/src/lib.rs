@@ -35,6 +35,7 @@ mod digest;
 mod fetch;
 #[cfg(not(feature = "abi3"))]
 mod ffi;
+mod forkslot;
 mod front;
 mod keys;
 mod lease;
@@ -47,6 +48,7 @@ mod store;
 mod tier;
 mod wrapper;
 
+use forkslot::ForkSlot;
 use keys::Encoder;
 use lease::Lease;
 use store::{secs, Store, StoreInner};
@@ -178,7 +180,7 @@ struct Namespace {
     limits: Limits,
     typed: bool,
     fallback: Option<PyObject>,
-    state: Mutex<(u64, Arc<dyn picocache::Namespace>)>,
+    state: ForkSlot<Arc<dyn picocache::Namespace>>,
     /// The local engine: its lookups make no system call and never wait for
     /// another process or for a thread that needs the GIL (only short
     /// in-process read locks), so they run with the GIL held (releasing and
@@ -197,30 +199,11 @@ struct Namespace {
 /// ones (`_native.MAX_KEY`: this constant, the one definition).
 const MAX_KEY: usize = 64 * 1024;
 impl Namespace {
-    /// The namespace handle, opened again in a forked child; the lock is
-    /// not held across the open (see `StoreInner::backend`).
-    /// (A lock not taken within `store::STUCK` is one a forked child
-    /// inherited held: the call uses a handle of its own; see
-    /// `StoreInner::backend`.)
+    /// The namespace handle, opened again in a forked child (see
+    /// [`ForkSlot`]).
     fn current(&self) -> picocache::Result<Arc<dyn picocache::Namespace>> {
-        let gen = fork_gen();
-        {
-            let Some(st) = self.state.try_lock_for(store::STUCK) else {
-                return open_ns(&self.store, &self.name, self.limits);
-            };
-            if st.0 == gen {
-                return Ok(st.1.clone());
-            }
-        }
-        let fresh = open_ns(&self.store, &self.name, self.limits)?;
-        let Some(mut st) = self.state.try_lock_for(store::STUCK) else {
-            return Ok(fresh);
-        };
-        if st.0 != gen {
-            let old = std::mem::replace(&mut *st, (gen, fresh));
-            std::mem::forget(old); // the parent's: never closed here
-        }
-        Ok(st.1.clone())
+        self.state
+            .get(|| open_ns(&self.store, &self.name, self.limits))
     }
 
     /// Runs `f` on the namespace with the GIL released, reopening once if the
@@ -231,23 +214,13 @@ impl Namespace {
         f: impl Fn(&dyn picocache::Namespace) -> picocache::Result<R> + Send + Sync,
     ) -> PyResult<R> {
         py.allow_threads(|| {
-            guarded(|| {
-                let ns = self.current()?;
-                match f(&*ns) {
-                    Err(e) if is_forked(&e) => {
-                        self.store.force_reopen();
-                        let fresh = open_ns(&self.store, &self.name, self.limits)?;
-                        let Some(mut st) = self.state.try_lock_for(store::STUCK) else {
-                            return f(&*fresh);
-                        };
-                        let old = std::mem::replace(&mut *st, (fork_gen(), fresh));
-                        drop(st);
-                        std::mem::forget(old);
-                        let ns = self.current()?;
-                        f(&*ns)
-                    }
-                    r => r,
+            guarded(|| match f(&*self.current()?) {
+                Err(e) if is_forked(&e) => {
+                    self.store.force_reopen();
+                    self.state.invalidate();
+                    f(&*self.current()?)
                 }
+                r => r,
             })
         })
         .map_err(panic_err)?

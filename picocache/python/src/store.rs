@@ -14,6 +14,7 @@ use pyo3::sync::GILProtected;
 
 use picocache::{Backend, Limits};
 
+use crate::forkslot::ForkSlot;
 use crate::*;
 
 /// How to (re)open a backend.
@@ -157,7 +158,7 @@ pub(crate) struct StoreInner {
     pub(crate) spec: Spec,
     /// The caller's secrets (None: `PICOCACHE_SECRET` or the per-user file).
     pub(crate) secrets: Option<Vec<Vec<u8>>>,
-    pub(crate) state: Mutex<(u64, Arc<dyn Backend>)>,
+    pub(crate) state: ForkSlot<Arc<dyn Backend>>,
 }
 
 /// The backend `spec` opens, sealed with `secrets` (every value the Python
@@ -175,50 +176,17 @@ pub(crate) fn open_sealed(
 }
 
 impl StoreInner {
-    /// The backend, opened again in a forked child. The state's lock is
-    /// never held across the open (file or network I/O, the GIL released):
-    /// a `fork()` by another thread meanwhile would leave it held in the
-    /// child, whose every call would then wait forever.
-    ///
-    /// Its lock is held for a few instructions, but by threads that may have
-    /// released the GIL, so a child forked meanwhile inherits it held by a
-    /// thread it does not have: past [`STUCK`] it is taken for such a lock,
-    /// and the child works with a backend of its own for the call (slower,
-    /// never a hang).
+    /// The backend, opened again in a forked child (see [`ForkSlot`]).
     pub(crate) fn backend(&self) -> picocache::Result<Arc<dyn Backend>> {
-        let gen = fork_gen();
-        {
-            let Some(st) = self.state.try_lock_for(STUCK) else {
-                return open_sealed(&self.spec, self.secrets.as_deref());
-            };
-            if st.0 == gen {
-                return Ok(st.1.clone());
-            }
-        }
-        let fresh = open_sealed(&self.spec, self.secrets.as_deref())?;
-        let Some(mut st) = self.state.try_lock_for(STUCK) else {
-            return Ok(fresh);
-        };
-        if st.0 != gen {
-            let old = std::mem::replace(&mut *st, (gen, fresh));
-            // The parent's connections and maps belong to the parent: never
-            // close them from the child.
-            std::mem::forget(old);
-        } // else another thread opened it meanwhile: ours is dropped
-        Ok(st.1.clone())
+        self.state
+            .get(|| open_sealed(&self.spec, self.secrets.as_deref()))
     }
 
+    /// The next [`StoreInner::backend`] opens the backend again.
     pub(crate) fn force_reopen(&self) {
-        if let Some(mut st) = self.state.try_lock_for(STUCK) {
-            st.0 = u64::MAX;
-        }
+        self.state.invalidate();
     }
 }
-
-/// How long a handle's lock is waited for before it is taken for one a
-/// forked child inherited held (see [`StoreInner::backend`]): a live holder
-/// holds it for a few instructions.
-pub(crate) const STUCK: Duration = Duration::from_millis(250);
 
 /// One open store (a backend).
 #[pyclass(module = "picocache._native", frozen)]
@@ -257,7 +225,7 @@ pub(crate) fn open_store(
         inner: Arc::new(StoreInner {
             spec,
             secrets,
-            state: Mutex::new((fork_gen(), backend)),
+            state: ForkSlot::new(backend),
         }),
     })
 }
@@ -511,7 +479,7 @@ impl Store {
             limits,
             typed,
             fallback,
-            state: Mutex::new((fork_gen(), ns)),
+            state: ForkSlot::new(ns),
             local,
             tier: Mutex::new(Tier {
                 fork_gen: fork_gen(),
