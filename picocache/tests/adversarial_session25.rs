@@ -7,6 +7,8 @@
 //!   expiries of the wrong type;
 //! - one namespace of a shared SQL backend whose row another connection
 //!   holds locked, while other `Memo`s use the same backend;
+//! - 12 processes missing through one `Memo` name on one local store, and a
+//!   key another caller stores between a miss and its lease;
 //! - the `picocache` CLI on hostile store directories: symlinks in the store
 //!   pointing outside it, a store path that is a file.
 //!
@@ -125,6 +127,36 @@ fn child() {
                 std::thread::sleep(Duration::from_secs(300));
                 0u64
             });
+        }
+        // Calls f(x) = 7x + 1 on the local store `S25_DIR` for keys in an
+        // order of its own, for `S25_SECS`; prints calls, runs of the
+        // function, wrong values and the longest call.
+        "memo_misses" => {
+            let me: u64 = var("S25_ID").parse().unwrap();
+            let secs: u64 = var("S25_SECS").parse().unwrap();
+            let b: Arc<dyn Backend> =
+                Arc::new(picocache::LocalBackend::open(var("S25_DIR")).unwrap());
+            let m = memo_over(b, "s25::memo_misses", Duration::from_secs(60));
+            let until = Instant::now() + Duration::from_secs(secs);
+            let (mut calls, mut runs, mut wrong) = (0u64, 0u64, 0u64);
+            let mut longest = Duration::ZERO;
+            let mut i = 0u64;
+            while Instant::now() < until {
+                let x = (i * 7919 + me * 104_729) % 3000;
+                let t = Instant::now();
+                let v = m.call(x, |x| {
+                    runs += 1;
+                    7 * x + 1
+                });
+                longest = longest.max(t.elapsed());
+                wrong += u64::from(v != 7 * x + 1);
+                calls += 1;
+                i += 1;
+            }
+            println!(
+                "S25M calls={calls} runs={runs} wrong={wrong} longest_us={}",
+                longest.as_micros()
+            );
         }
         other => panic!("unknown role {other}"),
     }
@@ -658,4 +690,206 @@ fn commands_on_a_file_as_the_store_fail_cleanly() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+// ---------------------------------------------------------------------------
+// Many processes' misses through `Memo` on one local store.
+// ---------------------------------------------------------------------------
+
+/// Held: 12 processes call one memoized function on one local store for
+/// 6 s, over 3000 arguments each in an order of its own (so they miss the
+/// same keys at the same time and meet on their leases): every value is the
+/// function's, no call takes near the 3 s writer-lock timeout; printed: how
+/// often the function ran beyond once per argument (two processes that
+/// computed one key), and the longest call.
+#[test]
+fn many_processes_missing_through_memo_never_get_a_wrong_value() {
+    let dir = temp_root().join(unique("memo_misses"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let procs = 12;
+    let children: Vec<_> = (0..procs)
+        .map(|i| {
+            child_command(
+                "memo_misses",
+                &[
+                    ("S25_DIR", dir.to_str().unwrap()),
+                    ("S25_ID", &i.to_string()),
+                    ("S25_SECS", "6"),
+                ],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    let mut lines = Vec::new();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let l: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.find("S25M").map(|i| l[i..].to_owned()))
+            .collect();
+        assert!(
+            out.status.success() && l.len() == 1,
+            "{:?}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lines.extend(l);
+    }
+    let field = |l: &str, f: &str| -> u64 {
+        l.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{f}=")))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let sum = |f: &str| lines.iter().map(|l| field(l, f)).sum::<u64>();
+    let longest = lines.iter().map(|l| field(l, "longest_us")).max().unwrap();
+    println!(
+        "S25 {procs} processes through Memo: calls={} runs={} (3000 arguments: {} extra \
+         runs) wrong={} longest call {:.3} s",
+        sum("calls"),
+        sum("runs"),
+        sum("runs").saturating_sub(3000),
+        sum("wrong"),
+        longest as f64 / 1e6
+    );
+    assert_eq!(sum("wrong"), 0);
+    assert!(longest < 2_500_000, "a call took {longest} us");
+}
+
+/// A backend that runs a hook (once) when a lease is asked for: what
+/// another process does between this process's miss and its lease.
+struct Interposer {
+    inner: Arc<dyn Backend>,
+    hook: Arc<std::sync::Mutex<Option<HookFn>>>,
+}
+
+type HookFn = Box<dyn FnOnce() + Send>;
+
+struct InterposedNs {
+    inner: Arc<dyn picocache::Namespace>,
+    hook: Arc<std::sync::Mutex<Option<HookFn>>>,
+}
+
+impl std::fmt::Debug for Interposer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Interposer")
+    }
+}
+
+impl std::fmt::Debug for InterposedNs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InterposedNs")
+    }
+}
+
+impl Backend for Interposer {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn namespace(
+        &self,
+        name: &str,
+        limits: picocache::Limits,
+    ) -> picocache::Result<Arc<dyn picocache::Namespace>> {
+        Ok(Arc::new(InterposedNs {
+            inner: self.inner.namespace(name, limits)?,
+            hook: self.hook.clone(),
+        }))
+    }
+    fn namespace_names(&self) -> picocache::Result<Vec<String>> {
+        self.inner.namespace_names()
+    }
+}
+
+impl picocache::Namespace for InterposedNs {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn get(&self, key: &[u8]) -> picocache::Result<Option<Vec<u8>>> {
+        self.inner.get(key)
+    }
+    fn recheck(&self, key: &[u8]) -> picocache::Result<Option<Vec<u8>>> {
+        self.inner.recheck(key)
+    }
+    fn put(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> picocache::Result<()> {
+        self.inner.put(key, value, ttl)
+    }
+    fn remove(&self, key: &[u8]) -> picocache::Result<bool> {
+        self.inner.remove(key)
+    }
+    fn clear(&self) -> picocache::Result<()> {
+        self.inner.clear()
+    }
+    fn stats(&self) -> picocache::Result<picocache::Stats> {
+        self.inner.stats()
+    }
+    fn limits(&self) -> picocache::Result<picocache::Limits> {
+        self.inner.limits()
+    }
+    fn lease(&self, key: &[u8], wait: Duration) -> picocache::Result<Option<picocache::Lease>> {
+        let hook = self.hook.lock().unwrap().take();
+        if let Some(h) = hook {
+            h();
+        }
+        self.inner.lease(key, wait)
+    }
+}
+
+/// A caller misses; before it takes the key's lease, another caller (another
+/// process: here another `Memo` of the same name and store, on another
+/// thread) computes the key, stores it and releases its lease. The first
+/// caller then takes the lease at once (`Acquired::Free`) and computes the
+/// key again: `memo/lease.rs` looks again only after a lease it waited for,
+/// while the engine's `Namespace::lease` documents the protocol as "take it
+/// after a miss, look again, and compute only if the key is still missing,
+/// so concurrent callers compute a key once". Every time the timing falls
+/// so (2 extra runs in 3000 arguments in
+/// `many_processes_missing_through_memo_never_get_a_wrong_value`; here
+/// forced). On every backend (the lease path is shared). Severity: low (the
+/// value is right; an expensive function runs twice, which the lease exists
+/// to prevent). Suggested fix: look again (`Namespace::recheck`) after every
+/// lease taken, not only after a wait (one lookup more per miss: measure
+/// it), or only when the function is slow enough for it to matter.
+#[test]
+#[ignore = "BUG: a key computed and stored by another process between a miss and its lease is computed again"]
+fn a_key_stored_between_a_miss_and_its_lease_is_not_computed_again() {
+    let dir = temp_root().join(unique("interposed"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let local: Arc<dyn Backend> = Arc::new(picocache::LocalBackend::open(&dir).unwrap());
+    let hook: Arc<std::sync::Mutex<Option<HookFn>>> = Arc::default();
+    let name = unique("interposed");
+    let runs = Arc::new(AtomicU64::new(0));
+    let m = memo_over(
+        Arc::new(Interposer {
+            inner: local.clone(),
+            hook: hook.clone(),
+        }),
+        &name,
+        Duration::from_secs(5),
+    );
+    let (other_local, other_name, other_runs) = (local.clone(), name.clone(), runs.clone());
+    *hook.lock().unwrap() = Some(Box::new(move || {
+        std::thread::spawn(move || {
+            let other = memo_over(other_local, &other_name, Duration::from_secs(5));
+            other.call(7u64, |x| {
+                other_runs.fetch_add(1, Ordering::SeqCst);
+                x * 11
+            })
+        })
+        .join()
+        .unwrap();
+    }));
+    let v = m.call(7u64, |x| {
+        runs.fetch_add(1, Ordering::SeqCst);
+        x * 11
+    });
+    let n = runs.load(Ordering::SeqCst);
+    println!("value {v}; the function ran {n} times");
+    assert_eq!(v, 77);
+    assert_eq!(n, 1, "computed again after another caller stored it");
 }
