@@ -101,6 +101,8 @@ mod index;
 mod io;
 mod lease;
 mod lifecycle;
+#[cfg_attr(not(test), allow(dead_code))]
+mod locks;
 mod log;
 mod namespace;
 mod options;

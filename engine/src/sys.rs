@@ -1,6 +1,7 @@
 //! The engine's only `unsafe` code: shared memory maps, file locks,
-//! preallocation, filesystem type checks, the fork hook and the SIGBUS guard
-//! for segments truncated by another program.
+//! preallocation, filesystem type checks, the fork hook, the SIGBUS guard
+//! for segments truncated by another program, and the futex and slot calls
+//! under lock words (`words`).
 //!
 //! Everything else in the crate is safe Rust over the small API below. The
 //! soundness argument for the maps as a whole is in `FORMAT.md` ("Why the map
@@ -175,6 +176,15 @@ impl SharedMap {
             .flush_range(off, len.min(self.len.saturating_sub(off)))
     }
 }
+
+/// The system calls under lock words (`crate::locks`): futex waits and
+/// wakes, and the liveness query of a process slot.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) mod words;
+
+/// Forked children and signals for the engine's own tests.
+#[cfg(test)]
+pub(crate) mod proc;
 
 /// Accesses to a file that another program truncated while it is mapped.
 ///
