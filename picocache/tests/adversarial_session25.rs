@@ -10,7 +10,8 @@
 //! - 12 processes missing through one `Memo` name on one local store, and a
 //!   key another caller stores between a miss and its lease;
 //! - the `picocache` CLI on hostile store directories: symlinks in the store
-//!   pointing outside it, a store path that is a file;
+//!   pointing outside it, a store path that is a file, FIFOs and
+//!   directories under the store's file names;
 //! - `Duration::MAX` as a `Memo`'s, `SqlOptions`' and `RedisOptions`'
 //!   durations; the engine's namespace-row race seen through `Memo`.
 //!
@@ -197,6 +198,18 @@ fn child() {
                 ),
                 Err(e) => println!("S25X refused: {e}"),
             }
+        }
+        // Opens the local store `S25_DIR` and calls a memoized function.
+        "open_call" => {
+            let b: Arc<dyn Backend> = match picocache::LocalBackend::open(var("S25_DIR")) {
+                Ok(b) => Arc::new(b),
+                Err(e) => {
+                    println!("S25O open failed: {e}");
+                    return;
+                }
+            };
+            let m = memo_over(b, "s25::open_call", Duration::from_secs(2));
+            println!("S25O {}", m.call(3u64, |x| x * 5));
         }
         other => panic!("unknown role {other}"),
     }
@@ -1135,4 +1148,134 @@ fn a_reused_namespace_row_never_reaches_a_memoized_call() {
     });
     println!("S25 row reuse under Memo: {calls} calls of a, {wrong} wrong values");
     assert_eq!(wrong, 0);
+}
+
+// ---------------------------------------------------------------------------
+// Special files in a store's directory.
+// ---------------------------------------------------------------------------
+
+/// Runs `cmd`, killing it after `limit`; (exit status or "HUNG", stderr's
+/// first line).
+fn run_within(mut cmd: Command, limit: Duration) -> (String, String) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            let first = err
+                .lines()
+                .find(|l| l.contains("error") || l.contains("panicked"))
+                .unwrap_or("")
+                .to_owned();
+            return (format!("{:?}", st.code()), first);
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return ("HUNG".into(), String::new());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Plants each of `cases` (what, file name, "fifo" or "dir") in a fresh
+/// store and runs each of `commands` and a memoized call opening the store,
+/// each killed after `limit`; (report lines, what hung or panicked).
+fn plant_and_run(
+    cases: &[(&str, &str, &str)],
+    commands: &[&str],
+    limit: Duration,
+) -> (Vec<String>, Vec<String>) {
+    let mut report = Vec::new();
+    let mut hung = Vec::new();
+    for &(what, name, kind) in cases {
+        let root = temp_root().join(unique("special"));
+        let store = root.join("store");
+        small_store(&store);
+        let path = store.join(name);
+        if path.is_file() {
+            std::fs::remove_file(&path).unwrap();
+        }
+        if kind == "fifo" {
+            assert!(Command::new("mkfifo")
+                .arg(&path)
+                .status()
+                .unwrap()
+                .success());
+        } else {
+            std::fs::create_dir(&path).unwrap();
+        }
+        let p = store.to_str().unwrap();
+        for &cmd in commands {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_picocache"));
+            c.arg(cmd).arg(p);
+            if cmd == "ls" || cmd == "clear" {
+                c.arg("f");
+            }
+            let (st, err) = run_within(c, limit);
+            if st == "HUNG" || err.contains("panicked") {
+                hung.push(format!("{what}: {cmd}"));
+            }
+            report.push(format!("{what}: {cmd}: {st} {err}"));
+        }
+        let (st, err) = run_within(child_command("open_call", &[("S25_DIR", p)]), limit);
+        if st == "HUNG" || err.contains("panicked") {
+            hung.push(format!("{what}: a memoized call"));
+        }
+        report.push(format!("{what}: a memoized call: {st} {err}"));
+    }
+    (report, hung)
+}
+
+/// Held: a directory planted in a store's directory under a segment's name
+/// or as its `index`: every CLI command and a memoized call opening the
+/// store end without a panic or a hang (printed: each exit status and
+/// error; with a directory as the index, `repair` cannot mend the store and
+/// says so: "Is a directory"; the memoized call runs uncached).
+#[test]
+fn directories_in_a_store_never_hang_the_cli_or_a_call() {
+    let (report, hung) = plant_and_run(
+        &[
+            ("a directory as a segment", "seg-00000064.log", "dir"),
+            ("a directory as the index", "index", "dir"),
+        ],
+        &["stats", "verify", "ls", "compact", "clear", "repair"],
+        Duration::from_secs(20),
+    );
+    println!("S25 directories in a store:\n  {}", report.join("\n  "));
+    assert!(hung.is_empty(), "hung or panicked: {hung:#?}");
+}
+
+/// A FIFO planted in a store's directory (anyone who may write it: a
+/// group member of a `group_access` store, a mistake): as the `index`, the
+/// store's open blocks forever in `open(2)` of the FIFO for reading (no
+/// writer ever comes): every CLI command hangs, and so does every memoized
+/// call that opens the store (its first call in each process: the
+/// project's first rule); as a segment (`seg-00000063.log`), `verify`,
+/// `clear` and `repair` hang (a memoized call does not). Every time.
+/// Severity: medium (one `mkfifo` makes every process using the store hang
+/// at its first call). Suggested fix: open every file of the store with
+/// `O_NONBLOCK` (then clear it with `fcntl`) or check
+/// `symlink_metadata().file_type().is_file()` first, and treat anything
+/// else as damage: an `index` that is not a regular file is rebuilt beside
+/// it (renamed over), a segment name that is not a regular file is moved
+/// aside by `repair` and skipped by a rebuild.
+#[test]
+#[ignore = "BUG: a FIFO planted as the index hangs every CLI command and every memoized call opening the store"]
+fn fifos_in_a_store_never_hang_the_cli_or_a_call() {
+    let (report, hung) = plant_and_run(
+        &[
+            ("a FIFO as the index", "index", "fifo"),
+            ("a FIFO as a segment", "seg-00000063.log", "fifo"),
+        ],
+        &["stats", "verify", "repair"],
+        Duration::from_secs(5),
+    );
+    println!("S25 FIFOs in a store:\n  {}", report.join("\n  "));
+    assert!(hung.is_empty(), "hung or panicked: {hung:#?}");
 }
