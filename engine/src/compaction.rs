@@ -458,10 +458,7 @@ impl Inner {
     /// dies). One compactor at a time, across threads and processes. Waits
     /// for it if `wait`, else returns `None` when it is taken.
     pub(crate) fn take_compaction_lock(&self, wait: bool) -> Result<Option<std::fs::File>> {
-        let lock = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(self.ctx.dir().join("lock"))?;
+        let lock = crate::files::open_existing(&self.ctx.dir().join("lock"), true)?;
         while !crate::sys::ofd_try_lock(&lock, 0)? {
             if !wait {
                 return Ok(None);

@@ -210,7 +210,7 @@ pub(crate) fn evict_oldest_before_rebuild(
                 };
                 let end = scan_segment(&data).1;
                 if end > cut {
-                    let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+                    let file = crate::files::open_existing(&path, true)?;
                     zero_fill(io, &file, cut, end)?;
                 }
             }
@@ -282,7 +282,7 @@ pub(crate) fn evict_oldest_before_rebuild(
     drop(data);
     if !buf.is_empty() {
         let path = dir.join(format::segment_file_name(newest));
-        let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+        let file = crate::files::open_existing(&path, true)?;
         let off = format::align8(newest_end.max(SEG_HEADER_LEN));
         let need = off + buf.len() as u64;
         let len = file.metadata()?.len();

@@ -169,27 +169,80 @@ impl Modes {
     }
 
     /// Opens `path` for reading and writing, creating it with the store's
-    /// file mode if it does not exist (`truncate`: an existing file is
-    /// emptied).
+    /// file mode if it does not exist.
+    ///
+    /// Never through a symbolic link, and never anything but a regular
+    /// file: a link planted at one of the store's names (a group member of a
+    /// store with `group_access`, or a mistake) would otherwise have the
+    /// store write, pad or truncate the file it points to. With `truncate`
+    /// (a temporary name whose contents are discarded anyway), whatever is
+    /// at the name is removed first (a link is removed, not its target) and
+    /// the file made anew; otherwise a link or a non-regular file at the
+    /// name is an error naming it.
     pub(crate) fn open(&self, path: &Path, truncate: bool) -> io::Result<File> {
+        if truncate {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
         match OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .mode(self.file)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
         {
             Ok(f) => {
                 f.set_permissions(Permissions::from_mode(self.file))?;
                 Ok(f)
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => OpenOptions::new()
-                .read(true)
-                .write(true)
-                .truncate(truncate)
-                .open(path),
-            Err(e) => Err(e),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !truncate => {
+                let f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                    .open(path)
+                    .map_err(|e| not_regular(path, e))?;
+                if !f.metadata()?.is_file() {
+                    return Err(not_regular(
+                        path,
+                        io::Error::from(io::ErrorKind::InvalidInput),
+                    ));
+                }
+                Ok(f)
+            }
+            Err(e) => Err(not_regular(path, e)),
         }
+    }
+}
+
+/// Opens an existing file of the store: for reading, and for writing if
+/// `writable`, then never through a symbolic link (see [`Modes::open`]).
+pub(crate) fn open_existing(path: &Path, writable: bool) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.read(true).write(writable);
+    if writable {
+        o.custom_flags(libc::O_NOFOLLOW);
+    }
+    o.open(path).map_err(|e| not_regular(path, e))
+}
+
+/// `e`, explained when it says `path` is a symbolic link (`ELOOP` from
+/// `O_NOFOLLOW`) or another kind of file than a regular one.
+fn not_regular(path: &Path, e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(libc::ELOOP) || e.kind() == io::ErrorKind::InvalidInput {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is a symbolic link or not a regular file: a store's files are \
+                 regular files, and the store never writes through a link",
+                path.display()
+            ),
+        )
+    } else {
+        e
     }
 }
 

@@ -1,7 +1,7 @@
 //! Typed access to the mmapped index file; its hash table and entry slots
 //! are in [`table`], its per-namespace LRU lists in [`lru`].
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,7 +65,7 @@ impl IndexMap {
                 SharedMap::map_ro(file, len)
             }
         };
-        let file = match OpenOptions::new().read(true).write(writable).open(path) {
+        let file = match crate::files::open_existing(path, writable) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(IndexProblem::Missing),
             Err(e) => return Err(IndexProblem::Io(e)),

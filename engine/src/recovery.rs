@@ -450,7 +450,7 @@ fn rebuild_once(
             j.carry_into(&idx);
         }
         for (path, from, to) in &discard {
-            let file = std::fs::OpenOptions::new().write(true).open(path)?;
+            let file = crate::files::open_existing(path, true)?;
             zero_fill(opts.io.as_ref(), &file, *from, *to)?;
         }
         Ok(())

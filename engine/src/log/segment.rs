@@ -3,7 +3,6 @@
 //! prune maps of retired segments) `index`.
 
 use std::collections::HashMap;
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -33,7 +32,7 @@ impl Segment {
         writable: bool,
     ) -> std::io::Result<Segment> {
         let path = dir.join(format::segment_file_name(id));
-        let file = OpenOptions::new().read(true).write(writable).open(path)?;
+        let file = crate::files::open_existing(&path, writable)?;
         let len = file.metadata()?.len();
         let map_len = len.max(reserve).div_ceil(4096) * 4096;
         let map = SharedMap::map_ro(&file, map_len as usize)?;
