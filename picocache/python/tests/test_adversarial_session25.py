@@ -34,9 +34,9 @@ import os, sys, time, signal
 import picocache as pc
 kind, where = sys.argv[1], sys.argv[2]
 if kind == "local":
-    c = pc.LocalCache(where, lease_timeout=6)
+    c = pc.LocalCache(where, lease_timeout=4)
 else:
-    c = pc.SQLiteCache(where, lease_timeout=6)
+    c = pc.SQLiteCache(where, lease_timeout=4)
 
 @c(name="slow")
 def slow(x):
@@ -88,14 +88,14 @@ def test_lease_of_a_killed_but_unreaped_holder_is_not_waited_for(kind, tmp_path)
     ``LocalCache`` in the same situation computes at once (0.00 s): its
     lease dies with the holder's open files. Suggested fix: in
     ``holder_is_gone``, also treat a holder whose state (field 3 of
-    ``/proc/PID/stat``) is ``Z`` or ``X`` as gone. Here ``lease_timeout=6``:
-    the caller must not wait more than 3 s."""
+    ``/proc/PID/stat``) is ``Z`` or ``X`` as gone. Here ``lease_timeout=4``:
+    the caller must not wait more than 2.5 s."""
     where = str(tmp_path / ("s" if kind == "local" else "c.db"))
     r = run_code(_ZOMBIE, kind, where, timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
     took = float(r.stdout.strip())
-    print(f"{kind}: the caller after the holder became a zombie waited {took:.2f} s (lease_timeout=6)")
-    assert took < 3
+    print(f"{kind}: the caller after the holder became a zombie waited {took:.2f} s (lease_timeout=4)")
+    assert took < 2.5
 
 
 # ---------------------------------------------------------------------------
@@ -156,7 +156,7 @@ def test_an_index_truncated_under_a_process_that_set_its_own_sigbus_handler(when
     prints ok. With a Python-level handler (``signal.signal(signal.SIGBUS,
     ...)``, set after the first use) it is a hang: CPython's C handler only
     sets a flag and returns, the faulting read runs again and faults again,
-    forever, at 100% CPU (killed here after 8 s; the Python handler never
+    forever, at 100% CPU (killed here after 5 s; the Python handler never
     runs). Suggested fix: when a store is opened (or a map registered),
     check with ``sigaction`` that SIGBUS is still the guard's and install it
     again in front of whatever replaced it (chaining to that); or treat a
@@ -165,7 +165,7 @@ def test_an_index_truncated_under_a_process_that_set_its_own_sigbus_handler(when
     flags = ["-X", "faulthandler"] if when == "startup" else []
     try:
         r = subprocess.run([PY, *flags, "-c", textwrap.dedent(_BUS), str(tmp_path / "s"), when],
-                           capture_output=True, text=True, env=child_env(), timeout=8)
+                           capture_output=True, text=True, env=child_env(), timeout=5)
     except subprocess.TimeoutExpired:
         pytest.fail(f"{when}: the process hung after its store's index was truncated")
     print(f"{when}: exit status {r.returncode}")
@@ -328,10 +328,10 @@ def stop_a_lock_holder(tmp_path):
 
 def test_hits_and_values_while_a_writer_is_stopped_under_the_lock(stop_a_lock_holder):
     """Held: while another process is stopped holding the writer lock, hits
-    are served at once (lock-free readers), a miss returns the function's
-    value (with a warning, the store skipped) and ``strict=True`` raises
-    ``CacheUnavailable`` after the documented 3 s waits: never a wrong
-    value, never a hang."""
+    are served at once (lock-free readers) and a ``strict=True`` miss raises
+    ``CacheUnavailable`` after the 3 s lock wait: never a wrong value, never
+    a hang. (A miss without strict returns the function's value with a
+    warning: the next test.)"""
     store, start = stop_a_lock_holder
     c = pc.LocalCache(store, lease_timeout=2)
     strict = pc.LocalCache(store, strict=True)
@@ -352,11 +352,11 @@ def test_hits_and_values_while_a_writer_is_stopped_under_the_lock(stop_a_lock_ho
     assert [rs(i) for i in range(20)] == [("r", i) for i in range(20)]
     hits = time.monotonic() - t0
     t0 = time.monotonic()
-    assert r(100) == ("r", 100)
-    miss = time.monotonic() - t0
     with pytest.raises(pc.CacheError):
         rs(101)
-    print(f"40 hits took {hits:.2f} s, a miss {miss:.2f} s while a writer is stopped under the lock")
+    miss = time.monotonic() - t0
+    print(f"40 hits took {hits:.2f} s; a strict miss raised after {miss:.2f} s while a writer is "
+          "stopped under the lock (a miss without strict: the next test)")
     assert hits < 2 and miss < 10
 
 
@@ -460,13 +460,13 @@ def test_sqlite_url_timeout_bounds_a_miss_while_the_database_is_write_locked(tmp
     checks the deadline) and let a lock timeout trip the breaker (back off
     like a failed server); give ``SQLiteCache`` the same ``timeout`` option
     (its 10 s floor could stay its default). Here the miss must return
-    within 4.5 s (it is killed after 8 s)."""
+    within 4.5 s (it is killed after 6.5 s)."""
     try:
         r = subprocess.run([PY, "-c", textwrap.dedent(_SQLITE_LOCKED), str(tmp_path / "c.db"), "url-timeout"],
-                           capture_output=True, text=True, env=child_env(), timeout=8)
+                           capture_output=True, text=True, env=child_env(), timeout=6.5)
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-        pytest.fail(f"a miss while the database is write-locked took more than 8 s; {out.split()}")
+        pytest.fail(f"a miss while the database is write-locked took more than 6.5 s; {out.split()}")
     assert r.returncode == 0, r.stderr[-2000:]
     print(r.stdout.split())
     lines = dict(line.split() for line in r.stdout.splitlines())
@@ -494,7 +494,7 @@ def price(i):
 problems = []
 if how == "one-thread":
     # A cached call inside the application's transaction.
-    for n in range(500):
+    for n in range(400):
         try:
             app.execute("BEGIN IMMEDIATE")
             app.execute("INSERT INTO orders (v) VALUES (?)", ("y" * 3000,))
@@ -558,8 +558,8 @@ def test_sqlite_cache_on_the_applications_own_database_file(how, tmp_path):
     Measured: picocache stores while the application holds ``BEGIN
     IMMEDIATE`` (no wait); one thread calling a cached function inside its
     own transactions gets ``sqlite3.OperationalError: locking protocol`` on
-    COMMIT within 500 transactions (2 of 2 runs; with 200, the cache's
-    stores are silently lost: "namespace ... vanished"); one application
+    COMMIT at the 329th transaction (5 of 5 runs, always the 329th; before
+    it, the cache's stores are silently lost: "namespace ... vanished"); one application
     thread inserting while another calls the cached function: within 2 s,
     ``database disk image is malformed`` / ``file is not a database`` for
     the application and ``PRAGMA integrity_check`` failing (3 of 3 runs).
@@ -577,3 +577,120 @@ def test_sqlite_cache_on_the_applications_own_database_file(how, tmp_path):
     problems, check = eval(r.stdout.strip().splitlines()[-1])
     print(how, problems, check)
     assert problems == [] and check == ["ok"]
+
+
+# ---------------------------------------------------------------------------
+# 7. A LocalCache holder that dies while a child it forked lives on
+# ---------------------------------------------------------------------------
+
+_FORKING_HOLDER = """
+import itertools, os, sys, threading, time
+import picocache as pc
+store, what = sys.argv[1], sys.argv[2]
+c = pc.LocalCache(store, lease_timeout=4)
+
+@c(name="slow")
+def slow(x):
+    print("computing", flush=True)
+    time.sleep(60)
+    return x
+
+@c(name="w", maxsize=2)
+def w(i):
+    return bytes([i % 256]) * 30_000_000
+
+if what == "lease":
+    threading.Thread(target=slow, args=(1,), daemon=True).start()   # holds the lease of slow(1)
+else:
+    def loop():
+        for i in itertools.count():
+            w(i)                                                    # holds the writer lock often
+    threading.Thread(target=loop, daemon=True).start()
+    print("computing", flush=True)
+time.sleep(0.5)
+pid = os.fork()
+if pid == 0:                 # a worker that lives on (it uses the cache: its handles are reopened)
+    @c(name="other")
+    def other(x):
+        return x
+    other(1)
+    time.sleep(60)
+    os._exit(0)
+print("child", pid, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("what", ["lease", "writer-lock"])
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: a LocalCache process killed while it holds a lease or the writer lock keeps holding it "
+    "for as long as a child it forked lives (the child inherited the lock files' open file "
+    "descriptions)"))
+def test_a_killed_holder_with_a_forked_child_alive_releases_its_locks(what, tmp_path):
+    """BUG (a documented promise broken; availability; every time): README:
+    "the lease of a process that died (SIGKILL, the OOM killer) is taken
+    over at once on a LocalCache". The engine's leases are ``F_OFD_SETLK``
+    locks and its writer lock a ``flock``: both belong to the open file
+    description, which a forked child shares (it inherits the descriptors;
+    the fork hook reopens the child's handles but leaves the inherited
+    descriptors open). So when a process that forked a long-lived child
+    (a ``multiprocessing`` fork worker, a preforking server's worker, a
+    daemon) is killed while it holds a key's lease, the lease outlives it
+    as long as the child lives: the next caller waits the whole
+    ``lease_timeout`` (6.1 s measured with ``lease_timeout=6``; 60 s by
+    default), where it waits 0.1 s if no child lives (the SQLite store,
+    child or not: 0.2 s). Here ``lease_timeout=4``: the next caller must be
+    done within 2.5 s. Killed while it holds the writer lock (mid-store), every write of
+    every process fails for as long as the child lives: each miss waits 3 s
+    and warns, a cache opened then is "unreachable now", ``strict=True``
+    raises (measured: the lock still held 0.5 s after the kill, the next
+    miss 3.0 s). The child here even used the cache after the fork.
+    Suggested fix: in the engine's at-fork child hook, close the child's
+    inherited descriptors of the ``lock`` and ``leases`` files (closing a
+    descriptor does not release an OFD lock its parent holds) before
+    reopening, or open them with a fresh description per process before
+    locking; the same for any other file the store locks."""
+    store = str(tmp_path / "s")
+    holder = subprocess.Popen([PY, "-c", textwrap.dedent(_FORKING_HOLDER), store, what],
+                              stdout=subprocess.PIPE, text=True, env=child_env())
+    child = None
+    try:
+        assert holder.stdout.readline().strip() == "computing"
+        child = int(holder.stdout.readline().split()[1])
+        if what == "writer-lock":
+            import fcntl
+            for _ in range(200):         # kill the holder while it holds the writer lock
+                with open(os.path.join(store, "lock"), "rb") as f:
+                    try:
+                        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        fcntl.flock(f, fcntl.LOCK_UN)
+                    except BlockingIOError:
+                        holder.kill()
+                        break
+                time.sleep(0.01)
+            else:
+                pytest.skip("never saw the writer lock held")
+        holder.kill()
+        holder.wait()
+        t0 = time.monotonic()
+        r = run_code(f"""
+            import picocache as pc
+            c = pc.LocalCache({store!r}, lease_timeout=4, strict=True)
+            @c(name="slow")
+            def slow(x):
+                return ("mine", x)
+            assert slow(1) == ("mine", 1)
+        """, timeout=60)
+        took = time.monotonic() - t0
+        print(f"{what}: the next caller after the holder was killed took {took:.2f} s "
+              f"(lease_timeout=4; its forked child alive: {os.path.exists(f'/proc/{child}')})")
+        assert r.returncode == 0, r.stderr[-1500:]
+        assert took < 2.5
+    finally:
+        holder.kill()
+        holder.wait()
+        if child:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
