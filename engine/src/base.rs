@@ -103,7 +103,7 @@ impl Base {
     /// checksum, version, layout, `id` (when `id` is given: the id its file
     /// name says) and that the file is at least `file_len` long.
     pub fn open(path: &Path, id: Option<u64>) -> Result<Base> {
-        let file = File::open(path)?;
+        let file = crate::files::open_existing(path, false)?;
         let len = file.metadata()?.len();
         if len < BASE_HEADER_LEN as u64 {
             return Err(corrupted(path, len, "base file shorter than its header"));

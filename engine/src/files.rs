@@ -26,7 +26,7 @@ pub fn is_store(dir: &Path) -> bool {
     };
     let starts_with = |path: &Path, magic: &[u8; 8]| {
         let mut head = [0u8; 8];
-        File::open(path)
+        open_existing(path, false)
             .and_then(|mut f| io::Read::read_exact(&mut f, &mut head))
             .is_ok_and(|_| head == *magic)
     };
@@ -79,10 +79,7 @@ pub(crate) fn foreign_file(dir: &Path) -> Option<String> {
 /// The first 8 bytes of the regular file `path` (zeros past its end), or
 /// None if it is not a regular file that can be read.
 fn head(path: &Path) -> Option<[u8; 8]> {
-    let mut f = File::open(path).ok()?;
-    if !f.metadata().ok()?.is_file() {
-        return None;
-    }
+    let mut f = open_existing(path, false).ok()?;
     let mut h = [0u8; 8];
     let mut got = 0;
     while got < h.len() {
@@ -106,7 +103,7 @@ fn partly(head: &[u8; 8], magic: &[u8; 8]) -> bool {
 /// Whether the file at `path` holds only zeros (a reserve file's bytes);
 /// false for one that cannot be read, or larger than a reserve can be.
 fn only_zeros(path: &Path) -> bool {
-    let Ok(mut f) = File::open(path) else {
+    let Ok(mut f) = open_existing(path, false) else {
         return false;
     };
     if !f
@@ -219,14 +216,26 @@ impl Modes {
 }
 
 /// Opens an existing file of the store: for reading, and for writing if
-/// `writable`, then never through a symbolic link (see [`Modes::open`]).
+/// `writable` (then never through a symbolic link, see [`Modes::open`]).
+/// Only a regular file: anything else at a store's name (a FIFO, whose
+/// open or read would wait forever for a writer; a device; a directory) is
+/// an error naming it, and the open never waits (`O_NONBLOCK`).
 pub(crate) fn open_existing(path: &Path, writable: bool) -> io::Result<File> {
     let mut o = OpenOptions::new();
     o.read(true).write(writable);
-    if writable {
-        o.custom_flags(libc::O_NOFOLLOW);
+    o.custom_flags(if writable {
+        libc::O_NOFOLLOW | libc::O_NONBLOCK
+    } else {
+        libc::O_NONBLOCK
+    });
+    let f = o.open(path).map_err(|e| not_regular(path, e))?;
+    if !f.metadata()?.is_file() {
+        return Err(not_regular(
+            path,
+            io::Error::from(io::ErrorKind::InvalidInput),
+        ));
     }
-    o.open(path).map_err(|e| not_regular(path, e))
+    Ok(f)
 }
 
 /// `e`, explained when it says `path` is a symbolic link (`ELOOP` from

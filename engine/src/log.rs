@@ -63,7 +63,7 @@ pub(crate) fn scan_segment(data: &[u8]) -> (Vec<Scanned>, u64, Vec<(u64, String)
 /// Reads a segment file: Ok(Some((id, bytes))) or Ok(None) if it is not a
 /// valid segment. Version mismatches are errors.
 pub(crate) fn read_segment(io: &dyn Io, path: &Path, id: u32) -> Result<Option<Vec<u8>>> {
-    let file = File::open(path)?;
+    let file = crate::files::open_existing(path, false)?;
     let len = file.metadata()?.len();
     if len < SEG_HEADER_LEN || len > u32::MAX as u64 {
         return Ok(None);

@@ -91,7 +91,7 @@ fn move_aside_invalid(inner: &Inner) -> Result<Vec<PathBuf>> {
     for id in list_segments(inner.ctx.dir())? {
         let path = inner.ctx.dir().join(format::segment_file_name(id));
         let mut head = [0u8; SEG_HEADER_LEN as usize];
-        let valid = std::fs::File::open(&path)
+        let valid = crate::files::open_existing(&path, false)
             .and_then(|f| {
                 inner.ctx.io().read_at(&f, &mut head, 0)?;
                 Ok(matches!(format::check_segment_header(&head), SegHeaderCheck::Ok(h) if h == id))

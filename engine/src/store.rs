@@ -154,7 +154,7 @@ impl Store {
         // (no process ever opened the store to write), the directory itself
         // is locked.
         let (lock_file, read_only) = if opts.inspect_only {
-            match File::open(dir.join("lock")) {
+            match crate::files::open_existing(&dir.join("lock"), false) {
                 Ok(f) => (f, true),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => (File::open(&dir)?, true),
                 Err(e) => return Err(e.into()),
@@ -162,7 +162,9 @@ impl Store {
         } else {
             match modes.open(&dir.join("lock"), false) {
                 Ok(f) => (f, false),
-                Err(e) if is_read_only_error(&e) => (File::open(dir.join("lock"))?, true),
+                Err(e) if is_read_only_error(&e) => {
+                    (crate::files::open_existing(&dir.join("lock"), false)?, true)
+                }
                 Err(e) => return Err(e.into()),
             }
         };

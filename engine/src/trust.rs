@@ -13,7 +13,6 @@
 //! a segment file the index does not know, or a segment it knows whose file
 //! is gone (compacted since). Any of these means "rebuild from the log".
 
-use std::fs::File;
 use std::path::Path;
 
 use crate::error::Result;
@@ -37,7 +36,9 @@ pub(crate) fn log_is_ahead(dir: &Path, idx: &IndexMap, io: &dyn Io) -> Result<bo
     if active == 0 || active > u32::MAX as u64 {
         return Ok(false);
     }
-    let Ok(file) = File::open(dir.join(format::segment_file_name(active as u32))) else {
+    let Ok(file) =
+        crate::files::open_existing(&dir.join(format::segment_file_name(active as u32)), false)
+    else {
         return Ok(true);
     };
     let len = file.metadata()?.len();
