@@ -452,29 +452,76 @@ fn compact_segment_with(inner: &Inner, victim: u32, on_full_disk: bool) -> Resul
     })
 }
 
+/// The compaction lock, held: an OFD lock on byte 0 of `lock`, released
+/// explicitly (`F_UNLCK`) when the guard is dropped.
+///
+/// Closing the description is not enough: a process that forks while one
+/// of its threads compacts leaves the child a descriptor of the locked
+/// description (the compacting thread does not exist in the child, so the
+/// child never closes it), and the lock would stay held as long as the
+/// child lives. An unlock releases it whatever descriptors remain. A child
+/// never unlocks: the description it inherited is its parent's, and so is
+/// the lock on it (the guard remembers the fork generation it was taken in).
+pub(crate) struct CompactionLock {
+    file: std::fs::File,
+    fork_gen: u64,
+}
+
+impl Drop for CompactionLock {
+    fn drop(&mut self) {
+        if crate::sys::fork_generation() == self.fork_gen {
+            // If the unlock fails, closing the file below still releases
+            // the lock unless a forked child keeps a descriptor of it.
+            let _ = crate::sys::ofd_unlock(&self.file, 0);
+        }
+    }
+}
+
+/// The error of a compaction lock not taken within `timeout`.
+pub(crate) fn compaction_locked(timeout: Duration) -> Error {
+    Error::Locked(format!(
+        "the store's compaction lock stayed held by another process or thread for \
+         {timeout:?} (one stopped while compacting?)"
+    ))
+}
+
 impl Inner {
-    /// Takes the compaction lock: an OFD lock on byte 0 of `lock`, held
-    /// while the returned file is open (the kernel drops it if the holder
-    /// dies). One compactor at a time, across threads and processes. Waits
-    /// for it if `wait`, else returns `None` when it is taken.
-    pub(crate) fn take_compaction_lock(&self, wait: bool) -> Result<Option<std::fs::File>> {
+    /// Takes the compaction lock (see [`CompactionLock`]; the kernel drops
+    /// it if the holder dies). One compactor at a time, across threads and
+    /// processes. If `wait`, waits for it at most
+    /// [`Options::lock_timeout`](crate::Options::lock_timeout), as for the
+    /// writer lock (a compactor stopped with the lock, by Ctrl-Z or a
+    /// debugger, must not block everyone), then fails with
+    /// [`Error::Locked`]; else returns `None` when it is taken.
+    pub(crate) fn take_compaction_lock(&self, wait: bool) -> Result<Option<CompactionLock>> {
         let lock = crate::files::open_existing(&self.ctx.dir().join("lock"), true)?;
+        let fork_gen = crate::sys::fork_generation();
+        let timeout = self.ctx.opts().lock_timeout;
+        let start = std::time::Instant::now();
         while !crate::sys::ofd_try_lock(&lock, 0)? {
             if !wait {
                 return Ok(None);
             }
+            if start.elapsed() >= timeout {
+                return Err(compaction_locked(timeout));
+            }
             // Segments retired meanwhile are freed only when every process
             // lets go of its maps: a full disk needs that room.
             self.ctx.prune_segments(&self.ctx.index());
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            std::thread::sleep(
+                Duration::from_millis(1).min(timeout.saturating_sub(start.elapsed())),
+            );
         }
-        Ok(Some(lock))
+        Ok(Some(CompactionLock {
+            file: lock,
+            fork_gen,
+        }))
     }
 
-    /// [`Inner::take_compaction_lock`], waiting.
-    pub(crate) fn compaction_lock(&self) -> Result<std::fs::File> {
+    /// [`Inner::take_compaction_lock`], waiting (at most the lock timeout).
+    pub(crate) fn compaction_lock(&self) -> Result<CompactionLock> {
         self.take_compaction_lock(true)?
-            .ok_or_else(|| Error::Locked("the compaction lock".into()))
+            .ok_or_else(|| compaction_locked(self.ctx.opts().lock_timeout))
     }
 }
 
@@ -536,7 +583,8 @@ impl Inner {
         // copies would multiply at every later compaction (issue 3's stress
         // test grew thousands of segments). An OFD lock on byte 0 of `lock`
         // (the kernel drops it if the holder dies); the background compactor
-        // skips a round when it is taken, `Store::compact` waits.
+        // skips a round when it is taken, `Store::compact` (and a put on a
+        // full disk) waits for it at most the lock timeout.
         self.check_fork()?;
         if self.ctx.read_only() {
             return Err(read_only_error(self.ctx.dir(), "it cannot be compacted"));
@@ -581,5 +629,62 @@ impl Inner {
                 return Ok(done);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use crate::sys::proc::{fork_then, reap};
+    use crate::{Options, Store};
+
+    /// Whether a new description of `dir/lock` gets the compaction lock
+    /// (released at once if it does).
+    fn free(dir: &std::path::Path) -> bool {
+        let f = crate::files::open_existing(&dir.join("lock"), true).unwrap();
+        let got = crate::sys::ofd_try_lock(&f, 0).unwrap();
+        if got {
+            crate::sys::ofd_unlock(&f, 0).unwrap();
+        }
+        got
+    }
+
+    /// A child forked while the parent holds the compaction lock shares
+    /// its description: dropping its copy of the guard must not release
+    /// the parent's lock, and the parent's drop releases it although the
+    /// child (still alive) keeps a descriptor of it.
+    #[test]
+    fn a_forked_child_neither_releases_nor_keeps_the_parents_compaction_lock() {
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options::default().background_compaction(false);
+        let store = Store::open(dir.path(), opts).unwrap();
+        let guard = Cell::new(Some(store.inner.compaction_lock().unwrap()));
+        assert!(!free(dir.path()));
+        let (mut parent, mut child) = std::os::unix::net::UnixStream::pair().unwrap();
+        let pid = fork_then(|| {
+            // The child drops its copy, reports whether the lock is still
+            // held, and stays alive until the parent has checked.
+            drop(guard.take());
+            let held = !free(dir.path());
+            let mut b = [u8::from(held)];
+            let ok = child.write_all(&b).is_ok() && child.read_exact(&mut b).is_ok();
+            i32::from(!ok)
+        });
+        let mut b = [0u8];
+        parent.read_exact(&mut b).unwrap();
+        assert_eq!(b[0], 1, "the child's drop released the parent's lock");
+        assert!(
+            !free(dir.path()),
+            "the child's drop released the parent's lock"
+        );
+        drop(guard.take());
+        assert!(
+            free(dir.path()),
+            "the lock stayed held while a child keeps a descriptor of it"
+        );
+        parent.write_all(&[0]).unwrap();
+        assert_eq!(reap(pid), Some(0));
     }
 }

@@ -31,7 +31,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use crate::compaction::Journal;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::{self, ent, hdr, kind, nsr, segr, REC_HEADER_LEN, SEG_HEADER_LEN};
 use crate::index::IndexMap;
 use crate::log::{list_segments, read_segment, scan_segment, zero_fill, Scanned};
@@ -160,7 +160,9 @@ impl Inner {
             match self.evict_oldest_segment() {
                 Ok(true) => r = op(),
                 Ok(false) => return r,
-                Err(e) if crate::space::is_full(&e) => return r,
+                // No room, or the compaction lock held past the lock
+                // timeout: the write steps aside with its own error.
+                Err(e) if crate::space::is_full(&e) || matches!(e, Error::Locked(_)) => return r,
                 Err(e) => return Err(e),
             }
         }

@@ -130,6 +130,13 @@ impl Inner {
                 if !frees_space {
                     self.ctx.ensure_reserve();
                 }
+                if let Err(Error::Locked(_)) = compacted {
+                    // Another compactor (maybe a stopped process) held the
+                    // compaction lock past the lock timeout: evicting needs
+                    // it too. The write steps aside with its own error.
+                    self.ctx.ensure_reserve();
+                    return Err(e);
+                }
                 let r = compacted.and_then(|_| op());
                 // Still full: every segment holds live entries, and there is
                 // no room to copy them. Evict the oldest segments.
