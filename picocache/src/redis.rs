@@ -82,6 +82,9 @@ const KIND: &str = "redis";
 /// A URL may override the timeouts and the value size limit with query
 /// parameters: `redis://host:6379/0?timeout=0.5&connect_timeout=1&max_value_size=1048576`
 /// (seconds, fractions allowed; bytes). They win over these fields.
+///
+/// Every duration longer than a day (`Duration::MAX` included) is taken as
+/// a day.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
     /// The prefix of every key this backend touches.
@@ -215,6 +218,16 @@ impl RedisBackend {
         options.timeout = settings.timeout.unwrap_or(options.timeout);
         options.connect_timeout = settings.connect_timeout.unwrap_or(options.connect_timeout);
         options.max_value_size = settings.max_value_size.unwrap_or(options.max_value_size);
+        // Durations past a day (`Duration::MAX` for "no limit") are a day.
+        for d in [
+            &mut options.timeout,
+            &mut options.connect_timeout,
+            &mut options.backoff,
+            &mut options.backoff_max,
+            &mut options.lease_ttl,
+        ] {
+            *d = guard::at_most_a_day(*d);
+        }
         let normalized = match url.strip_prefix("unix://") {
             Some(rest) => format!("redis+unix://{rest}"),
             None => url.to_string(),

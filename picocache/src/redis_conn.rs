@@ -168,7 +168,7 @@ impl Connector {
 
     /// A connection, handshake done (AUTH, SELECT), within `timeout`.
     pub(super) fn connect(&self, timeout: Duration) -> RedisResult<RedisConn> {
-        let deadline = Instant::now() + timeout;
+        let deadline = super::guard::later(Instant::now(), timeout);
         let plain = |sock| Stream::Plain(Bounded { sock, deadline });
         let stream = match self.info.addr() {
             ConnectionAddr::Tcp(host, port) => plain(Sock::Tcp(tcp(host, *port, deadline)?)),

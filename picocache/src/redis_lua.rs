@@ -23,11 +23,19 @@ pub(super) fn escape(name: &str) -> String {
     s
 }
 
-/// `d` in whole milliseconds (at least 1 if not zero), as a script takes it.
+/// The longest time a script is given, in milliseconds (about 317 years):
+/// a script's numbers are Lua's doubles, and one Redis formats with an
+/// exponent (`1e+17`) is refused by `SET ... PX` ("value is not an integer
+/// or out of range"), so a longer TTL (`Duration::MAX` for "no expiry")
+/// failed every store. Under 10^13 every version formats it as digits.
+pub(super) const LONGEST_MS: i64 = 9_999_999_999_999;
+
+/// `d` in whole milliseconds (at least 1 if not zero, at most
+/// [`LONGEST_MS`]), as a script takes it.
 pub(super) fn ms(d: Duration) -> i64 {
     let m = d.as_millis();
     let m = if m == 0 && !d.is_zero() { 1 } else { m };
-    i64::try_from(m).unwrap_or(i64::MAX)
+    i64::try_from(m).unwrap_or(i64::MAX).min(LONGEST_MS)
 }
 
 /// A limit as a script takes it: `-1` for none.
@@ -217,5 +225,19 @@ impl Scripts {
             set_limits: s(SET_LIMITS),
             release: Lua::new(RELEASE.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ms_stays_within_what_a_script_takes() {
+        assert_eq!(ms(Duration::ZERO), 0);
+        assert_eq!(ms(Duration::from_micros(1)), 1);
+        assert_eq!(ms(Duration::from_secs(2)), 2000);
+        assert_eq!(ms(Duration::MAX), LONGEST_MS);
+        assert_eq!(ms(Duration::from_secs(u64::MAX / 1000)), LONGEST_MS);
     }
 }

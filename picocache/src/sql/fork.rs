@@ -57,7 +57,7 @@ pub fn before_fork(wait: Duration) -> bool {
         Some(all) => all.iter().filter_map(Weak::upgrade).collect(),
         None => return false,
     };
-    let until = Instant::now() + wait;
+    let until = super::guard::later(Instant::now(), wait);
     let mut all_idle = true;
     for s in &live {
         all_idle &= s.pool.quiesce(until);

@@ -26,6 +26,27 @@ use crate::{Error, Result};
 mod bounded;
 pub(crate) use bounded::{BoundedPool, Checked};
 
+/// The longest time a duration option means: a day, as long as a URL's
+/// `timeout=` and `connect_timeout=` may be. A longer setting (such as
+/// `Duration::MAX` for "no limit") is taken as a day when a backend is
+/// opened ([`at_most_a_day`]), so every deadline computed from it can be
+/// represented (an `Instant` past its range panics when added to).
+pub(crate) const LONGEST: Duration = Duration::from_secs(86_400);
+
+/// `d`, or a day if longer (see [`LONGEST`]).
+pub(crate) fn at_most_a_day(d: Duration) -> Duration {
+    d.min(LONGEST)
+}
+
+/// `from + d`, never a panic: past the range of `Instant`, `from` plus
+/// a day (or `from` itself: an operation then fails at once as a timeout,
+/// never waits without end).
+pub(crate) fn later(from: Instant, d: Duration) -> Instant {
+    from.checked_add(d)
+        .or_else(|| from.checked_add(d.min(LONGEST)))
+        .unwrap_or(from)
+}
+
 /// The time one operation (a look-up, a store, a lease taken or released,
 /// ...) has left: every statement or command of it waits at most what is
 /// left, so the operation ends within its timeout in total, however many
@@ -43,7 +64,7 @@ impl Budget {
     /// A budget of `timeout` from now.
     pub(crate) fn new(timeout: Duration) -> Budget {
         Budget {
-            deadline: std::cell::Cell::new(Instant::now() + timeout),
+            deadline: std::cell::Cell::new(later(Instant::now(), timeout)),
             connect_extends: true,
         }
     }
@@ -53,7 +74,7 @@ impl Budget {
     /// connect and the schema together).
     pub(crate) fn with_connect(total: Duration) -> Budget {
         Budget {
-            deadline: std::cell::Cell::new(Instant::now() + total),
+            deadline: std::cell::Cell::new(later(Instant::now(), total)),
             connect_extends: false,
         }
     }
@@ -72,7 +93,7 @@ impl Budget {
 
     /// Moves the deadline by `by` (the time a new connection took to open).
     pub(crate) fn extend(&self, by: Duration) {
-        self.deadline.set(self.deadline.get() + by);
+        self.deadline.set(later(self.deadline.get(), by));
     }
 
     /// Runs `connect` and extends the deadline by the time it took.
@@ -248,7 +269,7 @@ impl Breaker {
                     .first
                     .saturating_mul(1 << (s.failures - 1).min(20))
                     .min(self.max);
-                s.until = Some(Instant::now() + window);
+                s.until = Some(later(Instant::now(), window));
                 s.cause = e.to_string();
                 log::warn!(
                     "picocache: {} unavailable ({e}); calls skip it for {window:?}",
@@ -413,6 +434,40 @@ mod tests {
         std::thread::sleep(Duration::from_millis(60));
         b.call(|| Ok(())).unwrap();
         assert!(!b.is_down());
+    }
+
+    #[test]
+    fn durations_of_duration_max_never_panic() {
+        assert_eq!(at_most_a_day(Duration::MAX), LONGEST);
+        assert_eq!(
+            at_most_a_day(Duration::from_secs(3)),
+            Duration::from_secs(3)
+        );
+        let now = Instant::now();
+        assert!(later(now, Duration::MAX) >= now + LONGEST);
+        let budget = Budget::new(Duration::MAX);
+        budget.extend(Duration::MAX);
+        assert!(budget.left() >= LONGEST - Duration::from_secs(1));
+        assert!(Budget::with_connect(Duration::MAX).left() > Duration::ZERO);
+        // A back-off of MAX: the first failure opens a window, no panic.
+        let b = Breaker::new("test", Duration::MAX, Duration::MAX);
+        let r = b.call(|| -> Result<()> {
+            Err(unavailable(
+                "test",
+                TimedOut {
+                    what: "a query",
+                    after: Duration::from_millis(1),
+                },
+            ))
+        });
+        assert!(r.is_err());
+        assert!(b.is_down());
+        assert!(b.call(|| Ok(())).is_err(), "skipped during the window");
+        let pool: BoundedPool<u32> = BoundedPool::new("test", 1, Duration::MAX);
+        let a = pool.checkout(|| Ok(1)).unwrap();
+        let busy = pool.checkout_by(Instant::now() + Duration::from_millis(10), || Ok(2));
+        assert!(busy.is_err(), "the earlier deadline bounds the wait");
+        drop(a);
     }
 
     #[test]

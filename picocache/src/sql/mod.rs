@@ -103,6 +103,9 @@ pub const SCHEMA_VERSION: i64 = 1;
 /// parameters: `?timeout=0.5&connect_timeout=1&max_value_size=1048576`
 /// (seconds, fractions allowed; bytes). They are taken out of the URL before
 /// it reaches the driver, and win over these fields.
+///
+/// Every duration longer than a day (`Duration::MAX` included) is taken as
+/// a day.
 #[derive(Debug, Clone)]
 pub struct SqlOptions {
     /// The entries table (the other tables are named after it); an
@@ -260,11 +263,19 @@ struct Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        if let Err(e) = self.flush_all() {
-            log::warn!(
+        // Never a panic out of a destructor: one during another panic's
+        // unwinding (a backend dropped half made) aborts the process.
+        let flushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.flush_all()));
+        match flushed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::warn!(
                 "picocache: flushing buffered hits to {} failed: {e}",
                 self.kind()
-            );
+            ),
+            Err(_) => log::warn!(
+                "picocache: flushing buffered hits to {} panicked; they are lost",
+                self.kind()
+            ),
         }
     }
 }
@@ -340,6 +351,16 @@ impl SqlBackend {
         options.timeout = settings.timeout.unwrap_or(options.timeout);
         options.connect_timeout = settings.connect_timeout.unwrap_or(options.connect_timeout);
         options.max_value_size = settings.max_value_size.unwrap_or(options.max_value_size);
+        // Durations past a day (`Duration::MAX` for "no limit") are a day.
+        for d in [
+            &mut options.timeout,
+            &mut options.connect_timeout,
+            &mut options.backoff,
+            &mut options.backoff_max,
+            &mut options.lease_ttl,
+        ] {
+            *d = guard::at_most_a_day(*d);
+        }
         let driver = url::driver(&url, &options)?;
         let dialect = driver.dialect();
         let mut shared = Shared {

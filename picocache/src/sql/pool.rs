@@ -73,7 +73,7 @@ impl Pool {
     /// A budget for opening the backend: the connect and the schema
     /// together within `connect_timeout + timeout`.
     pub(crate) fn opening_budget(&self) -> Budget {
-        Budget::with_connect(self.op_timeout + self.connect_timeout)
+        Budget::with_connect(self.op_timeout.saturating_add(self.connect_timeout))
     }
 
     /// [`Pool::with_conn_in`] with a budget of its own.

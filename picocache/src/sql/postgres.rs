@@ -46,7 +46,7 @@ impl PgDriver {
         // A peer that vanished (no ACKs) is given up within seconds, so the
         // thread of an abandoned connection ends.
         config.keepalives_idle(Duration::from_secs(10));
-        config.tcp_user_timeout(Duration::from_secs(10).max(options.timeout * 4));
+        config.tcp_user_timeout(Duration::from_secs(10).max(options.timeout.saturating_mul(4)));
         if config.get_application_name().is_none() {
             config.application_name("picocache");
         }

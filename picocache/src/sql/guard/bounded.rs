@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::{unavailable, PoolBusy};
+use super::{later, unavailable, PoolBusy};
 use crate::Result;
 
 struct PoolState<T> {
@@ -122,7 +122,7 @@ impl<T> BoundedPool<T> {
     /// are open, or, after waiting up to the pool's wait for one, [`PoolBusy`].
     #[cfg(test)]
     pub(crate) fn checkout(&self, connect: impl FnOnce() -> Result<T>) -> Result<Checked<'_, T>> {
-        self.checkout_by(Instant::now() + self.wait, connect)
+        self.checkout_by(later(Instant::now(), self.wait), connect)
     }
 
     /// [`BoundedPool::checkout`], waiting for a free connection until
@@ -133,7 +133,7 @@ impl<T> BoundedPool<T> {
         connect: impl FnOnce() -> Result<T>,
     ) -> Result<Checked<'_, T>> {
         let start = Instant::now();
-        let until = deadline.min(start + self.wait);
+        let until = deadline.min(later(start, self.wait));
         let mut s = self.state.lock();
         loop {
             if s.freezes > 0 {
