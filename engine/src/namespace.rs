@@ -63,12 +63,16 @@ impl Namespace {
     /// The value stored under `key`, or `None` (a miss: absent, expired, or
     /// unreadable). A hit refreshes the entry's LRU position.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.store.inner.lookup(self.id()?, key, |v| v.to_vec())
+        self.store
+            .inner
+            .lookup((self.id()?, self.name_hash), key, |v| v.to_vec())
     }
 
     /// Like [`Namespace::get`], but hands the value to `f` without allocating.
     pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
-        self.store.inner.lookup(self.id()?, key, f)
+        self.store
+            .inner
+            .lookup((self.id()?, self.name_hash), key, f)
     }
 
     /// Like [`Namespace::get_with`], also handing `f` the record's
@@ -78,7 +82,9 @@ impl Namespace {
         key: &[u8],
         f: impl FnOnce(&[u8], Located) -> R,
     ) -> Result<Option<R>> {
-        self.store.inner.lookup_at(self.id()?, key, true, f)
+        self.store
+            .inner
+            .lookup_at((self.id()?, self.name_hash), key, true, f)
     }
 
     /// Like [`Namespace::get_located`], but a peek: counts neither a hit nor
@@ -88,7 +94,9 @@ impl Namespace {
         key: &[u8],
         f: impl FnOnce(&[u8], Located) -> R,
     ) -> Result<Option<R>> {
-        self.store.inner.lookup_at(self.id()?, key, false, f)
+        self.store
+            .inner
+            .lookup_at((self.id()?, self.name_hash), key, false, f)
     }
 
     /// The hash of `key` in this namespace, for [`Namespace::hit_located`].
