@@ -81,6 +81,10 @@ impl Options {
     /// process stopped while holding it (Ctrl-Z, a debugger) would otherwise
     /// block every writer for as long as it stays stopped. Past it the write
     /// fails with [`Error::Locked`](crate::Error::Locked) and stores nothing.
+    /// The compaction lock is waited for as long (by
+    /// [`Store::compact`](crate::Store::compact), a repair, and a write on
+    /// a full disk, which then fails with its own error). A timeout too
+    /// long for a deadline (`Duration::MAX`) waits as long as it takes.
     pub fn lock_timeout(mut self, wait: Duration) -> Self {
         self.lock_timeout = wait;
         self
@@ -194,7 +198,9 @@ impl Limits {
         (
             self.maxsize.unwrap_or(u64::MAX),
             self.max_bytes.unwrap_or(u64::MAX),
-            self.ttl.map_or(0, |t| (t.as_millis() as u64).max(1)),
+            self.ttl.map_or(0, |t| {
+                u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
+            }),
         )
     }
     pub(crate) fn decode(maxsize: u64, max_bytes: u64, ttl_ms: u64) -> Limits {

@@ -393,22 +393,26 @@ pub(crate) fn flock(file: &File, exclusive: bool, nonblocking: bool) -> io::Resu
 /// Takes an exclusive `flock` of `file`, waiting at most `timeout` for
 /// another holder; whether it was taken. Tries without blocking, yields,
 /// then sleeps between tries (20 us, doubling to 1 ms): a blocking `flock`
-/// cannot be given a deadline.
+/// cannot be given a deadline. A timeout too long to have a deadline
+/// (`Duration::MAX`: "as long as it takes") waits for as long as needed.
 pub(crate) fn flock_within(file: &File, timeout: std::time::Duration) -> io::Result<bool> {
-    let deadline = std::time::Instant::now() + timeout;
+    let deadline = std::time::Instant::now().checked_add(timeout);
     let mut pause = std::time::Duration::from_micros(20);
     for tries in 0u32.. {
         if flock(file, true, true)? {
             return Ok(true);
         }
-        let now = std::time::Instant::now();
-        if now >= deadline {
-            return Ok(false);
-        }
+        let left = match deadline {
+            Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
+                Some(left) if !left.is_zero() => left,
+                _ => return Ok(false),
+            },
+            None => pause,
+        };
         if tries < 64 {
             std::thread::yield_now();
         } else {
-            std::thread::sleep(pause.min(deadline - now));
+            std::thread::sleep(pause.min(left));
             pause = (pause * 2).min(std::time::Duration::from_millis(1));
         }
     }

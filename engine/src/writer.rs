@@ -175,7 +175,7 @@ impl Writer<'_> {
     /// namespace's default TTL); 0 if it never expires.
     pub(crate) fn expire_at(&self, ns: u32, ttl: Option<Duration>) -> u64 {
         let ttl_ms = ttl.map_or(self.idx.ns_get(ns, nsr::TTL_MS), |t| {
-            (t.as_millis() as u64).max(1)
+            u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
         });
         if ttl_ms == 0 {
             0

@@ -69,3 +69,85 @@ fn writers_that_contend_for_the_lock_all_get_it() {
         }
     }
 }
+
+/// `Options::lock_timeout(Duration::MAX)` means "wait as long as it
+/// takes": a write behind a held writer lock, and `compact()` behind a
+/// held compaction lock, wait for the holder and then succeed (the
+/// deadline `now + MAX` overflowed and panicked in every write). A TTL too
+/// long to count in milliseconds never expires (it was truncated: this
+/// one to 384 ms).
+#[test]
+fn a_lock_timeout_too_long_for_a_deadline_waits_as_long_as_it_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options::default()
+        .background_compaction(false)
+        .lock_timeout(Duration::MAX);
+    let s = Store::open(dir.path(), opts).unwrap();
+    let ns = s.namespace("f", Limits::default()).unwrap();
+    ns.put(b"a", b"1").unwrap();
+
+    let holder = std::fs::File::open(dir.path().join("lock")).unwrap();
+    flock(&holder, libc::LOCK_EX);
+    let (t, took) = std::thread::scope(|sc| {
+        let t = Instant::now();
+        let w = sc.spawn(|| ns.put(b"b", b"2"));
+        std::thread::sleep(Duration::from_millis(300));
+        flock(&holder, libc::LOCK_UN);
+        (w.join().unwrap(), t.elapsed())
+    });
+    assert!(matches!(t, Ok(true)), "{t:?}");
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert_eq!(ns.get(b"b").unwrap(), Some(b"2".to_vec()));
+    println!("a write behind a writer lock held 300 ms, lock_timeout MAX: {took:?}");
+
+    let holder = ofd_write_lock(&dir.path().join("lock"));
+    let (c, took) = std::thread::scope(|sc| {
+        let t = Instant::now();
+        let c = sc.spawn(|| s.compact());
+        std::thread::sleep(Duration::from_millis(300));
+        drop(holder);
+        (c.join().unwrap(), t.elapsed())
+    });
+    assert!(c.is_ok(), "{c:?}");
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    println!("compact() behind a compaction lock held 300 ms, lock_timeout MAX: {took:?}");
+
+    // 2^64 + 384 ms.
+    let ttl = Duration::from_secs(18_446_744_073_709_552);
+    ns.put_with_ttl(b"t", b"3", Some(ttl)).unwrap();
+    let limited = s
+        .namespace(
+            "g",
+            Limits {
+                ttl: Some(ttl),
+                ..Limits::default()
+            },
+        )
+        .unwrap();
+    limited.put(b"t", b"4").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ns.get(b"t").unwrap(), Some(b"3".to_vec()), "expired");
+    assert_eq!(limited.get(b"t").unwrap(), Some(b"4".to_vec()), "expired");
+}
+
+/// An OFD write lock on byte 0 of `path` (the compaction lock), held while
+/// the returned file is open.
+#[allow(unsafe_code)]
+fn ofd_write_lock(path: &std::path::Path) -> std::fs::File {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    // SAFETY: all-zero bytes are a valid `flock`; fcntl only reads the
+    // struct we pass, on a descriptor this test owns.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_len = 1;
+    assert_eq!(
+        unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &fl) },
+        0
+    );
+    f
+}
