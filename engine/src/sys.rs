@@ -22,15 +22,25 @@ pub(crate) struct SharedMap {
     map: MmapRaw,
     len: usize,
     /// The slot of this map in the SIGBUS guard's table.
-    guard: Option<usize>,
+    guard: usize,
 }
 
 impl Drop for SharedMap {
     fn drop(&mut self) {
-        if let Some(slot) = self.guard {
-            bus_guard::unregister(slot);
-        }
+        bus_guard::unregister(self.guard);
     }
+}
+
+/// Registers `map` with the SIGBUS guard; an error (the map is undone) if
+/// the guard's table has no slot left: a map without a guard could kill the
+/// process.
+fn guard(map: &MmapRaw, len: usize, writable: bool) -> io::Result<usize> {
+    bus_guard::register(map.as_ptr() as usize, len, writable).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            "no room left in the SIGBUS guard's table of maps (too many maps in this process)",
+        )
+    })
 }
 
 impl SharedMap {
@@ -38,7 +48,8 @@ impl SharedMap {
     ///
     /// The caller must have checked that the file is at least `len` bytes
     /// long; the engine never truncates its files, so it stays that long.
-    /// The map is registered with the SIGBUS guard: if another program
+    /// The map is registered with the SIGBUS guard (or refused with an
+    /// error if its table is full): if another program
     /// truncates the file, a touched page past the new end becomes a private
     /// zero page (reads see zeros, writes go nowhere) and [`faulted`] turns
     /// true, which the index treats as "retired: rebuild".
@@ -47,20 +58,21 @@ impl SharedMap {
     pub(crate) fn map_rw(file: &File, len: usize) -> io::Result<SharedMap> {
         bus_guard::install();
         let map = MmapOptions::new().len(len).map_raw(file)?;
-        let guard = bus_guard::register(map.as_ptr() as usize, len, true);
+        let guard = guard(&map, len, true)?;
         Ok(SharedMap { map, len, guard })
     }
 
     /// Maps `len` bytes of `file` read-only. `len` may exceed the file's
     /// current length (a reservation for growth); callers only touch bytes
     /// below the length they checked with `fstat`. The map is registered
-    /// with the SIGBUS guard: if another program truncates the file below a
+    /// with the SIGBUS guard (or refused with an error if its table is
+    /// full): if another program truncates the file below a
     /// page a reader touches, the page reads as zeros (a miss) instead of
     /// killing the process.
     pub(crate) fn map_ro(file: &File, len: usize) -> io::Result<SharedMap> {
         bus_guard::install();
         let map = MmapOptions::new().len(len).map_raw_read_only(file)?;
-        let guard = bus_guard::register(map.as_ptr() as usize, len, false);
+        let guard = guard(&map, len, false)?;
         Ok(SharedMap { map, len, guard })
     }
 
@@ -68,7 +80,7 @@ impl SharedMap {
     /// truncated by another program) and replaced by a zero page: what the
     /// map reads is no longer the file.
     pub(crate) fn faulted(&self) -> bool {
-        self.guard.is_some_and(bus_guard::faulted)
+        bus_guard::faulted(self.guard)
     }
 
     /// The mapped length.
@@ -202,160 +214,7 @@ pub(crate) mod proc;
 /// short and rebuilds it from the log. Any other SIGBUS goes to the previous
 /// handler (Rust's stack-overflow handler, Python's faulthandler, or the
 /// default action).
-mod bus_guard {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::sync::{Once, OnceLock};
-
-    const SLOTS: usize = 8192;
-    static START: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
-    static LEN: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
-    /// Whether the slot's map is writable (its zero pages must be too).
-    static WRITABLE: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
-    /// Whether a page of the slot's map was replaced by a zero page.
-    static FAULTED: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
-    static PAGE: AtomicUsize = AtomicUsize::new(4096);
-    static INSTALL: Once = Once::new();
-
-    /// The handler that was installed before ours.
-    struct Prev(libc::sigaction);
-    // SAFETY: a sigaction is plain data (a handler address, flags and a
-    // signal mask); it is written once before our handler is installed and
-    // only read afterwards.
-    unsafe impl Sync for Prev {}
-    // SAFETY: as above: plain data.
-    unsafe impl Send for Prev {}
-    static PREV: OnceLock<Prev> = OnceLock::new();
-
-    pub(super) fn install() {
-        INSTALL.call_once(|| {
-            // SAFETY: sysconf has no memory effects.
-            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-            if page > 0 {
-                PAGE.store(page as usize, Ordering::Relaxed);
-            }
-            // SAFETY: all-zero bytes are a valid sigaction; sigemptyset and
-            // sigaction only write into structs we own. The previous action
-            // is saved before ours is installed (the handler reads it).
-            unsafe {
-                let mut old: libc::sigaction = std::mem::zeroed();
-                if libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut old) != 0 {
-                    return;
-                }
-                let _ = PREV.set(Prev(old));
-                let mut new: libc::sigaction = std::mem::zeroed();
-                let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-                    on_sigbus;
-                new.sa_sigaction = handler as usize;
-                new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
-                libc::sigemptyset(&mut new.sa_mask);
-                libc::sigaction(libc::SIGBUS, &new, std::ptr::null_mut());
-            }
-        });
-    }
-
-    /// Registers a map; `None` if the table is full (the map then has no
-    /// guard, as before).
-    pub(super) fn register(start: usize, len: usize, writable: bool) -> Option<usize> {
-        for slot in 0..SLOTS {
-            if START[slot]
-                .compare_exchange(0, usize::MAX, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                WRITABLE[slot].store(writable, Ordering::Release);
-                FAULTED[slot].store(false, Ordering::Release);
-                LEN[slot].store(len, Ordering::Release);
-                START[slot].store(start, Ordering::Release);
-                return Some(slot);
-            }
-        }
-        None
-    }
-
-    /// Whether the map in `slot` had a page replaced.
-    pub(super) fn faulted(slot: usize) -> bool {
-        FAULTED[slot].load(Ordering::Acquire)
-    }
-
-    pub(super) fn unregister(slot: usize) {
-        LEN[slot].store(0, Ordering::Release);
-        START[slot].store(0, Ordering::Release);
-    }
-
-    extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-        // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
-        let addr = unsafe { (*info).si_addr() } as usize;
-        let page = PAGE.load(Ordering::Relaxed);
-        for slot in 0..SLOTS {
-            let start = START[slot].load(Ordering::Acquire);
-            if start == 0 || start == usize::MAX {
-                continue;
-            }
-            let len = LEN[slot].load(Ordering::Acquire);
-            if addr < start || addr - start >= len {
-                continue;
-            }
-            let at = addr & !(page - 1);
-            let prot = if WRITABLE[slot].load(Ordering::Acquire) {
-                libc::PROT_READ | libc::PROT_WRITE
-            } else {
-                libc::PROT_READ
-            };
-            FAULTED[slot].store(true, Ordering::Release);
-            // SAFETY: `at..at + page` lies inside a live map of ours
-            // (registered until the map is dropped, and a map is not dropped
-            // while anyone accesses it: accesses borrow it). Replacing the
-            // page with a private zero page of the same protection changes
-            // only what that map reads and where its writes go (nowhere
-            // shared: the file has no such page any more); every pointer and
-            // reference into it stays valid and aligned. mmap is a plain
-            // system call, async-signal-safe on Linux.
-            let r = unsafe {
-                libc::mmap(
-                    at as *mut libc::c_void,
-                    page,
-                    prot,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-                    -1,
-                    0,
-                )
-            };
-            if r != libc::MAP_FAILED {
-                return;
-            }
-        }
-        chain(sig, info, ctx);
-    }
-
-    /// Hands a SIGBUS that is not ours to the previous handler, or restores
-    /// the default action (the faulting instruction then faults again and
-    /// the process dies as it would have).
-    fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-        let prev = PREV.get().map(|p| p.0);
-        match prev {
-            Some(p) if p.sa_sigaction != libc::SIG_DFL && p.sa_sigaction != libc::SIG_IGN => {
-                if p.sa_flags & libc::SA_SIGINFO != 0 {
-                    // SAFETY: the previous handler was installed with
-                    // SA_SIGINFO, so it has this signature.
-                    let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-                        unsafe { std::mem::transmute(p.sa_sigaction) };
-                    f(sig, info, ctx);
-                } else {
-                    // SAFETY: a handler installed without SA_SIGINFO takes
-                    // the signal number only.
-                    let f: extern "C" fn(libc::c_int) =
-                        unsafe { std::mem::transmute(p.sa_sigaction) };
-                    f(sig);
-                }
-            }
-            _ => {
-                // SAFETY: resetting a signal's action to the default.
-                unsafe {
-                    libc::signal(libc::SIGBUS, libc::SIG_DFL);
-                }
-            }
-        }
-    }
-}
+mod bus_guard;
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r == -1 {
@@ -398,7 +257,8 @@ pub(crate) fn flock(file: &File, exclusive: bool, nonblocking: bool) -> io::Resu
 pub(crate) fn flock_within(file: &File, timeout: std::time::Duration) -> io::Result<bool> {
     let deadline = std::time::Instant::now().checked_add(timeout);
     let mut pause = std::time::Duration::from_micros(20);
-    for tries in 0u32.. {
+    let mut tries = 0u32;
+    loop {
         if flock(file, true, true)? {
             return Ok(true);
         }
@@ -410,13 +270,13 @@ pub(crate) fn flock_within(file: &File, timeout: std::time::Duration) -> io::Res
             None => pause,
         };
         if tries < 64 {
+            tries += 1;
             std::thread::yield_now();
         } else {
             std::thread::sleep(pause.min(left));
             pause = (pause * 2).min(std::time::Duration::from_millis(1));
         }
     }
-    Ok(false)
 }
 
 /// Releases a `flock`.
