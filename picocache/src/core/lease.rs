@@ -75,7 +75,9 @@ impl Drop for HeldLease {
 /// How taking a lease went.
 #[derive(Debug)]
 pub enum Acquired {
-    /// Taken at once, no other process computing: compute.
+    /// Taken at once, no other process computing now: look again before
+    /// computing (another may have stored the value and released the lease
+    /// between the caller's miss and this).
     Free(HeldLease),
     /// Taken after waiting for another process: look again before computing.
     AfterWait(HeldLease),

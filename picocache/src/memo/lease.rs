@@ -1,6 +1,6 @@
 //! The `Memo` side of the lease protocol ([`crate::core::lease`]): take the
-//! key's lease after a miss and, if another process held it, look again
-//! before computing.
+//! key's lease after a miss and look again before computing (another caller
+//! may have stored the value between the miss and the lease).
 
 use super::Memo;
 use crate::backend::Namespace;
@@ -9,8 +9,11 @@ use crate::core::lease::{self, Acquired, HeldLease};
 use crate::{Error, Result};
 
 impl<C> Memo<C> {
-    /// Takes the key's lease after a miss. If another process holds it, waits
-    /// for it and looks again: that process has probably stored the value.
+    /// Takes the key's lease after a miss (waiting for it if another process
+    /// holds it), then looks again: another caller may have stored the value
+    /// since the miss, whether this one waited for its lease or it had
+    /// released it already (a lease taken at once is no proof that nobody
+    /// computed the key meanwhile).
     pub(super) fn lease<R>(&self, ns: &dyn Namespace, key: &[u8]) -> Result<Lease<R>>
     where
         C: ValueCodec<R, Error = Error>,
@@ -23,8 +26,7 @@ impl<C> Memo<C> {
             }
         };
         let l = match acquired {
-            Acquired::Free(l) => return Ok(Lease::Held(l)),
-            Acquired::AfterWait(l) => l,
+            Acquired::Free(l) | Acquired::AfterWait(l) => l,
             Acquired::HeldHere => return Ok(Lease::None),
             Acquired::TimedOut => {
                 log::warn!(
@@ -53,7 +55,7 @@ impl<C> Memo<C> {
 pub(super) enum Lease<R> {
     /// The lease is held: compute.
     Held(HeldLease),
-    /// Another process computed the value while this one waited.
+    /// Another caller stored the value since the miss.
     Found(R, Vec<u8>),
     /// No lease (a failure, a timeout, or this thread holds it): compute
     /// anyway.

@@ -135,11 +135,12 @@
 //! Concurrent calls with the same arguments compute once: in this process
 //! the first caller computes while the others wait for it and then read the
 //! stored result (counted as hits); across processes a caller that missed
-//! takes the key's lease ([`Namespace::lease`]) before computing, and a caller
-//! that finds the lease taken waits for it (up to
-//! [`MemoBuilder::lease_timeout`]) and looks again. No lock is held while the
-//! function runs, so calls with different arguments run in parallel, and a
-//! recursive memoized function (fib) works.
+//! takes the key's lease ([`Namespace::lease`]) and looks again before
+//! computing (another process may have stored the value since the miss), and
+//! a caller that finds the lease taken waits for it (up to
+//! [`MemoBuilder::lease_timeout`]) before it looks again. No lock is held
+//! while the function runs, so calls with different arguments run in
+//! parallel, and a recursive memoized function (fib) works.
 //!
 //! A call with the arguments its own thread is computing (the function calls
 //! itself with the same arguments, directly or through another `Memo` of the
