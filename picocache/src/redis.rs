@@ -103,9 +103,9 @@ pub struct RedisOptions {
     /// [`RedisOptions::connect_timeout`]). Then the operation fails with
     /// [`Error::Unavailable`] and the backend is skipped for a back-off
     /// window. A memoized call that misses makes at most five operations
-    /// (look-up, lease, a look again after waiting for another process's
-    /// lease, store, release); once one fails, the others fail at once, so
-    /// the call waits for the server at most `connect_timeout + 5 * timeout`
+    /// (look-up, lease, a look again after the lease, store, release);
+    /// once one fails, the others fail at once, so the call waits for the
+    /// server at most `connect_timeout + 5 * timeout`
     /// (besides a wait for another process's lease, `lease_timeout`).
     pub timeout: Duration,
     /// The first back-off window after the server failed (default 1 s):
