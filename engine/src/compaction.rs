@@ -11,7 +11,8 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::ctx::{now_ms, read_only_error};
 use crate::error::{Error, Result};
-use crate::format::{self, ent, hdr, kind, nsr, segr, REC_HEADER_LEN, SEG_HEADER_LEN};
+use crate::format::v1::{self, REC_HEADER_LEN};
+use crate::format::{self, ent, hdr, kind, nsr, segr, SEG_HEADER_LEN};
 use crate::hash::key_hash;
 use crate::index::table::set_loc;
 use crate::index::IndexMap;
@@ -323,18 +324,18 @@ impl Writer<'_> {
                     let value = &body[REC_HEADER_LEN + h.klen as usize..];
                     let seq = self.next_seq();
                     let buf = &mut self.st.buf;
-                    format::encode_record(buf, kind::PUT, h.ns, seq, h.expire_ms, key, value);
+                    v1::encode_record(buf, kind::PUT, h.ns, seq, h.expire_ms, key, value);
                 }
                 Keep::Tombstone => {
                     let buf = &mut self.st.buf;
-                    format::encode_record(buf, kind::REMOVE, h.ns, h.seq, 0, key, &[]);
+                    v1::encode_record(buf, kind::REMOVE, h.ns, h.seq, 0, key, &[]);
                 }
                 Keep::Namespace => {
                     let value = &body[REC_HEADER_LEN + h.klen as usize..];
                     let seq = self.next_seq();
                     new_defs.push((h.ns, seq));
                     let buf = &mut self.st.buf;
-                    format::encode_record(buf, kind::NAMESPACE, h.ns, seq, 0, key, value);
+                    v1::encode_record(buf, kind::NAMESPACE, h.ns, seq, 0, key, value);
                 }
                 Keep::Verbatim => self
                     .st

@@ -29,7 +29,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
 use crate::error::{Error, Result};
-use crate::format::{self, RecordHeader};
+use crate::format;
+use crate::format::v1::RecordHeader;
 use crate::index::IndexMap;
 use crate::io::Io;
 use crate::log::segment::{Segment, Segments};

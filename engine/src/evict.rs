@@ -32,7 +32,8 @@ use std::sync::atomic::Ordering;
 
 use crate::compaction::Journal;
 use crate::error::{Error, Result};
-use crate::format::{self, ent, hdr, kind, nsr, segr, REC_HEADER_LEN, SEG_HEADER_LEN};
+use crate::format::v1::{self, REC_HEADER_LEN};
+use crate::format::{self, ent, hdr, kind, nsr, segr, SEG_HEADER_LEN};
 use crate::index::IndexMap;
 use crate::log::{list_segments, read_segment, scan_segment, zero_fill, Scanned};
 use crate::options::Options;
@@ -276,7 +277,7 @@ pub(crate) fn evict_oldest_before_rebuild(
         if h.kind == kind::NAMESPACE {
             let (key, value) = body[REC_HEADER_LEN..].split_at(h.klen as usize);
             max_seq += 1;
-            format::encode_record(&mut buf, kind::NAMESPACE, h.ns, max_seq, 0, key, value);
+            v1::encode_record(&mut buf, kind::NAMESPACE, h.ns, max_seq, 0, key, value);
         } else {
             buf.extend_from_slice(&data[r.off as usize..(r.off + h.size()) as usize]);
         }

@@ -1,44 +1,47 @@
 //! On-disk layout. `FORMAT.md` at the repository root is the specification;
 //! this module mirrors it and a test holds the two together.
 //!
+//! This module holds what both log versions share: the segment header and
+//! file names, record kinds, limits, the namespace limits' encoding, and
+//! the index layout (index version 2). Each log version's records are in
+//! their own module:
+//!
 //! ```text
+//! format.rs             shared: segment header, kinds, limits, index layout
+//! format/v1.rs          log version 1's records (40-byte header, crc32)
+//! format/v2.rs          format version 2's base file (cells, buckets, sections)
+//! format/v2/record.rs   log version 2's segment header and records (not yet written)
+//!
 //! store directory/
 //!   lock           empty; flock(LOCK_EX) serializes writers
 //!   leases         empty; OFD byte-range locks, one byte per key hash
 //!   index          the mmapped hash index (a rebuildable cache of the log)
 //!   seg-XXXXXXXX.log  log segments, XXXXXXXX = segment id in hex
 //!
-//! segment header (64 bytes)           record (40-byte header, 8-aligned)
-//! 0      8 magic "PICOSEG\0"          0   4 crc32 of bytes 4..40+klen+vlen
-//! 8      4 version                    4   1 kind (1 put 2 remove 3 clear 4 ns)
-//! 12     4 segment id                 5   3 zero
-//! 16    44 zero                       8   4 namespace id
-//! 60     4 crc32 of bytes 0..60       12  4 key length
-//!                                     16  4 value length
-//!                                     20  4 marker "PCRK"
-//!                                     24  8 sequence number
-//!                                     32  8 expiry (unix ms, 0 = none)
-//!                                     40  key, value, zero padding to 8
+//! segment header (64 bytes)
+//! 0      8 magic "PICOSEG\0"
+//! 8      4 version (the log version of the segment's records)
+//! 12     4 segment id
+//! 16    44 zero (log version 2: 16..24 seq_base)
+//! 60     4 crc32 of bytes 0..60
 //! ```
 
-pub mod record2;
+/// Log version 1's records: the header, its parser and the encoders.
+pub mod v1;
 
 /// Magic bytes at the start of every segment.
 pub const SEG_MAGIC: [u8; 8] = *b"PICOSEG\0";
 /// Magic bytes at the start of the index file.
 pub const INDEX_MAGIC: [u8; 8] = *b"PICOIDX\0";
-/// The log format version this build reads and writes.
-pub const SEG_VERSION: u32 = 1;
+/// The log format version this build reads and writes (version 1's records,
+/// [`v1`]).
+pub const SEG_VERSION: u32 = v1::LOG_VERSION;
 /// The index format version this build reads and writes. An index of another
 /// version is not an error: it is rebuilt from the log.
 pub const INDEX_VERSION: u32 = 2;
 
 /// Size of a segment header.
 pub const SEG_HEADER_LEN: u64 = 64;
-/// Size of a record header.
-pub const REC_HEADER_LEN: usize = 40;
-/// Marker in every record header (helps resynchronise after damage).
-pub const REC_MARKER: u32 = u32::from_le_bytes(*b"PCRK");
 /// Default maximum size of one segment.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
 /// The smallest segment size a small filesystem imposes (segments are at
@@ -55,7 +58,8 @@ pub const MAX_VALUE_LEN: usize = 1 << 30;
 pub const MAX_NAME_LEN: usize = 232;
 
 /// Format version 2's base file (FORMAT.md, "Version 2"): constants,
-/// encoders and decoders. Not yet written or read by the store.
+/// encoders and decoders; and log version 2's records ([`v2::record`]).
+/// Not yet written or read by the store.
 pub mod v2;
 
 /// Record kinds.
@@ -76,30 +80,6 @@ pub const fn align8(n: u64) -> u64 {
     (n + 7) & !7
 }
 
-/// The full on-disk size of a record with these lengths.
-pub const fn record_size(klen: usize, vlen: usize) -> u64 {
-    align8((REC_HEADER_LEN + klen + vlen) as u64)
-}
-
-/// A record's header fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordHeader {
-    /// Stored checksum.
-    pub crc: u32,
-    /// One of [`kind`].
-    pub kind: u8,
-    /// Namespace id.
-    pub ns: u32,
-    /// Key length.
-    pub klen: u32,
-    /// Value length.
-    pub vlen: u32,
-    /// Sequence number.
-    pub seq: u64,
-    /// Expiry, unix milliseconds, 0 = none.
-    pub expire_ms: u64,
-}
-
 fn le32(b: &[u8], at: usize) -> u32 {
     let mut w = [0u8; 4];
     if let Some(s) = b.get(at..at + 4) {
@@ -116,108 +96,9 @@ fn le64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
-impl RecordHeader {
-    /// Parses a header; `None` if the bytes cannot be one (zero kind, unknown
-    /// kind, bad marker, nonzero reserved bytes, or lengths over the limits).
-    pub fn parse(b: &[u8; REC_HEADER_LEN]) -> Option<RecordHeader> {
-        let kind = b[4];
-        if !(kind::PUT..=kind::NAMESPACE).contains(&kind) || b[5..8] != [0, 0, 0] {
-            return None;
-        }
-        if le32(b, 20) != REC_MARKER {
-            return None;
-        }
-        let h = RecordHeader {
-            crc: le32(b, 0),
-            kind,
-            ns: le32(b, 8),
-            klen: le32(b, 12),
-            vlen: le32(b, 16),
-            seq: le64(b, 24),
-            expire_ms: le64(b, 32),
-        };
-        if h.klen as usize > MAX_KEY_LEN || h.vlen as usize > MAX_VALUE_LEN {
-            return None;
-        }
-        Some(h)
-    }
-
-    /// Total on-disk size of the record, padding included.
-    pub fn size(&self) -> u64 {
-        record_size(self.klen as usize, self.vlen as usize)
-    }
-
-    /// Length of the checksummed part (header + key + value).
-    pub fn body_len(&self) -> usize {
-        REC_HEADER_LEN + self.klen as usize + self.vlen as usize
-    }
-}
-
-/// Appends an encoded record to `out`.
-pub fn encode_record(
-    out: &mut Vec<u8>,
-    kind: u8,
-    ns: u32,
-    seq: u64,
-    expire_ms: u64,
-    key: &[u8],
-    value: &[u8],
-) {
-    let start = out.len();
-    out.extend_from_slice(&[0u8; 4]);
-    out.extend_from_slice(&[kind, 0, 0, 0]);
-    out.extend_from_slice(&ns.to_le_bytes());
-    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    out.extend_from_slice(&REC_MARKER.to_le_bytes());
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&expire_ms.to_le_bytes());
-    out.extend_from_slice(key);
-    out.extend_from_slice(value);
-    let crc = crc32fast::hash(&out[start + 4..]);
-    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
-    let padded = start + record_size(key.len(), value.len()) as usize;
-    out.resize(padded, 0);
-}
-
-/// Appends the header and key of a record whose value is the concatenation
-/// of `parts` (the value itself is not copied): the record is these bytes,
-/// then the parts, then zeros up to [`record_size`]. The crc covers the
-/// parts as [`encode_record`]'s covers its value.
-pub fn encode_record_head(
-    out: &mut Vec<u8>,
-    kind: u8,
-    ns: u32,
-    seq: u64,
-    expire_ms: u64,
-    key: &[u8],
-    parts: &[&[u8]],
-) {
-    let start = out.len();
-    let vlen: usize = parts.iter().map(|p| p.len()).sum();
-    out.extend_from_slice(&[0u8; 4]);
-    out.extend_from_slice(&[kind, 0, 0, 0]);
-    out.extend_from_slice(&ns.to_le_bytes());
-    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(vlen as u32).to_le_bytes());
-    out.extend_from_slice(&REC_MARKER.to_le_bytes());
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&expire_ms.to_le_bytes());
-    out.extend_from_slice(key);
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&out[start + 4..]);
-    for p in parts {
-        crc.update(p);
-    }
-    out[start..start + 4].copy_from_slice(&crc.finalize().to_le_bytes());
-}
-
-/// Checks a whole record body (header + key + value) against its crc.
-pub fn record_crc_ok(h: &RecordHeader, body: &[u8]) -> bool {
-    body.len() == h.body_len() && crc32fast::hash(&body[4..]) == h.crc
-}
-
-/// Encodes a segment header.
+/// Encodes a segment header of log version [`SEG_VERSION`], the one this
+/// build writes (a version-2 header is
+/// [`v2::record::encode_segment_header`]).
 pub fn encode_segment_header(id: u32) -> [u8; SEG_HEADER_LEN as usize] {
     let mut b = [0u8; SEG_HEADER_LEN as usize];
     b[0..8].copy_from_slice(&SEG_MAGIC);
@@ -239,7 +120,8 @@ pub enum SegHeaderCheck {
     Version(u32),
 }
 
-/// Validates a segment header.
+/// Validates a segment header: any log version other than [`SEG_VERSION`]
+/// is [`SegHeaderCheck::Version`].
 pub fn check_segment_header(b: &[u8; SEG_HEADER_LEN as usize]) -> SegHeaderCheck {
     if b[0..8] != SEG_MAGIC {
         return SegHeaderCheck::Bad("bad segment magic");
@@ -507,22 +389,6 @@ impl IndexLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn record_roundtrip() {
-        let mut v = Vec::new();
-        encode_record(&mut v, kind::PUT, 7, 42, 99, b"key", b"value!");
-        assert_eq!(v.len() as u64, record_size(3, 6));
-        assert_eq!(v.len() % 8, 0);
-        let h = RecordHeader::parse(v[..REC_HEADER_LEN].try_into().unwrap()).unwrap();
-        assert_eq!(
-            (h.kind, h.ns, h.klen, h.vlen, h.seq, h.expire_ms),
-            (1, 7, 3, 6, 42, 99)
-        );
-        assert!(record_crc_ok(&h, &v[..h.body_len()]));
-        v[REC_HEADER_LEN] ^= 1;
-        assert!(!record_crc_ok(&h, &v[..h.body_len()]));
-    }
 
     #[test]
     fn segment_header_roundtrip() {

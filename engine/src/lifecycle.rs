@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::error::Result;
+use crate::format::v1;
 use crate::format::{self, hdr, kind, nsr};
 use crate::index::touch;
 use crate::namespace::Namespace;
@@ -44,8 +45,8 @@ impl Writer<'_> {
         self.clear(id)?;
         let seq = self.next_seq();
         self.st.buf.clear();
-        format::encode_record(&mut self.st.buf, kind::NAMESPACE, id, seq, 0, &name, &[]);
-        self.append(&[format::record_size(name.len(), 0)])?;
+        v1::encode_record(&mut self.st.buf, kind::NAMESPACE, id, seq, 0, &name, &[]);
+        self.append(&[v1::record_size(name.len(), 0)])?;
         let idx = self.idx.clone();
         // The row reads as free first; CLEAR_SEQ stays (see FORMAT.md).
         idx.ns_set(id, nsr::NAME_LEN, 0);

@@ -6,7 +6,8 @@ use std::fs::File;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::format::{self, RecordHeader, SegHeaderCheck, REC_HEADER_LEN, SEG_HEADER_LEN};
+use crate::format::v1::{self, RecordHeader, REC_HEADER_LEN};
+use crate::format::{self, SegHeaderCheck, SEG_HEADER_LEN};
 use crate::io::Io;
 
 pub(crate) mod segment;
@@ -31,7 +32,7 @@ pub(crate) fn scan_segment(data: &[u8]) -> (Vec<Scanned>, u64, Vec<(u64, String)
         hb.copy_from_slice(&data[off..off + REC_HEADER_LEN]);
         let parsed = RecordHeader::parse(&hb).filter(|h| {
             let n = h.body_len();
-            off + n <= data.len() && format::record_crc_ok(h, &data[off..off + n])
+            off + n <= data.len() && v1::record_crc_ok(h, &data[off..off + n])
         });
         match parsed {
             Some(h) => {

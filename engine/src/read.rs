@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 
 use crate::ctx::{now_ms, WriteCtx};
 use crate::error::Result;
-use crate::format::{ent, hdr, kind, nsr, RecordHeader, REC_HEADER_LEN};
+use crate::format::v1::{RecordHeader, REC_HEADER_LEN};
+use crate::format::{ent, hdr, kind, nsr};
 use crate::hash::key_hash;
 use crate::index::IndexMap;
 use crate::shared::Inner;

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use crate::ctx::now_ms;
 use crate::error::{Error, Result};
-use crate::format::{self, hdr, kind, nsr, segr, REC_HEADER_LEN, SEG_HEADER_LEN};
+use crate::format::v1::REC_HEADER_LEN;
+use crate::format::{self, hdr, kind, nsr, segr, SEG_HEADER_LEN};
 use crate::hash::key_hash;
 use crate::index::table::add_entry;
 use crate::index::{buckets_for, random_generation, tmp_index_path, IndexMap, IndexProblem};

@@ -16,7 +16,8 @@
 use std::path::Path;
 
 use crate::error::Result;
-use crate::format::{self, hdr, RecordHeader, REC_HEADER_LEN};
+use crate::format::v1::{self, RecordHeader, REC_HEADER_LEN};
+use crate::format::{self, hdr};
 use crate::index::IndexMap;
 use crate::io::Io;
 
@@ -56,5 +57,5 @@ pub(crate) fn log_is_ahead(dir: &Path, idx: &IndexMap, io: &dyn Io) -> Result<bo
     }
     let mut body = vec![0u8; n as usize];
     io.read_at(&file, &mut body, off)?;
-    Ok(format::record_crc_ok(&h, &body))
+    Ok(v1::record_crc_ok(&h, &body))
 }

@@ -4,7 +4,8 @@
 use std::sync::atomic::Ordering;
 
 use crate::error::Result;
-use crate::format::{self, ent, hdr, kind, nsr, segr, REC_HEADER_LEN};
+use crate::format::v1::REC_HEADER_LEN;
+use crate::format::{self, ent, hdr, kind, nsr, segr};
 use crate::hash::key_hash;
 use crate::index::NIL;
 use crate::log::{list_segments, read_segment, scan_segment};

@@ -12,7 +12,8 @@ use std::time::Duration;
 use crate::ctx::now_ms;
 use crate::error::{Error, Result};
 use crate::expiry::SWEEP_INLINE_MAX;
-use crate::format::{self, ent, hdr, kind, nsr, segr, REC_HEADER_LEN};
+use crate::format::v1::{self, REC_HEADER_LEN};
+use crate::format::{self, ent, hdr, kind, nsr, segr};
 use crate::hash::key_hash;
 use crate::index::lru::{lru_insert_sorted, lru_push_head, lru_unlink};
 use crate::index::table::{add_entry, bucket_insert, bucket_remove, free_entry, set_loc};
@@ -148,8 +149,8 @@ impl Writer<'_> {
         let seq = self.next_seq();
         self.st.buf.clear();
         let lim = format::encode_limits(limits.0, limits.1, limits.2);
-        format::encode_record(&mut self.st.buf, kind::NAMESPACE, id, seq, 0, name, &lim);
-        let size = format::record_size(name.len(), lim.len());
+        v1::encode_record(&mut self.st.buf, kind::NAMESPACE, id, seq, 0, name, &lim);
+        let size = v1::record_size(name.len(), lim.len());
         self.append(&[size])?;
         let idx = self.idx.clone();
         let now = self.ctx.use_clock();
@@ -217,12 +218,12 @@ impl Writer<'_> {
         let mut sizes = Vec::with_capacity(items.len());
         let mut kept = Vec::with_capacity(items.len());
         for (k, v) in items {
-            let size = format::record_size(k.len(), v.len());
+            let size = v1::record_size(k.len(), v.len());
             if size > max_bytes {
                 continue;
             }
             let seq = self.next_seq();
-            format::encode_record(&mut self.st.buf, kind::PUT, ns, seq, expire, k, v);
+            v1::encode_record(&mut self.st.buf, kind::PUT, ns, seq, expire, k, v);
             sizes.push(size);
             kept.push(*k);
         }
@@ -376,8 +377,8 @@ impl Writer<'_> {
         // back.
         let seq = self.next_seq();
         self.st.buf.clear();
-        format::encode_record(&mut self.st.buf, kind::REMOVE, ns, seq, 0, key, &[]);
-        let size = format::record_size(key.len(), 0);
+        v1::encode_record(&mut self.st.buf, kind::REMOVE, ns, seq, 0, key, &[]);
+        let size = v1::record_size(key.len(), 0);
         let locs = self.append(&[size])?;
         let mut was_live = false;
         if let Some((e, rh)) = found {
@@ -392,8 +393,8 @@ impl Writer<'_> {
     pub(crate) fn clear(&mut self, ns: u32) -> Result<()> {
         let seq = self.next_seq();
         self.st.buf.clear();
-        format::encode_record(&mut self.st.buf, kind::CLEAR, ns, seq, 0, &[], &[]);
-        self.append(&[format::record_size(0, 0)])?;
+        v1::encode_record(&mut self.st.buf, kind::CLEAR, ns, seq, 0, &[], &[]);
+        self.append(&[v1::record_size(0, 0)])?;
         let idx = self.idx.clone();
         idx.ns_set(ns, nsr::CLEAR_SEQ, seq);
         for _ in 0..=idx.layout.entries {

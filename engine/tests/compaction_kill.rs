@@ -13,7 +13,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use picocache_engine::format::{self, hdr, kind, RecordHeader, REC_HEADER_LEN, SEG_HEADER_LEN};
+use picocache_engine::format::v1::{self, RecordHeader, REC_HEADER_LEN};
+use picocache_engine::format::{self, hdr, kind, SEG_HEADER_LEN};
 use picocache_engine::{Limits, Options, Store};
 
 const CHILD_ENV: &str = "PICOCACHE_COMPACT_KILL_DIR";
@@ -63,7 +64,7 @@ fn census(dir: &std::path::Path) -> LogCensus {
             hb.copy_from_slice(&data[off..off + REC_HEADER_LEN]);
             let Some(h) = RecordHeader::parse(&hb).filter(|h| {
                 off + h.body_len() <= data.len()
-                    && format::record_crc_ok(h, &data[off..off + h.body_len()])
+                    && v1::record_crc_ok(h, &data[off..off + h.body_len()])
             }) else {
                 off += 8;
                 continue;

@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use picocache_engine::format::v1;
 use picocache_engine::{format, Error, Limits, Options, Store};
 
 fn opts() -> Options {
@@ -117,10 +118,9 @@ fn checked_ranges(seg: &[u8]) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     out.push(0..format::SEG_HEADER_LEN as usize);
     let mut off = format::SEG_HEADER_LEN as usize;
-    while off + format::REC_HEADER_LEN <= seg.len() {
-        let hb: [u8; format::REC_HEADER_LEN] =
-            seg[off..off + format::REC_HEADER_LEN].try_into().unwrap();
-        let Some(h) = format::RecordHeader::parse(&hb) else {
+    while off + v1::REC_HEADER_LEN <= seg.len() {
+        let hb: [u8; v1::REC_HEADER_LEN] = seg[off..off + v1::REC_HEADER_LEN].try_into().unwrap();
+        let Some(h) = v1::RecordHeader::parse(&hb) else {
             break;
         };
         out.push(off..off + h.body_len());

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use picocache_engine::format::v1;
 use picocache_engine::format::{self, ent, hdr, nsr, segr};
 use picocache_engine::{Limits, Options, Store};
 
@@ -46,7 +47,7 @@ fn constants_match_the_document() {
         ("SEG_VERSION", format::SEG_VERSION as u64),
         ("INDEX_VERSION", format::INDEX_VERSION as u64),
         ("SEG_HEADER_LEN", format::SEG_HEADER_LEN),
-        ("REC_HEADER_LEN", format::REC_HEADER_LEN as u64),
+        ("REC_HEADER_LEN", v1::REC_HEADER_LEN as u64),
         ("IDX_HEADER_LEN", format::IDX_HEADER_LEN as u64),
         ("NS_ROW_LEN", format::NS_ROW_LEN as u64),
         ("MAX_NAMESPACES", format::MAX_NAMESPACES as u64),
@@ -157,7 +158,7 @@ fn a_real_store_has_the_documented_bytes() {
         crc32fast::hash(&seg[r + 4..r + 40 + 6 + 24])
     );
     // Second record: the put, 8-aligned after the first.
-    let r2 = r + format::record_size(6, 24) as usize;
+    let r2 = r + v1::record_size(6, 24) as usize;
     assert_eq!(seg[r2 + 4], 1, "PUT kind");
     assert_eq!(
         u32_at(&seg, r2 + 8),
@@ -191,7 +192,7 @@ fn a_real_store_has_the_documented_bytes() {
     assert_eq!(u64_at(&idx, hdr::ACTIVE_SEG), 1);
     assert_eq!(
         u64_at(&idx, hdr::ACTIVE_OFF),
-        (r2 + format::record_size(3, 5) as usize) as u64
+        (r2 + v1::record_size(3, 5) as usize) as u64
     );
     let row = l.ns_off + u32_at(&seg, r + 8) as usize * format::NS_ROW_LEN;
     assert_eq!(u64_at(&idx, row), 6, "name length");
@@ -388,5 +389,176 @@ fn a_built_base_has_the_documented_bytes() {
         u32_at(&f, l + 14),
         slot(b"big") as u32,
         "bucket 0 << 6 | slot"
+    );
+}
+
+#[test]
+fn log_version_2_constants_match_the_document() {
+    use format::v2::record as r2;
+    let d = doc_block("layout-log-v2");
+    let code: &[(&str, u64)] = &[
+        ("LOG_VERSION", r2::LOG_VERSION as u64),
+        ("SEQ_BASE_AT", r2::SEQ_BASE_AT as u64),
+        ("REC_SEED", r2::REC_SEED),
+        ("KIND_MARK", r2::KIND_MARK as u64),
+        ("HAS_EXPIRY", r2::HAS_EXPIRY as u64),
+        ("REC_FIXED", r2::REC_FIXED as u64),
+        ("REC_MAX_HEADER", r2::REC_MAX_HEADER as u64),
+        ("REC_MIN_LEN", r2::REC_MIN_LEN as u64),
+    ];
+    for (k, v) in code {
+        let doc: u64 = d
+            .get(*k)
+            .unwrap_or_else(|| panic!("{k} missing"))
+            .parse()
+            .unwrap();
+        assert_eq!(doc, *v, "FORMAT.md says {k} = {doc}, the code {v}");
+    }
+    assert_eq!(d.len(), code.len(), "every documented constant checked");
+    assert_eq!(v1::LOG_VERSION, format::SEG_VERSION, "this build writes v1");
+}
+
+/// The golden bytes of log version 2: a segment header and four records,
+/// as the encoders write them, against FORMAT.md's `golden-log-v2` block
+/// (hex) and field by field against the layout, with the checksums
+/// computed here (xxh3 with the documented seed, crc32 for the header).
+#[test]
+fn log_version_2_records_have_the_documented_bytes() {
+    use format::v2::record::{self as r2, Parsed};
+    let sum = |b: &[u8]| xxhash_rust::xxh3::xxh3_64_with_seed(b, 0x5049_434f_5245_434b) as u32;
+    let base = 1000;
+    let expiry = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    let limits = format::encode_limits(5, u64::MAX, 0);
+    let big = [b'v'; 200];
+    let mut recs: Vec<(&str, Vec<u8>)> = Vec::new();
+    let mut add = |name, kind, seq, exp, key: &[u8], value: &[u8]| {
+        let mut v = Vec::new();
+        r2::encode_record(&mut v, kind, 1, base, seq, exp, key, value);
+        recs.push((name, v));
+    };
+    add(
+        "NAMESPACE",
+        format::kind::NAMESPACE,
+        1000,
+        0,
+        b"golden",
+        &limits,
+    );
+    add("PUT", format::kind::PUT, 1001, expiry, b"key", b"value");
+    add("REMOVE", format::kind::REMOVE, 998, 0, b"old", b"");
+    add("PUT_200", format::kind::PUT, 1130, 0, b"k2", &big);
+    let header = r2::encode_segment_header(1, base);
+
+    // Against the document, byte for byte.
+    let d = doc_block("golden-log-v2");
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let doc = |k: &str| -> String {
+        d.get(k)
+            .unwrap_or_else(|| panic!("golden-log-v2 has no {k}"))
+            .split_whitespace()
+            .map(|t| match t.split_once('*') {
+                Some((byte, n)) => byte.repeat(n.parse().unwrap()),
+                None => t.to_string(),
+            })
+            .collect()
+    };
+    let mut mismatch = Vec::new();
+    if doc("header") != hex(&header) {
+        mismatch.push(format!("header = {}", hex(&header)));
+    }
+    for (name, v) in &recs {
+        if doc(name) != hex(v) {
+            mismatch.push(format!("{name} = {}", hex(v)));
+        }
+    }
+    assert!(
+        mismatch.is_empty(),
+        "FORMAT.md's golden-log-v2 differs from the encoders:\n{}",
+        mismatch.join("\n")
+    );
+    assert_eq!(d.len(), recs.len() + 1, "every golden line checked");
+
+    // The header: version 1's with version 2 and seq_base at 16..24.
+    assert_eq!(&header[0..8], b"PICOSEG\0");
+    assert_eq!(u32_at(&header, 8), 2, "log version");
+    assert_eq!(u32_at(&header, 12), 1, "segment id");
+    assert_eq!(u64_at(&header, 16), base, "seq_base");
+    assert!(header[24..60].iter().all(|&b| b == 0));
+    assert_eq!(u32_at(&header, 60), crc32fast::hash(&header[0..60]));
+
+    // Each record: sum, kind (mark 0xA0 | HAS_EXPIRY 0x08 | kind), ns u16,
+    // then LEB128 klen, vlen, zigzag(seq - seq_base), [expiry], key, value.
+    // (name, the bytes from the kind to the key, key, value)
+    type Fields<'a> = (&'a str, &'a [u8], &'a [u8], &'a [u8]);
+    let fields: [Fields; 4] = [
+        ("NAMESPACE", &[0xA4, 1, 0, 6, 24, 0], b"golden", &limits),
+        (
+            "PUT",
+            // zigzag(+1) = 2; expiry 1767225600000 in 6 LEB128 bytes.
+            &[0xA9, 1, 0, 3, 5, 2, 0x80, 0xD0, 0xEA, 0xB6, 0xB7, 0x33],
+            b"key",
+            b"value",
+        ),
+        ("REMOVE", &[0xA2, 1, 0, 3, 0, 3], b"old", b""), // zigzag(-2) = 3
+        // vlen 200 = c8 01; zigzag(+130) = 260 = 84 02.
+        (
+            "PUT_200",
+            &[0xA1, 1, 0, 2, 0xC8, 0x01, 0x84, 0x02],
+            b"k2",
+            &big,
+        ),
+    ];
+    let mut log = header.to_vec();
+    for ((name, v), (fname, head, key, value)) in recs.iter().zip(fields) {
+        assert_eq!(*name, fname);
+        let h = 4 + head.len();
+        assert_eq!(&v[4..h], head, "{name}: kind, ns, varints");
+        assert_eq!(&v[h..h + key.len()], key, "{name}: key");
+        assert_eq!(&v[h + key.len()..], value, "{name}: value, no padding");
+        assert_eq!(u32_at(v, 0), sum(&v[4..]), "{name}: sum of bytes 4..end");
+        log.extend_from_slice(v);
+    }
+    assert_eq!(
+        recs.iter().map(|r| r.1.len()).collect::<Vec<_>>(),
+        [40, 24, 13, 214],
+        "record lengths: byte-aligned, unpadded"
+    );
+    // The expiry's bytes are its LEB128.
+    let mut e = Vec::new();
+    let mut x: u64 = expiry;
+    while x >= 0x80 {
+        e.push(x as u8 | 0x80);
+        x >>= 7;
+    }
+    e.push(x as u8);
+    assert_eq!(e, [0x80, 0xD0, 0xEA, 0xB6, 0xB7, 0x33]);
+
+    // The parser and the scan read the records back, seq made absolute.
+    let (id, sb) = r2::check_segment_header(&header).unwrap();
+    assert_eq!((id, sb), (1, base));
+    let body = &log[format::SEG_HEADER_LEN as usize..];
+    let (found, end) = r2::scan(body, sb);
+    assert_eq!(end, body.len());
+    let got: Vec<_> = found
+        .iter()
+        .map(|(off, r)| (*off, r.kind, r.ns, r.seq, r.expire_ms, r.key))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (0, 4, 1, 1000, 0, &b"golden"[..]),
+            (40, 1, 1, 1001, expiry, &b"key"[..]),
+            (64, 2, 1, 998, 0, &b"old"[..]),
+            (77, 1, 1, 1130, 0, &b"k2"[..]),
+        ]
+    );
+    let Parsed::Record(ns) = r2::parse_record(body, sb) else {
+        panic!("the first record parses")
+    };
+    assert_eq!(format::decode_limits(ns.value), Some((5, u64::MAX, 0)));
+    // A version-1 reader refuses the header: another log version.
+    assert_eq!(
+        format::check_segment_header(&header),
+        format::SegHeaderCheck::Version(2)
     );
 }

@@ -1,6 +1,8 @@
 //! Format version 2, the base file (FORMAT.md, "Version 2", "Base file"):
 //! its constants, and the encoders and decoders of the base header, bucket
 //! directories, cells, heap records and the namespace and LRU sections.
+//! Log version 2's segment headers and records are
+//! [`crate::format::v2::record`].
 //!
 //! ```text
 //! base file: header (4096) | S buckets of 4096 | heap | namespaces | LRU sections
@@ -358,6 +360,7 @@ impl BaseHeader {
 }
 
 mod cell;
+pub mod record;
 mod sections;
 pub use cell::*;
 pub use sections::*;

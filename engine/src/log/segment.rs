@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::format::{self, hdr, RecordHeader, REC_HEADER_LEN};
+use crate::format::v1::{self, RecordHeader, REC_HEADER_LEN};
+use crate::format::{self, hdr};
 use crate::hash::IdHasher;
 use crate::index::IndexMap;
 use crate::sys::SharedMap;
@@ -106,7 +107,7 @@ impl Segment {
         }
         buf.clear();
         buf.resize(n, 0);
-        if !self.map.copy_out(off as usize, buf) || !format::record_crc_ok(&h, buf) {
+        if !self.map.copy_out(off as usize, buf) || !v1::record_crc_ok(&h, buf) {
             return Ok(None);
         }
         Ok(Some(h))

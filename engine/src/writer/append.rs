@@ -134,7 +134,7 @@ impl Writer<'_> {
     }
 
     /// Appends one PUT record (sequence number `seq`, padded size `size`)
-    /// made of `head` (its header and key: [`format::encode_record_head`])
+    /// made of `head` (its header and key: [`format::v1::encode_record_head`])
     /// and the value's `parts`, written one after the other without being
     /// joined first. Returns its location.
     pub(crate) fn append_parts(

@@ -3,12 +3,13 @@
 //! the segment, never joined into one buffer first. A sealed 100 MB value
 //! (the seal's 21-byte head, then the value) is then written with no copy
 //! of it besides the write itself. The record is the one
-//! [`format::encode_record`] would make of the joined value.
+//! [`crate::format::v1::encode_record`] would make of the joined value.
 
 use std::time::Duration;
 
 use crate::error::Result;
-use crate::format::{self, kind, nsr, REC_HEADER_LEN};
+use crate::format::v1::{self, REC_HEADER_LEN};
+use crate::format::{kind, nsr};
 use crate::read::Located;
 use crate::txn::Writer;
 
@@ -27,7 +28,7 @@ impl Writer<'_> {
         let maxsize = self.idx.ns_get(ns, nsr::MAXSIZE);
         let max_bytes = self.idx.ns_get(ns, nsr::MAX_BYTES);
         let vlen: usize = parts.iter().map(|p| p.len()).sum();
-        let size = format::record_size(key.len(), vlen);
+        let size = v1::record_size(key.len(), vlen);
         if maxsize == 0 || size > max_bytes {
             return Ok(None);
         }
@@ -35,7 +36,7 @@ impl Writer<'_> {
         self.reserve(1)?;
         let seq = self.next_seq();
         let mut head = Vec::with_capacity(REC_HEADER_LEN + key.len());
-        format::encode_record_head(&mut head, kind::PUT, ns, seq, expire, key, parts);
+        v1::encode_record_head(&mut head, kind::PUT, ns, seq, expire, key, parts);
         let loc = self.append_parts(&head, parts, size, seq)?;
         self.note_expiry(ns, expire);
         let e = self.index_put(ns, key, loc, size as u32)?;

@@ -8,7 +8,7 @@ use super::*;
 
 fn one(kind: u8, ns: u16, base: u64, seq: u64, exp: u64, key: &[u8], value: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
-    encode_record2(&mut v, kind, ns, base, seq, exp, key, value);
+    encode_record(&mut v, kind, ns, base, seq, exp, key, value);
     v
 }
 
@@ -36,22 +36,22 @@ fn golden_bytes() {
     // vlen 2, seq - base = -1 (zigzag 1), no expiry, key "k", value "vv".
     let r = one(kind::PUT, 0x0102, 10, 9, 0, b"k", b"vv");
     assert_eq!(&r[4..], &[0xA1, 0x02, 0x01, 1, 2, 1, b'k', b'v', b'v']);
-    let sum = xxh3_64_with_seed(&r[4..], REC2_SEED) as u32;
+    let sum = xxh3_64_with_seed(&r[4..], REC_SEED) as u32;
     assert_eq!(r[..4], sum.to_le_bytes());
 }
 
 #[test]
 fn segment_header_round_trip_and_rejections() {
-    let h = encode_segment_header2(7, 1 << 40);
-    assert_eq!(check_segment_header2(&h), Some((7, 1 << 40)));
+    let h = encode_segment_header(7, 1 << 40);
+    assert_eq!(check_segment_header(&h), Some((7, 1 << 40)));
     assert_eq!(
-        check_segment_header2(&super::super::encode_segment_header(7)),
+        check_segment_header(&crate::format::encode_segment_header(7)),
         None
     );
     for i in 0..h.len() {
         let mut d = h;
         d[i] ^= 0x10;
-        assert_eq!(check_segment_header2(&d), None, "byte {i}");
+        assert_eq!(check_segment_header(&d), None, "byte {i}");
     }
 }
 
@@ -76,17 +76,17 @@ fn a_length_over_the_limit_is_refused_before_the_bytes_are_read() {
     put_varint(&mut r, 1);
     put_varint(&mut r, (MAX_VALUE_LEN + 1) as u64);
     put_varint(&mut r, 0);
-    assert_eq!(parse_record2(&r, 0), Parsed2::Bad);
+    assert_eq!(parse_record(&r, 0), Parsed::Bad);
 }
 
 #[test]
 fn zeros_are_no_record_and_are_skipped_fast() {
-    assert_eq!(parse_record2(&[0; 64], 0), Parsed2::Bad);
+    assert_eq!(parse_record(&[0; 64], 0), Parsed::Bad);
     let mut log = vec![0u8; 1 << 20];
     let r = one(kind::PUT, 1, 0, 5, 0, b"key", b"value");
     let at = log.len() - 1000;
     log[at..at + r.len()].copy_from_slice(&r);
-    let (found, end) = scan2(&log, 0);
+    let (found, end) = scan(&log, 0);
     assert_eq!(found.len(), 1);
     assert_eq!((found[0].0, found[0].1.key), (at, &b"key"[..]));
     assert_eq!(end, at + r.len());
@@ -113,17 +113,17 @@ proptest! {
         let whole = one(kind, ns, base, seq, exp, &key, &value);
         let mut head = Vec::new();
         let cut = split.min(value.len());
-        encode_record2_head(&mut head, kind, ns, base, seq, exp, &key, &[&value[..cut], &value[cut..]]);
+        encode_record_head(&mut head, kind, ns, base, seq, exp, &key, &[&value[..cut], &value[cut..]]);
         head.extend_from_slice(&value);
         prop_assert_eq!(&head, &whole);
-        let Parsed2::Record(got) = parse_record2(&whole, base) else {
+        let Parsed::Record(got) = parse_record(&whole, base) else {
             return Err(TestCaseError::fail("not parsed"));
         };
         prop_assert_eq!((got.kind, got.ns, got.seq, got.expire_ms), (kind, ns, seq, exp));
         prop_assert_eq!((got.key, got.value, got.len), (&key[..], &value[..], whole.len()));
         // Every truncation is Short (or Bad), never a record.
         for n in 0..whole.len() {
-            prop_assert!(!matches!(parse_record2(&whole[..n], base), Parsed2::Record(_)), "cut at {}", n);
+            prop_assert!(!matches!(parse_record(&whole[..n], base), Parsed::Record(_)), "cut at {}", n);
         }
     }
 
@@ -134,7 +134,7 @@ proptest! {
         let mut d = whole.clone();
         let i = at.index(d.len());
         d[i] ^= 1 << bit;
-        prop_assert!(!matches!(parse_record2(&d, 100), Parsed2::Record(_)));
+        prop_assert!(!matches!(parse_record(&d, 100), Parsed::Record(_)));
     }
 
     /// A log of records, damaged in places: the scan yields every record
@@ -150,7 +150,7 @@ proptest! {
         let mut spans = Vec::new();
         for (kind, ns, delta, exp, key, value) in &recs {
             let start = log.len();
-            encode_record2(&mut log, *kind, *ns, base, base.wrapping_add(*delta as u64), *exp, key, value);
+            encode_record(&mut log, *kind, *ns, base, base.wrapping_add(*delta as u64), *exp, key, value);
             spans.push((start, log.len()));
         }
         log.resize(log.len() + tail, 0);
@@ -164,7 +164,7 @@ proptest! {
                 }
             }
         }
-        let (found, _) = scan2(&log, base);
+        let (found, _) = scan(&log, base);
         let mut want: Vec<usize> = spans.iter().zip(&touched).filter(|(_, t)| !**t).map(|(s, _)| s.0).collect();
         // A record the damage made unreadable may hide the start of the next
         // one only if a false record was found across them; every record

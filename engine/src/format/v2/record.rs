@@ -1,40 +1,44 @@
-//! Log version 2: segment headers with `seq_base` and compact records
-//! (FORMAT.md, "Segment files, log version 2"). Encoders, the parser, and
-//! the scan that resynchronises byte by byte after damage.
+//! Log version 2 (`format::v2::record`): segment headers with `seq_base`
+//! and compact records (FORMAT.md, "Segment files, log version 2").
+//! Encoders, the parser, and the scan that resynchronises byte by byte
+//! after damage. Version 1's records are [`crate::format::v1`].
 //!
 //! Not yet written by the store: build step 2 of format version 2 wires it
 //! into the log and the writer (until then only the tests use it).
 #![cfg_attr(not(test), allow(dead_code))]
 
-use super::{kind, MAX_KEY_LEN, MAX_VALUE_LEN, SEG_HEADER_LEN, SEG_MAGIC};
+use crate::format::{kind, MAX_KEY_LEN, MAX_VALUE_LEN, SEG_HEADER_LEN, SEG_MAGIC};
 use xxhash_rust::xxh3::{xxh3_64_with_seed, Xxh3};
 
 /// The log version of segments that hold version-2 records.
-pub const SEG_VERSION_2: u32 = 2;
+pub const LOG_VERSION: u32 = 2;
+/// Where a version-2 segment header keeps `seq_base` (u64; bytes 16..24,
+/// zero in a version-1 header).
+pub const SEQ_BASE_AT: usize = 16;
 /// The seed of a record's checksum: `xxh3_64_with_seed(bytes 4..end, seed)`,
-/// low 32 bits.
-pub const REC2_SEED: u64 = 0x5049_434f_5245_434b;
+/// low 32 bits. The seed of every version-2 checksum, [`super::SUM_SEED`].
+pub const REC_SEED: u64 = super::SUM_SEED;
 /// The high nibble every record's `kind` byte carries.
 pub const KIND_MARK: u8 = 0xA0;
 /// `kind` bit: the record has an expiry.
 pub const HAS_EXPIRY: u8 = 0x08;
 /// The fixed part of a header: checksum, kind, namespace.
-pub const REC2_FIXED: usize = 7;
+pub const REC_FIXED: usize = 7;
 /// The longest header: the fixed part, `klen` (3), `vlen` (5), `seq - base`
 /// (10), expiry (10).
-pub const REC2_MAX_HEADER: usize = REC2_FIXED + 3 + 5 + 10 + 10;
+pub const REC_MAX_HEADER: usize = REC_FIXED + 3 + 5 + 10 + 10;
 /// The shortest record: a fixed part and one byte for each of `klen`, `vlen`
 /// and `seq - base`.
-pub const REC2_MIN_LEN: usize = REC2_FIXED + 3;
+pub const REC_MIN_LEN: usize = REC_FIXED + 3;
 
 /// Encodes a version-2 segment header: version 1's with version 2 and
 /// `seq_base` (bytes 16..24).
-pub fn encode_segment_header2(id: u32, seq_base: u64) -> [u8; SEG_HEADER_LEN as usize] {
+pub fn encode_segment_header(id: u32, seq_base: u64) -> [u8; SEG_HEADER_LEN as usize] {
     let mut b = [0u8; SEG_HEADER_LEN as usize];
     b[0..8].copy_from_slice(&SEG_MAGIC);
-    b[8..12].copy_from_slice(&SEG_VERSION_2.to_le_bytes());
+    b[8..12].copy_from_slice(&LOG_VERSION.to_le_bytes());
     b[12..16].copy_from_slice(&id.to_le_bytes());
-    b[16..24].copy_from_slice(&seq_base.to_le_bytes());
+    b[SEQ_BASE_AT..SEQ_BASE_AT + 8].copy_from_slice(&seq_base.to_le_bytes());
     let crc = crc32fast::hash(&b[..60]);
     b[60..64].copy_from_slice(&crc.to_le_bytes());
     b
@@ -42,17 +46,17 @@ pub fn encode_segment_header2(id: u32, seq_base: u64) -> [u8; SEG_HEADER_LEN as 
 
 /// The id and `seq_base` of a valid version-2 segment header; None for any
 /// other bytes (a bad magic or checksum, another version).
-pub fn check_segment_header2(b: &[u8; SEG_HEADER_LEN as usize]) -> Option<(u32, u64)> {
+pub fn check_segment_header(b: &[u8; SEG_HEADER_LEN as usize]) -> Option<(u32, u64)> {
     let word = |r: std::ops::Range<usize>| b[r].iter().rev().fold(0u64, |a, &x| a << 8 | x as u64);
     let ok = b[0..8] == SEG_MAGIC
         && crc32fast::hash(&b[..60]) == word(60..64) as u32
-        && word(8..12) == SEG_VERSION_2 as u64;
-    ok.then(|| (word(12..16) as u32, word(16..24)))
+        && word(8..12) == LOG_VERSION as u64;
+    ok.then(|| (word(12..16) as u32, word(SEQ_BASE_AT..SEQ_BASE_AT + 8)))
 }
 
 /// One version-2 record, as parsed (borrowing its key and value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Record2<'a> {
+pub struct Record<'a> {
     /// One of [`kind`].
     pub kind: u8,
     /// The namespace row.
@@ -108,7 +112,7 @@ fn unzigzag(z: u64) -> i64 {
 }
 
 /// Appends a record's header and key to `out`, for a value of `vlen` bytes;
-/// its checksum is left zero (see [`encode_record2`]).
+/// its checksum is left zero (see [`encode_record`]).
 fn head(
     out: &mut Vec<u8>,
     kind: u8,
@@ -135,7 +139,7 @@ fn head(
 /// `seq_base`. The key and value must be within [`MAX_KEY_LEN`] and
 /// [`MAX_VALUE_LEN`] (the writer checks them before).
 #[allow(clippy::too_many_arguments)]
-pub fn encode_record2(
+pub fn encode_record(
     out: &mut Vec<u8>,
     kind: u8,
     ns: u16,
@@ -156,15 +160,15 @@ pub fn encode_record2(
         value.len(),
     );
     out.extend_from_slice(value);
-    let sum = xxh3_64_with_seed(&out[start + 4..], REC2_SEED) as u32;
+    let sum = xxh3_64_with_seed(&out[start + 4..], REC_SEED) as u32;
     out[start..start + 4].copy_from_slice(&sum.to_le_bytes());
 }
 
 /// Appends the header and key of a record whose value is the concatenation
 /// of `parts` (not copied): the record is these bytes, then the parts. The
-/// checksum covers the parts as [`encode_record2`]'s covers its value.
+/// checksum covers the parts as [`encode_record`]'s covers its value.
 #[allow(clippy::too_many_arguments)]
-pub fn encode_record2_head(
+pub fn encode_record_head(
     out: &mut Vec<u8>,
     kind: u8,
     ns: u16,
@@ -185,7 +189,7 @@ pub fn encode_record2_head(
         key,
         vlen,
     );
-    let mut h = Xxh3::with_seed(REC2_SEED);
+    let mut h = Xxh3::with_seed(REC_SEED);
     h.update(&out[start + 4..]);
     for p in parts {
         h.update(p);
@@ -196,9 +200,9 @@ pub fn encode_record2_head(
 
 /// What the bytes at an offset of a log hold.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Parsed2<'a> {
+pub enum Parsed<'a> {
     /// A whole record whose checksum holds.
-    Record(Record2<'a>),
+    Record(Record<'a>),
     /// A header that could begin a record, whose record runs past the end of
     /// the bytes given (a torn last write, or a longer read is needed).
     Short,
@@ -210,29 +214,29 @@ pub enum Parsed2<'a> {
 /// `seq_base`. Every byte is checked before it is trusted: the kind and its
 /// mark, the lengths against the limits (before anything is allocated), the
 /// checksum over the whole record.
-pub fn parse_record2(b: &[u8], seq_base: u64) -> Parsed2<'_> {
+pub fn parse_record(b: &[u8], seq_base: u64) -> Parsed<'_> {
     let Some(&k) = b.get(4) else {
         return if b.iter().all(|&x| x == 0) {
-            Parsed2::Bad
+            Parsed::Bad
         } else {
-            Parsed2::Short
+            Parsed::Short
         };
     };
     let kind_bits = k & 0x07;
     if k & 0xF0 != KIND_MARK || !(kind::PUT..=kind::NAMESPACE).contains(&kind_bits) {
-        return Parsed2::Bad;
+        return Parsed::Bad;
     }
-    if b.len() < REC2_FIXED {
-        return Parsed2::Short;
+    if b.len() < REC_FIXED {
+        return Parsed::Short;
     }
     let ns = u16::from_le_bytes([b[5], b[6]]);
-    let mut at = REC2_FIXED;
+    let mut at = REC_FIXED;
     let short_or_bad = |at: usize, max: usize| {
         // A varint cut by the end of the bytes, not a bad one.
         if b.len() < at + max && b[at..].iter().all(|&x| x & 0x80 != 0) {
-            Parsed2::Short
+            Parsed::Short
         } else {
-            Parsed2::Bad
+            Parsed::Bad
         }
     };
     let Some(klen) = get_varint(b, &mut at, 3) else {
@@ -242,14 +246,14 @@ pub fn parse_record2(b: &[u8], seq_base: u64) -> Parsed2<'_> {
         return short_or_bad(at, 5);
     };
     if klen as usize > MAX_KEY_LEN || vlen as usize > MAX_VALUE_LEN {
-        return Parsed2::Bad;
+        return Parsed::Bad;
     }
     let Some(dz) = get_varint(b, &mut at, 10) else {
         return short_or_bad(at, 10);
     };
     let expire_ms = if k & HAS_EXPIRY != 0 {
         match get_varint(b, &mut at, 10) {
-            Some(0) => return Parsed2::Bad, // an expiry of 0 is written as none
+            Some(0) => return Parsed::Bad, // an expiry of 0 is written as none
             Some(e) => e,
             None => return short_or_bad(at, 10),
         }
@@ -258,14 +262,14 @@ pub fn parse_record2(b: &[u8], seq_base: u64) -> Parsed2<'_> {
     };
     let len = at + klen as usize + vlen as usize;
     if b.len() < len {
-        return Parsed2::Short;
+        return Parsed::Short;
     }
     let sum = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    if xxh3_64_with_seed(&b[4..len], REC2_SEED) as u32 != sum {
-        return Parsed2::Bad;
+    if xxh3_64_with_seed(&b[4..len], REC_SEED) as u32 != sum {
+        return Parsed::Bad;
     }
     let key = &b[at..at + klen as usize];
-    Parsed2::Record(Record2 {
+    Parsed::Record(Record {
         kind: kind_bits,
         ns,
         seq: seq_base.wrapping_add(unzigzag(dz) as u64),
@@ -282,17 +286,17 @@ pub fn parse_record2(b: &[u8], seq_base: u64) -> Parsed2<'_> {
 /// (version 1 tried every eighth). Zeros are skipped the same way, so a
 /// record written after a hole is still found. Returns the records and the
 /// offset just past the last one (where an append would go).
-pub fn scan2(b: &[u8], seq_base: u64) -> (Vec<(usize, Record2<'_>)>, usize) {
+pub fn scan(b: &[u8], seq_base: u64) -> (Vec<(usize, Record<'_>)>, usize) {
     let mut out = Vec::new();
     let (mut at, mut end) = (0, 0);
-    while at + REC2_MIN_LEN <= b.len() {
-        match parse_record2(&b[at..], seq_base) {
-            Parsed2::Record(r) => {
+    while at + REC_MIN_LEN <= b.len() {
+        match parse_record(&b[at..], seq_base) {
+            Parsed::Record(r) => {
                 out.push((at, r));
                 at += r.len;
                 end = at;
             }
-            Parsed2::Short | Parsed2::Bad => {
+            Parsed::Short | Parsed::Bad => {
                 // A record's first nonzero byte is its checksum's or, at the
                 // latest, its kind (offset 4): across a run of zeros the
                 // next record starts at most 4 bytes before its end.
