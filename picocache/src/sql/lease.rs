@@ -50,12 +50,19 @@ fn holder() -> Option<String> {
 }
 
 /// The start time (in clock ticks after boot) of process `pid`, from
-/// `/proc/PID/stat`; None if there is no such process.
+/// `/proc/PID/stat`; None if there is no such process, or it has ended and
+/// only waits to be reaped (a zombie, state `Z`, or `X`): a holder killed
+/// but not yet waited for by its parent holds nothing any more.
 fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Field 22; the command name (field 2) may hold spaces and parentheses.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    // Fields 3 (state) and 22; the command name (field 2) may hold spaces
+    // and parentheses.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut fields = rest.split(' ');
+    if matches!(fields.next(), Some("Z" | "X" | "x")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// Whether the lease token `held` names a process of this boot and pid
@@ -269,5 +276,40 @@ mod tests {
         let other_ns = format!("{}/pid:[1]/{pid}/1/token", parts[0]);
         assert!(!holder_is_gone(&other_ns));
         assert!(!holder_is_gone("0123456789abcdef01234567"));
+    }
+
+    /// A holder that was killed but not yet reaped by its parent (a
+    /// zombie) holds nothing: its lease is taken at once, not after
+    /// `lease_timeout` (adversarial round 25 waited the whole timeout).
+    #[test]
+    fn a_zombie_holder_is_gone() {
+        let Some(me) = holder() else {
+            eprintln!("SKIPPED: /proc cannot say who this process is");
+            return;
+        };
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let start = super::start_time(pid).expect("a running child");
+        let parts: Vec<&str> = me.splitn(5, '/').collect();
+        let token = format!("{}/{}/{pid}/{start}/token", parts[0], parts[1]);
+        assert!(!holder_is_gone(&token), "a running holder");
+        child.kill().unwrap();
+        // Not reaped: wait for the kernel to make it a zombie.
+        let zombie = (0..500).any(|_| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let z = stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, r)| r.starts_with('Z'));
+            if !z {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            z
+        });
+        assert!(zombie, "the child never became a zombie");
+        assert!(holder_is_gone(&token), "a zombie holder");
+        child.wait().unwrap();
     }
 }
