@@ -6,14 +6,23 @@
 //! [`Holder`]); the leases one thread holds at once (a memoized recursion
 //! holds one per level) share it, so a recursion 500 levels deep holds one
 //! descriptor, not 500 (it held one each, and a low `ulimit -n` failed the
-//! user's own `open` in the recursion). A holder counts its leases per byte:
-//! a byte taken twice by its thread (two keys of one hash, or the same key
-//! at two levels) is unlocked when the last of them is released. A holder
-//! whose leases are all released gives its description back to the store's
-//! pool for the next one (opening one per lease cost more than the lock).
+//! user's own `open` in the recursion). A holder remembers the bytes it
+//! holds locked, and refuses a byte it holds already, as another thread's
+//! holder would be refused: the lease that holds it may have been moved to
+//! another thread (a `Lease` is `Send`, and a move cannot be seen), and the
+//! thread that took it must not get the key again while that thread holds
+//! it (adversarial round 25: it did, the byte was counted as re-entered). A
+//! thread that asks again for a key it holds (the memoizers check for that
+//! first: a function re-entering itself computes without a lease) waits,
+//! up to its `wait`, like anyone else; so does one asking for a second key
+//! of the same lock byte (40 bits of the key's hash) while holding the
+//! first. A lease dropped on another thread releases its byte through its
+//! holder's description. A holder whose leases are all released gives its
+//! description back to the store's pool for the next one (opening one per
+//! lease cost more than the lock).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::fs::File;
 use std::sync::{Arc, Weak};
 
@@ -25,7 +34,7 @@ use crate::sys;
 pub(crate) type Pool = Arc<Mutex<Vec<File>>>;
 
 /// One thread's description of a store's `leases` file, and the bytes it
-/// holds locked (with how many leases hold each).
+/// holds locked (one lease each).
 struct Holder {
     file: Option<File>,
     held: Mutex<Held>,
@@ -34,8 +43,9 @@ struct Holder {
 
 #[derive(Default)]
 struct Held {
-    /// Locked bytes, and how many of this holder's leases hold each.
-    bytes: HashMap<u64, u32>,
+    /// Locked bytes, each held by one lease of this holder (which may have
+    /// moved to another thread since).
+    bytes: HashSet<u64>,
     /// An unlock failed: the description may still lock a byte, so it is
     /// closed (which releases its locks), not pooled.
     poisoned: bool,
@@ -64,9 +74,10 @@ thread_local! {
     static HOLDERS: RefCell<Vec<Entry>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A per-key lease: while it is held, no other holder of a lease on the same
-/// key (in any thread or process) gets one. The kernel releases it if the
-/// holding process dies.
+/// A per-key lease: while it is held, no other lease on the same key is
+/// granted (in any thread or process, the thread that took it included,
+/// wherever the lease has been moved to since). The kernel releases it if
+/// the holding process dies.
 pub struct Lease {
     holder: Option<Arc<Holder>>,
     at: u64,
@@ -90,18 +101,15 @@ impl Drop for Lease {
             std::mem::forget(holder);
             return;
         }
+        // On whichever thread the lease is dropped: its holder's
+        // description (the taking thread's) holds the lock.
         let mut held = holder.held.lock();
-        match held.bytes.get_mut(&self.at) {
-            Some(n) if *n > 1 => *n -= 1,
-            Some(_) => {
-                held.bytes.remove(&self.at);
-                if let Some(file) = &holder.file {
-                    if sys::ofd_unlock(file, self.at).is_err() {
-                        held.poisoned = true;
-                    }
+        if held.bytes.remove(&self.at) {
+            if let Some(file) = &holder.file {
+                if sys::ofd_unlock(file, self.at).is_err() {
+                    held.poisoned = true;
                 }
             }
-            None => {}
         }
     }
 }
@@ -155,17 +163,19 @@ pub(crate) fn try_take(
     let holder = holder(pool, open)?;
     {
         let mut held = holder.held.lock();
-        if let Some(n) = held.bytes.get_mut(&at) {
-            *n += 1;
-        } else {
-            let Some(file) = &holder.file else {
-                return Ok(None);
-            };
-            if !sys::ofd_try_lock(file, at)? {
-                return Ok(None);
-            }
-            held.bytes.insert(at, 1);
+        // Held by a lease of this thread's (here, or moved elsewhere): the
+        // kernel would grant it again to this description, so it is
+        // refused here.
+        if held.bytes.contains(&at) {
+            return Ok(None);
         }
+        let Some(file) = &holder.file else {
+            return Ok(None);
+        };
+        if !sys::ofd_try_lock(file, at)? {
+            return Ok(None);
+        }
+        held.bytes.insert(at);
     }
     Ok(Some(Lease {
         holder: Some(holder),

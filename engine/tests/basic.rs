@@ -169,10 +169,40 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
+/// A lease moved to another thread still excludes the thread that took
+/// it (whose holder still holds its byte), while that thread's other keys
+/// are granted; dropped on the other thread it is released, and the first
+/// thread gets it again.
+#[test]
+fn a_moved_lease_excludes_its_first_thread_until_dropped_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), opts()).unwrap();
+    let ns = s.namespace("l", Limits::default()).unwrap();
+    let lease = ns.lease(b"k", Duration::ZERO).unwrap().unwrap();
+    let (give, take) = std::sync::mpsc::channel();
+    let (drop_tx, drop_rx) = std::sync::mpsc::channel::<()>();
+    let (dropped_tx, dropped_rx) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        let l: picocache_engine::Lease = take.recv().unwrap();
+        drop_rx.recv().unwrap();
+        drop(l);
+        dropped_tx.send(()).unwrap();
+    });
+    give.send(lease).unwrap();
+    assert!(ns.lease(b"k", Duration::from_millis(20)).unwrap().is_none());
+    let other = ns.lease(b"other", Duration::ZERO).unwrap();
+    assert!(other.is_some(), "another key of the first thread");
+    drop_tx.send(()).unwrap();
+    dropped_rx.recv().unwrap();
+    assert!(ns.lease(b"k", Duration::ZERO).unwrap().is_some());
+    t.join().unwrap();
+}
+
 /// Leases one thread holds at once share one descriptor (a recursion 500
 /// levels deep held 500, and a low `ulimit -n` failed the user's own
-/// `open`), still exclude other threads, and a byte held twice by one
-/// thread stays locked until both leases are released.
+/// `open`), still exclude other threads, and the thread itself: a key it
+/// holds is refused to it again (its lease may have moved to another
+/// thread; adversarial round 25), and stays locked until released.
 #[test]
 fn nested_leases_of_one_thread_share_a_descriptor() {
     let dir = tempfile::tempdir().unwrap();
@@ -200,16 +230,22 @@ fn nested_leases_of_one_thread_share_a_descriptor() {
         .unwrap()
     };
     assert!(!other(7), "another thread waits for a held key");
-    // The same key twice in this thread: held until both are released.
+    // The same key again in this thread: refused while held.
     let again = ns
         .lease(&7u32.to_le_bytes(), Duration::from_millis(10))
         .unwrap();
-    assert!(again.is_some(), "this thread's own lease is re-entered");
+    assert!(
+        again.is_none(),
+        "this thread's own held lease granted again"
+    );
+    assert!(!other(7), "still held by the first lease");
     drop(held);
-    assert!(!other(7), "still held by the second lease");
-    drop(again);
-    assert!(other(7), "free once both are released");
+    assert!(other(7), "free once released");
     assert!(other(8));
+    assert!(ns
+        .lease(&7u32.to_le_bytes(), Duration::ZERO)
+        .unwrap()
+        .is_some());
 }
 
 #[test]
