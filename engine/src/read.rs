@@ -144,12 +144,14 @@ impl Inner {
     ///
     /// The row is checked around the lookup, as a sequence lock: its name
     /// hash and definition sequence (`DEF_SEQ`, set whenever the row is
-    /// defined or removed) before, and again after the record is found. A
-    /// row removed and defined again for another namespace meanwhile (by
-    /// another process: `remove_namespace`, `picocache prune`), which may
-    /// have stored the same key, makes the lookup a miss, never that
-    /// namespace's value (adversarial round 25: 0 to 8 wrong values per 1.5
-    /// M lookups racing removals, before).
+    /// defined or removed, and when a compaction copies its definition)
+    /// before, and again after the record is found. A row removed and
+    /// defined again for another namespace meanwhile (by another process:
+    /// `remove_namespace`, `picocache prune`), which may have stored the same
+    /// key, makes the lookup a miss, never that namespace's value
+    /// (adversarial round 25: 0 to 8 wrong values per 1.5 M lookups racing
+    /// removals, before); a row defined again under its own name (a
+    /// compaction's copy) is looked up again, a few times at most.
     pub(crate) fn lookup_at<R>(
         &self,
         (ns, name_hash): (u32, u64),
@@ -167,6 +169,7 @@ impl Inner {
         let mut scratch = SCRATCH.try_with(RefCell::take).unwrap_or_default();
         let buf = &mut scratch;
         let found = (|| {
+            let mut redefined = 0u32;
             loop {
                 let guard = self.ctx.index_guard();
                 let idx: &IndexMap = &guard;
@@ -205,10 +208,18 @@ impl Inner {
                 if idx.retired() {
                     continue;
                 }
-                if idx.ns_get(ns, nsr::DEF_SEQ) != defined
-                    || idx.ns_get(ns, nsr::NAME_HASH) != name_hash
-                {
+                if idx.ns_get(ns, nsr::NAME_HASH) != name_hash {
                     return Ok(None); // the row changed hands during the lookup
+                }
+                if idx.ns_get(ns, nsr::DEF_SEQ) != defined {
+                    // Defined again meanwhile: a compaction's copy of the
+                    // definition (the same namespace), or a removal and
+                    // redefinitions back to this name. Look again.
+                    redefined += 1;
+                    if redefined > 3 {
+                        return Ok(None);
+                    }
+                    continue;
                 }
                 return Ok(match found {
                     Found::Hit => {
