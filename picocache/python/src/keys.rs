@@ -211,7 +211,9 @@ impl Encoder<'_, '_> {
                     self.int(&i, out)?;
                 }
             } else {
-                let x = if x.is_nan() { f64::NAN } else { x };
+                // By its 64 bits: a NaN keeps its sign and payload (NaN
+                // equals nothing, so no two NaNs are "equal arguments" to
+                // merge; `-nan` once shared `nan`'s key, a wrong value).
                 out.push(b'f');
                 out.extend_from_slice(&x.to_bits().to_le_bytes());
             }
