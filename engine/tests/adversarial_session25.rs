@@ -19,8 +19,9 @@
 //! - a namespace removed and its row reused while other handles read it;
 //! - `Duration::MAX` as the lock timeout.
 //!
-//! Tests of bugs are `#[ignore = "BUG: ..."]` with what happens and a
-//! suggested fix; `Held:` tests pass.
+//! Tests of bugs (their doc comments say what happened and a suggested
+//! fix) were `#[ignore = "BUG: ..."]` when the round found them; all were
+//! fixed in the same session and run as regression tests; `Held:` tests pass.
 //!
 //! Child processes are this test binary run again (`child` below, selected
 //! by `E25_ROLE`).
@@ -374,7 +375,6 @@ fn taken_elsewhere(dir: &Path, key: &str) -> bool {
 /// not observable) on another thread, or make `Lease: !Send` (a
 /// `PhantomData<*const ()>`), which states the contract in the type.
 #[test]
-#[ignore = "BUG: a lease moved to another thread lets its first thread take the same key again"]
 fn a_lease_moved_to_another_thread_still_excludes_the_thread_that_took_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), Options::default()).unwrap();
@@ -701,7 +701,6 @@ fn more_than_max_namespaces_from_several_processes_at_once() {
 /// `index.tmp.PID.RANDOM` is; open the store's own files with
 /// `O_NOFOLLOW` (`OpenOptionsExt::custom_flags(libc::O_NOFOLLOW)`).
 #[test]
-#[ignore = "BUG: a symlink planted at seg-XXXXXXXX.tmp has its target truncated and overwritten at the next roll"]
 fn a_symlink_at_a_segments_temporary_name_is_never_written_through() {
     let dir = tempfile::tempdir().unwrap();
     let outside = tempfile::tempdir().unwrap();
@@ -765,7 +764,6 @@ fn a_symlink_at_a_segments_temporary_name_is_never_written_through() {
 /// (`O_NOFOLLOW`; a `reserve` that is not a regular file is removed and made
 /// again).
 #[test]
-#[ignore = "BUG: a symlink planted at `reserve` has its target padded with zeros at every open"]
 fn a_symlink_at_the_reserve_is_never_written_through() {
     let dir = tempfile::tempdir().unwrap();
     let outside = tempfile::tempdir().unwrap();
@@ -811,7 +809,6 @@ fn a_symlink_at_the_reserve_is_never_written_through() {
 /// before the map is used), or refuse to map without a slot (fall back to
 /// `pread` for that segment, or fail the read as a miss).
 #[test]
-#[ignore = "BUG: maps past the SIGBUS guard's 8192 slots are unguarded: a truncated segment kills the process"]
 fn a_truncated_segment_never_kills_a_process_with_many_maps() {
     let dir = tempfile::tempdir().unwrap();
     let keys = 840u32;
@@ -1054,7 +1051,6 @@ fn within<R: Send + 'static>(
 /// `lock_timeout` too, and fail with `Error::Locked` (the background
 /// compactor already skips a round when it is taken).
 #[test]
-#[ignore = "BUG: Store::compact waits forever for a compaction lock a stopped process holds"]
 fn compact_never_waits_forever_for_a_held_compaction_lock() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_dead_segments(dir.path());
@@ -1081,7 +1077,6 @@ fn compact_never_waits_forever_for_a_held_compaction_lock() {
 /// (the put then fails with the full disk's error or `Error::Locked`, and
 /// the memoizer steps aside). Needs root (a tmpfs); says so otherwise.
 #[test]
-#[ignore = "BUG: a put on a full disk waits forever for a compaction lock another process holds"]
 fn a_put_on_a_full_disk_never_waits_forever_for_the_compaction_lock() {
     let Some(fs) = common::Tmpfs::mount(8 << 10, "a put on a full disk behind the lock") else {
         return;
@@ -1129,7 +1124,6 @@ fn a_put_on_a_full_disk_never_waits_forever_for_the_compaction_lock() {
 /// before closing, in a guard's `Drop`, as the leases and the writer lock
 /// do.
 #[test]
-#[ignore = "BUG: a child forked during a compaction keeps the compaction lock for its whole life"]
 fn a_forked_child_never_keeps_the_compaction_lock() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_dead_segments(dir.path());
@@ -1252,7 +1246,6 @@ fn row_reuse_race(secs: u64) -> (u64, u64, Option<Vec<u8>>) {
 /// lookup, and again after it; a changed row discards the result (a miss,
 /// or resolve again and retry).
 #[test]
-#[ignore = "BUG: a lookup racing a namespace's removal and its row's reuse returns the other namespace's value"]
 fn a_reused_namespace_row_never_serves_another_namespaces_value() {
     let (mut n, mut wrong, mut first) = (0, 0, None);
     for _ in 0..3 {
@@ -1284,7 +1277,6 @@ fn a_reused_namespace_row_never_serves_another_namespaces_value() {
 /// `Instant::now().checked_add(timeout)` and no deadline when it is `None`
 /// (as `core::flight::Flight::wait_for` does), or clamp the option.
 #[test]
-#[ignore = "BUG: Options::lock_timeout(Duration::MAX) makes every write panic"]
 fn a_lock_timeout_of_duration_max_never_panics() {
     let dir = tempfile::tempdir().unwrap();
     let r = std::panic::catch_unwind(|| {

@@ -15,8 +15,9 @@
 //! - `Duration::MAX` as a `Memo`'s, `SqlOptions`' and `RedisOptions`'
 //!   durations; the engine's namespace-row race seen through `Memo`.
 //!
-//! Tests of bugs are `#[ignore = "BUG: ..."]` with what happens and a
-//! suggested fix; `Held:` tests pass; an `Observation` test asserts only
+//! Tests of bugs (their doc comments say what happened and a suggested
+//! fix) were `#[ignore = "BUG: ..."]` when the round found them; all were
+//! fixed in the same session and run as regression tests; `Held:` tests pass; an `Observation` test asserts only
 //! that calls are right and prints what it measured.
 //!
 //! A server that is not there fails the test under `CI=true` and skips it
@@ -625,7 +626,6 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
 /// `damaged` with `symlink_metadata` and refuse (or replace) anything that
 /// is not a real directory.
 #[test]
-#[ignore = "BUG: `picocache repair` moves files through a `damaged` symlink to outside the store"]
 fn repair_never_moves_files_through_a_damaged_symlink() {
     let root = temp_root().join(unique("damaged_link"));
     let (store, outside) = (root.join("store"), root.join("outside"));
@@ -909,7 +909,6 @@ impl picocache::Namespace for InterposedNs {
 /// lease taken, not only after a wait (one lookup more per miss: measure
 /// it), or only when the function is slow enough for it to matter.
 #[test]
-#[ignore = "BUG: a key computed and stored by another process between a miss and its lease is computed again"]
 fn a_key_stored_between_a_miss_and_its_lease_is_not_computed_again() {
     let dir = temp_root().join(unique("interposed"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -1036,7 +1035,6 @@ fn durations_of_duration_max_never_panic() {
 /// day, as the URL's are), use `checked_add` / `saturating_add` for
 /// deadlines, and never panic in `Shared::drop`.
 #[test]
-#[ignore = "BUG: SqlOptions { timeout: Duration::MAX } aborts the process (a panic in Drop while unwinding); backoff MAX panics at the first failure"]
 fn backend_options_of_duration_max_never_panic() {
     let dir = temp_root().join(unique("sql_max"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -1266,7 +1264,6 @@ fn directories_in_a_store_never_hang_the_cli_or_a_call() {
 /// it (renamed over), a segment name that is not a regular file is moved
 /// aside by `repair` and skipped by a rebuild.
 #[test]
-#[ignore = "BUG: a FIFO planted as the index hangs every CLI command and every memoized call opening the store"]
 fn fifos_in_a_store_never_hang_the_cli_or_a_call() {
     let (report, hung) = plant_and_run(
         &[
