@@ -6,7 +6,8 @@ user code and arguments.
 
 Tests marked ``xfail(strict=True, reason="BUG: ...")`` show a bug as this
 round found it (what happens, how often, severity, a suggested fix): they
-fail until it is fixed. The others ("Held: ...") are regression tests of
+fail until it is fixed; a fixed one loses its mark (its docstring still
+says "BUG" and what happened) and a comment names the fix. The others ("Held: ...") are regression tests of
 cases that held. Found: SQLiteCache on a database the process also opens
 with Python's sqlite3 corrupts it (two SQLite copies in one process); a
 LocalCache holder killed while a forked child lives keeps its lease and
@@ -77,9 +78,7 @@ print(f"{took:.2f}")
 
 @pytest.mark.parametrize("kind", [
     "local",
-    pytest.param("sqlite", marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: an SQLite lease whose holder was killed but not yet reaped (a zombie) is waited "
-        "for the whole lease_timeout"))),
+    "sqlite",  # fixed in 7264893: a zombie holder is gone
 ])
 def test_lease_of_a_killed_but_unreaped_holder_is_not_waited_for(kind, tmp_path):
     """BUG (SQLiteCache; latency up to ``lease_timeout``, 60 s by default;
@@ -716,10 +715,7 @@ def _nan_bits(x):
     return struct.pack("<d", x).hex()
 
 
-@pytest.mark.parametrize("typed", [False, True])
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: every float NaN (either sign, any payload) and every complex with a NaN part is one key: "
-    "f(-nan) returns f(nan)'s result"))
+@pytest.mark.parametrize("typed", [False, True])  # fixed in 2980a9f: NaNs keyed by their bits
 def test_nans_of_other_signs_or_payloads_are_other_keys(typed, tmp_path):
     """BUG (wrong value; low severity; every time, every backend: the key
     encoding is shared): the canonical key of a float NaN is the same bytes
