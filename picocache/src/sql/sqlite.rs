@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, ToSql};
 
+use super::guard::{self, TimedOut};
 use super::{Conn, Dialect, Driver, Retryable, SqlOptions, Val};
 use crate::{Error, Result};
 
@@ -20,9 +21,16 @@ pub(crate) struct SqliteDriver {
     busy: Duration,
 }
 
-/// How long a statement waits for other writers.
+/// How long a statement waits for other writers: the operation's
+/// `timeout` when one was given (not the default), else the generous
+/// [`BUSY_TIMEOUT`] (at least `connect_timeout`). The pool bounds a whole
+/// operation by it too, and each statement waits at most what is left.
 pub(crate) fn busy_timeout(options: &SqlOptions) -> Duration {
-    BUSY_TIMEOUT.max(options.connect_timeout)
+    if options.timeout != SqlOptions::default().timeout {
+        options.timeout
+    } else {
+        BUSY_TIMEOUT.max(options.connect_timeout)
+    }
 }
 
 impl SqliteDriver {
@@ -80,6 +88,8 @@ impl Driver for SqliteDriver {
         Ok(Box::new(SqliteConn {
             conn,
             broken: false,
+            busy: self.busy,
+            deadline: None,
         }))
     }
 
@@ -91,6 +101,49 @@ impl Driver for SqliteDriver {
 struct SqliteConn {
     conn: Connection,
     broken: bool,
+    /// The longest wait for other writers ([`busy_timeout`]).
+    busy: Duration,
+    /// When the current operation must have ended.
+    deadline: Option<Instant>,
+}
+
+impl SqliteConn {
+    /// Runs one statement with the busy timeout cut to what is left of the
+    /// operation's deadline. A statement that would start after it, or that
+    /// waited for the write lock until it, fails as a timeout
+    /// ([`Error::Unavailable`] with [`TimedOut`]: the back-off starts, and
+    /// the transaction is not tried again).
+    fn timed<T>(&mut self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let now = Instant::now();
+        let allowed = match self.deadline {
+            Some(d) => self.busy.min(d.saturating_duration_since(now)),
+            None => self.busy,
+        };
+        if allowed.is_zero() {
+            return Err(guard::unavailable(KIND, self.timed_out()));
+        }
+        self.conn.busy_timeout(allowed).map_err(convert)?;
+        f(&self.conn).map_err(|e| {
+            let busy = matches!(
+                e.sqlite_error_code(),
+                Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked)
+            );
+            // SQLite's busy handler sleeps in steps: a wait that used all
+            // but a few milliseconds of what it was allowed ran out.
+            if busy && now.elapsed() + Duration::from_millis(20) >= allowed {
+                guard::unavailable(KIND, self.timed_out())
+            } else {
+                convert(e)
+            }
+        })
+    }
+
+    fn timed_out(&self) -> TimedOut {
+        TimedOut {
+            what: "waiting for the SQLite write lock",
+            after: self.busy,
+        }
+    }
 }
 
 impl ToSql for Val {
@@ -106,38 +159,19 @@ impl ToSql for Val {
 
 impl Conn for SqliteConn {
     fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64> {
-        let mut st = self.conn.prepare_cached(sql).map_err(convert)?;
-        let n = st
-            .execute(rusqlite::params_from_iter(params))
-            .map_err(convert)?;
+        let n = self.timed(|conn| {
+            conn.prepare_cached(sql)?
+                .execute(rusqlite::params_from_iter(params))
+        })?;
         Ok(n as u64)
     }
 
     fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>> {
-        let mut st = self.conn.prepare_cached(sql).map_err(convert)?;
-        let cols = st.column_count();
-        let mut rows = st
-            .query(rusqlite::params_from_iter(params))
-            .map_err(convert)?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next().map_err(convert)? {
-            let mut row = Vec::with_capacity(cols);
-            for i in 0..cols {
-                row.push(match r.get_ref(i).map_err(convert)? {
-                    ValueRef::Null => Val::Null,
-                    ValueRef::Integer(i) => Val::Int(i),
-                    ValueRef::Real(f) => Val::Int(f as i64),
-                    ValueRef::Text(t) => Val::Text(String::from_utf8_lossy(t).into_owned()),
-                    ValueRef::Blob(b) => Val::Bytes(b.to_vec()),
-                });
-            }
-            out.push(row);
-        }
-        Ok(out)
+        self.timed(|conn| query_rows(conn, sql, params))
     }
 
     fn batch(&mut self, sql: &str) -> Result<()> {
-        self.conn.execute_batch(sql).map_err(convert)
+        self.timed(|conn| conn.execute_batch(sql))
     }
 
     fn broken(&self) -> bool {
@@ -147,4 +181,29 @@ impl Conn for SqliteConn {
     fn poison(&mut self) {
         self.broken = true;
     }
+
+    fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = Some(deadline);
+    }
+}
+
+fn query_rows(conn: &Connection, sql: &str, params: &[Val]) -> rusqlite::Result<Vec<Vec<Val>>> {
+    let mut st = conn.prepare_cached(sql)?;
+    let cols = st.column_count();
+    let mut rows = st.query(rusqlite::params_from_iter(params))?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let mut row = Vec::with_capacity(cols);
+        for i in 0..cols {
+            row.push(match r.get_ref(i)? {
+                ValueRef::Null => Val::Null,
+                ValueRef::Integer(i) => Val::Int(i),
+                ValueRef::Real(f) => Val::Int(f as i64),
+                ValueRef::Text(t) => Val::Text(String::from_utf8_lossy(t).into_owned()),
+                ValueRef::Blob(b) => Val::Bytes(b.to_vec()),
+            });
+        }
+        out.push(row);
+    }
+    Ok(out)
 }
