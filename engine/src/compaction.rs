@@ -464,7 +464,7 @@ fn compact_segment_with(inner: &Inner, victim: u32, on_full_disk: bool) -> Resul
 /// never unlocks: the description it inherited is its parent's, and so is
 /// the lock on it (the guard remembers the fork generation it was taken in).
 pub(crate) struct CompactionLock {
-    file: std::fs::File,
+    file: crate::sys::LockFile,
     fork_gen: u64,
 }
 
@@ -495,7 +495,10 @@ impl Inner {
     /// debugger, must not block everyone), then fails with
     /// [`Error::Locked`]; else returns `None` when it is taken.
     pub(crate) fn take_compaction_lock(&self, wait: bool) -> Result<Option<CompactionLock>> {
-        let lock = crate::files::open_existing(&self.ctx.dir().join("lock"), true)?;
+        let lock = crate::sys::LockFile::new(crate::files::open_existing(
+            &self.ctx.dir().join("lock"),
+            true,
+        )?);
         let fork_gen = crate::sys::fork_generation();
         let timeout = self.ctx.opts().lock_timeout;
         let start = std::time::Instant::now();

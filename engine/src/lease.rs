@@ -23,12 +23,11 @@
 
 use std::cell::RefCell;
 use std::collections::HashSet;
-use std::fs::File;
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
-use crate::sys;
+use crate::sys::{self, LockFile as File};
 
 /// The descriptions of `leases` not in use, per store.
 pub(crate) type Pool = Arc<Mutex<Vec<File>>>;

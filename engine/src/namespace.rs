@@ -338,6 +338,7 @@ impl Namespace {
                 .ctx
                 .modes()
                 .open(&inner.ctx.dir().join("leases"), false)
+                .map(sys::LockFile::new)
         };
         let at = h & ((1 << 40) - 1);
         let start = Instant::now();

@@ -7,7 +7,6 @@
 //! the writer itself sees only the [`WriteCtx`]. Depends on `ctx`, `index`,
 //! `format`, `options`.
 
-use std::fs::File;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -22,14 +21,14 @@ use crate::sys;
 pub(crate) struct Inner {
     /// What the writer works through.
     pub(crate) ctx: WriteCtx,
-    pub(crate) lock_file: File,
+    pub(crate) lock_file: sys::LockFile,
     pub(crate) writer: Mutex<WriterState>,
     pub(crate) fork_gen: u64,
     /// Open descriptions of `leases` not holding a lock, for reuse: opening
     /// one per lease cost more than the lock itself. (Each lease needs its
     /// own description: OFD locks of one description do not exclude each
     /// other.)
-    pub(crate) lease_files: Arc<Mutex<Vec<File>>>,
+    pub(crate) lease_files: Arc<Mutex<Vec<sys::LockFile>>>,
 }
 
 pub(crate) fn ns_stats(idx: &IndexMap, id: u32) -> NamespaceStats {

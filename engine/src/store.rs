@@ -172,6 +172,7 @@ impl Store {
             Some(b) => ((b >> 64) as u64, b as u64),
             None => read_boot_id(),
         };
+        let lock_file = sys::LockFile::new(lock_file);
         let fork_gen = sys::fork_generation();
         let (index, rebuilt) =
             crate::recovery::open_or_rebuild_index(&dir, &lock_file, &opts, boot_id, read_only)?;

@@ -216,6 +216,10 @@ pub(crate) mod proc;
 /// default action).
 mod bus_guard;
 
+/// The descriptors the engine locks through, let go of in a forked child.
+mod lock_fds;
+pub(crate) use lock_fds::LockFile;
+
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r == -1 {
         Err(io::Error::last_os_error())
@@ -402,13 +406,16 @@ static ATFORK: Once = Once::new();
 
 extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
+    lock_fds::release_in_child();
 }
 
 /// A counter bumped in every child process right after `fork()`.
 pub fn fork_generation() -> u64 {
     ATFORK.call_once(|| {
-        // SAFETY: registers a handler that only increments a static atomic,
-        // which is async-signal-safe and valid in a freshly forked child.
+        // SAFETY: registers a handler that only increments a static atomic
+        // and points registered lock descriptors at `/dev/null` (atomic
+        // loads and `dup3`), which is async-signal-safe and valid in a
+        // freshly forked child.
         unsafe {
             libc::pthread_atfork(None, None, Some(after_fork_in_child));
         }
