@@ -213,7 +213,11 @@ pub(crate) mod proc;
 /// treated as retired: the next operation reopens `index`, finds it too
 /// short and rebuilds it from the log. Any other SIGBUS goes to the previous
 /// handler (Rust's stack-overflow handler, Python's faulthandler, or the
-/// default action).
+/// default action). Every new map checks that the guard is still the
+/// SIGBUS handler and, if another was installed since (a late
+/// `faulthandler.enable()`), installs the guard again in front of it; a
+/// handler installed after the last map was made shadows the guard until
+/// the next map.
 mod bus_guard;
 
 /// The descriptors the engine locks through, let go of in a forked child.

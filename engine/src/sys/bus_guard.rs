@@ -12,7 +12,7 @@
 //! refused rather than made without a guard.
 
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
-use std::sync::{Once, OnceLock};
+use std::sync::{Mutex, Once};
 
 /// Slots per level.
 const SLOTS: usize = 8192;
@@ -90,16 +90,26 @@ fn slot_at(slot: usize) -> Option<&'static Slot> {
     level(slot / SLOTS).map(|l| &l[slot % SLOTS])
 }
 
-/// The handler that was installed before ours.
-struct Prev(libc::sigaction);
-// SAFETY: a sigaction is plain data (a handler address, flags and a
-// signal mask); it is written once before our handler is installed and
-// only read afterwards.
-unsafe impl Sync for Prev {}
-// SAFETY: as above: plain data.
-unsafe impl Send for Prev {}
-static PREV: OnceLock<Prev> = OnceLock::new();
+/// The handler that was installed before ours (the last time ours was
+/// installed): a leaked `sigaction`, or null. A new one is leaked each time
+/// another program's handler is found in front of ours (rare: once per
+/// `faulthandler.enable()` or `signal.signal(SIGBUS, ...)`), so a pointer
+/// the handler loaded stays valid.
+static PREV: AtomicPtr<libc::sigaction> = AtomicPtr::new(std::ptr::null_mut());
+/// Serializes [`install`]'s check and re-installation (not the handler).
+static INSTALLING: Mutex<()> = Mutex::new(());
+/// Set while a SIGBUS is handed to the previous handler: a handler that
+/// puts ours back and raises the signal again (Python's faulthandler,
+/// when ours was installed after it and then it after ours) would
+/// otherwise be handed the signal again, forever.
+static CHAINING: AtomicBool = AtomicBool::new(false);
 
+/// Installs the guard's handler unless it is the current SIGBUS handler,
+/// saving the one it replaces (to hand it the faults outside our maps).
+/// Called whenever a map is made: a handler installed since (Python's
+/// `faulthandler.enable()`, `signal.signal(SIGBUS, ...)`) is put behind
+/// ours again. One installed after the last map was made still shadows
+/// ours until the next map.
 pub(crate) fn install() {
     INSTALL.call_once(|| {
         // SAFETY: sysconf has no memory effects.
@@ -107,24 +117,28 @@ pub(crate) fn install() {
         if page > 0 {
             PAGE.store(page as usize, Ordering::Relaxed);
         }
-        // SAFETY: all-zero bytes are a valid sigaction; sigemptyset and
-        // sigaction only write into structs we own. The previous action
-        // is saved before ours is installed (the handler reads it).
-        unsafe {
-            let mut old: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut old) != 0 {
-                return;
-            }
-            let _ = PREV.set(Prev(old));
-            let mut new: libc::sigaction = std::mem::zeroed();
-            let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-                on_sigbus;
-            new.sa_sigaction = handler as usize;
-            new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
-            libc::sigemptyset(&mut new.sa_mask);
-            libc::sigaction(libc::SIGBUS, &new, std::ptr::null_mut());
-        }
     });
+    let _serial = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+    let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = on_sigbus;
+    // SAFETY: all-zero bytes are a valid sigaction; sigemptyset and
+    // sigaction only write into structs we own. The previous action is
+    // saved (leaked, never freed: the handler may read it at any time)
+    // before ours is installed.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut old) != 0 {
+            return;
+        }
+        if old.sa_sigaction == handler as usize {
+            return;
+        }
+        PREV.store(Box::into_raw(Box::new(old)), Ordering::Release);
+        let mut new: libc::sigaction = std::mem::zeroed();
+        new.sa_sigaction = handler as usize;
+        new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
+        libc::sigemptyset(&mut new.sa_mask);
+        libc::sigaction(libc::SIGBUS, &new, std::ptr::null_mut());
+    }
 }
 
 /// Registers a map; its slot, or `None` if every level is full (the caller
@@ -217,9 +231,13 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
 /// the default action (the faulting instruction then faults again and
 /// the process dies as it would have).
 fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    let prev = PREV.get().map(|p| p.0);
+    let p = PREV.load(Ordering::Acquire);
+    // SAFETY: a non-null `PREV` is a leaked, never freed sigaction, written
+    // before the release store that published it.
+    let prev = (!p.is_null()).then(|| unsafe { *p });
+    let again = CHAINING.swap(true, Ordering::AcqRel);
     match prev {
-        Some(p) if p.sa_sigaction != libc::SIG_DFL && p.sa_sigaction != libc::SIG_IGN => {
+        Some(p) if !again && p.sa_sigaction != libc::SIG_DFL && p.sa_sigaction != libc::SIG_IGN => {
             if p.sa_flags & libc::SA_SIGINFO != 0 {
                 // SAFETY: the previous handler was installed with
                 // SA_SIGINFO, so it has this signature.
@@ -239,6 +257,9 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
                 libc::signal(libc::SIGBUS, libc::SIG_DFL);
             }
         }
+    }
+    if !again {
+        CHAINING.store(false, Ordering::Release);
     }
 }
 
