@@ -80,7 +80,11 @@ impl Options {
     /// microseconds by a write, longer by an index rebuild or resize; a
     /// process stopped while holding it (Ctrl-Z, a debugger) would otherwise
     /// block every writer for as long as it stays stopped. Past it the write
-    /// fails with [`Error::Locked`](crate::Error::Locked) and stores nothing.
+    /// fails with [`Error::Locked`](crate::Error::Locked) and stores nothing,
+    /// and the store's handle backs off: for 1 s (doubling to 10 s while
+    /// waits keep timing out) its writes try the lock once and fail at once
+    /// while it is held, instead of each waiting again; a lock taken ends
+    /// the back-off. Reads never wait for it.
     /// The compaction lock is waited for as long (by
     /// [`Store::compact`](crate::Store::compact), a repair, and a write on
     /// a full disk, which then fails with its own error). A timeout too

@@ -29,6 +29,22 @@ pub(crate) struct Inner {
     /// own description: OFD locks of one description do not exclude each
     /// other.)
     pub(crate) lease_files: Arc<Mutex<Vec<sys::LockFile>>>,
+    /// The back-off of writer-lock waits after a wait timed out (see
+    /// `txn.rs`).
+    pub(crate) lock_backoff: Mutex<LockBackoff>,
+}
+
+/// After a wait for the writer lock timed out (its holder stopped: Ctrl-Z,
+/// a debugger, a frozen container), writes of this handle do not wait for
+/// it again until `until`: they try it once and fail at once with
+/// [`Error::Locked`] while it is held. The window is 1 s after the first
+/// timeout and doubles (to 10 s) while waits keep timing out; a lock taken
+/// ends it. Every miss of a memoizer waited the whole `lock_timeout` (twice:
+/// its lease, then its store) for as long as the holder stayed stopped.
+#[derive(Default)]
+pub(crate) struct LockBackoff {
+    pub(crate) until: Option<std::time::Instant>,
+    pub(crate) window: std::time::Duration,
 }
 
 pub(crate) fn ns_stats(idx: &IndexMap, id: u32) -> NamespaceStats {

@@ -182,6 +182,7 @@ impl Store {
             writer: Mutex::new(WriterState::default()),
             fork_gen,
             lease_files: Arc::new(Mutex::new(Vec::new())),
+            lock_backoff: Mutex::new(Default::default()),
         });
         // Make sure there is an active segment, and that a rebuilt index
         // honours every namespace's limits; an unknown last use (an index of

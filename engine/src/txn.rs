@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::ctx::{read_only_error, WriteCtx, WriterState};
 use crate::error::{Error, Result};
@@ -61,7 +62,7 @@ impl Inner {
             return Err(read_only_error(self.ctx.dir(), "it cannot be written"));
         }
         let mut st = self.writer.lock();
-        let _flock = FlockGuard::new(&self.lock_file, self.ctx.opts().lock_timeout)?;
+        let _flock = self.take_writer_lock()?;
         let mut idx = self.ctx.index();
         let mut rebuilt = false;
         loop {
@@ -95,6 +96,58 @@ impl Inner {
                     return Err(e);
                 }
             }
+        }
+    }
+}
+
+/// The longest back-off of writer-lock waits (see [`LockBackoff`]).
+///
+/// [`LockBackoff`]: crate::shared::LockBackoff
+const MAX_LOCK_BACKOFF: Duration = Duration::from_secs(10);
+/// The first back-off of writer-lock waits.
+const FIRST_LOCK_BACKOFF: Duration = Duration::from_secs(1);
+
+impl Inner {
+    /// The cross-process writer lock: waited for at most `lock_timeout`,
+    /// or, within the back-off after a wait timed out, tried once (see
+    /// [`LockBackoff`](crate::shared::LockBackoff)).
+    fn take_writer_lock(&self) -> Result<FlockGuard<'_>> {
+        let timeout = self.ctx.opts().lock_timeout;
+        let backing_off = {
+            let b = self.lock_backoff.lock();
+            b.until
+                .and_then(|u| u.checked_duration_since(Instant::now()))
+        };
+        if let Some(left) = backing_off {
+            if sys::flock(&self.lock_file, true, true)? {
+                *self.lock_backoff.lock() = Default::default();
+                return Ok(FlockGuard(&self.lock_file));
+            }
+            return Err(Error::Locked(format!(
+                "the store's writer lock is held by another process or thread, and a wait of \
+                 {timeout:?} for it timed out lately (one stopped while writing?): not waited \
+                 for again for {left:?}"
+            )));
+        }
+        match FlockGuard::new(&self.lock_file, timeout) {
+            Ok(g) => {
+                let mut b = self.lock_backoff.lock();
+                if b.until.is_some() {
+                    *b = Default::default();
+                }
+                Ok(g)
+            }
+            Err(e @ Error::Locked(_)) => {
+                let mut b = self.lock_backoff.lock();
+                b.window = if b.window.is_zero() {
+                    FIRST_LOCK_BACKOFF
+                } else {
+                    (b.window * 2).min(MAX_LOCK_BACKOFF)
+                };
+                b.until = Instant::now().checked_add(b.window);
+                Err(e)
+            }
+            Err(e) => Err(e),
         }
     }
 }

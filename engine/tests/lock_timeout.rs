@@ -151,3 +151,51 @@ fn ofd_write_lock(path: &std::path::Path) -> std::fs::File {
     );
     f
 }
+
+/// After a write's wait for a held writer lock timed out (its holder
+/// stopped), the handle's next writes do not each wait the whole
+/// `lock_timeout` again (adversarial round 25: every miss of a memoizer
+/// waited it twice, 6 s, for as long as the holder stayed stopped): within
+/// a back-off window (1 s, doubling) they try the lock once and fail at
+/// once with `Error::Locked`; reads go on; a lock that is free is taken at
+/// once, and ends the back-off.
+#[test]
+fn writes_after_a_lock_timeout_back_off_instead_of_each_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options::default()
+        .background_compaction(false)
+        .lock_timeout(Duration::from_millis(300));
+    let s = Store::open(dir.path(), opts).unwrap();
+    let ns = s.namespace("f", Limits::default()).unwrap();
+    ns.put(b"a", b"1").unwrap();
+    let holder = std::fs::File::open(dir.path().join("lock")).unwrap();
+    flock(&holder, libc::LOCK_EX);
+    let t = Instant::now();
+    assert!(matches!(ns.put(b"b", b"2"), Err(Error::Locked(_))));
+    let first = t.elapsed();
+    assert!(first >= Duration::from_millis(300), "{first:?}");
+    let t = Instant::now();
+    for i in 0..5u32 {
+        let r = ns.put(&i.to_le_bytes(), b"x");
+        assert!(matches!(r, Err(Error::Locked(_))), "{r:?}");
+    }
+    let next5 = t.elapsed();
+    assert_eq!(ns.get(b"a").unwrap(), Some(b"1".to_vec()), "reads go on");
+    flock(&holder, libc::LOCK_UN);
+    let t = Instant::now();
+    ns.put(b"b", b"2").unwrap();
+    let freed = t.elapsed();
+    assert_eq!(ns.get(b"b").unwrap(), Some(b"2".to_vec()));
+    // Held again: the back-off ended with the lock taken, so a write waits.
+    flock(&holder, libc::LOCK_EX);
+    let t = Instant::now();
+    assert!(matches!(ns.put(b"c", b"3"), Err(Error::Locked(_))));
+    let again = t.elapsed();
+    flock(&holder, libc::LOCK_UN);
+    println!(
+        "first write behind a held lock failed after {first:?}; the next 5 took {next5:?}; \
+         the write after it was freed {freed:?}; held again, a write waited {again:?}"
+    );
+    assert!(next5 < Duration::from_millis(300), "{next5:?}");
+    assert!(again >= Duration::from_millis(300), "{again:?}");
+}
