@@ -124,8 +124,10 @@ pub struct SqlOptions {
     /// store, a lease taken or released, a removal, `clear`, `stats`, each
     /// with its wait for a pooled connection and all of its statements.
     /// Then it fails with [`Error::Unavailable`] and the backend is skipped
-    /// for a back-off window (see the [module docs](self)). Not used by
-    /// SQLite (a local file) but as the floor of its pool wait.
+    /// for a back-off window (see the [module docs](self)). For SQLite, a
+    /// value other than the default 1 s also bounds its busy waits (another
+    /// connection holding the write lock); at the default, SQLite waits up
+    /// to 10 s for a lock, as `SQLiteCache` always does.
     pub timeout: Duration,
     /// The first back-off window after the server failed (default 1 s):
     /// calls fail at once with [`Error::Unavailable`] during it; then one
