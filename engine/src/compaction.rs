@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
 
 use crate::ctx::{now_ms, read_only_error};
 use crate::error::{Error, Result};
@@ -552,18 +551,30 @@ pub(crate) fn resume_interrupted(inner: &Inner) -> Result<bool> {
     }
 }
 
+/// The background compactor's loop, until `stop` says so.
+///
+/// `stop` is a `std` mutex and condition variable, not `parking_lot`'s:
+/// `parking_lot` parks threads in a process-wide table whose bucket locks a
+/// forked child inherits as they were, and this thread sleeps and wakes
+/// there every `interval`; a fork at that instant left a bucket locked in
+/// the child, whose own store's compactor and `Drop` then waited forever
+/// (adversarial_session25 `a_lease_held_across_a_fork_stays_the_parents`:
+/// 3 hangs in 20 runs). `std`'s are a futex word in the object itself.
 pub(crate) fn compactor_loop(
     weak: Weak<Inner>,
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    stop: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
     interval: Duration,
 ) {
     loop {
         {
-            let mut stopped = stop.0.lock();
+            let stopped = stop.0.lock().unwrap_or_else(|e| e.into_inner());
             if *stopped {
                 return;
             }
-            stop.1.wait_for(&mut stopped, interval);
+            let (stopped, _) = stop
+                .1
+                .wait_timeout(stopped, interval)
+                .unwrap_or_else(|e| e.into_inner());
             if *stopped {
                 return;
             }

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use crate::compaction::compactor_loop;
 use crate::ctx::{WriteCtx, WriterState};
@@ -20,7 +20,7 @@ use crate::shared::{ns_stats, Inner};
 use crate::sys::{self};
 
 struct Background {
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    stop: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
     thread: Mutex<Option<JoinHandle<()>>>,
     fork_gen: u64,
 }
@@ -32,7 +32,7 @@ impl Drop for Background {
             // held forever: leave everything alone.
             return;
         }
-        *self.stop.0.lock() = true;
+        *self.stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.stop.1.notify_all();
         if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
@@ -200,7 +200,7 @@ impl Store {
             })?;
             inner.ctx.ensure_reserve();
         }
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let stop = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
         let thread = if inner.ctx.opts().background_compaction && !read_only {
             let weak = Arc::downgrade(&inner);
             let stop2 = stop.clone();
