@@ -137,12 +137,8 @@ print("ok")
 
 @pytest.mark.parametrize("when", [
     "startup",
-    pytest.param("late", marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: faulthandler.enable() after the first LocalCache use shadows the SIGBUS guard: a "
-        "truncated index kills the process"))),
-    pytest.param("python-handler", marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: a Python SIGBUS handler set after the first LocalCache use shadows the SIGBUS guard: "
-        "a truncated index makes the process spin forever"))),
+    "late",  # fixed in c1e9778: the guard is re-installed when a map is made
+    "python-handler",  # fixed in c1e9778
 ])
 def test_an_index_truncated_under_a_process_that_set_its_own_sigbus_handler(when, tmp_path):
     """BUG (the process dies of SIGBUS; every time): the engine's SIGBUS
@@ -366,9 +362,7 @@ def test_hits_and_values_while_a_writer_is_stopped_under_the_lock(stop_a_lock_ho
     assert hits < 2 and miss < 10
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: every miss of every other process costs 6 s (two 3 s lock waits) for as long as a writer "
-    "is stopped under the lock; an open LocalCache has no back-off"))
+# fixed in aae510d: a store handle backs off after a writer-lock wait times out
 def test_misses_while_a_writer_is_stopped_under_the_lock_do_not_each_wait(stop_a_lock_holder):
     """BUG (availability: bounded, no wrong value; every time): a process
     that holds a LocalCache's writer lock is stopped (Ctrl-Z on a script
@@ -444,9 +438,7 @@ other.kill()
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: SQLAlchemyCache('sqlite:///...', timeout=0.5): a miss waits 20 s while another connection "
-    "holds the write lock, not the documented connect_timeout + 5 * timeout"))
+# fixed in af8244d: busy waits bounded by the operation's budget
 def test_sqlite_url_timeout_bounds_a_miss_while_the_database_is_write_locked(tmp_path):
     """BUG (a documented bound broken; availability; every time): the
     Options table and ``SQLAlchemyCache``'s docstring say that on the native
@@ -546,10 +538,7 @@ print(repr((problems[:3], [r[0][:150] for r in check[:3]])))
 
 
 @pytest.mark.parametrize("how", ["one-thread", "threads"])
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: SQLiteCache on a database file this process also opens with Python's sqlite3 (Django, "
-    "SQLAlchemy, sqlite3) breaks the application's transactions and corrupts its database: two "
-    "SQLite copies in one process do not see each other's POSIX locks"))
+# fixed in 29cc91b: the cache never writes to a file another SQLite of this process opens
 def test_sqlite_cache_on_the_applications_own_database_file(how, tmp_path):
     """BUG (critical: the application's own data is corrupted; every run):
     ``SQLiteCache(path, table_name=...)`` invites keeping the cache in the
@@ -628,10 +617,7 @@ time.sleep(60)
 
 
 @pytest.mark.parametrize("what", ["lease", "writer-lock"])
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a LocalCache process killed while it holds a lease or the writer lock keeps holding it "
-    "for as long as a child it forked lives (the child inherited the lock files' open file "
-    "descriptions)"))
+# fixed in 064e03d: a forked child lets go of the lock files' descriptions
 def test_a_killed_holder_with_a_forked_child_alive_releases_its_locks(what, tmp_path):
     """BUG (a documented promise broken; availability; every time): README:
     "the lease of a process that died (SIGKILL, the OOM killer) is taken
