@@ -260,7 +260,8 @@ def test_many_writer_processes_with_small_and_large_values(method, tmp_path):
     assert errs == 0 and said == 0, first
 
 
-@pytest.mark.xfail(strict=True, reason=(
+# Not strict: load-dependent (it passes on an idle machine).
+@pytest.mark.xfail(strict=False, reason=(
     "BUG: with strict=True, writers of large values that nobody stopped make calls raise "
     "CacheUnavailable (the writer lock is waited for a fixed 3 s)"))
 def test_strict_writers_of_large_values_never_raise_a_lock_timeout(tmp_path):
