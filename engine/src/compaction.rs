@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-
 use crate::ctx::{now_ms, read_only_error};
 use crate::error::{Error, Result};
 use crate::format::v1::{self, REC_HEADER_LEN};
